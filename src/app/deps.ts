@@ -1,0 +1,21 @@
+import type { Clock } from "../domain/clock.js";
+import type { Failure } from "../domain/errors.js";
+import type { TopUpPack } from "../domain/grants.js";
+import type { IdempotencyCache, LedgerStore } from "./ports.js";
+
+/** What the use cases need from the outside world, wired once in main.ts. */
+export interface AppDeps {
+  readonly store: LedgerStore;
+  readonly cache: IdempotencyCache;
+  readonly clock: Clock;
+  /** New server-assigned ids (reservations, buckets). */
+  readonly newId: () => string;
+  readonly topUpPacks: ReadonlyMap<string, TopUpPack>;
+}
+
+/** A use case's answer: the encoded response (fresh or replayed) or an expected failure. */
+export type Reply = { readonly ok: true; readonly bytes: Uint8Array } | { readonly ok: false; readonly failure: Failure };
+
+export function refuse(reason: Failure["reason"], message: string, metadata: Record<string, string> = {}): Reply {
+  return { ok: false, failure: { reason, message, metadata } };
+}

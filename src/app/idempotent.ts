@@ -1,0 +1,56 @@
+import type { CommandOutcome, IdempotencyCache, IdempotencyClaim } from "./ports.js";
+import type { Reply } from "./deps.js";
+
+/**
+ * Wraps a mutating command with the Redis fast path: a key seen with the same request returns
+ * the cached response; with another request, IDEMPOTENCY_KEY_REUSED; while its first call is
+ * still running, IDEMPOTENCY_KEY_IN_USE (ABORTED, safe to retry). Whatever Redis says or fails
+ * to say, the command itself checks the durable operation record in Postgres, so a flushed or
+ * unreachable Redis never causes a second effect. Failed calls leave no record: a retry runs again.
+ */
+export async function idempotent(
+  cache: IdempotencyCache,
+  scope: string,
+  claim: IdempotencyClaim,
+  command: () => Promise<CommandOutcome<unknown>>,
+): Promise<Reply> {
+  const lookup = await cache.begin(scope, claim);
+  switch (lookup.kind) {
+    case "done":
+      return { ok: true, bytes: lookup.response };
+    case "mismatch":
+      return {
+        ok: false,
+        failure: {
+          reason: "IDEMPOTENCY_KEY_REUSED",
+          message: `idempotency key ${claim.key} was already used for a different request`,
+          metadata: { idempotency_key: claim.key },
+        },
+      };
+    case "in_flight":
+      return {
+        ok: false,
+        failure: {
+          reason: "IDEMPOTENCY_KEY_IN_USE",
+          message: `a call with idempotency key ${claim.key} is still running; retry`,
+          metadata: { idempotency_key: claim.key },
+        },
+      };
+    case "claimed":
+    case "unavailable":
+      break;
+  }
+  let outcome: CommandOutcome<unknown>;
+  try {
+    outcome = await command();
+  } catch (err) {
+    if (lookup.kind === "claimed") await cache.abandon(scope, claim, lookup.token);
+    throw err;
+  }
+  if (outcome.kind === "failed") {
+    if (lookup.kind === "claimed") await cache.abandon(scope, claim, lookup.token);
+    return { ok: false, failure: outcome.failure };
+  }
+  await cache.complete(scope, claim, outcome.response);
+  return { ok: true, bytes: outcome.response };
+}

@@ -1,0 +1,95 @@
+import type { AccountBook } from "../domain/account-book.js";
+import type { Failure, Result } from "../domain/errors.js";
+import type { EntryKind } from "../domain/ledger-entry.js";
+import type { Difference } from "../domain/reconcile.js";
+import type { Reservation } from "../domain/reservation.js";
+
+/** An idempotency key claimed by one mutating call, with the hash of the request it came with. */
+export interface IdempotencyClaim {
+  readonly key: string;
+  readonly method: string;
+  readonly requestHash: Buffer;
+}
+
+/** Which account a command locks: named directly, or through one of its reservations. */
+export type CommandTarget = { readonly accountId: string } | { readonly reservationId: string };
+
+/**
+ * One command on one account: the store locks the account, checks the idempotency record, loads
+ * the book (with `reservationId` if given), applies what has fallen due, runs `run`, and — in the
+ * same transaction — persists the changes, the entries and the operation record holding
+ * `encode(value)`.
+ */
+export interface AccountCommand<T> {
+  readonly target: CommandTarget;
+  /** PurchaseTopUp and AdjustCredits bring an account into being; every other command needs one. */
+  readonly createAccount: boolean;
+  readonly idempotency: IdempotencyClaim | null;
+  /** The identity of the calling service, recorded on the entries this command writes. */
+  readonly caller: string;
+  run(book: AccountBook, now: Date): Result<T>;
+  encode(value: T, book: AccountBook, now: Date): Uint8Array;
+}
+
+export type CommandOutcome<T> =
+  | { readonly kind: "applied"; readonly value: T; readonly response: Uint8Array }
+  | { readonly kind: "replayed"; readonly response: Uint8Array }
+  | { readonly kind: "failed"; readonly failure: Failure };
+
+export interface StoredEntry {
+  readonly entryId: bigint;
+  readonly accountId: string;
+  readonly kind: EntryKind;
+  readonly bucketId: string;
+  readonly reservationId: string | null;
+  readonly amount: bigint;
+  readonly idempotencyKey: string | null;
+  readonly caller: string;
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly createdAt: Date;
+}
+
+export interface EntryQuery {
+  readonly accountId: string;
+  readonly afterEntryId: bigint | null;
+  readonly limit: number;
+  readonly from: Date | null;
+  readonly to: Date | null;
+  readonly kinds: readonly EntryKind[];
+}
+
+/** The narrow store the use cases need; Postgres implements it (src/store). */
+export interface LedgerStore {
+  execute<T>(command: AccountCommand<T>, now: Date): Promise<CommandOutcome<T>>;
+  /** The account's live buckets and its overdue holds, read without a lock; null if unknown. */
+  readBook(accountId: string, now: Date): Promise<AccountBook | null>;
+  findReservation(reservationId: string): Promise<Reservation | null>;
+  accountExists(accountId: string): Promise<boolean>;
+  listEntries(query: EntryQuery): Promise<StoredEntry[]>;
+  /** Accounts with an overdue hold or an expired bucket that still has free credits. */
+  accountsWithDueWork(now: Date, limit: number): Promise<string[]>;
+  /** Applies due work to the account if no other transaction holds it; false if skipped. */
+  applyDueIfUnlocked(accountId: string, now: Date): Promise<boolean>;
+  pruneOperations(olderThan: Date, limit: number): Promise<number>;
+  /** Differences between stored buckets and holds and what the entries add up to; empty when they agree. */
+  reconcile(accountId: string): Promise<Difference[]>;
+  ping(): Promise<void>;
+}
+
+export type CacheLookup =
+  | { readonly kind: "claimed"; readonly token: string }
+  | { readonly kind: "done"; readonly response: Uint8Array }
+  | { readonly kind: "in_flight" }
+  | { readonly kind: "mismatch" }
+  | { readonly kind: "unavailable" };
+
+/** The fast path of idempotency (Redis). Postgres remains the truth when it is lost or down. */
+export interface IdempotencyCache {
+  /** Claims the key for this request, or says what is already known about it. */
+  begin(scope: string, claim: IdempotencyClaim): Promise<CacheLookup>;
+  /** Stores the response under the key. */
+  complete(scope: string, claim: IdempotencyClaim, response: Uint8Array): Promise<void>;
+  /** Drops our claim (the call failed and changed nothing), so a retry runs again. */
+  abandon(scope: string, claim: IdempotencyClaim, token: string): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,69 @@
+import type { BalanceView } from "../domain/account-book.js";
+import { ok } from "../domain/errors.js";
+import type { EntryKind } from "../domain/ledger-entry.js";
+import { applyDue } from "../domain/maintenance.js";
+import { isOverdue, type Reservation } from "../domain/reservation.js";
+import { type AppDeps, type Reply, refuse } from "./deps.js";
+import type { Encode } from "./holds.js";
+import type { StoredEntry } from "./ports.js";
+
+/** Persists whatever has fallen due on the account, then encodes from the locked, current book. */
+function settleDue(deps: AppDeps, accountId: string, now: Date, encode: Parameters<typeof deps.store.execute<null>>[0]["encode"]): Promise<Reply> {
+  return deps.store
+    .execute({ target: { accountId }, createAccount: false, idempotency: null, caller: "system", run: () => ok(null), encode }, now)
+    .then((outcome) => (outcome.kind === "failed" ? { ok: false, failure: outcome.failure } : { ok: true, bytes: outcome.response }));
+}
+
+/**
+ * GetBalance reads without locking. If an overdue hold or an expired bucket is found, the
+ * due work is applied in a locked transaction first, so the balance never counts expired credits.
+ */
+export async function getBalance(deps: AppDeps, accountId: string, encode: Encode<BalanceView>): Promise<Reply> {
+  const now = deps.clock.now();
+  const book = await deps.store.readBook(accountId, now);
+  if (!book) return refuse("ACCOUNT_NOT_FOUND", `account ${accountId} not found`, { account_id: accountId });
+  if (!applyDue(book, now)) return { ok: true, bytes: encode(book.balance(now)) };
+  return settleDue(deps, accountId, now, (_, locked, at) => encode(locked.balance(at)));
+}
+
+/** GetReservation shows an overdue hold as EXPIRED, releasing it first. */
+export async function getReservation(deps: AppDeps, reservationId: string, encode: Encode<Reservation>): Promise<Reply> {
+  const now = deps.clock.now();
+  const reservation = await deps.store.findReservation(reservationId);
+  if (!reservation) return refuse("RESERVATION_NOT_FOUND", `reservation ${reservationId} not found`, { reservation_id: reservationId });
+  if (!isOverdue(reservation, now)) return { ok: true, bytes: encode(reservation) };
+  return settleDue(deps, reservation.accountId, now, (_, locked) => encode(locked.reservation(reservationId) ?? reservation));
+}
+
+export interface ListEntriesInput {
+  readonly accountId: string;
+  readonly afterEntryId: bigint | null;
+  readonly pageSize: number;
+  readonly from: Date | null;
+  readonly to: Date | null;
+  readonly kinds: readonly EntryKind[];
+}
+
+export interface EntryPage {
+  readonly entries: readonly StoredEntry[];
+  /** The last entry id of this page when more may follow. */
+  readonly nextAfterEntryId: bigint | null;
+}
+
+/** ListLedgerEntries: one page of an account's entries, oldest first. */
+export async function listLedgerEntries(deps: AppDeps, input: ListEntriesInput, encode: Encode<EntryPage>): Promise<Reply> {
+  if (!(await deps.store.accountExists(input.accountId))) {
+    return refuse("ACCOUNT_NOT_FOUND", `account ${input.accountId} not found`, { account_id: input.accountId });
+  }
+  const rows = await deps.store.listEntries({
+    accountId: input.accountId,
+    afterEntryId: input.afterEntryId,
+    limit: input.pageSize + 1,
+    from: input.from,
+    to: input.to,
+    kinds: input.kinds,
+  });
+  const entries = rows.slice(0, input.pageSize);
+  const more = rows.length > input.pageSize;
+  return { ok: true, bytes: encode({ entries, nextAfterEntryId: more ? entries[entries.length - 1]!.entryId : null }) };
+}

@@ -1,0 +1,181 @@
+import { type Bucket, compareConsumption, freeCredits, isUsable } from "./bucket.js";
+import { invariant } from "./errors.js";
+import type { EntryDraft, EntryKind } from "./ledger-entry.js";
+import type { Reservation } from "./reservation.js";
+
+/** The spendable state of an account as callers see it. */
+export interface BalanceView {
+  readonly accountId: string;
+  readonly available: bigint;
+  readonly held: bigint;
+  /** Usable buckets with credits left, in consumption order. */
+  readonly buckets: readonly Bucket[];
+  readonly asOf: Date;
+}
+
+/**
+ * The working set of one command on one locked account: the buckets with credits left and the
+ * reservations the command needs. Every movement goes through one of the methods below, which
+ * change the state and append the matching ledger entry together, so the two cannot drift.
+ * The store persists what changed; nothing here does I/O.
+ */
+export class AccountBook {
+  readonly entries: EntryDraft[] = [];
+  readonly changedBuckets = new Set<string>();
+  readonly newBuckets = new Set<string>();
+  readonly changedReservations = new Set<string>();
+  readonly newReservations = new Set<string>();
+  private readonly buckets = new Map<string, Bucket>();
+  private readonly reservations = new Map<string, Reservation>();
+
+  constructor(
+    readonly accountId: string,
+    buckets: readonly Bucket[],
+    reservations: readonly Reservation[],
+  ) {
+    for (const b of buckets) this.buckets.set(b.id, b);
+    for (const r of reservations) this.reservations.set(r.id, r);
+  }
+
+  bucket(id: string): Bucket {
+    const b = this.buckets.get(id);
+    invariant(b, `bucket ${id} is not loaded`);
+    return b;
+  }
+
+  reservation(id: string): Reservation | undefined {
+    return this.reservations.get(id);
+  }
+
+  allBuckets(): Bucket[] {
+    return [...this.buckets.values()];
+  }
+
+  allReservations(): Reservation[] {
+    return [...this.reservations.values()];
+  }
+
+  /** Usable buckets in consumption order. */
+  usableBuckets(now: Date): Bucket[] {
+    return this.allBuckets()
+      .filter((b) => isUsable(b, now))
+      .sort(compareConsumption);
+  }
+
+  /** Credits a new hold can take: the free credits of usable buckets. */
+  available(now: Date): bigint {
+    return this.usableBuckets(now).reduce((sum, b) => sum + freeCredits(b), 0n);
+  }
+
+  /** Credits held by open reservations (also those taken from buckets that expired since). */
+  held(): bigint {
+    return this.allBuckets().reduce((sum, b) => sum + b.held, 0n);
+  }
+
+  balance(now: Date): BalanceView {
+    return {
+      accountId: this.accountId,
+      available: this.available(now),
+      held: this.held(),
+      buckets: this.usableBuckets(now).filter((b) => b.remaining > 0n),
+      asOf: now,
+    };
+  }
+
+  addBucket(bucket: Bucket, kind: "GRANT" | "ADJUST", metadata: Record<string, string>): void {
+    invariant(!this.buckets.has(bucket.id), `bucket ${bucket.id} exists`);
+    invariant(bucket.granted > 0n && bucket.remaining === 0n && bucket.held === 0n, "a new bucket starts empty");
+    this.buckets.set(bucket.id, bucket);
+    this.newBuckets.add(bucket.id);
+    this.credit(bucket, bucket.granted, kind, metadata);
+  }
+
+  /** Grows a bucket (an upgrade's extra allowance). */
+  grant(bucketId: string, amount: bigint, metadata: Record<string, string>): void {
+    const bucket = this.bucket(bucketId);
+    bucket.granted += amount;
+    this.credit(bucket, amount, "GRANT", metadata);
+  }
+
+  addReservation(reservation: Reservation): void {
+    invariant(!this.reservations.has(reservation.id), `reservation ${reservation.id} exists`);
+    invariant(reservation.allocations.length === 0, "a new reservation holds nothing yet");
+    this.reservations.set(reservation.id, reservation);
+    this.newReservations.add(reservation.id);
+  }
+
+  /** Moves free credits of a bucket onto a reservation. */
+  hold(reservation: Reservation, bucketId: string, amount: bigint, automatic = false): void {
+    const bucket = this.bucket(bucketId);
+    invariant(amount > 0n && amount <= freeCredits(bucket), `hold ${amount} > free ${freeCredits(bucket)}`);
+    bucket.held += amount;
+    const existing = reservation.allocations.find((a) => a.bucketId === bucketId);
+    if (existing) existing.amount += amount;
+    else reservation.allocations.push({ bucketId, amount });
+    this.record("HOLD", bucket, reservation, amount, automatic);
+  }
+
+  /** Returns held credits to their bucket. */
+  release(reservation: Reservation, bucketId: string, amount: bigint, automatic = false): void {
+    const bucket = this.takeFromAllocation(reservation, bucketId, amount);
+    bucket.held -= amount;
+    this.record("RELEASE", bucket, reservation, amount, automatic);
+  }
+
+  /** Spends held credits. */
+  capture(reservation: Reservation, bucketId: string, amount: bigint): void {
+    const bucket = this.takeFromAllocation(reservation, bucketId, amount);
+    bucket.held -= amount;
+    bucket.remaining -= amount;
+    this.record("CAPTURE", bucket, reservation, amount, false);
+  }
+
+  /** Removes free credits of a bucket at (or after) its expiry. */
+  expire(bucketId: string, amount: bigint, reservation: Reservation | null): void {
+    const bucket = this.bucket(bucketId);
+    invariant(amount > 0n && amount <= freeCredits(bucket), `expire ${amount} > free ${freeCredits(bucket)}`);
+    bucket.remaining -= amount;
+    this.changedBuckets.add(bucket.id);
+    this.entries.push({
+      kind: "EXPIRE",
+      bucketId,
+      reservationId: reservation?.id ?? null,
+      amount,
+      metadata: reservation?.metadata ?? {},
+      automatic: true,
+    });
+  }
+
+  /** Marks a reservation's own fields (status, expiry) as changed. */
+  touch(reservation: Reservation): void {
+    this.changedReservations.add(reservation.id);
+  }
+
+  private credit(bucket: Bucket, amount: bigint, kind: EntryKind, metadata: Record<string, string>): void {
+    invariant(amount > 0n, "a grant is positive");
+    bucket.remaining += amount;
+    this.changedBuckets.add(bucket.id);
+    this.entries.push({ kind, bucketId: bucket.id, reservationId: null, amount, metadata, automatic: false });
+  }
+
+  private takeFromAllocation(reservation: Reservation, bucketId: string, amount: bigint): Bucket {
+    const allocation = reservation.allocations.find((a) => a.bucketId === bucketId);
+    invariant(allocation && amount > 0n && amount <= allocation.amount, `reservation ${reservation.id} holds less`);
+    allocation.amount -= amount;
+    reservation.allocations = reservation.allocations.filter((a) => a.amount > 0n);
+    return this.bucket(bucketId);
+  }
+
+  private record(kind: EntryKind, bucket: Bucket, reservation: Reservation, amount: bigint, automatic: boolean): void {
+    this.changedBuckets.add(bucket.id);
+    this.changedReservations.add(reservation.id);
+    this.entries.push({
+      kind,
+      bucketId: bucket.id,
+      reservationId: reservation.id,
+      amount,
+      metadata: reservation.metadata,
+      automatic,
+    });
+  }
+}

@@ -1,0 +1,31 @@
+/** The one source of time. Commands read it once and pass `now` down. */
+export interface Clock {
+  now(): Date;
+}
+
+/** Wall-clock time of this process. */
+export const systemClock: Clock = { now: () => new Date() };
+
+/** A clock that only moves when told to: billing-cycle and expiry tests advance it instead of sleeping. */
+export class FakeClock implements Clock {
+  private ms: number;
+
+  constructor(start: Date) {
+    this.ms = start.getTime();
+  }
+
+  now(): Date {
+    return new Date(this.ms);
+  }
+
+  advance(byMs: number): Date {
+    if (byMs < 0) throw new RangeError("a clock never moves backwards");
+    this.ms += byMs;
+    return this.now();
+  }
+
+  set(to: Date): void {
+    if (to.getTime() < this.ms) throw new RangeError("a clock never moves backwards");
+    this.ms = to.getTime();
+  }
+}

@@ -1,0 +1,72 @@
+import type { AccountBook } from "./account-book.js";
+import type { Bucket } from "./bucket.js";
+import { addMonths } from "./calendar.js";
+
+export interface Money {
+  readonly currencyCode: string;
+  readonly amountMinor: bigint;
+}
+
+/** A pack of credits a customer can buy. Business custom packs use the same shape. */
+export interface TopUpPack {
+  readonly packId: string;
+  readonly credits: bigint;
+  readonly price: Money;
+  /** Calendar months from purchase until the pack's unspent credits expire. */
+  readonly validityMonths: number;
+}
+
+export interface TopUpPurchase {
+  readonly bucketId: string;
+  readonly pack: TopUpPack;
+  readonly paymentReference: string;
+}
+
+/** A top-up is a new TOP_UP bucket, usable at once, expiring `validityMonths` calendar months after purchase. */
+export function purchaseTopUp(book: AccountBook, purchase: TopUpPurchase, now: Date): Bucket {
+  const bucket = emptyBucket(book, purchase.bucketId, "TOP_UP", now, addMonths(now, purchase.pack.validityMonths), `pack:${purchase.pack.packId};payment:${purchase.paymentReference}`, purchase.pack.credits);
+  book.addBucket(bucket, "GRANT", {
+    pack_id: purchase.pack.packId,
+    payment_reference: purchase.paymentReference,
+    price: `${purchase.pack.price.amountMinor} ${purchase.pack.price.currencyCode}`,
+  });
+  return bucket;
+}
+
+export interface Adjustment {
+  readonly bucketId: string;
+  readonly amount: bigint;
+  readonly expiresAt: Date | null;
+  readonly reason: string;
+  readonly actor: string;
+}
+
+/** Support grants credits as a new ADJUSTMENT bucket, recorded with who did it and why. */
+export function grantAdjustment(book: AccountBook, adjustment: Adjustment, now: Date): Bucket {
+  const bucket = emptyBucket(book, adjustment.bucketId, "ADJUSTMENT", now, adjustment.expiresAt, `adjustment:${adjustment.reason}`, adjustment.amount);
+  book.addBucket(bucket, "ADJUST", { reason: adjustment.reason, actor: adjustment.actor });
+  return bucket;
+}
+
+function emptyBucket(
+  book: AccountBook,
+  id: string,
+  kind: Bucket["kind"],
+  now: Date,
+  expiresAt: Date | null,
+  sourceRef: string,
+  granted: bigint,
+): Bucket {
+  return {
+    id,
+    accountId: book.accountId,
+    kind,
+    granted,
+    remaining: 0n,
+    held: 0n,
+    validFrom: now,
+    expiresAt,
+    sourceRef,
+    createdAt: now,
+  };
+}

@@ -1,0 +1,37 @@
+export type ReservationStatus = "HELD" | "COMMITTED" | "RELEASED" | "EXPIRED";
+
+export type ReleaseReason = "GENERATION_FAILED" | "INTERRUPTED" | "CANCELLED" | "OTHER";
+
+/** Credits a hold currently takes from one bucket. */
+export interface Allocation {
+  readonly bucketId: string;
+  amount: bigint;
+}
+
+/** A hold on an account's credits, from Reserve until Commit, Release or expiry. */
+export interface Reservation {
+  readonly id: string;
+  readonly accountId: string;
+  status: ReservationStatus;
+  /** Credits taken by Reserve; kept as history after settlement. */
+  readonly heldAmount: bigint;
+  capturedAmount: bigint;
+  releasedAmount: bigint;
+  /** What the hold takes from each bucket right now, in consumption order; empty once settled. */
+  allocations: Allocation[];
+  expiresAt: Date;
+  readonly createdAt: Date;
+  settledAt: Date | null;
+  readonly metadata: Readonly<Record<string, string>>;
+  releaseReason: ReleaseReason | null;
+  releaseDetail: string;
+}
+
+/** Credits the reservation holds right now. */
+export function currentlyHeld(reservation: Reservation): bigint {
+  return reservation.allocations.reduce((sum, a) => sum + a.amount, 0n);
+}
+
+export function isOverdue(reservation: Reservation, now: Date): boolean {
+  return reservation.status === "HELD" && reservation.expiresAt.getTime() <= now.getTime();
+}

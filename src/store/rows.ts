@@ -1,0 +1,65 @@
+import type { Bucket, BucketKind } from "../domain/bucket.js";
+import type { ReleaseReason, Reservation, ReservationStatus } from "../domain/reservation.js";
+
+/** A row as node-postgres returns it from a raw query: bigint columns arrive as strings. */
+export type Row = Record<string, unknown>;
+
+function str(row: Row, column: string): string {
+  const v = row[column];
+  if (typeof v !== "string") throw new TypeError(`column ${column}: expected text, got ${typeof v}`);
+  return v;
+}
+
+function big(row: Row, column: string): bigint {
+  const v = row[column];
+  if (typeof v === "string" || typeof v === "bigint" || typeof v === "number") return BigInt(v);
+  throw new TypeError(`column ${column}: expected bigint, got ${typeof v}`);
+}
+
+function date(row: Row, column: string): Date {
+  const v = row[column];
+  if (v instanceof Date) return v;
+  throw new TypeError(`column ${column}: expected timestamptz, got ${typeof v}`);
+}
+
+function optDate(row: Row, column: string): Date | null {
+  return row[column] === null || row[column] === undefined ? null : date(row, column);
+}
+
+export function bucketFromRow(row: Row): Bucket {
+  return {
+    id: str(row, "bucket_id"),
+    accountId: str(row, "account_id"),
+    kind: str(row, "kind") as BucketKind,
+    granted: big(row, "granted"),
+    remaining: big(row, "remaining"),
+    held: big(row, "held"),
+    validFrom: date(row, "valid_from"),
+    expiresAt: optDate(row, "expires_at"),
+    sourceRef: str(row, "source_ref"),
+    createdAt: date(row, "created_at"),
+  };
+}
+
+export function reservationFromRow(row: Row): Reservation {
+  const allocations = row["allocations"] as { bucketId: string; amount: string }[];
+  return {
+    id: str(row, "reservation_id"),
+    accountId: str(row, "account_id"),
+    status: str(row, "state") as ReservationStatus,
+    heldAmount: big(row, "held_amount"),
+    capturedAmount: big(row, "captured_amount"),
+    releasedAmount: big(row, "released_amount"),
+    allocations: allocations.map((a) => ({ bucketId: a.bucketId, amount: BigInt(a.amount) })),
+    expiresAt: date(row, "expires_at"),
+    createdAt: date(row, "created_at"),
+    settledAt: optDate(row, "settled_at"),
+    metadata: (row["metadata"] ?? {}) as Record<string, string>,
+    releaseReason: (row["release_reason"] ?? null) as ReleaseReason | null,
+    releaseDetail: str(row, "release_detail"),
+  };
+}
+
+export function allocationsJson(reservation: Reservation): string {
+  return JSON.stringify(reservation.allocations.map((a) => ({ bucketId: a.bucketId, amount: a.amount.toString() })));
+}
