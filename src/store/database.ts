@@ -63,7 +63,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<MikroORM> 
     pool: { min: 0, max: options.poolMax },
     // Give up on an unreachable database within seconds, so calls fail as UNAVAILABLE instead of hanging.
     driverOptions: { acquireConnectionTimeout: 5000, connection: { connectionTimeoutMillis: 3000 } },
-    migrations: { migrationsList: migrations, transactional: true, allOrNothing: true, snapshot: false },
+    migrations: { migrationsList: migrations, transactional: true, allOrNothing: true, snapshot: false, silent: true },
     allowGlobalContext: false,
     debug: false,
   });

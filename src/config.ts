@@ -1,0 +1,53 @@
+import { existsSync } from "node:fs";
+import { z } from "zod";
+
+const bool = z
+  .enum(["true", "false", "1", "0"])
+  .transform((v) => v === "true" || v === "1");
+
+const seconds = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+
+/** Every variable the service reads, with its default. README.md lists them for operators. */
+const schema = z
+  .object({
+    DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).default("postgres://postgres@127.0.0.1:5432/credit"),
+    REDIS_URL: z.url({ protocol: /^rediss?$/ }).default("redis://127.0.0.1:6379"),
+    GRPC_HOST: z.string().min(1).default("0.0.0.0"),
+    GRPC_PORT: z.coerce.number().int().min(0).max(65535).default(50051),
+    GRPC_MAX_MESSAGE_BYTES: z.coerce.number().int().min(1024).max(16 * 1024 * 1024).default(64 * 1024),
+    DB_MIGRATE: bool.default(true),
+    DB_POOL_MAX: z.coerce.number().int().min(1).max(200).default(10),
+    HOLD_DEFAULT_TTL_SECONDS: seconds(15 * 60),
+    HOLD_MAX_TTL_SECONDS: seconds(24 * 60 * 60),
+    IDEMPOTENCY_TTL_SECONDS: z.coerce.number().int().min(24 * 60 * 60).default(24 * 60 * 60),
+    IDEMPOTENCY_LOCK_SECONDS: seconds(30),
+    SWEEPER_ENABLED: bool.default(true),
+    SWEEPER_INTERVAL_MS: z.coerce.number().int().min(100).default(5000),
+    SWEEPER_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(200),
+    HEALTH_PROBE_INTERVAL_MS: z.coerce.number().int().min(100).default(2000),
+    SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
+    LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  })
+  .refine((c) => c.HOLD_DEFAULT_TTL_SECONDS <= c.HOLD_MAX_TTL_SECONDS, {
+    message: "HOLD_DEFAULT_TTL_SECONDS must not exceed HOLD_MAX_TTL_SECONDS",
+    path: ["HOLD_DEFAULT_TTL_SECONDS"],
+  });
+
+export type Config = Readonly<z.infer<typeof schema>>;
+
+/** Parses and validates the environment once; throws one error naming every bad variable. */
+export function parseConfig(env: Record<string, string | undefined>): Config {
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
+  const parsed = schema.safeParse(present);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+    throw new Error(`invalid configuration: ${problems}`);
+  }
+  return Object.freeze(parsed.data);
+}
+
+/** The only reader of process.env (and of a `.env` file in the working directory, if present). */
+export function loadConfig(): Config {
+  if (existsSync(".env")) process.loadEnvFile(".env");
+  return parseConfig(process.env);
+}

@@ -1,0 +1,37 @@
+import { pino } from "pino";
+import { loadConfig } from "./config.js";
+import { systemClock } from "./domain/clock.js";
+import { startService } from "./service.js";
+
+const log = pino({ base: { service: "credit" } });
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  log.level = config.LOG_LEVEL;
+  const service = await startService(config, systemClock, log);
+  log.info({ port: service.port }, "credit service listening");
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "shutting down");
+    service.stop().then(
+      () => {
+        log.info("stopped");
+        process.exit(0);
+      },
+      (err: unknown) => {
+        log.error({ err }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+main().catch((err: unknown) => {
+  log.fatal({ err }, "failed to start");
+  process.exit(1);
+});

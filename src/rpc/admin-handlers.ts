@@ -1,0 +1,76 @@
+import { create, toBinary } from "@bufbuild/protobuf";
+import type { AppDeps } from "../app/deps.js";
+import { adjustCredits } from "../app/grants.js";
+import { listLedgerEntries } from "../app/queries.js";
+import {
+  type AdjustCreditsRequest,
+  AdjustCreditsRequestSchema,
+  AdjustCreditsResponseSchema,
+  type ListLedgerEntriesRequest,
+  ListLedgerEntriesResponseSchema,
+} from "../gen/credit/v1/admin_service_pb.js";
+import * as decode from "./decode.js";
+import * as encode from "./encode.js";
+import type { CallContext, ServiceHandlers } from "./grpc-adapter.js";
+import { callerOf, reply } from "./reply.js";
+import { requestHash } from "./request-hash.js";
+
+const ENTRY_KINDS = encode.inverse(encode.ENTRY_KINDS);
+const MAX_PAGE_SIZE = 1000;
+const DEFAULT_PAGE_SIZE = 100;
+
+/** Page tokens are opaque to callers: the last entry id of the previous page, base64url-encoded. */
+function decodePageToken(token: string): bigint | null {
+  if (token === "") return null;
+  const raw = Buffer.from(token, "base64url").toString("utf8");
+  if (!/^e:\d{1,19}$/.test(raw)) throw decode.invalid("page_token", "is not a token this service issued");
+  return BigInt(raw.slice(2));
+}
+
+function encodePageToken(afterEntryId: bigint | null): string {
+  return afterEntryId === null ? "" : Buffer.from(`e:${afterEntryId}`, "utf8").toString("base64url");
+}
+
+/** CreditAdminService: support tools. */
+export function adminHandlers(deps: AppDeps): ServiceHandlers {
+  return {
+    async AdjustCredits(req: AdjustCreditsRequest, ctx: CallContext) {
+      const accountId = decode.id(req.accountId, "account_id");
+      const key = decode.id(req.idempotencyKey, "idempotency_key");
+      const amount = decode.credits(req.amount, "amount");
+      const expiresAt = decode.instant(req.expiresAt, "expires_at");
+      const reason = decode.text(req.reason, "reason", { required: true });
+      const claim = { key, method: "AdjustCredits", requestHash: requestHash("AdjustCredits", AdjustCreditsRequestSchema, req) };
+      return reply(
+        await adjustCredits(deps, { accountId, amount, expiresAt, reason, claim, caller: callerOf(ctx) }, (g) =>
+          toBinary(AdjustCreditsResponseSchema, create(AdjustCreditsResponseSchema, { bucket: encode.bucket(g.bucket), balance: encode.balance(g.balance) })),
+        ),
+      );
+    },
+
+    async ListLedgerEntries(req: ListLedgerEntriesRequest) {
+      const accountId = decode.id(req.accountId, "account_id");
+      if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) throw decode.invalid("page_size", `must be 0 to ${MAX_PAGE_SIZE}`);
+      const kinds = req.kinds.map((k) => decode.enumValue(k, "kinds", ENTRY_KINDS));
+      const input = {
+        accountId,
+        afterEntryId: decodePageToken(req.pageToken),
+        pageSize: req.pageSize === 0 ? DEFAULT_PAGE_SIZE : req.pageSize,
+        from: decode.instant(req.startTime, "start_time"),
+        to: decode.instant(req.endTime, "end_time"),
+        kinds,
+      };
+      return reply(
+        await listLedgerEntries(deps, input, (page) =>
+          toBinary(
+            ListLedgerEntriesResponseSchema,
+            create(ListLedgerEntriesResponseSchema, {
+              entries: page.entries.map(encode.ledgerEntry),
+              nextPageToken: encodePageToken(page.nextAfterEntryId),
+            }),
+          ),
+        ),
+      );
+    },
+  };
+}

@@ -1,0 +1,155 @@
+import { create, toBinary } from "@bufbuild/protobuf";
+import type { AppDeps } from "../app/deps.js";
+import { type GrantResult, purchaseTopUp } from "../app/grants.js";
+import { commit, extendReservation, type HoldResult, release, reserve } from "../app/holds.js";
+import { getBalance, getReservation } from "../app/queries.js";
+import { MAX_MONEY_MINOR } from "../domain/limits.js";
+import {
+  type CommitRequest,
+  CommitRequestSchema,
+  CommitResponseSchema,
+  type ExtendReservationRequest,
+  ExtendReservationRequestSchema,
+  ExtendReservationResponseSchema,
+  type GetBalanceRequest,
+  GetBalanceResponseSchema,
+  type GetReservationRequest,
+  GetReservationResponseSchema,
+  type PurchaseTopUpRequest,
+  PurchaseTopUpRequestSchema,
+  PurchaseTopUpResponseSchema,
+  type ReleaseRequest,
+  ReleaseRequestSchema,
+  ReleaseResponseSchema,
+  type ReserveRequest,
+  ReserveRequestSchema,
+  ReserveResponseSchema,
+} from "../gen/credit/v1/credit_service_pb.js";
+import * as decode from "./decode.js";
+import * as encode from "./encode.js";
+import type { CallContext, ServiceHandlers } from "./grpc-adapter.js";
+import { callerOf, reply } from "./reply.js";
+import { requestHash } from "./request-hash.js";
+
+export interface HoldLimits {
+  readonly defaultTtlMs: number;
+  readonly maxTtlMs: number;
+}
+
+const RELEASE_REASONS = encode.inverse(encode.RELEASE_REASONS);
+
+/** Reserve, Commit and Release responses have the same shape: the reservation and the balance after. */
+function holdResult(schema: typeof ReserveResponseSchema | typeof CommitResponseSchema | typeof ReleaseResponseSchema) {
+  return (r: HoldResult) => {
+    const fields = { reservation: encode.reservation(r.reservation), balance: encode.balance(r.balance) };
+    return toBinary(schema as typeof ReserveResponseSchema, create(schema as typeof ReserveResponseSchema, fields));
+  };
+}
+
+/** CreditService: decode and validate → use case → encode. No rules live here. */
+export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandlers {
+  return {
+    async Reserve(req: ReserveRequest, ctx: CallContext) {
+      const accountId = decode.id(req.accountId, "account_id");
+      const key = decode.id(req.idempotencyKey, "idempotency_key");
+      if (req.cost.case !== "amount") throw decode.invalid("amount", "is required");
+      const amount = decode.credits(req.cost.value, "amount");
+      const ttlMs = decode.ttl(req.ttl, "ttl", limits.defaultTtlMs, limits.maxTtlMs);
+      const metadata = decode.metadata(req.metadata);
+      const claim = { key, method: "Reserve", requestHash: requestHash("Reserve", ReserveRequestSchema, req) };
+      return reply(await reserve(deps, { accountId, amount, ttlMs, metadata, claim, caller: callerOf(ctx) }, holdResult(ReserveResponseSchema)));
+    },
+
+    async Commit(req: CommitRequest, ctx: CallContext) {
+      const reservationId = decode.uuid(req.reservationId, "reservation_id");
+      const key = decode.id(req.idempotencyKey, "idempotency_key");
+      if (req.actual.case !== "amount") throw decode.invalid("amount", "is required");
+      const amount = decode.credits(req.actual.value, "amount", { allowZero: true });
+      const claim = { key, method: "Commit", requestHash: requestHash("Commit", CommitRequestSchema, req) };
+      return reply(await commit(deps, { reservationId, amount, claim, caller: callerOf(ctx) }, holdResult(CommitResponseSchema)));
+    },
+
+    async Release(req: ReleaseRequest, ctx: CallContext) {
+      const reservationId = decode.uuid(req.reservationId, "reservation_id");
+      const key = decode.id(req.idempotencyKey, "idempotency_key");
+      const reason = decode.enumValue(req.reason, "reason", RELEASE_REASONS);
+      const detail = decode.text(req.detail, "detail");
+      const claim = { key, method: "Release", requestHash: requestHash("Release", ReleaseRequestSchema, req) };
+      return reply(await release(deps, { reservationId, reason, detail, claim, caller: callerOf(ctx) }, holdResult(ReleaseResponseSchema)));
+    },
+
+    async ExtendReservation(req: ExtendReservationRequest, ctx: CallContext) {
+      const reservationId = decode.uuid(req.reservationId, "reservation_id");
+      const key = decode.id(req.idempotencyKey, "idempotency_key");
+      if (req.ttl === undefined) throw decode.invalid("ttl", "is required");
+      const ttlMs = decode.ttl(req.ttl, "ttl", limits.defaultTtlMs, limits.maxTtlMs);
+      const claim = { key, method: "ExtendReservation", requestHash: requestHash("ExtendReservation", ExtendReservationRequestSchema, req) };
+      return reply(
+        await extendReservation(deps, { reservationId, ttlMs, claim, caller: callerOf(ctx) }, (r) =>
+          toBinary(ExtendReservationResponseSchema, create(ExtendReservationResponseSchema, { reservation: encode.reservation(r.reservation) })),
+        ),
+      );
+    },
+
+    async GetBalance(req: GetBalanceRequest) {
+      const accountId = decode.id(req.accountId, "account_id");
+      return reply(
+        await getBalance(deps, accountId, (b) => toBinary(GetBalanceResponseSchema, create(GetBalanceResponseSchema, { balance: encode.balance(b) }))),
+      );
+    },
+
+    async GetReservation(req: GetReservationRequest) {
+      const reservationId = decode.uuid(req.reservationId, "reservation_id");
+      return reply(
+        await getReservation(deps, reservationId, (r) =>
+          toBinary(GetReservationResponseSchema, create(GetReservationResponseSchema, { reservation: encode.reservation(r) })),
+        ),
+      );
+    },
+
+    async PurchaseTopUp(req: PurchaseTopUpRequest, ctx: CallContext) {
+      const accountId = decode.id(req.accountId, "account_id");
+      const key = decode.id(req.paymentReference, "payment_reference");
+      const claim = { key, method: "PurchaseTopUp", requestHash: requestHash("PurchaseTopUp", PurchaseTopUpRequestSchema, req) };
+      const pack = decodePack(req);
+      return reply(
+        await purchaseTopUp(deps, { accountId, pack, claim, caller: callerOf(ctx) }, (g: GrantResult) =>
+          toBinary(
+            PurchaseTopUpResponseSchema,
+            create(PurchaseTopUpResponseSchema, {
+              bucket: encode.bucket(g.bucket),
+              balance: encode.balance(g.balance),
+              price: g.price ? encode.money(g.price) : undefined,
+            }),
+          ),
+        ),
+      );
+    },
+  };
+}
+
+function decodePack(req: PurchaseTopUpRequest) {
+  switch (req.pack.case) {
+    case "packId":
+      return { packId: decode.id(req.pack.value, "pack_id") };
+    case "customPack": {
+      const custom = req.pack.value;
+      const credits = decode.credits(custom.credits, "custom_pack.credits");
+      if (!custom.price) throw decode.invalid("custom_pack.price", "is required");
+      if (!/^[A-Z]{3}$/.test(custom.price.currencyCode)) throw decode.invalid("custom_pack.price.currency_code", "must be an ISO 4217 code");
+      if (custom.price.amountMinor < 0n || custom.price.amountMinor > MAX_MONEY_MINOR) {
+        throw decode.invalid("custom_pack.price.amount_minor", `must be 0 to ${MAX_MONEY_MINOR}`);
+      }
+      if (custom.validityMonths < 1 || custom.validityMonths > 36) throw decode.invalid("custom_pack.validity_months", "must be 1 to 36");
+      return {
+        custom: {
+          credits,
+          price: { currencyCode: custom.price.currencyCode, amountMinor: custom.price.amountMinor },
+          validityMonths: custom.validityMonths,
+        },
+      };
+    }
+    case undefined:
+      throw decode.invalid("pack_id", "a pack_id or custom_pack is required");
+  }
+}

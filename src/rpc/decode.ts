@@ -1,0 +1,84 @@
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { durationMs, timestampDate } from "@bufbuild/protobuf/wkt";
+import { FailureError } from "../domain/errors.js";
+import {
+  ID_PATTERN,
+  MAX_CREDITS,
+  MAX_ID_LENGTH,
+  MAX_METADATA_ENTRIES,
+  MAX_METADATA_KEY_LENGTH,
+  MAX_METADATA_VALUE_LENGTH,
+  MAX_TEXT_LENGTH,
+} from "../domain/limits.js";
+
+/**
+ * Input validation at the edge: each function returns the clean value or throws an INVALID_FIELD
+ * failure naming the field, before any store is touched — bad input never changes anything.
+ */
+export function invalid(field: string, message: string): FailureError {
+  return new FailureError({ reason: "INVALID_FIELD", message: `${field}: ${message}`, metadata: { field } });
+}
+
+export function id(value: string, field: string): string {
+  if (value.length === 0) throw invalid(field, "is required");
+  if (value.length > MAX_ID_LENGTH) throw invalid(field, `is longer than ${MAX_ID_LENGTH} characters`);
+  if (!ID_PATTERN.test(value)) throw invalid(field, "must be printable ASCII without spaces");
+  return value;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function uuid(value: string, field: string): string {
+  if (value.length === 0) throw invalid(field, "is required");
+  if (!UUID.test(value)) throw invalid(field, "must be a UUID");
+  return value.toLowerCase();
+}
+
+export function credits(value: bigint, field: string, { allowZero = false } = {}): bigint {
+  if (value < 0n || (value === 0n && !allowZero)) throw invalid(field, allowZero ? "must not be negative" : "must be positive");
+  if (value > MAX_CREDITS) throw invalid(field, `must be at most ${MAX_CREDITS}`);
+  return value;
+}
+
+export function text(value: string, field: string, { required = false, max = MAX_TEXT_LENGTH } = {}): string {
+  if (required && value.trim().length === 0) throw invalid(field, "is required");
+  if (value.length > max) throw invalid(field, `is longer than ${max} characters`);
+  return value;
+}
+
+export function metadata(value: Record<string, string>, field = "metadata"): Record<string, string> {
+  const entries = Object.entries(value);
+  if (entries.length > MAX_METADATA_ENTRIES) throw invalid(field, `has more than ${MAX_METADATA_ENTRIES} entries`);
+  for (const [k, v] of entries) {
+    if (k.length === 0 || k.length > MAX_METADATA_KEY_LENGTH) throw invalid(field, `keys must be 1 to ${MAX_METADATA_KEY_LENGTH} characters`);
+    if (v.length > MAX_METADATA_VALUE_LENGTH) throw invalid(field, `value of ${k} is longer than ${MAX_METADATA_VALUE_LENGTH} characters`);
+  }
+  return Object.fromEntries(entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+/** A TTL in whole milliseconds within (0, maxMs]; unset gives `defaultMs`. */
+export function ttl(value: Duration | undefined, field: string, defaultMs: number, maxMs: number): number {
+  if (value === undefined) return defaultMs;
+  if (value.seconds < 0n || value.nanos < 0 || value.nanos > 999_999_999) throw invalid(field, "must be a positive duration");
+  if (value.seconds > BigInt(maxMs)) throw invalid(field, `must be at most ${maxMs / 1000}s`);
+  const ms = durationMs(value);
+  if (ms < 1) throw invalid(field, "must be a positive duration");
+  if (ms > maxMs) throw invalid(field, `must be at most ${maxMs / 1000}s`);
+  return ms;
+}
+
+/** An optional point in time between year 1970 and 9999. */
+export function instant(value: Timestamp | undefined, field: string): Date | null {
+  if (value === undefined) return null;
+  if (value.seconds < 0n || value.seconds > 253_402_300_799n || value.nanos < 0 || value.nanos > 999_999_999) {
+    throw invalid(field, "is out of range");
+  }
+  return timestampDate(value);
+}
+
+/** A value of a closed enum; 0 (UNSPECIFIED) and unknown numbers are rejected. */
+export function enumValue<T>(value: number, field: string, known: ReadonlyMap<number, T>): T {
+  const mapped = known.get(value);
+  if (mapped === undefined) throw invalid(field, value === 0 ? "is required" : `has unknown value ${value}`);
+  return mapped;
+}

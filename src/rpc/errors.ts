@@ -1,0 +1,53 @@
+import { create, toBinary } from "@bufbuild/protobuf";
+import { anyPack } from "@bufbuild/protobuf/wkt";
+import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { type Failure, type FailureReason, FailureError } from "../domain/errors.js";
+import { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import { StatusSchema } from "../gen/google/rpc/status_pb.js";
+
+/** The ErrorInfo domain of every reason this service reports. */
+export const ERROR_DOMAIN = "credit.v1";
+
+/** THE mapping from expected failures to gRPC codes. Exhaustive: a new reason does not compile until mapped. */
+export function codeFor(reason: FailureReason): status {
+  switch (reason) {
+    case "INVALID_FIELD":
+    case "IDEMPOTENCY_KEY_REUSED":
+      return status.INVALID_ARGUMENT;
+    case "IDEMPOTENCY_KEY_IN_USE":
+      return status.ABORTED;
+    case "ACCOUNT_NOT_FOUND":
+    case "RESERVATION_NOT_FOUND":
+    case "PACK_NOT_FOUND":
+      return status.NOT_FOUND;
+    case "INSUFFICIENT_CREDITS":
+    case "RESERVATION_NOT_HELD":
+    case "RESERVATION_EXPIRED":
+      return status.FAILED_PRECONDITION;
+    case "STORE_UNAVAILABLE":
+      return status.UNAVAILABLE;
+  }
+}
+
+function serviceError(code: status, message: string, reason: string, metadata: Readonly<Record<string, string>>): Partial<ServiceError> {
+  const info = create(ErrorInfoSchema, { reason, domain: ERROR_DOMAIN, metadata: { ...metadata } });
+  const detail = create(StatusSchema, { code, message, details: [anyPack(ErrorInfoSchema, info)] });
+  const trailers = new Metadata();
+  trailers.set("grpc-status-details-bin", Buffer.from(toBinary(StatusSchema, detail)));
+  return { code, details: message, metadata: trailers };
+}
+
+export function failureToStatus(failure: Failure): Partial<ServiceError> {
+  return serviceError(codeFor(failure.reason), failure.message, failure.reason, failure.metadata);
+}
+
+/**
+ * Turns anything a handler threw into the status sent to the client. Expected failures keep
+ * their code and reason; everything else is a bug: INTERNAL, with the cause logged and never sent.
+ */
+export function toStatus(err: unknown, log: Logger, method: string): Partial<ServiceError> {
+  if (err instanceof FailureError) return failureToStatus(err.failure);
+  log.error({ err, method }, "internal error");
+  return serviceError(status.INTERNAL, "internal error", "INTERNAL", {});
+}

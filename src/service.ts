@@ -1,0 +1,97 @@
+import { randomUUID } from "node:crypto";
+import type { Logger } from "pino";
+import type { AppDeps } from "./app/deps.js";
+import { type SweepReport, sweepOnce, startSweeper, type Sweeper } from "./app/sweeper.js";
+import type { Config } from "./config.js";
+import type { Clock } from "./domain/clock.js";
+import { DEFAULT_TOP_UP_PACKS } from "./domain/top-up-packs.js";
+import { CreditAdminService } from "./gen/credit/v1/admin_service_pb.js";
+import { CreditService } from "./gen/credit/v1/credit_service_pb.js";
+import { RedisIdempotencyCache } from "./idempotency/redis-cache.js";
+import { createRedisClient, waitReady } from "./idempotency/redis-client.js";
+import { adminHandlers } from "./rpc/admin-handlers.js";
+import { creditHandlers } from "./rpc/credit-handlers.js";
+import { startGrpcServer } from "./rpc/server.js";
+import { openDatabase } from "./store/database.js";
+import { PostgresLedgerStore } from "./store/ledger-store.js";
+
+export interface RunningService {
+  readonly port: number;
+  readonly store: PostgresLedgerStore;
+  /** Runs one sweep now (tests and operators), independent of the background timer. */
+  sweep(): Promise<SweepReport>;
+  /** Graceful stop: NOT_SERVING, stop accepting, finish in-flight calls, stop the sweeper, close pools. */
+  stop(): Promise<void>;
+}
+
+/** Wires config, stores, use cases and the gRPC server together and starts them. */
+export async function startService(config: Config, clock: Clock, log: Logger): Promise<RunningService> {
+  const orm = await openDatabase({ url: config.DATABASE_URL, poolMax: config.DB_POOL_MAX, migrate: config.DB_MIGRATE });
+  const store = new PostgresLedgerStore(orm);
+
+  const redis = createRedisClient(config.REDIS_URL);
+  redis.on("error", (err: Error) => log.debug({ err: err.message }, "redis connection error"));
+  const cache = new RedisIdempotencyCache(redis, {
+    ttlMs: config.IDEMPOTENCY_TTL_SECONDS * 1000,
+    lockMs: config.IDEMPOTENCY_LOCK_SECONDS * 1000,
+    onAvailability: (available, err) =>
+      available
+        ? log.info("redis is back: idempotency fast path restored")
+        : log.warn({ err: err instanceof Error ? err.message : String(err) }, "redis unavailable: idempotency served from Postgres alone"),
+  });
+  if (!(await waitReady(redis, 2000))) log.warn("redis not reachable at start: idempotency served from Postgres alone");
+
+  const deps: AppDeps = {
+    store,
+    cache,
+    clock,
+    newId: randomUUID,
+    topUpPacks: new Map(DEFAULT_TOP_UP_PACKS.map((p) => [p.packId, p])),
+  };
+  const limits = { defaultTtlMs: config.HOLD_DEFAULT_TTL_SECONDS * 1000, maxTtlMs: config.HOLD_MAX_TTL_SECONDS * 1000 };
+  const server = await startGrpcServer(
+    [
+      { service: CreditService, handlers: creditHandlers(deps, limits) },
+      { service: CreditAdminService, handlers: adminHandlers(deps) },
+    ],
+    { host: config.GRPC_HOST, port: config.GRPC_PORT, maxMessageBytes: config.GRPC_MAX_MESSAGE_BYTES },
+    log,
+  );
+
+  const probe = async () => {
+    const status = await Promise.race([
+      store.ping().then(() => "SERVING" as const),
+      new Promise<"NOT_SERVING">((resolve) => setTimeout(() => resolve("NOT_SERVING"), config.HEALTH_PROBE_INTERVAL_MS)),
+    ]).catch(() => "NOT_SERVING" as const);
+    if (server.health.set(status)) (status === "SERVING" ? log.info : log.warn).call(log, { health: status }, "health changed");
+  };
+  await probe();
+  const probeTimer = setInterval(() => void probe(), config.HEALTH_PROBE_INTERVAL_MS);
+
+  const sweepOptions = { intervalMs: config.SWEEPER_INTERVAL_MS, batchSize: config.SWEEPER_BATCH_SIZE, retentionMs: config.IDEMPOTENCY_TTL_SECONDS * 1000 };
+  let sweeper: Sweeper | null = null;
+  if (config.SWEEPER_ENABLED) {
+    sweeper = startSweeper(
+      store,
+      clock,
+      sweepOptions,
+      (report) => {
+        if (report instanceof Error) log.warn({ err: report.message }, "sweep failed");
+        else if (report.accountsSettled + report.operationsPruned > 0) log.info(report, "sweep");
+      },
+    );
+  }
+
+  return {
+    port: server.port,
+    store,
+    sweep: () => sweepOnce(store, clock.now(), sweepOptions),
+    async stop() {
+      clearInterval(probeTimer);
+      await server.shutdown(config.SHUTDOWN_GRACE_MS);
+      await sweeper?.stop();
+      await cache.close();
+      await orm.close(true);
+    },
+  };
+}
