@@ -26,7 +26,12 @@ export interface RunningService {
 
 /** Wires config, stores, use cases and the gRPC server together and starts them. */
 export async function startService(config: Config, clock: Clock, log: Logger): Promise<RunningService> {
-  const orm = await openDatabase({ url: config.DATABASE_URL, poolMax: config.DB_POOL_MAX, migrate: config.DB_MIGRATE });
+  const orm = await openDatabase({
+    url: config.DATABASE_URL,
+    poolMax: config.DB_POOL_MAX,
+    migrate: config.DB_MIGRATE,
+    onDriverWarning: (message) => log.warn({ driver: "knex" }, message),
+  });
   const store = new PostgresLedgerStore(orm);
 
   const redis = createRedisClient(config.REDIS_URL);

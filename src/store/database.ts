@@ -9,6 +9,8 @@ export interface DatabaseOptions {
   readonly poolMax: number;
   /** Create the database if missing and apply pending migrations. */
   readonly migrate: boolean;
+  /** Where the database driver's own warnings go (instead of the console). */
+  readonly onDriverWarning?: (message: string) => void;
 }
 
 /** Checked-in migrations, in order. Listed explicitly so they run the same from src/ (tsx) and dist/. */
@@ -62,7 +64,16 @@ export async function openDatabase(options: DatabaseOptions): Promise<MikroORM> 
     extensions: [Migrator],
     pool: { min: 0, max: options.poolMax },
     // Give up on an unreachable database within seconds, so calls fail as UNAVAILABLE instead of hanging.
-    driverOptions: { acquireConnectionTimeout: 5000, connection: { connectionTimeoutMillis: 3000 } },
+    driverOptions: {
+      acquireConnectionTimeout: 5000,
+      connection: { connectionTimeoutMillis: 3000 },
+      log: {
+        warn: (message: string) => options.onDriverWarning?.(String(message)),
+        error: (message: string) => options.onDriverWarning?.(String(message)),
+        deprecate: () => {},
+        debug: () => {},
+      },
+    },
     migrations: { migrationsList: migrations, transactional: true, allOrNothing: true, snapshot: false, silent: true },
     allowGlobalContext: false,
     debug: false,
