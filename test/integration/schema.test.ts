@@ -1,7 +1,8 @@
 import type { MikroORM } from "@mikro-orm/postgresql";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import pg from "pg";
 import { openDatabase } from "../../src/store/database.js";
-import { TEST_DATABASE_URL } from "../support/env.js";
+import { runDatabaseUrl, TEST_DATABASE_URL } from "../support/env.js";
 
 let orm: MikroORM;
 beforeAll(async () => {
@@ -41,5 +42,21 @@ describe("the migrated schema", () => {
     const executed = await again.migrator.getExecutedMigrations();
     await again.close(true);
     expect(executed.map((m) => m.name)).toEqual(["Migration20261125000000Initial"]);
+  });
+
+  it("creates a database that does not exist yet and migrates it at start", async () => {
+    const url = runDatabaseUrl(`fresh_${process.pid}`);
+    const fresh = await openDatabase({ url, poolMax: 1, migrate: true });
+    const tables = await fresh.em.getConnection().execute<{ table_name: string }[]>(
+      "select table_name from information_schema.tables where table_schema = 'public' order by table_name",
+    );
+    await fresh.close(true);
+    const admin = new pg.Client({ connectionString: TEST_DATABASE_URL });
+    await admin.connect();
+    await admin.query(`drop database "${new URL(url).pathname.slice(1)}" with (force)`);
+    await admin.end();
+    expect(tables.map((t) => t.table_name)).toEqual(
+      expect.arrayContaining(["accounts", "buckets", "ledger_entries", "operations", "reservations"]),
+    );
   });
 });
