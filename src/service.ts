@@ -32,7 +32,7 @@ export async function startService(config: Config, clock: Clock, log: Logger): P
     migrate: config.DB_MIGRATE,
     onDriverWarning: (message) => log.warn({ driver: "knex" }, message),
   });
-  const store = new PostgresLedgerStore(orm);
+  const store = new PostgresLedgerStore(orm, randomUUID);
 
   const redis = createRedisClient(config.REDIS_URL);
   redis.on("error", (err: Error) => log.debug({ err: err.message }, "redis connection error"));

@@ -22,7 +22,7 @@ export async function getBalance(deps: AppDeps, accountId: string, encode: Encod
   const now = deps.clock.now();
   const book = await deps.store.readBook(accountId, now);
   if (!book) return refuse("ACCOUNT_NOT_FOUND", `account ${accountId} not found`, { account_id: accountId });
-  if (!applyDue(book, now)) return { ok: true, bytes: encode(book.balance(now)) };
+  if (!applyDue(book, now, deps.newId)) return { ok: true, bytes: encode(book.balance(now)) };
   return settleDue(deps, accountId, now, (_, locked, at) => encode(locked.balance(at)));
 }
 

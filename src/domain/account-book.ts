@@ -2,6 +2,7 @@ import { type Bucket, compareConsumption, freeCredits, isUsable } from "./bucket
 import { invariant } from "./errors.js";
 import type { EntryDraft, EntryKind } from "./ledger-entry.js";
 import type { Reservation } from "./reservation.js";
+import type { Subscription } from "./subscription.js";
 
 /** The spendable state of an account as callers see it. */
 export interface BalanceView {
@@ -25,6 +26,11 @@ export class AccountBook {
   readonly newBuckets = new Set<string>();
   readonly changedReservations = new Set<string>();
   readonly newReservations = new Set<string>();
+  /** Set when the subscription (plan, anchor, granted period, scheduled change) changed. */
+  subscriptionChanged = false;
+  /** Milliseconds this account's test clock runs ahead of server time (0 outside test clocks). */
+  clockOffsetMs: number;
+  clockChanged = false;
   private readonly buckets = new Map<string, Bucket>();
   private readonly reservations = new Map<string, Reservation>();
 
@@ -32,7 +38,10 @@ export class AccountBook {
     readonly accountId: string,
     buckets: readonly Bucket[],
     reservations: readonly Reservation[],
+    public subscription: Subscription | null = null,
+    clockOffsetMs = 0,
   ) {
+    this.clockOffsetMs = clockOffsetMs;
     for (const b of buckets) this.buckets.set(b.id, b);
     for (const r of reservations) this.reservations.set(r.id, r);
   }
@@ -144,6 +153,26 @@ export class AccountBook {
       metadata: reservation?.metadata ?? {},
       automatic: true,
     });
+  }
+
+  /** Moves this account's test clock forward. */
+  advanceClock(byMs: number): void {
+    invariant(byMs > 0, "a clock only moves forward");
+    this.clockOffsetMs += byMs;
+    this.clockChanged = true;
+  }
+
+  touchSubscription(): void {
+    this.subscriptionChanged = true;
+  }
+
+  /** Ends a bucket's validity at `at` (a plan's period cut short); its free credits expire. */
+  closeBucket(bucketId: string, at: Date): void {
+    const bucket = this.bucket(bucketId);
+    bucket.expiresAt = at;
+    this.changedBuckets.add(bucketId);
+    const free = freeCredits(bucket);
+    if (free > 0n) this.expire(bucketId, free, null);
   }
 
   /** Marks a reservation's own fields (status, expiry) as changed. */

@@ -12,7 +12,8 @@ export interface Bucket {
   remaining: bigint;
   held: bigint;
   readonly validFrom: Date;
-  readonly expiresAt: Date | null;
+  /** Fixed at grant; only a billing-period change cuts it short (AccountBook.closeBucket). */
+  expiresAt: Date | null;
   readonly sourceRef: string;
   readonly createdAt: Date;
 }

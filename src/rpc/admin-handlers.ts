@@ -18,13 +18,15 @@ import { requestHash } from "./request-hash.js";
 const ENTRY_KINDS = encode.inverse(encode.ENTRY_KINDS);
 const MAX_PAGE_SIZE = 1000;
 const DEFAULT_PAGE_SIZE = 100;
+const INT64_MAX = 9_223_372_036_854_775_807n;
 
 /** Page tokens are opaque to callers: the last entry id of the previous page, base64url-encoded. */
 function decodePageToken(token: string): bigint | null {
   if (token === "") return null;
   const raw = Buffer.from(token, "base64url").toString("utf8");
-  if (!/^e:\d{1,19}$/.test(raw)) throw decode.invalid("page_token", "is not a token this service issued");
-  return BigInt(raw.slice(2));
+  const afterEntryId = /^e:\d{1,19}$/.test(raw) ? BigInt(raw.slice(2)) : -1n;
+  if (afterEntryId < 0n || afterEntryId > INT64_MAX) throw decode.invalid("page_token", "is not a token this service issued");
+  return afterEntryId;
 }
 
 function encodePageToken(afterEntryId: bigint | null): string {

@@ -40,10 +40,16 @@ export function credits(value: bigint, field: string, { allowZero = false } = {}
   return value;
 }
 
+/** Postgres text and jsonb cannot hold NUL; refuse it at the edge instead of failing in the store. */
+function noNul(value: string, field: string): string {
+  if (value.includes("\u0000")) throw invalid(field, "must not contain NUL characters");
+  return value;
+}
+
 export function text(value: string, field: string, { required = false, max = MAX_TEXT_LENGTH } = {}): string {
   if (required && value.trim().length === 0) throw invalid(field, "is required");
   if (value.length > max) throw invalid(field, `is longer than ${max} characters`);
-  return value;
+  return noNul(value, field);
 }
 
 export function metadata(value: Record<string, string>, field = "metadata"): Record<string, string> {
@@ -52,6 +58,8 @@ export function metadata(value: Record<string, string>, field = "metadata"): Rec
   for (const [k, v] of entries) {
     if (k.length === 0 || k.length > MAX_METADATA_KEY_LENGTH) throw invalid(field, `keys must be 1 to ${MAX_METADATA_KEY_LENGTH} characters`);
     if (v.length > MAX_METADATA_VALUE_LENGTH) throw invalid(field, `value of ${k} is longer than ${MAX_METADATA_VALUE_LENGTH} characters`);
+    noNul(k, field);
+    noNul(v, field);
   }
   return Object.fromEntries(entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }

@@ -20,10 +20,14 @@ export function codeFor(reason: FailureReason): status {
     case "ACCOUNT_NOT_FOUND":
     case "RESERVATION_NOT_FOUND":
     case "PACK_NOT_FOUND":
+    case "PLAN_NOT_FOUND":
       return status.NOT_FOUND;
     case "INSUFFICIENT_CREDITS":
     case "RESERVATION_NOT_HELD":
     case "RESERVATION_EXPIRED":
+    case "ALREADY_ON_PLAN":
+    case "PLAN_CHANGE_NOT_ALLOWED":
+    case "TEST_CLOCK_DISABLED":
       return status.FAILED_PRECONDITION;
     case "STORE_UNAVAILABLE":
       return status.UNAVAILABLE;

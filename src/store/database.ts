@@ -2,6 +2,7 @@ import { Migrator } from "@mikro-orm/migrations";
 import { MikroORM, PostgreSqlDriver } from "@mikro-orm/postgresql";
 import pg from "pg";
 import { Migration20261125000000Initial } from "./migrations/Migration20261125000000Initial.js";
+import { Migration20261125100000Plans } from "./migrations/Migration20261125100000Plans.js";
 import { entities } from "./schema.js";
 
 export interface DatabaseOptions {
@@ -14,7 +15,10 @@ export interface DatabaseOptions {
 }
 
 /** Checked-in migrations, in order. Listed explicitly so they run the same from src/ (tsx) and dist/. */
-export const migrations = [{ name: "Migration20261125000000Initial", class: Migration20261125000000Initial }];
+export const migrations = [
+  { name: "Migration20261125000000Initial", class: Migration20261125000000Initial },
+  { name: "Migration20261125100000Plans", class: Migration20261125100000Plans },
+];
 
 /** An arbitrary constant: the advisory lock that serializes migrations of several starting servers. */
 const MIGRATION_LOCK = 7_242_615_001;

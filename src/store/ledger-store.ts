@@ -34,7 +34,11 @@ function isOperationConflict(err: unknown): boolean {
 
 /** Postgres implementation of the LedgerStore port: one transaction per command, account row locked first. */
 export class PostgresLedgerStore implements LedgerStore {
-  constructor(private readonly orm: MikroORM) {}
+  constructor(
+    private readonly orm: MikroORM,
+    /** Ids for buckets the store's due-work pass creates (subscription periods). */
+    private readonly newId: () => string,
+  ) {}
 
   private q(): Query {
     return queryOn(this.orm.em.fork());
@@ -90,7 +94,7 @@ export class PostgresLedgerStore implements LedgerStore {
         }
       }
       const book = await loadBook(q, accountId, now, reservationId);
-      applyDue(book, now);
+      applyDue(book, now, this.newId);
       const dueEntries = book.entries.length;
       const ctx = { caller: command.caller, idempotencyKey: claim?.key ?? null, now };
       const result = command.run(book, now);
@@ -159,9 +163,12 @@ export class PostgresLedgerStore implements LedgerStore {
   async accountsWithDueWork(now: Date, limit: number): Promise<string[]> {
     return guardUnavailable(async () => {
       const rows = await this.q()(
-        `(select account_id from reservations where state = 'HELD' and expires_at <= ? order by expires_at limit ?)
+        // Distinct accounts, most overdue first: one account with many overdue holds takes one slot.
+        `(select account_id from reservations where state = 'HELD' and expires_at <= ?
+           group by account_id order by min(expires_at) limit ?)
          union
-         (select account_id from buckets where remaining > held and expires_at <= ? order by expires_at limit ?)`,
+         (select account_id from buckets where remaining > held and expires_at <= ?
+           group by account_id order by min(expires_at) limit ?)`,
         [now, limit, now, limit],
       );
       return rows.map((r) => r["account_id"] as string);
@@ -176,7 +183,7 @@ export class PostgresLedgerStore implements LedgerStore {
         const locked = await q(`select 1 from accounts where account_id = ? for update skip locked`, [accountId]);
         if (locked.length === 0) return false;
         const book = await loadBook(q, accountId, now, null);
-        if (!applyDue(book, now)) return false;
+        if (!applyDue(book, now, this.newId)) return false;
         await persistBook(q, book, { caller: "system", idempotencyKey: null, now });
         return true;
       }),

@@ -1,5 +1,7 @@
 import type { Bucket, BucketKind } from "../domain/bucket.js";
+import type { BillingInterval, Plan } from "../domain/plan.js";
 import type { ReleaseReason, Reservation, ReservationStatus } from "../domain/reservation.js";
+import type { Subscription } from "../domain/subscription.js";
 
 /** A row as node-postgres returns it from a raw query: bigint columns arrive as strings. */
 export type Row = Record<string, unknown>;
@@ -67,4 +69,69 @@ export function reservationFromRow(row: Row): Reservation {
 
 export function allocationsJson(reservation: Reservation): string {
   return JSON.stringify(reservation.allocations.map((a) => ({ bucketId: a.bucketId, amount: a.amount.toString() })));
+}
+
+/** A plan version as stored in a subscription's jsonb snapshot (amounts as strings). */
+interface PlanJson {
+  planId: string;
+  version: number;
+  name: string;
+  monthlyAllowance: string;
+  priceMinor: string;
+  currency: string;
+  interval: BillingInterval;
+  accountId: string | null;
+}
+
+export function planToJson(plan: Plan): string {
+  const json: PlanJson = {
+    planId: plan.planId,
+    version: plan.version,
+    name: plan.name,
+    monthlyAllowance: plan.monthlyAllowance.toString(),
+    priceMinor: plan.price.amountMinor.toString(),
+    currency: plan.price.currencyCode,
+    interval: plan.interval,
+    accountId: plan.accountId,
+  };
+  return JSON.stringify(json);
+}
+
+export function planFromJson(json: unknown): Plan {
+  const p = json as PlanJson;
+  return {
+    planId: p.planId,
+    version: p.version,
+    name: p.name,
+    monthlyAllowance: BigInt(p.monthlyAllowance),
+    price: { currencyCode: p.currency, amountMinor: BigInt(p.priceMinor) },
+    interval: p.interval,
+    accountId: p.accountId,
+  };
+}
+
+export function planFromRow(row: Row): Plan {
+  return {
+    planId: str(row, "plan_id"),
+    version: Number(row["version"]),
+    name: str(row, "name"),
+    monthlyAllowance: big(row, "monthly_allowance"),
+    price: { currencyCode: str(row, "currency"), amountMinor: big(row, "price_minor") },
+    interval: str(row, "billing_interval") as BillingInterval,
+    accountId: (row["account_id"] as string | null) ?? null,
+  };
+}
+
+/** The subscription columns of the account-lock query; null when the account has no subscription. */
+export function subscriptionFromRow(accountId: string, row: Row): Subscription | null {
+  if (row["plan"] === null || row["plan"] === undefined) return null;
+  const effectiveAt = optDate(row, "scheduled_effective_at");
+  return {
+    accountId,
+    plan: planFromJson(row["plan"]),
+    anchor: date(row, "anchor"),
+    grantedPeriod: Number(row["granted_period"]),
+    currentBucketId: (row["current_bucket_id"] as string | null) ?? null,
+    scheduled: row["scheduled_plan"] && effectiveAt ? { plan: planFromJson(row["scheduled_plan"]), effectiveAt } : null,
+  };
 }

@@ -12,6 +12,7 @@ export const AccountRow = defineEntity({
   properties: {
     accountId: p.text().primary(),
     createdAt: p.datetime().columnType("timestamptz"),
+    clockOffsetMs: p.bigint(),
   },
 });
 
@@ -82,4 +83,60 @@ export const OperationRow = defineEntity({
   },
 });
 
-export const entities = [AccountRow, BucketRow, ReservationRow, LedgerEntryRow, OperationRow];
+export const PlanRow = defineEntity({
+  name: "PlanRow",
+  tableName: "plans",
+  properties: {
+    planId: p.text().primary(),
+    version: p.integer().primary(),
+    accountId: p.text().nullable(),
+    name: p.text(),
+    monthlyAllowance: p.bigint(),
+    priceMinor: p.bigint(),
+    currency: p.text(),
+    billingInterval: p.text(),
+    createdAt: p.datetime().columnType("timestamptz"),
+  },
+});
+
+export const SubscriptionRow = defineEntity({
+  name: "SubscriptionRow",
+  tableName: "subscriptions",
+  properties: {
+    accountId: p.text().primary(),
+    planId: p.text(),
+    planVersion: p.integer(),
+    plan: p.json<Record<string, unknown>>(),
+    anchor: p.datetime().columnType("timestamptz"),
+    grantedPeriod: p.integer(),
+    grantedPeriodEnd: p.datetime().columnType("timestamptz"),
+    currentBucketId: p.uuid().nullable(),
+    scheduledPlan: p.json<Record<string, unknown>>().nullable(),
+    scheduledEffectiveAt: p.datetime().columnType("timestamptz").nullable(),
+    updatedAt: p.datetime().columnType("timestamptz"),
+  },
+});
+
+export const AccountTopUpPackRow = defineEntity({
+  name: "AccountTopUpPackRow",
+  tableName: "account_top_up_packs",
+  properties: {
+    accountId: p.text().primary(),
+    packId: p.text().primary(),
+    credits: p.bigint(),
+    priceMinor: p.bigint(),
+    currency: p.text(),
+    validityMonths: p.integer(),
+  },
+});
+
+export const entities = [
+  AccountRow,
+  BucketRow,
+  ReservationRow,
+  LedgerEntryRow,
+  OperationRow,
+  PlanRow,
+  SubscriptionRow,
+  AccountTopUpPackRow,
+];

@@ -11,6 +11,8 @@ export function isStoreUnavailable(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   const code = (err as { code?: unknown }).code;
   if (typeof code === "string") {
+    // 08P01 (protocol violation) is a malformed message, not an outage: retrying cannot help.
+    if (code === "08P01") return false;
     if (CONNECTION_ERRNOS.has(code) || code.startsWith("08") || ["57P01", "57P02", "57P03", "53300"].includes(code)) return true;
   }
   return /Timeout acquiring a connection|Connection terminated|connection is closed|Client has encountered a connection error|terminating connection/i.test(

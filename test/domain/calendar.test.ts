@@ -71,6 +71,12 @@ describe("purchaseTopUp expiry", () => {
     expect(topUp(book, "b2", 100n, d("2027-12-31T08:00:00Z")).expiresAt?.toISOString()).toBe("2028-02-29T08:00:00.000Z");
   });
 
+  it("a custom pack expires after its own number of calendar months, clamped the same way", () => {
+    const book = newBook();
+    expect(topUp(book, "b1", 100n, d("2030-11-30T08:00:00Z"), 3).expiresAt?.toISOString()).toBe("2031-02-28T08:00:00.000Z");
+    expect(topUp(book, "b2", 100n, d("2030-01-31T08:00:00Z"), 1).expiresAt?.toISOString()).toBe("2030-02-28T08:00:00.000Z");
+  });
+
   it("is usable up to the last millisecond before its expiry and expired from that instant", () => {
     const book = newBook();
     const bucket = topUp(book, "b1", 100n, d("2030-01-15T12:00:00Z"));

@@ -75,6 +75,11 @@ export function stateOf(bucket: Bucket): { remaining: bigint; held: bigint } {
   return { remaining: bucket.remaining, held: bucket.held };
 }
 
+/** "remaining/held" of each bucket, compact for multi-bucket checks. */
+export function remainingHeld(...buckets: readonly Bucket[]): string[] {
+  return buckets.map((b) => `${b.remaining}/${b.held}`);
+}
+
 /** Entries of the book as [kind, bucketId, amount] triples. */
 export function movements(book: AccountBook, from = 0): [EntryKind, string, bigint][] {
   return book.entries.slice(from).map((e) => [e.kind, e.bucketId, e.amount]);
@@ -93,4 +98,11 @@ export function entrySums(book: AccountBook): EntrySums[] {
 
 export function sumEntries(book: AccountBook, kinds: readonly EntryKind[]): bigint {
   return book.entries.filter((e) => kinds.includes(e.kind)).reduce((t, e) => t + e.amount, 0n);
+}
+
+let nextId = 0;
+/** Sequential ids for buckets the domain creates itself (subscription periods). */
+export function newId(): string {
+  nextId += 1;
+  return `generated-${nextId}`;
 }

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { commit, expireReservation, extend, release, reserve } from "../../src/domain/holds.js";
 import { applyDue } from "../../src/domain/maintenance.js";
 import { currentlyHeld } from "../../src/domain/reservation.js";
-import { adjustment, allocationsOf, at, DAY, failureOf, hold, HOUR, MINUTE, movements, newBook, stateOf, subscription, T0, topUp, unwrap } from "./fixtures.js";
+import { adjustment, allocationsOf, at, DAY, failureOf, hold, HOUR, MINUTE, movements, newBook, remainingHeld, stateOf, subscription, T0, topUp, unwrap, newId } from "./fixtures.js";
 
 /** top-up 10 (expires in 2 months), adjustment 20 (expires in 5 days), subscription 100 (30 days). */
 function threeBuckets() {
@@ -24,10 +24,7 @@ describe("reserve", () => {
     expect(failure.metadata).toEqual({ requested: "16", available: "15" });
     expect(book.entries.length).toBe(before);
     expect(book.allReservations()).toEqual([]);
-    expect([stateOf(top), stateOf(sub)]).toEqual([
-      { remaining: 10n, held: 0n },
-      { remaining: 5n, held: 0n },
-    ]);
+    expect(remainingHeld(top, sub)).toEqual(["10/0", "5/0"]);
   });
 
   it("reserve on an empty book fails with available 0 and records no entry", () => {
@@ -59,17 +56,8 @@ describe("commit", () => {
     expect(r.status).toBe("COMMITTED");
     expect([r.capturedAmount, r.releasedAmount, currentlyHeld(r)]).toEqual([15n, 25n, 0n]);
     expect(r.settledAt).toEqual(at(MINUTE));
-    expect(movements(book, n)).toEqual([
-      ["CAPTURE", "top", 10n],
-      ["CAPTURE", "adj", 5n],
-      ["RELEASE", "adj", 15n],
-      ["RELEASE", "sub", 10n],
-    ]);
-    expect([stateOf(top), stateOf(adj), stateOf(sub)]).toEqual([
-      { remaining: 0n, held: 0n },
-      { remaining: 15n, held: 0n },
-      { remaining: 100n, held: 0n },
-    ]);
+    expect(movements(book, n)).toEqual([["CAPTURE", "top", 10n], ["CAPTURE", "adj", 5n], ["RELEASE", "adj", 15n], ["RELEASE", "sub", 10n]]);
+    expect(remainingHeld(top, adj, sub)).toEqual(["0/0", "15/0", "100/0"]);
     expect(book.available(at(MINUTE))).toBe(115n);
   });
 
@@ -79,18 +67,10 @@ describe("commit", () => {
     hold(book, "other", 3n); // top now has 2 free
     const n = book.entries.length;
     unwrap(commit(book, r, 30n, at(MINUTE)));
-    expect(movements(book, n).filter(([k]) => k === "HOLD")).toEqual([
-      ["HOLD", "top", 2n],
-      ["HOLD", "adj", 20n],
-      ["HOLD", "sub", 3n],
-    ]);
+    expect(movements(book, n).filter(([k]) => k === "HOLD")).toEqual([["HOLD", "top", 2n], ["HOLD", "adj", 20n], ["HOLD", "sub", 3n]]);
     expect(r.capturedAmount).toBe(30n);
     expect(r.releasedAmount).toBe(0n);
-    expect([stateOf(top), stateOf(adj), stateOf(sub)]).toEqual([
-      { remaining: 3n, held: 3n },
-      { remaining: 0n, held: 0n },
-      { remaining: 97n, held: 0n },
-    ]);
+    expect(remainingHeld(top, adj, sub)).toEqual(["3/3", "0/0", "97/0"]);
   });
 
   it("commit above the hold with the extra unavailable fails with INSUFFICIENT_CREDITS and leaves the hold HELD and unchanged", () => {
@@ -132,16 +112,8 @@ describe("release", () => {
     unwrap(release(book, r, "GENERATION_FAILED", "runner crashed", at(MINUTE)));
     expect(r.status).toBe("RELEASED");
     expect([r.releaseReason, r.releaseDetail, r.releasedAmount, r.capturedAmount]).toEqual(["GENERATION_FAILED", "runner crashed", 35n, 0n]);
-    expect(movements(book, n)).toEqual([
-      ["RELEASE", "top", 10n],
-      ["RELEASE", "adj", 20n],
-      ["RELEASE", "sub", 5n],
-    ]);
-    expect([stateOf(top), stateOf(adj), stateOf(sub)]).toEqual([
-      { remaining: 10n, held: 0n },
-      { remaining: 20n, held: 0n },
-      { remaining: 100n, held: 0n },
-    ]);
+    expect(movements(book, n)).toEqual([["RELEASE", "top", 10n], ["RELEASE", "adj", 20n], ["RELEASE", "sub", 5n]]);
+    expect(remainingHeld(top, adj, sub)).toEqual(["10/0", "20/0", "100/0"]);
     expect(book.available(at(MINUTE))).toBe(130n);
   });
 
@@ -151,11 +123,7 @@ describe("release", () => {
     const afterExpiry = at(6 * DAY); // adj expired at day 5
     const n = book.entries.length;
     unwrap(release(book, r, "INTERRUPTED", "", afterExpiry));
-    expect(movements(book, n)).toEqual([
-      ["RELEASE", "top", 10n],
-      ["RELEASE", "adj", 15n],
-      ["EXPIRE", "adj", 15n],
-    ]);
+    expect(movements(book, n)).toEqual([["RELEASE", "top", 10n], ["RELEASE", "adj", 15n], ["EXPIRE", "adj", 15n]]);
     const expire = book.entries.at(-1);
     expect([expire?.reservationId, expire?.automatic]).toEqual(["r1", true]);
     expect(stateOf(adj)).toEqual({ remaining: 5n, held: 0n });
@@ -174,10 +142,7 @@ describe("release", () => {
       ["EXPIRE", "adj", 18n],
       ["RELEASE", "sub", 10n],
     ]);
-    expect([stateOf(adj), stateOf(sub)]).toEqual([
-      { remaining: 0n, held: 0n },
-      { remaining: 100n, held: 0n },
-    ]);
+    expect(remainingHeld(adj, sub)).toEqual(["0/0", "100/0"]);
   });
 });
 
@@ -219,7 +184,7 @@ describe("terminal states", () => {
   it("commit after expiry fails with RESERVATION_EXPIRED", () => {
     const { book } = threeBuckets();
     const r = hold(book, "r1", 20n, T0, 15 * MINUTE);
-    applyDue(book, at(16 * MINUTE));
+    applyDue(book, at(16 * MINUTE), newId);
     expect(r.status).toBe("EXPIRED");
     const failure = failureOf(commit(book, r, 20n, at(16 * MINUTE)));
     expect(failure.reason).toBe("RESERVATION_EXPIRED");
@@ -271,7 +236,7 @@ describe("extend", () => {
   it("extend of an expired hold fails with RESERVATION_EXPIRED; of a settled one with RESERVATION_NOT_HELD", () => {
     const { book } = threeBuckets();
     const r = hold(book, "r1", 5n, T0, 15 * MINUTE);
-    applyDue(book, at(20 * MINUTE));
+    applyDue(book, at(20 * MINUTE), newId);
     expect(failureOf(extend(book, r, HOUR, at(20 * MINUTE))).reason).toBe("RESERVATION_EXPIRED");
     expect(r.expiresAt).toEqual(at(15 * MINUTE));
     const c = hold(book, "r2", 5n, at(20 * MINUTE));

@@ -1,14 +1,15 @@
-import { toBinary } from "@bufbuild/protobuf";
+import { type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  type CommitRequest,
+  AdjustCreditsResponseSchema,
+  type CommitRequestSchema,
   CommitResponseSchema,
-  type PurchaseTopUpRequest,
+  type PurchaseTopUpRequestSchema,
   PurchaseTopUpResponseSchema,
-  type ReserveRequest,
+  type ReserveRequestSchema,
   ReserveResponseSchema,
 } from "../../src/client/index.js";
 import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
@@ -38,6 +39,10 @@ afterAll(async () => {
 
 // ---------------------------------------------------------------------------------------------
 // helpers
+
+type ReserveRequest = MessageInitShape<typeof ReserveRequestSchema>;
+type CommitRequest = MessageInitShape<typeof CommitRequestSchema>;
+type PurchaseTopUpRequest = MessageInitShape<typeof PurchaseTopUpRequestSchema>;
 
 function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString("hex");
@@ -84,15 +89,15 @@ async function fundedAccount(credits: "topup-500" | "topup-1000" | "topup-5000",
 }
 
 function reserveRequest(accountId: string, key: string, amount: bigint): ReserveRequest {
-  return { accountId, idempotencyKey: key, cost: { case: "amount", value: amount }, metadata: { model: "img-v2", job_id: "job-1" } } as ReserveRequest;
+  return { accountId, idempotencyKey: key, cost: { case: "amount", value: amount }, metadata: { model: "img-v2", job_id: "job-1" } };
 }
 
 function commitRequest(reservationId: string, key: string, amount: bigint): CommitRequest {
-  return { reservationId, idempotencyKey: key, actual: { case: "amount", value: amount } } as CommitRequest;
+  return { reservationId, idempotencyKey: key, actual: { case: "amount", value: amount } };
 }
 
 function topUpRequest(accountId: string, paymentReference: string, packId = "topup-1000"): PurchaseTopUpRequest {
-  return { accountId, pack: { case: "packId", value: packId }, paymentReference } as PurchaseTopUpRequest;
+  return { accountId, pack: { case: "packId", value: packId }, paymentReference };
 }
 
 async function available(accountId: string, client: TestService = t): Promise<{ available: bigint; held: bigint }> {
@@ -189,7 +194,7 @@ describe("same key, different request", () => {
     const accountId = await fundedAccount("topup-1000");
     const key = newKey("reserve");
     await t.credit.reserve(reserveRequest(accountId, key, 100n));
-    const changed = { ...reserveRequest(accountId, key, 100n), metadata: { model: "img-v3", job_id: "job-1" } } as ReserveRequest;
+    const changed: ReserveRequest = { ...reserveRequest(accountId, key, 100n), metadata: { model: "img-v3", job_id: "job-1" } };
     const failure = await failureOf(t.credit.reserve(changed));
     expect(failure.code).toBe(Code.InvalidArgument);
     expect(failure.reason).toBe("IDEMPOTENCY_KEY_REUSED");
@@ -207,6 +212,29 @@ describe("same key, different request", () => {
     expect(failure.reason).toBe("IDEMPOTENCY_KEY_REUSED");
     expect(await available(accountId)).toEqual({ available: 900n, held: 100n });
     expect((await rowsOf(accountId)).reservations).toBe(1);
+  });
+});
+
+describe("keys are scoped to the account, whatever the method", () => {
+  it("a Reserve key reused for a Commit on the same account is IDEMPOTENCY_KEY_REUSED and captures nothing", async () => {
+    const accountId = await fundedAccount("topup-1000");
+    const key = newKey("shared");
+    const reserved = await t.credit.reserve(reserveRequest(accountId, key, 100n));
+    const failure = await failureOf(t.credit.commit(commitRequest(reserved.reservation!.reservationId, key, 100n)));
+    expect([failure.code, failure.reason]).toEqual([Code.InvalidArgument, "IDEMPOTENCY_KEY_REUSED"]);
+    expect((await rowsOf(accountId)).captures).toBe(0);
+    expect(await available(accountId)).toEqual({ available: 900n, held: 100n });
+  });
+
+  it("a Commit key reused for a Reserve on the same account is IDEMPOTENCY_KEY_REUSED and holds nothing more", async () => {
+    const accountId = await fundedAccount("topup-1000");
+    const reserved = await t.credit.reserve(reserveRequest(accountId, newKey("reserve"), 100n));
+    const key = newKey("shared");
+    await t.credit.commit(commitRequest(reserved.reservation!.reservationId, key, 100n));
+    const failure = await failureOf(t.credit.reserve(reserveRequest(accountId, key, 50n)));
+    expect([failure.code, failure.reason]).toEqual([Code.InvalidArgument, "IDEMPOTENCY_KEY_REUSED"]);
+    expect((await rowsOf(accountId)).reservations).toBe(1);
+    expect(await available(accountId)).toEqual({ available: 900n, held: 0n });
   });
 });
 
@@ -269,6 +297,18 @@ describe("Redis flushed between two identical calls (Postgres backstop)", () => 
     expect(rows.buckets).toBe(1);
     expect(rows.entries).toBe(1);
     expect(await operationsWithKey(accountId, reference)).toBe(1);
+  });
+
+  it("AdjustCredits repeated after FLUSHALL grants one ADJUSTMENT bucket and returns the same response", async () => {
+    const accountId = newAccountId("idem");
+    const req = { accountId, amount: 250n, reason: "incident INC-42", idempotencyKey: newKey("adjust") };
+    const first = await t.admin.adjustCredits(req);
+    await redis.flushall();
+    t.clock.advance(5_000);
+    const second = await t.admin.adjustCredits(req);
+    expect(hex(toBinary(AdjustCreditsResponseSchema, second))).toBe(hex(toBinary(AdjustCreditsResponseSchema, first)));
+    expect((await rowsOf(accountId)).buckets).toBe(1);
+    expect(await available(accountId)).toEqual({ available: 250n, held: 0n });
   });
 
   it("PurchaseTopUp with one payment reference and another pack is IDEMPOTENCY_KEY_REUSED, with or without Redis", async () => {
@@ -394,6 +434,21 @@ describe("Redis unreachable: Postgres alone", () => {
     }
     expect(await available(accountId, down)).toEqual({ available: 940n, held: 60n });
     expect((await rowsOf(accountId)).reservations).toBe(1);
+  });
+
+  it("twenty concurrent PurchaseTopUp calls with one payment reference on a new account add one bucket", async () => {
+    const accountId = newAccountId("idem");
+    const req = topUpRequest(accountId, newKey("pay"));
+    const settled = await Promise.allSettled(Array.from({ length: 20 }, () => down.credit.purchaseTopUp(req)));
+    const ok = settled.filter((s) => s.status === "fulfilled").map((s) => s.value);
+    expect(ok.length).toBeGreaterThanOrEqual(1);
+    const first = hex(toBinary(PurchaseTopUpResponseSchema, ok[0]!));
+    for (const r of ok) expect(hex(toBinary(PurchaseTopUpResponseSchema, r))).toBe(first);
+    for (const s of settled) {
+      if (s.status === "rejected") expect(ConnectError.from(s.reason).code).toBe(Code.Aborted);
+    }
+    expect((await rowsOf(accountId)).buckets).toBe(1);
+    expect(await available(accountId, down)).toEqual({ available: 1000n, held: 0n });
   });
 
   it("a used key with another amount is IDEMPOTENCY_KEY_REUSED", async () => {

@@ -1,7 +1,7 @@
 import type { MikroORM } from "@mikro-orm/postgresql";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import pg from "pg";
-import { openDatabase } from "../../src/store/database.js";
+import { migrations, openDatabase } from "../../src/store/database.js";
 import { runDatabaseUrl, TEST_DATABASE_URL } from "../support/env.js";
 
 let orm: MikroORM;
@@ -41,7 +41,7 @@ describe("the migrated schema", () => {
     const again = await openDatabase({ url: TEST_DATABASE_URL, poolMax: 1, migrate: true });
     const executed = await again.migrator.getExecutedMigrations();
     await again.close(true);
-    expect(executed.map((m) => m.name)).toEqual(["Migration20261125000000Initial"]);
+    expect(executed.map((m) => m.name)).toEqual(migrations.map((m) => m.name));
   });
 
   it("creates a database that does not exist yet and migrates it at start", async () => {

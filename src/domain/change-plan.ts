@@ -1,0 +1,96 @@
+import type { AccountBook } from "./account-book.js";
+import { fail, ok, type Result } from "./errors.js";
+import type { Money } from "./grants.js";
+import { billingPeriod, prorate } from "./periods.js";
+import type { Plan } from "./plan.js";
+import { grantPeriod, type Subscription } from "./subscription.js";
+
+export type PlanChangeKind = "SUBSCRIBED" | "UPGRADED" | "DOWNGRADE_SCHEDULED" | "SCHEDULED_CHANGE_CANCELLED" | "INTERVAL_CHANGED";
+
+export interface PlanChange {
+  readonly kind: PlanChangeKind;
+  readonly effectiveAt: Date;
+  /** What billing charges now (negative: a credit to the customer). */
+  readonly proratedCharge: Money;
+  readonly creditsGranted: bigint;
+  readonly subscription: Subscription;
+}
+
+function money(currencyCode: string, amountMinor: bigint): Money {
+  return { currencyCode, amountMinor };
+}
+
+/**
+ * ChangePlan, deciding by the plans' monthly allowance and interval:
+ * - no subscription: subscribe now (anchor = now), first allowance granted at once, the first
+ *   billing period's price charged;
+ * - the current plan again: cancels a scheduled change (or fails if none is scheduled);
+ * - MONTH → YEAR: a new billing period starts now (anchor = now); the current allowance ends
+ *   now and the new one is granted; charge = new price − unused part of the old price;
+ * - YEAR → MONTH, or a lower or equal allowance: scheduled for the end of the billing period;
+ * - a higher allowance (same interval): immediate; the current period's bucket grows by the
+ *   difference; charge = price difference × remaining part of the billing period (never < 0).
+ */
+export function changePlan(book: AccountBook, target: Plan, now: Date, newId: () => string): Result<PlanChange> {
+  const current = book.subscription;
+  if (!current) return ok(subscribe(book, target, now, newId));
+  if (target.price.currencyCode !== current.plan.price.currencyCode) {
+    return fail("PLAN_CHANGE_NOT_ALLOWED", `plan ${target.planId} is priced in ${target.price.currencyCode}, the subscription in ${current.plan.price.currencyCode}`, {
+      plan_id: target.planId,
+    });
+  }
+  const period = billingPeriod(current.anchor, current.plan.interval, now);
+  const zero = money(current.plan.price.currencyCode, 0n);
+  if (target.planId === current.plan.planId) {
+    if (!current.scheduled) {
+      return fail("ALREADY_ON_PLAN", `account ${book.accountId} is already on plan ${target.planId}`, { plan_id: target.planId });
+    }
+    current.scheduled = null;
+    book.touchSubscription();
+    return ok({ kind: "SCHEDULED_CHANGE_CANCELLED", effectiveAt: now, proratedCharge: zero, creditsGranted: 0n, subscription: current });
+  }
+  if (current.plan.interval === "MONTH" && target.interval === "YEAR") return ok(restartPeriod(book, current, target, now, newId));
+  if (current.plan.interval === target.interval && target.monthlyAllowance > current.plan.monthlyAllowance) {
+    return ok(upgrade(book, current, target, now));
+  }
+  current.scheduled = { plan: target, effectiveAt: period.end };
+  book.touchSubscription();
+  return ok({ kind: "DOWNGRADE_SCHEDULED", effectiveAt: period.end, proratedCharge: zero, creditsGranted: 0n, subscription: current });
+}
+
+function subscribe(book: AccountBook, plan: Plan, now: Date, newId: () => string): PlanChange {
+  const subscription: Subscription = { accountId: book.accountId, plan, anchor: now, grantedPeriod: -1, currentBucketId: null, scheduled: null };
+  book.subscription = subscription;
+  const granted = grantPeriod(book, subscription, 0, newId());
+  return { kind: "SUBSCRIBED", effectiveAt: now, proratedCharge: plan.price, creditsGranted: granted, subscription };
+}
+
+function upgrade(book: AccountBook, current: Subscription, target: Plan, now: Date): PlanChange {
+  const period = billingPeriod(current.anchor, current.plan.interval, now);
+  const extra = target.monthlyAllowance - current.plan.monthlyAllowance;
+  const priceDiff = target.price.amountMinor - current.plan.price.amountMinor;
+  const charge = prorate(priceDiff > 0n ? priceDiff : 0n, period.end.getTime() - now.getTime(), period.end.getTime() - period.start.getTime());
+  const bucketId = current.currentBucketId;
+  if (bucketId) book.grant(bucketId, extra, { plan_id: target.planId, plan_version: String(target.version), reason: "upgrade" });
+  current.plan = target;
+  current.scheduled = null;
+  book.touchSubscription();
+  return { kind: "UPGRADED", effectiveAt: now, proratedCharge: money(target.price.currencyCode, charge), creditsGranted: bucketId ? extra : 0n, subscription: current };
+}
+
+function restartPeriod(book: AccountBook, current: Subscription, target: Plan, now: Date, newId: () => string): PlanChange {
+  const period = billingPeriod(current.anchor, current.plan.interval, now);
+  const unused = prorate(current.plan.price.amountMinor, period.end.getTime() - now.getTime(), period.end.getTime() - period.start.getTime());
+  if (current.currentBucketId) book.closeBucket(current.currentBucketId, now);
+  current.plan = target;
+  current.anchor = now;
+  current.scheduled = null;
+  const granted = grantPeriod(book, current, 0, newId());
+  return {
+    kind: "INTERVAL_CHANGED",
+    effectiveAt: now,
+    proratedCharge: money(target.price.currencyCode, target.price.amountMinor - unused),
+    creditsGranted: granted,
+    subscription: current,
+  };
+}

@@ -1,0 +1,84 @@
+import type { AccountBook } from "./account-book.js";
+import type { Plan } from "./plan.js";
+import { allowancePeriod, allowancePeriodIndex, billingPeriod, type Period } from "./periods.js";
+
+/** A downgrade (or interval change) waiting for the end of the billing period. */
+export interface ScheduledChange {
+  readonly plan: Plan;
+  readonly effectiveAt: Date;
+}
+
+/** An account's subscription: the plan version in force, its billing anchor and what it granted last. */
+export interface Subscription {
+  readonly accountId: string;
+  plan: Plan;
+  /** Start of the first billing period; allowance periods are monthly from here. */
+  anchor: Date;
+  /** Index of the last allowance period whose allowance was granted; -1 before the first. */
+  grantedPeriod: number;
+  /** The SUBSCRIPTION bucket of the granted period, if the plan grants anything. */
+  currentBucketId: string | null;
+  scheduled: ScheduledChange | null;
+}
+
+export interface SubscriptionView {
+  readonly subscription: Subscription;
+  readonly allowancePeriod: Period;
+  readonly billingPeriod: Period;
+}
+
+export function describe(subscription: Subscription, now: Date): SubscriptionView {
+  const k = allowancePeriodIndex(subscription.anchor, now);
+  return {
+    subscription,
+    allowancePeriod: allowancePeriod(subscription.anchor, k),
+    billingPeriod: billingPeriod(subscription.anchor, subscription.plan.interval, now),
+  };
+}
+
+/** Grants allowance period `index` of the plan in force as a new SUBSCRIPTION bucket. */
+export function grantPeriod(book: AccountBook, subscription: Subscription, index: number, bucketId: string): bigint {
+  const { plan } = subscription;
+  const period = allowancePeriod(subscription.anchor, index);
+  subscription.grantedPeriod = index;
+  subscription.currentBucketId = null;
+  book.touchSubscription();
+  if (plan.monthlyAllowance === 0n) return 0n;
+  book.addBucket(
+    {
+      id: bucketId,
+      accountId: book.accountId,
+      kind: "SUBSCRIPTION",
+      granted: plan.monthlyAllowance,
+      remaining: 0n,
+      held: 0n,
+      validFrom: period.start,
+      expiresAt: period.end,
+      sourceRef: `plan:${plan.planId}@${plan.version};period:${index}`,
+      createdAt: period.start,
+    },
+    "GRANT",
+    { plan_id: plan.planId, plan_version: String(plan.version), period_start: period.start.toISOString() },
+  );
+  subscription.currentBucketId = bucketId;
+  return plan.monthlyAllowance;
+}
+
+/**
+ * Period roll-over without a cron job: applies a scheduled change whose time has come, then
+ * grants the allowance of the period containing `now` if it was not granted yet. Months nobody
+ * touched grant nothing retroactively; only the current period's bucket comes into being. (The
+ * previous period's bucket has expired on its own: its expires_at is the period end.)
+ */
+export function rollSubscription(book: AccountBook, now: Date, newId: () => string): void {
+  const subscription = book.subscription;
+  if (!subscription) return;
+  const scheduled = subscription.scheduled;
+  if (scheduled && scheduled.effectiveAt.getTime() <= now.getTime()) {
+    subscription.plan = scheduled.plan;
+    subscription.scheduled = null;
+    book.touchSubscription();
+  }
+  const index = allowancePeriodIndex(subscription.anchor, now);
+  if (index > subscription.grantedPeriod) grantPeriod(book, subscription, index, newId());
+}
