@@ -10,6 +10,10 @@ const seconds = (fallback: number) => z.coerce.number().int().positive().default
 /** Every variable the service reads, with its default. README.md lists them for operators. */
 const schema = z
   .object({
+    /** `production` refuses test clocks (and, once authentication lands, starting without it). */
+    ENVIRONMENT: z.enum(["development", "test", "production"]).default("development"),
+    /** A plan catalog file to use instead of the checked-in src/catalog/plans.json. */
+    PLAN_CATALOG_PATH: z.string().min(1).optional(),
     DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).default("postgres://postgres@127.0.0.1:5432/credit"),
     REDIS_URL: z.url({ protocol: /^rediss?$/ }).default("redis://127.0.0.1:6379"),
     GRPC_HOST: z.string().min(1).default("0.0.0.0"),

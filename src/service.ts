@@ -11,9 +11,12 @@ import { RedisIdempotencyCache } from "./idempotency/redis-cache.js";
 import { createRedisClient, waitReady } from "./idempotency/redis-client.js";
 import { adminHandlers } from "./rpc/admin-handlers.js";
 import { creditHandlers } from "./rpc/credit-handlers.js";
+import { planAdminHandlers, planHandlers } from "./rpc/plan-handlers.js";
 import { startGrpcServer } from "./rpc/server.js";
 import { openDatabase } from "./store/database.js";
 import { PostgresLedgerStore } from "./store/ledger-store.js";
+import { PostgresPlanStore } from "./store/plan-store.js";
+import { loadPlanCatalog } from "./catalog/load.js";
 
 export interface RunningService {
   readonly port: number;
@@ -26,6 +29,8 @@ export interface RunningService {
 
 /** Wires config, stores, use cases and the gRPC server together and starts them. */
 export async function startService(config: Config, clock: Clock, log: Logger): Promise<RunningService> {
+  // A broken catalog stops the start with a message naming the entry, before anything connects.
+  const catalog = loadPlanCatalog(config.PLAN_CATALOG_PATH);
   const orm = await openDatabase({
     url: config.DATABASE_URL,
     poolMax: config.DB_POOL_MAX,
@@ -33,6 +38,9 @@ export async function startService(config: Config, clock: Clock, log: Logger): P
     onDriverWarning: (message) => log.warn({ driver: "knex" }, message),
   });
   const store = new PostgresLedgerStore(orm, randomUUID);
+  const plans = new PostgresPlanStore(orm);
+  const added = await plans.syncCatalog(catalog, clock.now());
+  if (added > 0) log.info({ added }, "plan catalog updated");
 
   const redis = createRedisClient(config.REDIS_URL);
   redis.on("error", (err: Error) => log.debug({ err: err.message }, "redis connection error"));
@@ -52,12 +60,14 @@ export async function startService(config: Config, clock: Clock, log: Logger): P
     clock,
     newId: randomUUID,
     topUpPacks: new Map(DEFAULT_TOP_UP_PACKS.map((p) => [p.packId, p])),
+    plans,
+    testClocksEnabled: config.ENVIRONMENT !== "production",
   };
   const limits = { defaultTtlMs: config.HOLD_DEFAULT_TTL_SECONDS * 1000, maxTtlMs: config.HOLD_MAX_TTL_SECONDS * 1000 };
   const server = await startGrpcServer(
     [
-      { service: CreditService, handlers: creditHandlers(deps, limits) },
-      { service: CreditAdminService, handlers: adminHandlers(deps) },
+      { service: CreditService, handlers: { ...creditHandlers(deps, limits), ...planHandlers(deps) } },
+      { service: CreditAdminService, handlers: { ...adminHandlers(deps), ...planAdminHandlers(deps) } },
     ],
     { host: config.GRPC_HOST, port: config.GRPC_PORT, maxMessageBytes: config.GRPC_MAX_MESSAGE_BYTES },
     log,

@@ -1,7 +1,7 @@
 import type { Clock } from "../domain/clock.js";
 import type { Failure } from "../domain/errors.js";
 import type { TopUpPack } from "../domain/grants.js";
-import type { IdempotencyCache, LedgerStore } from "./ports.js";
+import type { IdempotencyCache, LedgerStore, PlanCatalog } from "./ports.js";
 
 /** What the use cases need from the outside world, wired once in main.ts. */
 export interface AppDeps {
@@ -11,6 +11,9 @@ export interface AppDeps {
   /** New server-assigned ids (reservations, buckets). */
   readonly newId: () => string;
   readonly topUpPacks: ReadonlyMap<string, TopUpPack>;
+  readonly plans: PlanCatalog;
+  /** Test clocks are refused in production. */
+  readonly testClocksEnabled: boolean;
 }
 
 /** A use case's answer: the encoded response (fresh or replayed) or an expected failure. */

@@ -24,7 +24,10 @@ export interface PurchaseTopUpInput {
 
 /** PurchaseTopUp: one payment reference, one TOP_UP bucket. The account is created if new. */
 export async function purchaseTopUp(deps: AppDeps, input: PurchaseTopUpInput, encode: Encode<GrantResult>): Promise<Reply> {
-  const pack = "packId" in input.pack ? deps.topUpPacks.get(input.pack.packId) : { packId: "custom", ...input.pack.custom };
+  const pack =
+    "packId" in input.pack
+      ? (deps.topUpPacks.get(input.pack.packId) ?? (await deps.plans.findTopUpPack(input.accountId, input.pack.packId)))
+      : { packId: "custom", ...input.pack.custom };
   if (!pack) {
     const packId = "packId" in input.pack ? input.pack.packId : "";
     return refuse("PACK_NOT_FOUND", `top-up pack ${packId} does not exist`, { pack_id: packId });

@@ -1,5 +1,7 @@
 import type { AccountBook } from "../domain/account-book.js";
 import type { Failure, Result } from "../domain/errors.js";
+import type { TopUpPack } from "../domain/grants.js";
+import type { Plan } from "../domain/plan.js";
 import type { EntryKind } from "../domain/ledger-entry.js";
 import type { Difference } from "../domain/reconcile.js";
 import type { Reservation } from "../domain/reservation.js";
@@ -92,4 +94,23 @@ export interface IdempotencyCache {
   /** Drops our claim (the call failed and changed nothing), so a retry runs again. */
   abandon(scope: string, claim: IdempotencyClaim, token: string): Promise<void>;
   close(): Promise<void>;
+}
+
+/** A business plan to store: its terms and the account's custom top-up packs. */
+export interface CustomPlanInput {
+  readonly plan: Omit<Plan, "version">;
+  readonly packs: readonly TopUpPack[];
+}
+
+/** Plans and packs (Postgres). Catalog plans are shared; business plans and packs belong to one account. */
+export interface PlanCatalog {
+  /** The latest version of every public plan. */
+  listPlans(): Promise<Plan[]>;
+  /** The latest version of a plan the account may choose (public, or its own business plan). */
+  findPlan(planId: string, accountId: string): Promise<Plan | null>;
+  /** Stores a business plan: a new version only when the terms differ. Fails if the id belongs to someone else. */
+  saveCustomPlan(input: CustomPlanInput, now: Date): Promise<Result<{ plan: Plan; packs: TopUpPack[] }>>;
+  findTopUpPack(accountId: string, packId: string): Promise<TopUpPack | null>;
+  /** Makes the stored catalog match the given plans, adding a version for each changed plan. */
+  syncCatalog(plans: readonly Omit<Plan, "version">[], now: Date): Promise<number>;
 }

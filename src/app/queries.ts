@@ -22,8 +22,9 @@ export async function getBalance(deps: AppDeps, accountId: string, encode: Encod
   const now = deps.clock.now();
   const book = await deps.store.readBook(accountId, now);
   if (!book) return refuse("ACCOUNT_NOT_FOUND", `account ${accountId} not found`, { account_id: accountId });
-  if (!applyDue(book, now, deps.newId)) return { ok: true, bytes: encode(book.balance(now)) };
-  return settleDue(deps, accountId, now, (_, locked, at) => encode(locked.balance(at)));
+  const at = new Date(now.getTime() + book.clockOffsetMs);
+  if (!applyDue(book, at, deps.newId)) return { ok: true, bytes: encode(book.balance(at)) };
+  return settleDue(deps, accountId, now, (_, locked, lockedAt) => encode(locked.balance(lockedAt)));
 }
 
 /** GetReservation shows an overdue hold as EXPIRED, releasing it first. */
@@ -31,7 +32,11 @@ export async function getReservation(deps: AppDeps, reservationId: string, encod
   const now = deps.clock.now();
   const reservation = await deps.store.findReservation(reservationId);
   if (!reservation) return refuse("RESERVATION_NOT_FOUND", `reservation ${reservationId} not found`, { reservation_id: reservationId });
-  if (!isOverdue(reservation, now)) return { ok: true, bytes: encode(reservation) };
+  if (reservation.status !== "HELD") return { ok: true, bytes: encode(reservation) };
+  // An open hold is judged by its account's clock (which a test clock may have moved ahead).
+  const book = await deps.store.readBook(reservation.accountId, now);
+  const at = new Date(now.getTime() + (book?.clockOffsetMs ?? 0));
+  if (!isOverdue(reservation, at)) return { ok: true, bytes: encode(reservation) };
   return settleDue(deps, reservation.accountId, now, (_, locked) => encode(locked.reservation(reservationId) ?? reservation));
 }
 

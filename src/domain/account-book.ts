@@ -2,7 +2,7 @@ import { type Bucket, compareConsumption, freeCredits, isUsable } from "./bucket
 import { invariant } from "./errors.js";
 import type { EntryDraft, EntryKind } from "./ledger-entry.js";
 import type { Reservation } from "./reservation.js";
-import type { Subscription } from "./subscription.js";
+import { describe, type Subscription, type SubscriptionView } from "./subscription.js";
 
 /** The spendable state of an account as callers see it. */
 export interface BalanceView {
@@ -11,6 +11,7 @@ export interface BalanceView {
   readonly held: bigint;
   /** Usable buckets with credits left, in consumption order. */
   readonly buckets: readonly Bucket[];
+  readonly subscription: SubscriptionView | null;
   readonly asOf: Date;
 }
 
@@ -87,6 +88,7 @@ export class AccountBook {
       available: this.available(now),
       held: this.held(),
       buckets: this.usableBuckets(now).filter((b) => b.remaining > 0n),
+      subscription: this.subscription ? describe(this.subscription, now) : null,
       asOf: now,
     };
   }

@@ -3,7 +3,6 @@ import type { AppDeps } from "../app/deps.js";
 import { type GrantResult, purchaseTopUp } from "../app/grants.js";
 import { commit, extendReservation, type HoldResult, release, reserve } from "../app/holds.js";
 import { getBalance, getReservation } from "../app/queries.js";
-import { MAX_MONEY_MINOR } from "../domain/limits.js";
 import {
   type CommitRequest,
   CommitRequestSchema,
@@ -134,18 +133,11 @@ function decodePack(req: PurchaseTopUpRequest) {
       return { packId: decode.id(req.pack.value, "pack_id") };
     case "customPack": {
       const custom = req.pack.value;
-      const credits = decode.credits(custom.credits, "custom_pack.credits");
-      if (!custom.price) throw decode.invalid("custom_pack.price", "is required");
-      if (!/^[A-Z]{3}$/.test(custom.price.currencyCode)) throw decode.invalid("custom_pack.price.currency_code", "must be an ISO 4217 code");
-      if (custom.price.amountMinor < 0n || custom.price.amountMinor > MAX_MONEY_MINOR) {
-        throw decode.invalid("custom_pack.price.amount_minor", `must be 0 to ${MAX_MONEY_MINOR}`);
-      }
-      if (custom.validityMonths < 1 || custom.validityMonths > 36) throw decode.invalid("custom_pack.validity_months", "must be 1 to 36");
       return {
         custom: {
-          credits,
-          price: { currencyCode: custom.price.currencyCode, amountMinor: custom.price.amountMinor },
-          validityMonths: custom.validityMonths,
+          credits: decode.credits(custom.credits, "custom_pack.credits"),
+          price: decode.money(custom.price, "custom_pack.price"),
+          validityMonths: decode.validityMonths(custom.validityMonths, "custom_pack.validity_months"),
         },
       };
     }

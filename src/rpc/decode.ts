@@ -1,9 +1,12 @@
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { durationMs, timestampDate } from "@bufbuild/protobuf/wkt";
 import { FailureError } from "../domain/errors.js";
+import type { Money as DomainMoney } from "../domain/grants.js";
+import type { Money } from "../gen/credit/v1/types_pb.js";
 import {
   ID_PATTERN,
   MAX_CREDITS,
+  MAX_MONEY_MINOR,
   MAX_ID_LENGTH,
   MAX_METADATA_ENTRIES,
   MAX_METADATA_KEY_LENGTH,
@@ -89,4 +92,18 @@ export function enumValue<T>(value: number, field: string, known: ReadonlyMap<nu
   const mapped = known.get(value);
   if (mapped === undefined) throw invalid(field, value === 0 ? "is required" : `has unknown value ${value}`);
   return mapped;
+}
+
+/** A price: an ISO 4217 code and 0 … 10^15 minor units. */
+export function money(value: Money | undefined, field: string): DomainMoney {
+  if (!value) throw invalid(field, "is required");
+  if (!/^[A-Z]{3}$/.test(value.currencyCode)) throw invalid(`${field}.currency_code`, "must be an ISO 4217 code");
+  if (value.amountMinor < 0n || value.amountMinor > MAX_MONEY_MINOR) throw invalid(`${field}.amount_minor`, `must be 0 to ${MAX_MONEY_MINOR}`);
+  return { currencyCode: value.currencyCode, amountMinor: value.amountMinor };
+}
+
+/** Calendar months a pack stays valid: 1 to 36. */
+export function validityMonths(value: number, field: string): number {
+  if (!Number.isInteger(value) || value < 1 || value > 36) throw invalid(field, "must be 1 to 36");
+  return value;
 }

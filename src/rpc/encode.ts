@@ -7,9 +7,19 @@ import type { Money as DomainMoney } from "../domain/grants.js";
 import type { EntryKind } from "../domain/ledger-entry.js";
 import type { ReleaseReason as DomainReleaseReason, Reservation as DomainReservation, ReservationStatus } from "../domain/reservation.js";
 import { type LedgerEntry, LedgerEntryKind, LedgerEntrySchema } from "../gen/credit/v1/admin_service_pb.js";
+import type { PlanChangeKind as DomainChangeKind } from "../domain/change-plan.js";
+import type { BillingInterval as DomainInterval, Plan as DomainPlan } from "../domain/plan.js";
+import type { SubscriptionView } from "../domain/subscription.js";
+import { PlanChangeKind } from "../gen/credit/v1/credit_service_pb.js";
 import {
   type Balance,
   BalanceSchema,
+  BillingInterval,
+  type Plan,
+  PlanSchema,
+  ScheduledChangeSchema,
+  type Subscription,
+  SubscriptionSchema,
   type Bucket,
   BucketKind,
   BucketSchema,
@@ -43,6 +53,19 @@ export const RELEASE_REASONS: Readonly<Record<DomainReleaseReason, ReleaseReason
   OTHER: ReleaseReason.OTHER,
 };
 
+export const INTERVALS: Readonly<Record<DomainInterval, BillingInterval>> = {
+  MONTH: BillingInterval.MONTH,
+  YEAR: BillingInterval.YEAR,
+};
+
+export const CHANGE_KINDS: Readonly<Record<DomainChangeKind, PlanChangeKind>> = {
+  SUBSCRIBED: PlanChangeKind.SUBSCRIBED,
+  UPGRADED: PlanChangeKind.UPGRADED,
+  DOWNGRADE_SCHEDULED: PlanChangeKind.DOWNGRADE_SCHEDULED,
+  SCHEDULED_CHANGE_CANCELLED: PlanChangeKind.SCHEDULED_CHANGE_CANCELLED,
+  INTERVAL_CHANGED: PlanChangeKind.INTERVAL_CHANGED,
+};
+
 export const ENTRY_KINDS: Readonly<Record<EntryKind, LedgerEntryKind>> = {
   GRANT: LedgerEntryKind.GRANT,
   HOLD: LedgerEntryKind.HOLD,
@@ -74,12 +97,46 @@ export function bucket(value: DomainBucket): Bucket {
   });
 }
 
+export function plan(value: DomainPlan): Plan {
+  return create(PlanSchema, {
+    planId: value.planId,
+    name: value.name,
+    interval: INTERVALS[value.interval],
+    monthlyAllowance: value.monthlyAllowance,
+    price: money(value.price),
+    version: value.version,
+    accountId: value.accountId ?? "",
+  });
+}
+
+export function subscription(view: SubscriptionView): Subscription {
+  const s = view.subscription;
+  return create(SubscriptionSchema, {
+    planId: s.plan.planId,
+    planVersion: s.plan.version,
+    interval: INTERVALS[s.plan.interval],
+    monthlyAllowance: s.plan.monthlyAllowance,
+    billingAnchor: timestampFromDate(s.anchor),
+    periodStart: timestampFromDate(view.allowancePeriod.start),
+    periodEnd: timestampFromDate(view.allowancePeriod.end),
+    billingPeriodEnd: timestampFromDate(view.billingPeriod.end),
+    scheduledChange: s.scheduled
+      ? create(ScheduledChangeSchema, {
+          planId: s.scheduled.plan.planId,
+          planVersion: s.scheduled.plan.version,
+          effectiveAt: timestampFromDate(s.scheduled.effectiveAt),
+        })
+      : undefined,
+  });
+}
+
 export function balance(value: BalanceView): Balance {
   return create(BalanceSchema, {
     accountId: value.accountId,
     available: value.available,
     held: value.held,
     buckets: value.buckets.map(bucket),
+    subscription: value.subscription ? subscription(value.subscription) : undefined,
     asOf: timestampFromDate(value.asOf),
   });
 }

@@ -1,12 +1,13 @@
 import type { MikroORM } from "@mikro-orm/postgresql";
 import type { AccountCommand, CommandOutcome, EntryQuery, LedgerStore, StoredEntry } from "../app/ports.js";
-import { AccountBook } from "../domain/account-book.js";
+import type { AccountBook } from "../domain/account-book.js";
 import { type Failure, invariant } from "../domain/errors.js";
 import type { EntryKind } from "../domain/ledger-entry.js";
 import { applyDue } from "../domain/maintenance.js";
 import { type Difference, reconcileBook, type EntrySums } from "../domain/reconcile.js";
 import type { Reservation } from "../domain/reservation.js";
 import { persistBook } from "./persist.js";
+import { accountTime, loadAccountHead, loadBook } from "./account-loader.js";
 import { bucketFromRow, reservationFromRow } from "./rows.js";
 import { LedgerEntryRow } from "./schema.js";
 import { type Query, queryOn } from "./sql.js";
@@ -14,17 +15,6 @@ import { guardUnavailable } from "./unavailable.js";
 
 function failed(failure: Failure): CommandOutcome<never> {
   return { kind: "failed", failure };
-}
-
-/** The account's live buckets, plus its overdue holds and (if named) one reservation in any state. */
-async function loadBook(q: Query, accountId: string, now: Date, reservationId: string | null): Promise<AccountBook> {
-  const buckets = await q(`select * from buckets where account_id = ? and remaining > 0`, [accountId]);
-  const reservations = await q(
-    `select * from reservations
-      where account_id = ? and ((state = 'HELD' and expires_at <= ?) or reservation_id = ?::uuid)`,
-    [accountId, now, reservationId],
-  );
-  return new AccountBook(accountId, buckets.map(bucketFromRow), reservations.map(reservationFromRow));
 }
 
 function isOperationConflict(err: unknown): boolean {
@@ -74,8 +64,8 @@ export class PostgresLedgerStore implements LedgerStore {
       if (command.createAccount) {
         await q(`insert into accounts (account_id, created_at) values (?, ?) on conflict do nothing`, [accountId, now]);
       }
-      const locked = await q(`select account_id from accounts where account_id = ? for update`, [accountId]);
-      if (locked.length === 0) {
+      const head = await loadAccountHead(q, accountId, "wait");
+      if (!head) {
         return failed({ reason: "ACCOUNT_NOT_FOUND", message: `account ${accountId} not found`, metadata: { account_id: accountId } });
       }
       const claim = command.idempotency;
@@ -93,17 +83,19 @@ export class PostgresLedgerStore implements LedgerStore {
           });
         }
       }
-      const book = await loadBook(q, accountId, now, reservationId);
-      applyDue(book, now, this.newId);
+      const at = accountTime(head, now);
+      const book = await loadBook(q, accountId, head, at, reservationId);
+      applyDue(book, at, this.newId);
       const dueEntries = book.entries.length;
-      const ctx = { caller: command.caller, idempotencyKey: claim?.key ?? null, now };
-      const result = command.run(book, now);
+      const result = command.run(book, at);
+      // Entries are stamped with the account's time after the command (a test clock may have moved).
+      const ctx = { caller: command.caller, idempotencyKey: claim?.key ?? null, now: accountTime({ clock_offset_ms: book.clockOffsetMs }, now) };
       if (!result.ok) {
         invariant(book.entries.length === dueEntries, "a failed command changed the book");
         await persistBook(q, book, ctx);
         return failed(result.failure);
       }
-      const response = command.encode(result.value, book, now);
+      const response = command.encode(result.value, book, at);
       await persistBook(q, book, ctx);
       if (claim) {
         await q(
@@ -118,9 +110,8 @@ export class PostgresLedgerStore implements LedgerStore {
   async readBook(accountId: string, now: Date): Promise<AccountBook | null> {
     return guardUnavailable(async () => {
       const q = this.q();
-      const account = await q(`select 1 from accounts where account_id = ?`, [accountId]);
-      if (account.length === 0) return null;
-      return loadBook(q, accountId, now, null);
+      const head = await loadAccountHead(q, accountId, "none");
+      return head ? loadBook(q, accountId, head, accountTime(head, now), null) : null;
     });
   }
 
@@ -164,12 +155,17 @@ export class PostgresLedgerStore implements LedgerStore {
     return guardUnavailable(async () => {
       const rows = await this.q()(
         // Distinct accounts, most overdue first: one account with many overdue holds takes one slot.
+        // Accounts on a test clock are always candidates: their own time runs ahead of `now`.
         `(select account_id from reservations where state = 'HELD' and expires_at <= ?
            group by account_id order by min(expires_at) limit ?)
          union
          (select account_id from buckets where remaining > held and expires_at <= ?
-           group by account_id order by min(expires_at) limit ?)`,
-        [now, limit, now, limit],
+           group by account_id order by min(expires_at) limit ?)
+         union
+         (select account_id from subscriptions where granted_period_end <= ? order by granted_period_end limit ?)
+         union
+         (select account_id from accounts where clock_offset_ms <> 0 limit ?)`,
+        [now, limit, now, limit, now, limit, limit],
       );
       return rows.map((r) => r["account_id"] as string);
     });
@@ -180,11 +176,12 @@ export class PostgresLedgerStore implements LedgerStore {
       this.orm.em.fork().transactional(async (em) => {
         const q = queryOn(em);
         // Skip an account another transaction (a request, another server's sweeper) holds: it is being handled.
-        const locked = await q(`select 1 from accounts where account_id = ? for update skip locked`, [accountId]);
-        if (locked.length === 0) return false;
-        const book = await loadBook(q, accountId, now, null);
-        if (!applyDue(book, now, this.newId)) return false;
-        await persistBook(q, book, { caller: "system", idempotencyKey: null, now });
+        const head = await loadAccountHead(q, accountId, "skip-locked");
+        if (!head) return false;
+        const at = accountTime(head, now);
+        const book = await loadBook(q, accountId, head, at, null);
+        if (!applyDue(book, at, this.newId)) return false;
+        await persistBook(q, book, { caller: "system", idempotencyKey: null, now: at });
         return true;
       }),
     );

@@ -1,5 +1,6 @@
 import type { AccountBook } from "../domain/account-book.js";
-import { allocationsJson } from "./rows.js";
+import { allowancePeriod } from "../domain/periods.js";
+import { allocationsJson, planToJson } from "./rows.js";
 import { type Query, valuesList } from "./sql.js";
 
 export interface CommandContext {
@@ -18,6 +19,30 @@ export async function persistBook(q: Query, book: AccountBook, ctx: CommandConte
   await insertReservations(q, book);
   await updateReservations(q, book);
   await insertEntries(q, book, ctx);
+  await saveSubscription(q, book, ctx);
+  if (book.clockChanged) {
+    await q(`update accounts set clock_offset_ms = ? where account_id = ?`, [book.clockOffsetMs, book.accountId]);
+  }
+}
+
+async function saveSubscription(q: Query, book: AccountBook, ctx: CommandContext): Promise<void> {
+  const s = book.subscription;
+  if (!s || !book.subscriptionChanged) return;
+  const grantedEnd = allowancePeriod(s.anchor, s.grantedPeriod).end;
+  await q(
+    `insert into subscriptions (account_id, plan_id, plan_version, plan, anchor, granted_period, granted_period_end,
+       current_bucket_id, scheduled_plan, scheduled_effective_at, updated_at)
+     values (?, ?, ?, ?::jsonb, ?, ?, ?, ?::uuid, ?::jsonb, ?, ?)
+     on conflict (account_id) do update set plan_id = excluded.plan_id, plan_version = excluded.plan_version,
+       plan = excluded.plan, anchor = excluded.anchor, granted_period = excluded.granted_period,
+       granted_period_end = excluded.granted_period_end, current_bucket_id = excluded.current_bucket_id,
+       scheduled_plan = excluded.scheduled_plan, scheduled_effective_at = excluded.scheduled_effective_at,
+       updated_at = excluded.updated_at`,
+    [
+      book.accountId, s.plan.planId, s.plan.version, planToJson(s.plan), s.anchor, s.grantedPeriod, grantedEnd,
+      s.currentBucketId, s.scheduled ? planToJson(s.scheduled.plan) : null, s.scheduled?.effectiveAt ?? null, ctx.now,
+    ],
+  );
 }
 
 async function insertBuckets(q: Query, book: AccountBook): Promise<void> {
@@ -34,10 +59,11 @@ async function updateBuckets(q: Query, book: AccountBook): Promise<void> {
   const rows = [...book.changedBuckets].filter((id) => !book.newBuckets.has(id)).map((id) => book.bucket(id));
   if (rows.length === 0) return;
   await q(
-    `update buckets b set granted = v.granted, remaining = v.remaining, held = v.held
-       from (values ${valuesList(rows.length, 4, ["::uuid", "::bigint", "::bigint", "::bigint"])}) as v(bucket_id, granted, remaining, held)
+    `update buckets b set granted = v.granted, remaining = v.remaining, held = v.held, expires_at = v.expires_at
+       from (values ${valuesList(rows.length, 5, ["::uuid", "::bigint", "::bigint", "::bigint", "::timestamptz"])})
+         as v(bucket_id, granted, remaining, held, expires_at)
       where b.account_id = ? and b.bucket_id = v.bucket_id`,
-    [...rows.flatMap((b) => [b.id, b.granted, b.remaining, b.held]), book.accountId],
+    [...rows.flatMap((b) => [b.id, b.granted, b.remaining, b.held, b.expiresAt]), book.accountId],
   );
 }
 

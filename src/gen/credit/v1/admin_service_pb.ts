@@ -4,17 +4,213 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Balance, Bucket } from "./types_pb.js";
+import type { Balance, BillingInterval, Bucket, Money, Plan } from "./types_pb.js";
 import { file_credit_v1_types } from "./types_pb.js";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file credit/v1/admin_service.proto.
  */
 export const file_credit_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1jcmVkaXQvdjEvYWRtaW5fc2VydmljZS5wcm90bxIJY3JlZGl0LnYxIpMBChRBZGp1c3RDcmVkaXRzUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEg4KBmFtb3VudBgCIAEoAxIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YBCABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJIl8KFUFkanVzdENyZWRpdHNSZXNwb25zZRIhCgZidWNrZXQYASABKAsyES5jcmVkaXQudjEuQnVja2V0EiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSLaAgoLTGVkZ2VyRW50cnkSEAoIZW50cnlfaWQYASABKAMSEgoKYWNjb3VudF9pZBgCIAEoCRIoCgRraW5kGAMgASgOMhouY3JlZGl0LnYxLkxlZGdlckVudHJ5S2luZBIRCglidWNrZXRfaWQYBCABKAkSFgoOcmVzZXJ2YXRpb25faWQYBSABKAkSDgoGYW1vdW50GAYgASgDEhcKD2lkZW1wb3RlbmN5X2tleRgHIAEoCRIOCgZjYWxsZXIYCCABKAkSNgoIbWV0YWRhdGEYCSADKAsyJC5jcmVkaXQudjEuTGVkZ2VyRW50cnkuTWV0YWRhdGFFbnRyeRIuCgpjcmVhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi3gEKGExpc3RMZWRnZXJFbnRyaWVzUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgVraW5kcxgGIAMoDjIaLmNyZWRpdC52MS5MZWRnZXJFbnRyeUtpbmQiXQoZTGlzdExlZGdlckVudHJpZXNSZXNwb25zZRInCgdlbnRyaWVzGAEgAygLMhYuY3JlZGl0LnYxLkxlZGdlckVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSrnAQoPTGVkZ2VyRW50cnlLaW5kEiEKHUxFREdFUl9FTlRSWV9LSU5EX1VOU1BFQ0lGSUVEEAASGwoXTEVER0VSX0VOVFJZX0tJTkRfR1JBTlQQARIaChZMRURHRVJfRU5UUllfS0lORF9IT0xEEAISHQoZTEVER0VSX0VOVFJZX0tJTkRfQ0FQVFVSRRADEh0KGUxFREdFUl9FTlRSWV9LSU5EX1JFTEVBU0UQBBIcChhMRURHRVJfRU5UUllfS0lORF9FWFBJUkUQBRIcChhMRURHRVJfRU5UUllfS0lORF9BREpVU1QQBjLNAQoSQ3JlZGl0QWRtaW5TZXJ2aWNlElIKDUFkanVzdENyZWRpdHMSHy5jcmVkaXQudjEuQWRqdXN0Q3JlZGl0c1JlcXVlc3QaIC5jcmVkaXQudjEuQWRqdXN0Q3JlZGl0c1Jlc3BvbnNlEmMKEUxpc3RMZWRnZXJFbnRyaWVzEiMuY3JlZGl0LnYxLkxpc3RMZWRnZXJFbnRyaWVzUmVxdWVzdBokLmNyZWRpdC52MS5MaXN0TGVkZ2VyRW50cmllc1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_credit_v1_types, file_google_protobuf_timestamp]);
+  fileDesc("Ch1jcmVkaXQvdjEvYWRtaW5fc2VydmljZS5wcm90bxIJY3JlZGl0LnYxInIKFEN1c3RvbVRvcFVwUGFja09mZmVyEg8KB3BhY2tfaWQYASABKAkSDwoHY3JlZGl0cxgCIAEoAxIfCgVwcmljZRgDIAEoCzIQLmNyZWRpdC52MS5Nb25leRIXCg92YWxpZGl0eV9tb250aHMYBCABKAUi6gEKFFNldEN1c3RvbVBsYW5SZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDwoHcGxhbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEhkKEW1vbnRobHlfYWxsb3dhbmNlGAQgASgDEh8KBXByaWNlGAUgASgLMhAuY3JlZGl0LnYxLk1vbmV5EiwKCGludGVydmFsGAYgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBI1Cgx0b3BfdXBfcGFja3MYByADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoVU2V0Q3VzdG9tUGxhblJlc3BvbnNlEh0KBHBsYW4YASABKAsyDy5jcmVkaXQudjEuUGxhbhI1Cgx0b3BfdXBfcGFja3MYAiADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoXQWR2YW5jZVRlc3RDbG9ja1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIlCgJieRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkiaAoYQWR2YW5jZVRlc3RDbG9ja1Jlc3BvbnNlEicKA25vdxgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIpMBChRBZGp1c3RDcmVkaXRzUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEg4KBmFtb3VudBgCIAEoAxIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YBCABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJIl8KFUFkanVzdENyZWRpdHNSZXNwb25zZRIhCgZidWNrZXQYASABKAsyES5jcmVkaXQudjEuQnVja2V0EiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSLaAgoLTGVkZ2VyRW50cnkSEAoIZW50cnlfaWQYASABKAMSEgoKYWNjb3VudF9pZBgCIAEoCRIoCgRraW5kGAMgASgOMhouY3JlZGl0LnYxLkxlZGdlckVudHJ5S2luZBIRCglidWNrZXRfaWQYBCABKAkSFgoOcmVzZXJ2YXRpb25faWQYBSABKAkSDgoGYW1vdW50GAYgASgDEhcKD2lkZW1wb3RlbmN5X2tleRgHIAEoCRIOCgZjYWxsZXIYCCABKAkSNgoIbWV0YWRhdGEYCSADKAsyJC5jcmVkaXQudjEuTGVkZ2VyRW50cnkuTWV0YWRhdGFFbnRyeRIuCgpjcmVhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi3gEKGExpc3RMZWRnZXJFbnRyaWVzUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgVraW5kcxgGIAMoDjIaLmNyZWRpdC52MS5MZWRnZXJFbnRyeUtpbmQiXQoZTGlzdExlZGdlckVudHJpZXNSZXNwb25zZRInCgdlbnRyaWVzGAEgAygLMhYuY3JlZGl0LnYxLkxlZGdlckVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSrnAQoPTGVkZ2VyRW50cnlLaW5kEiEKHUxFREdFUl9FTlRSWV9LSU5EX1VOU1BFQ0lGSUVEEAASGwoXTEVER0VSX0VOVFJZX0tJTkRfR1JBTlQQARIaChZMRURHRVJfRU5UUllfS0lORF9IT0xEEAISHQoZTEVER0VSX0VOVFJZX0tJTkRfQ0FQVFVSRRADEh0KGUxFREdFUl9FTlRSWV9LSU5EX1JFTEVBU0UQBBIcChhMRURHRVJfRU5UUllfS0lORF9FWFBJUkUQBRIcChhMRURHRVJfRU5UUllfS0lORF9BREpVU1QQBjKDAwoSQ3JlZGl0QWRtaW5TZXJ2aWNlElIKDUFkanVzdENyZWRpdHMSHy5jcmVkaXQudjEuQWRqdXN0Q3JlZGl0c1JlcXVlc3QaIC5jcmVkaXQudjEuQWRqdXN0Q3JlZGl0c1Jlc3BvbnNlEmMKEUxpc3RMZWRnZXJFbnRyaWVzEiMuY3JlZGl0LnYxLkxpc3RMZWRnZXJFbnRyaWVzUmVxdWVzdBokLmNyZWRpdC52MS5MaXN0TGVkZ2VyRW50cmllc1Jlc3BvbnNlIgOQAgESVwoNU2V0Q3VzdG9tUGxhbhIfLmNyZWRpdC52MS5TZXRDdXN0b21QbGFuUmVxdWVzdBogLmNyZWRpdC52MS5TZXRDdXN0b21QbGFuUmVzcG9uc2UiA5ACAhJbChBBZHZhbmNlVGVzdENsb2NrEiIuY3JlZGl0LnYxLkFkdmFuY2VUZXN0Q2xvY2tSZXF1ZXN0GiMuY3JlZGl0LnYxLkFkdmFuY2VUZXN0Q2xvY2tSZXNwb25zZWIGcHJvdG8z", [file_credit_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+
+/**
+ * A top-up pack offered to one business account.
+ *
+ * @generated from message credit.v1.CustomTopUpPackOffer
+ */
+export type CustomTopUpPackOffer = Message<"credit.v1.CustomTopUpPackOffer"> & {
+  /**
+   * Pack id the account buys it by, for example "acme-100k"; must not be a catalog pack id.
+   *
+   * @generated from field: string pack_id = 1;
+   */
+  packId: string;
+
+  /**
+   * Credits in the pack.
+   *
+   * @generated from field: int64 credits = 2;
+   */
+  credits: bigint;
+
+  /**
+   * Price of the pack.
+   *
+   * @generated from field: credit.v1.Money price = 3;
+   */
+  price?: Money | undefined;
+
+  /**
+   * Calendar months until its credits expire, 1 to 36.
+   *
+   * @generated from field: int32 validity_months = 4;
+   */
+  validityMonths: number;
+};
+
+/**
+ * Describes the message credit.v1.CustomTopUpPackOffer.
+ * Use `create(CustomTopUpPackOfferSchema)` to create a new message.
+ */
+export const CustomTopUpPackOfferSchema: GenMessage<CustomTopUpPackOffer> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 0);
+
+/**
+ * Define an account's business plan. Repeating the same request changes nothing; new terms make a new version.
+ *
+ * @generated from message credit.v1.SetCustomPlanRequest
+ */
+export type SetCustomPlanRequest = Message<"credit.v1.SetCustomPlanRequest"> & {
+  /**
+   * The business account; created if it does not exist yet.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * Id of the business plan, owned by this account; must not be a catalog plan id.
+   *
+   * @generated from field: string plan_id = 2;
+   */
+  planId: string;
+
+  /**
+   * Display name.
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * Credits granted each allowance month.
+   *
+   * @generated from field: int64 monthly_allowance = 4;
+   */
+  monthlyAllowance: bigint;
+
+  /**
+   * Price per billing interval.
+   *
+   * @generated from field: credit.v1.Money price = 5;
+   */
+  price?: Money | undefined;
+
+  /**
+   * Billing interval.
+   *
+   * @generated from field: credit.v1.BillingInterval interval = 6;
+   */
+  interval: BillingInterval;
+
+  /**
+   * The account's custom top-up packs; replaces any it had.
+   *
+   * @generated from field: repeated credit.v1.CustomTopUpPackOffer top_up_packs = 7;
+   */
+  topUpPacks: CustomTopUpPackOffer[];
+};
+
+/**
+ * Describes the message credit.v1.SetCustomPlanRequest.
+ * Use `create(SetCustomPlanRequestSchema)` to create a new message.
+ */
+export const SetCustomPlanRequestSchema: GenMessage<SetCustomPlanRequest> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 1);
+
+/**
+ * The business plan as stored.
+ *
+ * @generated from message credit.v1.SetCustomPlanResponse
+ */
+export type SetCustomPlanResponse = Message<"credit.v1.SetCustomPlanResponse"> & {
+  /**
+   * The plan version now current; subscribe or move to it with ChangePlan.
+   *
+   * @generated from field: credit.v1.Plan plan = 1;
+   */
+  plan?: Plan | undefined;
+
+  /**
+   * The account's custom packs.
+   *
+   * @generated from field: repeated credit.v1.CustomTopUpPackOffer top_up_packs = 2;
+   */
+  topUpPacks: CustomTopUpPackOffer[];
+};
+
+/**
+ * Describes the message credit.v1.SetCustomPlanResponse.
+ * Use `create(SetCustomPlanResponseSchema)` to create a new message.
+ */
+export const SetCustomPlanResponseSchema: GenMessage<SetCustomPlanResponse> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 2);
+
+/**
+ * Move one account's test clock.
+ *
+ * @generated from message credit.v1.AdvanceTestClockRequest
+ */
+export type AdvanceTestClockRequest = Message<"credit.v1.AdvanceTestClockRequest"> & {
+  /**
+   * The account whose clock moves (it must exist).
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * How far to move it, more than 0 and at most 400 days.
+   *
+   * @generated from field: google.protobuf.Duration by = 2;
+   */
+  by?: Duration | undefined;
+
+  /**
+   * Client-chosen key, unique per account and logical call; a retry reuses it.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message credit.v1.AdvanceTestClockRequest.
+ * Use `create(AdvanceTestClockRequestSchema)` to create a new message.
+ */
+export const AdvanceTestClockRequestSchema: GenMessage<AdvanceTestClockRequest> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 3);
+
+/**
+ * The account's clock after the move.
+ *
+ * @generated from message credit.v1.AdvanceTestClockResponse
+ */
+export type AdvanceTestClockResponse = Message<"credit.v1.AdvanceTestClockResponse"> & {
+  /**
+   * The account's time now.
+   *
+   * @generated from field: google.protobuf.Timestamp now = 1;
+   */
+  now?: Timestamp | undefined;
+
+  /**
+   * The balance at that time, after period resets, expiries and scheduled changes.
+   *
+   * @generated from field: credit.v1.Balance balance = 2;
+   */
+  balance?: Balance | undefined;
+};
+
+/**
+ * Describes the message credit.v1.AdvanceTestClockResponse.
+ * Use `create(AdvanceTestClockResponseSchema)` to create a new message.
+ */
+export const AdvanceTestClockResponseSchema: GenMessage<AdvanceTestClockResponse> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 4);
 
 /**
  * Grant credits by hand.
@@ -63,7 +259,7 @@ export type AdjustCreditsRequest = Message<"credit.v1.AdjustCreditsRequest"> & {
  * Use `create(AdjustCreditsRequestSchema)` to create a new message.
  */
 export const AdjustCreditsRequestSchema: GenMessage<AdjustCreditsRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 0);
+  messageDesc(file_credit_v1_admin_service, 5);
 
 /**
  * The adjustment bucket.
@@ -91,7 +287,7 @@ export type AdjustCreditsResponse = Message<"credit.v1.AdjustCreditsResponse"> &
  * Use `create(AdjustCreditsResponseSchema)` to create a new message.
  */
 export const AdjustCreditsResponseSchema: GenMessage<AdjustCreditsResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 1);
+  messageDesc(file_credit_v1_admin_service, 6);
 
 /**
  * One append-only ledger movement.
@@ -175,7 +371,7 @@ export type LedgerEntry = Message<"credit.v1.LedgerEntry"> & {
  * Use `create(LedgerEntrySchema)` to create a new message.
  */
 export const LedgerEntrySchema: GenMessage<LedgerEntry> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 2);
+  messageDesc(file_credit_v1_admin_service, 7);
 
 /**
  * Page through an account's entries.
@@ -231,7 +427,7 @@ export type ListLedgerEntriesRequest = Message<"credit.v1.ListLedgerEntriesReque
  * Use `create(ListLedgerEntriesRequestSchema)` to create a new message.
  */
 export const ListLedgerEntriesRequestSchema: GenMessage<ListLedgerEntriesRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 3);
+  messageDesc(file_credit_v1_admin_service, 8);
 
 /**
  * One page of entries.
@@ -259,7 +455,7 @@ export type ListLedgerEntriesResponse = Message<"credit.v1.ListLedgerEntriesResp
  * Use `create(ListLedgerEntriesResponseSchema)` to create a new message.
  */
 export const ListLedgerEntriesResponseSchema: GenMessage<ListLedgerEntriesResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 4);
+  messageDesc(file_credit_v1_admin_service, 9);
 
 /**
  * The kind of movement a ledger entry records.
@@ -348,6 +544,26 @@ export const CreditAdminService: GenService<{
     methodKind: "unary";
     input: typeof ListLedgerEntriesRequestSchema;
     output: typeof ListLedgerEntriesResponseSchema;
+  },
+  /**
+   * SetCustomPlan defines (or revises) a business plan and custom top-up packs for one account.
+   *
+   * @generated from rpc credit.v1.CreditAdminService.SetCustomPlan
+   */
+  setCustomPlan: {
+    methodKind: "unary";
+    input: typeof SetCustomPlanRequestSchema;
+    output: typeof SetCustomPlanResponseSchema;
+  },
+  /**
+   * AdvanceTestClock moves one account's clock forward and applies what falls due; refused in production.
+   *
+   * @generated from rpc credit.v1.CreditAdminService.AdvanceTestClock
+   */
+  advanceTestClock: {
+    methodKind: "unary";
+    input: typeof AdvanceTestClockRequestSchema;
+    output: typeof AdvanceTestClockResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_credit_v1_admin_service, 0);

@@ -2,19 +2,19 @@
 // @generated from file credit/v1/credit_service.proto (package credit.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Balance, Bucket, Money, ReleaseReason, Reservation } from "./types_pb.js";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Balance, Bucket, Money, Plan, ReleaseReason, Reservation, Subscription } from "./types_pb.js";
 import { file_credit_v1_types } from "./types_pb.js";
-import type { Duration } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file credit/v1/credit_service.proto.
  */
 export const file_credit_v1_credit_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5jcmVkaXQvdjEvY3JlZGl0X3NlcnZpY2UucHJvdG8SCWNyZWRpdC52MSLrAQoOUmVzZXJ2ZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSEAoGYW1vdW50GAMgASgDSAASJgoDdHRsGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjkKCG1ldGFkYXRhGAYgAygLMicuY3JlZGl0LnYxLlJlc2VydmVSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgYKBGNvc3QiYwoPUmVzZXJ2ZVJlc3BvbnNlEisKC3Jlc2VydmF0aW9uGAEgASgLMhYuY3JlZGl0LnYxLlJlc2VydmF0aW9uEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSJcCg1Db21taXRSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIQCgZhbW91bnQYAyABKANIAEIICgZhY3R1YWwiYgoOQ29tbWl0UmVzcG9uc2USKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24SIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlInsKDlJlbGVhc2VSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIoCgZyZWFzb24YAyABKA4yGC5jcmVkaXQudjEuUmVsZWFzZVJlYXNvbhIOCgZkZXRhaWwYBCABKAkiYwoPUmVsZWFzZVJlc3BvbnNlEisKC3Jlc2VydmF0aW9uGAEgASgLMhYuY3JlZGl0LnYxLlJlc2VydmF0aW9uEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSInChFHZXRCYWxhbmNlUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJIjkKEkdldEJhbGFuY2VSZXNwb25zZRIjCgdiYWxhbmNlGAEgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2UiLwoVR2V0UmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJIkUKFkdldFJlc2VydmF0aW9uUmVzcG9uc2USKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24icwoYRXh0ZW5kUmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRImCgN0dGwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iSAoZRXh0ZW5kUmVzZXJ2YXRpb25SZXNwb25zZRIrCgtyZXNlcnZhdGlvbhgBIAEoCzIWLmNyZWRpdC52MS5SZXNlcnZhdGlvbiJcCg9DdXN0b21Ub3BVcFBhY2sSDwoHY3JlZGl0cxgBIAEoAxIfCgVwcmljZRgCIAEoCzIQLmNyZWRpdC52MS5Nb25leRIXCg92YWxpZGl0eV9tb250aHMYAyABKAUikwEKFFB1cmNoYXNlVG9wVXBSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSEQoHcGFja19pZBgCIAEoCUgAEjEKC2N1c3RvbV9wYWNrGAMgASgLMhouY3JlZGl0LnYxLkN1c3RvbVRvcFVwUGFja0gAEhkKEXBheW1lbnRfcmVmZXJlbmNlGAQgASgJQgYKBHBhY2sigAEKFVB1cmNoYXNlVG9wVXBSZXNwb25zZRIhCgZidWNrZXQYASABKAsyES5jcmVkaXQudjEuQnVja2V0EiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZRIfCgVwcmljZRgDIAEoCzIQLmNyZWRpdC52MS5Nb25leTKyBAoNQ3JlZGl0U2VydmljZRJACgdSZXNlcnZlEhkuY3JlZGl0LnYxLlJlc2VydmVSZXF1ZXN0GhouY3JlZGl0LnYxLlJlc2VydmVSZXNwb25zZRI9CgZDb21taXQSGC5jcmVkaXQudjEuQ29tbWl0UmVxdWVzdBoZLmNyZWRpdC52MS5Db21taXRSZXNwb25zZRJACgdSZWxlYXNlEhkuY3JlZGl0LnYxLlJlbGVhc2VSZXF1ZXN0GhouY3JlZGl0LnYxLlJlbGVhc2VSZXNwb25zZRJOCgpHZXRCYWxhbmNlEhwuY3JlZGl0LnYxLkdldEJhbGFuY2VSZXF1ZXN0Gh0uY3JlZGl0LnYxLkdldEJhbGFuY2VSZXNwb25zZSIDkAIBEloKDkdldFJlc2VydmF0aW9uEiAuY3JlZGl0LnYxLkdldFJlc2VydmF0aW9uUmVxdWVzdBohLmNyZWRpdC52MS5HZXRSZXNlcnZhdGlvblJlc3BvbnNlIgOQAgESXgoRRXh0ZW5kUmVzZXJ2YXRpb24SIy5jcmVkaXQudjEuRXh0ZW5kUmVzZXJ2YXRpb25SZXF1ZXN0GiQuY3JlZGl0LnYxLkV4dGVuZFJlc2VydmF0aW9uUmVzcG9uc2USUgoNUHVyY2hhc2VUb3BVcBIfLmNyZWRpdC52MS5QdXJjaGFzZVRvcFVwUmVxdWVzdBogLmNyZWRpdC52MS5QdXJjaGFzZVRvcFVwUmVzcG9uc2ViBnByb3RvMw", [file_credit_v1_types, file_google_protobuf_duration]);
+  fileDesc("Ch5jcmVkaXQvdjEvY3JlZGl0X3NlcnZpY2UucHJvdG8SCWNyZWRpdC52MSLrAQoOUmVzZXJ2ZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSEAoGYW1vdW50GAMgASgDSAASJgoDdHRsGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjkKCG1ldGFkYXRhGAYgAygLMicuY3JlZGl0LnYxLlJlc2VydmVSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgYKBGNvc3QiYwoPUmVzZXJ2ZVJlc3BvbnNlEisKC3Jlc2VydmF0aW9uGAEgASgLMhYuY3JlZGl0LnYxLlJlc2VydmF0aW9uEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSJcCg1Db21taXRSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIQCgZhbW91bnQYAyABKANIAEIICgZhY3R1YWwiYgoOQ29tbWl0UmVzcG9uc2USKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24SIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlInsKDlJlbGVhc2VSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIoCgZyZWFzb24YAyABKA4yGC5jcmVkaXQudjEuUmVsZWFzZVJlYXNvbhIOCgZkZXRhaWwYBCABKAkiYwoPUmVsZWFzZVJlc3BvbnNlEisKC3Jlc2VydmF0aW9uGAEgASgLMhYuY3JlZGl0LnYxLlJlc2VydmF0aW9uEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSInChFHZXRCYWxhbmNlUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJIjkKEkdldEJhbGFuY2VSZXNwb25zZRIjCgdiYWxhbmNlGAEgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2UiLwoVR2V0UmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJIkUKFkdldFJlc2VydmF0aW9uUmVzcG9uc2USKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24icwoYRXh0ZW5kUmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRImCgN0dGwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iSAoZRXh0ZW5kUmVzZXJ2YXRpb25SZXNwb25zZRIrCgtyZXNlcnZhdGlvbhgBIAEoCzIWLmNyZWRpdC52MS5SZXNlcnZhdGlvbiJcCg9DdXN0b21Ub3BVcFBhY2sSDwoHY3JlZGl0cxgBIAEoAxIfCgVwcmljZRgCIAEoCzIQLmNyZWRpdC52MS5Nb25leRIXCg92YWxpZGl0eV9tb250aHMYAyABKAUikwEKFFB1cmNoYXNlVG9wVXBSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSEQoHcGFja19pZBgCIAEoCUgAEjEKC2N1c3RvbV9wYWNrGAMgASgLMhouY3JlZGl0LnYxLkN1c3RvbVRvcFVwUGFja0gAEhkKEXBheW1lbnRfcmVmZXJlbmNlGAQgASgJQgYKBHBhY2sigAEKFVB1cmNoYXNlVG9wVXBSZXNwb25zZRIhCgZidWNrZXQYASABKAsyES5jcmVkaXQudjEuQnVja2V0EiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZRIfCgVwcmljZRgDIAEoCzIQLmNyZWRpdC52MS5Nb25leSJRChFDaGFuZ2VQbGFuUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEg8KB3BsYW5faWQYAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIokCChJDaGFuZ2VQbGFuUmVzcG9uc2USLQoMc3Vic2NyaXB0aW9uGAEgASgLMhcuY3JlZGl0LnYxLlN1YnNjcmlwdGlvbhIpCgZjaGFuZ2UYAiABKA4yGS5jcmVkaXQudjEuUGxhbkNoYW5nZUtpbmQSMAoMZWZmZWN0aXZlX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCg9wcm9yYXRlZF9jaGFyZ2UYBCABKAsyEC5jcmVkaXQudjEuTW9uZXkSFwoPY3JlZGl0c19ncmFudGVkGAUgASgDEiMKB2JhbGFuY2UYBiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSISChBMaXN0UGxhbnNSZXF1ZXN0IjMKEUxpc3RQbGFuc1Jlc3BvbnNlEh4KBXBsYW5zGAEgAygLMg8uY3JlZGl0LnYxLlBsYW4q9AEKDlBsYW5DaGFuZ2VLaW5kEiAKHFBMQU5fQ0hBTkdFX0tJTkRfVU5TUEVDSUZJRUQQABIfChtQTEFOX0NIQU5HRV9LSU5EX1NVQlNDUklCRUQQARIdChlQTEFOX0NIQU5HRV9LSU5EX1VQR1JBREVEEAISKAokUExBTl9DSEFOR0VfS0lORF9ET1dOR1JBREVfU0NIRURVTEVEEAMSLworUExBTl9DSEFOR0VfS0lORF9TQ0hFRFVMRURfQ0hBTkdFX0NBTkNFTExFRBAEEiUKIVBMQU5fQ0hBTkdFX0tJTkRfSU5URVJWQUxfQ0hBTkdFRBAFMsoFCg1DcmVkaXRTZXJ2aWNlEkAKB1Jlc2VydmUSGS5jcmVkaXQudjEuUmVzZXJ2ZVJlcXVlc3QaGi5jcmVkaXQudjEuUmVzZXJ2ZVJlc3BvbnNlEj0KBkNvbW1pdBIYLmNyZWRpdC52MS5Db21taXRSZXF1ZXN0GhkuY3JlZGl0LnYxLkNvbW1pdFJlc3BvbnNlEkAKB1JlbGVhc2USGS5jcmVkaXQudjEuUmVsZWFzZVJlcXVlc3QaGi5jcmVkaXQudjEuUmVsZWFzZVJlc3BvbnNlEk4KCkdldEJhbGFuY2USHC5jcmVkaXQudjEuR2V0QmFsYW5jZVJlcXVlc3QaHS5jcmVkaXQudjEuR2V0QmFsYW5jZVJlc3BvbnNlIgOQAgESWgoOR2V0UmVzZXJ2YXRpb24SIC5jcmVkaXQudjEuR2V0UmVzZXJ2YXRpb25SZXF1ZXN0GiEuY3JlZGl0LnYxLkdldFJlc2VydmF0aW9uUmVzcG9uc2UiA5ACARJeChFFeHRlbmRSZXNlcnZhdGlvbhIjLmNyZWRpdC52MS5FeHRlbmRSZXNlcnZhdGlvblJlcXVlc3QaJC5jcmVkaXQudjEuRXh0ZW5kUmVzZXJ2YXRpb25SZXNwb25zZRJSCg1QdXJjaGFzZVRvcFVwEh8uY3JlZGl0LnYxLlB1cmNoYXNlVG9wVXBSZXF1ZXN0GiAuY3JlZGl0LnYxLlB1cmNoYXNlVG9wVXBSZXNwb25zZRJJCgpDaGFuZ2VQbGFuEhwuY3JlZGl0LnYxLkNoYW5nZVBsYW5SZXF1ZXN0Gh0uY3JlZGl0LnYxLkNoYW5nZVBsYW5SZXNwb25zZRJLCglMaXN0UGxhbnMSGy5jcmVkaXQudjEuTGlzdFBsYW5zUmVxdWVzdBocLmNyZWRpdC52MS5MaXN0UGxhbnNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_credit_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Hold credits for one generation.
@@ -504,6 +504,188 @@ export const PurchaseTopUpResponseSchema: GenMessage<PurchaseTopUpResponse> = /*
   messageDesc(file_credit_v1_credit_service, 14);
 
 /**
+ * Change an account's plan.
+ *
+ * @generated from message credit.v1.ChangePlanRequest
+ */
+export type ChangePlanRequest = Message<"credit.v1.ChangePlanRequest"> & {
+  /**
+   * The account; created if it does not exist yet.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * The plan to move to: a catalog plan, or this account's business plan.
+   *
+   * @generated from field: string plan_id = 2;
+   */
+  planId: string;
+
+  /**
+   * Client-chosen key, unique per account and logical call; a retry reuses it.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message credit.v1.ChangePlanRequest.
+ * Use `create(ChangePlanRequestSchema)` to create a new message.
+ */
+export const ChangePlanRequestSchema: GenMessage<ChangePlanRequest> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 15);
+
+/**
+ * The outcome of a plan change.
+ *
+ * @generated from message credit.v1.ChangePlanResponse
+ */
+export type ChangePlanResponse = Message<"credit.v1.ChangePlanResponse"> & {
+  /**
+   * The subscription after the change.
+   *
+   * @generated from field: credit.v1.Subscription subscription = 1;
+   */
+  subscription?: Subscription | undefined;
+
+  /**
+   * What happened.
+   *
+   * @generated from field: credit.v1.PlanChangeKind change = 2;
+   */
+  change: PlanChangeKind;
+
+  /**
+   * When the change takes (or took) effect.
+   *
+   * @generated from field: google.protobuf.Timestamp effective_at = 3;
+   */
+  effectiveAt?: Timestamp | undefined;
+
+  /**
+   * What billing should charge now, rounded half away from zero to the minor unit; negative is a credit.
+   *
+   * @generated from field: credit.v1.Money prorated_charge = 4;
+   */
+  proratedCharge?: Money | undefined;
+
+  /**
+   * Credits added to the balance by this change.
+   *
+   * @generated from field: int64 credits_granted = 5;
+   */
+  creditsGranted: bigint;
+
+  /**
+   * The balance after the change.
+   *
+   * @generated from field: credit.v1.Balance balance = 6;
+   */
+  balance?: Balance | undefined;
+};
+
+/**
+ * Describes the message credit.v1.ChangePlanResponse.
+ * Use `create(ChangePlanResponseSchema)` to create a new message.
+ */
+export const ChangePlanResponseSchema: GenMessage<ChangePlanResponse> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 16);
+
+/**
+ * List the public plans.
+ *
+ * @generated from message credit.v1.ListPlansRequest
+ */
+export type ListPlansRequest = Message<"credit.v1.ListPlansRequest"> & {
+};
+
+/**
+ * Describes the message credit.v1.ListPlansRequest.
+ * Use `create(ListPlansRequestSchema)` to create a new message.
+ */
+export const ListPlansRequestSchema: GenMessage<ListPlansRequest> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 17);
+
+/**
+ * The public plan catalog.
+ *
+ * @generated from message credit.v1.ListPlansResponse
+ */
+export type ListPlansResponse = Message<"credit.v1.ListPlansResponse"> & {
+  /**
+   * The latest version of every public plan.
+   *
+   * @generated from field: repeated credit.v1.Plan plans = 1;
+   */
+  plans: Plan[];
+};
+
+/**
+ * Describes the message credit.v1.ListPlansResponse.
+ * Use `create(ListPlansResponseSchema)` to create a new message.
+ */
+export const ListPlansResponseSchema: GenMessage<ListPlansResponse> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 18);
+
+/**
+ * What a ChangePlan call did.
+ *
+ * @generated from enum credit.v1.PlanChangeKind
+ */
+export enum PlanChangeKind {
+  /**
+   * Not a valid kind.
+   *
+   * @generated from enum value: PLAN_CHANGE_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The account had no plan: subscribed now, first allowance granted.
+   *
+   * @generated from enum value: PLAN_CHANGE_KIND_SUBSCRIBED = 1;
+   */
+  SUBSCRIBED = 1,
+
+  /**
+   * A higher allowance on the same interval: in force now, the extra credits usable at once.
+   *
+   * @generated from enum value: PLAN_CHANGE_KIND_UPGRADED = 2;
+   */
+  UPGRADED = 2,
+
+  /**
+   * A lower or equal allowance, or yearly to monthly: takes effect at the end of the billing period.
+   *
+   * @generated from enum value: PLAN_CHANGE_KIND_DOWNGRADE_SCHEDULED = 3;
+   */
+  DOWNGRADE_SCHEDULED = 3,
+
+  /**
+   * The current plan was chosen again: the scheduled change is cancelled.
+   *
+   * @generated from enum value: PLAN_CHANGE_KIND_SCHEDULED_CHANGE_CANCELLED = 4;
+   */
+  SCHEDULED_CHANGE_CANCELLED = 4,
+
+  /**
+   * Monthly to yearly: a new billing period starts now, with a fresh allowance.
+   *
+   * @generated from enum value: PLAN_CHANGE_KIND_INTERVAL_CHANGED = 5;
+   */
+  INTERVAL_CHANGED = 5,
+}
+
+/**
+ * Describes the enum credit.v1.PlanChangeKind.
+ */
+export const PlanChangeKindSchema: GenEnum<PlanChangeKind> = /*@__PURE__*/
+  enumDesc(file_credit_v1_credit_service, 0);
+
+/**
  * CreditService is called by model runners (holds) and backend services (balances, top-ups).
  *
  * @generated from service credit.v1.CreditService
@@ -578,6 +760,26 @@ export const CreditService: GenService<{
     methodKind: "unary";
     input: typeof PurchaseTopUpRequestSchema;
     output: typeof PurchaseTopUpResponseSchema;
+  },
+  /**
+   * ChangePlan subscribes, upgrades (at once, prorated) or schedules a downgrade (at the end of the billing period).
+   *
+   * @generated from rpc credit.v1.CreditService.ChangePlan
+   */
+  changePlan: {
+    methodKind: "unary";
+    input: typeof ChangePlanRequestSchema;
+    output: typeof ChangePlanResponseSchema;
+  },
+  /**
+   * ListPlans returns the public plan catalog (the latest version of each plan).
+   *
+   * @generated from rpc credit.v1.CreditService.ListPlans
+   */
+  listPlans: {
+    methodKind: "unary";
+    input: typeof ListPlansRequestSchema;
+    output: typeof ListPlansResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_credit_v1_credit_service, 0);

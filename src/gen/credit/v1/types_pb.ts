@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file credit/v1/types.proto.
  */
 export const file_credit_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("ChVjcmVkaXQvdjEvdHlwZXMucHJvdG8SCWNyZWRpdC52MSI0CgVNb25leRIVCg1jdXJyZW5jeV9jb2RlGAEgASgJEhQKDGFtb3VudF9taW5vchgCIAEoAyLmAQoGQnVja2V0EhEKCWJ1Y2tldF9pZBgBIAEoCRIjCgRraW5kGAIgASgOMhUuY3JlZGl0LnYxLkJ1Y2tldEtpbmQSDwoHZ3JhbnRlZBgDIAEoAxIRCglyZW1haW5pbmcYBCABKAMSLgoKdmFsaWRfZnJvbRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc291cmNlX3JlZhgHIAEoCRIMCgRoZWxkGAggASgDIo0BCgdCYWxhbmNlEhIKCmFjY291bnRfaWQYASABKAkSEQoJYXZhaWxhYmxlGAIgASgDEgwKBGhlbGQYAyABKAMSIgoHYnVja2V0cxgEIAMoCzIRLmNyZWRpdC52MS5CdWNrZXQSKQoFYXNfb2YYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIu8DCgtSZXNlcnZhdGlvbhIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRISCgphY2NvdW50X2lkGAIgASgJEioKBXN0YXRlGAMgASgOMhsuY3JlZGl0LnYxLlJlc2VydmF0aW9uU3RhdGUSEwoLaGVsZF9hbW91bnQYBCABKAMSFwoPY2FwdHVyZWRfYW1vdW50GAUgASgDEi4KCmV4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKCG1ldGFkYXRhGAggAygLMiQuY3JlZGl0LnYxLlJlc2VydmF0aW9uLk1ldGFkYXRhRW50cnkSLgoKc2V0dGxlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPcmVsZWFzZWRfYW1vdW50GAogASgDEjAKDnJlbGVhc2VfcmVhc29uGAsgASgOMhguY3JlZGl0LnYxLlJlbGVhc2VSZWFzb24SFgoOcmVsZWFzZV9kZXRhaWwYDCABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKnsKCkJ1Y2tldEtpbmQSGwoXQlVDS0VUX0tJTkRfVU5TUEVDSUZJRUQQABIcChhCVUNLRVRfS0lORF9TVUJTQ1JJUFRJT04QARIWChJCVUNLRVRfS0lORF9UT1BfVVAQAhIaChZCVUNLRVRfS0lORF9BREpVU1RNRU5UEAMqsQEKEFJlc2VydmF0aW9uU3RhdGUSIQodUkVTRVJWQVRJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIaChZSRVNFUlZBVElPTl9TVEFURV9IRUxEEAESHwobUkVTRVJWQVRJT05fU1RBVEVfQ09NTUlUVEVEEAISHgoaUkVTRVJWQVRJT05fU1RBVEVfUkVMRUFTRUQQAxIdChlSRVNFUlZBVElPTl9TVEFURV9FWFBJUkVEEAQqrQEKDVJlbGVhc2VSZWFzb24SHgoaUkVMRUFTRV9SRUFTT05fVU5TUEVDSUZJRUQQABIkCiBSRUxFQVNFX1JFQVNPTl9HRU5FUkFUSU9OX0ZBSUxFRBABEh4KGlJFTEVBU0VfUkVBU09OX0lOVEVSUlVQVEVEEAISHAoYUkVMRUFTRV9SRUFTT05fQ0FOQ0VMTEVEEAMSGAoUUkVMRUFTRV9SRUFTT05fT1RIRVIQBGIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChVjcmVkaXQvdjEvdHlwZXMucHJvdG8SCWNyZWRpdC52MSI0CgVNb25leRIVCg1jdXJyZW5jeV9jb2RlGAEgASgJEhQKDGFtb3VudF9taW5vchgCIAEoAyLmAQoGQnVja2V0EhEKCWJ1Y2tldF9pZBgBIAEoCRIjCgRraW5kGAIgASgOMhUuY3JlZGl0LnYxLkJ1Y2tldEtpbmQSDwoHZ3JhbnRlZBgDIAEoAxIRCglyZW1haW5pbmcYBCABKAMSLgoKdmFsaWRfZnJvbRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc291cmNlX3JlZhgHIAEoCRIMCgRoZWxkGAggASgDIrwBCgdCYWxhbmNlEhIKCmFjY291bnRfaWQYASABKAkSEQoJYXZhaWxhYmxlGAIgASgDEgwKBGhlbGQYAyABKAMSIgoHYnVja2V0cxgEIAMoCzIRLmNyZWRpdC52MS5CdWNrZXQSLQoMc3Vic2NyaXB0aW9uGAUgASgLMhcuY3JlZGl0LnYxLlN1YnNjcmlwdGlvbhIpCgVhc19vZhgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi7wMKC1Jlc2VydmF0aW9uEhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhIKCmFjY291bnRfaWQYAiABKAkSKgoFc3RhdGUYAyABKA4yGy5jcmVkaXQudjEuUmVzZXJ2YXRpb25TdGF0ZRITCgtoZWxkX2Ftb3VudBgEIAEoAxIXCg9jYXB0dXJlZF9hbW91bnQYBSABKAMSLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY3JlYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNgoIbWV0YWRhdGEYCCADKAsyJC5jcmVkaXQudjEuUmVzZXJ2YXRpb24uTWV0YWRhdGFFbnRyeRIuCgpzZXR0bGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9yZWxlYXNlZF9hbW91bnQYCiABKAMSMAoOcmVsZWFzZV9yZWFzb24YCyABKA4yGC5jcmVkaXQudjEuUmVsZWFzZVJlYXNvbhIWCg5yZWxlYXNlX2RldGFpbBgMIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEitAEKBFBsYW4SDwoHcGxhbl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEiwKCGludGVydmFsGAMgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBIZChFtb250aGx5X2FsbG93YW5jZRgEIAEoAxIfCgVwcmljZRgFIAEoCzIQLmNyZWRpdC52MS5Nb25leRIPCgd2ZXJzaW9uGAYgASgFEhIKCmFjY291bnRfaWQYByABKAkiagoPU2NoZWR1bGVkQ2hhbmdlEg8KB3BsYW5faWQYASABKAkSMAoMZWZmZWN0aXZlX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxwbGFuX3ZlcnNpb24YAyABKAUiggMKDFN1YnNjcmlwdGlvbhIPCgdwbGFuX2lkGAEgASgJEiwKCGludGVydmFsGAIgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBIwCgxwZXJpb2Rfc3RhcnQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnBlcmlvZF9lbmQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEmJpbGxpbmdfcGVyaW9kX2VuZBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQc2NoZWR1bGVkX2NoYW5nZRgGIAEoCzIaLmNyZWRpdC52MS5TY2hlZHVsZWRDaGFuZ2USFAoMcGxhbl92ZXJzaW9uGAcgASgFEjIKDmJpbGxpbmdfYW5jaG9yGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFtb250aGx5X2FsbG93YW5jZRgJIAEoAyp7CgpCdWNrZXRLaW5kEhsKF0JVQ0tFVF9LSU5EX1VOU1BFQ0lGSUVEEAASHAoYQlVDS0VUX0tJTkRfU1VCU0NSSVBUSU9OEAESFgoSQlVDS0VUX0tJTkRfVE9QX1VQEAISGgoWQlVDS0VUX0tJTkRfQURKVVNUTUVOVBADKrEBChBSZXNlcnZhdGlvblN0YXRlEiEKHVJFU0VSVkFUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWUkVTRVJWQVRJT05fU1RBVEVfSEVMRBABEh8KG1JFU0VSVkFUSU9OX1NUQVRFX0NPTU1JVFRFRBACEh4KGlJFU0VSVkFUSU9OX1NUQVRFX1JFTEVBU0VEEAMSHQoZUkVTRVJWQVRJT05fU1RBVEVfRVhQSVJFRBAEKq0BCg1SZWxlYXNlUmVhc29uEh4KGlJFTEVBU0VfUkVBU09OX1VOU1BFQ0lGSUVEEAASJAogUkVMRUFTRV9SRUFTT05fR0VORVJBVElPTl9GQUlMRUQQARIeChpSRUxFQVNFX1JFQVNPTl9JTlRFUlJVUFRFRBACEhwKGFJFTEVBU0VfUkVBU09OX0NBTkNFTExFRBADEhgKFFJFTEVBU0VfUkVBU09OX09USEVSEAQqagoPQmlsbGluZ0ludGVydmFsEiAKHEJJTExJTkdfSU5URVJWQUxfVU5TUEVDSUZJRUQQABIaChZCSUxMSU5HX0lOVEVSVkFMX01PTlRIEAESGQoVQklMTElOR19JTlRFUlZBTF9ZRUFSEAJiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * Money is an integer amount of minor units (cents) in one ISO 4217 currency; never fractional.
@@ -147,6 +147,13 @@ export type Balance = Message<"credit.v1.Balance"> & {
   buckets: Bucket[];
 
   /**
+   * The account's subscription; unset when it never subscribed.
+   *
+   * @generated from field: credit.v1.Subscription subscription = 5;
+   */
+  subscription?: Subscription | undefined;
+
+  /**
    * The server time the balance was computed at.
    *
    * @generated from field: google.protobuf.Timestamp as_of = 6;
@@ -258,6 +265,181 @@ export type Reservation = Message<"credit.v1.Reservation"> & {
  */
 export const ReservationSchema: GenMessage<Reservation> = /*@__PURE__*/
   messageDesc(file_credit_v1_types, 3);
+
+/**
+ * One version of a plan: what a subscriber gets and pays.
+ *
+ * @generated from message credit.v1.Plan
+ */
+export type Plan = Message<"credit.v1.Plan"> & {
+  /**
+   * Stable id, for example "pro-monthly"; business plans have their own ids.
+   *
+   * @generated from field: string plan_id = 1;
+   */
+  planId: string;
+
+  /**
+   * Display name.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * How often the price is charged.
+   *
+   * @generated from field: credit.v1.BillingInterval interval = 3;
+   */
+  interval: BillingInterval;
+
+  /**
+   * Credits granted each allowance month.
+   *
+   * @generated from field: int64 monthly_allowance = 4;
+   */
+  monthlyAllowance: bigint;
+
+  /**
+   * Price per billing interval.
+   *
+   * @generated from field: credit.v1.Money price = 5;
+   */
+  price?: Money | undefined;
+
+  /**
+   * Version of the plan's terms; a subscriber keeps the version it bought.
+   *
+   * @generated from field: int32 version = 6;
+   */
+  version: number;
+
+  /**
+   * Set on a business plan made for one account; empty for the public catalog.
+   *
+   * @generated from field: string account_id = 7;
+   */
+  accountId: string;
+};
+
+/**
+ * Describes the message credit.v1.Plan.
+ * Use `create(PlanSchema)` to create a new message.
+ */
+export const PlanSchema: GenMessage<Plan> = /*@__PURE__*/
+  messageDesc(file_credit_v1_types, 4);
+
+/**
+ * A plan change waiting for the end of the billing period.
+ *
+ * @generated from message credit.v1.ScheduledChange
+ */
+export type ScheduledChange = Message<"credit.v1.ScheduledChange"> & {
+  /**
+   * The plan that takes over.
+   *
+   * @generated from field: string plan_id = 1;
+   */
+  planId: string;
+
+  /**
+   * When it takes over (the end of the current billing period).
+   *
+   * @generated from field: google.protobuf.Timestamp effective_at = 2;
+   */
+  effectiveAt?: Timestamp | undefined;
+
+  /**
+   * The version of that plan that will apply.
+   *
+   * @generated from field: int32 plan_version = 3;
+   */
+  planVersion: number;
+};
+
+/**
+ * Describes the message credit.v1.ScheduledChange.
+ * Use `create(ScheduledChangeSchema)` to create a new message.
+ */
+export const ScheduledChangeSchema: GenMessage<ScheduledChange> = /*@__PURE__*/
+  messageDesc(file_credit_v1_types, 5);
+
+/**
+ * An account's subscription and its current periods.
+ *
+ * @generated from message credit.v1.Subscription
+ */
+export type Subscription = Message<"credit.v1.Subscription"> & {
+  /**
+   * The plan in force.
+   *
+   * @generated from field: string plan_id = 1;
+   */
+  planId: string;
+
+  /**
+   * The plan's billing interval.
+   *
+   * @generated from field: credit.v1.BillingInterval interval = 2;
+   */
+  interval: BillingInterval;
+
+  /**
+   * Start of the current allowance period (monthly from the billing anchor).
+   *
+   * @generated from field: google.protobuf.Timestamp period_start = 3;
+   */
+  periodStart?: Timestamp | undefined;
+
+  /**
+   * End of the current allowance period, when the allowance resets.
+   *
+   * @generated from field: google.protobuf.Timestamp period_end = 4;
+   */
+  periodEnd?: Timestamp | undefined;
+
+  /**
+   * End of the current billing period (a year on yearly plans); downgrades take effect here.
+   *
+   * @generated from field: google.protobuf.Timestamp billing_period_end = 5;
+   */
+  billingPeriodEnd?: Timestamp | undefined;
+
+  /**
+   * A downgrade or interval change waiting for billing_period_end; unset when none.
+   *
+   * @generated from field: credit.v1.ScheduledChange scheduled_change = 6;
+   */
+  scheduledChange?: ScheduledChange | undefined;
+
+  /**
+   * The version of the plan in force.
+   *
+   * @generated from field: int32 plan_version = 7;
+   */
+  planVersion: number;
+
+  /**
+   * When billing periods are counted from.
+   *
+   * @generated from field: google.protobuf.Timestamp billing_anchor = 8;
+   */
+  billingAnchor?: Timestamp | undefined;
+
+  /**
+   * Credits granted each allowance month by the plan in force.
+   *
+   * @generated from field: int64 monthly_allowance = 9;
+   */
+  monthlyAllowance: bigint;
+};
+
+/**
+ * Describes the message credit.v1.Subscription.
+ * Use `create(SubscriptionSchema)` to create a new message.
+ */
+export const SubscriptionSchema: GenMessage<Subscription> = /*@__PURE__*/
+  messageDesc(file_credit_v1_types, 6);
 
 /**
  * The origin of a bucket's credits, which also decides its place in the consumption order.
@@ -395,4 +577,38 @@ export enum ReleaseReason {
  */
 export const ReleaseReasonSchema: GenEnum<ReleaseReason> = /*@__PURE__*/
   enumDesc(file_credit_v1_types, 2);
+
+/**
+ * How often a plan is billed. The credit allowance is monthly on every interval.
+ *
+ * @generated from enum credit.v1.BillingInterval
+ */
+export enum BillingInterval {
+  /**
+   * Not a valid interval.
+   *
+   * @generated from enum value: BILLING_INTERVAL_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Billed every month.
+   *
+   * @generated from enum value: BILLING_INTERVAL_MONTH = 1;
+   */
+  MONTH = 1,
+
+  /**
+   * Billed every year; the allowance is still granted (and reset) month by month.
+   *
+   * @generated from enum value: BILLING_INTERVAL_YEAR = 2;
+   */
+  YEAR = 2,
+}
+
+/**
+ * Describes the enum credit.v1.BillingInterval.
+ */
+export const BillingIntervalSchema: GenEnum<BillingInterval> = /*@__PURE__*/
+  enumDesc(file_credit_v1_types, 3);
 

@@ -1,0 +1,100 @@
+import type { BalanceView } from "../domain/account-book.js";
+import { changePlan as decideChange, type PlanChange } from "../domain/change-plan.js";
+import { ok } from "../domain/errors.js";
+import type { TopUpPack } from "../domain/grants.js";
+import { applyDue } from "../domain/maintenance.js";
+import type { Plan } from "../domain/plan.js";
+import { type AppDeps, type Reply, refuse } from "./deps.js";
+import type { Encode } from "./holds.js";
+import { idempotent } from "./idempotent.js";
+import type { IdempotencyClaim } from "./ports.js";
+
+export interface ChangePlanInput {
+  readonly accountId: string;
+  readonly planId: string;
+  readonly claim: IdempotencyClaim;
+  readonly caller: string;
+}
+
+export interface ChangePlanResult {
+  readonly change: PlanChange;
+  readonly balance: BalanceView;
+}
+
+/** ChangePlan: subscribe, upgrade now, or schedule a downgrade. The account is created if new. */
+export async function changePlan(deps: AppDeps, input: ChangePlanInput, encode: Encode<ChangePlanResult>): Promise<Reply> {
+  const plan = await deps.plans.findPlan(input.planId, input.accountId);
+  if (!plan) return refuse("PLAN_NOT_FOUND", `plan ${input.planId} does not exist`, { plan_id: input.planId });
+  return idempotent(deps.cache, input.accountId, input.claim, () =>
+    deps.store.execute(
+      {
+        target: { accountId: input.accountId },
+        createAccount: true,
+        idempotency: input.claim,
+        caller: input.caller,
+        run: (book, now) => decideChange(book, plan, now, deps.newId),
+        encode: (change, book, now) => encode({ change, balance: book.balance(now) }),
+      },
+      deps.clock.now(),
+    ),
+  );
+}
+
+/** ListPlans: the public catalog. */
+export async function listPlans(deps: AppDeps, encode: Encode<readonly Plan[]>): Promise<Reply> {
+  return { ok: true, bytes: encode(await deps.plans.listPlans()) };
+}
+
+export interface SetCustomPlanInput {
+  readonly plan: Omit<Plan, "version">;
+  readonly packs: readonly TopUpPack[];
+}
+
+/** SetCustomPlan: a business plan and packs for one account; repeating it changes nothing. */
+export async function setCustomPlan(
+  deps: AppDeps,
+  input: SetCustomPlanInput,
+  encode: Encode<{ plan: Plan; packs: readonly TopUpPack[] }>,
+): Promise<Reply> {
+  if ((await deps.plans.listPlans()).some((p) => p.planId === input.plan.planId)) {
+    return refuse("INVALID_FIELD", `plan_id: ${input.plan.planId} is a catalog plan`, { field: "plan_id" });
+  }
+  const clash = input.packs.find((p) => deps.topUpPacks.has(p.packId));
+  if (clash) return refuse("INVALID_FIELD", `top_up_packs: ${clash.packId} is a catalog pack`, { field: "top_up_packs" });
+  const saved = await deps.plans.saveCustomPlan(input, deps.clock.now());
+  return saved.ok ? { ok: true, bytes: encode(saved.value) } : { ok: false, failure: saved.failure };
+}
+
+export interface AdvanceTestClockInput {
+  readonly accountId: string;
+  readonly byMs: number;
+  readonly claim: IdempotencyClaim;
+  readonly caller: string;
+}
+
+/** AdvanceTestClock: moves one account's clock and applies what falls due (outside production only). */
+export async function advanceTestClock(
+  deps: AppDeps,
+  input: AdvanceTestClockInput,
+  encode: Encode<{ now: Date; balance: BalanceView }>,
+): Promise<Reply> {
+  if (!deps.testClocksEnabled) return refuse("TEST_CLOCK_DISABLED", "test clocks are disabled in production");
+  return idempotent(deps.cache, input.accountId, input.claim, () =>
+    deps.store.execute(
+      {
+        target: { accountId: input.accountId },
+        createAccount: false,
+        idempotency: input.claim,
+        caller: input.caller,
+        run: (book, now) => {
+          book.advanceClock(input.byMs);
+          const later = new Date(now.getTime() + input.byMs);
+          applyDue(book, later, deps.newId);
+          return ok(later);
+        },
+        encode: (later, book) => encode({ now: later, balance: book.balance(later) }),
+      },
+      deps.clock.now(),
+    ),
+  );
+}
