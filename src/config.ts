@@ -14,6 +14,8 @@ const schema = z
     ENVIRONMENT: z.enum(["development", "test", "production"]).default("development"),
     /** A plan catalog file to use instead of the checked-in src/catalog/plans.json. */
     PLAN_CATALOG_PATH: z.string().min(1).optional(),
+    /** A rate card file to use instead of the checked-in src/catalog/rate-card.json. */
+    RATE_CARD_PATH: z.string().min(1).optional(),
     DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).default("postgres://postgres@127.0.0.1:5432/credit"),
     REDIS_URL: z.url({ protocol: /^rediss?$/ }).default("redis://127.0.0.1:6379"),
     GRPC_HOST: z.string().min(1).default("0.0.0.0"),

@@ -17,6 +17,9 @@ import { openDatabase } from "./store/database.js";
 import { PostgresLedgerStore } from "./store/ledger-store.js";
 import { PostgresPlanStore } from "./store/plan-store.js";
 import { loadPlanCatalog } from "./catalog/load.js";
+import { loadRateCard } from "./catalog/rate-card.js";
+import { pricingAdminHandlers, pricingHandlers } from "./rpc/pricing-handlers.js";
+import { PostgresAccountPricing, PostgresRateCards } from "./store/rate-card-store.js";
 
 export interface RunningService {
   readonly port: number;
@@ -31,6 +34,7 @@ export interface RunningService {
 export async function startService(config: Config, clock: Clock, log: Logger): Promise<RunningService> {
   // A broken catalog stops the start with a message naming the entry, before anything connects.
   const catalog = loadPlanCatalog(config.PLAN_CATALOG_PATH);
+  const rateCard = loadRateCard(config.RATE_CARD_PATH);
   const orm = await openDatabase({
     url: config.DATABASE_URL,
     poolMax: config.DB_POOL_MAX,
@@ -41,6 +45,7 @@ export async function startService(config: Config, clock: Clock, log: Logger): P
   const plans = new PostgresPlanStore(orm);
   const added = await plans.syncCatalog(catalog, clock.now());
   if (added > 0) log.info({ added }, "plan catalog updated");
+  const rateCards = await PostgresRateCards.register(orm, rateCard.card, rateCard.json, clock.now());
 
   const redis = createRedisClient(config.REDIS_URL);
   redis.on("error", (err: Error) => log.debug({ err: err.message }, "redis connection error"));
@@ -61,13 +66,15 @@ export async function startService(config: Config, clock: Clock, log: Logger): P
     newId: randomUUID,
     topUpPacks: new Map(DEFAULT_TOP_UP_PACKS.map((p) => [p.packId, p])),
     plans,
+    rateCards,
+    pricing: new PostgresAccountPricing(orm),
     testClocksEnabled: config.ENVIRONMENT !== "production",
   };
   const limits = { defaultTtlMs: config.HOLD_DEFAULT_TTL_SECONDS * 1000, maxTtlMs: config.HOLD_MAX_TTL_SECONDS * 1000 };
   const server = await startGrpcServer(
     [
-      { service: CreditService, handlers: { ...creditHandlers(deps, limits), ...planHandlers(deps) } },
-      { service: CreditAdminService, handlers: { ...adminHandlers(deps), ...planAdminHandlers(deps) } },
+      { service: CreditService, handlers: { ...creditHandlers(deps, limits), ...planHandlers(deps), ...pricingHandlers(deps) } },
+      { service: CreditAdminService, handlers: { ...adminHandlers(deps), ...planAdminHandlers(deps), ...pricingAdminHandlers(deps) } },
     ],
     { host: config.GRPC_HOST, port: config.GRPC_PORT, maxMessageBytes: config.GRPC_MAX_MESSAGE_BYTES },
     log,

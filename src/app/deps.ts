@@ -1,7 +1,7 @@
 import type { Clock } from "../domain/clock.js";
 import type { Failure } from "../domain/errors.js";
 import type { TopUpPack } from "../domain/grants.js";
-import type { IdempotencyCache, LedgerStore, PlanCatalog } from "./ports.js";
+import type { AccountPricing, IdempotencyCache, LedgerStore, PlanCatalog, RateCards } from "./ports.js";
 
 /** What the use cases need from the outside world, wired once in main.ts. */
 export interface AppDeps {
@@ -12,6 +12,8 @@ export interface AppDeps {
   readonly newId: () => string;
   readonly topUpPacks: ReadonlyMap<string, TopUpPack>;
   readonly plans: PlanCatalog;
+  readonly rateCards: RateCards;
+  readonly pricing: AccountPricing;
   /** Test clocks are refused in production. */
   readonly testClocksEnabled: boolean;
 }

@@ -1,8 +1,9 @@
 import type { AccountBook, BalanceView } from "../domain/account-book.js";
 import { invariant, ok, type Result } from "../domain/errors.js";
 import { commit as commitHold, extend as extendHold, release as releaseHold, reserve as reserveHold } from "../domain/holds.js";
-import type { ReleaseReason, Reservation } from "../domain/reservation.js";
-import type { AppDeps, Reply } from "./deps.js";
+import { type GenerationSpec, quote } from "../domain/pricing.js";
+import type { ReleaseReason, Reservation, ReservationPricing } from "../domain/reservation.js";
+import { type AppDeps, type Reply, refuse } from "./deps.js";
 import { idempotent } from "./idempotent.js";
 import type { IdempotencyClaim } from "./ports.js";
 
@@ -19,15 +20,25 @@ interface Mutation {
   readonly caller: string;
 }
 
+/** A raw amount of credits, or a generation the rate card prices. */
+export type Cost = { readonly amount: bigint } | { readonly spec: GenerationSpec };
+
 export interface ReserveInput extends Mutation {
   readonly accountId: string;
-  readonly amount: bigint;
+  readonly cost: Cost;
   readonly ttlMs: number;
   readonly metadata: Readonly<Record<string, string>>;
 }
 
-/** Reserve: hold credits before a generation (all or nothing). */
-export function reserve(deps: AppDeps, input: ReserveInput, encode: Encode<HoldResult>): Promise<Reply> {
+/** Reserve: hold credits before a generation (all or nothing); a spec is priced and held in one transaction. */
+export async function reserve(deps: AppDeps, input: ReserveInput, encode: Encode<HoldResult>): Promise<Reply> {
+  const card = deps.rateCards.current;
+  const cost = input.cost;
+  if ("spec" in cost) {
+    // Validate the spec before anything is touched: bad input changes nothing.
+    const check = quote(card, cost.spec);
+    if (!check.ok) return { ok: false, failure: check.failure };
+  }
   const reservationId = deps.newId();
   return idempotent(deps.cache, input.accountId, input.claim, () =>
     deps.store.execute(
@@ -36,7 +47,20 @@ export function reserve(deps: AppDeps, input: ReserveInput, encode: Encode<HoldR
         createAccount: false,
         idempotency: input.claim,
         caller: input.caller,
-        run: (book, now) => reserveHold(book, { reservationId, amount: input.amount, ttlMs: input.ttlMs, metadata: input.metadata }, now),
+        run: (book, now) => {
+          let amount: bigint;
+          let pricing: ReservationPricing | null = null;
+          if ("spec" in cost) {
+            // Priced under the account lock with the account's own pricing: the quote and the balance check agree.
+            const priced = quote(card, cost.spec, book.pricingPermille);
+            if (!priced.ok) return priced;
+            amount = priced.value.credits;
+            pricing = { spec: cost.spec, rateCardVersion: card.version, accountPermille: book.pricingPermille, quotedCredits: amount };
+          } else {
+            amount = cost.amount;
+          }
+          return reserveHold(book, { reservationId, amount, ttlMs: input.ttlMs, metadata: input.metadata, pricing }, now);
+        },
         encode: (reservation, book, now) => encode({ reservation, balance: book.balance(now) }),
       },
       deps.clock.now(),
@@ -46,12 +70,29 @@ export function reserve(deps: AppDeps, input: ReserveInput, encode: Encode<HoldR
 
 export interface CommitInput extends Mutation {
   readonly reservationId: string;
-  readonly amount: bigint;
+  readonly actual: Cost;
 }
 
-/** Commit: settle a hold with the generation's real cost. */
-export function commit(deps: AppDeps, input: CommitInput, encode: Encode<HoldResult>): Promise<Reply> {
-  return onReservation(deps, input, encode, (book, reservation, now) => commitHold(book, reservation, input.amount, now));
+/**
+ * Commit: settle a hold with the generation's real cost. A spec is priced with the rate card
+ * version and account pricing the hold was reserved with (the current ones for a hold of a raw
+ * amount), so a rate card change never reprices a generation already running.
+ */
+export async function commit(deps: AppDeps, input: CommitInput, encode: Encode<HoldResult>): Promise<Reply> {
+  const actual = input.actual;
+  if (!("spec" in actual)) {
+    return onReservation(deps, input, encode, (book, reservation, now) => commitHold(book, reservation, actual.amount, now));
+  }
+  const existing = await deps.store.findReservation(input.reservationId);
+  const version = existing?.pricing?.rateCardVersion;
+  const card = version ? await deps.rateCards.version(version) : deps.rateCards.current;
+  if (!card) return refuse("RATE_CARD_NOT_FOUND", `rate card ${version} is not stored`, { rate_card_version: version ?? "" });
+  const check = quote(card, actual.spec);
+  if (!check.ok) return { ok: false, failure: check.failure };
+  return onReservation(deps, input, encode, (book, reservation, now) => {
+    const priced = quote(card, actual.spec, reservation.pricing?.accountPermille ?? book.pricingPermille);
+    return priced.ok ? commitHold(book, reservation, priced.value.credits, now) : priced;
+  });
 }
 
 export interface ReleaseInput extends Mutation {

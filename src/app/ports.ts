@@ -2,6 +2,7 @@ import type { AccountBook } from "../domain/account-book.js";
 import type { Failure, Result } from "../domain/errors.js";
 import type { TopUpPack } from "../domain/grants.js";
 import type { Plan } from "../domain/plan.js";
+import type { RateCard } from "../domain/pricing.js";
 import type { EntryKind } from "../domain/ledger-entry.js";
 import type { Difference } from "../domain/reconcile.js";
 import type { Reservation } from "../domain/reservation.js";
@@ -113,4 +114,19 @@ export interface PlanCatalog {
   findTopUpPack(accountId: string, packId: string): Promise<TopUpPack | null>;
   /** Makes the stored catalog match the given plans, adding a version for each changed plan. */
   syncCatalog(plans: readonly Omit<Plan, "version">[], now: Date): Promise<number>;
+}
+
+/** Rate card versions: the current one prices new holds; old ones price commits of holds made with them. */
+export interface RateCards {
+  readonly current: RateCard;
+  /** A version by id (from memory, or from the database if another server stored it). */
+  version(version: string): Promise<RateCard | null>;
+}
+
+/** Business pricing of accounts. */
+export interface AccountPricing {
+  /** The account's multiplier in permille, or null if the account does not exist. */
+  get(accountId: string): Promise<number | null>;
+  /** Sets it; false if the account does not exist. */
+  set(accountId: string, permille: number): Promise<boolean>;
 }

@@ -32,6 +32,8 @@ export class AccountBook {
   /** Milliseconds this account's test clock runs ahead of server time (0 outside test clocks). */
   clockOffsetMs: number;
   clockChanged = false;
+  /** Business pricing: multiplier on rate card prices in permille (1000 = list price). */
+  readonly pricingPermille: number;
   private readonly buckets = new Map<string, Bucket>();
   private readonly reservations = new Map<string, Reservation>();
 
@@ -41,8 +43,10 @@ export class AccountBook {
     reservations: readonly Reservation[],
     public subscription: Subscription | null = null,
     clockOffsetMs = 0,
+    pricingPermille = 1000,
   ) {
     this.clockOffsetMs = clockOffsetMs;
+    this.pricingPermille = pricingPermille;
     for (const b of buckets) this.buckets.set(b.id, b);
     for (const r of reservations) this.reservations.set(r.id, r);
   }
@@ -93,12 +97,13 @@ export class AccountBook {
     };
   }
 
-  addBucket(bucket: Bucket, kind: "GRANT" | "ADJUST", metadata: Record<string, string>): void {
+  /** Adds a bucket and grants its credits; `automatic` for grants nobody asked for (a period roll-over). */
+  addBucket(bucket: Bucket, kind: "GRANT" | "ADJUST", metadata: Record<string, string>, automatic = false): void {
     invariant(!this.buckets.has(bucket.id), `bucket ${bucket.id} exists`);
     invariant(bucket.granted > 0n && bucket.remaining === 0n && bucket.held === 0n, "a new bucket starts empty");
     this.buckets.set(bucket.id, bucket);
     this.newBuckets.add(bucket.id);
-    this.credit(bucket, bucket.granted, kind, metadata);
+    this.credit(bucket, bucket.granted, kind, metadata, automatic);
   }
 
   /** Grows a bucket (an upgrade's extra allowance). */
@@ -182,11 +187,11 @@ export class AccountBook {
     this.changedReservations.add(reservation.id);
   }
 
-  private credit(bucket: Bucket, amount: bigint, kind: EntryKind, metadata: Record<string, string>): void {
+  private credit(bucket: Bucket, amount: bigint, kind: EntryKind, metadata: Record<string, string>, automatic = false): void {
     invariant(amount > 0n, "a grant is positive");
     bucket.remaining += amount;
     this.changedBuckets.add(bucket.id);
-    this.entries.push({ kind, bucketId: bucket.id, reservationId: null, amount, metadata, automatic: false });
+    this.entries.push({ kind, bucketId: bucket.id, reservationId: null, amount, metadata, automatic });
   }
 
   private takeFromAllocation(reservation: Reservation, bucketId: string, amount: bigint): Bucket {

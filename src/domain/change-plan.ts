@@ -3,7 +3,7 @@ import { fail, ok, type Result } from "./errors.js";
 import type { Money } from "./grants.js";
 import { billingPeriod, prorate } from "./periods.js";
 import type { Plan } from "./plan.js";
-import { grantPeriod, type Subscription } from "./subscription.js";
+import { addPeriodBucket, grantPeriod, notBeforeAnchor, type Subscription } from "./subscription.js";
 
 export type PlanChangeKind = "SUBSCRIBED" | "UPGRADED" | "DOWNGRADE_SCHEDULED" | "SCHEDULED_CHANGE_CANCELLED" | "INTERVAL_CHANGED";
 
@@ -39,7 +39,7 @@ export function changePlan(book: AccountBook, target: Plan, now: Date, newId: ()
       plan_id: target.planId,
     });
   }
-  const period = billingPeriod(current.anchor, current.plan.interval, now);
+  const period = billingPeriod(current.anchor, current.plan.interval, notBeforeAnchor(current, now));
   const zero = money(current.plan.price.currencyCode, 0n);
   if (target.planId === current.plan.planId) {
     if (!current.scheduled) {
@@ -51,7 +51,7 @@ export function changePlan(book: AccountBook, target: Plan, now: Date, newId: ()
   }
   if (current.plan.interval === "MONTH" && target.interval === "YEAR") return ok(restartPeriod(book, current, target, now, newId));
   if (current.plan.interval === target.interval && target.monthlyAllowance > current.plan.monthlyAllowance) {
-    return ok(upgrade(book, current, target, now));
+    return ok(upgrade(book, current, target, now, newId));
   }
   current.scheduled = { plan: target, effectiveAt: period.end };
   book.touchSubscription();
@@ -61,31 +61,33 @@ export function changePlan(book: AccountBook, target: Plan, now: Date, newId: ()
 function subscribe(book: AccountBook, plan: Plan, now: Date, newId: () => string): PlanChange {
   const subscription: Subscription = { accountId: book.accountId, plan, anchor: now, grantedPeriod: -1, currentBucketId: null, scheduled: null };
   book.subscription = subscription;
-  const granted = grantPeriod(book, subscription, 0, newId());
+  const granted = grantPeriod(book, subscription, 0, newId(), false);
   return { kind: "SUBSCRIBED", effectiveAt: now, proratedCharge: plan.price, creditsGranted: granted, subscription };
 }
 
-function upgrade(book: AccountBook, current: Subscription, target: Plan, now: Date): PlanChange {
-  const period = billingPeriod(current.anchor, current.plan.interval, now);
+function upgrade(book: AccountBook, current: Subscription, target: Plan, now: Date, newId: () => string): PlanChange {
+  const period = billingPeriod(current.anchor, current.plan.interval, notBeforeAnchor(current, now));
   const extra = target.monthlyAllowance - current.plan.monthlyAllowance;
   const priceDiff = target.price.amountMinor - current.plan.price.amountMinor;
-  const charge = prorate(priceDiff > 0n ? priceDiff : 0n, period.end.getTime() - now.getTime(), period.end.getTime() - period.start.getTime());
+  const charge = prorate(priceDiff > 0n ? priceDiff : 0n, period.end.getTime() - notBeforeAnchor(current, now).getTime(), period.end.getTime() - period.start.getTime());
   const bucketId = current.currentBucketId;
-  if (bucketId) book.grant(bucketId, extra, { plan_id: target.planId, plan_version: String(target.version), reason: "upgrade" });
   current.plan = target;
   current.scheduled = null;
   book.touchSubscription();
-  return { kind: "UPGRADED", effectiveAt: now, proratedCharge: money(target.price.currencyCode, charge), creditsGranted: bucketId ? extra : 0n, subscription: current };
+  // The current period's bucket grows; a plan without allowance had none, so it gets one now.
+  if (bucketId) book.grant(bucketId, extra, { plan_id: target.planId, plan_version: String(target.version), reason: "upgrade" });
+  else addPeriodBucket(book, current, extra, newId(), false);
+  return { kind: "UPGRADED", effectiveAt: now, proratedCharge: money(target.price.currencyCode, charge), creditsGranted: extra, subscription: current };
 }
 
 function restartPeriod(book: AccountBook, current: Subscription, target: Plan, now: Date, newId: () => string): PlanChange {
-  const period = billingPeriod(current.anchor, current.plan.interval, now);
-  const unused = prorate(current.plan.price.amountMinor, period.end.getTime() - now.getTime(), period.end.getTime() - period.start.getTime());
+  const period = billingPeriod(current.anchor, current.plan.interval, notBeforeAnchor(current, now));
+  const unused = prorate(current.plan.price.amountMinor, period.end.getTime() - notBeforeAnchor(current, now).getTime(), period.end.getTime() - period.start.getTime());
   if (current.currentBucketId) book.closeBucket(current.currentBucketId, now);
   current.plan = target;
   current.anchor = now;
   current.scheduled = null;
-  const granted = grantPeriod(book, current, 0, newId());
+  const granted = grantPeriod(book, current, 0, newId(), false);
   return {
     kind: "INTERVAL_CHANGED",
     effectiveAt: now,

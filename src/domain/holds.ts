@@ -1,13 +1,14 @@
 import type { AccountBook } from "./account-book.js";
 import { isUsable } from "./bucket.js";
 import { fail, invariant, ok, type Result } from "./errors.js";
-import { currentlyHeld, type ReleaseReason, type Reservation } from "./reservation.js";
+import { currentlyHeld, type ReleaseReason, type Reservation, type ReservationPricing } from "./reservation.js";
 
 export interface ReserveCommand {
   readonly reservationId: string;
   readonly amount: bigint;
   readonly ttlMs: number;
   readonly metadata: Readonly<Record<string, string>>;
+  readonly pricing?: ReservationPricing | null;
 }
 
 /** A settlement result: `repeated` is true when the hold was already in the asked-for state. */
@@ -58,6 +59,7 @@ export function reserve(book: AccountBook, cmd: ReserveCommand, now: Date): Resu
     metadata: cmd.metadata,
     releaseReason: null,
     releaseDetail: "",
+    pricing: cmd.pricing ?? null,
   };
   book.addReservation(reservation);
   draw(book, reservation, cmd.amount, now);

@@ -1,3 +1,13 @@
+import type { GenerationSpec } from "./pricing.js";
+
+/** How a hold by spec was priced; Commit by spec prices the same way. */
+export interface ReservationPricing {
+  readonly spec: GenerationSpec;
+  readonly rateCardVersion: string;
+  readonly accountPermille: number;
+  readonly quotedCredits: bigint;
+}
+
 export type ReservationStatus = "HELD" | "COMMITTED" | "RELEASED" | "EXPIRED";
 
 export type ReleaseReason = "GENERATION_FAILED" | "INTERRUPTED" | "CANCELLED" | "OTHER";
@@ -25,6 +35,8 @@ export interface Reservation {
   readonly metadata: Readonly<Record<string, string>>;
   releaseReason: ReleaseReason | null;
   releaseDetail: string;
+  /** Set when the hold was reserved by spec. */
+  readonly pricing: ReservationPricing | null;
 }
 
 /** Credits the reservation holds right now. */

@@ -27,7 +27,16 @@ export interface SubscriptionView {
   readonly billingPeriod: Period;
 }
 
-export function describe(subscription: Subscription, now: Date): SubscriptionView {
+/**
+ * A time never earlier than the anchor: with several servers a slightly slower clock may read a
+ * time just before the anchor another server set; that instant belongs to the first period.
+ */
+export function notBeforeAnchor(subscription: Subscription, now: Date): Date {
+  return now.getTime() < subscription.anchor.getTime() ? subscription.anchor : now;
+}
+
+export function describe(subscription: Subscription, at: Date): SubscriptionView {
+  const now = notBeforeAnchor(subscription, at);
   const k = allowancePeriodIndex(subscription.anchor, now);
   return {
     subscription,
@@ -36,32 +45,42 @@ export function describe(subscription: Subscription, now: Date): SubscriptionVie
   };
 }
 
-/** Grants allowance period `index` of the plan in force as a new SUBSCRIPTION bucket. */
-export function grantPeriod(book: AccountBook, subscription: Subscription, index: number, bucketId: string): bigint {
-  const { plan } = subscription;
-  const period = allowancePeriod(subscription.anchor, index);
+/**
+ * Grants allowance period `index` of the plan in force as a new SUBSCRIPTION bucket (nothing
+ * for a plan without allowance). `automatic` when no caller asked for it (a roll-over).
+ */
+export function grantPeriod(book: AccountBook, subscription: Subscription, index: number, bucketId: string, automatic: boolean): bigint {
   subscription.grantedPeriod = index;
   subscription.currentBucketId = null;
   book.touchSubscription();
-  if (plan.monthlyAllowance === 0n) return 0n;
+  return addPeriodBucket(book, subscription, subscription.plan.monthlyAllowance, bucketId, automatic);
+}
+
+/** A SUBSCRIPTION bucket of `amount` for the granted period, which becomes the current bucket. */
+export function addPeriodBucket(book: AccountBook, subscription: Subscription, amount: bigint, bucketId: string, automatic: boolean): bigint {
+  if (amount === 0n) return 0n;
+  const { plan } = subscription;
+  const period = allowancePeriod(subscription.anchor, subscription.grantedPeriod);
   book.addBucket(
     {
       id: bucketId,
       accountId: book.accountId,
       kind: "SUBSCRIPTION",
-      granted: plan.monthlyAllowance,
+      granted: amount,
       remaining: 0n,
       held: 0n,
       validFrom: period.start,
       expiresAt: period.end,
-      sourceRef: `plan:${plan.planId}@${plan.version};period:${index}`,
+      sourceRef: `plan:${plan.planId}@${plan.version};period:${subscription.grantedPeriod}`,
       createdAt: period.start,
     },
     "GRANT",
     { plan_id: plan.planId, plan_version: String(plan.version), period_start: period.start.toISOString() },
+    automatic,
   );
   subscription.currentBucketId = bucketId;
-  return plan.monthlyAllowance;
+  book.touchSubscription();
+  return amount;
 }
 
 /**
@@ -79,6 +98,6 @@ export function rollSubscription(book: AccountBook, now: Date, newId: () => stri
     subscription.scheduled = null;
     book.touchSubscription();
   }
-  const index = allowancePeriodIndex(subscription.anchor, now);
-  if (index > subscription.grantedPeriod) grantPeriod(book, subscription, index, newId());
+  const index = allowancePeriodIndex(subscription.anchor, notBeforeAnchor(subscription, now));
+  if (index > subscription.grantedPeriod) grantPeriod(book, subscription, index, newId(), true);
 }

@@ -1,7 +1,7 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import type { AppDeps } from "../app/deps.js";
 import { type GrantResult, purchaseTopUp } from "../app/grants.js";
-import { commit, extendReservation, type HoldResult, release, reserve } from "../app/holds.js";
+import { commit, type Cost, extendReservation, type HoldResult, release, reserve } from "../app/holds.js";
 import { getBalance, getReservation } from "../app/queries.js";
 import {
   type CommitRequest,
@@ -51,21 +51,19 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandle
     async Reserve(req: ReserveRequest, ctx: CallContext) {
       const accountId = decode.id(req.accountId, "account_id");
       const key = decode.id(req.idempotencyKey, "idempotency_key");
-      if (req.cost.case !== "amount") throw decode.invalid("amount", "is required");
-      const amount = decode.credits(req.cost.value, "amount");
+      const cost = decodeCost(req.cost, false);
       const ttlMs = decode.ttl(req.ttl, "ttl", limits.defaultTtlMs, limits.maxTtlMs);
       const metadata = decode.metadata(req.metadata);
       const claim = { key, method: "Reserve", requestHash: requestHash("Reserve", ReserveRequestSchema, req) };
-      return reply(await reserve(deps, { accountId, amount, ttlMs, metadata, claim, caller: callerOf(ctx) }, holdResult(ReserveResponseSchema)));
+      return reply(await reserve(deps, { accountId, cost, ttlMs, metadata, claim, caller: callerOf(ctx) }, holdResult(ReserveResponseSchema)));
     },
 
     async Commit(req: CommitRequest, ctx: CallContext) {
       const reservationId = decode.uuid(req.reservationId, "reservation_id");
       const key = decode.id(req.idempotencyKey, "idempotency_key");
-      if (req.actual.case !== "amount") throw decode.invalid("amount", "is required");
-      const amount = decode.credits(req.actual.value, "amount", { allowZero: true });
+      const actual = decodeCost(req.actual, true);
       const claim = { key, method: "Commit", requestHash: requestHash("Commit", CommitRequestSchema, req) };
-      return reply(await commit(deps, { reservationId, amount, claim, caller: callerOf(ctx) }, holdResult(CommitResponseSchema)));
+      return reply(await commit(deps, { reservationId, actual, claim, caller: callerOf(ctx) }, holdResult(CommitResponseSchema)));
     },
 
     async Release(req: ReleaseRequest, ctx: CallContext) {
@@ -125,6 +123,17 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandle
       );
     },
   };
+}
+
+function decodeCost(cost: ReserveRequest["cost"] | CommitRequest["actual"], allowZero: boolean): Cost {
+  switch (cost.case) {
+    case "amount":
+      return { amount: decode.credits(cost.value, "amount", { allowZero }) };
+    case "spec":
+      return { spec: decode.spec(cost.value) };
+    case undefined:
+      throw decode.invalid("amount", "an amount or a spec is required");
+  }
 }
 
 function decodePack(req: PurchaseTopUpRequest) {

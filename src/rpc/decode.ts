@@ -2,7 +2,8 @@ import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { durationMs, timestampDate } from "@bufbuild/protobuf/wkt";
 import { FailureError } from "../domain/errors.js";
 import type { Money as DomainMoney } from "../domain/grants.js";
-import type { Money } from "../gen/credit/v1/types_pb.js";
+import type { GenerationSpec as DomainSpec, GenerationKind as DomainKind, Quality as DomainQuality } from "../domain/pricing.js";
+import { GenerationKind, type GenerationSpec, type Money, Quality } from "../gen/credit/v1/types_pb.js";
 import {
   ID_PATTERN,
   MAX_CREDITS,
@@ -106,4 +107,38 @@ export function money(value: Money | undefined, field: string): DomainMoney {
 export function validityMonths(value: number, field: string): number {
   if (!Number.isInteger(value) || value < 1 || value > 36) throw invalid(field, "must be 1 to 36");
   return value;
+}
+
+const KINDS: ReadonlyMap<number, DomainKind> = new Map([
+  [GenerationKind.IMAGE, "IMAGE"],
+  [GenerationKind.VIDEO, "VIDEO"],
+  [GenerationKind.ANIMATION, "ANIMATION"],
+  [GenerationKind.AUDIO, "AUDIO"],
+  [GenerationKind.UPSCALE, "UPSCALE"],
+]);
+
+const QUALITIES: ReadonlyMap<number, DomainQuality> = new Map([
+  [Quality.UNSPECIFIED, "STANDARD"],
+  [Quality.DRAFT, "DRAFT"],
+  [Quality.STANDARD, "STANDARD"],
+  [Quality.HIGH, "HIGH"],
+  [Quality.ULTRA, "ULTRA"],
+]);
+
+const MAX_SPEC_DURATION_MS = 86_400_000;
+
+/** A generation spec's shape; whether the model accepts it is the rate card's call (domain/pricing.ts). */
+export function spec(value: GenerationSpec, field = "spec"): DomainSpec {
+  if (value.width < 0 || value.height < 0) throw invalid(`${field}.width`, "must not be negative");
+  const durationMs = value.duration === undefined ? 0 : ttl(value.duration, `${field}.duration`, 0, MAX_SPEC_DURATION_MS);
+  if (value.count < 0) throw invalid(`${field}.count`, "must not be negative");
+  return {
+    model: id(value.model, `${field}.model`),
+    kind: enumValue(value.kind, `${field}.kind`, KINDS),
+    width: value.width,
+    height: value.height,
+    durationMs,
+    count: value.count === 0 ? 1 : value.count,
+    quality: enumValue(value.quality, `${field}.quality`, QUALITIES),
+  };
 }

@@ -10,11 +10,20 @@ import { type LedgerEntry, LedgerEntryKind, LedgerEntrySchema } from "../gen/cre
 import type { PlanChangeKind as DomainChangeKind } from "../domain/change-plan.js";
 import type { BillingInterval as DomainInterval, Plan as DomainPlan } from "../domain/plan.js";
 import type { SubscriptionView } from "../domain/subscription.js";
-import { PlanChangeKind } from "../gen/credit/v1/credit_service_pb.js";
+import type { GenerationKind as DomainKind, GenerationSpec as DomainSpec, ModelRate as DomainModelRate, Quality as DomainQuality } from "../domain/pricing.js";
+import type { ReservationPricing } from "../domain/reservation.js";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { type ModelRate, ModelRateSchema, PlanChangeKind, QualityRateSchema, ResolutionTierSchema } from "../gen/credit/v1/credit_service_pb.js";
 import {
   type Balance,
   BalanceSchema,
   BillingInterval,
+  GenerationKind,
+  type GenerationSpec,
+  GenerationSpecSchema,
+  type Pricing,
+  PricingSchema,
+  Quality,
   type Plan,
   PlanSchema,
   ScheduledChangeSchema,
@@ -65,6 +74,61 @@ export const CHANGE_KINDS: Readonly<Record<DomainChangeKind, PlanChangeKind>> = 
   SCHEDULED_CHANGE_CANCELLED: PlanChangeKind.SCHEDULED_CHANGE_CANCELLED,
   INTERVAL_CHANGED: PlanChangeKind.INTERVAL_CHANGED,
 };
+
+export const GENERATION_KINDS: Readonly<Record<DomainKind, GenerationKind>> = {
+  IMAGE: GenerationKind.IMAGE,
+  VIDEO: GenerationKind.VIDEO,
+  ANIMATION: GenerationKind.ANIMATION,
+  AUDIO: GenerationKind.AUDIO,
+  UPSCALE: GenerationKind.UPSCALE,
+};
+
+export const QUALITIES: Readonly<Record<DomainQuality, Quality>> = {
+  DRAFT: Quality.DRAFT,
+  STANDARD: Quality.STANDARD,
+  HIGH: Quality.HIGH,
+  ULTRA: Quality.ULTRA,
+};
+
+export function spec(value: DomainSpec): GenerationSpec {
+  return create(GenerationSpecSchema, {
+    model: value.model,
+    kind: GENERATION_KINDS[value.kind],
+    width: value.width,
+    height: value.height,
+    duration: value.durationMs > 0 ? durationFromMs(value.durationMs) : undefined,
+    count: value.count,
+    quality: QUALITIES[value.quality],
+  });
+}
+
+export function pricing(value: ReservationPricing): Pricing {
+  return create(PricingSchema, {
+    spec: spec(value.spec),
+    rateCardVersion: value.rateCardVersion,
+    accountPricePermille: value.accountPermille,
+    quotedCredits: value.quotedCredits,
+  });
+}
+
+export function modelRate(value: DomainModelRate): ModelRate {
+  return create(ModelRateSchema, {
+    model: value.model,
+    kind: GENERATION_KINDS[value.kind],
+    baseCredits: value.baseCredits,
+    maxWidth: value.maxWidth,
+    maxHeight: value.maxHeight,
+    resolutionTiers: value.resolutionTiers.map((t) => create(ResolutionTierSchema, { maxPixels: BigInt(t.maxPixels), credits: t.credits })),
+    creditsPerSecond: value.duration?.creditsPerSecond ?? 0n,
+    minSeconds: value.duration?.minSeconds ?? 0,
+    maxSeconds: value.duration?.maxSeconds ?? 0,
+    maxCount: value.maxCount,
+    qualities: (Object.entries(value.qualityPermille) as [DomainQuality, number][]).map(([q, permille]) =>
+      create(QualityRateSchema, { quality: QUALITIES[q], permille }),
+    ),
+    minimumCredits: value.minimumCredits,
+  });
+}
 
 export const ENTRY_KINDS: Readonly<Record<EntryKind, LedgerEntryKind>> = {
   GRANT: LedgerEntryKind.GRANT,
@@ -155,6 +219,7 @@ export function reservation(value: DomainReservation): Reservation {
     metadata: { ...value.metadata },
     releaseReason: value.releaseReason ? RELEASE_REASONS[value.releaseReason] : ReleaseReason.UNSPECIFIED,
     releaseDetail: value.releaseDetail,
+    pricing: value.pricing ? pricing(value.pricing) : undefined,
   });
 }
 

@@ -14,6 +14,12 @@ export function codeFor(reason: FailureReason): status {
   switch (reason) {
     case "INVALID_FIELD":
     case "IDEMPOTENCY_KEY_REUSED":
+    case "UNKNOWN_MODEL":
+    case "UNSUPPORTED_KIND":
+    case "RESOLUTION_OUT_OF_RANGE":
+    case "DURATION_OUT_OF_RANGE":
+    case "COUNT_OUT_OF_RANGE":
+    case "UNSUPPORTED_QUALITY":
       return status.INVALID_ARGUMENT;
     case "IDEMPOTENCY_KEY_IN_USE":
       return status.ABORTED;
@@ -21,6 +27,7 @@ export function codeFor(reason: FailureReason): status {
     case "RESERVATION_NOT_FOUND":
     case "PACK_NOT_FOUND":
     case "PLAN_NOT_FOUND":
+    case "RATE_CARD_NOT_FOUND":
       return status.NOT_FOUND;
     case "INSUFFICIENT_CREDITS":
     case "RESERVATION_NOT_HELD":

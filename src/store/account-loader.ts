@@ -16,7 +16,7 @@ const LOCKS: Readonly<Record<LockMode, string>> = {
  */
 export async function loadAccountHead(q: Query, accountId: string, lock: LockMode): Promise<Row | null> {
   const rows = await q(
-    `select a.clock_offset_ms, s.plan, s.anchor, s.granted_period, s.current_bucket_id, s.scheduled_plan, s.scheduled_effective_at
+    `select a.clock_offset_ms, a.pricing_permille, s.plan, s.anchor, s.granted_period, s.current_bucket_id, s.scheduled_plan, s.scheduled_effective_at
        from accounts a left join subscriptions s on s.account_id = a.account_id
       where a.account_id = ? ${LOCKS[lock]}`,
     [accountId],
@@ -51,5 +51,6 @@ export async function loadBook(q: Query, accountId: string, head: Row, now: Date
     reservations.map(reservationFromRow),
     subscription,
     Number(head["clock_offset_ms"] ?? 0),
+    Number(head["pricing_permille"] ?? 1000),
   );
 }

@@ -3,6 +3,7 @@ import { MikroORM, PostgreSqlDriver } from "@mikro-orm/postgresql";
 import pg from "pg";
 import { Migration20261125000000Initial } from "./migrations/Migration20261125000000Initial.js";
 import { Migration20261125100000Plans } from "./migrations/Migration20261125100000Plans.js";
+import { Migration20261125200000Pricing } from "./migrations/Migration20261125200000Pricing.js";
 import { entities } from "./schema.js";
 
 export interface DatabaseOptions {
@@ -18,6 +19,7 @@ export interface DatabaseOptions {
 export const migrations = [
   { name: "Migration20261125000000Initial", class: Migration20261125000000Initial },
   { name: "Migration20261125100000Plans", class: Migration20261125100000Plans },
+  { name: "Migration20261125200000Pricing", class: Migration20261125200000Pricing },
 ];
 
 /** An arbitrary constant: the advisory lock that serializes migrations of several starting servers. */

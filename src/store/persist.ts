@@ -1,6 +1,6 @@
 import type { AccountBook } from "../domain/account-book.js";
 import { allowancePeriod } from "../domain/periods.js";
-import { allocationsJson, planToJson } from "./rows.js";
+import { allocationsJson, planToJson, pricingJson } from "./rows.js";
 import { type Query, valuesList } from "./sql.js";
 
 export interface CommandContext {
@@ -72,11 +72,11 @@ async function insertReservations(q: Query, book: AccountBook): Promise<void> {
   if (rows.length === 0) return;
   await q(
     `insert into reservations (account_id, reservation_id, state, held_amount, captured_amount, released_amount,
-       allocations, expires_at, created_at, settled_at, metadata, release_reason, release_detail)
-     values ${valuesList(rows.length, 13, ["", "", "", "", "", "", "::jsonb", "", "", "", "::jsonb"])}`,
+       allocations, expires_at, created_at, settled_at, metadata, release_reason, release_detail, pricing)
+     values ${valuesList(rows.length, 14, ["", "", "", "", "", "", "::jsonb", "", "", "", "::jsonb", "", "", "::jsonb"])}`,
     rows.flatMap((r) => [
       r.accountId, r.id, r.status, r.heldAmount, r.capturedAmount, r.releasedAmount, allocationsJson(r),
-      r.expiresAt, r.createdAt, r.settledAt, JSON.stringify(r.metadata), r.releaseReason, r.releaseDetail,
+      r.expiresAt, r.createdAt, r.settledAt, JSON.stringify(r.metadata), r.releaseReason, r.releaseDetail, pricingJson(r),
     ]),
   );
 }

@@ -1,6 +1,7 @@
 import type { Bucket, BucketKind } from "../domain/bucket.js";
 import type { BillingInterval, Plan } from "../domain/plan.js";
-import type { ReleaseReason, Reservation, ReservationStatus } from "../domain/reservation.js";
+import type { GenerationSpec } from "../domain/pricing.js";
+import type { ReleaseReason, Reservation, ReservationPricing, ReservationStatus } from "../domain/reservation.js";
 import type { Subscription } from "../domain/subscription.js";
 
 /** A row as node-postgres returns it from a raw query: bigint columns arrive as strings. */
@@ -64,7 +65,28 @@ export function reservationFromRow(row: Row): Reservation {
     metadata: (row["metadata"] ?? {}) as Record<string, string>,
     releaseReason: (row["release_reason"] ?? null) as ReleaseReason | null,
     releaseDetail: str(row, "release_detail"),
+    pricing: pricingFromJson(row["pricing"]),
   };
+}
+
+interface PricingJson {
+  spec: GenerationSpec;
+  rateCardVersion: string;
+  accountPermille: number;
+  quotedCredits: string;
+}
+
+function pricingFromJson(json: unknown): ReservationPricing | null {
+  if (json === null || json === undefined) return null;
+  const p = json as PricingJson;
+  return { spec: p.spec, rateCardVersion: p.rateCardVersion, accountPermille: p.accountPermille, quotedCredits: BigInt(p.quotedCredits) };
+}
+
+export function pricingJson(reservation: Reservation): string | null {
+  const p = reservation.pricing;
+  if (!p) return null;
+  const json: PricingJson = { spec: p.spec, rateCardVersion: p.rateCardVersion, accountPermille: p.accountPermille, quotedCredits: p.quotedCredits.toString() };
+  return JSON.stringify(json);
 }
 
 export function allocationsJson(reservation: Reservation): string {

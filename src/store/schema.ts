@@ -13,6 +13,7 @@ export const AccountRow = defineEntity({
     accountId: p.text().primary(),
     createdAt: p.datetime().columnType("timestamptz"),
     clockOffsetMs: p.bigint(),
+    pricingPermille: p.integer(),
   },
 });
 
@@ -50,6 +51,7 @@ export const ReservationRow = defineEntity({
     metadata: p.json<Record<string, string>>(),
     releaseReason: p.text().nullable(),
     releaseDetail: p.text(),
+    pricing: p.json<Record<string, unknown>>().nullable(),
   },
 });
 
@@ -130,7 +132,18 @@ export const AccountTopUpPackRow = defineEntity({
   },
 });
 
+export const RateCardRow = defineEntity({
+  name: "RateCardRow",
+  tableName: "rate_cards",
+  properties: {
+    version: p.text().primary(),
+    body: p.json<Record<string, unknown>>(),
+    createdAt: p.datetime().columnType("timestamptz"),
+  },
+});
+
 export const entities = [
+  RateCardRow,
   AccountRow,
   BucketRow,
   ReservationRow,

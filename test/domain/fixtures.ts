@@ -1,11 +1,14 @@
 import { AccountBook } from "../../src/domain/account-book.js";
 import type { Bucket } from "../../src/domain/bucket.js";
 import type { Failure, Result } from "../../src/domain/errors.js";
+import { changePlan, type PlanChange } from "../../src/domain/change-plan.js";
 import { grantAdjustment, purchaseTopUp, type TopUpPack } from "../../src/domain/grants.js";
-import { reserve } from "../../src/domain/holds.js";
+import { commit, reserve } from "../../src/domain/holds.js";
 import type { EntryKind } from "../../src/domain/ledger-entry.js";
-import type { EntrySums } from "../../src/domain/reconcile.js";
+import type { BillingInterval, Plan } from "../../src/domain/plan.js";
+import { reconcileBook, type EntrySums } from "../../src/domain/reconcile.js";
 import type { Reservation } from "../../src/domain/reservation.js";
+import type { Subscription } from "../../src/domain/subscription.js";
 
 /** Shared builders for the pure domain tests. Fixed dates only: time is always passed in. */
 export const T0 = new Date("2030-01-15T12:00:00Z");
@@ -105,4 +108,71 @@ let nextId = 0;
 export function newId(): string {
   nextId += 1;
   return `generated-${nextId}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plans and subscriptions
+
+/** A plan version built in the test (the catalog is not read by domain tests). */
+export function makePlan(
+  planId: string,
+  monthlyAllowance: bigint,
+  priceMinor: bigint,
+  interval: BillingInterval = "MONTH",
+  currencyCode = "USD",
+): Plan {
+  return { planId, version: 1, name: planId, monthlyAllowance, price: { currencyCode, amountMinor: priceMinor }, interval, accountId: null };
+}
+
+export const BASIC = makePlan("basic-monthly", 1000n, 1000n);
+export const PRO = makePlan("pro-monthly", 5000n, 3000n);
+export const MAX = makePlan("max-monthly", 20000n, 10000n);
+export const BASIC_YEARLY = makePlan("basic-yearly", 1000n, 10000n, "YEAR");
+export const PRO_YEARLY = makePlan("pro-yearly", 5000n, 30000n, "YEAR");
+export const MAX_YEARLY = makePlan("max-yearly", 20000n, 100000n, "YEAR");
+
+/** A UTC instant from an ISO string ("2030-04-01T00:00:00Z"). */
+export function utc(iso: string): Date {
+  return new Date(iso);
+}
+
+/** A new account subscribed to `plan` at `anchor` through changePlan on an empty book. */
+export function subscribed(plan: Plan, anchor: Date, accountId = "acct"): { book: AccountBook; change: PlanChange; sub: Subscription } {
+  const book = new AccountBook(accountId, [], []);
+  const change = unwrap(changePlan(book, plan, anchor, newId));
+  const sub = book.subscription;
+  if (!sub) throw new Error("changePlan did not create a subscription");
+  return { book, change, sub };
+}
+
+/** The SUBSCRIPTION bucket of the period granted last. */
+export function allowanceBucket(book: AccountBook): Bucket {
+  const id = book.subscription?.currentBucketId;
+  if (!id) throw new Error("the subscription has no current bucket");
+  return book.bucket(id);
+}
+
+export function subscriptionBuckets(book: AccountBook): Bucket[] {
+  return book.allBuckets().filter((b) => b.kind === "SUBSCRIPTION");
+}
+
+/** Reserve and commit `amount` at once: a generation that cost exactly what it held. */
+export function spend(book: AccountBook, id: string, amount: bigint, now: Date): Reservation {
+  const r = hold(book, id, amount, now);
+  unwrap(commit(book, r, amount, now));
+  return r;
+}
+
+/**
+ * What is wrong with the book: each reconciliation difference, and each bucket with a negative
+ * remaining, held or free amount. Empty when the book is sound.
+ */
+export function ledgerProblems(book: AccountBook): string[] {
+  const problems = reconcileBook(book.allBuckets(), book.allReservations(), entrySums(book)).map(
+    (d) => `${d.subject} ${d.field}: stored ${d.stored}, entries ${d.fromEntries}`,
+  );
+  for (const b of book.allBuckets()) {
+    if (b.remaining < 0n || b.held < 0n || b.remaining < b.held) problems.push(`bucket ${b.id} negative: ${b.remaining}/${b.held}`);
+  }
+  return problems;
 }

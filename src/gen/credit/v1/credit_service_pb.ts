@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Balance, Bucket, Money, Plan, ReleaseReason, Reservation, Subscription } from "./types_pb.js";
+import type { Balance, Bucket, GenerationKind, GenerationSpec, Money, Plan, Quality, QuoteLine, ReleaseReason, Reservation, Subscription } from "./types_pb.js";
 import { file_credit_v1_types } from "./types_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file credit/v1/credit_service.proto.
  */
 export const file_credit_v1_credit_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5jcmVkaXQvdjEvY3JlZGl0X3NlcnZpY2UucHJvdG8SCWNyZWRpdC52MSLrAQoOUmVzZXJ2ZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSEAoGYW1vdW50GAMgASgDSAASJgoDdHRsGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjkKCG1ldGFkYXRhGAYgAygLMicuY3JlZGl0LnYxLlJlc2VydmVSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgYKBGNvc3QiYwoPUmVzZXJ2ZVJlc3BvbnNlEisKC3Jlc2VydmF0aW9uGAEgASgLMhYuY3JlZGl0LnYxLlJlc2VydmF0aW9uEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSJcCg1Db21taXRSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIQCgZhbW91bnQYAyABKANIAEIICgZhY3R1YWwiYgoOQ29tbWl0UmVzcG9uc2USKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24SIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlInsKDlJlbGVhc2VSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIoCgZyZWFzb24YAyABKA4yGC5jcmVkaXQudjEuUmVsZWFzZVJlYXNvbhIOCgZkZXRhaWwYBCABKAkiYwoPUmVsZWFzZVJlc3BvbnNlEisKC3Jlc2VydmF0aW9uGAEgASgLMhYuY3JlZGl0LnYxLlJlc2VydmF0aW9uEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSInChFHZXRCYWxhbmNlUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJIjkKEkdldEJhbGFuY2VSZXNwb25zZRIjCgdiYWxhbmNlGAEgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2UiLwoVR2V0UmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJIkUKFkdldFJlc2VydmF0aW9uUmVzcG9uc2USKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24icwoYRXh0ZW5kUmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRImCgN0dGwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iSAoZRXh0ZW5kUmVzZXJ2YXRpb25SZXNwb25zZRIrCgtyZXNlcnZhdGlvbhgBIAEoCzIWLmNyZWRpdC52MS5SZXNlcnZhdGlvbiJcCg9DdXN0b21Ub3BVcFBhY2sSDwoHY3JlZGl0cxgBIAEoAxIfCgVwcmljZRgCIAEoCzIQLmNyZWRpdC52MS5Nb25leRIXCg92YWxpZGl0eV9tb250aHMYAyABKAUikwEKFFB1cmNoYXNlVG9wVXBSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSEQoHcGFja19pZBgCIAEoCUgAEjEKC2N1c3RvbV9wYWNrGAMgASgLMhouY3JlZGl0LnYxLkN1c3RvbVRvcFVwUGFja0gAEhkKEXBheW1lbnRfcmVmZXJlbmNlGAQgASgJQgYKBHBhY2sigAEKFVB1cmNoYXNlVG9wVXBSZXNwb25zZRIhCgZidWNrZXQYASABKAsyES5jcmVkaXQudjEuQnVja2V0EiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZRIfCgVwcmljZRgDIAEoCzIQLmNyZWRpdC52MS5Nb25leSJRChFDaGFuZ2VQbGFuUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEg8KB3BsYW5faWQYAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIokCChJDaGFuZ2VQbGFuUmVzcG9uc2USLQoMc3Vic2NyaXB0aW9uGAEgASgLMhcuY3JlZGl0LnYxLlN1YnNjcmlwdGlvbhIpCgZjaGFuZ2UYAiABKA4yGS5jcmVkaXQudjEuUGxhbkNoYW5nZUtpbmQSMAoMZWZmZWN0aXZlX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCg9wcm9yYXRlZF9jaGFyZ2UYBCABKAsyEC5jcmVkaXQudjEuTW9uZXkSFwoPY3JlZGl0c19ncmFudGVkGAUgASgDEiMKB2JhbGFuY2UYBiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSISChBMaXN0UGxhbnNSZXF1ZXN0IjMKEUxpc3RQbGFuc1Jlc3BvbnNlEh4KBXBsYW5zGAEgAygLMg8uY3JlZGl0LnYxLlBsYW4q9AEKDlBsYW5DaGFuZ2VLaW5kEiAKHFBMQU5fQ0hBTkdFX0tJTkRfVU5TUEVDSUZJRUQQABIfChtQTEFOX0NIQU5HRV9LSU5EX1NVQlNDUklCRUQQARIdChlQTEFOX0NIQU5HRV9LSU5EX1VQR1JBREVEEAISKAokUExBTl9DSEFOR0VfS0lORF9ET1dOR1JBREVfU0NIRURVTEVEEAMSLworUExBTl9DSEFOR0VfS0lORF9TQ0hFRFVMRURfQ0hBTkdFX0NBTkNFTExFRBAEEiUKIVBMQU5fQ0hBTkdFX0tJTkRfSU5URVJWQUxfQ0hBTkdFRBAFMsoFCg1DcmVkaXRTZXJ2aWNlEkAKB1Jlc2VydmUSGS5jcmVkaXQudjEuUmVzZXJ2ZVJlcXVlc3QaGi5jcmVkaXQudjEuUmVzZXJ2ZVJlc3BvbnNlEj0KBkNvbW1pdBIYLmNyZWRpdC52MS5Db21taXRSZXF1ZXN0GhkuY3JlZGl0LnYxLkNvbW1pdFJlc3BvbnNlEkAKB1JlbGVhc2USGS5jcmVkaXQudjEuUmVsZWFzZVJlcXVlc3QaGi5jcmVkaXQudjEuUmVsZWFzZVJlc3BvbnNlEk4KCkdldEJhbGFuY2USHC5jcmVkaXQudjEuR2V0QmFsYW5jZVJlcXVlc3QaHS5jcmVkaXQudjEuR2V0QmFsYW5jZVJlc3BvbnNlIgOQAgESWgoOR2V0UmVzZXJ2YXRpb24SIC5jcmVkaXQudjEuR2V0UmVzZXJ2YXRpb25SZXF1ZXN0GiEuY3JlZGl0LnYxLkdldFJlc2VydmF0aW9uUmVzcG9uc2UiA5ACARJeChFFeHRlbmRSZXNlcnZhdGlvbhIjLmNyZWRpdC52MS5FeHRlbmRSZXNlcnZhdGlvblJlcXVlc3QaJC5jcmVkaXQudjEuRXh0ZW5kUmVzZXJ2YXRpb25SZXNwb25zZRJSCg1QdXJjaGFzZVRvcFVwEh8uY3JlZGl0LnYxLlB1cmNoYXNlVG9wVXBSZXF1ZXN0GiAuY3JlZGl0LnYxLlB1cmNoYXNlVG9wVXBSZXNwb25zZRJJCgpDaGFuZ2VQbGFuEhwuY3JlZGl0LnYxLkNoYW5nZVBsYW5SZXF1ZXN0Gh0uY3JlZGl0LnYxLkNoYW5nZVBsYW5SZXNwb25zZRJLCglMaXN0UGxhbnMSGy5jcmVkaXQudjEuTGlzdFBsYW5zUmVxdWVzdBocLmNyZWRpdC52MS5MaXN0UGxhbnNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_credit_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch5jcmVkaXQvdjEvY3JlZGl0X3NlcnZpY2UucHJvdG8SCWNyZWRpdC52MSKWAgoOUmVzZXJ2ZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSEAoGYW1vdW50GAMgASgDSAASKQoEc3BlYxgEIAEoCzIZLmNyZWRpdC52MS5HZW5lcmF0aW9uU3BlY0gAEiYKA3R0bBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI5CghtZXRhZGF0YRgGIAMoCzInLmNyZWRpdC52MS5SZXNlcnZlUmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIGCgRjb3N0ImMKD1Jlc2VydmVSZXNwb25zZRIrCgtyZXNlcnZhdGlvbhgBIAEoCzIWLmNyZWRpdC52MS5SZXNlcnZhdGlvbhIjCgdiYWxhbmNlGAIgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2UihwEKDUNvbW1pdFJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJEhAKBmFtb3VudBgDIAEoA0gAEikKBHNwZWMYBCABKAsyGS5jcmVkaXQudjEuR2VuZXJhdGlvblNwZWNIAEIICgZhY3R1YWwiYgoOQ29tbWl0UmVzcG9uc2USKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24SIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlInsKDlJlbGVhc2VSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIoCgZyZWFzb24YAyABKA4yGC5jcmVkaXQudjEuUmVsZWFzZVJlYXNvbhIOCgZkZXRhaWwYBCABKAkiYwoPUmVsZWFzZVJlc3BvbnNlEisKC3Jlc2VydmF0aW9uGAEgASgLMhYuY3JlZGl0LnYxLlJlc2VydmF0aW9uEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSInChFHZXRCYWxhbmNlUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJIjkKEkdldEJhbGFuY2VSZXNwb25zZRIjCgdiYWxhbmNlGAEgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2UiLwoVR2V0UmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJIkUKFkdldFJlc2VydmF0aW9uUmVzcG9uc2USKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24icwoYRXh0ZW5kUmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRImCgN0dGwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iSAoZRXh0ZW5kUmVzZXJ2YXRpb25SZXNwb25zZRIrCgtyZXNlcnZhdGlvbhgBIAEoCzIWLmNyZWRpdC52MS5SZXNlcnZhdGlvbiJcCg9DdXN0b21Ub3BVcFBhY2sSDwoHY3JlZGl0cxgBIAEoAxIfCgVwcmljZRgCIAEoCzIQLmNyZWRpdC52MS5Nb25leRIXCg92YWxpZGl0eV9tb250aHMYAyABKAUikwEKFFB1cmNoYXNlVG9wVXBSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSEQoHcGFja19pZBgCIAEoCUgAEjEKC2N1c3RvbV9wYWNrGAMgASgLMhouY3JlZGl0LnYxLkN1c3RvbVRvcFVwUGFja0gAEhkKEXBheW1lbnRfcmVmZXJlbmNlGAQgASgJQgYKBHBhY2sigAEKFVB1cmNoYXNlVG9wVXBSZXNwb25zZRIhCgZidWNrZXQYASABKAsyES5jcmVkaXQudjEuQnVja2V0EiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZRIfCgVwcmljZRgDIAEoCzIQLmNyZWRpdC52MS5Nb25leSJRChFDaGFuZ2VQbGFuUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEg8KB3BsYW5faWQYAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIokCChJDaGFuZ2VQbGFuUmVzcG9uc2USLQoMc3Vic2NyaXB0aW9uGAEgASgLMhcuY3JlZGl0LnYxLlN1YnNjcmlwdGlvbhIpCgZjaGFuZ2UYAiABKA4yGS5jcmVkaXQudjEuUGxhbkNoYW5nZUtpbmQSMAoMZWZmZWN0aXZlX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCg9wcm9yYXRlZF9jaGFyZ2UYBCABKAsyEC5jcmVkaXQudjEuTW9uZXkSFwoPY3JlZGl0c19ncmFudGVkGAUgASgDEiMKB2JhbGFuY2UYBiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSISChBMaXN0UGxhbnNSZXF1ZXN0IjMKEUxpc3RQbGFuc1Jlc3BvbnNlEh4KBXBsYW5zGAEgAygLMg8uY3JlZGl0LnYxLlBsYW4iSwoMUXVvdGVSZXF1ZXN0EicKBHNwZWMYASABKAsyGS5jcmVkaXQudjEuR2VuZXJhdGlvblNwZWMSEgoKYWNjb3VudF9pZBgCIAEoCSJkCg1RdW90ZVJlc3BvbnNlEg8KB2NyZWRpdHMYASABKAMSJwoJYnJlYWtkb3duGAIgAygLMhQuY3JlZGl0LnYxLlF1b3RlTGluZRIZChFyYXRlX2NhcmRfdmVyc2lvbhgDIAEoCSIUChJHZXRSYXRlQ2FyZFJlcXVlc3QiNQoOUmVzb2x1dGlvblRpZXISEgoKbWF4X3BpeGVscxgBIAEoAxIPCgdjcmVkaXRzGAIgASgDIkQKC1F1YWxpdHlSYXRlEiMKB3F1YWxpdHkYASABKA4yEi5jcmVkaXQudjEuUXVhbGl0eRIQCghwZXJtaWxsZRgCIAEoBSLSAgoJTW9kZWxSYXRlEg0KBW1vZGVsGAEgASgJEicKBGtpbmQYAiABKA4yGS5jcmVkaXQudjEuR2VuZXJhdGlvbktpbmQSFAoMYmFzZV9jcmVkaXRzGAMgASgDEhEKCW1heF93aWR0aBgEIAEoBRISCgptYXhfaGVpZ2h0GAUgASgFEjMKEHJlc29sdXRpb25fdGllcnMYBiADKAsyGS5jcmVkaXQudjEuUmVzb2x1dGlvblRpZXISGgoSY3JlZGl0c19wZXJfc2Vjb25kGAcgASgDEhMKC21pbl9zZWNvbmRzGAggASgFEhMKC21heF9zZWNvbmRzGAkgASgFEhEKCW1heF9jb3VudBgKIAEoBRIpCglxdWFsaXRpZXMYCyADKAsyFi5jcmVkaXQudjEuUXVhbGl0eVJhdGUSFwoPbWluaW11bV9jcmVkaXRzGAwgASgDImcKCVRvcFVwUGFjaxIPCgdwYWNrX2lkGAEgASgJEg8KB2NyZWRpdHMYAiABKAMSHwoFcHJpY2UYAyABKAsyEC5jcmVkaXQudjEuTW9uZXkSFwoPdmFsaWRpdHlfbW9udGhzGAQgASgFIngKE0dldFJhdGVDYXJkUmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoCRIkCgZtb2RlbHMYAiADKAsyFC5jcmVkaXQudjEuTW9kZWxSYXRlEioKDHRvcF91cF9wYWNrcxgDIAMoCzIULmNyZWRpdC52MS5Ub3BVcFBhY2sq9AEKDlBsYW5DaGFuZ2VLaW5kEiAKHFBMQU5fQ0hBTkdFX0tJTkRfVU5TUEVDSUZJRUQQABIfChtQTEFOX0NIQU5HRV9LSU5EX1NVQlNDUklCRUQQARIdChlQTEFOX0NIQU5HRV9LSU5EX1VQR1JBREVEEAISKAokUExBTl9DSEFOR0VfS0lORF9ET1dOR1JBREVfU0NIRURVTEVEEAMSLworUExBTl9DSEFOR0VfS0lORF9TQ0hFRFVMRURfQ0hBTkdFX0NBTkNFTExFRBAEEiUKIVBMQU5fQ0hBTkdFX0tJTkRfSU5URVJWQUxfQ0hBTkdFRBAFMt4GCg1DcmVkaXRTZXJ2aWNlEkAKB1Jlc2VydmUSGS5jcmVkaXQudjEuUmVzZXJ2ZVJlcXVlc3QaGi5jcmVkaXQudjEuUmVzZXJ2ZVJlc3BvbnNlEj0KBkNvbW1pdBIYLmNyZWRpdC52MS5Db21taXRSZXF1ZXN0GhkuY3JlZGl0LnYxLkNvbW1pdFJlc3BvbnNlEkAKB1JlbGVhc2USGS5jcmVkaXQudjEuUmVsZWFzZVJlcXVlc3QaGi5jcmVkaXQudjEuUmVsZWFzZVJlc3BvbnNlEk4KCkdldEJhbGFuY2USHC5jcmVkaXQudjEuR2V0QmFsYW5jZVJlcXVlc3QaHS5jcmVkaXQudjEuR2V0QmFsYW5jZVJlc3BvbnNlIgOQAgESWgoOR2V0UmVzZXJ2YXRpb24SIC5jcmVkaXQudjEuR2V0UmVzZXJ2YXRpb25SZXF1ZXN0GiEuY3JlZGl0LnYxLkdldFJlc2VydmF0aW9uUmVzcG9uc2UiA5ACARJeChFFeHRlbmRSZXNlcnZhdGlvbhIjLmNyZWRpdC52MS5FeHRlbmRSZXNlcnZhdGlvblJlcXVlc3QaJC5jcmVkaXQudjEuRXh0ZW5kUmVzZXJ2YXRpb25SZXNwb25zZRJSCg1QdXJjaGFzZVRvcFVwEh8uY3JlZGl0LnYxLlB1cmNoYXNlVG9wVXBSZXF1ZXN0GiAuY3JlZGl0LnYxLlB1cmNoYXNlVG9wVXBSZXNwb25zZRJJCgpDaGFuZ2VQbGFuEhwuY3JlZGl0LnYxLkNoYW5nZVBsYW5SZXF1ZXN0Gh0uY3JlZGl0LnYxLkNoYW5nZVBsYW5SZXNwb25zZRI/CgVRdW90ZRIXLmNyZWRpdC52MS5RdW90ZVJlcXVlc3QaGC5jcmVkaXQudjEuUXVvdGVSZXNwb25zZSIDkAIBElEKC0dldFJhdGVDYXJkEh0uY3JlZGl0LnYxLkdldFJhdGVDYXJkUmVxdWVzdBoeLmNyZWRpdC52MS5HZXRSYXRlQ2FyZFJlc3BvbnNlIgOQAgESSwoJTGlzdFBsYW5zEhsuY3JlZGl0LnYxLkxpc3RQbGFuc1JlcXVlc3QaHC5jcmVkaXQudjEuTGlzdFBsYW5zUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_credit_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Hold credits for one generation.
@@ -49,6 +49,14 @@ export type ReserveRequest = Message<"credit.v1.ReserveRequest"> & {
      */
     value: bigint;
     case: "amount";
+  } | {
+    /**
+     * A generation to price with the rate card; the hold is its quoted price.
+     *
+     * @generated from field: credit.v1.GenerationSpec spec = 4;
+     */
+    value: GenerationSpec;
+    case: "spec";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -134,6 +142,14 @@ export type CommitRequest = Message<"credit.v1.CommitRequest"> & {
      */
     value: bigint;
     case: "amount";
+  } | {
+    /**
+     * What was actually generated, priced with the rate card version (and account pricing) the hold used.
+     *
+     * @generated from field: credit.v1.GenerationSpec spec = 4;
+     */
+    value: GenerationSpec;
+    case: "spec";
   } | { case: undefined; value?: undefined };
 };
 
@@ -631,6 +647,315 @@ export const ListPlansResponseSchema: GenMessage<ListPlansResponse> = /*@__PURE_
   messageDesc(file_credit_v1_credit_service, 18);
 
 /**
+ * Price a generation.
+ *
+ * @generated from message credit.v1.QuoteRequest
+ */
+export type QuoteRequest = Message<"credit.v1.QuoteRequest"> & {
+  /**
+   * The generation to price.
+   *
+   * @generated from field: credit.v1.GenerationSpec spec = 1;
+   */
+  spec?: GenerationSpec | undefined;
+
+  /**
+   * Optional: price for this account (its business pricing applies); it must exist if given.
+   *
+   * @generated from field: string account_id = 2;
+   */
+  accountId: string;
+};
+
+/**
+ * Describes the message credit.v1.QuoteRequest.
+ * Use `create(QuoteRequestSchema)` to create a new message.
+ */
+export const QuoteRequestSchema: GenMessage<QuoteRequest> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 19);
+
+/**
+ * A price and how it was made.
+ *
+ * @generated from message credit.v1.QuoteResponse
+ */
+export type QuoteResponse = Message<"credit.v1.QuoteResponse"> & {
+  /**
+   * The price in credits.
+   *
+   * @generated from field: int64 credits = 1;
+   */
+  credits: bigint;
+
+  /**
+   * Line items adding up to credits.
+   *
+   * @generated from field: repeated credit.v1.QuoteLine breakdown = 2;
+   */
+  breakdown: QuoteLine[];
+
+  /**
+   * The rate card version used.
+   *
+   * @generated from field: string rate_card_version = 3;
+   */
+  rateCardVersion: string;
+};
+
+/**
+ * Describes the message credit.v1.QuoteResponse.
+ * Use `create(QuoteResponseSchema)` to create a new message.
+ */
+export const QuoteResponseSchema: GenMessage<QuoteResponse> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 20);
+
+/**
+ * Read the rate card.
+ *
+ * @generated from message credit.v1.GetRateCardRequest
+ */
+export type GetRateCardRequest = Message<"credit.v1.GetRateCardRequest"> & {
+};
+
+/**
+ * Describes the message credit.v1.GetRateCardRequest.
+ * Use `create(GetRateCardRequestSchema)` to create a new message.
+ */
+export const GetRateCardRequestSchema: GenMessage<GetRateCardRequest> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 21);
+
+/**
+ * A resolution step of a model's price.
+ *
+ * @generated from message credit.v1.ResolutionTier
+ */
+export type ResolutionTier = Message<"credit.v1.ResolutionTier"> & {
+  /**
+   * Largest output (width × height) this tier covers.
+   *
+   * @generated from field: int64 max_pixels = 1;
+   */
+  maxPixels: bigint;
+
+  /**
+   * Credits added per item.
+   *
+   * @generated from field: int64 credits = 2;
+   */
+  credits: bigint;
+};
+
+/**
+ * Describes the message credit.v1.ResolutionTier.
+ * Use `create(ResolutionTierSchema)` to create a new message.
+ */
+export const ResolutionTierSchema: GenMessage<ResolutionTier> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 22);
+
+/**
+ * The price multiplier of one quality level.
+ *
+ * @generated from message credit.v1.QualityRate
+ */
+export type QualityRate = Message<"credit.v1.QualityRate"> & {
+  /**
+   * The level.
+   *
+   * @generated from field: credit.v1.Quality quality = 1;
+   */
+  quality: Quality;
+
+  /**
+   * Multiplier in permille (1000 = ×1).
+   *
+   * @generated from field: int32 permille = 2;
+   */
+  permille: number;
+};
+
+/**
+ * Describes the message credit.v1.QualityRate.
+ * Use `create(QualityRateSchema)` to create a new message.
+ */
+export const QualityRateSchema: GenMessage<QualityRate> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 23);
+
+/**
+ * How one model is priced.
+ *
+ * @generated from message credit.v1.ModelRate
+ */
+export type ModelRate = Message<"credit.v1.ModelRate"> & {
+  /**
+   * Model id.
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * What it generates.
+   *
+   * @generated from field: credit.v1.GenerationKind kind = 2;
+   */
+  kind: GenerationKind;
+
+  /**
+   * Credits per item before resolution, duration and quality.
+   *
+   * @generated from field: int64 base_credits = 3;
+   */
+  baseCredits: bigint;
+
+  /**
+   * Largest output width accepted.
+   *
+   * @generated from field: int32 max_width = 4;
+   */
+  maxWidth: number;
+
+  /**
+   * Largest output height accepted.
+   *
+   * @generated from field: int32 max_height = 5;
+   */
+  maxHeight: number;
+
+  /**
+   * Resolution steps, ascending; empty when resolution does not change the price.
+   *
+   * @generated from field: repeated credit.v1.ResolutionTier resolution_tiers = 6;
+   */
+  resolutionTiers: ResolutionTier[];
+
+  /**
+   * Credits per started second (0 when the model takes no duration).
+   *
+   * @generated from field: int64 credits_per_second = 7;
+   */
+  creditsPerSecond: bigint;
+
+  /**
+   * Shortest duration accepted, in seconds.
+   *
+   * @generated from field: int32 min_seconds = 8;
+   */
+  minSeconds: number;
+
+  /**
+   * Longest duration accepted, in seconds (0: no duration).
+   *
+   * @generated from field: int32 max_seconds = 9;
+   */
+  maxSeconds: number;
+
+  /**
+   * Most items per generation.
+   *
+   * @generated from field: int32 max_count = 10;
+   */
+  maxCount: number;
+
+  /**
+   * Quality levels offered, with their multipliers.
+   *
+   * @generated from field: repeated credit.v1.QualityRate qualities = 11;
+   */
+  qualities: QualityRate[];
+
+  /**
+   * The least a generation with this model costs.
+   *
+   * @generated from field: int64 minimum_credits = 12;
+   */
+  minimumCredits: bigint;
+};
+
+/**
+ * Describes the message credit.v1.ModelRate.
+ * Use `create(ModelRateSchema)` to create a new message.
+ */
+export const ModelRateSchema: GenMessage<ModelRate> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 24);
+
+/**
+ * A top-up pack of the default catalog.
+ *
+ * @generated from message credit.v1.TopUpPack
+ */
+export type TopUpPack = Message<"credit.v1.TopUpPack"> & {
+  /**
+   * Id to buy it by.
+   *
+   * @generated from field: string pack_id = 1;
+   */
+  packId: string;
+
+  /**
+   * Credits in the pack.
+   *
+   * @generated from field: int64 credits = 2;
+   */
+  credits: bigint;
+
+  /**
+   * Its price.
+   *
+   * @generated from field: credit.v1.Money price = 3;
+   */
+  price?: Money | undefined;
+
+  /**
+   * Calendar months until its credits expire.
+   *
+   * @generated from field: int32 validity_months = 4;
+   */
+  validityMonths: number;
+};
+
+/**
+ * Describes the message credit.v1.TopUpPack.
+ * Use `create(TopUpPackSchema)` to create a new message.
+ */
+export const TopUpPackSchema: GenMessage<TopUpPack> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 25);
+
+/**
+ * The current rate card.
+ *
+ * @generated from message credit.v1.GetRateCardResponse
+ */
+export type GetRateCardResponse = Message<"credit.v1.GetRateCardResponse"> & {
+  /**
+   * Rate card version (new Reserves use it).
+   *
+   * @generated from field: string version = 1;
+   */
+  version: string;
+
+  /**
+   * Every model with its rates.
+   *
+   * @generated from field: repeated credit.v1.ModelRate models = 2;
+   */
+  models: ModelRate[];
+
+  /**
+   * The default top-up packs.
+   *
+   * @generated from field: repeated credit.v1.TopUpPack top_up_packs = 3;
+   */
+  topUpPacks: TopUpPack[];
+};
+
+/**
+ * Describes the message credit.v1.GetRateCardResponse.
+ * Use `create(GetRateCardResponseSchema)` to create a new message.
+ */
+export const GetRateCardResponseSchema: GenMessage<GetRateCardResponse> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 26);
+
+/**
  * What a ChangePlan call did.
  *
  * @generated from enum credit.v1.PlanChangeKind
@@ -770,6 +1095,26 @@ export const CreditService: GenService<{
     methodKind: "unary";
     input: typeof ChangePlanRequestSchema;
     output: typeof ChangePlanResponseSchema;
+  },
+  /**
+   * Quote prices a generation with the current rate card (and the account's pricing, if given).
+   *
+   * @generated from rpc credit.v1.CreditService.Quote
+   */
+  quote: {
+    methodKind: "unary";
+    input: typeof QuoteRequestSchema;
+    output: typeof QuoteResponseSchema;
+  },
+  /**
+   * GetRateCard returns the current rate card and the top-up packs.
+   *
+   * @generated from rpc credit.v1.CreditService.GetRateCard
+   */
+  getRateCard: {
+    methodKind: "unary";
+    input: typeof GetRateCardRequestSchema;
+    output: typeof GetRateCardResponseSchema;
   },
   /**
    * ListPlans returns the public plan catalog (the latest version of each plan).

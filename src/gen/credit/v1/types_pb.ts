@@ -4,15 +4,15 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file credit/v1/types.proto.
  */
 export const file_credit_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("ChVjcmVkaXQvdjEvdHlwZXMucHJvdG8SCWNyZWRpdC52MSI0CgVNb25leRIVCg1jdXJyZW5jeV9jb2RlGAEgASgJEhQKDGFtb3VudF9taW5vchgCIAEoAyLmAQoGQnVja2V0EhEKCWJ1Y2tldF9pZBgBIAEoCRIjCgRraW5kGAIgASgOMhUuY3JlZGl0LnYxLkJ1Y2tldEtpbmQSDwoHZ3JhbnRlZBgDIAEoAxIRCglyZW1haW5pbmcYBCABKAMSLgoKdmFsaWRfZnJvbRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc291cmNlX3JlZhgHIAEoCRIMCgRoZWxkGAggASgDIrwBCgdCYWxhbmNlEhIKCmFjY291bnRfaWQYASABKAkSEQoJYXZhaWxhYmxlGAIgASgDEgwKBGhlbGQYAyABKAMSIgoHYnVja2V0cxgEIAMoCzIRLmNyZWRpdC52MS5CdWNrZXQSLQoMc3Vic2NyaXB0aW9uGAUgASgLMhcuY3JlZGl0LnYxLlN1YnNjcmlwdGlvbhIpCgVhc19vZhgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi7wMKC1Jlc2VydmF0aW9uEhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhIKCmFjY291bnRfaWQYAiABKAkSKgoFc3RhdGUYAyABKA4yGy5jcmVkaXQudjEuUmVzZXJ2YXRpb25TdGF0ZRITCgtoZWxkX2Ftb3VudBgEIAEoAxIXCg9jYXB0dXJlZF9hbW91bnQYBSABKAMSLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY3JlYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNgoIbWV0YWRhdGEYCCADKAsyJC5jcmVkaXQudjEuUmVzZXJ2YXRpb24uTWV0YWRhdGFFbnRyeRIuCgpzZXR0bGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9yZWxlYXNlZF9hbW91bnQYCiABKAMSMAoOcmVsZWFzZV9yZWFzb24YCyABKA4yGC5jcmVkaXQudjEuUmVsZWFzZVJlYXNvbhIWCg5yZWxlYXNlX2RldGFpbBgMIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEitAEKBFBsYW4SDwoHcGxhbl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEiwKCGludGVydmFsGAMgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBIZChFtb250aGx5X2FsbG93YW5jZRgEIAEoAxIfCgVwcmljZRgFIAEoCzIQLmNyZWRpdC52MS5Nb25leRIPCgd2ZXJzaW9uGAYgASgFEhIKCmFjY291bnRfaWQYByABKAkiagoPU2NoZWR1bGVkQ2hhbmdlEg8KB3BsYW5faWQYASABKAkSMAoMZWZmZWN0aXZlX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxwbGFuX3ZlcnNpb24YAyABKAUiggMKDFN1YnNjcmlwdGlvbhIPCgdwbGFuX2lkGAEgASgJEiwKCGludGVydmFsGAIgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBIwCgxwZXJpb2Rfc3RhcnQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnBlcmlvZF9lbmQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEmJpbGxpbmdfcGVyaW9kX2VuZBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQc2NoZWR1bGVkX2NoYW5nZRgGIAEoCzIaLmNyZWRpdC52MS5TY2hlZHVsZWRDaGFuZ2USFAoMcGxhbl92ZXJzaW9uGAcgASgFEjIKDmJpbGxpbmdfYW5jaG9yGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFtb250aGx5X2FsbG93YW5jZRgJIAEoAyp7CgpCdWNrZXRLaW5kEhsKF0JVQ0tFVF9LSU5EX1VOU1BFQ0lGSUVEEAASHAoYQlVDS0VUX0tJTkRfU1VCU0NSSVBUSU9OEAESFgoSQlVDS0VUX0tJTkRfVE9QX1VQEAISGgoWQlVDS0VUX0tJTkRfQURKVVNUTUVOVBADKrEBChBSZXNlcnZhdGlvblN0YXRlEiEKHVJFU0VSVkFUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWUkVTRVJWQVRJT05fU1RBVEVfSEVMRBABEh8KG1JFU0VSVkFUSU9OX1NUQVRFX0NPTU1JVFRFRBACEh4KGlJFU0VSVkFUSU9OX1NUQVRFX1JFTEVBU0VEEAMSHQoZUkVTRVJWQVRJT05fU1RBVEVfRVhQSVJFRBAEKq0BCg1SZWxlYXNlUmVhc29uEh4KGlJFTEVBU0VfUkVBU09OX1VOU1BFQ0lGSUVEEAASJAogUkVMRUFTRV9SRUFTT05fR0VORVJBVElPTl9GQUlMRUQQARIeChpSRUxFQVNFX1JFQVNPTl9JTlRFUlJVUFRFRBACEhwKGFJFTEVBU0VfUkVBU09OX0NBTkNFTExFRBADEhgKFFJFTEVBU0VfUkVBU09OX09USEVSEAQqagoPQmlsbGluZ0ludGVydmFsEiAKHEJJTExJTkdfSU5URVJWQUxfVU5TUEVDSUZJRUQQABIaChZCSUxMSU5HX0lOVEVSVkFMX01PTlRIEAESGQoVQklMTElOR19JTlRFUlZBTF9ZRUFSEAJiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChVjcmVkaXQvdjEvdHlwZXMucHJvdG8SCWNyZWRpdC52MSI0CgVNb25leRIVCg1jdXJyZW5jeV9jb2RlGAEgASgJEhQKDGFtb3VudF9taW5vchgCIAEoAyLmAQoGQnVja2V0EhEKCWJ1Y2tldF9pZBgBIAEoCRIjCgRraW5kGAIgASgOMhUuY3JlZGl0LnYxLkJ1Y2tldEtpbmQSDwoHZ3JhbnRlZBgDIAEoAxIRCglyZW1haW5pbmcYBCABKAMSLgoKdmFsaWRfZnJvbRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc291cmNlX3JlZhgHIAEoCRIMCgRoZWxkGAggASgDIrwBCgdCYWxhbmNlEhIKCmFjY291bnRfaWQYASABKAkSEQoJYXZhaWxhYmxlGAIgASgDEgwKBGhlbGQYAyABKAMSIgoHYnVja2V0cxgEIAMoCzIRLmNyZWRpdC52MS5CdWNrZXQSLQoMc3Vic2NyaXB0aW9uGAUgASgLMhcuY3JlZGl0LnYxLlN1YnNjcmlwdGlvbhIpCgVhc19vZhgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAilAQKC1Jlc2VydmF0aW9uEhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhIKCmFjY291bnRfaWQYAiABKAkSKgoFc3RhdGUYAyABKA4yGy5jcmVkaXQudjEuUmVzZXJ2YXRpb25TdGF0ZRITCgtoZWxkX2Ftb3VudBgEIAEoAxIXCg9jYXB0dXJlZF9hbW91bnQYBSABKAMSLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY3JlYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNgoIbWV0YWRhdGEYCCADKAsyJC5jcmVkaXQudjEuUmVzZXJ2YXRpb24uTWV0YWRhdGFFbnRyeRIuCgpzZXR0bGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9yZWxlYXNlZF9hbW91bnQYCiABKAMSMAoOcmVsZWFzZV9yZWFzb24YCyABKA4yGC5jcmVkaXQudjEuUmVsZWFzZVJlYXNvbhIWCg5yZWxlYXNlX2RldGFpbBgMIAEoCRIjCgdwcmljaW5nGA0gASgLMhIuY3JlZGl0LnYxLlByaWNpbmcaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIsgBCg5HZW5lcmF0aW9uU3BlYxINCgVtb2RlbBgBIAEoCRInCgRraW5kGAIgASgOMhkuY3JlZGl0LnYxLkdlbmVyYXRpb25LaW5kEg0KBXdpZHRoGAMgASgFEg4KBmhlaWdodBgEIAEoBRIrCghkdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVjb3VudBgGIAEoBRIjCgdxdWFsaXR5GAcgASgOMhIuY3JlZGl0LnYxLlF1YWxpdHkiOgoJUXVvdGVMaW5lEgwKBGl0ZW0YASABKAkSDwoHY3JlZGl0cxgCIAEoAxIOCgZkZXRhaWwYAyABKAkihQEKB1ByaWNpbmcSJwoEc3BlYxgBIAEoCzIZLmNyZWRpdC52MS5HZW5lcmF0aW9uU3BlYxIZChFyYXRlX2NhcmRfdmVyc2lvbhgCIAEoCRIeChZhY2NvdW50X3ByaWNlX3Blcm1pbGxlGAMgASgFEhYKDnF1b3RlZF9jcmVkaXRzGAQgASgDIrQBCgRQbGFuEg8KB3BsYW5faWQYASABKAkSDAoEbmFtZRgCIAEoCRIsCghpbnRlcnZhbBgDIAEoDjIaLmNyZWRpdC52MS5CaWxsaW5nSW50ZXJ2YWwSGQoRbW9udGhseV9hbGxvd2FuY2UYBCABKAMSHwoFcHJpY2UYBSABKAsyEC5jcmVkaXQudjEuTW9uZXkSDwoHdmVyc2lvbhgGIAEoBRISCgphY2NvdW50X2lkGAcgASgJImoKD1NjaGVkdWxlZENoYW5nZRIPCgdwbGFuX2lkGAEgASgJEjAKDGVmZmVjdGl2ZV9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMcGxhbl92ZXJzaW9uGAMgASgFIoIDCgxTdWJzY3JpcHRpb24SDwoHcGxhbl9pZBgBIAEoCRIsCghpbnRlcnZhbBgCIAEoDjIaLmNyZWRpdC52MS5CaWxsaW5nSW50ZXJ2YWwSMAoMcGVyaW9kX3N0YXJ0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpwZXJpb2RfZW5kGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI2ChJiaWxsaW5nX3BlcmlvZF9lbmQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEHNjaGVkdWxlZF9jaGFuZ2UYBiABKAsyGi5jcmVkaXQudjEuU2NoZWR1bGVkQ2hhbmdlEhQKDHBsYW5fdmVyc2lvbhgHIAEoBRIyCg5iaWxsaW5nX2FuY2hvchgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRbW9udGhseV9hbGxvd2FuY2UYCSABKAMqewoKQnVja2V0S2luZBIbChdCVUNLRVRfS0lORF9VTlNQRUNJRklFRBAAEhwKGEJVQ0tFVF9LSU5EX1NVQlNDUklQVElPThABEhYKEkJVQ0tFVF9LSU5EX1RPUF9VUBACEhoKFkJVQ0tFVF9LSU5EX0FESlVTVE1FTlQQAyqxAQoQUmVzZXJ2YXRpb25TdGF0ZRIhCh1SRVNFUlZBVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEhoKFlJFU0VSVkFUSU9OX1NUQVRFX0hFTEQQARIfChtSRVNFUlZBVElPTl9TVEFURV9DT01NSVRURUQQAhIeChpSRVNFUlZBVElPTl9TVEFURV9SRUxFQVNFRBADEh0KGVJFU0VSVkFUSU9OX1NUQVRFX0VYUElSRUQQBCqtAQoNUmVsZWFzZVJlYXNvbhIeChpSRUxFQVNFX1JFQVNPTl9VTlNQRUNJRklFRBAAEiQKIFJFTEVBU0VfUkVBU09OX0dFTkVSQVRJT05fRkFJTEVEEAESHgoaUkVMRUFTRV9SRUFTT05fSU5URVJSVVBURUQQAhIcChhSRUxFQVNFX1JFQVNPTl9DQU5DRUxMRUQQAxIYChRSRUxFQVNFX1JFQVNPTl9PVEhFUhAEKr4BCg5HZW5lcmF0aW9uS2luZBIfChtHRU5FUkFUSU9OX0tJTkRfVU5TUEVDSUZJRUQQABIZChVHRU5FUkFUSU9OX0tJTkRfSU1BR0UQARIZChVHRU5FUkFUSU9OX0tJTkRfVklERU8QAhIdChlHRU5FUkFUSU9OX0tJTkRfQU5JTUFUSU9OEAMSGQoVR0VORVJBVElPTl9LSU5EX0FVRElPEAQSGwoXR0VORVJBVElPTl9LSU5EX1VQU0NBTEUQBSpwCgdRdWFsaXR5EhcKE1FVQUxJVFlfVU5TUEVDSUZJRUQQABIRCg1RVUFMSVRZX0RSQUZUEAESFAoQUVVBTElUWV9TVEFOREFSRBACEhAKDFFVQUxJVFlfSElHSBADEhEKDVFVQUxJVFlfVUxUUkEQBCpqCg9CaWxsaW5nSW50ZXJ2YWwSIAocQklMTElOR19JTlRFUlZBTF9VTlNQRUNJRklFRBAAEhoKFkJJTExJTkdfSU5URVJWQUxfTU9OVEgQARIZChVCSUxMSU5HX0lOVEVSVkFMX1lFQVIQAmIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Money is an integer amount of minor units (cents) in one ISO 4217 currency; never fractional.
@@ -257,6 +257,13 @@ export type Reservation = Message<"credit.v1.Reservation"> & {
    * @generated from field: string release_detail = 12;
    */
   releaseDetail: string;
+
+  /**
+   * How the hold was priced when it was reserved by spec; unset for a hold of a raw amount.
+   *
+   * @generated from field: credit.v1.Pricing pricing = 13;
+   */
+  pricing?: Pricing | undefined;
 };
 
 /**
@@ -265,6 +272,146 @@ export type Reservation = Message<"credit.v1.Reservation"> & {
  */
 export const ReservationSchema: GenMessage<Reservation> = /*@__PURE__*/
   messageDesc(file_credit_v1_types, 3);
+
+/**
+ * What a runner is about to generate; the rate card prices it.
+ *
+ * @generated from message credit.v1.GenerationSpec
+ */
+export type GenerationSpec = Message<"credit.v1.GenerationSpec"> & {
+  /**
+   * Model id from the rate card, for example "flux-pro".
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * What the model produces; must match the model's kind.
+   *
+   * @generated from field: credit.v1.GenerationKind kind = 2;
+   */
+  kind: GenerationKind;
+
+  /**
+   * Output width in pixels (0 for audio).
+   *
+   * @generated from field: int32 width = 3;
+   */
+  width: number;
+
+  /**
+   * Output height in pixels (0 for audio).
+   *
+   * @generated from field: int32 height = 4;
+   */
+  height: number;
+
+  /**
+   * Length of video, animation or audio; billed per started second; unset for images.
+   *
+   * @generated from field: google.protobuf.Duration duration = 5;
+   */
+  duration?: Duration | undefined;
+
+  /**
+   * How many items (images, clips); 0 means 1.
+   *
+   * @generated from field: int32 count = 6;
+   */
+  count: number;
+
+  /**
+   * Quality level; unspecified means STANDARD.
+   *
+   * @generated from field: credit.v1.Quality quality = 7;
+   */
+  quality: Quality;
+};
+
+/**
+ * Describes the message credit.v1.GenerationSpec.
+ * Use `create(GenerationSpecSchema)` to create a new message.
+ */
+export const GenerationSpecSchema: GenMessage<GenerationSpec> = /*@__PURE__*/
+  messageDesc(file_credit_v1_types, 4);
+
+/**
+ * One line of a price breakdown; the lines add up to the total.
+ *
+ * @generated from message credit.v1.QuoteLine
+ */
+export type QuoteLine = Message<"credit.v1.QuoteLine"> & {
+  /**
+   * What the line prices: base, resolution, duration, quality, count, account_pricing, minimum.
+   *
+   * @generated from field: string item = 1;
+   */
+  item: string;
+
+  /**
+   * Credits of this line; quality and account_pricing lines may be negative.
+   *
+   * @generated from field: int64 credits = 2;
+   */
+  credits: bigint;
+
+  /**
+   * Human-readable explanation.
+   *
+   * @generated from field: string detail = 3;
+   */
+  detail: string;
+};
+
+/**
+ * Describes the message credit.v1.QuoteLine.
+ * Use `create(QuoteLineSchema)` to create a new message.
+ */
+export const QuoteLineSchema: GenMessage<QuoteLine> = /*@__PURE__*/
+  messageDesc(file_credit_v1_types, 5);
+
+/**
+ * How a hold by spec was priced, kept so that Commit prices the same way.
+ *
+ * @generated from message credit.v1.Pricing
+ */
+export type Pricing = Message<"credit.v1.Pricing"> & {
+  /**
+   * The spec the hold was reserved for.
+   *
+   * @generated from field: credit.v1.GenerationSpec spec = 1;
+   */
+  spec?: GenerationSpec | undefined;
+
+  /**
+   * The rate card version used; Commit by spec uses it too.
+   *
+   * @generated from field: string rate_card_version = 2;
+   */
+  rateCardVersion: string;
+
+  /**
+   * The account's price adjustment in permille (1000 = list price) at reserve time.
+   *
+   * @generated from field: int32 account_price_permille = 3;
+   */
+  accountPricePermille: number;
+
+  /**
+   * The price quoted at reserve time.
+   *
+   * @generated from field: int64 quoted_credits = 4;
+   */
+  quotedCredits: bigint;
+};
+
+/**
+ * Describes the message credit.v1.Pricing.
+ * Use `create(PricingSchema)` to create a new message.
+ */
+export const PricingSchema: GenMessage<Pricing> = /*@__PURE__*/
+  messageDesc(file_credit_v1_types, 6);
 
 /**
  * One version of a plan: what a subscriber gets and pays.
@@ -327,7 +474,7 @@ export type Plan = Message<"credit.v1.Plan"> & {
  * Use `create(PlanSchema)` to create a new message.
  */
 export const PlanSchema: GenMessage<Plan> = /*@__PURE__*/
-  messageDesc(file_credit_v1_types, 4);
+  messageDesc(file_credit_v1_types, 7);
 
 /**
  * A plan change waiting for the end of the billing period.
@@ -362,7 +509,7 @@ export type ScheduledChange = Message<"credit.v1.ScheduledChange"> & {
  * Use `create(ScheduledChangeSchema)` to create a new message.
  */
 export const ScheduledChangeSchema: GenMessage<ScheduledChange> = /*@__PURE__*/
-  messageDesc(file_credit_v1_types, 5);
+  messageDesc(file_credit_v1_types, 8);
 
 /**
  * An account's subscription and its current periods.
@@ -439,7 +586,7 @@ export type Subscription = Message<"credit.v1.Subscription"> & {
  * Use `create(SubscriptionSchema)` to create a new message.
  */
 export const SubscriptionSchema: GenMessage<Subscription> = /*@__PURE__*/
-  messageDesc(file_credit_v1_types, 6);
+  messageDesc(file_credit_v1_types, 9);
 
 /**
  * The origin of a bucket's credits, which also decides its place in the consumption order.
@@ -579,6 +726,109 @@ export const ReleaseReasonSchema: GenEnum<ReleaseReason> = /*@__PURE__*/
   enumDesc(file_credit_v1_types, 2);
 
 /**
+ * The kind of media a generation produces.
+ *
+ * @generated from enum credit.v1.GenerationKind
+ */
+export enum GenerationKind {
+  /**
+   * Not a valid kind.
+   *
+   * @generated from enum value: GENERATION_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Still images.
+   *
+   * @generated from enum value: GENERATION_KIND_IMAGE = 1;
+   */
+  IMAGE = 1,
+
+  /**
+   * Video clips.
+   *
+   * @generated from enum value: GENERATION_KIND_VIDEO = 2;
+   */
+  VIDEO = 2,
+
+  /**
+   * Animations (short motion from a still or a prompt).
+   *
+   * @generated from enum value: GENERATION_KIND_ANIMATION = 3;
+   */
+  ANIMATION = 3,
+
+  /**
+   * Speech, music and sound.
+   *
+   * @generated from enum value: GENERATION_KIND_AUDIO = 4;
+   */
+  AUDIO = 4,
+
+  /**
+   * Upscaling an existing image.
+   *
+   * @generated from enum value: GENERATION_KIND_UPSCALE = 5;
+   */
+  UPSCALE = 5,
+}
+
+/**
+ * Describes the enum credit.v1.GenerationKind.
+ */
+export const GenerationKindSchema: GenEnum<GenerationKind> = /*@__PURE__*/
+  enumDesc(file_credit_v1_types, 3);
+
+/**
+ * Quality (complexity) level of a generation; higher levels cost more.
+ *
+ * @generated from enum credit.v1.Quality
+ */
+export enum Quality {
+  /**
+   * Not given: STANDARD.
+   *
+   * @generated from enum value: QUALITY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Fast drafts.
+   *
+   * @generated from enum value: QUALITY_DRAFT = 1;
+   */
+  DRAFT = 1,
+
+  /**
+   * The default quality.
+   *
+   * @generated from enum value: QUALITY_STANDARD = 2;
+   */
+  STANDARD = 2,
+
+  /**
+   * More steps or a larger model.
+   *
+   * @generated from enum value: QUALITY_HIGH = 3;
+   */
+  HIGH = 3,
+
+  /**
+   * The most expensive setting a model offers.
+   *
+   * @generated from enum value: QUALITY_ULTRA = 4;
+   */
+  ULTRA = 4,
+}
+
+/**
+ * Describes the enum credit.v1.Quality.
+ */
+export const QualitySchema: GenEnum<Quality> = /*@__PURE__*/
+  enumDesc(file_credit_v1_types, 4);
+
+/**
  * How often a plan is billed. The credit allowance is monthly on every interval.
  *
  * @generated from enum credit.v1.BillingInterval
@@ -610,5 +860,5 @@ export enum BillingInterval {
  * Describes the enum credit.v1.BillingInterval.
  */
 export const BillingIntervalSchema: GenEnum<BillingInterval> = /*@__PURE__*/
-  enumDesc(file_credit_v1_types, 3);
+  enumDesc(file_credit_v1_types, 5);
 
