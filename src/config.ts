@@ -32,7 +32,30 @@ const schema = z
     SWEEPER_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(200),
     HEALTH_PROBE_INTERVAL_MS: z.coerce.number().int().min(100).default(2000),
     SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
+    /** Comma-separated `name:role:sha256hex`; unset turns authentication off (refused in production). */
+    AUTH_TOKENS: z.string().optional(),
+    AUTH_OPEN_REFLECTION: bool.default(true),
+    AUTH_OPEN_HEALTH: bool.default(true),
+    TLS_CERT_FILE: z.string().min(1).optional(),
+    TLS_KEY_FILE: z.string().min(1).optional(),
+    /** Set to require client certificates signed by this CA (mutual TLS). */
+    TLS_CLIENT_CA_FILE: z.string().min(1).optional(),
+    METRICS_ENABLED: bool.default(true),
+    METRICS_HOST: z.string().min(1).default("0.0.0.0"),
+    METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
     LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  })
+  .refine((c) => c.ENVIRONMENT !== "production" || (c.AUTH_TOKENS ?? "").trim() !== "", {
+    message: "production requires authentication: set AUTH_TOKENS",
+    path: ["AUTH_TOKENS"],
+  })
+  .refine((c) => (c.TLS_CERT_FILE === undefined) === (c.TLS_KEY_FILE === undefined), {
+    message: "TLS_CERT_FILE and TLS_KEY_FILE go together",
+    path: ["TLS_CERT_FILE"],
+  })
+  .refine((c) => c.TLS_CLIENT_CA_FILE === undefined || c.TLS_CERT_FILE !== undefined, {
+    message: "mutual TLS (TLS_CLIENT_CA_FILE) needs TLS_CERT_FILE and TLS_KEY_FILE",
+    path: ["TLS_CLIENT_CA_FILE"],
   })
   .refine((c) => c.HOLD_DEFAULT_TTL_SECONDS <= c.HOLD_MAX_TTL_SECONDS, {
     message: "HOLD_DEFAULT_TTL_SECONDS must not exceed HOLD_MAX_TTL_SECONDS",

@@ -12,8 +12,11 @@ import { createRedisClient, waitReady } from "./idempotency/redis-client.js";
 import { adminHandlers } from "./rpc/admin-handlers.js";
 import { creditHandlers } from "./rpc/credit-handlers.js";
 import { planAdminHandlers, planHandlers } from "./rpc/plan-handlers.js";
-import { startGrpcServer } from "./rpc/server.js";
-import { openDatabase } from "./store/database.js";
+import { serverCredentials, startGrpcServer } from "./rpc/server.js";
+import { parseTokens } from "./rpc/auth.js";
+import { createCallInterceptor } from "./rpc/interceptor.js";
+import { Metrics, startMetricsServer } from "./observability/metrics.js";
+import { openDatabase, poolInUse } from "./store/database.js";
 import { PostgresLedgerStore } from "./store/ledger-store.js";
 import { PostgresPlanStore } from "./store/plan-store.js";
 import { loadPlanCatalog } from "./catalog/load.js";
@@ -23,6 +26,8 @@ import { PostgresAccountPricing, PostgresRateCards } from "./store/rate-card-sto
 
 export interface RunningService {
   readonly port: number;
+  /** Where /metrics is served; null when metrics are off. */
+  readonly metricsPort: number | null;
   readonly store: PostgresLedgerStore;
   /** Runs one sweep now (tests and operators), independent of the background timer. */
   sweep(): Promise<SweepReport>;
@@ -49,13 +54,16 @@ export async function startService(config: Config, clock: Clock, log: Logger): P
 
   const redis = createRedisClient(config.REDIS_URL);
   redis.on("error", (err: Error) => log.debug({ err: err.message }, "redis connection error"));
+  const metrics = new Metrics();
   const cache = new RedisIdempotencyCache(redis, {
     ttlMs: config.IDEMPOTENCY_TTL_SECONDS * 1000,
     lockMs: config.IDEMPOTENCY_LOCK_SECONDS * 1000,
-    onAvailability: (available, err) =>
-      available
-        ? log.info("redis is back: idempotency fast path restored")
-        : log.warn({ err: err instanceof Error ? err.message : String(err) }, "redis unavailable: idempotency served from Postgres alone"),
+    onAvailability: (available, err) => {
+      metrics.redisUp.set(available ? 1 : 0);
+      if (available) log.info("redis is back: idempotency fast path restored");
+      else log.warn({ err: err instanceof Error ? err.message : String(err) }, "redis unavailable: idempotency served from Postgres alone");
+    },
+    onFallback: () => metrics.redisFallbacks.inc(),
   });
   if (!(await waitReady(redis, 2000))) log.warn("redis not reachable at start: idempotency served from Postgres alone");
 
@@ -76,15 +84,33 @@ export async function startService(config: Config, clock: Clock, log: Logger): P
       { service: CreditService, handlers: { ...creditHandlers(deps, limits), ...planHandlers(deps), ...pricingHandlers(deps) } },
       { service: CreditAdminService, handlers: { ...adminHandlers(deps), ...planAdminHandlers(deps), ...pricingAdminHandlers(deps) } },
     ],
-    { host: config.GRPC_HOST, port: config.GRPC_PORT, maxMessageBytes: config.GRPC_MAX_MESSAGE_BYTES },
+    {
+      host: config.GRPC_HOST,
+      port: config.GRPC_PORT,
+      maxMessageBytes: config.GRPC_MAX_MESSAGE_BYTES,
+      credentials: serverCredentials({ certFile: config.TLS_CERT_FILE, keyFile: config.TLS_KEY_FILE, clientCaFile: config.TLS_CLIENT_CA_FILE }),
+      interceptors: [
+        createCallInterceptor({
+          tokens: config.AUTH_TOKENS?.trim() ? parseTokens(config.AUTH_TOKENS) : null,
+          openReflection: config.AUTH_OPEN_REFLECTION,
+          openHealth: config.AUTH_OPEN_HEALTH,
+          log,
+          metrics,
+        }),
+      ],
+    },
     log,
   );
+  metrics.gauge("credit_holds_pending", "Reservations currently HELD.", () => store.countHeld());
+  metrics.gauge("credit_db_pool_connections_in_use", "Postgres connections checked out of the pool.", () => poolInUse(orm));
+  const metricsServer = config.METRICS_ENABLED ? await startMetricsServer(metrics, config.METRICS_HOST, config.METRICS_PORT) : null;
 
   const probe = async () => {
     const status = await Promise.race([
       store.ping().then(() => "SERVING" as const),
       new Promise<"NOT_SERVING">((resolve) => setTimeout(() => resolve("NOT_SERVING"), config.HEALTH_PROBE_INTERVAL_MS)),
     ]).catch(() => "NOT_SERVING" as const);
+    metrics.postgresUp.set(status === "SERVING" ? 1 : 0);
     if (server.health.set(status)) (status === "SERVING" ? log.info : log.warn).call(log, { health: status }, "health changed");
   };
   await probe();
@@ -98,20 +124,26 @@ export async function startService(config: Config, clock: Clock, log: Logger): P
       clock,
       sweepOptions,
       (report) => {
+        metrics.sweeps.inc({ outcome: report instanceof Error ? "failed" : "ok" });
         if (report instanceof Error) log.warn({ err: report.message }, "sweep failed");
-        else if (report.accountsSettled + report.operationsPruned > 0) log.info(report, "sweep");
+        else {
+          metrics.sweptAccounts.inc(report.accountsSettled);
+          if (report.accountsSettled + report.operationsPruned > 0) log.info(report, "sweep");
+        }
       },
     );
   }
 
   return {
     port: server.port,
+    metricsPort: metricsServer?.port ?? null,
     store,
     sweep: () => sweepOnce(store, clock.now(), sweepOptions),
     async stop() {
       clearInterval(probeTimer);
       await server.shutdown(config.SHUTDOWN_GRACE_MS);
       await sweeper?.stop();
+      await metricsServer?.close();
       await cache.close();
       await orm.close(true);
     },

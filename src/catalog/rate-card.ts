@@ -39,7 +39,13 @@ const cardSchema = z
     version: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, "must be 1-64 letters, digits, dots, dashes or underscores"),
     models: z.array(modelSchema).min(1),
   })
-  .refine((c) => new Set(c.models.map((m) => m.model)).size === c.models.length, { message: "model ids must be unique", path: ["models"] });
+  .superRefine((c, ctx) => {
+    const seen = new Set<string>();
+    c.models.forEach((m, i) => {
+      if (seen.has(m.model)) ctx.addIssue({ code: "custom", message: `duplicate model id ${m.model}`, path: ["models", i, "model"] });
+      seen.add(m.model);
+    });
+  });
 
 /** Validates a parsed rate card; the error names the source and the broken entry (with its model id). */
 export function parseRateCard(json: unknown, source: string): RateCard {

@@ -25,7 +25,9 @@ export type FailureReason =
   | "INSUFFICIENT_CREDITS"
   | "RESERVATION_NOT_HELD"
   | "RESERVATION_EXPIRED"
-  | "STORE_UNAVAILABLE";
+  | "STORE_UNAVAILABLE"
+  | "UNAUTHENTICATED"
+  | "PERMISSION_DENIED";
 
 export interface Failure {
   readonly reason: FailureReason;

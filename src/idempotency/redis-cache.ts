@@ -9,6 +9,8 @@ export interface RedisCacheOptions {
   readonly lockMs: number;
   /** Told when Redis stops or starts answering, so the service can log and count it. */
   readonly onAvailability: (available: boolean, err?: unknown) => void;
+  /** Told each time a lookup falls back to Postgres alone. */
+  readonly onFallback?: () => void;
 }
 
 const IN_FLIGHT = "P";
@@ -51,6 +53,7 @@ export class RedisIdempotencyCache implements IdempotencyCache {
       return { kind: "in_flight" };
     } catch (err) {
       this.markUnavailable(err);
+      this.options.onFallback?.();
       return { kind: "unavailable" };
     }
   }

@@ -38,6 +38,10 @@ export function codeFor(reason: FailureReason): status {
       return status.FAILED_PRECONDITION;
     case "STORE_UNAVAILABLE":
       return status.UNAVAILABLE;
+    case "UNAUTHENTICATED":
+      return status.UNAUTHENTICATED;
+    case "PERMISSION_DENIED":
+      return status.PERMISSION_DENIED;
   }
 }
 

@@ -1,5 +1,6 @@
 import { type DescService } from "@bufbuild/protobuf";
-import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { readFileSync } from "node:fs";
+import { Server, ServerCredentials, type ServerInterceptor } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { file_health_v1_health } from "../gen/health/v1/health_pb.js";
 import { bindService, type ServiceHandlers } from "./grpc-adapter.js";
@@ -10,6 +11,22 @@ export interface GrpcServerOptions {
   readonly host: string;
   readonly port: number;
   readonly maxMessageBytes: number;
+  readonly credentials: ServerCredentials;
+  readonly interceptors: readonly ServerInterceptor[];
+}
+
+export interface TlsFiles {
+  readonly certFile?: string | undefined;
+  readonly keyFile?: string | undefined;
+  readonly clientCaFile?: string | undefined;
+}
+
+/** Plaintext, TLS (cert + key), or mutual TLS (plus a client CA: clients without a certificate it signed are refused). */
+export function serverCredentials(tls: TlsFiles): ServerCredentials {
+  if (!tls.certFile || !tls.keyFile) return ServerCredentials.createInsecure();
+  const keyCert = { cert_chain: readFileSync(tls.certFile), private_key: readFileSync(tls.keyFile) };
+  const clientCa = tls.clientCaFile ? readFileSync(tls.clientCaFile) : null;
+  return ServerCredentials.createSsl(clientCa, [keyCert], clientCa !== null);
 }
 
 export interface GrpcServer {
@@ -28,6 +45,7 @@ export async function startGrpcServer(
   const server = new Server({
     "grpc.max_receive_message_length": options.maxMessageBytes,
     "grpc.max_send_message_length": 4 * 1024 * 1024,
+    interceptors: [...options.interceptors],
   });
   for (const { service, handlers } of services) {
     const bound = bindService(service, handlers, log);
@@ -39,7 +57,7 @@ export async function startGrpcServer(
   createReflection([...services.map((s) => s.service), healthService]).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${options.host}:${options.port}`, ServerCredentials.createInsecure(), (err, bound) => (err ? reject(err) : resolve(bound))),
+    server.bindAsync(`${options.host}:${options.port}`, options.credentials, (err, bound) => (err ? reject(err) : resolve(bound))),
   );
   return {
     port,

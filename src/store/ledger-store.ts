@@ -220,6 +220,11 @@ export class PostgresLedgerStore implements LedgerStore {
     );
   }
 
+  async countHeld(): Promise<number> {
+    const rows = await this.q()(`select count(*)::int as n from reservations where state = 'HELD'`);
+    return Number(rows[0]?.["n"] ?? 0);
+  }
+
   async ping(): Promise<void> {
     await this.q()(`select 1`);
   }

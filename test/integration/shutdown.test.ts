@@ -14,7 +14,7 @@ afterAll(() => {
 /** Starts `src/main.ts` as its own process and resolves with the port from its "listening" log line. */
 function startServerProcess(): Promise<{ port: number; lines: Record<string, unknown>[]; exited: Promise<number | null> }> {
   const proc = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
-    env: { ...process.env, DATABASE_URL: TEST_DATABASE_URL, REDIS_URL: TEST_REDIS_URL, GRPC_PORT: "0", GRPC_HOST: "127.0.0.1", DB_MIGRATE: "false" },
+    env: { ...process.env, DATABASE_URL: TEST_DATABASE_URL, REDIS_URL: TEST_REDIS_URL, GRPC_PORT: "0", GRPC_HOST: "127.0.0.1", DB_MIGRATE: "false", METRICS_PORT: "0" },
     stdio: ["ignore", "pipe", "inherit"],
   });
   child = proc;

@@ -30,6 +30,8 @@ export async function startTestService(env: Record<string, string> = {}, start =
     DB_MIGRATE: "false",
     SWEEPER_ENABLED: "false",
     SHUTDOWN_GRACE_MS: "2000",
+    METRICS_HOST: "127.0.0.1",
+    METRICS_PORT: "0",
     ...env,
   });
   const clock = new FakeClock(start);

@@ -1,0 +1,106 @@
+import { randomUUID } from "node:crypto";
+import { type Metadata, ServerInterceptingCall, type ServerInterceptor, status } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { Metrics } from "../observability/metrics.js";
+import { identify, mayCall, type TokenEntry } from "./auth.js";
+import { failureToStatus } from "./errors.js";
+
+/** Set by the interceptor for the handlers: who is calling. A client-sent copy is always dropped. */
+export const PRINCIPAL_HEADER = "x-credit-principal";
+
+export interface CallInterceptorOptions {
+  /** Configured tokens; null when authentication is off (development): the caller is `x-caller`, unchecked. */
+  readonly tokens: readonly TokenEntry[] | null;
+  /** Reflection and health served without a token when true. */
+  readonly openReflection: boolean;
+  readonly openHealth: boolean;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+}
+
+const REFLECTION = /^\/grpc\.reflection\.v1(alpha)?\.ServerReflection\//;
+const HEALTH = /^\/grpc\.health\.v1\.Health\//;
+const REQUEST_ID = /^[\x21-\x7e]{1,128}$/;
+
+function firstString(metadata: Metadata, key: string): string | undefined {
+  const value = metadata.get(key)[0];
+  return typeof value === "string" ? value : undefined;
+}
+
+type Decision = { readonly caller: string } | { readonly code: status; readonly reason: "UNAUTHENTICATED" | "PERMISSION_DENIED"; readonly message: string };
+
+function decide(options: CallInterceptorOptions, path: string, metadata: Metadata): Decision {
+  const fallback = firstString(metadata, "x-caller");
+  if (options.tokens === null) return { caller: fallback && REQUEST_ID.test(fallback) ? fallback : "anonymous" };
+  if ((options.openReflection && REFLECTION.test(path)) || (options.openHealth && HEALTH.test(path))) return { caller: "anonymous" };
+  const principal = identify(options.tokens, firstString(metadata, "authorization"));
+  if (!principal) return { code: status.UNAUTHENTICATED, reason: "UNAUTHENTICATED", message: "a valid bearer token is required" };
+  if (REFLECTION.test(path) || HEALTH.test(path) || mayCall(principal.role, path)) return { caller: principal.name };
+  return { code: status.PERMISSION_DENIED, reason: "PERMISSION_DENIED", message: `role ${principal.role} may not call ${path}` };
+}
+
+/** The account or reservation a request is about, for the log line. */
+function subjectOf(message: unknown): string | undefined {
+  const m = message as { accountId?: unknown; reservationId?: unknown } | null;
+  if (typeof m?.accountId === "string" && m.accountId) return m.accountId;
+  if (typeof m?.reservationId === "string" && m.reservationId) return m.reservationId;
+  return undefined;
+}
+
+/**
+ * Every call passes here first: a request id, authentication and authorization (before the
+ * request is read), then one log line and the RPC metrics when it completes. Tokens are never
+ * logged; only the principal's name travels on, in PRINCIPAL_HEADER.
+ */
+export function createCallInterceptor(options: CallInterceptorOptions): ServerInterceptor {
+  return (descriptor, call) => {
+    const path = descriptor.path;
+    const [, service = "", method = ""] = path.split("/");
+    const started = performance.now();
+    let requestId = "";
+    let caller = "anonymous";
+    let subject: string | undefined;
+    let finished = false;
+    const finish = (code: status) => {
+      if (finished) return;
+      finished = true;
+      const seconds = (performance.now() - started) / 1000;
+      const labels = { service, method, code: status[code] ?? String(code) };
+      options.metrics.rpcHandled.inc(labels);
+      options.metrics.rpcSeconds.observe(labels, seconds);
+      options.log.info(
+        { requestId, method: `${service}/${method}`, caller, account: subject, code: labels.code, durationMs: Math.round(seconds * 10_000) / 10 },
+        "rpc",
+      );
+    };
+    return new ServerInterceptingCall(call, {
+      start(next) {
+        next({
+          onReceiveMetadata(metadata, nextMetadata) {
+            const given = firstString(metadata, "x-request-id");
+            requestId = given && REQUEST_ID.test(given) ? given : randomUUID();
+            metadata.remove(PRINCIPAL_HEADER);
+            const decision = decide(options, path, metadata);
+            if ("code" in decision) {
+              const refusal = failureToStatus({ reason: decision.reason, message: decision.message, metadata: {} });
+              call.sendStatus({ code: decision.code, details: decision.message, metadata: refusal.metadata! });
+              finish(decision.code);
+              return;
+            }
+            caller = decision.caller;
+            metadata.set(PRINCIPAL_HEADER, caller);
+            nextMetadata(metadata);
+          },
+          onReceiveMessage(message, nextMessage) {
+            subject = subjectOf(message);
+            nextMessage(message);
+          },
+        });
+      },
+      sendStatus(statusObject, next) {
+        finish(statusObject.code);
+        next(statusObject);
+      },
+    });
+  };
+}
