@@ -1,6 +1,7 @@
 import type { BalanceView } from "../domain/account-book.js";
 import { ok } from "../domain/errors.js";
 import type { EntryKind } from "../domain/ledger-entry.js";
+import type { Difference } from "../domain/reconcile.js";
 import { applyDue } from "../domain/maintenance.js";
 import { isOverdue, type Reservation } from "../domain/reservation.js";
 import { type AppDeps, type Reply, refuse } from "./deps.js";
@@ -71,4 +72,12 @@ export async function listLedgerEntries(deps: AppDeps, input: ListEntriesInput, 
   const entries = rows.slice(0, input.pageSize);
   const more = rows.length > input.pageSize;
   return { ok: true, bytes: encode({ entries, nextAfterEntryId: more ? entries[entries.length - 1]!.entryId : null }) };
+}
+
+/** Reconcile: the account's stored buckets and holds against what its entries add up to. */
+export async function reconcile(deps: AppDeps, accountId: string, encode: Encode<readonly Difference[]>): Promise<Reply> {
+  if (!(await deps.store.accountExists(accountId))) {
+    return refuse("ACCOUNT_NOT_FOUND", `account ${accountId} not found`, { account_id: accountId });
+  }
+  return { ok: true, bytes: encode(await deps.store.reconcile(accountId)) };
 }

@@ -1,20 +1,37 @@
-import { type Client, createClient, type Interceptor } from "@connectrpc/connect";
+import { randomUUID } from "node:crypto";
+import { type Client, Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { CreditAdminService } from "../gen/credit/v1/admin_service_pb.js";
 import { CreditService } from "../gen/credit/v1/credit_service_pb.js";
 
+export { Code, ConnectError };
 export { CreditAdminService, CreditService };
 export * from "../gen/credit/v1/admin_service_pb.js";
 export * from "../gen/credit/v1/credit_service_pb.js";
 export * from "../gen/credit/v1/types_pb.js";
+export { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+
+export interface RetryOptions {
+  /** Attempts in all, the first included (default 4). */
+  readonly maxAttempts?: number;
+  /** First back-off; doubles each retry, with full jitter (default 50 ms). */
+  readonly initialBackoffMs?: number;
+  /** Longest back-off (default 2 s). */
+  readonly maxBackoffMs?: number;
+}
 
 export interface CreditClientOptions {
-  /** For example "http://127.0.0.1:50051". */
+  /** For example "http://127.0.0.1:50051", or "https://…" with TLS. */
   readonly baseUrl: string;
-  /** Recorded on ledger entries as the caller (sent as `x-caller` metadata). */
+  /** This service's bearer token. */
+  readonly token?: string;
+  /** Sent as `x-caller` (used as the caller only when the server runs without authentication). */
   readonly caller?: string;
-  /** Per-call deadline unless a call sets its own. */
+  /** Deadline of a whole logical call, retries included, unless the call sets its own (default 10 s). */
   readonly defaultTimeoutMs?: number;
+  readonly retry?: RetryOptions;
+  /** TLS: the CA that signed the server's certificate, and a client certificate for mutual TLS. */
+  readonly tls?: { readonly ca?: string | Buffer; readonly cert?: string | Buffer; readonly key?: string | Buffer };
 }
 
 export interface CreditClients {
@@ -22,20 +39,52 @@ export interface CreditClients {
   readonly admin: Client<typeof CreditAdminService>;
 }
 
-/** Typed clients for both services over one gRPC (HTTP/2) transport. */
+/**
+ * Gives a mutating request without an idempotency key one, once per logical call: it runs
+ * outside the retry loop, so every retry carries the same key and the server applies it once.
+ */
+const idempotencyKeys: Interceptor = (next) => (req) => {
+  const message = req.message as { idempotencyKey?: unknown };
+  if (typeof message.idempotencyKey === "string" && message.idempotencyKey === "") message.idempotencyKey = randomUUID();
+  return next(req);
+};
+
+/** Retries UNAVAILABLE (a store or the server is away) and ABORTED (the same key is in flight) only. */
+function retries(options: RetryOptions = {}): Interceptor {
+  const maxAttempts = options.maxAttempts ?? 4;
+  const initial = options.initialBackoffMs ?? 50;
+  const cap = options.maxBackoffMs ?? 2000;
+  return (next) => async (req) => {
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await next(req);
+      } catch (err) {
+        const code = ConnectError.from(err).code;
+        const retryable = code === Code.Unavailable || code === Code.Aborted;
+        if (!retryable || attempt >= maxAttempts || req.signal.aborted) throw err;
+        const backoff = Math.random() * Math.min(cap, initial * 2 ** (attempt - 1));
+        await new Promise((resolve) => setTimeout(resolve, backoff));
+        if (req.signal.aborted) throw err;
+      }
+    }
+  };
+}
+
+function headers(options: CreditClientOptions): Interceptor {
+  return (next) => (req) => {
+    if (options.token) req.header.set("authorization", `Bearer ${options.token}`);
+    if (options.caller) req.header.set("x-caller", options.caller);
+    return next(req);
+  };
+}
+
+/** Typed clients for both services over one gRPC (HTTP/2) connection, with keys, retries and a deadline. */
 export function createCreditClients(options: CreditClientOptions): CreditClients {
-  const interceptors: Interceptor[] = [];
-  if (options.caller) {
-    const caller = options.caller;
-    interceptors.push((next) => (req) => {
-      req.header.set("x-caller", caller);
-      return next(req);
-    });
-  }
   const transport = createGrpcTransport({
     baseUrl: options.baseUrl,
-    interceptors,
+    interceptors: [idempotencyKeys, retries(options.retry), headers(options)],
     defaultTimeoutMs: options.defaultTimeoutMs ?? 10_000,
+    nodeOptions: options.tls ? { ca: options.tls.ca, cert: options.tls.cert, key: options.tls.key } : undefined,
   });
   return { credit: createClient(CreditService, transport), admin: createClient(CreditAdminService, transport) };
 }

@@ -1,8 +1,11 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import type { AppDeps } from "../app/deps.js";
 import { adjustCredits } from "../app/grants.js";
-import { listLedgerEntries } from "../app/queries.js";
+import { listLedgerEntries, reconcile } from "../app/queries.js";
 import {
+  ReconcileDifferenceSchema,
+  type ReconcileRequest,
+  ReconcileResponseSchema,
   type AdjustCreditsRequest,
   AdjustCreditsRequestSchema,
   AdjustCreditsResponseSchema,
@@ -46,6 +49,21 @@ export function adminHandlers(deps: AppDeps): ServiceHandlers {
       return reply(
         await adjustCredits(deps, { accountId, amount, expiresAt, reason, claim, caller: callerOf(ctx) }, (g) =>
           toBinary(AdjustCreditsResponseSchema, create(AdjustCreditsResponseSchema, { bucket: encode.bucket(g.bucket), balance: encode.balance(g.balance) })),
+        ),
+      );
+    },
+
+    async Reconcile(req: ReconcileRequest) {
+      const accountId = decode.id(req.accountId, "account_id");
+      return reply(
+        await reconcile(deps, accountId, (differences) =>
+          toBinary(
+            ReconcileResponseSchema,
+            create(ReconcileResponseSchema, {
+              differences: differences.map((d) => create(ReconcileDifferenceSchema, { subject: d.subject, field: d.field, stored: d.stored, fromEntries: d.fromEntries })),
+              consistent: differences.length === 0,
+            }),
+          ),
         ),
       );
     },

@@ -440,11 +440,12 @@ describe("ChangePlan racing Reserves", () => {
     const t = svc();
     const accountId = newAccountId();
     await changePlan(t, accountId, "basic-monthly");
-    const reserves = Array.from({ length: 50 }, () =>
-      t.credit.reserve({ accountId, idempotencyKey: newKey("res"), cost: { case: "amount", value: 40n } }),
-    );
+    const reserve = () => t.credit.reserve({ accountId, idempotencyKey: newKey("res"), cost: { case: "amount", value: 40n } });
+    // The upgrade is sent between the 25th and the 26th Reserve; all 51 calls are in flight together.
+    const first = Array.from({ length: 25 }, reserve);
     const upgrade = changePlan(t, accountId, "pro-monthly");
-    const results = await Promise.allSettled(reserves);
+    const second = Array.from({ length: 25 }, reserve);
+    const results = await Promise.allSettled([...first, ...second]);
     const changed = await upgrade;
 
     expect(changed.change).toBe(PlanChangeKind.UPGRADED);
@@ -566,6 +567,42 @@ describe("business plans", () => {
     expect(iso(balance.subscription?.periodStart)).toBe("2030-05-01T00:00:00.000Z");
     expect(balance.subscription).toMatchObject({ planId, planVersion: 1, monthlyAllowance: 250_000n });
     expect(subscriptionBucket(balance).granted).toBe(250_000n);
+    await expectConsistent(t, accountId);
+  });
+});
+
+describe("a plan without allowance", () => {
+  const svc = serviceAt(APRIL_1);
+
+  it("upgrading from a business plan with no allowance grants the new plan's whole allowance at once", async () => {
+    const t = svc();
+    const accountId = newAccountId("seat");
+    const planId = `${accountId}-seats-only`;
+    await t.admin.setCustomPlan({
+      accountId,
+      planId,
+      name: "Seats only",
+      monthlyAllowance: 0n,
+      price: { currencyCode: "USD", amountMinor: 500n },
+      interval: BillingInterval.MONTH,
+      topUpPacks: [],
+    });
+    const subscribed = await changePlan(t, accountId, planId);
+    expect(subscribed.change).toBe(PlanChangeKind.SUBSCRIBED);
+    expect(subscribed.creditsGranted).toBe(0n);
+    expect(subscribed.balance?.available).toBe(0n);
+
+    await advanceTestClock(t, accountId, 10 * DAY);
+    const res = await changePlan(t, accountId, "basic-monthly");
+    expect(res.change).toBe(PlanChangeKind.UPGRADED);
+    expect(res.creditsGranted).toBe(1000n);
+    // (1000 − 500) × 20/30 = 333.3 → 333
+    expect(res.proratedCharge).toMatchObject({ currencyCode: "USD", amountMinor: 333n });
+    expect(res.balance?.available).toBe(1000n);
+    const bucket = subscriptionBucket(res.balance!);
+    expect(iso(bucket.expiresAt)).toBe("2030-05-01T00:00:00.000Z");
+    const held = await t.credit.reserve({ accountId, idempotencyKey: newKey("res"), cost: { case: "amount", value: 1000n } });
+    expect(held.reservation?.state).toBe(ReservationState.HELD);
     await expectConsistent(t, accountId);
   });
 });

@@ -5,10 +5,12 @@ import { join } from "node:path";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GenerationKind, GenerationSpecSchema, LedgerEntryKind, Quality, ReservationState } from "../../src/client/index.js";
 import { loadRateCard } from "../../src/catalog/rate-card.js";
 import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
+import { TEST_DATABASE_URL } from "../support/env.js";
 import { newAccountId, newKey, startTestService, type TestService } from "../support/harness.js";
 
 /** The checked-in card: its version and JSON (the prices below are computed by hand from it). */
@@ -202,6 +204,23 @@ describe("Reserve and Commit by spec", () => {
     expect(await t.service.store.reconcile(accountId)).toEqual([]);
   });
 
+  it("Commit by spec of a hold of a raw amount prices with the current card and the account's pricing", async () => {
+    const accountId = newAccountId("biz");
+    await fund(accountId, 1000n);
+    await t.admin.setAccountPricing({ accountId, pricePermille: 800 });
+    const r = await t.credit.reserve({ accountId, idempotencyKey: newKey("res"), cost: { case: "amount", value: 500n } });
+    const c = await commitSpec(r.reservation!.reservationId, VEO_396);
+    expect(c.reservation?.capturedAmount).toBe(317n); // 396 × 0.8 = 316.8 → 317
+    expect(c.reservation?.releasedAmount).toBe(183n); // 500 − 317
+    expect(c.balance?.available).toBe(683n);
+  });
+
+  it("Commit by spec of an unknown reservation is NotFound", async () => {
+    const failure = await failureOf(commitSpec(randomUUID(), VEO_144));
+    expect(failure.code).toBe(Code.NotFound);
+    expect(failure.reason).toBe("RESERVATION_NOT_FOUND");
+  });
+
   it("Reserve by spec without enough credits fails INSUFFICIENT_CREDITS and holds nothing", async () => {
     const accountId = newAccountId();
     await fund(accountId, 395n);
@@ -291,6 +310,25 @@ describe("rate card versions", () => {
     // The stored version keeps its prices.
     const q = await t.credit.quote({ spec: spec("flux-pro", GenerationKind.IMAGE, 512, 512, null, 1, Quality.STANDARD) });
     expect(q.credits).toBe(8n);
+  });
+
+  it("a refused start leaves no database connection open behind it", async () => {
+    const path = cardFile((card) => {
+      modelOf(card, "sdxl")["baseCredits"] = 4;
+    });
+    const db = new pg.Client({ connectionString: TEST_DATABASE_URL });
+    await db.connect();
+    try {
+      const since = (await db.query<{ now: Date }>("select clock_timestamp() as now")).rows[0]!.now;
+      await expect(startTestService({ RATE_CARD_PATH: path })).rejects.toThrow(/already stored with other prices/);
+      const opened = await db.query<{ n: string }>(
+        "select count(*) as n from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() and backend_start >= $1",
+        [since],
+      );
+      expect(Number(opened.rows[0]!.n)).toBe(0);
+    } finally {
+      await db.end();
+    }
   });
 
   it("starting again with the same card under the same version is accepted", async () => {

@@ -1,8 +1,9 @@
+import { createHash, randomUUID } from "node:crypto";
 import { toBinary } from "@bufbuild/protobuf";
 import { durationFromMs, type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BucketKind, GetBalanceResponseSchema, LedgerEntryKind, PlanChangeKind, ReservationState } from "../../src/client/index.js";
+import { BucketKind, createCreditClients, GetBalanceResponseSchema, LedgerEntryKind, PlanChangeKind, ReservationState } from "../../src/client/index.js";
 import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { newAccountId, newKey, startTestService, TEST_EPOCH, type TestService } from "../support/harness.js";
 
@@ -225,7 +226,7 @@ describe("holds on a test-clock account", () => {
     expect(await t.service.store.reconcile(accountId)).toEqual([]);
   });
 
-  it("a hold taken on a test-clock account gets its expiry from the account's clock", async () => {
+  it("a hold taken on a test-clock account gets its expiry from the account's clock and is judged by it when only server time moves", async () => {
     const t = svc();
     const accountId = newAccountId();
     await t.admin.adjustCredits({ accountId, amount: 100n, reason: "test clock funding", idempotencyKey: newKey("fund") });
@@ -236,24 +237,35 @@ describe("holds on a test-clock account", () => {
     // Still open after 59 s of the account's time; expired at 60 s.
     await t.admin.advanceTestClock({ accountId, by: durationFromMs(59_000), idempotencyKey: newKey("clock") });
     expect((await t.credit.getReservation({ reservationId: r.reservation!.reservationId })).reservation?.state).toBe(ReservationState.HELD);
-    await t.admin.advanceTestClock({ accountId, by: durationFromMs(1_000), idempotencyKey: newKey("clock") });
-    expect((await t.credit.getReservation({ reservationId: r.reservation!.reservationId })).reservation?.state).toBe(ReservationState.EXPIRED);
+    // The last second passes on the server clock: GetReservation judges the hold by the account's
+    // time (5 days ahead), not by server time, by which it has 5 days left.
+    t.clock.advance(1_000);
+    const read = await t.credit.getReservation({ reservationId: r.reservation!.reservationId });
+    expect(read.reservation?.state).toBe(ReservationState.EXPIRED);
+    expect(read.reservation?.settledAt).toEqual(r.reservation?.expiresAt);
+    const { balance } = await t.credit.getBalance({ accountId });
+    expect(balance?.available).toBe(100n);
+    expect(await t.service.store.reconcile(accountId)).toEqual([]);
   });
 });
 
 describe("AdvanceTestClock in production", () => {
-  const svc = serviceAt(TEST_EPOCH, { ENVIRONMENT: "production" });
+  // Production refuses to start without authentication: one admin token, so every method may be called.
+  const token = `admin-token-${randomUUID()}`;
+  const svc = serviceAt(TEST_EPOCH, { ENVIRONMENT: "production", AUTH_TOKENS: `plans-admin:admin:${createHash("sha256").update(token).digest("hex")}` });
 
   it("a service started with ENVIRONMENT=production refuses it with FAILED_PRECONDITION TEST_CLOCK_DISABLED and moves nothing", async () => {
     const t = svc();
+    const { credit, admin } = createCreditClients({ baseUrl: `http://127.0.0.1:${t.service.port}`, token });
     const accountId = newAccountId();
-    await t.credit.changePlan({ accountId, planId: "basic-monthly", idempotencyKey: newKey("plan") });
-    const before = await balanceBytes(t, accountId);
-    const failure = await failureOf(t.admin.advanceTestClock({ accountId, by: durationFromMs(40 * DAY), idempotencyKey: newKey("clock") }));
+    await credit.changePlan({ accountId, planId: "basic-monthly", idempotencyKey: newKey("plan") });
+    const before = toBinary(GetBalanceResponseSchema, await credit.getBalance({ accountId }));
+    const failure = await failureOf(admin.advanceTestClock({ accountId, by: durationFromMs(40 * DAY), idempotencyKey: newKey("clock") }));
     expect(failure.code).toBe(Code.FailedPrecondition);
     expect(failure.reason).toBe("TEST_CLOCK_DISABLED");
-    expect(await balanceBytes(t, accountId)).toEqual(before);
-    const { balance } = await t.credit.getBalance({ accountId });
-    expect(iso(balance?.asOf)).toBe(t.clock.now().toISOString());
+    const after = await credit.getBalance({ accountId });
+    expect(toBinary(GetBalanceResponseSchema, after)).toEqual(before);
+    expect(iso(after.balance?.asOf)).toBe(t.clock.now().toISOString());
+    expect(iso(after.balance?.subscription?.periodStart)).toBe(TEST_EPOCH.toISOString());
   });
 });

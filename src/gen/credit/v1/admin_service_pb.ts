@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file credit/v1/admin_service.proto.
  */
 export const file_credit_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1jcmVkaXQvdjEvYWRtaW5fc2VydmljZS5wcm90bxIJY3JlZGl0LnYxInIKFEN1c3RvbVRvcFVwUGFja09mZmVyEg8KB3BhY2tfaWQYASABKAkSDwoHY3JlZGl0cxgCIAEoAxIfCgVwcmljZRgDIAEoCzIQLmNyZWRpdC52MS5Nb25leRIXCg92YWxpZGl0eV9tb250aHMYBCABKAUi6gEKFFNldEN1c3RvbVBsYW5SZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDwoHcGxhbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEhkKEW1vbnRobHlfYWxsb3dhbmNlGAQgASgDEh8KBXByaWNlGAUgASgLMhAuY3JlZGl0LnYxLk1vbmV5EiwKCGludGVydmFsGAYgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBI1Cgx0b3BfdXBfcGFja3MYByADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoVU2V0Q3VzdG9tUGxhblJlc3BvbnNlEh0KBHBsYW4YASABKAsyDy5jcmVkaXQudjEuUGxhbhI1Cgx0b3BfdXBfcGFja3MYAiADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoXQWR2YW5jZVRlc3RDbG9ja1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIlCgJieRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkiaAoYQWR2YW5jZVRlc3RDbG9ja1Jlc3BvbnNlEicKA25vdxgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIpMBChRBZGp1c3RDcmVkaXRzUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEg4KBmFtb3VudBgCIAEoAxIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YBCABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJIl8KFUFkanVzdENyZWRpdHNSZXNwb25zZRIhCgZidWNrZXQYASABKAsyES5jcmVkaXQudjEuQnVja2V0EiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSLaAgoLTGVkZ2VyRW50cnkSEAoIZW50cnlfaWQYASABKAMSEgoKYWNjb3VudF9pZBgCIAEoCRIoCgRraW5kGAMgASgOMhouY3JlZGl0LnYxLkxlZGdlckVudHJ5S2luZBIRCglidWNrZXRfaWQYBCABKAkSFgoOcmVzZXJ2YXRpb25faWQYBSABKAkSDgoGYW1vdW50GAYgASgDEhcKD2lkZW1wb3RlbmN5X2tleRgHIAEoCRIOCgZjYWxsZXIYCCABKAkSNgoIbWV0YWRhdGEYCSADKAsyJC5jcmVkaXQudjEuTGVkZ2VyRW50cnkuTWV0YWRhdGFFbnRyeRIuCgpjcmVhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi3gEKGExpc3RMZWRnZXJFbnRyaWVzUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgVraW5kcxgGIAMoDjIaLmNyZWRpdC52MS5MZWRnZXJFbnRyeUtpbmQiXQoZTGlzdExlZGdlckVudHJpZXNSZXNwb25zZRInCgdlbnRyaWVzGAEgAygLMhYuY3JlZGl0LnYxLkxlZGdlckVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJGChhTZXRBY2NvdW50UHJpY2luZ1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIWCg5wcmljZV9wZXJtaWxsZRgCIAEoBSIzChlTZXRBY2NvdW50UHJpY2luZ1Jlc3BvbnNlEhYKDnByaWNlX3Blcm1pbGxlGAEgASgFKucBCg9MZWRnZXJFbnRyeUtpbmQSIQodTEVER0VSX0VOVFJZX0tJTkRfVU5TUEVDSUZJRUQQABIbChdMRURHRVJfRU5UUllfS0lORF9HUkFOVBABEhoKFkxFREdFUl9FTlRSWV9LSU5EX0hPTEQQAhIdChlMRURHRVJfRU5UUllfS0lORF9DQVBUVVJFEAMSHQoZTEVER0VSX0VOVFJZX0tJTkRfUkVMRUFTRRAEEhwKGExFREdFUl9FTlRSWV9LSU5EX0VYUElSRRAFEhwKGExFREdFUl9FTlRSWV9LSU5EX0FESlVTVBAGMugDChJDcmVkaXRBZG1pblNlcnZpY2USUgoNQWRqdXN0Q3JlZGl0cxIfLmNyZWRpdC52MS5BZGp1c3RDcmVkaXRzUmVxdWVzdBogLmNyZWRpdC52MS5BZGp1c3RDcmVkaXRzUmVzcG9uc2USYwoRTGlzdExlZGdlckVudHJpZXMSIy5jcmVkaXQudjEuTGlzdExlZGdlckVudHJpZXNSZXF1ZXN0GiQuY3JlZGl0LnYxLkxpc3RMZWRnZXJFbnRyaWVzUmVzcG9uc2UiA5ACARJXCg1TZXRDdXN0b21QbGFuEh8uY3JlZGl0LnYxLlNldEN1c3RvbVBsYW5SZXF1ZXN0GiAuY3JlZGl0LnYxLlNldEN1c3RvbVBsYW5SZXNwb25zZSIDkAICEmMKEVNldEFjY291bnRQcmljaW5nEiMuY3JlZGl0LnYxLlNldEFjY291bnRQcmljaW5nUmVxdWVzdBokLmNyZWRpdC52MS5TZXRBY2NvdW50UHJpY2luZ1Jlc3BvbnNlIgOQAgISWwoQQWR2YW5jZVRlc3RDbG9jaxIiLmNyZWRpdC52MS5BZHZhbmNlVGVzdENsb2NrUmVxdWVzdBojLmNyZWRpdC52MS5BZHZhbmNlVGVzdENsb2NrUmVzcG9uc2ViBnByb3RvMw", [file_credit_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch1jcmVkaXQvdjEvYWRtaW5fc2VydmljZS5wcm90bxIJY3JlZGl0LnYxInIKFEN1c3RvbVRvcFVwUGFja09mZmVyEg8KB3BhY2tfaWQYASABKAkSDwoHY3JlZGl0cxgCIAEoAxIfCgVwcmljZRgDIAEoCzIQLmNyZWRpdC52MS5Nb25leRIXCg92YWxpZGl0eV9tb250aHMYBCABKAUi6gEKFFNldEN1c3RvbVBsYW5SZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDwoHcGxhbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEhkKEW1vbnRobHlfYWxsb3dhbmNlGAQgASgDEh8KBXByaWNlGAUgASgLMhAuY3JlZGl0LnYxLk1vbmV5EiwKCGludGVydmFsGAYgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBI1Cgx0b3BfdXBfcGFja3MYByADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoVU2V0Q3VzdG9tUGxhblJlc3BvbnNlEh0KBHBsYW4YASABKAsyDy5jcmVkaXQudjEuUGxhbhI1Cgx0b3BfdXBfcGFja3MYAiADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoXQWR2YW5jZVRlc3RDbG9ja1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIlCgJieRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkiaAoYQWR2YW5jZVRlc3RDbG9ja1Jlc3BvbnNlEicKA25vdxgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIpMBChRBZGp1c3RDcmVkaXRzUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEg4KBmFtb3VudBgCIAEoAxIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YBCABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJIl8KFUFkanVzdENyZWRpdHNSZXNwb25zZRIhCgZidWNrZXQYASABKAsyES5jcmVkaXQudjEuQnVja2V0EiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSLaAgoLTGVkZ2VyRW50cnkSEAoIZW50cnlfaWQYASABKAMSEgoKYWNjb3VudF9pZBgCIAEoCRIoCgRraW5kGAMgASgOMhouY3JlZGl0LnYxLkxlZGdlckVudHJ5S2luZBIRCglidWNrZXRfaWQYBCABKAkSFgoOcmVzZXJ2YXRpb25faWQYBSABKAkSDgoGYW1vdW50GAYgASgDEhcKD2lkZW1wb3RlbmN5X2tleRgHIAEoCRIOCgZjYWxsZXIYCCABKAkSNgoIbWV0YWRhdGEYCSADKAsyJC5jcmVkaXQudjEuTGVkZ2VyRW50cnkuTWV0YWRhdGFFbnRyeRIuCgpjcmVhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi3gEKGExpc3RMZWRnZXJFbnRyaWVzUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgVraW5kcxgGIAMoDjIaLmNyZWRpdC52MS5MZWRnZXJFbnRyeUtpbmQiXQoZTGlzdExlZGdlckVudHJpZXNSZXNwb25zZRInCgdlbnRyaWVzGAEgAygLMhYuY3JlZGl0LnYxLkxlZGdlckVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJGChhTZXRBY2NvdW50UHJpY2luZ1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIWCg5wcmljZV9wZXJtaWxsZRgCIAEoBSIzChlTZXRBY2NvdW50UHJpY2luZ1Jlc3BvbnNlEhYKDnByaWNlX3Blcm1pbGxlGAEgASgFIiYKEFJlY29uY2lsZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCSJbChNSZWNvbmNpbGVEaWZmZXJlbmNlEg8KB3N1YmplY3QYASABKAkSDQoFZmllbGQYAiABKAkSDgoGc3RvcmVkGAMgASgDEhQKDGZyb21fZW50cmllcxgEIAEoAyJcChFSZWNvbmNpbGVSZXNwb25zZRIzCgtkaWZmZXJlbmNlcxgBIAMoCzIeLmNyZWRpdC52MS5SZWNvbmNpbGVEaWZmZXJlbmNlEhIKCmNvbnNpc3RlbnQYAiABKAgq5wEKD0xlZGdlckVudHJ5S2luZBIhCh1MRURHRVJfRU5UUllfS0lORF9VTlNQRUNJRklFRBAAEhsKF0xFREdFUl9FTlRSWV9LSU5EX0dSQU5UEAESGgoWTEVER0VSX0VOVFJZX0tJTkRfSE9MRBACEh0KGUxFREdFUl9FTlRSWV9LSU5EX0NBUFRVUkUQAxIdChlMRURHRVJfRU5UUllfS0lORF9SRUxFQVNFEAQSHAoYTEVER0VSX0VOVFJZX0tJTkRfRVhQSVJFEAUSHAoYTEVER0VSX0VOVFJZX0tJTkRfQURKVVNUEAYytQQKEkNyZWRpdEFkbWluU2VydmljZRJSCg1BZGp1c3RDcmVkaXRzEh8uY3JlZGl0LnYxLkFkanVzdENyZWRpdHNSZXF1ZXN0GiAuY3JlZGl0LnYxLkFkanVzdENyZWRpdHNSZXNwb25zZRJjChFMaXN0TGVkZ2VyRW50cmllcxIjLmNyZWRpdC52MS5MaXN0TGVkZ2VyRW50cmllc1JlcXVlc3QaJC5jcmVkaXQudjEuTGlzdExlZGdlckVudHJpZXNSZXNwb25zZSIDkAIBEksKCVJlY29uY2lsZRIbLmNyZWRpdC52MS5SZWNvbmNpbGVSZXF1ZXN0GhwuY3JlZGl0LnYxLlJlY29uY2lsZVJlc3BvbnNlIgOQAgESVwoNU2V0Q3VzdG9tUGxhbhIfLmNyZWRpdC52MS5TZXRDdXN0b21QbGFuUmVxdWVzdBogLmNyZWRpdC52MS5TZXRDdXN0b21QbGFuUmVzcG9uc2UiA5ACAhJjChFTZXRBY2NvdW50UHJpY2luZxIjLmNyZWRpdC52MS5TZXRBY2NvdW50UHJpY2luZ1JlcXVlc3QaJC5jcmVkaXQudjEuU2V0QWNjb3VudFByaWNpbmdSZXNwb25zZSIDkAICElsKEEFkdmFuY2VUZXN0Q2xvY2sSIi5jcmVkaXQudjEuQWR2YW5jZVRlc3RDbG9ja1JlcXVlc3QaIy5jcmVkaXQudjEuQWR2YW5jZVRlc3RDbG9ja1Jlc3BvbnNlYgZwcm90bzM", [file_credit_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A top-up pack offered to one business account.
@@ -507,6 +507,97 @@ export const SetAccountPricingResponseSchema: GenMessage<SetAccountPricingRespon
   messageDesc(file_credit_v1_admin_service, 11);
 
 /**
+ * Check one account's stored state against its ledger.
+ *
+ * @generated from message credit.v1.ReconcileRequest
+ */
+export type ReconcileRequest = Message<"credit.v1.ReconcileRequest"> & {
+  /**
+   * The account to check (it must exist).
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+};
+
+/**
+ * Describes the message credit.v1.ReconcileRequest.
+ * Use `create(ReconcileRequestSchema)` to create a new message.
+ */
+export const ReconcileRequestSchema: GenMessage<ReconcileRequest> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 12);
+
+/**
+ * One field whose stored value differs from what the entries add up to.
+ *
+ * @generated from message credit.v1.ReconcileDifference
+ */
+export type ReconcileDifference = Message<"credit.v1.ReconcileDifference"> & {
+  /**
+   * What differs, for example "bucket <id>" or "reservation <id>".
+   *
+   * @generated from field: string subject = 1;
+   */
+  subject: string;
+
+  /**
+   * Which field: granted, remaining, held, captured, released.
+   *
+   * @generated from field: string field = 2;
+   */
+  field: string;
+
+  /**
+   * The stored value.
+   *
+   * @generated from field: int64 stored = 3;
+   */
+  stored: bigint;
+
+  /**
+   * The value recomputed from the entries.
+   *
+   * @generated from field: int64 from_entries = 4;
+   */
+  fromEntries: bigint;
+};
+
+/**
+ * Describes the message credit.v1.ReconcileDifference.
+ * Use `create(ReconcileDifferenceSchema)` to create a new message.
+ */
+export const ReconcileDifferenceSchema: GenMessage<ReconcileDifference> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 13);
+
+/**
+ * The outcome of a reconciliation.
+ *
+ * @generated from message credit.v1.ReconcileResponse
+ */
+export type ReconcileResponse = Message<"credit.v1.ReconcileResponse"> & {
+  /**
+   * Every difference found; empty when the account is consistent.
+   *
+   * @generated from field: repeated credit.v1.ReconcileDifference differences = 1;
+   */
+  differences: ReconcileDifference[];
+
+  /**
+   * True when there are no differences.
+   *
+   * @generated from field: bool consistent = 2;
+   */
+  consistent: boolean;
+};
+
+/**
+ * Describes the message credit.v1.ReconcileResponse.
+ * Use `create(ReconcileResponseSchema)` to create a new message.
+ */
+export const ReconcileResponseSchema: GenMessage<ReconcileResponse> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 14);
+
+/**
  * The kind of movement a ledger entry records.
  *
  * @generated from enum credit.v1.LedgerEntryKind
@@ -593,6 +684,16 @@ export const CreditAdminService: GenService<{
     methodKind: "unary";
     input: typeof ListLedgerEntriesRequestSchema;
     output: typeof ListLedgerEntriesResponseSchema;
+  },
+  /**
+   * Reconcile recomputes an account's buckets and holds from its ledger entries and reports every difference.
+   *
+   * @generated from rpc credit.v1.CreditAdminService.Reconcile
+   */
+  reconcile: {
+    methodKind: "unary";
+    input: typeof ReconcileRequestSchema;
+    output: typeof ReconcileResponseSchema;
   },
   /**
    * SetCustomPlan defines (or revises) a business plan and custom top-up packs for one account.

@@ -1,0 +1,93 @@
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { BucketKind, createCreditClients, LedgerEntryKind } from "./client/index.js";
+import { sha256 } from "./rpc/auth.js";
+
+/**
+ * credit-admin: the operators' command line, built on the client SDK.
+ *   credit-admin balance <account>
+ *   credit-admin entries <account> [--kind HOLD] [--limit 50]
+ *   credit-admin adjust <account> <amount> --reason "…" [--expires 2027-01-31T00:00:00Z]
+ *   credit-admin reconcile <account>
+ *   credit-admin hash-token <token>            (for AUTH_TOKENS)
+ * Server and token from CREDIT_URL (default http://127.0.0.1:50051) and CREDIT_TOKEN.
+ */
+
+/** Left-aligned columns under a header, like `kubectl get`. */
+export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: readonly string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
+  return [line(header), ...rows.map(line)].join("\n");
+}
+
+function option(args: string[], name: string): string | undefined {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+const when = (t: Parameters<typeof timestampDate>[0] | undefined) => (t ? timestampDate(t).toISOString() : "-");
+
+export async function run(args: string[], env: Record<string, string | undefined>, out: (text: string) => void): Promise<number> {
+  const [command, account, ...rest] = args;
+  if (command === "hash-token" && account) {
+    out(sha256(account).toString("hex"));
+    return 0;
+  }
+  const { credit, admin } = createCreditClients({ baseUrl: env["CREDIT_URL"] ?? "http://127.0.0.1:50051", token: env["CREDIT_TOKEN"], caller: "credit-admin" });
+  if (!account) {
+    out("usage: credit-admin balance|entries|adjust|reconcile <account> … | hash-token <token>");
+    return 2;
+  }
+  switch (command) {
+    case "balance": {
+      const { balance } = await credit.getBalance({ accountId: account });
+      out(`account ${account}: available ${balance?.available ?? 0n}, held ${balance?.held ?? 0n}`);
+      if (balance?.subscription) out(`plan ${balance.subscription.planId} v${balance.subscription.planVersion}, period ends ${when(balance.subscription.periodEnd)}`);
+      const rows = (balance?.buckets ?? []).map((b) => [b.bucketId, BucketKind[b.kind], String(b.granted), String(b.remaining), String(b.held), when(b.expiresAt)]);
+      out(table(["BUCKET", "KIND", "GRANTED", "REMAINING", "HELD", "EXPIRES"], rows));
+      return 0;
+    }
+    case "entries": {
+      const kind = option(rest, "kind");
+      const kinds = kind ? [LedgerEntryKind[kind.toUpperCase() as keyof typeof LedgerEntryKind]].filter((k) => k !== undefined) : [];
+      const { entries } = await admin.listLedgerEntries({ accountId: account, pageSize: Number(option(rest, "limit") ?? 50), kinds });
+      const rows = entries.map((e) => [String(e.entryId), when(e.createdAt), LedgerEntryKind[e.kind], String(e.amount), e.bucketId, e.reservationId || "-", e.caller]);
+      out(table(["ID", "TIME", "KIND", "AMOUNT", "BUCKET", "RESERVATION", "CALLER"], rows));
+      return 0;
+    }
+    case "adjust": {
+      const [amount] = rest;
+      const reason = option(rest, "reason");
+      if (!amount || !reason) {
+        out("usage: credit-admin adjust <account> <amount> --reason \"…\" [--expires ISO-8601]");
+        return 2;
+      }
+      const expires = option(rest, "expires");
+      const { bucket, balance } = await admin.adjustCredits({
+        accountId: account,
+        amount: BigInt(amount),
+        reason,
+        expiresAt: expires ? timestampFromDate(new Date(expires)) : undefined,
+      });
+      out(`granted ${bucket?.granted} credits in bucket ${bucket?.bucketId}; available now ${balance?.available}`);
+      return 0;
+    }
+    case "reconcile": {
+      const { differences, consistent } = await admin.reconcile({ accountId: account });
+      out(consistent ? `account ${account}: consistent` : table(["SUBJECT", "FIELD", "STORED", "FROM ENTRIES"], differences.map((d) => [d.subject, d.field, String(d.stored), String(d.fromEntries)])));
+      return consistent ? 0 : 1;
+    }
+    default:
+      out(`unknown command ${command}`);
+      return 2;
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  run(process.argv.slice(2), process.env, (text) => console.log(text)).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      console.error(err instanceof Error ? err.message : String(err));
+      process.exit(1);
+    },
+  );
+}
