@@ -57,7 +57,7 @@ export async function run(args: string[], env: Record<string, string | undefined
     case "adjust": {
       const [amount] = rest;
       const reason = option(rest, "reason");
-      if (!amount || !reason) {
+      if (!amount || !/^\d{1,16}$/.test(amount) || !reason) {
         out("usage: credit-admin adjust <account> <amount> --reason \"…\" [--expires ISO-8601]");
         return 2;
       }

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { MikroORM } from "@mikro-orm/postgresql";
 import type { Logger } from "pino";
 import type { AppDeps } from "./app/deps.js";
 import { type SweepReport, sweepOnce, startSweeper, type Sweeper } from "./app/sweeper.js";
@@ -46,6 +47,22 @@ export async function startService(config: Config, clock: Clock, log: Logger): P
     migrate: config.DB_MIGRATE,
     onDriverWarning: (message) => log.warn({ driver: "knex" }, message),
   });
+  try {
+    return await startOnDatabase(config, clock, log, orm, catalog, rateCard);
+  } catch (err) {
+    await orm.close(true); // a refused start leaves no connection behind
+    throw err;
+  }
+}
+
+async function startOnDatabase(
+  config: Config,
+  clock: Clock,
+  log: Logger,
+  orm: MikroORM,
+  catalog: ReturnType<typeof loadPlanCatalog>,
+  rateCard: ReturnType<typeof loadRateCard>,
+): Promise<RunningService> {
   const store = new PostgresLedgerStore(orm, randomUUID);
   const plans = new PostgresPlanStore(orm);
   const added = await plans.syncCatalog(catalog, clock.now());

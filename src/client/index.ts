@@ -30,6 +30,8 @@ export interface CreditClientOptions {
   /** Deadline of a whole logical call, retries included, unless the call sets its own (default 10 s). */
   readonly defaultTimeoutMs?: number;
   readonly retry?: RetryOptions;
+  /** Generate an idempotency key for mutating requests that have none (default true). */
+  readonly generateIdempotencyKeys?: boolean;
   /** TLS: the CA that signed the server's certificate, and a client certificate for mutual TLS. */
   readonly tls?: { readonly ca?: string | Buffer; readonly cert?: string | Buffer; readonly key?: string | Buffer };
 }
@@ -63,11 +65,25 @@ function retries(options: RetryOptions = {}): Interceptor {
         const retryable = code === Code.Unavailable || code === Code.Aborted;
         if (!retryable || attempt >= maxAttempts || req.signal.aborted) throw err;
         const backoff = Math.random() * Math.min(cap, initial * 2 ** (attempt - 1));
-        await new Promise((resolve) => setTimeout(resolve, backoff));
-        if (req.signal.aborted) throw err;
+        await pause(backoff, req.signal);
+        if (req.signal.aborted) throw ConnectError.from(req.signal.reason ?? err);
       }
     }
   };
+}
+
+/** Waits `ms`, or less if the call's deadline (or cancellation) comes first. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done);
+  });
 }
 
 function headers(options: CreditClientOptions): Interceptor {
@@ -82,7 +98,7 @@ function headers(options: CreditClientOptions): Interceptor {
 export function createCreditClients(options: CreditClientOptions): CreditClients {
   const transport = createGrpcTransport({
     baseUrl: options.baseUrl,
-    interceptors: [idempotencyKeys, retries(options.retry), headers(options)],
+    interceptors: [...(options.generateIdempotencyKeys === false ? [] : [idempotencyKeys]), retries(options.retry), headers(options)],
     defaultTimeoutMs: options.defaultTimeoutMs ?? 10_000,
     nodeOptions: options.tls ? { ca: options.tls.ca, cert: options.tls.cert, key: options.tls.key } : undefined,
   });

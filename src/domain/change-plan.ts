@@ -41,7 +41,8 @@ export function changePlan(book: AccountBook, target: Plan, now: Date, newId: ()
   }
   const period = billingPeriod(current.anchor, current.plan.interval, notBeforeAnchor(current, now));
   const zero = money(current.plan.price.currencyCode, 0n);
-  if (target.planId === current.plan.planId) {
+  // The same plan version again: cancel what is scheduled. (A newer version of the same plan is a change like any other.)
+  if (target.planId === current.plan.planId && target.version === current.plan.version) {
     if (!current.scheduled) {
       return fail("ALREADY_ON_PLAN", `account ${book.accountId} is already on plan ${target.planId}`, { plan_id: target.planId });
     }

@@ -71,7 +71,7 @@ function checkSpec(rate: ModelRate | undefined, spec: GenerationSpec): Result<Mo
   }
   if (spec.width < 0 || spec.height < 0 || spec.width > rate.maxWidth || spec.height > rate.maxHeight) {
     return fail("RESOLUTION_OUT_OF_RANGE", `${spec.width}x${spec.height} exceeds ${rate.maxWidth}x${rate.maxHeight} for ${spec.model}`, {
-      field: "spec.width",
+      field: spec.width < 0 || spec.width > rate.maxWidth ? "spec.width" : "spec.height",
       model: spec.model,
     });
   }

@@ -61,7 +61,11 @@ export function parseTokens(value: string): TokenEntry[] {
     if (!hex || !/^[0-9a-f]{64}$/i.test(hex)) throw new Error(`AUTH_TOKENS entry ${i + 1} (${name}): expected a 64-digit hex SHA-256`);
     return { name, role, sha256: Buffer.from(hex, "hex") } satisfies TokenEntry;
   });
-  if (new Set(parsed.map((p) => p.name)).size !== parsed.length) throw new Error("AUTH_TOKENS: names must be unique");
+  const seen = new Set<string>();
+  for (const [i, p] of parsed.entries()) {
+    if (seen.has(p.name)) throw new Error(`AUTH_TOKENS entry ${i + 1} (${p.name}): the name is already used`);
+    seen.add(p.name);
+  }
   return parsed;
 }
 

@@ -27,16 +27,19 @@ function firstString(metadata: Metadata, key: string): string | undefined {
   return typeof value === "string" ? value : undefined;
 }
 
-type Decision = { readonly caller: string } | { readonly code: status; readonly reason: "UNAUTHENTICATED" | "PERMISSION_DENIED"; readonly message: string };
+type Decision =
+  | { readonly caller: string }
+  | { readonly caller: string; readonly code: status; readonly reason: "UNAUTHENTICATED" | "PERMISSION_DENIED"; readonly message: string };
 
 function decide(options: CallInterceptorOptions, path: string, metadata: Metadata): Decision {
   const fallback = firstString(metadata, "x-caller");
   if (options.tokens === null) return { caller: fallback && REQUEST_ID.test(fallback) ? fallback : "anonymous" };
   if ((options.openReflection && REFLECTION.test(path)) || (options.openHealth && HEALTH.test(path))) return { caller: "anonymous" };
   const principal = identify(options.tokens, firstString(metadata, "authorization"));
-  if (!principal) return { code: status.UNAUTHENTICATED, reason: "UNAUTHENTICATED", message: "a valid bearer token is required" };
+  if (!principal) return { caller: "anonymous", code: status.UNAUTHENTICATED, reason: "UNAUTHENTICATED", message: "a valid bearer token is required" };
   if (REFLECTION.test(path) || HEALTH.test(path) || mayCall(principal.role, path)) return { caller: principal.name };
-  return { code: status.PERMISSION_DENIED, reason: "PERMISSION_DENIED", message: `role ${principal.role} may not call ${path}` };
+  // The refused principal is named in the log line: the audit trail shows who tried.
+  return { caller: principal.name, code: status.PERMISSION_DENIED, reason: "PERMISSION_DENIED", message: `role ${principal.role} may not call ${path}` };
 }
 
 /** The account or reservation a request is about, for the log line. */
@@ -81,13 +84,13 @@ export function createCallInterceptor(options: CallInterceptorOptions): ServerIn
             requestId = given && REQUEST_ID.test(given) ? given : randomUUID();
             metadata.remove(PRINCIPAL_HEADER);
             const decision = decide(options, path, metadata);
+            caller = decision.caller;
             if ("code" in decision) {
               const refusal = failureToStatus({ reason: decision.reason, message: decision.message, metadata: {} });
               call.sendStatus({ code: decision.code, details: decision.message, metadata: refusal.metadata! });
               finish(decision.code);
               return;
             }
-            caller = decision.caller;
             metadata.set(PRINCIPAL_HEADER, caller);
             nextMetadata(metadata);
           },

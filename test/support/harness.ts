@@ -37,7 +37,13 @@ export async function startTestService(env: Record<string, string> = {}, start =
   const clock = new FakeClock(start);
   const log = pino({ level: process.env["TEST_LOG_LEVEL"] ?? "silent" });
   const service = await startService(config, clock, log);
-  const clients = createCreditClients({ baseUrl: `http://127.0.0.1:${service.port}`, caller: "test-suite" });
+  // Plain clients: no generated keys and no retries, so tests see exactly what the server answers.
+  const clients = createCreditClients({
+    baseUrl: `http://127.0.0.1:${service.port}`,
+    caller: "test-suite",
+    generateIdempotencyKeys: false,
+    retry: { maxAttempts: 1 },
+  });
   return { ...clients, service, clock, config, stop: () => service.stop() };
 }
 

@@ -1,0 +1,144 @@
+import { execFile } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { promisify } from "node:util";
+import type { LoadJob, LoadResult } from "./load.js";
+import { commandCpuMs, peakRssMb, percentile, processCpuMs } from "./proc.js";
+import { fundAccounts, pgbench, pgbenchInit, reconcileAll, recreateDatabase, startServer } from "./setup.js";
+
+/**
+ * npm run bench [-- --quick] [-- --json]
+ * Runs, on one Postgres and one server, alternating: pgbench tpcb-like, Reserve→Commit/Release
+ * cycles on many accounts (uniform) and on one (hot), GetBalance, and a no-op RPC (health
+ * Check through the same server stack); then reconciles every account.
+ */
+const execFileAsync = promisify(execFile);
+const quick = process.argv.includes("--quick");
+const asJson = process.argv.includes("--json");
+const BASE = process.env["BENCH_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/credit_bench";
+const PGBENCH_URL = BASE.replace(/\/[^/]*$/, "/credit_pgbench");
+const PGBENCH_HOT_URL = BASE.replace(/\/[^/]*$/, "/credit_pgbench_hot");
+const CLIENTS = quick ? [16] : [1, 16, 64];
+const SECONDS = quick ? 4 : 15;
+const ACCOUNTS = quick ? 1000 : 10_000;
+
+interface Row {
+  workload: string;
+  clients: number;
+  opsPerSec: number;
+  latency: Record<string, { p50: number; p99: number; p999: number; n: number }>;
+  errors: Record<string, number>;
+  cpuMsPerOp: { server: number; postgres: number; loadgen: number };
+}
+
+async function load(job: LoadJob, serverPid: number): Promise<Row> {
+  const server0 = processCpuMs(serverPid);
+  const pg0 = commandCpuMs("postgres");
+  const { stdout } = await execFileAsync(process.execPath, ["--import", "tsx", "bench/load.ts", JSON.stringify(job)], { maxBuffer: 1 << 28 });
+  const result = JSON.parse(stdout) as LoadResult;
+  const ops = Math.max(1, result.ops);
+  const latency: Row["latency"] = {};
+  for (const [name, values] of Object.entries(result.latenciesMs)) {
+    const sorted = [...values].sort((a, b) => a - b);
+    latency[name] = { p50: percentile(sorted, 50), p99: percentile(sorted, 99), p999: percentile(sorted, 99.9), n: sorted.length };
+  }
+  return {
+    workload: job.workload,
+    clients: job.concurrency,
+    opsPerSec: (result.ops / result.elapsedMs) * 1000,
+    latency,
+    errors: result.errors,
+    cpuMsPerOp: {
+      server: (processCpuMs(serverPid) - server0) / ops,
+      postgres: (commandCpuMs("postgres") - pg0) / ops,
+      loadgen: result.cpuMs / ops,
+    },
+  };
+}
+
+function fmt(n: number, digits = 2): string {
+  return n.toFixed(digits);
+}
+
+async function main(): Promise<void> {
+  await recreateDatabase(BASE);
+  const { proc, port } = await startServer({
+    DATABASE_URL: BASE,
+    GRPC_PORT: "0",
+    GRPC_HOST: "127.0.0.1",
+    METRICS_PORT: "0",
+    LOG_LEVEL: "warn",
+    DB_POOL_MAX: process.env["BENCH_DB_POOL_MAX"] ?? "20",
+  });
+  const pid = proc.pid!;
+  try {
+    const accounts = await fundAccounts(BASE, "bench-u-", ACCOUNTS, 1_000_000_000n);
+    const hot = await fundAccounts(BASE, "bench-hot-", 1, 1_000_000_000_000n);
+    await pgbenchInit(PGBENCH_URL, Math.max(...CLIENTS));
+    await pgbenchInit(PGBENCH_HOT_URL, 1);
+    const target = `127.0.0.1:${port}`;
+    const rows: Row[] = [];
+    const pgbenchTps: Record<string, number> = {};
+    const job = (workload: LoadJob["workload"], accs: readonly string[], concurrency: number, ratePerWorker = 0): LoadJob => ({
+      target,
+      workload,
+      accounts: accs,
+      concurrency,
+      durationMs: SECONDS * 1000,
+      ratePerWorker,
+    });
+    // Warm-up: JIT, pools, caches.
+    await load({ ...job("cycle", accounts, 16), durationMs: 2000 }, pid);
+    for (const clients of CLIENTS) {
+      pgbenchTps[`uniform/${clients}`] = await pgbench(PGBENCH_URL, clients, SECONDS);
+      rows.push(await load(job("cycle", accounts, clients), pid));
+      pgbenchTps[`hot/${clients}`] = await pgbench(PGBENCH_HOT_URL, clients, SECONDS);
+      rows.push({ ...(await load(job("cycle", hot, clients), pid)), workload: "cycle-hot" });
+      rows.push(await load(job("balance", accounts, clients), pid));
+      rows.push(await load(job("noop", accounts, clients), pid));
+    }
+    // Latency at half the peak uniform rate.
+    const peak = Math.max(...rows.filter((r) => r.workload === "cycle").map((r) => r.opsPerSec));
+    const halfClients = 16;
+    rows.push({ ...(await load(job("cycle", accounts, halfClients, peak / 2 / halfClients), pid)), workload: "cycle@half-peak" });
+
+    const rssMb = peakRssMb(pid);
+    const differences = await reconcileAll(BASE);
+    const ratio = (a: number | undefined, b: number | undefined) => (a && b ? a / b : 0);
+    const find = (w: string, c: number) => rows.find((r) => r.workload === w && r.clients === c)?.opsPerSec;
+    const ratios: Record<string, number> = {};
+    for (const c of CLIENTS) {
+      ratios[`uniform/pgbench @${c}`] = ratio(find("cycle", c), pgbenchTps[`uniform/${c}`]);
+      ratios[`hot/uniform @${c}`] = ratio(find("cycle-hot", c), find("cycle", c));
+      ratios[`pgbench hot/uniform @${c}`] = ratio(pgbenchTps[`hot/${c}`], pgbenchTps[`uniform/${c}`]);
+      ratios[`GetBalance/no-op @${c}`] = ratio(find("balance", c), find("noop", c));
+    }
+    const half = rows[rows.length - 1]!;
+    const report = { quick, seconds: SECONDS, accounts: ACCOUNTS, pgbenchTps, rows, ratios, serverPeakRssMb: rssMb, reconcileDifferences: differences, halfPeak: half.latency };
+    mkdirSync("bench/results", { recursive: true });
+    writeFileSync(`bench/results/${quick ? "quick" : "full"}.json`, JSON.stringify(report, null, 2));
+    if (asJson) console.log(JSON.stringify(report, null, 2));
+    else {
+      console.log(`pgbench tpcb-like TPS: ${Object.entries(pgbenchTps).map(([k, v]) => `${k}=${fmt(v, 0)}`).join("  ")}`);
+      console.log("| workload | clients | ops/s | p50 / p99 / p99.9 ms per RPC | errors | CPU ms/op server / pg / loadgen |");
+      console.log("|---|---|---|---|---|---|");
+      for (const r of rows) {
+        const lat = Object.entries(r.latency).map(([n, l]) => `${n} ${fmt(l.p50)} / ${fmt(l.p99)} / ${fmt(l.p999)}`).join("; ");
+        const errs = Object.entries(r.errors).map(([k, v]) => `${k}×${v}`).join(" ") || "0";
+        console.log(`| ${r.workload} | ${r.clients} | ${fmt(r.opsPerSec, 0)} | ${lat} | ${errs} | ${fmt(r.cpuMsPerOp.server)} / ${fmt(r.cpuMsPerOp.postgres)} / ${fmt(r.cpuMsPerOp.loadgen)} |`);
+      }
+      console.log("ratios:", Object.entries(ratios).map(([k, v]) => `${k} = ${fmt(v)}`).join(", "));
+      console.log(`server peak RSS ${fmt(rssMb, 0)} MB; reconciliation differences: ${differences}`);
+    }
+    if (differences !== 0) {
+      console.error(`reconciliation found ${differences} differences`);
+      process.exitCode = 1;
+    }
+  } finally {
+    proc.kill("SIGTERM");
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

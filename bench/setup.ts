@@ -1,0 +1,112 @@
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { readdirSync } from "node:fs";
+import { createInterface } from "node:readline";
+import { promisify } from "node:util";
+import pg from "pg";
+
+const run = promisify(execFile);
+
+export function pgBin(tool: string): string {
+  const version = readdirSync("/etc/postgresql")[0];
+  return `/usr/lib/postgresql/${version}/bin/${tool}`;
+}
+
+export async function recreateDatabase(url: string): Promise<void> {
+  const admin = new URL(url);
+  const name = admin.pathname.slice(1);
+  admin.pathname = "/postgres";
+  const client = new pg.Client({ connectionString: admin.toString() });
+  await client.connect();
+  await client.query(`drop database if exists "${name}" with (force)`);
+  await client.query(`create database "${name}"`);
+  await client.end();
+}
+
+/** Starts the service as its own process; resolves when it logs its port. */
+export function startServer(env: Record<string, string>): Promise<{ proc: ChildProcess; port: number }> {
+  const proc = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((resolve, reject) => {
+    createInterface({ input: proc.stdout! }).on("line", (line) => {
+      try {
+        const entry = JSON.parse(line) as { msg?: string; port?: number };
+        if (entry.msg === "credit service listening") resolve({ proc, port: entry.port! });
+      } catch {
+        // not a log line
+      }
+    });
+    proc.on("exit", (code) => reject(new Error(`server exited with ${code}`)));
+  });
+}
+
+/**
+ * Funds `count` accounts with one large ADJUSTMENT bucket each, in one set-based statement per
+ * table, with the matching ledger entries so that reconciliation holds from the start.
+ */
+export async function fundAccounts(url: string, prefix: string, count: number, credits: bigint): Promise<string[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  await client.query("begin");
+  await client.query(`insert into accounts (account_id, created_at) select $1 || g, now() from generate_series(1, $2) g`, [prefix, count]);
+  await client.query(
+    `insert into buckets (account_id, bucket_id, kind, granted, remaining, held, valid_from, expires_at, source_ref, created_at)
+     select $1 || g, gen_random_uuid(), 'ADJUSTMENT', $3, $3, 0, now() - interval '1 minute', null, 'adjustment:bench', now()
+       from generate_series(1, $2) g`,
+    [prefix, count, credits.toString()],
+  );
+  await client.query(
+    `insert into ledger_entries (account_id, kind, bucket_id, amount, caller, metadata, created_at)
+     select account_id, 'ADJUST', bucket_id, granted, 'bench', '{}', now() from buckets where account_id like $1 || '%'`,
+    [prefix],
+  );
+  await client.query("commit");
+  await client.end();
+  return Array.from({ length: count }, (_, i) => `${prefix}${i + 1}`);
+}
+
+export async function pgbenchInit(url: string, scale: number): Promise<void> {
+  await recreateDatabase(url);
+  await run(pgBin("pgbench"), ["-i", "-q", "-s", String(scale), url], { maxBuffer: 1 << 24 });
+}
+
+/** pgbench's built-in tpcb-like script; returns transactions per second (excluding connection time). */
+export async function pgbench(url: string, clients: number, seconds: number): Promise<number> {
+  const { stdout } = await run(pgBin("pgbench"), ["-n", "-b", "tpcb-like", "-c", String(clients), "-j", "2", "-T", String(seconds), url], {
+    maxBuffer: 1 << 24,
+  });
+  const match = /tps = ([\d.]+) \(without initial connection time\)/.exec(stdout);
+  if (!match) throw new Error(`cannot read pgbench output: ${stdout}`);
+  return Number(match[1]);
+}
+
+/**
+ * Set-based reconciliation of the whole bench database: every bucket's granted, remaining and
+ * held against its entries, and every reservation's open holds against its entries. Returns the
+ * number of rows that differ.
+ */
+export async function reconcileAll(url: string): Promise<number> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  const buckets = await client.query(`
+    with s as (
+      select account_id, bucket_id,
+        sum(amount) filter (where kind in ('GRANT', 'ADJUST')) as granted,
+        coalesce(sum(amount) filter (where kind in ('CAPTURE', 'EXPIRE')), 0) as spent,
+        coalesce(sum(amount) filter (where kind = 'HOLD'), 0) as holds,
+        coalesce(sum(amount) filter (where kind in ('RELEASE', 'CAPTURE')), 0) as unholds
+      from ledger_entries group by account_id, bucket_id)
+    select count(*)::int as n from buckets b join s using (account_id, bucket_id)
+     where b.granted <> s.granted or b.remaining <> s.granted - s.spent or b.held <> s.holds - s.unholds`);
+  const reservations = await client.query(`
+    with s as (
+      select account_id, reservation_id,
+        coalesce(sum(amount) filter (where kind = 'HOLD'), 0) - coalesce(sum(amount) filter (where kind in ('RELEASE', 'CAPTURE')), 0) as open,
+        coalesce(sum(amount) filter (where kind = 'CAPTURE'), 0) as captured
+      from ledger_entries where reservation_id is not null group by account_id, reservation_id),
+    r as (
+      select account_id, reservation_id, captured_amount,
+        coalesce((select sum((a ->> 'amount')::bigint) from jsonb_array_elements(allocations) a), 0) as open
+      from reservations)
+    select count(*)::int as n from r join s using (account_id, reservation_id) where r.open <> s.open or r.captured_amount <> s.captured`);
+  await client.end();
+  return (buckets.rows[0] as { n: number }).n + (reservations.rows[0] as { n: number }).n;
+}

@@ -1,0 +1,178 @@
+import { createHash, randomBytes } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { run } from "../../src/cli.js";
+import { Code, ConnectError, createCreditClients, type CreditClients } from "../../src/client/index.js";
+import { newAccountId, newKey, startTestService, TEST_EPOCH, type TestService } from "../support/harness.js";
+
+/**
+ * credit-admin, the operators' command line, against a real server with authentication on:
+ * what it prints and the exit status it returns.
+ */
+
+const ADMIN_TOKEN = randomBytes(24).toString("base64url");
+const SUPPORT_TOKEN = randomBytes(24).toString("base64url");
+
+let t: TestService;
+let env: Record<string, string>;
+let admin: CreditClients;
+
+/** Runs the CLI, capturing what it prints, split into lines. */
+async function cli(args: string[], over: Record<string, string | undefined> = {}): Promise<{ code: number; lines: string[] }> {
+  const printed: string[] = [];
+  const code = await run(args, { ...env, ...over }, (text) => printed.push(text));
+  return { code, lines: printed.join("\n").split("\n") };
+}
+
+/** A table row's cells (columns are separated by at least two spaces; no cell here contains spaces). */
+const cells = (line: string | undefined) => (line ?? "").trim().split(/\s+/);
+
+beforeAll(async () => {
+  // The hashes for AUTH_TOKENS come from the CLI itself, as an operator would make them.
+  const adminHash = await hashOf(ADMIN_TOKEN);
+  const supportHash = await hashOf(SUPPORT_TOKEN);
+  t = await startTestService({ AUTH_TOKENS: `ops-admin:admin:${adminHash},support-desk:support:${supportHash}` });
+  env = { CREDIT_URL: `http://127.0.0.1:${t.service.port}`, CREDIT_TOKEN: ADMIN_TOKEN };
+  admin = createCreditClients({ baseUrl: env["CREDIT_URL"]!, token: ADMIN_TOKEN });
+});
+afterAll(async () => {
+  await t?.stop();
+});
+
+async function hashOf(token: string): Promise<string> {
+  const printed: string[] = [];
+  expect(await run(["hash-token", token], {}, (text) => printed.push(text))).toBe(0);
+  expect(printed).toHaveLength(1);
+  return printed[0]!;
+}
+
+describe("hash-token", () => {
+  it("prints the SHA-256 of the token in hex, and nothing else", async () => {
+    const token = randomBytes(16).toString("hex");
+    const { code, lines } = await cli(["hash-token", token], { CREDIT_URL: undefined, CREDIT_TOKEN: undefined });
+    expect(code).toBe(0);
+    expect(lines).toEqual([createHash("sha256").update(token, "utf8").digest("hex")]);
+  });
+});
+
+describe("adjust, balance, entries and reconcile", () => {
+  it("adjust grants an adjustment bucket and says how much is available", async () => {
+    const accountId = newAccountId("cli");
+    const { code, lines } = await cli(["adjust", accountId, "500", "--reason", "ticket-123"]);
+    expect(code).toBe(0);
+    const bucketId = (await admin.credit.getBalance({ accountId })).balance!.buckets[0]!.bucketId;
+    expect(lines).toEqual([`granted 500 credits in bucket ${bucketId}; available now 500`]);
+  });
+
+  it("balance prints the totals and a table: a header row, then the account's bucket with its numbers", async () => {
+    const accountId = newAccountId("cli");
+    expect((await cli(["adjust", accountId, "500", "--reason", "ticket-124"])).code).toBe(0);
+    await admin.credit.reserve({ accountId, idempotencyKey: newKey(), cost: { case: "amount", value: 120n } });
+    const bucketId = (await admin.credit.getBalance({ accountId })).balance!.buckets[0]!.bucketId;
+
+    const { code, lines } = await cli(["balance", accountId]);
+    expect(code).toBe(0);
+    expect(lines[0]).toBe(`account ${accountId}: available 380, held 120`);
+    const header = lines.findIndex((l) => l.startsWith("BUCKET"));
+    expect(cells(lines[header])).toEqual(["BUCKET", "KIND", "GRANTED", "REMAINING", "HELD", "EXPIRES"]);
+    expect(lines.slice(header + 1).map(cells)).toEqual([[bucketId, "ADJUSTMENT", "500", "500", "120", "-"]]);
+  });
+
+  it("balance aligns every column under its header", async () => {
+    const accountId = newAccountId("cli");
+    expect((await cli(["adjust", accountId, "7", "--reason", "small"])).code).toBe(0);
+    const { lines } = await cli(["balance", accountId]);
+    const header = lines.find((l) => l.startsWith("BUCKET"))!;
+    const row = lines[lines.indexOf(header) + 1]!;
+    for (const title of ["KIND", "GRANTED", "REMAINING", "HELD", "EXPIRES"]) {
+      const at = header.indexOf(title);
+      expect([title, row[at - 1], row[at]]).toEqual([title, " ", expect.stringMatching(/\S/)]);
+    }
+  });
+
+  it("adjust --expires sets the bucket's expiry, shown in the EXPIRES column", async () => {
+    const accountId = newAccountId("cli");
+    expect((await cli(["adjust", accountId, "40", "--reason", "incident", "--expires", "2030-06-01T00:00:00Z"])).code).toBe(0);
+    const { lines } = await cli(["balance", accountId]);
+    const header = lines.findIndex((l) => l.startsWith("BUCKET"));
+    expect(cells(lines[header + 1]).slice(1)).toEqual(["ADJUSTMENT", "40", "40", "0", "2030-06-01T00:00:00.000Z"]);
+  });
+
+  it("entries lists the ADJUST entry with its amount, bucket, time and the principal as caller", async () => {
+    const accountId = newAccountId("cli");
+    expect((await cli(["adjust", accountId, "250", "--reason", "goodwill"])).code).toBe(0);
+    const bucketId = (await admin.credit.getBalance({ accountId })).balance!.buckets[0]!.bucketId;
+    const { entries } = await admin.admin.listLedgerEntries({ accountId });
+
+    const { code, lines } = await cli(["entries", accountId]);
+    expect(code).toBe(0);
+    expect(cells(lines[0])).toEqual(["ID", "TIME", "KIND", "AMOUNT", "BUCKET", "RESERVATION", "CALLER"]);
+    // The CLI sends x-caller "credit-admin"; with authentication on, the token's principal is recorded.
+    expect(lines.slice(1).map(cells)).toEqual([[String(entries[0]!.entryId), TEST_EPOCH.toISOString(), "ADJUST", "250", bucketId, "-", "ops-admin"]]);
+  });
+
+  it("entries --kind and --limit filter and cut the list", async () => {
+    const accountId = newAccountId("cli");
+    expect((await cli(["adjust", accountId, "100", "--reason", "fund"])).code).toBe(0);
+    const a = await admin.credit.reserve({ accountId, idempotencyKey: newKey(), cost: { case: "amount", value: 10n } });
+    await admin.credit.reserve({ accountId, idempotencyKey: newKey(), cost: { case: "amount", value: 20n } });
+
+    const holds = await cli(["entries", accountId, "--kind", "hold"]);
+    expect(holds.lines.slice(1).map((l) => cells(l).slice(2, 4))).toEqual([
+      ["HOLD", "10"],
+      ["HOLD", "20"],
+    ]);
+    expect(cells(holds.lines[1])[5]).toBe(a.reservation!.reservationId);
+
+    const first = await cli(["entries", accountId, "--limit", "1"]);
+    expect(first.lines.slice(1).map((l) => cells(l)[2])).toEqual(["ADJUST"]);
+  });
+
+  it("a support token may adjust too, and is recorded as the caller", async () => {
+    const accountId = newAccountId("cli");
+    expect((await cli(["adjust", accountId, "15", "--reason", "support"], { CREDIT_TOKEN: SUPPORT_TOKEN })).code).toBe(0);
+    const { lines } = await cli(["entries", accountId], { CREDIT_TOKEN: SUPPORT_TOKEN });
+    expect(cells(lines[1])[6]).toBe("support-desk");
+  });
+
+  it("reconcile says the account is consistent and returns 0", async () => {
+    const accountId = newAccountId("cli");
+    expect((await cli(["adjust", accountId, "300", "--reason", "fund"])).code).toBe(0);
+    await admin.credit.reserve({ accountId, idempotencyKey: newKey(), cost: { case: "amount", value: 30n } });
+    const { code, lines } = await cli(["reconcile", accountId]);
+    expect(lines).toEqual([`account ${accountId}: consistent`]);
+    expect(code).toBe(0);
+  });
+});
+
+describe("failures", () => {
+  it.each([
+    ["no command at all", []],
+    ["a command without an account", ["balance"]],
+    ["hash-token without a token", ["hash-token"]],
+    ["an unknown command", ["frobnicate", "acct-1"]],
+    ["adjust without an amount or reason", ["adjust", "acct-1"]],
+    ["adjust without --reason", ["adjust", "acct-1", "50"]],
+  ])("bad usage (%s) prints a usage line and returns 2", async (_what, args) => {
+    const { code, lines } = await cli(args);
+    expect(code).toBe(2);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^usage: credit-admin|^unknown command/);
+  });
+
+  it("bad usage changes nothing on the server", async () => {
+    const accountId = newAccountId("cli");
+    expect((await cli(["adjust", accountId, "50"])).code).toBe(2);
+    const err = await admin.credit.getBalance({ accountId }).catch((e: unknown) => ConnectError.from(e));
+    expect(err instanceof ConnectError ? err.code : "found").toBe(Code.NotFound);
+  });
+
+  it("without CREDIT_TOKEN the server refuses the CLI as Unauthenticated", async () => {
+    const err = await cli(["balance", newAccountId("cli")], { CREDIT_TOKEN: undefined }).catch((e: unknown) => ConnectError.from(e));
+    expect(err instanceof ConnectError ? err.code : "succeeded").toBe(Code.Unauthenticated);
+  });
+
+  it("balance of an unknown account fails with NotFound", async () => {
+    const err = await cli(["balance", newAccountId("cli-ghost")]).catch((e: unknown) => ConnectError.from(e));
+    expect(err instanceof ConnectError ? err.code : "succeeded").toBe(Code.NotFound);
+  });
+});
