@@ -55,11 +55,17 @@ async function load(job: LoadJob, serverPid: number): Promise<Row> {
   };
 }
 
+/** Progress on stderr, so that stdout stays the report. */
+function step(message: string): void {
+  process.stderr.write(`bench: ${message}\n`);
+}
+
 function fmt(n: number, digits = 2): string {
   return n.toFixed(digits);
 }
 
 async function main(): Promise<void> {
+  step("fresh database and server");
   await recreateDatabase(BASE);
   const { proc, port } = await startServer({
     DATABASE_URL: BASE,
@@ -71,6 +77,7 @@ async function main(): Promise<void> {
   });
   const pid = proc.pid!;
   try {
+    step(`funding ${ACCOUNTS} accounts and pgbench databases`);
     const accounts = await fundAccounts(BASE, "bench-u-", ACCOUNTS, 1_000_000_000n);
     const hot = await fundAccounts(BASE, "bench-hot-", 1, 1_000_000_000_000n);
     await pgbenchInit(PGBENCH_URL, Math.max(...CLIENTS));
@@ -89,6 +96,7 @@ async function main(): Promise<void> {
     // Warm-up: JIT, pools, caches.
     await load({ ...job("cycle", accounts, 16), durationMs: 2000 }, pid);
     for (const clients of CLIENTS) {
+      step(`${clients} clients: pgbench, uniform, hot, GetBalance, no-op (${SECONDS}s each)`);
       pgbenchTps[`uniform/${clients}`] = await pgbench(PGBENCH_URL, clients, SECONDS);
       rows.push(await load(job("cycle", accounts, clients), pid));
       pgbenchTps[`hot/${clients}`] = await pgbench(PGBENCH_HOT_URL, clients, SECONDS);
@@ -101,6 +109,7 @@ async function main(): Promise<void> {
     const halfClients = 16;
     rows.push({ ...(await load(job("cycle", accounts, halfClients, peak / 2 / halfClients), pid)), workload: "cycle@half-peak" });
 
+    step("reconciling every account");
     const rssMb = peakRssMb(pid);
     const differences = await reconcileAll(BASE);
     const ratio = (a: number | undefined, b: number | undefined) => (a && b ? a / b : 0);

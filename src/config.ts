@@ -26,7 +26,7 @@ const schema = z
     HOLD_DEFAULT_TTL_SECONDS: seconds(15 * 60),
     HOLD_MAX_TTL_SECONDS: seconds(24 * 60 * 60),
     IDEMPOTENCY_TTL_SECONDS: z.coerce.number().int().min(24 * 60 * 60).default(24 * 60 * 60),
-    IDEMPOTENCY_LOCK_SECONDS: seconds(30),
+    IDEMPOTENCY_LOCK_SECONDS: seconds(10),
     SWEEPER_ENABLED: bool.default(true),
     SWEEPER_INTERVAL_MS: z.coerce.number().int().min(100).default(5000),
     SWEEPER_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(200),

@@ -9,7 +9,8 @@ async function main(): Promise<void> {
   const config = loadConfig();
   log.level = config.LOG_LEVEL;
   const service = await startService(config, systemClock, log);
-  log.info({ port: service.port }, "credit service listening");
+  // The ready line is written whatever LOG_LEVEL says: scripts and operators wait for it.
+  log.child({}, { level: "info" }).info({ port: service.port, metricsPort: service.metricsPort }, "credit service listening");
 
   let stopping = false;
   const stop = (signal: string) => {

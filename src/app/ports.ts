@@ -30,6 +30,8 @@ export interface AccountCommand<T> {
   readonly idempotency: IdempotencyClaim | null;
   /** The identity of the calling service, recorded on the entries this command writes. */
   readonly caller: string;
+  /** Moves the account's test clock forward by this much before anything is loaded (AdvanceTestClock). */
+  readonly clockStepMs?: number;
   run(book: AccountBook, now: Date): Result<T>;
   encode(value: T, book: AccountBook, now: Date): Uint8Array;
 }

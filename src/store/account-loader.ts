@@ -36,14 +36,19 @@ export function accountTime(head: Row, serverNow: Date): Date {
  */
 export async function loadBook(q: Query, accountId: string, head: Row, now: Date, reservationId: string | null): Promise<AccountBook> {
   const subscription = subscriptionFromRow(accountId, head);
-  const buckets = await q(`select * from buckets where account_id = ? and (remaining > 0 or bucket_id = ?::uuid)`, [
-    accountId,
-    subscription?.currentBucketId ?? null,
-  ]);
+  // Each branch is an index lookup (buckets_live, the primary keys, reservations_account_due);
+  // an OR across them would scan every bucket or reservation the account ever had.
+  const buckets = await q(
+    `select * from buckets where account_id = ? and remaining > 0
+     union all
+     select * from buckets where account_id = ? and bucket_id = ?::uuid and remaining = 0`,
+    [accountId, accountId, subscription?.currentBucketId ?? null],
+  );
   const reservations = await q(
-    `select * from reservations
-      where account_id = ? and ((state = 'HELD' and expires_at <= ?) or reservation_id = ?::uuid)`,
-    [accountId, now, reservationId],
+    `select * from reservations where account_id = ? and state = 'HELD' and expires_at <= ?
+     union all
+     select * from reservations where account_id = ? and reservation_id = ?::uuid`,
+    [accountId, now, accountId, reservationId],
   );
   return new AccountBook(
     accountId,

@@ -4,6 +4,7 @@ import pg from "pg";
 import { Migration20261125000000Initial } from "./migrations/Migration20261125000000Initial.js";
 import { Migration20261125100000Plans } from "./migrations/Migration20261125100000Plans.js";
 import { Migration20261125200000Pricing } from "./migrations/Migration20261125200000Pricing.js";
+import { Migration20261125300000HotPathIndexes } from "./migrations/Migration20261125300000HotPathIndexes.js";
 import { entities } from "./schema.js";
 
 export interface DatabaseOptions {
@@ -20,6 +21,7 @@ export const migrations = [
   { name: "Migration20261125000000Initial", class: Migration20261125000000Initial },
   { name: "Migration20261125100000Plans", class: Migration20261125100000Plans },
   { name: "Migration20261125200000Pricing", class: Migration20261125200000Pricing },
+  { name: "Migration20261125300000HotPathIndexes", class: Migration20261125300000HotPathIndexes },
 ];
 
 /** An arbitrary constant: the advisory lock that serializes migrations of several starting servers. */

@@ -83,8 +83,11 @@ export class PostgresLedgerStore implements LedgerStore {
           });
         }
       }
-      const at = accountTime(head, now);
+      const step = command.clockStepMs ?? 0;
+      // A test-clock step is taken before loading, so the holds that fall due during it are loaded too.
+      const at = new Date(accountTime(head, now).getTime() + step);
       const book = await loadBook(q, accountId, head, at, reservationId);
+      if (step > 0) book.advanceClock(step);
       applyDue(book, at, this.newId);
       const dueEntries = book.entries.length;
       const result = command.run(book, at);

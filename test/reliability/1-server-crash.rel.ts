@@ -36,11 +36,19 @@ describe("kill -9 of the server under load", () => {
 
     const toServing: number[] = [];
     const killToServing: number[] = [];
+    const failedRestarts: string[] = [];
     for (let i = 0; i < KILLS; i++) {
       await sleep(1000 + Math.random() * 1500);
       const killedAt = performance.now();
       await server.kill();
-      const listening = await server.start();
+      let listening: number;
+      try {
+        listening = await server.start();
+      } catch (err) {
+        // Counted and reported (a restart that did not come up), then retried once.
+        failedRestarts.push(String(err).split("\n")[0]!);
+        listening = await server.start();
+      }
       const serving = await untilServing(server.url);
       toServing.push(listening + serving);
       killToServing.push(performance.now() - killedAt);
@@ -68,6 +76,7 @@ describe("kill -9 of the server under load", () => {
     figures.info("failed attempts retried (by code)", JSON.stringify(failuresByCode));
     figures.info("time restart (spawn) → SERVING, p50 / max", `${ms(percentile(toServing, 50))} / ${ms(Math.max(...toServing))}`);
     figures.info("time kill → SERVING, p50 / max", `${ms(percentile(killToServing, 50))} / ${ms(Math.max(...killToServing))}`);
+    figures.check("restarts that did not reach listening (retried)", failedRestarts.length ? `${failedRestarts.length}: ${failedRestarts[0]}` : 0, "0", failedRestarts.length === 0);
     figures.check("acknowledged operations lost", lost.count, "0", lost.count === 0);
     figures.check("double effects (HOLD/CAPTURE/RELEASE per reservation)", doubles.count, "0", doubles.count === 0);
     figures.check(`holds still HELD after TTL ${HOLD_TTL_S} s + sweep ${SWEEP_MS} ms`, held, "0", held === 0);
@@ -83,6 +92,6 @@ describe("kill -9 of the server under load", () => {
     expect(reconciled.examples).toEqual([]);
     expect(reconciled.differences).toBe(0);
     expect(result.acks.length).toBeGreaterThan(KILLS * 10);
-    expect(server.crashes).toBe(0);
+    expect(failedRestarts).toEqual([]);
   });
 });

@@ -53,7 +53,7 @@ export async function untilAnswered<T>(log: AttemptLog, call: () => Promise<T>, 
         return { ok: false, error: e };
       }
       log.failures.push({ code: Code[e.code], at, message: e.rawMessage });
-      if (performance.now() - t0 > giveUpMs) throw new Error(`no answer after ${giveUpMs} ms: ${e.message}`);
+      if (performance.now() - t0 > giveUpMs) throw new Error(`no answer after ${giveUpMs} ms: ${e.message}`, { cause: err });
       await sleep(Math.random() * backoff);
       backoff = Math.min(backoff * 2, 500);
     }
@@ -96,7 +96,6 @@ export async function runHoldLoad(options: LoadOptions): Promise<LoadResult> {
   const result: LoadResult = { acks: [], replayables: [], refusals: [], log: newAttemptLog(), cycles: 0 };
   const worker = async () => {
     while (!options.stop()) {
-      const { credit } = options.clients();
       const accountId = options.accounts[Math.floor(Math.random() * options.accounts.length)]!;
       const amount = BigInt(1 + Math.floor(Math.random() * 100));
       const abandoned = Math.random() < options.abandonShare;

@@ -258,9 +258,9 @@ export class ServerProcess {
           resolve();
         }
       });
-      child.once("exit", (code) => {
+      child.once("exit", (code, signal) => {
         clearTimeout(timer);
-        reject(new Error(`server exited with ${code} before listening:\n${this.tail.slice(-20).join("\n")}`));
+        reject(new Error(`server exited with ${code ?? signal} before listening:\n${this.tail.slice(-20).join("\n")}`));
       });
     });
     return performance.now() - started;
