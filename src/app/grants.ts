@@ -4,7 +4,7 @@ import { ok } from "../domain/errors.js";
 import { grantAdjustment, purchaseTopUp as addTopUp, type TopUpPack } from "../domain/grants.js";
 import { type AppDeps, type Reply, refuse } from "./deps.js";
 import type { Encode } from "./holds.js";
-import { idempotent } from "./idempotent.js";
+import { mutate } from "./idempotent.js";
 import type { IdempotencyClaim } from "./ports.js";
 
 /** A new bucket and the balance after it. */
@@ -34,19 +34,14 @@ export async function purchaseTopUp(deps: AppDeps, input: PurchaseTopUpInput, en
   }
   const bucketId = deps.newId();
   const paymentReference = input.claim.key;
-  return idempotent(deps.cache, input.accountId, input.claim, () =>
-    deps.store.execute(
-      {
-        target: { accountId: input.accountId },
-        createAccount: true,
-        idempotency: input.claim,
-        caller: input.caller,
-        run: (book, now) => ok(addTopUp(book, { bucketId, pack, paymentReference }, now)),
-        encode: (bucket, book, now) => encode({ bucket, balance: book.balance(now), price: pack.price }),
-      },
-      deps.clock.now(),
-    ),
-  );
+  return mutate(deps, input.accountId, {
+    target: { accountId: input.accountId },
+    createAccount: true,
+    idempotency: input.claim,
+    caller: input.caller,
+    run: (book, now) => ok(addTopUp(book, { bucketId, pack, paymentReference }, now)),
+    encode: (bucket, book, now) => encode({ bucket, balance: book.balance(now), price: pack.price }),
+  });
 }
 
 export interface AdjustCreditsInput {
@@ -66,18 +61,13 @@ export async function adjustCredits(deps: AppDeps, input: AdjustCreditsInput, en
     return refuse("INVALID_FIELD", "expires_at must be in the future", { field: "expires_at" });
   }
   const bucketId = deps.newId();
-  return idempotent(deps.cache, input.accountId, input.claim, () =>
-    deps.store.execute(
-      {
-        target: { accountId: input.accountId },
-        createAccount: true,
-        idempotency: input.claim,
-        caller: input.caller,
-        run: (book, at) =>
-          ok(grantAdjustment(book, { bucketId, amount: input.amount, expiresAt: input.expiresAt, reason: input.reason, actor: input.caller }, at)),
-        encode: (bucket, book, at) => encode({ bucket, balance: book.balance(at), price: null }),
-      },
-      now,
-    ),
-  );
+  return mutate(deps, input.accountId, {
+    target: { accountId: input.accountId },
+    createAccount: true,
+    idempotency: input.claim,
+    caller: input.caller,
+    run: (book, at) =>
+      ok(grantAdjustment(book, { bucketId, amount: input.amount, expiresAt: input.expiresAt, reason: input.reason, actor: input.caller }, at)),
+    encode: (bucket, book, at) => encode({ bucket, balance: book.balance(at), price: null }),
+  });
 }

@@ -4,7 +4,7 @@ import { commit as commitHold, extend as extendHold, release as releaseHold, res
 import { type GenerationSpec, quote } from "../domain/pricing.js";
 import type { ReleaseReason, Reservation, ReservationPricing } from "../domain/reservation.js";
 import { type AppDeps, type Reply, refuse } from "./deps.js";
-import { idempotent } from "./idempotent.js";
+import { mutate } from "./idempotent.js";
 import type { IdempotencyClaim } from "./ports.js";
 
 /** A hold and the account's balance right after the command that touched it. */
@@ -40,32 +40,27 @@ export async function reserve(deps: AppDeps, input: ReserveInput, encode: Encode
     if (!check.ok) return { ok: false, failure: check.failure };
   }
   const reservationId = deps.newId();
-  return idempotent(deps.cache, input.accountId, input.claim, () =>
-    deps.store.execute(
-      {
-        target: { accountId: input.accountId },
-        createAccount: false,
-        idempotency: input.claim,
-        caller: input.caller,
-        run: (book, now) => {
-          let amount: bigint;
-          let pricing: ReservationPricing | null = null;
-          if ("spec" in cost) {
-            // Priced under the account lock with the account's own pricing: the quote and the balance check agree.
-            const priced = quote(card, cost.spec, book.pricingPermille);
-            if (!priced.ok) return priced;
-            amount = priced.value.credits;
-            pricing = { spec: cost.spec, rateCardVersion: card.version, accountPermille: book.pricingPermille, quotedCredits: amount };
-          } else {
-            amount = cost.amount;
-          }
-          return reserveHold(book, { reservationId, amount, ttlMs: input.ttlMs, metadata: input.metadata, pricing }, now);
-        },
-        encode: (reservation, book, now) => encode({ reservation, balance: book.balance(now) }),
-      },
-      deps.clock.now(),
-    ),
-  );
+  return mutate(deps, input.accountId, {
+    target: { accountId: input.accountId },
+    createAccount: false,
+    idempotency: input.claim,
+    caller: input.caller,
+    run: (book, now) => {
+      let amount: bigint;
+      let pricing: ReservationPricing | null = null;
+      if ("spec" in cost) {
+        // Priced under the account lock with the account's own pricing: the quote and the balance check agree.
+        const priced = quote(card, cost.spec, book.pricingPermille);
+        if (!priced.ok) return priced;
+        amount = priced.value.credits;
+        pricing = { spec: cost.spec, rateCardVersion: card.version, accountPermille: book.pricingPermille, quotedCredits: amount };
+      } else {
+        amount = cost.amount;
+      }
+      return reserveHold(book, { reservationId, amount, ttlMs: input.ttlMs, metadata: input.metadata, pricing }, now);
+    },
+    encode: (reservation, book, now) => encode({ reservation, balance: book.balance(now) }),
+  });
 }
 
 export interface CommitInput extends Mutation {
@@ -127,21 +122,16 @@ function onReservation(
   encode: Encode<HoldResult>,
   run: OnReservation,
 ): Promise<Reply> {
-  return idempotent(deps.cache, input.reservationId, input.claim, () =>
-    deps.store.execute(
-      {
-        target: { reservationId: input.reservationId },
-        createAccount: false,
-        idempotency: input.claim,
-        caller: input.caller,
-        run: (book, now) => {
-          const reservation = book.reservation(input.reservationId);
-          invariant(reservation, "the target reservation is loaded");
-          return run(book, reservation, now);
-        },
-        encode: (settled, book, now) => encode({ reservation: settled.reservation, balance: book.balance(now) }),
-      },
-      deps.clock.now(),
-    ),
-  );
+  return mutate(deps, input.reservationId, {
+    target: { reservationId: input.reservationId },
+    createAccount: false,
+    idempotency: input.claim,
+    caller: input.caller,
+    run: (book, now) => {
+      const reservation = book.reservation(input.reservationId);
+      invariant(reservation, "the target reservation is loaded");
+      return run(book, reservation, now);
+    },
+    encode: (settled, book, now) => encode({ reservation: settled.reservation, balance: book.balance(now) }),
+  });
 }

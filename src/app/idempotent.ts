@@ -1,5 +1,5 @@
-import type { CommandOutcome, IdempotencyCache, IdempotencyClaim } from "./ports.js";
-import type { Reply } from "./deps.js";
+import type { AccountCommand, CommandOutcome, IdempotencyCache, IdempotencyClaim } from "./ports.js";
+import type { AppDeps, Reply } from "./deps.js";
 
 /**
  * Wraps a mutating command with the Redis fast path: a key seen with the same request returns
@@ -53,4 +53,9 @@ export async function idempotent(
   }
   await cache.complete(scope, claim, outcome.response);
   return { ok: true, bytes: outcome.response };
+}
+
+/** A mutating command with its idempotency claim, through the Redis fast path and the store, at the clock's now. */
+export function mutate<T>(deps: AppDeps, scope: string, command: AccountCommand<T> & { readonly idempotency: IdempotencyClaim }): Promise<Reply> {
+  return idempotent(deps.cache, scope, command.idempotency, () => deps.store.execute(command, deps.clock.now()));
 }

@@ -5,7 +5,7 @@ import type { TopUpPack } from "../domain/grants.js";
 import type { Plan } from "../domain/plan.js";
 import { type AppDeps, type Reply, refuse } from "./deps.js";
 import type { Encode } from "./holds.js";
-import { idempotent } from "./idempotent.js";
+import { mutate } from "./idempotent.js";
 import type { IdempotencyClaim } from "./ports.js";
 
 export interface ChangePlanInput {
@@ -24,19 +24,14 @@ export interface ChangePlanResult {
 export async function changePlan(deps: AppDeps, input: ChangePlanInput, encode: Encode<ChangePlanResult>): Promise<Reply> {
   const plan = await deps.plans.findPlan(input.planId, input.accountId);
   if (!plan) return refuse("PLAN_NOT_FOUND", `plan ${input.planId} does not exist`, { plan_id: input.planId });
-  return idempotent(deps.cache, input.accountId, input.claim, () =>
-    deps.store.execute(
-      {
-        target: { accountId: input.accountId },
-        createAccount: true,
-        idempotency: input.claim,
-        caller: input.caller,
-        run: (book, now) => decideChange(book, plan, now, deps.newId),
-        encode: (change, book, now) => encode({ change, balance: book.balance(now) }),
-      },
-      deps.clock.now(),
-    ),
-  );
+  return mutate(deps, input.accountId, {
+    target: { accountId: input.accountId },
+    createAccount: true,
+    idempotency: input.claim,
+    caller: input.caller,
+    run: (book, now) => decideChange(book, plan, now, deps.newId),
+    encode: (change, book, now) => encode({ change, balance: book.balance(now) }),
+  });
 }
 
 /** ListPlans: the public catalog. */
@@ -78,19 +73,14 @@ export async function advanceTestClock(
   encode: Encode<{ now: Date; balance: BalanceView }>,
 ): Promise<Reply> {
   if (!deps.testClocksEnabled) return refuse("TEST_CLOCK_DISABLED", "test clocks are disabled in production");
-  return idempotent(deps.cache, input.accountId, input.claim, () =>
-    deps.store.execute(
-      {
-        target: { accountId: input.accountId },
-        createAccount: false,
-        idempotency: input.claim,
-        caller: input.caller,
-        clockStepMs: input.byMs,
-        // The store moved the clock and applied what fell due; `now` is the account's new time.
-        run: (_book, now) => ok(now),
-        encode: (later, book) => encode({ now: later, balance: book.balance(later) }),
-      },
-      deps.clock.now(),
-    ),
-  );
+  return mutate(deps, input.accountId, {
+    target: { accountId: input.accountId },
+    createAccount: false,
+    idempotency: input.claim,
+    caller: input.caller,
+    clockStepMs: input.byMs,
+    // The store moved the clock and applied what fell due; `now` is the account's new time.
+    run: (_book, now) => ok(now),
+    encode: (later, book) => encode({ now: later, balance: book.balance(later) }),
+  });
 }
