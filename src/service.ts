@@ -14,6 +14,7 @@ import { adminHandlers } from "./rpc/admin-handlers.js";
 import { creditHandlers } from "./rpc/credit-handlers.js";
 import { planAdminHandlers, planHandlers } from "./rpc/plan-handlers.js";
 import { serverCredentials, startGrpcServer } from "./rpc/server.js";
+import type { HealthReporter } from "./rpc/health.js";
 import { parseTokens } from "./rpc/auth.js";
 import { createCallInterceptor } from "./rpc/interceptor.js";
 import { Metrics, startMetricsServer } from "./observability/metrics.js";
@@ -24,6 +25,9 @@ import { loadPlanCatalog } from "./catalog/load.js";
 import { loadRateCard } from "./catalog/rate-card.js";
 import { pricingAdminHandlers, pricingHandlers } from "./rpc/pricing-handlers.js";
 import { PostgresAccountPricing, PostgresRateCards } from "./store/rate-card-store.js";
+
+/** The health name under which Redis (the idempotency fast path) reports its degradation. */
+export const REDIS_HEALTH = "credit.redis";
 
 export interface RunningService {
   readonly port: number;
@@ -72,11 +76,13 @@ async function startOnDatabase(
   const redis = createRedisClient(config.REDIS_URL);
   redis.on("error", (err: Error) => log.debug({ err: err.message }, "redis connection error"));
   const metrics = new Metrics();
+  let health: HealthReporter | null = null;
   const cache = new RedisIdempotencyCache(redis, {
     ttlMs: config.IDEMPOTENCY_TTL_SECONDS * 1000,
     lockMs: config.IDEMPOTENCY_LOCK_SECONDS * 1000,
     onAvailability: (available, err) => {
       metrics.redisUp.set(available ? 1 : 0);
+      health?.setComponent(REDIS_HEALTH, available ? "SERVING" : "NOT_SERVING");
       if (available) log.info("redis is back: idempotency fast path restored");
       else log.warn({ err: err instanceof Error ? err.message : String(err) }, "redis unavailable: idempotency served from Postgres alone");
     },
@@ -118,6 +124,8 @@ async function startOnDatabase(
     },
     log,
   );
+  health = server.health;
+  health.setComponent(REDIS_HEALTH, redis.status === "ready" ? "SERVING" : "NOT_SERVING");
   metrics.gauge("credit_holds_pending", "Reservations currently HELD.", () => store.countHeld());
   metrics.gauge("credit_db_pool_connections_in_use", "Postgres connections checked out of the pool.", () => poolInUse(orm));
   const metricsServer = config.METRICS_ENABLED ? await startMetricsServer(metrics, config.METRICS_HOST, config.METRICS_PORT) : null;

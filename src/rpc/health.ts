@@ -17,6 +17,14 @@ export class HealthReporter {
     return this.current;
   }
 
+  /**
+   * A component that can degrade without stopping the service (Redis), reported under its own
+   * health name; the server's own status ("") does not follow it.
+   */
+  setComponent(name: string, status: ServingStatus): void {
+    this.implementation.setStatus(name, status);
+  }
+
   set(status: ServingStatus): boolean {
     if (status === this.current) return false;
     this.current = status;
