@@ -69,24 +69,18 @@ export class PostgresLedgerStore implements LedgerStore {
         return failed({ reason: "ACCOUNT_NOT_FOUND", message: `account ${accountId} not found`, metadata: { account_id: accountId } });
       }
       const claim = command.idempotency;
-      if (claim) {
-        const ops = await q(`select request_hash, response from operations where account_id = ? and idempotency_key = ?`, [accountId, claim.key]);
-        if (ops.length > 0) {
-          const op = ops[0]!;
-          if (Buffer.compare(op["request_hash"] as Buffer, claim.requestHash) === 0) {
-            return { kind: "replayed", response: new Uint8Array(op["response"] as Buffer) };
-          }
-          return failed({
-            reason: "IDEMPOTENCY_KEY_REUSED",
-            message: `idempotency key ${claim.key} was already used for a different request`,
-            metadata: { idempotency_key: claim.key },
-          });
-        }
-      }
       const step = command.clockStepMs ?? 0;
       // A test-clock step is taken before loading, so the holds that fall due during it are loaded too.
       const at = new Date(accountTime(head, now).getTime() + step);
-      const book = await loadBook(q, accountId, head, at, reservationId);
+      const { book, operation: recorded } = await loadBook(q, accountId, head, at, reservationId, claim?.key ?? null);
+      if (claim && recorded) {
+        if (Buffer.compare(recorded.requestHash, claim.requestHash) === 0) return { kind: "replayed", response: new Uint8Array(recorded.response) };
+        return failed({
+          reason: "IDEMPOTENCY_KEY_REUSED",
+          message: `idempotency key ${claim.key} was already used for a different request`,
+          metadata: { idempotency_key: claim.key },
+        });
+      }
       if (step > 0) book.advanceClock(step);
       applyDue(book, at, this.newId);
       const dueEntries = book.entries.length;
@@ -99,13 +93,16 @@ export class PostgresLedgerStore implements LedgerStore {
         return failed(result.failure);
       }
       const response = command.encode(result.value, book, at);
-      await persistBook(q, book, ctx);
-      if (claim) {
-        await q(
-          `insert into operations (account_id, idempotency_key, method, request_hash, response, created_at) values (?, ?, ?, ?, ?, ?)`,
-          [accountId, claim.key, claim.method, claim.requestHash, Buffer.from(response), now],
-        );
-      }
+      const record = claim
+        ? [
+            {
+              sql: `insert into operations (account_id, idempotency_key, method, request_hash, response, created_at) values (?, ?, ?, ?, ?, ?)`,
+              params: [accountId, claim.key, claim.method, claim.requestHash, Buffer.from(response), now],
+            },
+          ]
+        : [];
+      // The effect and the operation record in one statement of the same transaction.
+      await persistBook(q, book, ctx, record);
       return { kind: "applied", value: result.value, response };
     });
   }
@@ -114,7 +111,7 @@ export class PostgresLedgerStore implements LedgerStore {
     return guardUnavailable(async () => {
       const q = this.q();
       const head = await loadAccountHead(q, accountId, "none");
-      return head ? loadBook(q, accountId, head, accountTime(head, now), null) : null;
+      return head ? (await loadBook(q, accountId, head, accountTime(head, now), null)).book : null;
     });
   }
 
@@ -182,7 +179,7 @@ export class PostgresLedgerStore implements LedgerStore {
         const head = await loadAccountHead(q, accountId, "skip-locked");
         if (!head) return false;
         const at = accountTime(head, now);
-        const book = await loadBook(q, accountId, head, at, null);
+        const { book } = await loadBook(q, accountId, head, at, null);
         if (!applyDue(book, at, this.newId)) return false;
         await persistBook(q, book, { caller: "system", idempotencyKey: null, now: at });
         return true;
