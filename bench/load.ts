@@ -21,7 +21,8 @@ import { HealthCheckRequestSchema, HealthCheckResponseSchema } from "../src/gen/
 export interface LoadJob {
   readonly target: string;
   readonly workload: "cycle" | "balance" | "noop";
-  readonly accounts: readonly string[];
+  /** Accounts `${prefix}1` … `${prefix}${count}` (ids are generated, not passed: argv has a size limit). */
+  readonly accounts: { readonly prefix: string; readonly count: number };
   readonly concurrency: number;
   readonly durationMs: number;
   /** Per-worker calls per second; 0 = as fast as possible (closed loop). */
@@ -81,7 +82,7 @@ async function main(): Promise<void> {
     let i = 0;
     while (performance.now() < deadline) {
       const began = performance.now();
-      const accountId = job.accounts[(w * 7919 + i * 104729) % job.accounts.length]!;
+      const accountId = `${job.accounts.prefix}${1 + ((w * 7919 + i * 104729) % job.accounts.count)}`;
       i += 1;
       if (job.workload === "noop") await timed("Noop", () => noop(create(HealthCheckRequestSchema, {})));
       else if (job.workload === "balance") await timed("GetBalance", () => balance(create(GetBalanceRequestSchema, { accountId })));

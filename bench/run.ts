@@ -78,14 +78,16 @@ async function main(): Promise<void> {
   const pid = proc.pid!;
   try {
     step(`funding ${ACCOUNTS} accounts and pgbench databases`);
-    const accounts = await fundAccounts(BASE, "bench-u-", ACCOUNTS, 1_000_000_000n);
-    const hot = await fundAccounts(BASE, "bench-hot-", 1, 1_000_000_000_000n);
+    await fundAccounts(BASE, "bench-u-", ACCOUNTS, 1_000_000_000n);
+    await fundAccounts(BASE, "bench-hot-", 1, 1_000_000_000_000n);
+    const accounts = { prefix: "bench-u-", count: ACCOUNTS };
+    const hot = { prefix: "bench-hot-", count: 1 };
     await pgbenchInit(PGBENCH_URL, Math.max(...CLIENTS));
     await pgbenchInit(PGBENCH_HOT_URL, 1);
     const target = `127.0.0.1:${port}`;
     const rows: Row[] = [];
     const pgbenchTps: Record<string, number> = {};
-    const job = (workload: LoadJob["workload"], accs: readonly string[], concurrency: number, ratePerWorker = 0): LoadJob => ({
+    const job = (workload: LoadJob["workload"], accs: LoadJob["accounts"], concurrency: number, ratePerWorker = 0): LoadJob => ({
       target,
       workload,
       accounts: accs,

@@ -42,7 +42,7 @@ export function startServer(env: Record<string, string>): Promise<{ proc: ChildP
  * Funds `count` accounts with one large ADJUSTMENT bucket each, in one set-based statement per
  * table, with the matching ledger entries so that reconciliation holds from the start.
  */
-export async function fundAccounts(url: string, prefix: string, count: number, credits: bigint): Promise<string[]> {
+export async function fundAccounts(url: string, prefix: string, count: number, credits: bigint): Promise<void> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   await client.query("begin");
@@ -60,7 +60,6 @@ export async function fundAccounts(url: string, prefix: string, count: number, c
   );
   await client.query("commit");
   await client.end();
-  return Array.from({ length: count }, (_, i) => `${prefix}${i + 1}`);
 }
 
 export async function pgbenchInit(url: string, scale: number): Promise<void> {
