@@ -320,7 +320,7 @@ describe("bad input is refused and changes nothing", () => {
           (x: Buffer) => x,
           bytes,
           new Metadata(),
-          { deadline: Date.now() + 10_000 }, // eslint-disable-line no-restricted-syntax -- a transport deadline, not ledger time
+          { deadline: Date.now() + 10_000 },  
           (err: ServiceError | null, body?: Buffer) => resolve({ err, body }),
         );
       });

@@ -1,19 +1,12 @@
 import { readFileSync } from "node:fs";
 import { toBinary } from "@bufbuild/protobuf";
-import { durationFromMs, type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  type Balance,
-  BillingInterval,
-  BucketKind,
-  GetBalanceResponseSchema,
-  LedgerEntryKind,
-  PlanChangeKind,
-  ReservationState,
-} from "../../src/client/index.js";
+import { describe, expect, it } from "vitest";
+import { type Balance, BillingInterval, BucketKind, GetBalanceResponseSchema, LedgerEntryKind, PlanChangeKind, ReservationState } from "../../src/client/index.js";
 import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
-import { newAccountId, newKey, startTestService, type TestService } from "../support/harness.js";
+import { newAccountId, newKey, type TestService } from "../support/harness.js";
+import { failureOf, iso, serviceAt } from "../support/e2e.js";
 
 /**
  * ChangePlan through the real server (credit-rules §5 and the decisions in
@@ -26,37 +19,6 @@ const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
 /** 2030-04-01T00:00:00Z: the first day of a 30-day month, so "day 10" leaves exactly 20/30 of it. */
 const APRIL_1 = new Date("2030-04-01T00:00:00.000Z");
-
-function iso(ts: Timestamp | undefined): string | undefined {
-  return ts ? timestampDate(ts).toISOString() : undefined;
-}
-
-function serviceAt(start: Date): () => TestService {
-  let t: TestService | undefined;
-  beforeAll(async () => {
-    t = await startTestService({}, start);
-  });
-  afterAll(async () => {
-    await t?.stop();
-  });
-  return () => {
-    if (!t) throw new Error("service not started");
-    return t;
-  };
-}
-
-/** Awaits a call that must fail; returns its gRPC code and ErrorInfo. */
-async function failureOf(call: Promise<unknown>): Promise<{ code: Code; reason: string | undefined; metadata: Record<string, string> }> {
-  try {
-    await call;
-  } catch (e) {
-    expect(e).toBeInstanceOf(ConnectError);
-    const err = ConnectError.from(e);
-    const info = err.findDetails(ErrorInfoSchema)[0];
-    return { code: err.code, reason: info?.reason, metadata: info?.metadata ?? {} };
-  }
-  return expect.unreachable("the call succeeded but should have failed");
-}
 
 function changePlan(t: TestService, accountId: string, planId: string, key = newKey("plan")) {
   return t.credit.changePlan({ accountId, planId, idempotencyKey: key });

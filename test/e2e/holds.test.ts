@@ -1,9 +1,9 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LedgerEntryKind, ReleaseReason, ReservationState } from "../../src/client/index.js";
-import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { newAccountId, newKey, startTestService, type TestService } from "../support/harness.js";
+import { failureOf } from "../support/e2e.js";
 
 let t: TestService;
 beforeAll(async () => {
@@ -12,19 +12,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await t.stop();
 });
-
-/** Awaits a call that must fail; returns its gRPC code and ErrorInfo. */
-async function failureOf(call: Promise<unknown>): Promise<{ code: Code; reason: string | undefined; metadata: Record<string, string> }> {
-  try {
-    await call;
-  } catch (e) {
-    expect(e).toBeInstanceOf(ConnectError);
-    const err = e as ConnectError;
-    const info = err.findDetails(ErrorInfoSchema)[0];
-    return { code: err.code, reason: info?.reason, metadata: info?.metadata ?? {} };
-  }
-  return expect.unreachable("the call succeeded but should have failed");
-}
 
 async function fund(accountId: string, amount: bigint): Promise<void> {
   await t.admin.adjustCredits({ accountId, amount, reason: "holds test funding", idempotencyKey: newKey("fund") });

@@ -16,6 +16,7 @@ import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { RedisIdempotencyCache } from "../../src/idempotency/redis-cache.js";
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from "../support/env.js";
 import { newAccountId, newKey, startTestService, type TestService } from "../support/harness.js";
+import { failureOf } from "../support/e2e.js";
 
 /**
  * §8 Idempotency end to end: one key, one effect — with Redis as the fast path, after Redis lost
@@ -46,18 +47,6 @@ type PurchaseTopUpRequest = MessageInitShape<typeof PurchaseTopUpRequestSchema>;
 
 function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString("hex");
-}
-
-/** The gRPC code and ErrorInfo reason of a failed call (throws if the call succeeded). */
-async function failureOf(call: Promise<unknown>): Promise<{ code: Code; reason: string | undefined; metadata: Record<string, string> }> {
-  try {
-    await call;
-  } catch (err) {
-    const e = ConnectError.from(err);
-    const info = e.findDetails(ErrorInfoSchema)[0];
-    return { code: e.code, reason: info?.reason, metadata: { ...(info?.metadata ?? {}) } };
-  }
-  throw new Error("expected the call to fail, but it succeeded");
 }
 
 async function count(sql: string, params: unknown[]): Promise<number> {

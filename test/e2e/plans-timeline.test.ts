@@ -1,7 +1,8 @@
-import { durationFromMs, type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { describe, expect, it } from "vitest";
 import { type Balance, BillingInterval, BucketKind, LedgerEntryKind, PlanChangeKind, ReleaseReason, ReservationState } from "../../src/client/index.js";
-import { newAccountId, newKey, startTestService, type TestService } from "../support/harness.js";
+import { newAccountId, newKey, type TestService } from "../support/harness.js";
+import { iso, serviceAt } from "../support/e2e.js";
 
 /**
  * Billing cycles through the real server (credit-rules §4): allowance periods monthly from the
@@ -17,25 +18,6 @@ const DAY = 24 * HOUR;
 /** A UTC instant; month is 1-12. */
 function utc(year: number, month: number, day: number, hour = 0, minute = 0): Date {
   return new Date(Date.UTC(year, month - 1, day, hour, minute));
-}
-
-function iso(ts: Timestamp | undefined): string | undefined {
-  return ts ? timestampDate(ts).toISOString() : undefined;
-}
-
-/** One service per scenario group, started at the instant the scenario needs. */
-function serviceAt(start: Date): () => TestService {
-  let t: TestService | undefined;
-  beforeAll(async () => {
-    t = await startTestService({}, start);
-  });
-  afterAll(async () => {
-    await t?.stop();
-  });
-  return () => {
-    if (!t) throw new Error("service not started");
-    return t;
-  };
 }
 
 async function entriesOf(t: TestService, accountId: string, kinds: LedgerEntryKind[] = []) {

@@ -4,14 +4,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GenerationKind, GenerationSpecSchema, LedgerEntryKind, Quality, ReservationState } from "../../src/client/index.js";
 import { loadRateCard } from "../../src/catalog/rate-card.js";
-import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { TEST_DATABASE_URL } from "../support/env.js";
 import { newAccountId, newKey, startTestService, type TestService } from "../support/harness.js";
+import { failureOf } from "../support/e2e.js";
 
 /** The checked-in card: its version and JSON (the prices below are computed by hand from it). */
 const DEFAULT = loadRateCard();
@@ -45,18 +45,6 @@ const KLING_165 = spec("kling-pro", GenerationKind.VIDEO, 1280, 720, 5000, 1, Qu
 const KLING_528 = spec("kling-pro", GenerationKind.VIDEO, 1920, 1080, 10_000, 1, Quality.HIGH);
 // kling-pro 3840×2160, 20 s, ULTRA: (40 + 160 + 20×25) = 700 → ×2.4 = 1680
 const KLING_1680 = spec("kling-pro", GenerationKind.VIDEO, 3840, 2160, 20_000, 1, Quality.ULTRA);
-
-/** Awaits a call that must fail; returns its gRPC code and ErrorInfo. */
-async function failureOf(call: Promise<unknown>): Promise<{ code: Code; reason: string | undefined; metadata: Record<string, string> }> {
-  try {
-    await call;
-  } catch (e) {
-    const err = ConnectError.from(e);
-    const info = err.findDetails(ErrorInfoSchema)[0];
-    return { code: err.code, reason: info?.reason, metadata: info?.metadata ?? {} };
-  }
-  return expect.unreachable("the call succeeded but should have failed");
-}
 
 async function fund(accountId: string, amount: bigint, svc: TestService = t): Promise<void> {
   await svc.admin.adjustCredits({ accountId, amount, reason: "pricing test funding", idempotencyKey: newKey("fund") });

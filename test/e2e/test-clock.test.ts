@@ -1,11 +1,11 @@
 import { createHash, randomUUID } from "node:crypto";
 import { toBinary } from "@bufbuild/protobuf";
-import { durationFromMs, type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
+import { Code } from "@connectrpc/connect";
+import { describe, expect, it } from "vitest";
 import { BucketKind, createCreditClients, GetBalanceResponseSchema, LedgerEntryKind, PlanChangeKind, ReservationState } from "../../src/client/index.js";
-import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
-import { newAccountId, newKey, startTestService, TEST_EPOCH, type TestService } from "../support/harness.js";
+import { newAccountId, newKey, TEST_EPOCH, type TestService } from "../support/harness.js";
+import { failureOf, iso, serviceAt } from "../support/e2e.js";
 
 /**
  * AdvanceTestClock through the real server: one account's own clock moves ahead of server time,
@@ -16,37 +16,6 @@ import { newAccountId, newKey, startTestService, TEST_EPOCH, type TestService } 
 const MINUTE = 60_000;
 const DAY = 24 * 60 * MINUTE;
 const MAX_STEP_SECONDS = 400n * 24n * 3600n;
-
-function iso(ts: Timestamp | undefined): string | undefined {
-  return ts ? timestampDate(ts).toISOString() : undefined;
-}
-
-function serviceAt(start: Date, env: Record<string, string> = {}): () => TestService {
-  let t: TestService | undefined;
-  beforeAll(async () => {
-    t = await startTestService(env, start);
-  });
-  afterAll(async () => {
-    await t?.stop();
-  });
-  return () => {
-    if (!t) throw new Error("service not started");
-    return t;
-  };
-}
-
-/** Awaits a call that must fail; returns its gRPC code and ErrorInfo. */
-async function failureOf(call: Promise<unknown>): Promise<{ code: Code; reason: string | undefined; metadata: Record<string, string> }> {
-  try {
-    await call;
-  } catch (e) {
-    expect(e).toBeInstanceOf(ConnectError);
-    const err = ConnectError.from(e);
-    const info = err.findDetails(ErrorInfoSchema)[0];
-    return { code: err.code, reason: info?.reason, metadata: info?.metadata ?? {} };
-  }
-  return expect.unreachable("the call succeeded but should have failed");
-}
 
 async function balanceBytes(t: TestService, accountId: string): Promise<Uint8Array> {
   return toBinary(GetBalanceResponseSchema, await t.credit.getBalance({ accountId }));
