@@ -46,9 +46,12 @@ describe("Postgres stopped and started under load", () => {
       const down = performance.now();
       await stack.pg.stop("fast");
       await sleep(DOWN_MS);
+      // The outage window ends when Postgres is asked to start: `pg_ctl start -w` returns only once
+      // it accepts connections, and the health probe may see it (SERVING, rightly) before that.
+      const starting = performance.now();
       await stack.pg.start();
       const up = performance.now();
-      windows.push({ down, up });
+      windows.push({ down, up: starting });
       for (;;) {
         if ((await health.status(1000)) === "SERVING") break;
         if (performance.now() - up > 30_000) throw new Error("not SERVING 30 s after Postgres came back");
