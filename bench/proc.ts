@@ -13,20 +13,38 @@ export function processCpuMs(pid: number): number {
   }
 }
 
-/** CPU milliseconds of every process named `name` (all Postgres backends and helpers). */
-export function commandCpuMs(name: string): number {
-  let total = 0;
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-      if (comm === name) total += processCpuMs(Number(entry));
-    } catch {
-      // the process ended meanwhile
-    }
+interface ProcStat {
+  readonly pid: number;
+  readonly comm: string;
+  readonly ppid: number;
+  /** utime + stime, and cutime + cstime (waited-for children), in ms. */
+  readonly ownMs: number;
+  readonly childrenMs: number;
+}
+
+function readStat(pid: number): ProcStat | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return { pid, comm, ppid: Number(f[1]), ownMs: (Number(f[11]) + Number(f[12])) * TICK_MS, childrenMs: (Number(f[13]) + Number(f[14])) * TICK_MS };
+  } catch {
+    return null; // the process ended meanwhile
   }
-  return total;
+}
+
+/**
+ * Cumulative CPU milliseconds of a whole process tree by command name (the Postgres cluster):
+ * the live processes' own time plus, for the tree's root, the time of the children it has
+ * already reaped. Backends that exit during a run stay counted, so differences never go negative.
+ */
+export function commandCpuMs(name: string): number {
+  const procs = readdirSync("/proc")
+    .filter((e) => /^\d+$/.test(e))
+    .map((e) => readStat(Number(e)))
+    .filter((p): p is ProcStat => p !== null && p.comm === name);
+  const pids = new Set(procs.map((p) => p.pid));
+  return procs.reduce((sum, p) => sum + p.ownMs + (pids.has(p.ppid) ? 0 : p.childrenMs), 0);
 }
 
 /** Peak resident set size of a process in MB (VmHWM). */

@@ -20,6 +20,8 @@ const PGBENCH_HOT_URL = BASE.replace(/\/[^/]*$/, "/credit_pgbench_hot");
 const CLIENTS = quick ? [16] : [1, 16, 64];
 const SECONDS = quick ? 4 : 15;
 const ACCOUNTS = quick ? 1000 : 10_000;
+/** BENCH_PROFILE=<dir>: the server writes a V8 CPU profile there when it exits (open it in Chrome DevTools). */
+const PROFILE_DIR = process.env["BENCH_PROFILE"];
 
 interface Row {
   workload: string;
@@ -74,7 +76,7 @@ async function main(): Promise<void> {
     METRICS_PORT: "0",
     LOG_LEVEL: "warn",
     DB_POOL_MAX: process.env["BENCH_DB_POOL_MAX"] ?? "20",
-  });
+  }, PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}`] : []);
   const pid = proc.pid!;
   try {
     step(`funding ${ACCOUNTS} accounts and pgbench databases`);
@@ -145,7 +147,9 @@ async function main(): Promise<void> {
       process.exitCode = 1;
     }
   } finally {
+    const exited = new Promise((resolve) => proc.once("exit", resolve));
     proc.kill("SIGTERM");
+    await exited; // a profile (BENCH_PROFILE) is written on exit
   }
 }
 

@@ -23,8 +23,8 @@ export async function recreateDatabase(url: string): Promise<void> {
 }
 
 /** Starts the service as its own process; resolves when it logs its port. */
-export function startServer(env: Record<string, string>): Promise<{ proc: ChildProcess; port: number }> {
-  const proc = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "inherit"] });
+export function startServer(env: Record<string, string>, nodeArgs: readonly string[] = []): Promise<{ proc: ChildProcess; port: number }> {
+  const proc = spawn(process.execPath, [...nodeArgs, "--import", "tsx", "src/main.ts"], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "inherit"] });
   return new Promise((resolve, reject) => {
     createInterface({ input: proc.stdout! }).on("line", (line) => {
       try {

@@ -7,6 +7,39 @@ const bool = z
 
 const seconds = (fallback: number) => z.coerce.number().int().positive().default(fallback);
 
+/** One Redis Cluster seed node, from `REDIS_CLUSTER_NODES`. */
+export interface RedisClusterNode {
+  readonly host: string;
+  readonly port: number;
+}
+
+const HOST_PORT = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:,[\]]+)):(\d{1,5})$/;
+
+/**
+ * `host:port,host:port,…` (IPv6 hosts in brackets). Blank means "no cluster": the single node at
+ * REDIS_URL. Each entry must name a host and a port 1-65535, with no entry repeated.
+ */
+const clusterNodes = z.string().transform((raw, ctx): readonly RedisClusterNode[] | undefined => {
+  const entries = raw.split(",").map((e) => e.trim());
+  if (entries.every((e) => e === "")) return undefined;
+  const nodes: RedisClusterNode[] = [];
+  for (const entry of entries) {
+    const match = HOST_PORT.exec(entry);
+    const port = Number(match?.[3]);
+    if (!match || port < 1 || port > 65535) {
+      ctx.addIssue({ code: "custom", message: `"${entry}" is not host:port (port 1-65535)` });
+      return z.NEVER;
+    }
+    const host = (match[1] ?? match[2])!;
+    if (nodes.some((n) => n.host === host && n.port === port)) {
+      ctx.addIssue({ code: "custom", message: `"${entry}" is listed twice` });
+      return z.NEVER;
+    }
+    nodes.push(Object.freeze({ host, port }));
+  }
+  return Object.freeze(nodes);
+});
+
 /** Every variable the service reads, with its default. README.md lists them for operators. */
 const schema = z
   .object({
@@ -18,11 +51,18 @@ const schema = z
     RATE_CARD_PATH: z.string().min(1).optional(),
     DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).default("postgres://postgres@127.0.0.1:5432/credit"),
     REDIS_URL: z.url({ protocol: /^rediss?$/ }).default("redis://127.0.0.1:6379"),
+    /** Comma-separated `host:port` seed nodes of a Redis Cluster; unset = the single node at REDIS_URL. */
+    REDIS_CLUSTER_NODES: clusterNodes.optional(),
     GRPC_HOST: z.string().min(1).default("0.0.0.0"),
     GRPC_PORT: z.coerce.number().int().min(0).max(65535).default(50051),
     GRPC_MAX_MESSAGE_BYTES: z.coerce.number().int().min(1024).max(16 * 1024 * 1024).default(64 * 1024),
     DB_MIGRATE: bool.default(true),
-    DB_POOL_MAX: z.coerce.number().int().min(1).max(200).default(10),
+    /** Connections of the ledger's pool (the ORM side — plans, rate cards, entry listing — keeps a pool of its own, at most 4). */
+    DB_POOL_MAX: z.coerce.number().int().min(2).max(200).default(10),
+    /** Write lanes: ledger transactions running in parallel; concurrent commands of one lane share one transaction. */
+    DB_WRITE_LANES: z.coerce.number().int().min(1).max(64).default(4),
+    /** The most commands one ledger transaction takes. */
+    DB_MAX_BATCH: z.coerce.number().int().min(1).max(256).default(64),
     HOLD_DEFAULT_TTL_SECONDS: seconds(15 * 60),
     HOLD_MAX_TTL_SECONDS: seconds(24 * 60 * 60),
     IDEMPOTENCY_TTL_SECONDS: z.coerce.number().int().min(24 * 60 * 60).default(24 * 60 * 60),

@@ -9,7 +9,7 @@ import { DEFAULT_TOP_UP_PACKS } from "./domain/top-up-packs.js";
 import { CreditAdminService } from "./gen/credit/v1/admin_service_pb.js";
 import { CreditService } from "./gen/credit/v1/credit_service_pb.js";
 import { RedisIdempotencyCache } from "./idempotency/redis-cache.js";
-import { createRedisClient, waitReady } from "./idempotency/redis-client.js";
+import { createRedisConnection, waitReady } from "./idempotency/redis-client.js";
 import { adminHandlers } from "./rpc/admin-handlers.js";
 import { creditHandlers } from "./rpc/credit-handlers.js";
 import { planAdminHandlers, planHandlers } from "./rpc/plan-handlers.js";
@@ -18,7 +18,9 @@ import type { HealthReporter } from "./rpc/health.js";
 import { parseTokens } from "./rpc/auth.js";
 import { createCallInterceptor } from "./rpc/interceptor.js";
 import { Metrics, startMetricsServer } from "./observability/metrics.js";
-import { openDatabase, poolInUse } from "./store/database.js";
+import { openDatabase } from "./store/database.js";
+import { createPool } from "./store/pg.js";
+import type pg from "pg";
 import { PostgresLedgerStore } from "./store/ledger-store.js";
 import { PostgresPlanStore } from "./store/plan-store.js";
 import { loadPlanCatalog } from "./catalog/load.js";
@@ -47,14 +49,17 @@ export async function startService(config: Config, clock: Clock, log: Logger): P
   const rateCard = loadRateCard(config.RATE_CARD_PATH);
   const orm = await openDatabase({
     url: config.DATABASE_URL,
-    poolMax: config.DB_POOL_MAX,
+    poolMax: Math.min(4, config.DB_POOL_MAX),
     migrate: config.DB_MIGRATE,
     onDriverWarning: (message) => log.warn({ driver: "knex" }, message),
   });
+  const pool = createPool({ url: config.DATABASE_URL, max: config.DB_POOL_MAX, onIdleError: (err) => log.warn({ err: err.message }, "idle ledger connection failed") });
   try {
-    return await startOnDatabase(config, clock, log, orm, catalog, rateCard);
+    return await startOnDatabase(config, clock, log, orm, pool, catalog, rateCard);
   } catch (err) {
-    await orm.close(true); // a refused start leaves no connection behind
+    // A refused start leaves no connection behind.
+    await pool.end();
+    await orm.close(true);
     throw err;
   }
 }
@@ -64,18 +69,23 @@ async function startOnDatabase(
   clock: Clock,
   log: Logger,
   orm: MikroORM,
+  pool: pg.Pool,
   catalog: ReturnType<typeof loadPlanCatalog>,
   rateCard: ReturnType<typeof loadRateCard>,
 ): Promise<RunningService> {
-  const store = new PostgresLedgerStore(orm, randomUUID);
+  const metrics = new Metrics();
+  const store = new PostgresLedgerStore(pool, orm, randomUUID, {
+    writeLanes: config.DB_WRITE_LANES,
+    maxBatch: config.DB_MAX_BATCH,
+    onBatch: (size) => metrics.writeBatchSize.observe(size),
+  });
   const plans = new PostgresPlanStore(orm);
   const added = await plans.syncCatalog(catalog, clock.now());
   if (added > 0) log.info({ added }, "plan catalog updated");
   const rateCards = await PostgresRateCards.register(orm, rateCard.card, rateCard.json, clock.now());
 
-  const redis = createRedisClient(config.REDIS_URL);
+  const redis = createRedisConnection(config); // REDIS_CLUSTER_NODES set: a Redis Cluster client
   redis.on("error", (err: Error) => log.debug({ err: err.message }, "redis connection error"));
-  const metrics = new Metrics();
   let health: HealthReporter | null = null;
   const cache = new RedisIdempotencyCache(redis, {
     ttlMs: config.IDEMPOTENCY_TTL_SECONDS * 1000,
@@ -127,7 +137,7 @@ async function startOnDatabase(
   health = server.health;
   health.setComponent(REDIS_HEALTH, redis.status === "ready" ? "SERVING" : "NOT_SERVING");
   metrics.gauge("credit_holds_pending", "Reservations currently HELD.", () => store.countHeld());
-  metrics.gauge("credit_db_pool_connections_in_use", "Postgres connections checked out of the pool.", () => poolInUse(orm));
+  metrics.gauge("credit_db_pool_connections_in_use", "Postgres connections checked out of the pool.", () => pool.totalCount - pool.idleCount);
   const metricsServer = config.METRICS_ENABLED ? await startMetricsServer(metrics, config.METRICS_HOST, config.METRICS_PORT) : null;
 
   const probe = async () => {
@@ -170,6 +180,7 @@ async function startOnDatabase(
       await sweeper?.stop();
       await metricsServer?.close();
       await cache.close();
+      await pool.end();
       await orm.close(true);
     },
   };

@@ -38,6 +38,12 @@ export class Metrics {
     help: "1 while the Redis idempotency fast path answers, 0 while it is degraded.",
     registers: [this.registry],
   });
+  readonly writeBatchSize = new Histogram({
+    name: "credit_write_batch_commands",
+    help: "Commands per ledger transaction (group commit: concurrent commands share one).",
+    buckets: [1, 2, 4, 8, 16, 32, 64],
+    registers: [this.registry],
+  });
   readonly postgresUp = new Gauge({
     name: "credit_postgres_up",
     help: "1 while the ledger database answers the health probe.",

@@ -1,38 +1,34 @@
 import { AccountBook } from "../domain/account-book.js";
+import type { Statement } from "./pg.js";
 import { bucketFromRow, reservationFromRow, type Row, subscriptionFromRow } from "./rows.js";
-import type { Query } from "./sql.js";
 
-export type LockMode = "none" | "wait" | "skip-locked";
-
-const LOCKS: Readonly<Record<LockMode, string>> = {
-  none: "",
-  wait: "for update of a",
-  "skip-locked": "for update of a skip locked",
-};
+export type LockMode = "wait" | "skip-locked";
 
 /**
- * The account row (locked as asked) with its test-clock offset and subscription, in one round
- * trip; null when the account does not exist (or, with skip-locked, is locked elsewhere).
+ * Locks the accounts' rows in account order (so two batches that share accounts never
+ * deadlock); its rows are the ids that exist (and, with skip-locked, were free).
  */
-export async function loadAccountHead(q: Query, accountId: string, lock: LockMode): Promise<Row | null> {
-  const rows = await q(
-    `select a.clock_offset_ms, a.pricing_permille, s.plan, s.anchor, s.granted_period, s.current_bucket_id, s.scheduled_plan, s.scheduled_effective_at
-       from accounts a left join subscriptions s on s.account_id = a.account_id
-      where a.account_id = ? ${LOCKS[lock]}`,
-    [accountId],
-  );
-  return rows[0] ?? null;
+export function lockStatement(accountIds: readonly string[], mode: LockMode): Statement {
+  return mode === "wait"
+    ? { sql: `select account_id from accounts where account_id = any(?::text[]) order by account_id for update`, params: [accountIds], name: "lock_accounts" }
+    : { sql: `select account_id from accounts where account_id = any(?::text[]) order by account_id for update skip locked`, params: [accountIds], name: "lock_accounts_skip" };
 }
 
 /** The account's own clock: server time plus its test-clock offset. */
-export function accountTime(head: Row, serverNow: Date): Date {
-  return new Date(serverNow.getTime() + Number(head["clock_offset_ms"] ?? 0));
+export function accountTime(clockOffsetMs: number, serverNow: Date): Date {
+  return new Date(serverNow.getTime() + clockOffsetMs);
 }
 
-const BUCKET_COLUMNS = `account_id, bucket_id, kind, granted::text as granted, remaining::text as remaining, held::text as held,
-  valid_from, expires_at, source_ref, created_at`;
-const RESERVATION_COLUMNS = `account_id, reservation_id, state, held_amount::text as held_amount, captured_amount::text as captured_amount,
-  released_amount::text as released_amount, allocations, expires_at, created_at, settled_at, metadata, release_reason, release_detail, pricing`;
+/** What to load for one account. */
+export interface BookRequest {
+  readonly accountId: string;
+  /** Server time (plus any test-clock step about to be taken): holds overdue by then are loaded. */
+  readonly now: Date;
+  /** Reservations to load in any state (Commit, Release, Extend). */
+  readonly reservationIds: readonly string[];
+  /** Idempotency keys whose operation records to load. */
+  readonly idempotencyKeys: readonly string[];
+}
 
 /** A stored operation record: the idempotency backstop. */
 export interface StoredOperation {
@@ -40,46 +36,84 @@ export interface StoredOperation {
   readonly response: Buffer;
 }
 
+export interface LoadedBook {
+  readonly book: AccountBook;
+  /** Operation records of the requested keys, by key. */
+  readonly operations: Map<string, StoredOperation>;
+}
+
+const BUCKET_COLUMNS = `account_id, bucket_id, kind, granted::text as granted, remaining::text as remaining, held::text as held,
+  valid_from, expires_at, source_ref, created_at`;
+const RESERVATION_COLUMNS = `account_id, reservation_id, state, held_amount::text as held_amount, captured_amount::text as captured_amount,
+  released_amount::text as released_amount, allocations, expires_at, created_at, settled_at, metadata, release_reason, release_detail, pricing`;
+
 /**
- * The working set of a command, in one round trip after the account lock: the operation record
- * of the call's idempotency key (if any), the buckets with credits left (and the current
- * subscription bucket even when spent, so an upgrade can grow it), the overdue holds and, if
- * named, one reservation in any state. Each branch is an index lookup (buckets_live, the primary
- * keys, reservations_account_due); an OR across them would scan everything the account ever had.
- * Amounts travel as text, so bigints stay exact.
+ * The working sets of several accounts in ONE statement (one snapshot, one round trip): per
+ * account its head (test-clock offset, pricing, subscription), the buckets with credits left
+ * (and the current subscription bucket even when spent, so an upgrade can grow it), the holds
+ * overdue by the account's own time, the named reservations in any state (a hold both overdue and named comes
+ * twice; the book keeps one), and the operation
+ * records of the named keys. Each branch is an index lookup (buckets_live, the primary keys,
+ * reservations_account_due). Amounts travel as text, so bigints stay exact. Accounts that do
+ * not exist are absent from the result.
  */
-export async function loadBook(
-  q: Query,
-  accountId: string,
-  head: Row,
-  now: Date,
-  reservationId: string | null,
-  idempotencyKey: string | null = null,
-): Promise<{ book: AccountBook; operation: StoredOperation | null }> {
-  const subscription = subscriptionFromRow(accountId, head);
-  const rows = await q(
-    `select
-       (select coalesce(json_agg(b), '[]'::json) from (
-          select ${BUCKET_COLUMNS} from buckets where account_id = ? and remaining > 0
-          union all
-          select ${BUCKET_COLUMNS} from buckets where account_id = ? and bucket_id = ?::uuid and remaining = 0) b) as buckets,
-       (select coalesce(json_agg(r), '[]'::json) from (
-          select ${RESERVATION_COLUMNS} from reservations where account_id = ? and state = 'HELD' and expires_at <= ?
-          union all
-          select ${RESERVATION_COLUMNS} from reservations where account_id = ? and reservation_id = ?::uuid) r) as reservations,
-       (select json_build_object('hash', encode(request_hash, 'hex'), 'response', encode(response, 'base64'))
-          from operations where account_id = ? and idempotency_key = ?) as operation`,
-    [accountId, accountId, subscription?.currentBucketId ?? null, accountId, now, accountId, reservationId, accountId, idempotencyKey],
-  );
-  const row = rows[0]!;
-  const op = row["operation"] as { hash: string; response: string } | null;
-  const book = new AccountBook(
+const LOAD_BOOKS = `
+  select a.account_id, a.clock_offset_ms, a.pricing_permille,
+    s.plan, s.anchor, s.granted_period, s.current_bucket_id, s.scheduled_plan, s.scheduled_effective_at,
+    (select coalesce(json_agg(b), '[]'::json) from (
+        select ${BUCKET_COLUMNS} from buckets where account_id = a.account_id and remaining > 0
+        union all
+        select ${BUCKET_COLUMNS} from buckets where account_id = a.account_id and bucket_id = s.current_bucket_id and remaining = 0) b) as buckets,
+    (select coalesce(json_agg(r), '[]'::json) from (
+        select ${RESERVATION_COLUMNS} from reservations
+         where account_id = a.account_id and state = 'HELD' and expires_at <= u.at + a.clock_offset_ms * interval '1 millisecond'
+        union all
+        select ${RESERVATION_COLUMNS} from reservations where account_id = a.account_id and reservation_id = any(?::uuid[])) r) as reservations,
+    (select json_agg(json_build_object('key', idempotency_key, 'hash', encode(request_hash, 'hex'), 'response', encode(response, 'base64')))
+       from operations where account_id = a.account_id and idempotency_key = any(?::text[])) as operations
+  from unnest(?::text[], ?::timestamptz[]) as u(account_id, at)
+  join accounts a on a.account_id = u.account_id
+  left join subscriptions s on s.account_id = a.account_id`;
+
+/** The statement of loadBooks; run it after the lock statement (in the same pipeline is fine: it takes a new snapshot). */
+export function loadStatement(requests: readonly BookRequest[]): Statement {
+  return {
+    sql: LOAD_BOOKS,
+    params: [
+      requests.flatMap((r) => r.reservationIds),
+      requests.flatMap((r) => r.idempotencyKeys),
+      requests.map((r) => r.accountId),
+      requests.map((r) => r.now),
+    ],
+    name: "load_books",
+  };
+}
+
+/** The rows of loadStatement by account: a reader builds its own book from one with bookFromRow. */
+export function rowsByAccount(rows: readonly Row[]): Map<string, Row> {
+  return new Map(rows.map((row) => [row["account_id"] as string, row]));
+}
+
+/** The books (and operation records) of loadStatement's rows. */
+export function booksFromRows(rows: readonly Row[]): Map<string, LoadedBook> {
+  const out = new Map<string, LoadedBook>();
+  for (const [accountId, row] of rowsByAccount(rows)) {
+    const operations = new Map<string, StoredOperation>();
+    for (const op of (row["operations"] as { key: string; hash: string; response: string }[] | null) ?? []) {
+      operations.set(op.key, { requestHash: Buffer.from(op.hash, "hex"), response: Buffer.from(op.response, "base64") });
+    }
+    out.set(accountId, { book: bookFromRow(accountId, row), operations });
+  }
+  return out;
+}
+
+export function bookFromRow(accountId: string, row: Row): AccountBook {
+  return new AccountBook(
     accountId,
     (row["buckets"] as Row[]).map(bucketFromRow),
     (row["reservations"] as Row[]).map(reservationFromRow),
-    subscription,
-    Number(head["clock_offset_ms"] ?? 0),
-    Number(head["pricing_permille"] ?? 1000),
+    subscriptionFromRow(accountId, row),
+    Number(row["clock_offset_ms"] ?? 0),
+    Number(row["pricing_permille"] ?? 1000),
   );
-  return { book, operation: op ? { requestHash: Buffer.from(op.hash, "hex"), response: Buffer.from(op.response, "base64") } : null };
 }

@@ -89,9 +89,3 @@ export async function openDatabase(options: DatabaseOptions): Promise<MikroORM> 
   if (options.migrate) await withMigrationLock(options.url, async () => void (await orm.migrator.up()));
   return orm;
 }
-
-/** Connections currently checked out of the ORM's pool (for the pool-use gauge). */
-export function poolInUse(orm: MikroORM): number {
-  const pool = (orm.em.getKnex().client as { pool?: { numUsed(): number } }).pool;
-  return pool ? pool.numUsed() : 0;
-}

@@ -1,20 +1,29 @@
 import type { MikroORM } from "@mikro-orm/postgresql";
+import type pg from "pg";
 import type { AccountCommand, CommandOutcome, EntryQuery, LedgerStore, StoredEntry } from "../app/ports.js";
 import type { AccountBook } from "../domain/account-book.js";
-import { type Failure, invariant } from "../domain/errors.js";
+import { FailureError } from "../domain/errors.js";
 import type { EntryKind } from "../domain/ledger-entry.js";
 import { applyDue } from "../domain/maintenance.js";
 import { type Difference, reconcileBook, type EntrySums } from "../domain/reconcile.js";
 import type { Reservation } from "../domain/reservation.js";
-import { persistBook } from "./persist.js";
-import { accountTime, loadAccountHead, loadBook } from "./account-loader.js";
+import { accountTime, bookFromRow, booksFromRows, loadStatement, lockStatement, rowsByAccount } from "./account-loader.js";
+import { BatchLanes, type Settled } from "./batching.js";
+import { type QueuedCommand, runCommandBatch } from "./command-batch.js";
+import { persistStatement } from "./persist.js";
+import { inTransaction, type Query, queryOn } from "./pg.js";
+import { ReservationLocator } from "./reservation-locator.js";
 import { bucketFromRow, reservationFromRow } from "./rows.js";
 import { LedgerEntryRow } from "./schema.js";
-import { type Query, queryOn } from "./sql.js";
-import { guardUnavailable } from "./unavailable.js";
+import { guardUnavailable, isStoreUnavailable } from "./unavailable.js";
 
-function failed(failure: Failure): CommandOutcome<never> {
-  return { kind: "failed", failure };
+export interface LedgerStoreOptions {
+  /** Write lanes: batches of different lanes run in parallel, each on its own connection. */
+  readonly writeLanes: number;
+  /** The most commands one transaction takes. */
+  readonly maxBatch: number;
+  /** Told the size of each write batch. */
+  readonly onBatch?: (size: number) => void;
 }
 
 function isOperationConflict(err: unknown): boolean {
@@ -22,108 +31,118 @@ function isOperationConflict(err: unknown): boolean {
   return e?.code === "23505" && e.constraint === "operations_pkey";
 }
 
-/** Postgres implementation of the LedgerStore port: one transaction per command, account row locked first. */
+/**
+ * Postgres implementation of the LedgerStore port. Commands on accounts are grouped: concurrent
+ * commands share one transaction per write lane (see BatchLanes and runCommandBatch), with the
+ * accounts locked in order. If a batch fails for any reason other than an unreachable database,
+ * each of its commands runs again alone, so one bad command never fails its neighbours.
+ */
 export class PostgresLedgerStore implements LedgerStore {
+  private readonly q: Query;
+  private readonly writes: BatchLanes<QueuedCommand, CommandOutcome<unknown>>;
+  private readonly reads: BatchLanes<{ accountId: string; now: Date }, AccountBook | null>;
+  private readonly locator = new ReservationLocator(50_000);
+
   constructor(
+    private readonly pool: pg.Pool,
+    /** The ORM, for the paged entry listing. */
     private readonly orm: MikroORM,
     /** Ids for buckets the store's due-work pass creates (subscription periods). */
     private readonly newId: () => string,
-  ) {}
-
-  private q(): Query {
-    return queryOn(this.orm.em.fork());
+    options: LedgerStoreOptions,
+  ) {
+    this.q = queryOn(pool);
+    this.writes = new BatchLanes({ lanes: options.writeLanes, maxBatch: options.maxBatch, run: (items) => this.runWrites(items), onBatch: options.onBatch });
+    // Reads share one statement per batch too; two lanes keep one batch loading while the next gathers.
+    this.reads = new BatchLanes({ lanes: 2, maxBatch: options.maxBatch, run: (items) => this.runReads(items) });
   }
 
   async execute<T>(command: AccountCommand<T>, now: Date): Promise<CommandOutcome<T>> {
-    return guardUnavailable(async () => {
-      try {
-        return await this.executeOnce(command, now);
-      } catch (err) {
-        // Two calls with one key on an account created by both at once: the loser replays the winner.
-        if (isOperationConflict(err)) return this.executeOnce(command, now);
-        throw err;
-      }
-    });
-  }
-
-  private async executeOnce<T>(command: AccountCommand<T>, now: Date): Promise<CommandOutcome<T>> {
     let accountId: string;
     let reservationId: string | null = null;
     if ("reservationId" in command.target) {
       reservationId = command.target.reservationId;
-      const rows = await this.q()(`select account_id from reservations where reservation_id = ?::uuid`, [reservationId]);
-      if (rows.length === 0) {
-        return failed({ reason: "RESERVATION_NOT_FOUND", message: `reservation ${reservationId} not found`, metadata: { reservation_id: reservationId } });
+      const found = await this.locateReservation(reservationId);
+      if (found === null) {
+        return { kind: "failed", failure: { reason: "RESERVATION_NOT_FOUND", message: `reservation ${reservationId} not found`, metadata: { reservation_id: reservationId } } };
       }
-      accountId = rows[0]!["account_id"] as string;
+      accountId = found;
     } else {
       accountId = command.target.accountId;
     }
-    return this.orm.em.fork().transactional(async (em) => {
-      const q = queryOn(em);
-      if (command.createAccount) {
-        await q(`insert into accounts (account_id, created_at) values (?, ?) on conflict do nothing`, [accountId, now]);
+    const outcome = await this.writes.submit(accountId, { command: command as AccountCommand<unknown>, now, accountId, reservationId });
+    return outcome as CommandOutcome<T>;
+  }
+
+  /** The account a reservation belongs to (a fact that never changes, so it is cached). */
+  private async locateReservation(reservationId: string): Promise<string | null> {
+    const cached = this.locator.get(reservationId);
+    if (cached !== undefined) return cached;
+    const rows = await guardUnavailable(() => this.q(`select account_id from reservations where reservation_id = ?::uuid`, [reservationId], "locate_reservation"));
+    const accountId = (rows[0]?.["account_id"] as string | undefined) ?? null;
+    if (accountId !== null) this.locator.set(reservationId, accountId);
+    return accountId;
+  }
+
+  private async runWrites(items: QueuedCommand[]): Promise<Settled<CommandOutcome<unknown>>[]> {
+    try {
+      return (await this.writeBatch(items)).map((value) => ({ ok: true, value }));
+    } catch (err) {
+      if (items.length === 1 || isStoreUnavailable(err) || err instanceof FailureError) return items.map(() => ({ ok: false, error: err }));
+      // One bad command must not fail its neighbours: each runs again on its own.
+      const settled: Settled<CommandOutcome<unknown>>[] = [];
+      for (const item of items) {
+        try {
+          settled.push({ ok: true, value: (await this.writeBatch([item]))[0]! });
+        } catch (error) {
+          settled.push({ ok: false, error });
+        }
       }
-      const head = await loadAccountHead(q, accountId, "wait");
-      if (!head) {
-        return failed({ reason: "ACCOUNT_NOT_FOUND", message: `account ${accountId} not found`, metadata: { account_id: accountId } });
+      return settled;
+    }
+  }
+
+  private async writeBatch(items: QueuedCommand[]): Promise<CommandOutcome<unknown>[]> {
+    return guardUnavailable(async () => {
+      const run = () => inTransaction(this.pool, (tx) => runCommandBatch(tx, items, this.newId));
+      let result;
+      try {
+        result = await run();
+      } catch (err) {
+        // Two calls with one key on an account created by both at once: the loser replays the winner.
+        if (items.length === 1 && isOperationConflict(err)) result = await run();
+        else throw err;
       }
-      const claim = command.idempotency;
-      const step = command.clockStepMs ?? 0;
-      // A test-clock step is taken before loading, so the holds that fall due during it are loaded too.
-      const at = new Date(accountTime(head, now).getTime() + step);
-      const { book, operation: recorded } = await loadBook(q, accountId, head, at, reservationId, claim?.key ?? null);
-      if (claim && recorded) {
-        if (Buffer.compare(recorded.requestHash, claim.requestHash) === 0) return { kind: "replayed", response: new Uint8Array(recorded.response) };
-        return failed({
-          reason: "IDEMPOTENCY_KEY_REUSED",
-          message: `idempotency key ${claim.key} was already used for a different request`,
-          metadata: { idempotency_key: claim.key },
-        });
-      }
-      if (step > 0) book.advanceClock(step);
-      applyDue(book, at, this.newId);
-      const dueEntries = book.entries.length;
-      const result = command.run(book, at);
-      // Entries are stamped with the account's time after the command (a test clock may have moved).
-      const ctx = { caller: command.caller, idempotencyKey: claim?.key ?? null, now: accountTime({ clock_offset_ms: book.clockOffsetMs }, now) };
-      if (!result.ok) {
-        invariant(book.entries.length === dueEntries, "a failed command changed the book");
-        await persistBook(q, book, ctx);
-        return failed(result.failure);
-      }
-      const response = command.encode(result.value, book, at);
-      const record = claim
-        ? [
-            {
-              sql: `insert into operations (account_id, idempotency_key, method, request_hash, response, created_at) values (?, ?, ?, ?, ?, ?)`,
-              params: [accountId, claim.key, claim.method, claim.requestHash, Buffer.from(response), now],
-            },
-          ]
-        : [];
-      // The effect and the operation record in one statement of the same transaction.
-      await persistBook(q, book, ctx, record);
-      return { kind: "applied", value: result.value, response };
+      for (const [reservationId, accountId] of result.newReservations) this.locator.set(reservationId, accountId);
+      return result.outcomes;
     });
   }
 
   async readBook(accountId: string, now: Date): Promise<AccountBook | null> {
-    return guardUnavailable(async () => {
-      const q = this.q();
-      const head = await loadAccountHead(q, accountId, "none");
-      return head ? (await loadBook(q, accountId, head, accountTime(head, now), null)).book : null;
+    return this.reads.submit(accountId, { accountId, now });
+  }
+
+  /** Many GetBalance reads in one statement (one snapshot); no lock, no transaction. */
+  private async runReads(items: { accountId: string; now: Date }[]): Promise<Settled<AccountBook | null>[]> {
+    const unique = [...new Map(items.map((i) => [i.accountId, i])).values()];
+    const load = loadStatement(unique.map((i) => ({ accountId: i.accountId, now: i.now, reservationIds: [], idempotencyKeys: [] })));
+    const rows = rowsByAccount(await guardUnavailable(() => this.q(load.sql, load.params, load.name)));
+    // Each reader gets its own book: a caller may apply due work to it.
+    return items.map((i) => {
+      const row = rows.get(i.accountId);
+      return { ok: true, value: row ? bookFromRow(i.accountId, row) : null };
     });
   }
 
   async findReservation(reservationId: string): Promise<Reservation | null> {
     return guardUnavailable(async () => {
-      const rows = await this.q()(`select * from reservations where reservation_id = ?::uuid`, [reservationId]);
+      const rows = await this.q(`select * from reservations where reservation_id = ?::uuid`, [reservationId]);
       return rows.length === 0 ? null : reservationFromRow(rows[0]!);
     });
   }
 
   async accountExists(accountId: string): Promise<boolean> {
-    return guardUnavailable(async () => (await this.q()(`select 1 from accounts where account_id = ?`, [accountId])).length > 0);
+    return guardUnavailable(async () => (await this.q(`select 1 from accounts where account_id = ?`, [accountId])).length > 0);
   }
 
   async listEntries(query: EntryQuery): Promise<StoredEntry[]> {
@@ -153,7 +172,7 @@ export class PostgresLedgerStore implements LedgerStore {
 
   async accountsWithDueWork(now: Date, limit: number): Promise<string[]> {
     return guardUnavailable(async () => {
-      const rows = await this.q()(
+      const rows = await this.q(
         // Distinct accounts, most overdue first: one account with many overdue holds takes one slot.
         // Accounts on a test clock are always candidates: their own time runs ahead of `now`.
         `(select account_id from reservations where state = 'HELD' and expires_at <= ?
@@ -173,15 +192,19 @@ export class PostgresLedgerStore implements LedgerStore {
 
   async applyDueIfUnlocked(accountId: string, now: Date): Promise<boolean> {
     return guardUnavailable(() =>
-      this.orm.em.fork().transactional(async (em) => {
-        const q = queryOn(em);
+      inTransaction(this.pool, async (tx) => {
         // Skip an account another transaction (a request, another server's sweeper) holds: it is being handled.
-        const head = await loadAccountHead(q, accountId, "skip-locked");
-        if (!head) return false;
-        const at = accountTime(head, now);
-        const { book } = await loadBook(q, accountId, head, at, null);
+        const [locked, rows] = await tx.run([
+          lockStatement([accountId], "skip-locked"),
+          loadStatement([{ accountId, now, reservationIds: [], idempotencyKeys: [] }]),
+        ]);
+        const loaded = booksFromRows(rows!).get(accountId);
+        if (locked!.length === 0 || !loaded) return false;
+        const { book } = loaded;
+        const at = accountTime(book.clockOffsetMs, now);
         if (!applyDue(book, at, this.newId)) return false;
-        await persistBook(q, book, { caller: "system", idempotencyKey: null, now: at });
+        const ctx = { caller: "system", idempotencyKey: null, now: at };
+        await tx.commit([persistStatement([{ book, contexts: book.entries.map(() => ctx), now: at }])!]);
         return true;
       }),
     );
@@ -189,7 +212,7 @@ export class PostgresLedgerStore implements LedgerStore {
 
   async pruneOperations(olderThan: Date, limit: number): Promise<number> {
     return guardUnavailable(async () => {
-      const rows = await this.q()(
+      const rows = await this.q(
         `delete from operations where ctid in (select ctid from operations where created_at < ? limit ?) returning 1`,
         [olderThan, limit],
       );
@@ -199,8 +222,7 @@ export class PostgresLedgerStore implements LedgerStore {
 
   async reconcile(accountId: string): Promise<Difference[]> {
     return guardUnavailable(() =>
-      this.orm.em.fork().transactional(async (em) => {
-        const q = queryOn(em);
+      inTransaction(this.pool, async ({ query: q }) => {
         await q(`select 1 from accounts where account_id = ? for share`, [accountId]);
         const buckets = (await q(`select * from buckets where account_id = ?`, [accountId])).map(bucketFromRow);
         const reservations = (await q(`select * from reservations where account_id = ?`, [accountId])).map(reservationFromRow);
@@ -221,11 +243,11 @@ export class PostgresLedgerStore implements LedgerStore {
   }
 
   async countHeld(): Promise<number> {
-    const rows = await this.q()(`select count(*)::int as n from reservations where state = 'HELD'`);
+    const rows = await this.q(`select count(*)::int as n from reservations where state = 'HELD'`);
     return Number(rows[0]?.["n"] ?? 0);
   }
 
   async ping(): Promise<void> {
-    await this.q()(`select 1`);
+    await this.q(`select 1`);
   }
 }

@@ -1,125 +1,151 @@
 import type { AccountBook } from "../domain/account-book.js";
 import { allowancePeriod } from "../domain/periods.js";
+import type { Statement } from "./pg.js";
 import { allocationsJson, planToJson, pricingJson } from "./rows.js";
-import { type Query, valuesList } from "./sql.js";
 
+/** Who wrote an entry, and when by the account's clock. */
 export interface CommandContext {
   readonly caller: string;
   readonly idempotencyKey: string | null;
   readonly now: Date;
 }
 
-/** One data-modifying statement (without RETURNING) and its parameters. */
-export interface Statement {
-  readonly sql: string;
-  readonly params: readonly unknown[];
+/** A book to write back, with the context of each of its entries (`contexts[i]` for `book.entries[i]`). */
+export interface BookWrite {
+  readonly book: AccountBook;
+  readonly contexts: readonly CommandContext[];
+  /** The account's time after its last command. */
+  readonly now: Date;
+}
+
+/** The durable idempotency record of one applied call: its request's hash and its response. */
+export interface OperationRecord {
+  readonly accountId: string;
+  readonly key: string;
+  readonly method: string;
+  readonly requestHash: Buffer;
+  readonly response: Uint8Array;
+  readonly createdAt: Date;
+}
+
+/** Column arrays of one multi-row write: `unnest` turns them into rows. */
+function columns<T>(rows: readonly T[], pick: (row: T) => readonly unknown[], width: number): unknown[][] {
+  const out: unknown[][] = Array.from({ length: width }, () => []);
+  for (const row of rows) pick(row).forEach((v, i) => out[i]!.push(v));
+  return out;
 }
 
 /**
- * Writes what a command changed in the book — new and changed buckets and reservations, the
- * ledger entries, the subscription, the test clock — plus `extra` (the operation record), as ONE
- * statement of data-modifying CTEs: one round trip whatever the command did. (Each CTE touches
- * different rows, so their shared snapshot is no concern.)
+ * Every write of a batch in ONE fixed statement of data-modifying CTEs: new and changed buckets
+ * and reservations, ledger entries, subscriptions, test clocks, operation records. Rows travel as
+ * column arrays through `unnest`, so the text never changes with the number of rows: each
+ * connection parses and plans it once (a prepared statement), and a part with no rows costs an
+ * empty scan. Each CTE touches different rows, so their shared snapshot is no concern.
  */
-export async function persistBook(q: Query, book: AccountBook, ctx: CommandContext, extra: readonly Statement[] = []): Promise<void> {
-  const parts = [
-    insertBuckets(book),
-    updateBuckets(book),
-    insertReservations(book),
-    updateReservations(book),
-    insertEntries(book, ctx),
-    saveSubscription(book, ctx),
-    book.clockChanged ? { sql: `update accounts set clock_offset_ms = ? where account_id = ?`, params: [book.clockOffsetMs, book.accountId] } : null,
-    ...extra,
-  ].filter((p): p is Statement => p !== null);
-  if (parts.length === 0) return;
-  const sql = `with ${parts.map((p, i) => `w${i} as (${p.sql} returning 1)`).join(",\n")} select 1`;
-  await q(sql, parts.flatMap((p) => p.params));
-}
+const PERSIST = `
+  with
+  new_buckets as (
+    insert into buckets (account_id, bucket_id, kind, granted, remaining, held, valid_from, expires_at, source_ref, created_at)
+    select * from unnest(?::text[], ?::uuid[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::timestamptz[], ?::timestamptz[], ?::text[], ?::timestamptz[])
+    returning 1),
+  changed_buckets as (
+    update buckets b set granted = v.granted, remaining = v.remaining, held = v.held, expires_at = v.expires_at
+      from unnest(?::text[], ?::uuid[], ?::bigint[], ?::bigint[], ?::bigint[], ?::timestamptz[]) as v(account_id, bucket_id, granted, remaining, held, expires_at)
+     where b.account_id = v.account_id and b.bucket_id = v.bucket_id
+    returning 1),
+  new_reservations as (
+    insert into reservations (account_id, reservation_id, state, held_amount, captured_amount, released_amount,
+      allocations, expires_at, created_at, settled_at, metadata, release_reason, release_detail, pricing)
+    select * from unnest(?::text[], ?::uuid[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[],
+      ?::jsonb[], ?::timestamptz[], ?::timestamptz[], ?::timestamptz[], ?::jsonb[], ?::text[], ?::text[], ?::jsonb[])
+    returning 1),
+  changed_reservations as (
+    update reservations r set state = v.state, captured_amount = v.captured_amount, released_amount = v.released_amount,
+        allocations = v.allocations, expires_at = v.expires_at, settled_at = v.settled_at,
+        release_reason = v.release_reason, release_detail = v.release_detail
+      from unnest(?::text[], ?::uuid[], ?::text[], ?::bigint[], ?::bigint[], ?::jsonb[], ?::timestamptz[], ?::timestamptz[], ?::text[], ?::text[])
+        as v(account_id, reservation_id, state, captured_amount, released_amount, allocations, expires_at, settled_at, release_reason, release_detail)
+     where r.account_id = v.account_id and r.reservation_id = v.reservation_id
+    returning 1),
+  new_entries as (
+    insert into ledger_entries (account_id, kind, bucket_id, reservation_id, amount, idempotency_key, caller, metadata, created_at)
+    select * from unnest(?::text[], ?::text[], ?::uuid[], ?::uuid[], ?::bigint[], ?::text[], ?::text[], ?::jsonb[], ?::timestamptz[])
+    returning 1),
+  subscriptions_saved as (
+    insert into subscriptions (account_id, plan_id, plan_version, plan, anchor, granted_period, granted_period_end,
+      current_bucket_id, scheduled_plan, scheduled_effective_at, updated_at)
+    select * from unnest(?::text[], ?::text[], ?::int[], ?::jsonb[], ?::timestamptz[], ?::int[], ?::timestamptz[],
+      ?::uuid[], ?::jsonb[], ?::timestamptz[], ?::timestamptz[])
+    on conflict (account_id) do update set plan_id = excluded.plan_id, plan_version = excluded.plan_version,
+      plan = excluded.plan, anchor = excluded.anchor, granted_period = excluded.granted_period,
+      granted_period_end = excluded.granted_period_end, current_bucket_id = excluded.current_bucket_id,
+      scheduled_plan = excluded.scheduled_plan, scheduled_effective_at = excluded.scheduled_effective_at,
+      updated_at = excluded.updated_at
+    returning 1),
+  clocks as (
+    update accounts a set clock_offset_ms = v.offset_ms
+      from unnest(?::text[], ?::bigint[]) as v(account_id, offset_ms)
+     where a.account_id = v.account_id
+    returning 1),
+  new_operations as (
+    insert into operations (account_id, idempotency_key, method, request_hash, response, created_at)
+    select * from unnest(?::text[], ?::text[], ?::text[], ?::bytea[], ?::bytea[], ?::timestamptz[])
+    returning 1)
+  select 1`;
 
-function saveSubscription(book: AccountBook, ctx: CommandContext): Statement | null {
-  const s = book.subscription;
-  if (!s || !book.subscriptionChanged) return null;
-  const grantedEnd = allowancePeriod(s.anchor, s.grantedPeriod).end;
-  return {
-    sql: `insert into subscriptions (account_id, plan_id, plan_version, plan, anchor, granted_period, granted_period_end,
-       current_bucket_id, scheduled_plan, scheduled_effective_at, updated_at)
-     values (?, ?, ?, ?::jsonb, ?, ?, ?, ?::uuid, ?::jsonb, ?, ?)
-     on conflict (account_id) do update set plan_id = excluded.plan_id, plan_version = excluded.plan_version,
-       plan = excluded.plan, anchor = excluded.anchor, granted_period = excluded.granted_period,
-       granted_period_end = excluded.granted_period_end, current_bucket_id = excluded.current_bucket_id,
-       scheduled_plan = excluded.scheduled_plan, scheduled_effective_at = excluded.scheduled_effective_at,
-       updated_at = excluded.updated_at`,
-    params: [
-      book.accountId, s.plan.planId, s.plan.version, planToJson(s.plan), s.anchor, s.grantedPeriod, grantedEnd,
-      s.currentBucketId, s.scheduled ? planToJson(s.scheduled.plan) : null, s.scheduled?.effectiveAt ?? null, ctx.now,
-    ],
-  };
-}
-
-function insertBuckets(book: AccountBook): Statement | null {
-  const rows = [...book.newBuckets].map((id) => book.bucket(id));
-  if (rows.length === 0) return null;
-  return {
-    sql: `insert into buckets (account_id, bucket_id, kind, granted, remaining, held, valid_from, expires_at, source_ref, created_at)
-     values ${valuesList(rows.length, 10, ["", "::uuid", "", "::bigint", "::bigint", "::bigint", "::timestamptz", "::timestamptz", "", "::timestamptz"])}`,
-    params: rows.flatMap((b) => [b.accountId, b.id, b.kind, b.granted, b.remaining, b.held, b.validFrom, b.expiresAt, b.sourceRef, b.createdAt]),
-  };
-}
-
-function updateBuckets(book: AccountBook): Statement | null {
-  const rows = [...book.changedBuckets].filter((id) => !book.newBuckets.has(id)).map((id) => book.bucket(id));
-  if (rows.length === 0) return null;
-  return {
-    sql: `update buckets b set granted = v.granted, remaining = v.remaining, held = v.held, expires_at = v.expires_at
-       from (values ${valuesList(rows.length, 5, ["::uuid", "::bigint", "::bigint", "::bigint", "::timestamptz"])})
-         as v(bucket_id, granted, remaining, held, expires_at)
-      where b.account_id = ? and b.bucket_id = v.bucket_id`,
-    params: [...rows.flatMap((b) => [b.id, b.granted, b.remaining, b.held, b.expiresAt]), book.accountId],
-  };
-}
-
-function insertReservations(book: AccountBook): Statement | null {
-  const rows = [...book.newReservations].map((id) => book.reservation(id)!);
-  if (rows.length === 0) return null;
-  return {
-    sql: `insert into reservations (account_id, reservation_id, state, held_amount, captured_amount, released_amount,
-       allocations, expires_at, created_at, settled_at, metadata, release_reason, release_detail, pricing)
-     values ${valuesList(rows.length, 14, ["", "::uuid", "", "::bigint", "::bigint", "::bigint", "::jsonb", "::timestamptz", "::timestamptz", "::timestamptz", "::jsonb", "::text", "", "::jsonb"])}`,
-    params: rows.flatMap((r) => [
-      r.accountId, r.id, r.status, r.heldAmount, r.capturedAmount, r.releasedAmount, allocationsJson(r),
-      r.expiresAt, r.createdAt, r.settledAt, JSON.stringify(r.metadata), r.releaseReason, r.releaseDetail, pricingJson(r),
-    ]),
-  };
-}
-
-function updateReservations(book: AccountBook): Statement | null {
-  const rows = [...book.changedReservations].filter((id) => !book.newReservations.has(id)).map((id) => book.reservation(id)!);
-  if (rows.length === 0) return null;
-  const casts = ["::uuid", "::text", "::bigint", "::bigint", "::jsonb", "::timestamptz", "::timestamptz", "::text", "::text"];
-  return {
-    sql: `update reservations r set state = v.state, captured_amount = v.captured_amount, released_amount = v.released_amount,
-         allocations = v.allocations, expires_at = v.expires_at, settled_at = v.settled_at,
-         release_reason = v.release_reason, release_detail = v.release_detail
-       from (values ${valuesList(rows.length, 9, casts)})
-         as v(reservation_id, state, captured_amount, released_amount, allocations, expires_at, settled_at, release_reason, release_detail)
-      where r.account_id = ? and r.reservation_id = v.reservation_id`,
-    params: [
-      ...rows.flatMap((r) => [r.id, r.status, r.capturedAmount, r.releasedAmount, allocationsJson(r), r.expiresAt, r.settledAt, r.releaseReason, r.releaseDetail]),
-      book.accountId,
-    ],
-  };
-}
-
-function insertEntries(book: AccountBook, ctx: CommandContext): Statement | null {
-  if (book.entries.length === 0) return null;
-  return {
-    sql: `insert into ledger_entries (account_id, kind, bucket_id, reservation_id, amount, idempotency_key, caller, metadata, created_at)
-     values ${valuesList(book.entries.length, 9, ["", "", "::uuid", "::uuid", "::bigint", "::text", "", "::jsonb", "::timestamptz"])}`,
-    params: book.entries.flatMap((e) => [
-      book.accountId, e.kind, e.bucketId, e.reservationId, e.amount,
-      e.automatic ? null : ctx.idempotencyKey, e.automatic ? "system" : ctx.caller,
-      JSON.stringify(e.metadata), ctx.now,
-    ]),
-  };
+/** The statement that writes what a batch of commands changed; null when nothing did. */
+export function persistStatement(writes: readonly BookWrite[], operations: readonly OperationRecord[] = []): Statement | null {
+  const books = writes.map((w) => w.book);
+  const newBuckets = books.flatMap((book) => [...book.newBuckets].map((id) => book.bucket(id)));
+  const changedBuckets = books.flatMap((book) => [...book.changedBuckets].filter((id) => !book.newBuckets.has(id)).map((id) => book.bucket(id)));
+  const newReservations = books.flatMap((book) => [...book.newReservations].map((id) => book.reservation(id)!));
+  const changedReservations = books.flatMap((book) =>
+    [...book.changedReservations].filter((id) => !book.newReservations.has(id)).map((id) => book.reservation(id)!),
+  );
+  const entries = writes.flatMap(({ book, contexts }) => book.entries.map((entry, i) => ({ accountId: book.accountId, entry, ctx: contexts[i]! })));
+  const subscriptions = writes.filter((w) => w.book.subscription && w.book.subscriptionChanged);
+  const clocks = books.filter((b) => b.clockChanged);
+  const total =
+    newBuckets.length + changedBuckets.length + newReservations.length + changedReservations.length + entries.length +
+    subscriptions.length + clocks.length + operations.length;
+  if (total === 0) return null;
+  const params = [
+    ...columns(newBuckets, (b) => [b.accountId, b.id, b.kind, b.granted, b.remaining, b.held, b.validFrom, b.expiresAt, b.sourceRef, b.createdAt], 10),
+    ...columns(changedBuckets, (b) => [b.accountId, b.id, b.granted, b.remaining, b.held, b.expiresAt], 6),
+    ...columns(
+      newReservations,
+      (r) => [
+        r.accountId, r.id, r.status, r.heldAmount, r.capturedAmount, r.releasedAmount, allocationsJson(r),
+        r.expiresAt, r.createdAt, r.settledAt, JSON.stringify(r.metadata), r.releaseReason, r.releaseDetail, pricingJson(r),
+      ],
+      14,
+    ),
+    ...columns(
+      changedReservations,
+      (r) => [r.accountId, r.id, r.status, r.capturedAmount, r.releasedAmount, allocationsJson(r), r.expiresAt, r.settledAt, r.releaseReason, r.releaseDetail],
+      10,
+    ),
+    ...columns(
+      entries,
+      ({ accountId, entry: e, ctx }) => [
+        accountId, e.kind, e.bucketId, e.reservationId, e.amount,
+        e.automatic ? null : ctx.idempotencyKey, e.automatic ? "system" : ctx.caller, JSON.stringify(e.metadata), ctx.now,
+      ],
+      9,
+    ),
+    ...columns(
+      subscriptions,
+      ({ book, now }) => {
+        const s = book.subscription!;
+        return [
+          book.accountId, s.plan.planId, s.plan.version, planToJson(s.plan), s.anchor, s.grantedPeriod, allowancePeriod(s.anchor, s.grantedPeriod).end,
+          s.currentBucketId, s.scheduled ? planToJson(s.scheduled.plan) : null, s.scheduled?.effectiveAt ?? null, now,
+        ];
+      },
+      11,
+    ),
+    ...columns(clocks, (b) => [b.accountId, b.clockOffsetMs], 2),
+    ...columns(operations, (o) => [o.accountId, o.key, o.method, o.requestHash, Buffer.from(o.response), o.createdAt], 6),
+  ];
+  return { sql: PERSIST, params, name: "persist_books" };
 }

@@ -5,7 +5,7 @@ const CONNECTION_ERRNOS = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "E
 /**
  * True when an error means "Postgres cannot be reached or is going away", as opposed to a bug:
  * connection-level errnos, SQLSTATE class 08 (connection exception), 57P01-03 (shutdown,
- * crash, cannot connect now), 53300 (too many connections), and the pool's own time-outs.
+ * crash, cannot connect now), 53300 (too many connections), and the pools' own time-outs.
  */
 export function isStoreUnavailable(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
@@ -15,7 +15,7 @@ export function isStoreUnavailable(err: unknown): boolean {
     if (code === "08P01") return false;
     if (CONNECTION_ERRNOS.has(code) || code.startsWith("08") || ["57P01", "57P02", "57P03", "53300"].includes(code)) return true;
   }
-  return /Timeout acquiring a connection|Connection terminated|connection is closed|Client has encountered a connection error|terminating connection/i.test(
+  return /Timeout acquiring a connection|timeout exceeded when trying to connect|Connection terminated|connection is closed|is not queryable|Client has encountered a connection error|terminating connection/i.test(
     err.message,
   );
 }

@@ -37,6 +37,42 @@ describe("configuration", () => {
     expect(() => parseConfig({ [name]: value })).toThrow(new RegExp(`invalid configuration: .*${name}`));
   });
 
+  describe("REDIS_CLUSTER_NODES", () => {
+    it("is absent by default, and blank means the single node at REDIS_URL", () => {
+      expect(parseConfig({}).REDIS_CLUSTER_NODES).toBeUndefined();
+      expect(parseConfig({ REDIS_CLUSTER_NODES: "" }).REDIS_CLUSTER_NODES).toBeUndefined();
+      expect(parseConfig({ REDIS_CLUSTER_NODES: "  " }).REDIS_CLUSTER_NODES).toBeUndefined();
+      expect(parseConfig({ REDIS_CLUSTER_NODES: " , " }).REDIS_CLUSTER_NODES).toBeUndefined();
+    });
+
+    it("reads a comma-separated host:port list, trimmed, with IPv6 hosts in brackets", () => {
+      const config = parseConfig({ REDIS_CLUSTER_NODES: "127.0.0.1:7000, redis-1.internal:7001 ,[::1]:7002" });
+      expect(config.REDIS_CLUSTER_NODES).toEqual([
+        { host: "127.0.0.1", port: 7000 },
+        { host: "redis-1.internal", port: 7001 },
+        { host: "::1", port: 7002 },
+      ]);
+      expect(parseConfig({ REDIS_CLUSTER_NODES: "redis:6379" }).REDIS_CLUSTER_NODES).toEqual([{ host: "redis", port: 6379 }]);
+    });
+
+    it.each([
+      ["no port", "127.0.0.1"],
+      ["an empty port", "127.0.0.1:"],
+      ["an empty host", ":7000"],
+      ["port 0", "127.0.0.1:0"],
+      ["a port above 65535", "127.0.0.1:65536"],
+      ["a port that is not a number", "127.0.0.1:http"],
+      ["a URL", "redis://127.0.0.1:7000"],
+      ["an empty entry", "127.0.0.1:7000,,127.0.0.1:7001"],
+      ["a trailing comma", "127.0.0.1:7000,"],
+      ["spaces instead of commas", "127.0.0.1:7000 127.0.0.1:7001"],
+      ["an unbracketed IPv6 address", "::1:7000"],
+      ["a node listed twice", "127.0.0.1:7000,127.0.0.1:7000"],
+    ])("refuses %s (%s) with a message naming the variable", (_what, value) => {
+      expect(() => parseConfig({ REDIS_CLUSTER_NODES: value })).toThrow(/invalid configuration: .*REDIS_CLUSTER_NODES/);
+    });
+  });
+
   it("refuses a default hold TTL above the maximum", () => {
     expect(() => parseConfig({ HOLD_DEFAULT_TTL_SECONDS: "7200", HOLD_MAX_TTL_SECONDS: "3600" })).toThrow(/HOLD_DEFAULT_TTL_SECONDS/);
   });

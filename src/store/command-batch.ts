@@ -1,0 +1,127 @@
+import type { AccountCommand, CommandOutcome } from "../app/ports.js";
+import { type Failure, invariant } from "../domain/errors.js";
+import { applyDue } from "../domain/maintenance.js";
+import { accountTime, type BookRequest, booksFromRows, loadStatement, lockStatement, type StoredOperation } from "./account-loader.js";
+import { type BookWrite, type CommandContext, type OperationRecord, persistStatement } from "./persist.js";
+import type { Statement, Transaction } from "./pg.js";
+
+/** A command waiting for its batch; the account it locks is already known. */
+export interface QueuedCommand {
+  readonly command: AccountCommand<unknown>;
+  /** Server time when the call arrived. */
+  readonly now: Date;
+  readonly accountId: string;
+  /** The reservation a Commit, Release or Extend names. */
+  readonly reservationId: string | null;
+}
+
+export interface BatchResult {
+  /** One outcome per command, in order. */
+  readonly outcomes: CommandOutcome<unknown>[];
+  /** Reservations the batch created, with their accounts. */
+  readonly newReservations: readonly (readonly [reservationId: string, accountId: string])[];
+}
+
+function failed(failure: Failure): CommandOutcome<never> {
+  return { kind: "failed", failure };
+}
+
+/** Mutable per-account state of a batch: the book, who wrote each entry, and the account's latest time. */
+interface Working extends BookWrite {
+  readonly contexts: CommandContext[];
+  now: Date;
+}
+
+/**
+ * Runs several commands in ONE transaction (the caller's): creates the accounts that need
+ * creating, locks every account the commands touch (in account order), loads all their books in
+ * one statement, runs the commands in arrival order — commands on the same account one after the
+ * other on the same book, exactly as if each had its own transaction — and writes every change and
+ * every operation record in one statement. Two round trips however many commands.
+ *
+ * Each command still behaves as on its own: a replayed key returns its recorded response (also a
+ * key recorded earlier in this batch), a failed command changes nothing, and entries carry their
+ * own command's caller, key and time.
+ */
+export async function runCommandBatch(tx: Transaction, items: readonly QueuedCommand[], newId: () => string): Promise<BatchResult> {
+  const byAccount = new Map<string, QueuedCommand[]>();
+  for (const item of items) byAccount.set(item.accountId, [...(byAccount.get(item.accountId) ?? []), item]);
+  const requests: BookRequest[] = [...byAccount].map(([accountId, mine]) => {
+    // Load the holds overdue by the latest time any of its commands will reach (test-clock steps included).
+    const steps = mine.reduce((sum, i) => sum + (i.command.clockStepMs ?? 0), 0);
+    return {
+      accountId,
+      now: new Date(Math.max(...mine.map((i) => i.now.getTime())) + steps),
+      reservationIds: mine.flatMap((i) => (i.reservationId ? [i.reservationId] : [])),
+      idempotencyKeys: mine.flatMap((i) => (i.command.idempotency ? [i.command.idempotency.key] : [])),
+    };
+  });
+  const toCreate = [...new Set(items.filter((i) => i.command.createAccount).map((i) => i.accountId))].sort();
+  const create: Statement[] = toCreate.length === 0 ? [] : [
+    {
+      sql: `insert into accounts (account_id, created_at) select id, ? from unnest(?::text[]) as id order by id on conflict do nothing`,
+      params: [items[0]!.now, toCreate],
+      name: "create_accounts",
+    },
+  ];
+  // One round trip: BEGIN, create, lock (in account order), then load — which runs after the locks are held.
+  const results = await tx.run([...create, lockStatement([...byAccount.keys()].sort(), "wait"), loadStatement(requests)]);
+  const loaded = booksFromRows(results[results.length - 1]!);
+  const working = new Map<string, Working>();
+  const records: OperationRecord[] = [];
+  const outcomes = items.map((item) => {
+    const account = loaded.get(item.accountId);
+    if (!account) return failed({ reason: "ACCOUNT_NOT_FOUND", message: `account ${item.accountId} not found`, metadata: { account_id: item.accountId } });
+    let work = working.get(item.accountId);
+    if (!work) working.set(item.accountId, (work = { book: account.book, contexts: [], now: item.now }));
+    return runOne(item, account.operations, work, records, newId);
+  });
+  // One round trip: every write and COMMIT.
+  const write = persistStatement([...working.values()], records);
+  await tx.commit(write ? [write] : []);
+  const newReservations = [...working.values()].flatMap(({ book }) => [...book.newReservations].map((id) => [id, book.accountId] as const));
+  return { outcomes, newReservations };
+}
+
+function runOne(
+  item: QueuedCommand,
+  operations: Map<string, StoredOperation>,
+  work: Working,
+  records: OperationRecord[],
+  newId: () => string,
+): CommandOutcome<unknown> {
+  const { command } = item;
+  const { book } = work;
+  const claim = command.idempotency;
+  const recorded = claim ? operations.get(claim.key) : undefined;
+  if (claim && recorded) {
+    if (Buffer.compare(recorded.requestHash, claim.requestHash) === 0) return { kind: "replayed", response: new Uint8Array(recorded.response) };
+    return failed({
+      reason: "IDEMPOTENCY_KEY_REUSED",
+      message: `idempotency key ${claim.key} was already used for a different request`,
+      metadata: { idempotency_key: claim.key },
+    });
+  }
+  // A test-clock step is taken before anything falls due, so the holds due during it are released.
+  const step = command.clockStepMs ?? 0;
+  if (step > 0) book.advanceClock(step);
+  const at = accountTime(book.clockOffsetMs, item.now);
+  applyDue(book, at, newId);
+  const dueEnd = book.entries.length;
+  const result = command.run(book, at);
+  // Entries are stamped with the account's time after the command (a test clock may have moved).
+  const ctx: CommandContext = { caller: command.caller, idempotencyKey: claim?.key ?? null, now: accountTime(book.clockOffsetMs, item.now) };
+  while (work.contexts.length < book.entries.length) work.contexts.push(ctx);
+  work.now = ctx.now;
+  if (!result.ok) {
+    invariant(book.entries.length === dueEnd, "a failed command changed the book");
+    return failed(result.failure);
+  }
+  const response = command.encode(result.value, book, at);
+  if (claim) {
+    records.push({ accountId: item.accountId, key: claim.key, method: claim.method, requestHash: claim.requestHash, response, createdAt: item.now });
+    // A second call with the same key later in this batch replays this one.
+    operations.set(claim.key, { requestHash: claim.requestHash, response: Buffer.from(response) });
+  }
+  return { kind: "applied", value: result.value, response };
+}

@@ -1,0 +1,210 @@
+import { createRequire } from "node:module";
+import pg from "pg";
+import { invariant } from "../domain/errors.js";
+import type { Row } from "./rows.js";
+
+/**
+ * The ledger's own connection pool: node-postgres directly, without the ORM's unit of work or
+ * query builder. The hot path is a handful of fixed statements per batch of commands, so the
+ * ORM's per-statement machinery (query building, result mapping, transaction context) would
+ * cost more than the statements themselves. MikroORM keeps migrations, plans and rate cards.
+ */
+export interface PgPoolOptions {
+  readonly url: string;
+  readonly max: number;
+  /** Told about errors of idle connections (a restarted Postgres), which must not crash the process. */
+  readonly onIdleError: (err: Error) => void;
+}
+
+export function createPool(options: PgPoolOptions): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: options.url,
+    max: options.max,
+    // Give up on an unreachable database within seconds, so calls fail as UNAVAILABLE instead of hanging.
+    connectionTimeoutMillis: 3000,
+    idleTimeoutMillis: 30_000,
+    application_name: "credit-service",
+  });
+  pool.on("error", options.onIdleError);
+  return pool;
+}
+
+/**
+ * Runs one statement with `?` placeholders; `name` makes it a prepared statement that each
+ * connection parses and plans once (only for fixed statement texts: every name is kept per connection).
+ */
+export type Query = (sql: string, params?: readonly unknown[], name?: string) => Promise<Row[]>;
+
+const positional = new Map<string, string>();
+const POSITIONAL_CACHE_MAX = 512;
+
+/** `?` → `$1, $2 …` (our statements never contain a literal `?`), cached for repeated texts. */
+function toPositional(sql: string): string {
+  let out = positional.get(sql);
+  if (out === undefined) {
+    let n = 0;
+    out = sql.replace(/\?/g, () => `$${++n}`);
+    if (positional.size >= POSITIONAL_CACHE_MAX) positional.clear();
+    positional.set(sql, out);
+  }
+  return out;
+}
+
+/** node-postgres does not serialize bigint; send it as text, Postgres casts it to bigint. */
+export function toParam(value: unknown): unknown {
+  if (typeof value === "bigint") return value.toString();
+  if (Array.isArray(value)) return value.map(toParam);
+  return value;
+}
+
+/** A Query on a pool (each statement on any free connection) or on one checked-out connection. */
+export function queryOn(target: pg.Pool | pg.PoolClient): Query {
+  return async (sql, params = [], name) => {
+    const config: pg.QueryConfig = { text: toPositional(sql), values: params.map(toParam) };
+    if (name) config.name = name;
+    return (await target.query<Row>(config)).rows;
+  };
+}
+
+/** One statement: `?` placeholders, and a `name` for fixed texts that each connection should prepare once. */
+export interface Statement {
+  readonly sql: string;
+  readonly params?: readonly unknown[];
+  readonly name?: string;
+}
+
+/** The parts of node-postgres' connection a pipeline uses: its socket and its prepared statement names. */
+interface WireConnection {
+  readonly parsedStatements: Record<string, string>;
+  readonly stream: { write(data: Buffer): boolean };
+}
+
+interface PgResult {
+  readonly rows: Row[];
+}
+
+const require = createRequire(import.meta.url);
+const { prepareValue } = require("pg/lib/utils.js") as { prepareValue(value: unknown): unknown };
+/** The protocol messages node-postgres itself sends (pg-protocol is its own dependency). */
+const { serialize } = require(require.resolve("pg-protocol", { paths: [require.resolve("pg")] })) as {
+  serialize: {
+    parse(message: { text: string; name: string }): Buffer;
+    bind(message: { statement: string; values: unknown[] }): Buffer;
+    describe(message: { type: "P"; name: string }): Buffer;
+    execute(message: { portal: string }): Buffer;
+    sync(): Buffer;
+  };
+};
+/** node-postgres' Query: its result handling splits the replies of several statements into one result each. */
+const PgQuery = require("pg/lib/query.js") as new (config: {
+  text: string;
+  callback: (err: Error | null, results: PgResult | PgResult[]) => void;
+}) => object;
+
+/**
+ * Several statements in ONE round trip: Parse/Bind/Describe/Execute for each, then a single Sync.
+ * Postgres runs them in order, each with its own snapshot, and skips the rest after an error.
+ * node-postgres sends one statement per round trip, and on a busy 2-core machine every round
+ * trip costs a context switch each way; BEGIN + lock + load, or write + COMMIT, need only one.
+ */
+class Pipeline extends PgQuery {
+  constructor(
+    private readonly statements: readonly { text: string; name: string; values: unknown[] }[],
+    callback: (err: Error | null, results: PgResult | PgResult[]) => void,
+  ) {
+    super({ text: "pipeline", callback });
+  }
+
+  submit(connection: WireConnection): null {
+    const messages: Buffer[] = [];
+    for (const s of this.statements) {
+      if (!s.name || connection.parsedStatements[s.name] !== s.text) {
+        messages.push(serialize.parse({ text: s.text, name: s.name }));
+        // Marked at once: a failed pipeline's connection is discarded (see inTransaction and pipeline).
+        if (s.name) connection.parsedStatements[s.name] = s.text;
+      }
+      messages.push(serialize.bind({ statement: s.name, values: s.values }), serialize.describe({ type: "P", name: "" }), serialize.execute({ portal: "" }));
+    }
+    messages.push(serialize.sync());
+    // One buffer, one write: a gathered write of many small buffers costs far more here.
+    connection.stream.write(Buffer.concat(messages));
+    return null;
+  }
+}
+
+/** Runs the statements in one round trip on the connection; the rows of each, in order. */
+export function pipeline(client: pg.PoolClient, statements: readonly Statement[]): Promise<Row[][]> {
+  let wire: { text: string; name: string; values: unknown[] }[];
+  try {
+    // Values are mapped before anything is written, so a bad value fails the call, not the connection.
+    wire = statements.map((s) => ({ text: toPositional(s.sql), name: s.name ?? "", values: (s.params ?? []).map((v) => prepareValue(toParam(v))) }));
+  } catch (err) {
+    return Promise.reject(err as Error);
+  }
+  return new Promise((resolve, reject) => {
+    const query = new Pipeline(wire, (err, results) => {
+      if (err) return reject(err);
+      const all = Array.isArray(results) ? results : [results];
+      resolve(statements.map((_, i) => all[i]?.rows ?? []));
+    });
+    client.query(query as unknown as pg.QueryConfig).catch?.(reject);
+  });
+}
+
+/** A transaction on one connection, opened by its first round trip. */
+export interface Transaction {
+  /** One statement, one round trip. */
+  readonly query: Query;
+  /** Statements in one round trip; the rows of each. */
+  run(statements: readonly Statement[]): Promise<Row[][]>;
+  /** The last statements and COMMIT in one round trip. */
+  commit(statements?: readonly Statement[]): Promise<Row[][]>;
+}
+
+const BEGIN: Statement = { sql: "begin" };
+const COMMIT: Statement = { sql: "commit" };
+
+/**
+ * Runs `work` in one READ COMMITTED transaction on one connection: BEGIN rides with the first
+ * statements and COMMIT with the last. If work does not commit, its transaction is committed when
+ * it returns; if it throws, rolled back. A connection whose pipeline failed is discarded rather
+ * than returned to the pool (its prepared statements are no longer known for sure).
+ */
+export async function inTransaction<T>(pool: pg.Pool, work: (tx: Transaction) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  let begun = false;
+  let ended = false;
+  let broken: Error | undefined;
+  const send = async (statements: readonly Statement[], end: boolean): Promise<Row[][]> => {
+    invariant(!ended, "the transaction has already ended");
+    const head = begun ? [] : [BEGIN];
+    begun = true;
+    try {
+      const rows = await pipeline(client, [...head, ...statements, ...(end ? [COMMIT] : [])]);
+      ended = end;
+      return rows.slice(head.length, head.length + statements.length);
+    } catch (err) {
+      broken = err as Error;
+      throw err;
+    }
+  };
+  const tx: Transaction = {
+    query: async (sql, params, name) => (await send([{ sql, params, name }], false))[0]!,
+    run: (statements) => send(statements, false),
+    commit: (statements = []) => send(statements, true),
+  };
+  try {
+    const out = await work(tx);
+    if (begun && !ended) await tx.commit();
+    return out;
+  } catch (err) {
+    if (begun && !ended) {
+      await client.query("rollback").catch((rollbackErr: Error) => {
+        broken = rollbackErr;
+      });
+    }
+    throw err;
+  } finally {
+    client.release(broken);
+  }
+}
