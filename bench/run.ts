@@ -3,7 +3,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { promisify } from "node:util";
 import type { LoadJob, LoadResult } from "./load.js";
 import { commandCpuMs, peakRssMb, percentile, processCpuMs } from "./proc.js";
-import { fundAccounts, pgbench, pgbenchInit, reconcileAll, recreateDatabase, startServer } from "./setup.js";
+import { buildAndMigrate, fundAccounts, pgbench, pgbenchInit, reconcileAll, recreateDatabase, startServer } from "./setup.js";
 
 /**
  * npm run bench [-- --quick] [-- --json]
@@ -67,8 +67,9 @@ function fmt(n: number, digits = 2): string {
 }
 
 async function main(): Promise<void> {
-  step("fresh database and server");
+  step("fresh database, build, migrations and server");
   await recreateDatabase(BASE);
+  await buildAndMigrate(BASE);
   const { proc, port } = await startServer({
     DATABASE_URL: BASE,
     GRPC_PORT: "0",

@@ -59,8 +59,8 @@ const schema = z
     DB_MIGRATE: bool.default(true),
     /** Connections of the ledger's pool (the ORM side — plans, rate cards, entry listing — keeps a pool of its own, at most 4). */
     DB_POOL_MAX: z.coerce.number().int().min(2).max(200).default(10),
-    /** Write lanes: ledger transactions running in parallel; concurrent commands of one lane share one transaction. */
-    DB_WRITE_LANES: z.coerce.number().int().min(1).max(64).default(4),
+    /** Ledger write transactions that may run at once; concurrent commands share one (group commit). */
+    DB_WRITE_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
     /** The most commands one ledger transaction takes. */
     DB_MAX_BATCH: z.coerce.number().int().min(1).max(256).default(64),
     HOLD_DEFAULT_TTL_SECONDS: seconds(15 * 60),

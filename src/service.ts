@@ -75,7 +75,7 @@ async function startOnDatabase(
 ): Promise<RunningService> {
   const metrics = new Metrics();
   const store = new PostgresLedgerStore(pool, orm, randomUUID, {
-    writeLanes: config.DB_WRITE_LANES,
+    writeConcurrency: config.DB_WRITE_CONCURRENCY,
     maxBatch: config.DB_MAX_BATCH,
     onBatch: (size) => metrics.writeBatchSize.observe(size),
   });

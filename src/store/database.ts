@@ -1,10 +1,5 @@
-import { Migrator } from "@mikro-orm/migrations";
 import { MikroORM, PostgreSqlDriver } from "@mikro-orm/postgresql";
 import pg from "pg";
-import { Migration20261125000000Initial } from "./migrations/Migration20261125000000Initial.js";
-import { Migration20261125100000Plans } from "./migrations/Migration20261125100000Plans.js";
-import { Migration20261125200000Pricing } from "./migrations/Migration20261125200000Pricing.js";
-import { Migration20261125300000HotPathIndexes } from "./migrations/Migration20261125300000HotPathIndexes.js";
 import { entities } from "./schema.js";
 
 export interface DatabaseOptions {
@@ -15,14 +10,6 @@ export interface DatabaseOptions {
   /** Where the database driver's own warnings go (instead of the console). */
   readonly onDriverWarning?: (message: string) => void;
 }
-
-/** Checked-in migrations, in order. Listed explicitly so they run the same from src/ (tsx) and dist/. */
-export const migrations = [
-  { name: "Migration20261125000000Initial", class: Migration20261125000000Initial },
-  { name: "Migration20261125100000Plans", class: Migration20261125100000Plans },
-  { name: "Migration20261125200000Pricing", class: Migration20261125200000Pricing },
-  { name: "Migration20261125300000HotPathIndexes", class: Migration20261125300000HotPathIndexes },
-];
 
 /** An arbitrary constant: the advisory lock that serializes migrations of several starting servers. */
 const MIGRATION_LOCK = 7_242_615_001;
@@ -52,24 +39,41 @@ export async function ensureDatabase(url: string): Promise<void> {
   }
 }
 
-async function withMigrationLock(url: string, work: () => Promise<void>): Promise<void> {
+/**
+ * Applies pending migrations, one server at a time (an advisory lock). The migrator and the
+ * migrations are loaded only here, on demand: a server started with DB_MIGRATE=false (migrations
+ * run beforehand by `npm run migrate`) never loads them, which keeps tens of MB out of its memory.
+ */
+export async function migrate(url: string): Promise<void> {
+  await ensureDatabase(url);
+  const [{ Migrator }, { migrations }] = await Promise.all([import("@mikro-orm/migrations"), import("./migrations/index.js")]);
+  const orm = await MikroORM.init({
+    driver: PostgreSqlDriver,
+    clientUrl: url,
+    entities,
+    extensions: [Migrator],
+    pool: { min: 0, max: 1 },
+    migrations: { migrationsList: migrations, transactional: true, allOrNothing: true, snapshot: false, silent: true },
+    allowGlobalContext: false,
+    debug: false,
+  });
   const client = new pg.Client({ connectionString: url });
-  await client.connect();
   try {
+    await client.connect();
     await client.query("select pg_advisory_lock($1)", [MIGRATION_LOCK]);
-    await work();
+    await orm.migrator.up();
   } finally {
     await client.end(); // ends the session, which releases the lock
+    await orm.close(true);
   }
 }
 
 export async function openDatabase(options: DatabaseOptions): Promise<MikroORM> {
-  if (options.migrate) await ensureDatabase(options.url);
-  const orm = await MikroORM.init({
+  if (options.migrate) await migrate(options.url);
+  return MikroORM.init({
     driver: PostgreSqlDriver,
     clientUrl: options.url,
     entities,
-    extensions: [Migrator],
     pool: { min: 0, max: options.poolMax },
     // Give up on an unreachable database within seconds, so calls fail as UNAVAILABLE instead of hanging.
     driverOptions: {
@@ -82,10 +86,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<MikroORM> 
         debug: () => {},
       },
     },
-    migrations: { migrationsList: migrations, transactional: true, allOrNothing: true, snapshot: false, silent: true },
     allowGlobalContext: false,
     debug: false,
   });
-  if (options.migrate) await withMigrationLock(options.url, async () => void (await orm.migrator.up()));
-  return orm;
 }

@@ -8,7 +8,7 @@ import { applyDue } from "../domain/maintenance.js";
 import { type Difference, reconcileBook, type EntrySums } from "../domain/reconcile.js";
 import type { Reservation } from "../domain/reservation.js";
 import { accountTime, bookFromRow, booksFromRows, loadStatement, lockStatement, rowsByAccount } from "./account-loader.js";
-import { BatchLanes, type Settled } from "./batching.js";
+import { GroupCommit, type Settled } from "./batching.js";
 import { type QueuedCommand, runCommandBatch } from "./command-batch.js";
 import { persistStatement } from "./persist.js";
 import { inTransaction, type Query, queryOn } from "./pg.js";
@@ -18,8 +18,8 @@ import { LedgerEntryRow } from "./schema.js";
 import { guardUnavailable, isStoreUnavailable } from "./unavailable.js";
 
 export interface LedgerStoreOptions {
-  /** Write lanes: batches of different lanes run in parallel, each on its own connection. */
-  readonly writeLanes: number;
+  /** Write transactions that may run at once, each on its own connection. */
+  readonly writeConcurrency: number;
   /** The most commands one transaction takes. */
   readonly maxBatch: number;
   /** Told the size of each write batch. */
@@ -33,14 +33,14 @@ function isOperationConflict(err: unknown): boolean {
 
 /**
  * Postgres implementation of the LedgerStore port. Commands on accounts are grouped: concurrent
- * commands share one transaction per write lane (see BatchLanes and runCommandBatch), with the
- * accounts locked in order. If a batch fails for any reason other than an unreachable database,
+ * commands share one transaction (see GroupCommit and runCommandBatch), with the accounts locked
+ * in order. If a batch fails for any reason other than an unreachable database,
  * each of its commands runs again alone, so one bad command never fails its neighbours.
  */
 export class PostgresLedgerStore implements LedgerStore {
   private readonly q: Query;
-  private readonly writes: BatchLanes<QueuedCommand, CommandOutcome<unknown>>;
-  private readonly reads: BatchLanes<{ accountId: string; now: Date }, AccountBook | null>;
+  private readonly writes: GroupCommit<QueuedCommand, CommandOutcome<unknown>>;
+  private readonly reads: GroupCommit<{ accountId: string; now: Date }, AccountBook | null>;
   private readonly locator = new ReservationLocator(50_000);
 
   constructor(
@@ -52,9 +52,9 @@ export class PostgresLedgerStore implements LedgerStore {
     options: LedgerStoreOptions,
   ) {
     this.q = queryOn(pool);
-    this.writes = new BatchLanes({ lanes: options.writeLanes, maxBatch: options.maxBatch, run: (items) => this.runWrites(items), onBatch: options.onBatch });
-    // Reads share one statement per batch too; two lanes keep one batch loading while the next gathers.
-    this.reads = new BatchLanes({ lanes: 2, maxBatch: options.maxBatch, run: (items) => this.runReads(items) });
+    this.writes = new GroupCommit({ concurrency: options.writeConcurrency, maxBatch: options.maxBatch, run: (items) => this.runWrites(items), onBatch: options.onBatch });
+    // Reads share one statement per batch too; two at once keep one batch loading while the next gathers.
+    this.reads = new GroupCommit({ concurrency: 2, maxBatch: options.maxBatch, run: (items) => this.runReads(items) });
   }
 
   async execute<T>(command: AccountCommand<T>, now: Date): Promise<CommandOutcome<T>> {

@@ -1,7 +1,8 @@
 import type { MikroORM } from "@mikro-orm/postgresql";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import pg from "pg";
-import { migrations, openDatabase } from "../../src/store/database.js";
+import { openDatabase } from "../../src/store/database.js";
+import { migrations } from "../../src/store/migrations/index.js";
 import { runDatabaseUrl, TEST_DATABASE_URL } from "../support/env.js";
 
 let orm: MikroORM;

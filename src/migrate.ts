@@ -1,0 +1,21 @@
+import { pino } from "pino";
+import { loadConfig } from "./config.js";
+import { migrate } from "./store/database.js";
+
+/**
+ * `npm run migrate` (or `node dist/migrate.js`): creates the database if missing and applies
+ * pending migrations, then exits. Deployments run it once before starting servers with
+ * DB_MIGRATE=false, so no server loads the migrator.
+ */
+const log = pino({ base: { service: "credit-migrate" } });
+
+migrate(loadConfig().DATABASE_URL).then(
+  () => {
+    log.info("database migrated");
+    process.exit(0);
+  },
+  (err: unknown) => {
+    log.fatal({ err }, "migration failed");
+    process.exit(1);
+  },
+);

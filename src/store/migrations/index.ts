@@ -1,0 +1,12 @@
+import { Migration20261125000000Initial } from "./Migration20261125000000Initial.js";
+import { Migration20261125100000Plans } from "./Migration20261125100000Plans.js";
+import { Migration20261125200000Pricing } from "./Migration20261125200000Pricing.js";
+import { Migration20261125300000HotPathIndexes } from "./Migration20261125300000HotPathIndexes.js";
+
+/** Checked-in migrations, in order. Listed explicitly so they run the same from src/ (tsx) and dist/. */
+export const migrations = [
+  { name: "Migration20261125000000Initial", class: Migration20261125000000Initial },
+  { name: "Migration20261125100000Plans", class: Migration20261125100000Plans },
+  { name: "Migration20261125200000Pricing", class: Migration20261125200000Pricing },
+  { name: "Migration20261125300000HotPathIndexes", class: Migration20261125300000HotPathIndexes },
+];

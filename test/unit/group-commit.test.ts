@@ -1,0 +1,111 @@
+import { describe, expect, it } from "vitest";
+import { GroupCommit, type Settled } from "../../src/store/batching.js";
+import { ReservationLocator } from "../../src/store/reservation-locator.js";
+
+interface Job {
+  readonly key: string;
+  readonly n: number;
+}
+
+/** A GroupCommit whose batches stay open until released by the test, recording what each batch held. */
+function harness(concurrency: number, maxBatch: number) {
+  const batches: Job[][] = [];
+  const gates: (() => void)[] = [];
+  let running = 0;
+  let peak = 0;
+  const group = new GroupCommit<Job, string>({
+    concurrency,
+    maxBatch,
+    run: async (items) => {
+      batches.push(items);
+      running += 1;
+      peak = Math.max(peak, running);
+      await new Promise<void>((resolve) => gates.push(resolve));
+      running -= 1;
+      return items.map((j): Settled<string> => (j.n < 0 ? { ok: false, error: new Error(`bad ${j.n}`) } : { ok: true, value: `${j.key}#${j.n}` }));
+    },
+  });
+  const submit = (key: string, n: number) => group.submit(key, { key, n });
+  /** Opens every batch started so far and lets the next ones form. */
+  const releaseAll = async () => {
+    while (gates.length > 0) gates.shift()!();
+    await new Promise((r) => setImmediate(r));
+  };
+  const turn = () => new Promise((r) => setImmediate(r));
+  return { batches, submit, releaseAll, turn, peak: () => peak };
+}
+
+describe("GroupCommit", () => {
+  it("puts the items of one event-loop turn into one batch, and resolves each with its own result", async () => {
+    const h = harness(2, 64);
+    const results = Promise.all([h.submit("a", 1), h.submit("b", 2), h.submit("c", 3)]);
+    await h.turn();
+    expect(h.batches.map((b) => b.map((j) => j.n))).toEqual([[1, 2, 3]]);
+    await h.releaseAll();
+    expect(await results).toEqual(["a#1", "b#2", "c#3"]);
+  });
+
+  it("never runs one key in two batches at once, and keeps each key's items in arrival order", async () => {
+    const h = harness(4, 64);
+    const first = h.submit("hot", 1);
+    await h.turn();
+    // While hot#1 runs, more hot items and a quiet one arrive.
+    const later = [h.submit("hot", 2), h.submit("quiet", 3), h.submit("hot", 4)];
+    await h.turn();
+    // The quiet key goes at once in a second batch; the hot items wait for the running one.
+    expect(h.batches.map((b) => b.map((j) => j.n))).toEqual([[1], [3]]);
+    await h.releaseAll();
+    expect(h.batches.map((b) => b.map((j) => j.n))).toEqual([[1], [3], [2, 4]]);
+    await h.releaseAll();
+    expect(await Promise.all([first, ...later])).toEqual(["hot#1", "hot#2", "quiet#3", "hot#4"]);
+  });
+
+  it("runs at most `concurrency` batches at once and at most maxBatch items per batch", async () => {
+    const h = harness(2, 3);
+    const all: Promise<string>[] = [];
+    for (let i = 0; i < 4; i++) {
+      all.push(h.submit(`k${i}`, i));
+      await h.turn(); // each in its own turn: the first two start alone, the rest queue
+    }
+    for (let i = 4; i < 10; i++) all.push(h.submit(`k${i}`, i));
+    await h.turn();
+    expect(h.batches.length).toBe(2);
+    while (h.batches.flat().length < 10) await h.releaseAll();
+    await h.releaseAll();
+    expect(h.peak()).toBe(2);
+    expect(Math.max(...h.batches.map((b) => b.length))).toBe(3);
+    expect(h.batches.flat().map((j) => j.n).sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect(await Promise.all(all)).toHaveLength(10);
+  });
+
+  it("rejects only the items a batch says failed, and every item of a batch that throws", async () => {
+    const h = harness(1, 64);
+    const checks = [expect(h.submit("a", 1)).resolves.toBe("a#1"), expect(h.submit("b", -1)).rejects.toThrow("bad -1")];
+    await h.turn();
+    await h.releaseAll();
+    await Promise.all(checks);
+
+    const thrown = new GroupCommit<Job, string>({ concurrency: 1, maxBatch: 8, run: () => Promise.reject(new Error("down")) });
+    await Promise.all([thrown.submit("a", { key: "a", n: 1 }), thrown.submit("b", { key: "b", n: 2 })].map((p) => expect(p).rejects.toThrow("down")));
+  });
+
+  it("refuses a zero concurrency or batch size", () => {
+    const run = async () => [];
+    expect(() => new GroupCommit({ concurrency: 0, maxBatch: 1, run })).toThrow(RangeError);
+    expect(() => new GroupCommit({ concurrency: 1, maxBatch: 0, run })).toThrow(RangeError);
+  });
+});
+
+describe("ReservationLocator", () => {
+  it("remembers reservations up to its capacity, forgetting the least recently used first", () => {
+    const locator = new ReservationLocator(2);
+    locator.set("r1", "acc-1");
+    locator.set("r2", "acc-2");
+    expect(locator.get("r1")).toBe("acc-1"); // r1 is now the most recently used
+    locator.set("r3", "acc-3");
+    expect(locator.get("r2")).toBeUndefined();
+    expect(locator.get("r1")).toBe("acc-1");
+    expect(locator.get("r3")).toBe("acc-3");
+    expect(locator.size).toBe(2);
+  });
+});
