@@ -15,5 +15,5 @@ COPY --from=build /app/dist ./dist
 COPY package.json ./
 USER node
 EXPOSE 50051
-# Heap limits keep the resident set under 200 MB (docs/performance.md); the live heap is far below them.
-CMD ["node", "--enable-source-maps", "--max-old-space-size=128", "--max-semi-space-size=8", "dist/main.js"]
+# The old-generation cap keeps the resident set under 200 MB (docs/performance.md); the live heap is far below it.
+CMD ["node", "--enable-source-maps", "--max-old-space-size=128", "dist/main.js"]

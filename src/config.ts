@@ -63,6 +63,8 @@ const schema = z
     DB_WRITE_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
     /** The most commands one ledger transaction takes. */
     DB_MAX_BATCH: z.coerce.number().int().min(1).max(256).default(64),
+    /** false: a ledger transaction takes one account's commands only (a sharded database: one shard per transaction). */
+    DB_BATCH_ACROSS_ACCOUNTS: bool.default(true),
     HOLD_DEFAULT_TTL_SECONDS: seconds(15 * 60),
     HOLD_MAX_TTL_SECONDS: seconds(24 * 60 * 60),
     IDEMPOTENCY_TTL_SECONDS: z.coerce.number().int().min(24 * 60 * 60).default(24 * 60 * 60),

@@ -77,6 +77,7 @@ async function startOnDatabase(
   const store = new PostgresLedgerStore(pool, orm, randomUUID, {
     writeConcurrency: config.DB_WRITE_CONCURRENCY,
     maxBatch: config.DB_MAX_BATCH,
+    batchAcrossAccounts: config.DB_BATCH_ACROSS_ACCOUNTS,
     onBatch: (size) => metrics.writeBatchSize.observe(size),
   });
   const plans = new PostgresPlanStore(orm);

@@ -13,6 +13,8 @@ export interface GroupCommitOptions<I, O> {
   readonly concurrency: number;
   /** The most items one batch takes. */
   readonly maxBatch: number;
+  /** false: a batch takes the items of one key only (on a sharded database, one shard per transaction). */
+  readonly acrossKeys?: boolean;
   /** Runs a batch; it settles every item (a rejection rejects the whole batch). */
   readonly run: (items: I[]) => Promise<Settled<O>[]>;
   /** Told the size of each batch as it starts (for the batch-size histogram). */
@@ -59,7 +61,8 @@ export class GroupCommit<I, O> {
       const batch: Waiting<I, O>[] = [];
       const rest: Waiting<I, O>[] = [];
       for (const waiting of this.queue) {
-        if (batch.length < this.options.maxBatch && !this.busyKeys.has(waiting.key)) batch.push(waiting);
+        const fits = batch.length < this.options.maxBatch && !this.busyKeys.has(waiting.key);
+        if (fits && (this.options.acrossKeys !== false || batch.length === 0 || waiting.key === batch[0]!.key)) batch.push(waiting);
         else rest.push(waiting);
       }
       if (batch.length === 0) return; // every waiting key is in a running batch

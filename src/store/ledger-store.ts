@@ -22,6 +22,8 @@ export interface LedgerStoreOptions {
   readonly writeConcurrency: number;
   /** The most commands one transaction takes. */
   readonly maxBatch: number;
+  /** false: a transaction takes the commands of one account only (Citus: one shard per transaction). */
+  readonly batchAcrossAccounts: boolean;
   /** Told the size of each write batch. */
   readonly onBatch?: (size: number) => void;
 }
@@ -52,7 +54,13 @@ export class PostgresLedgerStore implements LedgerStore {
     options: LedgerStoreOptions,
   ) {
     this.q = queryOn(pool);
-    this.writes = new GroupCommit({ concurrency: options.writeConcurrency, maxBatch: options.maxBatch, run: (items) => this.runWrites(items), onBatch: options.onBatch });
+    this.writes = new GroupCommit({
+      concurrency: options.writeConcurrency,
+      maxBatch: options.maxBatch,
+      acrossKeys: options.batchAcrossAccounts,
+      run: (items) => this.runWrites(items),
+      onBatch: options.onBatch,
+    });
     // Reads share one statement per batch too; two at once keep one batch loading while the next gathers.
     this.reads = new GroupCommit({ concurrency: 2, maxBatch: options.maxBatch, run: (items) => this.runReads(items) });
   }

@@ -20,6 +20,12 @@ describe("configuration", () => {
     expect(config.SWEEPER_ENABLED).toBe(false);
   });
 
+  it("groups ledger writes by default, across accounts, two transactions at a time", () => {
+    const config = parseConfig({});
+    expect([config.DB_WRITE_CONCURRENCY, config.DB_MAX_BATCH, config.DB_BATCH_ACROSS_ACCOUNTS]).toEqual([2, 64, true]);
+    expect(parseConfig({ DB_BATCH_ACROSS_ACCOUNTS: "false" }).DB_BATCH_ACROSS_ACCOUNTS).toBe(false);
+  });
+
   it("is frozen once parsed", () => {
     const config = parseConfig({});
     expect(Object.isFrozen(config)).toBe(true);
@@ -33,6 +39,10 @@ describe("configuration", () => {
     ["DB_MIGRATE", "yes"],
     ["IDEMPOTENCY_TTL_SECONDS", "3600"],
     ["LOG_LEVEL", "loud"],
+    ["DB_POOL_MAX", "1"],
+    ["DB_WRITE_CONCURRENCY", "0"],
+    ["DB_MAX_BATCH", "1000"],
+    ["DB_BATCH_ACROSS_ACCOUNTS", "sometimes"],
   ])("refuses %s=%s with a message naming the variable", (name, value) => {
     expect(() => parseConfig({ [name]: value })).toThrow(new RegExp(`invalid configuration: .*${name}`));
   });

@@ -109,3 +109,21 @@ describe("ReservationLocator", () => {
     expect(locator.size).toBe(2);
   });
 });
+
+describe("GroupCommit with acrossKeys: false", () => {
+  it("gives each batch the items of a single key, still in arrival order", async () => {
+    const batches: string[][] = [];
+    const group = new GroupCommit<string, string>({
+      concurrency: 1,
+      maxBatch: 64,
+      acrossKeys: false,
+      run: async (items) => {
+        batches.push(items);
+        return items.map((i) => ({ ok: true, value: i }));
+      },
+    });
+    const all = ["a1", "b1", "a2", "c1", "b2"].map((item) => group.submit(item[0]!, item));
+    expect(await Promise.all(all)).toEqual(["a1", "b1", "a2", "c1", "b2"]);
+    expect(batches).toEqual([["a1", "a2"], ["b1", "b2"], ["c1"]]);
+  });
+});
