@@ -59,7 +59,7 @@ export async function runCommandBatch(tx: Transaction, items: readonly QueuedCom
   const toCreate = [...new Set(items.filter((i) => i.command.createAccount).map((i) => i.accountId))].sort();
   const create: Statement[] = toCreate.length === 0 ? [] : [
     {
-      sql: `insert into accounts (account_id, created_at) select id, ? from unnest(?::text[]) as id order by id on conflict do nothing`,
+      sql: `insert into accounts (account_id, created_at) select id, ? from unnest(?::text[]) as id order by id on conflict do nothing returning account_id`,
       params: [items[0]!.now, toCreate],
       name: "create_accounts",
     },
@@ -67,10 +67,14 @@ export async function runCommandBatch(tx: Transaction, items: readonly QueuedCom
   // One round trip: BEGIN, create, lock (in account order), then load — which runs after the locks are held.
   const results = await tx.run([...create, lockStatement([...byAccount.keys()].sort(), "wait"), loadStatement(requests)]);
   const loaded = booksFromRows(results[results.length - 1]!);
+  // An account this batch created comes into being when its first creating command runs: a
+  // command that arrived before that one must not see it (as if each had its own transaction).
+  const unborn = new Set(create.length > 0 ? results[0]!.map((r) => r["account_id"] as string) : []);
   const working = new Map<string, Working>();
   const records: OperationRecord[] = [];
   const outcomes = items.map((item) => {
-    const account = loaded.get(item.accountId);
+    if (item.command.createAccount) unborn.delete(item.accountId);
+    const account = unborn.has(item.accountId) ? undefined : loaded.get(item.accountId);
     if (!account) return failed({ reason: "ACCOUNT_NOT_FOUND", message: `account ${item.accountId} not found`, metadata: { account_id: item.accountId } });
     let work = working.get(item.accountId);
     if (!work) working.set(item.accountId, (work = { book: account.book, contexts: [], now: item.now }));

@@ -96,7 +96,8 @@ export class PostgresLedgerStore implements LedgerStore {
     try {
       return (await this.writeBatch(items)).map((value) => ({ ok: true, value }));
     } catch (err) {
-      if (items.length === 1 || isStoreUnavailable(err) || err instanceof FailureError) return items.map(() => ({ ok: false, error: err }));
+      const unavailable = isStoreUnavailable(err) || (err instanceof FailureError && err.failure.reason === "STORE_UNAVAILABLE");
+      if (items.length === 1 || unavailable) return items.map(() => ({ ok: false, error: err }));
       // One bad command must not fail its neighbours: each runs again on its own.
       const settled: Settled<CommandOutcome<unknown>>[] = [];
       for (const item of items) {

@@ -120,7 +120,8 @@ class Pipeline extends PgQuery {
     for (const s of this.statements) {
       if (!s.name || connection.parsedStatements[s.name] !== s.text) {
         messages.push(serialize.parse({ text: s.text, name: s.name }));
-        // Marked at once: a failed pipeline's connection is discarded (see inTransaction and pipeline).
+        // Marked at once, before Postgres confirms: after a failed pipeline the caller must discard
+        // the connection (inTransaction does), as it may not hold every statement marked here.
         if (s.name) connection.parsedStatements[s.name] = s.text;
       }
       messages.push(serialize.bind({ statement: s.name, values: s.values }), serialize.describe({ type: "P", name: "" }), serialize.execute({ portal: "" }));
@@ -132,7 +133,10 @@ class Pipeline extends PgQuery {
   }
 }
 
-/** Runs the statements in one round trip on the connection; the rows of each, in order. */
+/**
+ * Runs the statements in one round trip on the connection; the rows of each, in order. If it
+ * fails, discard the connection (`release(err)`) rather than reuse it.
+ */
 export function pipeline(client: pg.PoolClient, statements: readonly Statement[]): Promise<Row[][]> {
   let wire: { text: string; name: string; values: unknown[] }[];
   try {
