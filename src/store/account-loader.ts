@@ -56,7 +56,8 @@ const RESERVATION_COLUMNS = RESERVATION_COLUMNS_OF("reservations");
  * overdue by the account's own time, the named reservations in any state (a hold both overdue and named comes
  * twice; the book keeps one), and the operation
  * records of the named keys. Each branch is an index lookup (buckets_live, the primary keys,
- * reservations_account_due). Amounts travel as text, so bigints stay exact. Accounts that do
+ * reservations_account_due); named reservations and keys are probed one (account, id) pair at a
+ * time (LATERAL), never by scanning an account's history, which for a hot account is long. Amounts travel as text, so bigints stay exact. Accounts that do
  * not exist are absent from the result.
  */
 const LOAD_BOOKS = `
@@ -71,11 +72,11 @@ const LOAD_BOOKS = `
          where account_id = a.account_id and state = 'HELD' and expires_at <= u.at + a.clock_offset_ms * interval '1 millisecond'
         union all
         select ${RESERVATION_COLUMNS_OF("x")} from unnest(?::text[], ?::uuid[]) as n(account_id, reservation_id)
-          join reservations x on x.account_id = n.account_id and x.reservation_id = n.reservation_id
+          cross join lateral (select * from reservations where account_id = n.account_id and reservation_id = n.reservation_id) x
          where n.account_id = a.account_id) r) as reservations,
     (select json_agg(json_build_object('key', o.idempotency_key, 'hash', encode(o.request_hash, 'hex'), 'response', encode(o.response, 'base64')))
        from unnest(?::text[], ?::text[]) as k(account_id, idempotency_key)
-       join operations o on o.account_id = k.account_id and o.idempotency_key = k.idempotency_key
+       cross join lateral (select * from operations where account_id = k.account_id and idempotency_key = k.idempotency_key) o
       where k.account_id = a.account_id) as operations
   from unnest(?::text[], ?::timestamptz[]) as u(account_id, at)
   join accounts a on a.account_id = u.account_id
