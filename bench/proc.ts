@@ -37,14 +37,20 @@ function readStat(pid: number): ProcStat | null {
  * Cumulative CPU milliseconds of a whole process tree by command name (the Postgres cluster):
  * the live processes' own time plus, for the tree's root, the time of the children it has
  * already reaped. Backends that exit during a run stay counted, so differences never go negative.
+ * A child reaped while the tree is being read would be missed (or counted twice), so the read is
+ * repeated until the root's reaped-children time is the same before and after it.
  */
 export function commandCpuMs(name: string): number {
-  const procs = readdirSync("/proc")
-    .filter((e) => /^\d+$/.test(e))
-    .map((e) => readStat(Number(e)))
-    .filter((p): p is ProcStat => p !== null && p.comm === name);
-  const pids = new Set(procs.map((p) => p.pid));
-  return procs.reduce((sum, p) => sum + p.ownMs + (pids.has(p.ppid) ? 0 : p.childrenMs), 0);
+  for (let attempt = 0; ; attempt++) {
+    const procs = readdirSync("/proc")
+      .filter((e) => /^\d+$/.test(e))
+      .map((e) => readStat(Number(e)))
+      .filter((p): p is ProcStat => p !== null && p.comm === name);
+    const pids = new Set(procs.map((p) => p.pid));
+    const roots = procs.filter((p) => !pids.has(p.ppid));
+    const settled = roots.every((r) => readStat(r.pid)?.childrenMs === r.childrenMs);
+    if (settled || attempt >= 10) return procs.reduce((sum, p) => sum + p.ownMs + (pids.has(p.ppid) ? 0 : p.childrenMs), 0);
+  }
 }
 
 /** Peak resident set size of a process in MB (VmHWM). */
