@@ -133,8 +133,13 @@ export class PostgresLedgerStore implements LedgerStore {
 
   /** Many GetBalance reads in one statement (one snapshot); no lock, no transaction. */
   private async runReads(items: { accountId: string; now: Date }[]): Promise<Settled<AccountBook | null>[]> {
-    const unique = [...new Map(items.map((i) => [i.accountId, i])).values()];
-    const load = loadStatement(unique.map((i) => ({ accountId: i.accountId, now: i.now, reservationIds: [], idempotencyKeys: [] })));
+    // One row per account, loaded as of the latest reader's time (so no reader misses a hold that fell due).
+    const latest = new Map<string, Date>();
+    for (const i of items) {
+      const seen = latest.get(i.accountId);
+      if (!seen || seen < i.now) latest.set(i.accountId, i.now);
+    }
+    const load = loadStatement([...latest].map(([accountId, now]) => ({ accountId, now, reservationIds: [], idempotencyKeys: [] })));
     const rows = rowsByAccount(await guardUnavailable(() => this.q(load.sql, load.params, load.name)));
     // Each reader gets its own book: a caller may apply due work to it.
     return items.map((i) => {
