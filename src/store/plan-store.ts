@@ -4,7 +4,7 @@ import { fail, ok, type Result } from "../domain/errors.js";
 import type { TopUpPack } from "../domain/grants.js";
 import { type Plan, sameTerms } from "../domain/plan.js";
 import { planFromRow, type Row } from "./rows.js";
-import { type Query, queryOn } from "./sql.js";
+import { type Query, ormQuery } from "./sql.js";
 import { guardUnavailable } from "./unavailable.js";
 
 const LATEST = `select distinct on (plan_id) * from plans`;
@@ -33,14 +33,14 @@ export class PostgresPlanStore implements PlanCatalog {
 
   async listPlans(): Promise<Plan[]> {
     return guardUnavailable(async () => {
-      const rows = await queryOn(this.orm.em.fork())(`${LATEST} where account_id is null order by plan_id, version desc`);
+      const rows = await ormQuery(this.orm.em.fork())(`${LATEST} where account_id is null order by plan_id, version desc`);
       return rows.map(planFromRow).sort((a, b) => (a.monthlyAllowance === b.monthlyAllowance ? a.planId.localeCompare(b.planId) : a.monthlyAllowance < b.monthlyAllowance ? -1 : 1));
     });
   }
 
   async findPlan(planId: string, accountId: string): Promise<Plan | null> {
     return guardUnavailable(async () => {
-      const rows = await queryOn(this.orm.em.fork())(
+      const rows = await ormQuery(this.orm.em.fork())(
         `select * from plans where plan_id = ? and (account_id is null or account_id = ?) order by version desc limit 1`,
         [planId, accountId],
       );
@@ -50,7 +50,7 @@ export class PostgresPlanStore implements PlanCatalog {
 
   async findTopUpPack(accountId: string, packId: string): Promise<TopUpPack | null> {
     return guardUnavailable(async () => {
-      const rows = await queryOn(this.orm.em.fork())(`select * from account_top_up_packs where account_id = ? and pack_id = ?`, [accountId, packId]);
+      const rows = await ormQuery(this.orm.em.fork())(`select * from account_top_up_packs where account_id = ? and pack_id = ?`, [accountId, packId]);
       return rows[0] ? packFromRow(rows[0]) : null;
     });
   }
@@ -59,7 +59,7 @@ export class PostgresPlanStore implements PlanCatalog {
     const accountId = input.plan.accountId!;
     return guardUnavailable(() =>
       this.orm.em.fork().transactional(async (em) => {
-        const q = queryOn(em);
+        const q = ormQuery(em);
         await q(`insert into accounts (account_id, created_at) values (?, ?) on conflict do nothing`, [accountId, now]);
         await q(`select 1 from accounts where account_id = ? for update`, [accountId]);
         const latest = (await q(`select * from plans where plan_id = ? order by version desc limit 1`, [input.plan.planId])).map(planFromRow)[0];
@@ -81,7 +81,7 @@ export class PostgresPlanStore implements PlanCatalog {
 
   async syncCatalog(plans: readonly Omit<Plan, "version">[], now: Date): Promise<number> {
     return this.orm.em.fork().transactional(async (em) => {
-      const q = queryOn(em);
+      const q = ormQuery(em);
       // Servers starting together take turns; the second finds nothing left to add.
       await q(`lock table plans in share row exclusive mode`);
       const current = new Map((await q(`${LATEST} order by plan_id, version desc`)).map((r) => [r["plan_id"] as string, planFromRow(r)]));

@@ -2,7 +2,7 @@ import type { MikroORM } from "@mikro-orm/postgresql";
 import type { AccountPricing, RateCards } from "../app/ports.js";
 import { parseRateCard } from "../catalog/rate-card.js";
 import type { RateCard } from "../domain/pricing.js";
-import { queryOn } from "./sql.js";
+import { ormQuery } from "./sql.js";
 import { guardUnavailable } from "./unavailable.js";
 
 function canonical(value: unknown): string {
@@ -30,7 +30,7 @@ export class PostgresRateCards implements RateCards {
 
   /** Stores the current card's version (if new) and checks that a stored one has the same prices. */
   static async register(orm: MikroORM, card: RateCard, json: unknown, now: Date): Promise<PostgresRateCards> {
-    const q = queryOn(orm.em.fork());
+    const q = ormQuery(orm.em.fork());
     await q(`insert into rate_cards (version, body, created_at) values (?, ?::jsonb, ?) on conflict (version) do nothing`, [
       card.version,
       JSON.stringify(json),
@@ -47,7 +47,7 @@ export class PostgresRateCards implements RateCards {
     const cached = this.known.get(version);
     if (cached) return cached;
     return guardUnavailable(async () => {
-      const rows = await queryOn(this.orm.em.fork())(`select body from rate_cards where version = ?`, [version]);
+      const rows = await ormQuery(this.orm.em.fork())(`select body from rate_cards where version = ?`, [version]);
       if (!rows[0]) return null;
       const card = parseRateCard(rows[0]["body"], `rate_cards/${version}`);
       this.known.set(version, card);
@@ -62,14 +62,14 @@ export class PostgresAccountPricing implements AccountPricing {
 
   async get(accountId: string): Promise<number | null> {
     return guardUnavailable(async () => {
-      const rows = await queryOn(this.orm.em.fork())(`select pricing_permille from accounts where account_id = ?`, [accountId]);
+      const rows = await ormQuery(this.orm.em.fork())(`select pricing_permille from accounts where account_id = ?`, [accountId]);
       return rows[0] ? Number(rows[0]["pricing_permille"]) : null;
     });
   }
 
   async set(accountId: string, permille: number): Promise<boolean> {
     return guardUnavailable(async () => {
-      const rows = await queryOn(this.orm.em.fork())(`update accounts set pricing_permille = ? where account_id = ? returning 1`, [permille, accountId]);
+      const rows = await ormQuery(this.orm.em.fork())(`update accounts set pricing_permille = ? where account_id = ? returning 1`, [permille, accountId]);
       return rows.length > 0;
     });
   }

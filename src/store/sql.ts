@@ -9,7 +9,7 @@ export type { Query } from "./pg.js";
  * rather than `connection.execute`, which inlines parameters into the SQL text: here they travel
  * as bind parameters ($1, $2 …), so no value is ever parsed as SQL.
  */
-export function queryOn(em: EntityManager): Query {
+export function ormQuery(em: EntityManager): Query {
   const knex = em.getKnex();
   const trx = em.getTransactionContext();
   return async (sql, params = []) => {
