@@ -45,7 +45,11 @@ interface Working extends BookWrite {
  */
 export async function runCommandBatch(tx: Transaction, items: readonly QueuedCommand[], newId: () => string): Promise<BatchResult> {
   const byAccount = new Map<string, QueuedCommand[]>();
-  for (const item of items) byAccount.set(item.accountId, [...(byAccount.get(item.accountId) ?? []), item]);
+  for (const item of items) {
+    const mine = byAccount.get(item.accountId);
+    if (mine) mine.push(item);
+    else byAccount.set(item.accountId, [item]);
+  }
   const requests: BookRequest[] = [...byAccount].map(([accountId, mine]) => {
     // Load the holds overdue by the latest time any of its commands will reach (test-clock steps included).
     const steps = mine.reduce((sum, i) => sum + (i.command.clockStepMs ?? 0), 0);
