@@ -65,6 +65,10 @@ const schema = z
     DB_MAX_BATCH: z.coerce.number().int().min(1).max(256).default(64),
     /** false: a ledger transaction takes one account's commands only (a sharded database: one shard per transaction). */
     DB_BATCH_ACROSS_ACCOUNTS: bool.default(true),
+    /** GetBalance answers kept per server (accounts); 0: every GetBalance reads Postgres. */
+    BALANCE_CACHE_ENTRIES: z.coerce.number().int().min(0).max(10_000_000).default(50_000),
+    /** A kept answer is read again after this long, even if no change was announced. */
+    BALANCE_CACHE_MAX_AGE_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
     HOLD_DEFAULT_TTL_SECONDS: seconds(15 * 60),
     HOLD_MAX_TTL_SECONDS: seconds(24 * 60 * 60),
     IDEMPOTENCY_TTL_SECONDS: z.coerce.number().int().min(24 * 60 * 60).default(24 * 60 * 60),

@@ -19,7 +19,9 @@ import { parseTokens } from "./rpc/auth.js";
 import { createCallInterceptor } from "./rpc/interceptor.js";
 import { Metrics, startMetricsServer } from "./observability/metrics.js";
 import { openDatabase } from "./store/database.js";
-import { createPool } from "./store/pg.js";
+import { BalanceCache } from "./app/balance-cache.js";
+import { PostgresChangeFeed } from "./store/change-feed.js";
+import { createPool, listenerClient } from "./store/pg.js";
 import type pg from "pg";
 import { PostgresLedgerStore } from "./store/ledger-store.js";
 import { PostgresPlanStore } from "./store/plan-store.js";
@@ -54,10 +56,22 @@ export async function startService(config: Config, clock: Clock, log: Logger): P
     onDriverWarning: (message) => log.warn({ driver: "knex" }, message),
   });
   const pool = createPool({ url: config.DATABASE_URL, max: config.DB_POOL_MAX, onIdleError: (err) => log.warn({ err: err.message }, "idle ledger connection failed") });
+  const changes = new PostgresChangeFeed({
+    connect: () => listenerClient(config.DATABASE_URL),
+    retryMs: 1000,
+    checkMs: 5000,
+    onState: (live, err) => {
+      if (live) log.info("listening for ledger changes: balance cache on");
+      else log.warn({ err: err instanceof Error ? err.message : String(err) }, "ledger change feed lost: balance cache off until it is back");
+    },
+  });
+  // Not awaited: until the feed listens GetBalance reads Postgres, and it keeps retrying.
+  if (config.BALANCE_CACHE_ENTRIES > 0) void changes.start();
   try {
-    return await startOnDatabase(config, clock, log, orm, pool, catalog, rateCard);
+    return await startOnDatabase(config, clock, log, orm, pool, changes, catalog, rateCard);
   } catch (err) {
     // A refused start leaves no connection behind.
+    await changes.stop();
     await pool.end();
     await orm.close(true);
     throw err;
@@ -70,11 +84,13 @@ async function startOnDatabase(
   log: Logger,
   orm: MikroORM,
   pool: pg.Pool,
+  changes: PostgresChangeFeed,
   catalog: ReturnType<typeof loadPlanCatalog>,
   rateCard: ReturnType<typeof loadRateCard>,
 ): Promise<RunningService> {
   const metrics = new Metrics();
   const store = new PostgresLedgerStore(pool, orm, randomUUID, {
+    changes,
     writeConcurrency: config.DB_WRITE_CONCURRENCY,
     maxBatch: config.DB_MAX_BATCH,
     batchAcrossAccounts: config.DB_BATCH_ACROSS_ACCOUNTS,
@@ -104,6 +120,11 @@ async function startOnDatabase(
   const deps: AppDeps = {
     store,
     cache,
+    balances: new BalanceCache(changes, {
+      maxEntries: config.BALANCE_CACHE_ENTRIES,
+      maxAgeMs: config.BALANCE_CACHE_MAX_AGE_SECONDS * 1000,
+      onLookup: (hit) => metrics.balanceCacheLookups.inc({ result: hit ? "hit" : "miss" }),
+    }),
     clock,
     newId: randomUUID,
     topUpPacks: new Map(DEFAULT_TOP_UP_PACKS.map((p) => [p.packId, p])),
@@ -137,6 +158,7 @@ async function startOnDatabase(
   );
   health = server.health;
   health.setComponent(REDIS_HEALTH, redis.status === "ready" ? "SERVING" : "NOT_SERVING");
+  metrics.gauge("credit_change_feed_up", "1 while this server listens for ledger changes (the balance cache is used only then).", () => (changes.live ? 1 : 0));
   metrics.gauge("credit_holds_pending", "Reservations currently HELD.", () => store.countHeld());
   metrics.gauge("credit_db_pool_connections_in_use", "Postgres connections checked out of the pool.", () => pool.totalCount - pool.idleCount);
   const metricsServer = config.METRICS_ENABLED ? await startMetricsServer(metrics, config.METRICS_HOST, config.METRICS_PORT) : null;
@@ -181,6 +203,7 @@ async function startOnDatabase(
       await sweeper?.stop();
       await metricsServer?.close();
       await cache.close();
+      await changes.stop();
       await pool.end();
       await orm.close(true);
     },

@@ -1,3 +1,4 @@
+import type { BalanceCache } from "./balance-cache.js";
 import type { Clock } from "../domain/clock.js";
 import type { Failure } from "../domain/errors.js";
 import type { TopUpPack } from "../domain/grants.js";
@@ -7,6 +8,8 @@ import type { AccountPricing, IdempotencyCache, LedgerStore, PlanCatalog, RateCa
 export interface AppDeps {
   readonly store: LedgerStore;
   readonly cache: IdempotencyCache;
+  /** GetBalance answers of accounts unchanged since they were read. */
+  readonly balances: BalanceCache;
   readonly clock: Clock;
   /** New server-assigned ids (reservations, buckets). */
   readonly newId: () => string;

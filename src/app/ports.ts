@@ -63,11 +63,31 @@ export interface EntryQuery {
   readonly kinds: readonly EntryKind[];
 }
 
+/** What a read of one account found. */
+export interface AccountSnapshot {
+  readonly book: AccountBook;
+  /** When its earliest open hold falls due, by the account's clock (null: none is open). */
+  readonly nextHoldExpiry: Date | null;
+}
+
+/**
+ * Which accounts changed: told after every write this process commits, before its callers hear
+ * of it, and, through the database, after every write any other process commits.
+ */
+export interface ChangeFeed {
+  /** false while another process's writes could go unseen (the feed is connecting or lost). */
+  readonly live: boolean;
+  /** `null`: anything may have changed (the feed was lost or has just been regained). */
+  subscribe(listener: (accountIds: readonly string[] | null) => void): void;
+}
+
 /** The narrow store the use cases need; Postgres implements it (src/store). */
 export interface LedgerStore {
   execute<T>(command: AccountCommand<T>, now: Date): Promise<CommandOutcome<T>>;
   /** The account's live buckets and its overdue holds, read without a lock; null if unknown. */
-  readBook(accountId: string, now: Date): Promise<AccountBook | null>;
+  readBook(accountId: string, now: Date): Promise<AccountSnapshot | null>;
+  /** Tells which accounts changed, so that what was read from them can be dropped. */
+  readonly changes: ChangeFeed;
   findReservation(reservationId: string): Promise<Reservation | null>;
   accountExists(accountId: string): Promise<boolean>;
   listEntries(query: EntryQuery): Promise<StoredEntry[]>;

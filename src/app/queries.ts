@@ -2,7 +2,8 @@ import type { BalanceView } from "../domain/account-book.js";
 import { ok } from "../domain/errors.js";
 import type { EntryKind } from "../domain/ledger-entry.js";
 import type { Difference } from "../domain/reconcile.js";
-import { applyDue } from "../domain/maintenance.js";
+import { accountTime } from "../domain/clock.js";
+import { applyDue, nextChangeAt } from "../domain/maintenance.js";
 import { isOverdue, type Reservation } from "../domain/reservation.js";
 import { type AppDeps, type Reply, refuse } from "./deps.js";
 import type { Encode } from "./holds.js";
@@ -15,17 +16,39 @@ function settleDue(deps: AppDeps, accountId: string, now: Date, encode: Paramete
     .then((outcome) => (outcome.kind === "failed" ? { ok: false, failure: outcome.failure } : { ok: true, bytes: outcome.response }));
 }
 
+/** How a balance is encoded: its body once per read, its as-of time on every answer. */
+export interface BalanceEncoding {
+  /** The balance without its as-of time. */
+  body(view: BalanceView): Uint8Array;
+  /** The response: a body, stamped with the time it is as of. */
+  stamp(body: Uint8Array, asOf: Date): Uint8Array;
+}
+
 /**
- * GetBalance reads without locking. If an overdue hold or an expired bucket is found, the
- * due work is applied in a locked transaction first, so the balance never counts expired credits.
+ * GetBalance reads without locking, and answers from the balance cache while the account is
+ * unchanged and nothing has fallen due on it. If an overdue hold or an expired bucket is found,
+ * the due work is applied in a locked transaction first, so the balance never counts expired credits.
  */
-export async function getBalance(deps: AppDeps, accountId: string, encode: Encode<BalanceView>): Promise<Reply> {
+export async function getBalance(deps: AppDeps, accountId: string, encoding: BalanceEncoding): Promise<Reply> {
   const now = deps.clock.now();
-  const book = await deps.store.readBook(accountId, now);
-  if (!book) return refuse("ACCOUNT_NOT_FOUND", `account ${accountId} not found`, { account_id: accountId });
-  const at = new Date(now.getTime() + book.clockOffsetMs);
-  if (!applyDue(book, at, deps.newId)) return { ok: true, bytes: encode(book.balance(at)) };
-  return settleDue(deps, accountId, now, (_, locked, lockedAt) => encode(locked.balance(lockedAt)));
+  const cached = deps.balances.get(accountId, now);
+  if (cached) return { ok: true, bytes: encoding.stamp(cached.body, accountTime(cached.clockOffsetMs, now)) };
+  const ticket = deps.balances.begin();
+  try {
+    const read = await deps.store.readBook(accountId, now);
+    if (!read) return refuse("ACCOUNT_NOT_FOUND", `account ${accountId} not found`, { account_id: accountId });
+    const { book } = read;
+    const at = accountTime(book.clockOffsetMs, now);
+    if (!applyDue(book, at, deps.newId)) {
+      const body = encoding.body(book.balance(at));
+      const until = nextChangeAt(book, at, read.nextHoldExpiry)?.getTime() ?? Number.POSITIVE_INFINITY;
+      deps.balances.set(ticket, accountId, { body, clockOffsetMs: book.clockOffsetMs, until });
+      return { ok: true, bytes: encoding.stamp(body, at) };
+    }
+  } finally {
+    deps.balances.end(ticket);
+  }
+  return settleDue(deps, accountId, now, (_, locked, lockedAt) => encoding.stamp(encoding.body(locked.balance(lockedAt)), lockedAt));
 }
 
 /** GetReservation shows an overdue hold as EXPIRED, releasing it first. */
@@ -35,8 +58,8 @@ export async function getReservation(deps: AppDeps, reservationId: string, encod
   if (!reservation) return refuse("RESERVATION_NOT_FOUND", `reservation ${reservationId} not found`, { reservation_id: reservationId });
   if (reservation.status !== "HELD") return { ok: true, bytes: encode(reservation) };
   // An open hold is judged by its account's clock (which a test clock may have moved ahead).
-  const book = await deps.store.readBook(reservation.accountId, now);
-  const at = new Date(now.getTime() + (book?.clockOffsetMs ?? 0));
+  const read = await deps.store.readBook(reservation.accountId, now);
+  const at = accountTime(read?.book.clockOffsetMs ?? 0, now);
   if (!isOverdue(reservation, at)) return { ok: true, bytes: encode(reservation) };
   return settleDue(deps, reservation.accountId, now, (_, locked) => encode(locked.reservation(reservationId) ?? reservation));
 }

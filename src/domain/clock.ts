@@ -3,6 +3,11 @@ export interface Clock {
   now(): Date;
 }
 
+/** The account's own clock: server time plus its test-clock offset. */
+export function accountTime(clockOffsetMs: number, serverNow: Date): Date {
+  return new Date(serverNow.getTime() + clockOffsetMs);
+}
+
 /** Wall-clock time of this process. */
 export const systemClock: Clock = { now: () => new Date() };
 

@@ -2,7 +2,7 @@ import type { AccountBook } from "./account-book.js";
 import { freeCredits, isExpired } from "./bucket.js";
 import { expireReservation } from "./holds.js";
 import { isOverdue } from "./reservation.js";
-import { rollSubscription } from "./subscription.js";
+import { describe, rollSubscription } from "./subscription.js";
 
 /**
  * Applies everything that has fallen due on the account by `now`, before any command reads its
@@ -27,4 +27,35 @@ export function applyDue(book: AccountBook, now: Date, newId: () => string): boo
     book.changedReservations.size > reservationsBefore ||
     book.subscriptionChanged !== subscriptionBefore
   );
+}
+
+/**
+ * The earliest instant after `now` at which the account's balance, or what applyDue finds due,
+ * can change with no write: a bucket becoming valid or expiring, an allowance or billing period
+ * ending, a scheduled plan change taking effect, or its earliest open hold falling due
+ * (`nextHoldExpiry`: the book holds only the holds a command named). null when nothing is ever
+ * due by itself. A balance read at `now` stays exact until then unless the account is written.
+ */
+export function nextChangeAt(book: AccountBook, now: Date, nextHoldExpiry: Date | null): Date | null {
+  const t = now.getTime();
+  let next = Number.POSITIVE_INFINITY;
+  const consider = (at: Date | null | undefined) => {
+    if (at && at.getTime() > t && at.getTime() < next) next = at.getTime();
+  };
+  consider(nextHoldExpiry);
+  for (const bucket of book.allBuckets()) {
+    consider(bucket.validFrom);
+    consider(bucket.expiresAt);
+  }
+  const subscription = book.subscription;
+  if (subscription) {
+    consider(subscription.anchor);
+    consider(subscription.scheduled?.effectiveAt);
+    const view = describe(subscription, now);
+    consider(view.allowancePeriod.end);
+    consider(view.billingPeriod.end);
+  }
+  // A hold already due (or one a test clock stepped past) is due now: never later than that.
+  if (nextHoldExpiry && nextHoldExpiry.getTime() <= t) return now;
+  return Number.isFinite(next) ? new Date(next) : null;
 }

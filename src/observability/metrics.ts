@@ -44,6 +44,12 @@ export class Metrics {
     buckets: [1, 2, 4, 8, 16, 32, 64],
     registers: [this.registry],
   });
+  readonly balanceCacheLookups = new Counter({
+    name: "credit_balance_cache_lookups_total",
+    help: "GetBalance lookups in the balance cache, by result (hit: answered without Postgres).",
+    labelNames: ["result"] as const,
+    registers: [this.registry],
+  });
   readonly postgresUp = new Gauge({
     name: "credit_postgres_up",
     help: "1 while the ledger database answers the health probe.",

@@ -11,7 +11,6 @@ import {
   ExtendReservationRequestSchema,
   ExtendReservationResponseSchema,
   type GetBalanceRequest,
-  GetBalanceResponseSchema,
   type GetReservationRequest,
   GetReservationResponseSchema,
   type PurchaseTopUpRequest,
@@ -24,6 +23,7 @@ import {
   ReserveRequestSchema,
   ReserveResponseSchema,
 } from "../gen/credit/v1/credit_service_pb.js";
+import { getBalanceEncoding } from "./balance-encoding.js";
 import * as decode from "./decode.js";
 import * as encode from "./encode.js";
 import type { CallContext, ServiceHandlers } from "./grpc-adapter.js";
@@ -91,7 +91,7 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandle
     async GetBalance(req: GetBalanceRequest) {
       const accountId = decode.id(req.accountId, "account_id");
       return reply(
-        await getBalance(deps, accountId, (b) => toBinary(GetBalanceResponseSchema, create(GetBalanceResponseSchema, { balance: encode.balance(b) }))),
+        await getBalance(deps, accountId, getBalanceEncoding),
       );
     },
 

@@ -14,11 +14,6 @@ export function lockStatement(accountIds: readonly string[], mode: LockMode): St
     : { sql: `select account_id from accounts where account_id = any(?::text[]) order by account_id for update skip locked`, params: [accountIds], name: "lock_accounts_skip" };
 }
 
-/** The account's own clock: server time plus its test-clock offset. */
-export function accountTime(clockOffsetMs: number, serverNow: Date): Date {
-  return new Date(serverNow.getTime() + clockOffsetMs);
-}
-
 /** What to load for one account. */
 export interface BookRequest {
   readonly accountId: string;
@@ -60,8 +55,8 @@ const RESERVATION_COLUMNS = RESERVATION_COLUMNS_OF("reservations");
  * time (LATERAL), never by scanning an account's history, which for a hot account is long. Amounts travel as text, so bigints stay exact. Accounts that do
  * not exist are absent from the result.
  */
-const LOAD_BOOKS = `
-  select a.account_id, a.clock_offset_ms, a.pricing_permille,
+const loadBooks = (extraColumns: string) => `
+  select a.account_id,${extraColumns} a.clock_offset_ms, a.pricing_permille,
     s.plan, s.anchor, s.granted_period, s.current_bucket_id, s.scheduled_plan, s.scheduled_effective_at,
     (select coalesce(json_agg(b), '[]'::json) from (
         select ${BUCKET_COLUMNS} from buckets where account_id = a.account_id and remaining > 0
@@ -81,11 +76,18 @@ const LOAD_BOOKS = `
   from unnest(?::text[], ?::timestamptz[]) as u(account_id, at)
   join accounts a on a.account_id = u.account_id
   left join subscriptions s on s.account_id = a.account_id`;
+const LOAD_BOOKS = loadBooks("");
+/** For reads that may be cached: also when the account's earliest open hold falls due. */
+const READ_BOOKS = loadBooks(`
+    (select min(expires_at) from reservations where account_id = a.account_id and state = 'HELD') as next_hold_expiry,`);
 
-/** The statement of loadBooks; run it after the lock statement (in the same pipeline is fine: it takes a new snapshot). */
-export function loadStatement(requests: readonly BookRequest[]): Statement {
+/**
+ * The statement of loadBooks; run it after the lock statement (in the same pipeline is fine: it
+ * takes a new snapshot). `forRead`: the rows also carry `next_hold_expiry` (see nextHoldExpiry).
+ */
+export function loadStatement(requests: readonly BookRequest[], forRead = false): Statement {
   return {
-    sql: LOAD_BOOKS,
+    sql: forRead ? READ_BOOKS : LOAD_BOOKS,
     // Named reservations and keys travel as (account, id) pairs: each account probes only its own.
     params: [
       requests.flatMap((r) => r.reservationIds.map(() => r.accountId)),
@@ -95,8 +97,14 @@ export function loadStatement(requests: readonly BookRequest[]): Statement {
       requests.map((r) => r.accountId),
       requests.map((r) => r.now),
     ],
-    name: "load_books",
+    name: forRead ? "read_books" : "load_books",
   };
+}
+
+/** When the account's earliest open hold falls due (a row of loadStatement(…, true)). */
+export function nextHoldExpiry(row: Row): Date | null {
+  const value = row["next_hold_expiry"] as Date | null | undefined;
+  return value ?? null;
 }
 
 /** The rows of loadStatement by account: a reader builds its own book from one with bookFromRow. */

@@ -1,7 +1,8 @@
 import type { AccountCommand, CommandOutcome } from "../app/ports.js";
 import { type Failure, invariant } from "../domain/errors.js";
 import { applyDue } from "../domain/maintenance.js";
-import { accountTime, type BookRequest, booksFromRows, loadStatement, lockStatement, type StoredOperation } from "./account-loader.js";
+import { accountTime } from "../domain/clock.js";
+import { type BookRequest, booksFromRows, loadStatement, lockStatement, type StoredOperation } from "./account-loader.js";
 import { type BookWrite, type CommandContext, type OperationRecord, persistStatement } from "./persist.js";
 import type { Statement, Transaction } from "./pg.js";
 

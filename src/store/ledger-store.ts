@@ -1,14 +1,15 @@
 import type { MikroORM } from "@mikro-orm/postgresql";
 import type pg from "pg";
-import type { AccountCommand, CommandOutcome, EntryQuery, LedgerStore, StoredEntry } from "../app/ports.js";
-import type { AccountBook } from "../domain/account-book.js";
+import type { AccountCommand, AccountSnapshot, ChangeFeed, CommandOutcome, EntryQuery, LedgerStore, StoredEntry } from "../app/ports.js";
 import { FailureError } from "../domain/errors.js";
 import type { EntryKind } from "../domain/ledger-entry.js";
 import { applyDue } from "../domain/maintenance.js";
 import { type Difference, reconcileBook, type EntrySums } from "../domain/reconcile.js";
 import type { Reservation } from "../domain/reservation.js";
-import { accountTime, bookFromRow, booksFromRows, loadStatement, lockStatement, rowsByAccount } from "./account-loader.js";
+import { accountTime } from "../domain/clock.js";
+import { bookFromRow, booksFromRows, loadStatement, lockStatement, nextHoldExpiry, rowsByAccount } from "./account-loader.js";
 import { GroupCommit, type Settled } from "./batching.js";
+import type { PostgresChangeFeed } from "./change-feed.js";
 import { type QueuedCommand, runCommandBatch } from "./command-batch.js";
 import { persistStatement } from "./persist.js";
 import { inTransaction, type Query, queryOn } from "./pg.js";
@@ -26,6 +27,8 @@ export interface LedgerStoreOptions {
   readonly batchAcrossAccounts: boolean;
   /** Told the size of each write batch. */
   readonly onBatch?: (size: number) => void;
+  /** Where the store publishes the accounts it wrote (and other processes' writes arrive). */
+  readonly changes: PostgresChangeFeed;
 }
 
 function isOperationConflict(err: unknown): boolean {
@@ -42,8 +45,9 @@ function isOperationConflict(err: unknown): boolean {
 export class PostgresLedgerStore implements LedgerStore {
   private readonly q: Query;
   private readonly writes: GroupCommit<QueuedCommand, CommandOutcome<unknown>>;
-  private readonly reads: GroupCommit<{ accountId: string; now: Date }, AccountBook | null>;
+  private readonly reads: GroupCommit<{ accountId: string; now: Date }, AccountSnapshot | null>;
   private readonly locator = new ReservationLocator(50_000);
+  private readonly feed: PostgresChangeFeed;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -54,6 +58,7 @@ export class PostgresLedgerStore implements LedgerStore {
     options: LedgerStoreOptions,
   ) {
     this.q = queryOn(pool);
+    this.feed = options.changes;
     this.writes = new GroupCommit({
       concurrency: options.writeConcurrency,
       maxBatch: options.maxBatch,
@@ -63,6 +68,10 @@ export class PostgresLedgerStore implements LedgerStore {
     });
     // Reads share one statement per batch too; two at once keep one batch loading while the next gathers.
     this.reads = new GroupCommit({ concurrency: 2, maxBatch: options.maxBatch, run: (items) => this.runReads(items) });
+  }
+
+  get changes(): ChangeFeed {
+    return this.feed;
   }
 
   async execute<T>(command: AccountCommand<T>, now: Date): Promise<CommandOutcome<T>> {
@@ -112,6 +121,15 @@ export class PostgresLedgerStore implements LedgerStore {
   }
 
   private async writeBatch(items: QueuedCommand[]): Promise<CommandOutcome<unknown>[]> {
+    try {
+      return await this.writeBatchOnce(items);
+    } finally {
+      // Even a failed COMMIT may have committed: readers drop these accounts before anyone is answered.
+      this.feed.publish([...new Set(items.map((i) => i.accountId))]);
+    }
+  }
+
+  private async writeBatchOnce(items: QueuedCommand[]): Promise<CommandOutcome<unknown>[]> {
     return guardUnavailable(async () => {
       const run = () => inTransaction(this.pool, (tx) => runCommandBatch(tx, items, this.newId));
       let result;
@@ -127,24 +145,24 @@ export class PostgresLedgerStore implements LedgerStore {
     });
   }
 
-  async readBook(accountId: string, now: Date): Promise<AccountBook | null> {
+  async readBook(accountId: string, now: Date): Promise<AccountSnapshot | null> {
     return this.reads.submit(accountId, { accountId, now });
   }
 
   /** Many GetBalance reads in one statement (one snapshot); no lock, no transaction. */
-  private async runReads(items: { accountId: string; now: Date }[]): Promise<Settled<AccountBook | null>[]> {
+  private async runReads(items: { accountId: string; now: Date }[]): Promise<Settled<AccountSnapshot | null>[]> {
     // One row per account, loaded as of the latest reader's time (so no reader misses a hold that fell due).
     const latest = new Map<string, Date>();
     for (const i of items) {
       const seen = latest.get(i.accountId);
       if (!seen || seen < i.now) latest.set(i.accountId, i.now);
     }
-    const load = loadStatement([...latest].map(([accountId, now]) => ({ accountId, now, reservationIds: [], idempotencyKeys: [] })));
+    const load = loadStatement([...latest].map(([accountId, now]) => ({ accountId, now, reservationIds: [], idempotencyKeys: [] })), true);
     const rows = rowsByAccount(await guardUnavailable(() => this.q(load.sql, load.params, load.name)));
     // Each reader gets its own book: a caller may apply due work to it.
     return items.map((i) => {
       const row = rows.get(i.accountId);
-      return { ok: true, value: row ? bookFromRow(i.accountId, row) : null };
+      return { ok: true, value: row ? { book: bookFromRow(i.accountId, row), nextHoldExpiry: nextHoldExpiry(row) } : null };
     });
   }
 
@@ -205,6 +223,14 @@ export class PostgresLedgerStore implements LedgerStore {
   }
 
   async applyDueIfUnlocked(accountId: string, now: Date): Promise<boolean> {
+    try {
+      return await this.applyDueOnce(accountId, now);
+    } finally {
+      this.feed.publish([accountId]);
+    }
+  }
+
+  private applyDueOnce(accountId: string, now: Date): Promise<boolean> {
     return guardUnavailable(() =>
       inTransaction(this.pool, async (tx) => {
         // Skip an account another transaction (a request, another server's sweeper) holds: it is being handled.

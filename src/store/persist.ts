@@ -1,5 +1,6 @@
 import type { AccountBook } from "../domain/account-book.js";
 import { allowancePeriod } from "../domain/periods.js";
+import { CHANGES_CHANNEL, changePayloads } from "./change-feed.js";
 import type { Statement } from "./pg.js";
 import { allocationsJson, planToJson, pricingJson } from "./rows.js";
 
@@ -40,7 +41,8 @@ function columns<T>(rows: readonly T[], pick: (row: T) => readonly unknown[], wi
  * and reservations, ledger entries, subscriptions, test clocks, operation records. Rows travel as
  * column arrays through `unnest`, so the text never changes with the number of rows: each
  * connection parses and plans it once (a prepared statement), and a part with no rows costs an
- * empty scan. Each CTE touches different rows, so their shared snapshot is no concern.
+ * empty scan. Each CTE touches different rows, so their shared snapshot is no concern. Last, it
+ * notifies CHANGES_CHANNEL of the accounts whose balance may have changed (delivered at COMMIT).
  */
 const PERSIST = `
   with
@@ -91,7 +93,19 @@ const PERSIST = `
     insert into operations (account_id, idempotency_key, method, request_hash, response, created_at)
     select * from unnest(?::text[], ?::text[], ?::text[], ?::bytea[], ?::bytea[], ?::timestamptz[])
     returning 1)
-  select 1`;
+  select pg_notify('${CHANGES_CHANNEL}', ids) from unnest(?::text[]) as ids`;
+
+/** The accounts a write changes anything of (what their readers may have cached). */
+export function changedAccounts(writes: readonly BookWrite[]): Set<string> {
+  const out = new Set<string>();
+  for (const { book } of writes) {
+    const changed =
+      book.entries.length > 0 || book.newBuckets.size > 0 || book.changedBuckets.size > 0 || book.newReservations.size > 0 ||
+      book.changedReservations.size > 0 || book.subscriptionChanged || book.clockChanged;
+    if (changed) out.add(book.accountId);
+  }
+  return out;
+}
 
 /** The statement that writes what a batch of commands changed; null when nothing did. */
 export function persistStatement(writes: readonly BookWrite[], operations: readonly OperationRecord[] = []): Statement | null {
@@ -146,6 +160,7 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
     ),
     ...columns(clocks, (b) => [b.accountId, b.clockOffsetMs], 2),
     ...columns(operations, (o) => [o.accountId, o.key, o.method, o.requestHash, Buffer.from(o.response), o.createdAt], 6),
+    changePayloads(changedAccounts(writes)),
   ];
   return { sql: PERSIST, params, name: "persist_books" };
 }

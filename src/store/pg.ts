@@ -29,6 +29,11 @@ export function createPool(options: PgPoolOptions): pg.Pool {
   return pool;
 }
 
+/** A connection of its own for LISTEN (a pooled one would be handed to other work). */
+export function listenerClient(url: string): pg.Client {
+  return new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000, application_name: "credit-service-listener" });
+}
+
 /**
  * Runs one statement with `?` placeholders; `name` makes it a prepared statement that each
  * connection parses and plans once (only for fixed statement texts: every name is kept per connection).
