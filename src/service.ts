@@ -59,7 +59,8 @@ export async function startService(config: Config, clock: Clock, log: Logger): P
   const changes = new PostgresChangeFeed({
     connect: () => listenerClient(config.DATABASE_URL),
     retryMs: 1000,
-    checkMs: 5000,
+    checkMs: 2000,
+    checkTimeoutMs: 1000,
     onState: (live, err) => {
       if (live) log.info("listening for ledger changes: balance cache on");
       else log.warn({ err: err instanceof Error ? err.message : String(err) }, "ledger change feed lost: balance cache off until it is back");
@@ -158,7 +159,9 @@ async function startOnDatabase(
   );
   health = server.health;
   health.setComponent(REDIS_HEALTH, redis.status === "ready" ? "SERVING" : "NOT_SERVING");
-  metrics.gauge("credit_change_feed_up", "1 while this server listens for ledger changes (the balance cache is used only then).", () => (changes.live ? 1 : 0));
+  if (config.BALANCE_CACHE_ENTRIES > 0) {
+    metrics.gauge("credit_change_feed_up", "1 while this server listens for ledger changes (the balance cache is used only then).", () => (changes.live ? 1 : 0));
+  }
   metrics.gauge("credit_holds_pending", "Reservations currently HELD.", () => store.countHeld());
   metrics.gauge("credit_db_pool_connections_in_use", "Postgres connections checked out of the pool.", () => pool.totalCount - pool.idleCount);
   const metricsServer = config.METRICS_ENABLED ? await startMetricsServer(metrics, config.METRICS_HOST, config.METRICS_PORT) : null;

@@ -24,8 +24,10 @@ export interface ChangeFeedOptions {
   readonly connect: () => pg.Client;
   /** Wait before listening again after the connection is lost. */
   readonly retryMs: number;
-  /** How often the listening connection is checked; a check that takes longer than this loses it. */
+  /** How often the listening connection is checked. */
   readonly checkMs: number;
+  /** A check not answered within this long loses the connection. */
+  readonly checkTimeoutMs: number;
   readonly onState?: (live: boolean, err?: unknown) => void;
 }
 
@@ -107,7 +109,7 @@ export class PostgresChangeFeed implements ChangeFeed {
   private async checkConnection(client: pg.Client): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error("listening connection did not answer in time")), this.options.checkMs);
+      timer = setTimeout(() => reject(new Error("listening connection did not answer in time")), this.options.checkTimeoutMs);
     });
     try {
       await Promise.race([client.query("select 1"), late]);

@@ -31,7 +31,14 @@ export function createPool(options: PgPoolOptions): pg.Pool {
 
 /** A connection of its own for LISTEN (a pooled one would be handed to other work). */
 export function listenerClient(url: string): pg.Client {
-  return new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000, application_name: "credit-service-listener" });
+  // TCP keepalive too: a connection the network dropped silently must not look alive for long.
+  return new pg.Client({
+    connectionString: url,
+    connectionTimeoutMillis: 3000,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 1000,
+    application_name: "credit-service-listener",
+  });
 }
 
 /**

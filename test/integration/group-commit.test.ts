@@ -67,7 +67,7 @@ function makeStore(options: { writeConcurrency: number; maxBatch: number; batchA
     batchAcrossAccounts: true,
     ...options,
     onBatch: (size: number) => batches.push({ size, runsBefore: runs }),
-    changes: new PostgresChangeFeed({ connect: () => listenerClient(TEST_DATABASE_URL), retryMs: 1000, checkMs: 5000 }),
+    changes: new PostgresChangeFeed({ connect: () => listenerClient(TEST_DATABASE_URL), retryMs: 1000, checkMs: 2000, checkTimeoutMs: 1000 }),
   };
   const store = new PostgresLedgerStore(on, orm, randomUUID, storeOptions);
   return { store, batches, ran: () => (runs += 1), runs: () => runs };
