@@ -11,6 +11,7 @@ import { CreditService } from "./gen/credit/v1/credit_service_pb.js";
 import { RedisIdempotencyCache } from "./idempotency/redis-cache.js";
 import { createRedisConnection, waitReady } from "./idempotency/redis-client.js";
 import { adminHandlers } from "./rpc/admin-handlers.js";
+import { getBalanceEncoding } from "./rpc/balance-encoding.js";
 import { creditHandlers } from "./rpc/credit-handlers.js";
 import { planAdminHandlers, planHandlers } from "./rpc/plan-handlers.js";
 import { serverCredentials, startGrpcServer } from "./rpc/server.js";
@@ -21,7 +22,7 @@ import { Metrics, startMetricsServer } from "./observability/metrics.js";
 import { openDatabase } from "./store/database.js";
 import { BalanceCache } from "./app/balance-cache.js";
 import { PostgresChangeFeed } from "./store/change-feed.js";
-import { createPool, listenerClient } from "./store/pg.js";
+import { createPool, listenerClient, poolBackends } from "./store/pg.js";
 import type pg from "pg";
 import { PostgresLedgerStore } from "./store/ledger-store.js";
 import { PostgresPlanStore } from "./store/plan-store.js";
@@ -58,6 +59,7 @@ export async function startService(config: Config, clock: Clock, log: Logger): P
   const pool = createPool({ url: config.DATABASE_URL, max: config.DB_POOL_MAX, onIdleError: (err) => log.warn({ err: err.message }, "idle ledger connection failed") });
   const changes = new PostgresChangeFeed({
     connect: () => listenerClient(config.DATABASE_URL),
+    isOwnBackend: poolBackends(pool),
     retryMs: 1000,
     checkMs: 2000,
     checkTimeoutMs: 1000,
@@ -124,6 +126,7 @@ async function startOnDatabase(
     balances: new BalanceCache(changes, {
       maxEntries: config.BALANCE_CACHE_ENTRIES,
       maxAgeMs: config.BALANCE_CACHE_MAX_AGE_SECONDS * 1000,
+      encode: getBalanceEncoding.body,
       onLookup: (hit) => metrics.balanceCacheLookups.inc({ result: hit ? "hit" : "miss" }),
     }),
     clock,

@@ -1,6 +1,8 @@
-import type { ChangeFeed } from "./ports.js";
+import type { BalanceView } from "../domain/account-book.js";
+import { nextChangeAt } from "../domain/maintenance.js";
+import type { ChangeFeed, WrittenAccount } from "./ports.js";
 
-/** One account's balance as last read, valid until the account changes or `until` comes. */
+/** One account's balance as last read or written, valid until the account changes or `until` comes. */
 export interface CachedBalance {
   /** The encoded balance without its as-of time, which each answer stamps anew. */
   readonly body: Uint8Array;
@@ -15,30 +17,45 @@ export interface BalanceCacheOptions {
   readonly maxEntries: number;
   /** An entry is dropped this long after its read, whatever the feed says. */
   readonly maxAgeMs: number;
+  /** Encodes a balance without its as-of time (for the books this process writes). */
+  readonly encode: (view: BalanceView) => Uint8Array;
   /** Told whether each lookup was answered from the cache. */
   readonly onLookup?: (hit: boolean) => void;
   /** A monotonic clock in ms (tests step it). */
   readonly monotonicMs?: () => number;
 }
 
+/** How long the sequence of each account's last change is remembered: a read or write that takes longer stores nothing. */
+const CHANGES_REMEMBERED_MS = 10_000;
+
+interface Entry {
+  /** Encoded on the first lookup for a balance this process wrote. */
+  body: Uint8Array | null;
+  readonly view: BalanceView | null;
+  readonly clockOffsetMs: number;
+  readonly until: number;
+  readonly storedAt: number;
+}
+
 /**
- * GetBalance answers kept per account, so that a read of an account nobody wrote since costs no
+ * GetBalance answers kept per account, so that reading an account nobody wrote since costs no
  * database round trip. An entry goes when the change feed names its account (this process's
  * writes before they are answered, other processes' through Postgres), when anything may have
  * changed (the feed was lost), when its account's next due instant comes, or after `maxAgeMs`.
- * While the feed is not live nothing is served or kept.
+ * While the feed is not live nothing is served or kept. The books this process writes are kept
+ * as they were committed, so a read after a write needs no round trip either.
  *
- * A read that was running when its account changed must not store what it read: each read takes
- * a ticket (the change count when it began) and may store only if its account has not changed
- * since. Changes are remembered per account only while reads that began before them still run.
+ * What a read (or a write) found may be kept only if its account has not changed since the read
+ * began: each takes a ticket (the feed's sequence) first, and the sequence of every account's
+ * last change is remembered for CHANGES_REMEMBERED_MS.
  */
 export class BalanceCache {
-  private readonly entries = new Map<string, { readonly value: CachedBalance; readonly storedAt: number }>();
-  private changes = 0;
+  private readonly entries = new Map<string, Entry>();
+  /** Sequence of each account's last change, oldest first. */
+  private readonly changedAt = new Map<string, { readonly sequence: number; readonly atMs: number }>();
+  /** Changes up to this sequence may be forgotten. */
+  private forgottenUpTo = 0;
   private clearedAt = 0;
-  private readonly changedAt = new Map<string, number>();
-  /** Running reads by ticket, oldest first (tickets only grow). */
-  private readonly running = new Map<number, number>();
   private readonly monotonicMs: () => number;
 
   constructor(
@@ -46,7 +63,7 @@ export class BalanceCache {
     private readonly options: BalanceCacheOptions,
   ) {
     this.monotonicMs = options.monotonicMs ?? (() => performance.now());
-    if (options.maxEntries > 0) feed.subscribe((ids) => this.changed(ids));
+    if (options.maxEntries > 0) feed.subscribe((ids, written) => this.changed(ids, written));
   }
 
   get size(): number {
@@ -60,58 +77,66 @@ export class BalanceCache {
     return found;
   }
 
-  private lookup(accountId: string, serverNow: Date): CachedBalance | undefined {
-    if (!this.feed.live) return undefined;
-    const entry = this.entries.get(accountId);
-    if (!entry) return undefined;
-    const { value } = entry;
-    if (this.monotonicMs() - entry.storedAt >= this.options.maxAgeMs || serverNow.getTime() + value.clockOffsetMs >= value.until) {
-      this.entries.delete(accountId);
-      return undefined;
-    }
-    // Most recently read last: eviction takes the first.
-    this.entries.delete(accountId);
-    this.entries.set(accountId, entry);
-    return value;
-  }
-
-  /** Call before reading an account from the store; pass the ticket to `set` and `end`. */
-  begin(): number {
-    const ticket = this.changes;
-    this.running.set(ticket, (this.running.get(ticket) ?? 0) + 1);
-    return ticket;
+  /** Take before reading an account from the store; pass it to `set`. */
+  ticket(): number {
+    return this.feed.sequence;
   }
 
   /** Keeps what a read found, unless its account (or anything) changed after the read began. */
   set(ticket: number, accountId: string, value: CachedBalance): void {
-    if (this.options.maxEntries === 0 || !this.feed.live) return;
-    if (this.clearedAt > ticket || (this.changedAt.get(accountId) ?? -1) > ticket) return;
+    if (this.mayKeep(ticket, this.changedAt.get(accountId)?.sequence)) this.put(accountId, { ...value, view: null });
+  }
+
+  private lookup(accountId: string, serverNow: Date): CachedBalance | undefined {
+    if (!this.feed.live) return undefined;
+    const entry = this.entries.get(accountId);
+    if (!entry) return undefined;
+    if (this.monotonicMs() - entry.storedAt >= this.options.maxAgeMs || serverNow.getTime() + entry.clockOffsetMs >= entry.until) {
+      this.entries.delete(accountId);
+      return undefined;
+    }
+    const body = (entry.body ??= this.options.encode(entry.view!));
+    // Most recently read last: eviction takes the first.
     this.entries.delete(accountId);
-    this.entries.set(accountId, { value, storedAt: this.monotonicMs() });
+    this.entries.set(accountId, entry);
+    return { body, clockOffsetMs: entry.clockOffsetMs, until: entry.until };
+  }
+
+  private mayKeep(ticket: number, lastChange: number | undefined): boolean {
+    if (this.options.maxEntries === 0 || !this.feed.live) return false;
+    return this.clearedAt <= ticket && this.forgottenUpTo <= ticket && (lastChange ?? -1) <= ticket;
+  }
+
+  private put(accountId: string, entry: Omit<Entry, "storedAt">): void {
+    this.entries.delete(accountId);
+    this.entries.set(accountId, { ...entry, storedAt: this.monotonicMs() });
     if (this.entries.size > this.options.maxEntries) this.entries.delete(this.entries.keys().next().value!);
   }
 
-  end(ticket: number): void {
-    const left = (this.running.get(ticket) ?? 1) - 1;
-    if (left > 0) this.running.set(ticket, left);
-    else this.running.delete(ticket);
-    if (this.running.size === 0) this.changedAt.clear();
-    else {
-      const oldest = this.running.keys().next().value!;
-      for (const [id, at] of this.changedAt) if (at <= oldest) this.changedAt.delete(id);
-    }
-  }
-
-  private changed(accountIds: readonly string[] | null): void {
-    this.changes += 1;
+  private changed(accountIds: readonly string[] | null, written: readonly WrittenAccount[]): void {
+    const sequence = this.feed.sequence;
     if (accountIds === null) {
       this.entries.clear();
-      this.clearedAt = this.changes;
+      this.clearedAt = sequence;
       return;
     }
+    const now = this.monotonicMs();
+    const before = new Map(written.map((w) => [w.book.accountId, this.changedAt.get(w.book.accountId)?.sequence]));
     for (const id of accountIds) {
       this.entries.delete(id);
-      if (this.running.size > 0) this.changedAt.set(id, this.changes);
+      this.changedAt.delete(id);
+      this.changedAt.set(id, { sequence, atMs: now });
+    }
+    // A write's own event must not refuse its own books; any change between its start and now does.
+    for (const w of written) {
+      if (!this.mayKeep(w.since, before.get(w.book.accountId))) continue;
+      const until = nextChangeAt(w.book, w.at, w.nextHoldExpiry)?.getTime() ?? Number.POSITIVE_INFINITY;
+      this.put(w.book.accountId, { body: null, view: w.book.balance(w.at), clockOffsetMs: w.book.clockOffsetMs, until });
+    }
+    for (const [id, change] of this.changedAt) {
+      if (now - change.atMs < CHANGES_REMEMBERED_MS) break;
+      this.changedAt.delete(id);
+      this.forgottenUpTo = change.sequence;
     }
   }
 }

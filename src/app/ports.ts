@@ -70,15 +70,29 @@ export interface AccountSnapshot {
   readonly nextHoldExpiry: Date | null;
 }
 
+/** An account as one of this process's write transactions left it, committed. */
+export interface WrittenAccount {
+  readonly book: AccountBook;
+  /** The account's time after its last command in the transaction. */
+  readonly at: Date;
+  /** When its earliest open hold falls due after the transaction, or earlier (never later). */
+  readonly nextHoldExpiry: Date | null;
+  /** The feed's sequence when the transaction began: changes after it may postdate the book. */
+  readonly since: number;
+}
+
 /**
  * Which accounts changed: told after every write this process commits, before its callers hear
- * of it, and, through the database, after every write any other process commits.
+ * of it (with the books it wrote), and, through the database, after every write any other
+ * process commits. Each event advances `sequence`.
  */
 export interface ChangeFeed {
   /** false while another process's writes could go unseen (the feed is connecting or lost). */
   readonly live: boolean;
+  /** Events told so far. */
+  readonly sequence: number;
   /** `null`: anything may have changed (the feed was lost or has just been regained). */
-  subscribe(listener: (accountIds: readonly string[] | null) => void): void;
+  subscribe(listener: (accountIds: readonly string[] | null, written: readonly WrittenAccount[]) => void): void;
 }
 
 /** The narrow store the use cases need; Postgres implements it (src/store). */

@@ -33,20 +33,16 @@ export async function getBalance(deps: AppDeps, accountId: string, encoding: Bal
   const now = deps.clock.now();
   const cached = deps.balances.get(accountId, now);
   if (cached) return { ok: true, bytes: encoding.stamp(cached.body, accountTime(cached.clockOffsetMs, now)) };
-  const ticket = deps.balances.begin();
-  try {
-    const read = await deps.store.readBook(accountId, now);
-    if (!read) return refuse("ACCOUNT_NOT_FOUND", `account ${accountId} not found`, { account_id: accountId });
-    const { book } = read;
-    const at = accountTime(book.clockOffsetMs, now);
-    if (!applyDue(book, at, deps.newId)) {
-      const body = encoding.body(book.balance(at));
-      const until = nextChangeAt(book, at, read.nextHoldExpiry)?.getTime() ?? Number.POSITIVE_INFINITY;
-      deps.balances.set(ticket, accountId, { body, clockOffsetMs: book.clockOffsetMs, until });
-      return { ok: true, bytes: encoding.stamp(body, at) };
-    }
-  } finally {
-    deps.balances.end(ticket);
+  const ticket = deps.balances.ticket();
+  const read = await deps.store.readBook(accountId, now);
+  if (!read) return refuse("ACCOUNT_NOT_FOUND", `account ${accountId} not found`, { account_id: accountId });
+  const { book } = read;
+  const at = accountTime(book.clockOffsetMs, now);
+  if (!applyDue(book, at, deps.newId)) {
+    const body = encoding.body(book.balance(at));
+    const until = nextChangeAt(book, at, read.nextHoldExpiry)?.getTime() ?? Number.POSITIVE_INFINITY;
+    deps.balances.set(ticket, accountId, { body, clockOffsetMs: book.clockOffsetMs, until });
+    return { ok: true, bytes: encoding.stamp(body, at) };
   }
   return settleDue(deps, accountId, now, (_, locked, lockedAt) => encoding.stamp(encoding.body(locked.balance(lockedAt)), lockedAt));
 }

@@ -33,6 +33,8 @@ export interface StoredOperation {
 
 export interface LoadedBook {
   readonly book: AccountBook;
+  /** When its earliest open hold falls due, as loaded. */
+  readonly nextHoldExpiry: Date | null;
   /** Operation records of the requested keys, by key. */
   readonly operations: Map<string, StoredOperation>;
 }
@@ -46,7 +48,7 @@ const RESERVATION_COLUMNS = RESERVATION_COLUMNS_OF("reservations");
 
 /**
  * The working sets of several accounts in ONE statement (one snapshot, one round trip): per
- * account its head (test-clock offset, pricing, subscription), the buckets with credits left
+ * account its head (test-clock offset, pricing, subscription, its earliest open hold's expiry), the buckets with credits left
  * (and the current subscription bucket even when spent, so an upgrade can grow it), the holds
  * overdue by the account's own time, the named reservations in any state (a hold both overdue and named comes
  * twice; the book keeps one), and the operation
@@ -55,8 +57,9 @@ const RESERVATION_COLUMNS = RESERVATION_COLUMNS_OF("reservations");
  * time (LATERAL), never by scanning an account's history, which for a hot account is long. Amounts travel as text, so bigints stay exact. Accounts that do
  * not exist are absent from the result.
  */
-const loadBooks = (extraColumns: string) => `
-  select a.account_id,${extraColumns} a.clock_offset_ms, a.pricing_permille,
+const LOAD_BOOKS = `
+  select a.account_id,
+    (select min(expires_at) from reservations where account_id = a.account_id and state = 'HELD') as next_hold_expiry, a.clock_offset_ms, a.pricing_permille,
     s.plan, s.anchor, s.granted_period, s.current_bucket_id, s.scheduled_plan, s.scheduled_effective_at,
     (select coalesce(json_agg(b), '[]'::json) from (
         select ${BUCKET_COLUMNS} from buckets where account_id = a.account_id and remaining > 0
@@ -76,18 +79,11 @@ const loadBooks = (extraColumns: string) => `
   from unnest(?::text[], ?::timestamptz[]) as u(account_id, at)
   join accounts a on a.account_id = u.account_id
   left join subscriptions s on s.account_id = a.account_id`;
-const LOAD_BOOKS = loadBooks("");
-/** For reads that may be cached: also when the account's earliest open hold falls due. */
-const READ_BOOKS = loadBooks(`
-    (select min(expires_at) from reservations where account_id = a.account_id and state = 'HELD') as next_hold_expiry,`);
 
-/**
- * The statement of loadBooks; run it after the lock statement (in the same pipeline is fine: it
- * takes a new snapshot). `forRead`: the rows also carry `next_hold_expiry` (see nextHoldExpiry).
- */
-export function loadStatement(requests: readonly BookRequest[], forRead = false): Statement {
+/** The statement of loadBooks; run it after the lock statement (in the same pipeline is fine: it takes a new snapshot). */
+export function loadStatement(requests: readonly BookRequest[]): Statement {
   return {
-    sql: forRead ? READ_BOOKS : LOAD_BOOKS,
+    sql: LOAD_BOOKS,
     // Named reservations and keys travel as (account, id) pairs: each account probes only its own.
     params: [
       requests.flatMap((r) => r.reservationIds.map(() => r.accountId)),
@@ -97,11 +93,11 @@ export function loadStatement(requests: readonly BookRequest[], forRead = false)
       requests.map((r) => r.accountId),
       requests.map((r) => r.now),
     ],
-    name: forRead ? "read_books" : "load_books",
+    name: "load_books",
   };
 }
 
-/** When the account's earliest open hold falls due (a row of loadStatement(…, true)). */
+/** When the account's earliest open hold falls due (a row of loadStatement). */
 export function nextHoldExpiry(row: Row): Date | null {
   const value = row["next_hold_expiry"] as Date | null | undefined;
   return value ?? null;
@@ -120,7 +116,7 @@ export function booksFromRows(rows: readonly Row[]): Map<string, LoadedBook> {
     for (const op of (row["operations"] as { key: string; hash: string; response: string }[] | null) ?? []) {
       operations.set(op.key, { requestHash: Buffer.from(op.hash, "hex"), response: Buffer.from(op.response, "base64") });
     }
-    out.set(accountId, { book: bookFromRow(accountId, row), operations });
+    out.set(accountId, { book: bookFromRow(accountId, row), nextHoldExpiry: nextHoldExpiry(row), operations });
   }
   return out;
 }

@@ -1,5 +1,5 @@
 import pg from "pg";
-import type { ChangeFeed } from "../app/ports.js";
+import type { ChangeFeed, WrittenAccount } from "../app/ports.js";
 
 /** The channel every ledger write notifies, with the changed accounts' ids separated by spaces. */
 export const CHANGES_CHANNEL = "credit_account_changes";
@@ -29,6 +29,11 @@ export interface ChangeFeedOptions {
   /** A check not answered within this long loses the connection. */
   readonly checkTimeoutMs: number;
   readonly onState?: (live: boolean, err?: unknown) => void;
+  /**
+   * Whether a notifying backend is one of this process's own ledger connections: their writes
+   * were published directly, with their books, and their notifications are not told again.
+   */
+  readonly isOwnBackend?: (pid: number) => boolean;
 }
 
 /**
@@ -40,7 +45,8 @@ export interface ChangeFeedOptions {
  */
 export class PostgresChangeFeed implements ChangeFeed {
   private current: pg.Client | null = null;
-  private listeners: ((accountIds: readonly string[] | null) => void)[] = [];
+  private listeners: ((accountIds: readonly string[] | null, written: readonly WrittenAccount[]) => void)[] = [];
+  private told = 0;
   private stopped = false;
   private retry: NodeJS.Timeout | null = null;
   private check: NodeJS.Timeout | null = null;
@@ -52,13 +58,17 @@ export class PostgresChangeFeed implements ChangeFeed {
     return this.current !== null;
   }
 
-  subscribe(listener: (accountIds: readonly string[] | null) => void): void {
+  get sequence(): number {
+    return this.told;
+  }
+
+  subscribe(listener: (accountIds: readonly string[] | null, written: readonly WrittenAccount[]) => void): void {
     this.listeners.push(listener);
   }
 
-  /** This process's own committed writes. */
-  publish(accountIds: readonly string[]): void {
-    if (accountIds.length > 0) this.emit(accountIds);
+  /** This process's own writes (`written`: the books it committed, if it did). */
+  publish(accountIds: readonly string[], written: readonly WrittenAccount[] = []): void {
+    if (accountIds.length > 0) this.emit(accountIds, written);
   }
 
   /** Starts listening (and keeps trying in the background if the database is not there yet). */
@@ -75,15 +85,18 @@ export class PostgresChangeFeed implements ChangeFeed {
     await client?.end().catch(() => undefined);
   }
 
-  private emit(accountIds: readonly string[] | null): void {
-    for (const listener of this.listeners) listener(accountIds);
+  private emit(accountIds: readonly string[] | null, written: readonly WrittenAccount[] = []): void {
+    this.told += 1;
+    for (const listener of this.listeners) listener(accountIds, written);
   }
 
   private async open(): Promise<void> {
     if (this.stopped) return;
     const client = this.options.connect();
     client.on("notification", (message) => {
-      if (message.channel === CHANGES_CHANNEL && client === this.current && message.payload) this.emit(message.payload.split(" "));
+      if (message.channel !== CHANGES_CHANNEL || client !== this.current || !message.payload) return;
+      if (this.options.isOwnBackend?.(message.processId)) return;
+      this.emit(message.payload.split(" "));
     });
     client.on("error", (err) => this.lose(client, err));
     client.on("end", () => this.lose(client, new Error("listening connection closed")));

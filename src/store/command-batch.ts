@@ -1,4 +1,5 @@
 import type { AccountCommand, CommandOutcome } from "../app/ports.js";
+import type { AccountBook } from "../domain/account-book.js";
 import { type Failure, invariant } from "../domain/errors.js";
 import { applyDue } from "../domain/maintenance.js";
 import { accountTime } from "../domain/clock.js";
@@ -21,6 +22,8 @@ export interface BatchResult {
   readonly outcomes: CommandOutcome<unknown>[];
   /** Reservations the batch created, with their accounts. */
   readonly newReservations: readonly (readonly [reservationId: string, accountId: string])[];
+  /** The accounts the batch applied due work to, as it committed them, as of that time. */
+  readonly books: readonly { readonly book: AccountBook; readonly at: Date; readonly nextHoldExpiry: Date | null }[];
 }
 
 function failed(failure: Failure): CommandOutcome<never> {
@@ -31,6 +34,10 @@ function failed(failure: Failure): CommandOutcome<never> {
 interface Working extends BookWrite {
   readonly contexts: CommandContext[];
   now: Date;
+  /** Its earliest open hold's expiry when loaded. */
+  readonly nextHoldExpiry: Date | null;
+  /** The account's time when due work was last applied to it (null: only replays ran). */
+  settledAt: Date | null;
 }
 
 /**
@@ -82,14 +89,22 @@ export async function runCommandBatch(tx: Transaction, items: readonly QueuedCom
     const account = unborn.has(item.accountId) ? undefined : loaded.get(item.accountId);
     if (!account) return failed({ reason: "ACCOUNT_NOT_FOUND", message: `account ${item.accountId} not found`, metadata: { account_id: item.accountId } });
     let work = working.get(item.accountId);
-    if (!work) working.set(item.accountId, (work = { book: account.book, contexts: [], now: item.now }));
+    if (!work) working.set(item.accountId, (work = { book: account.book, contexts: [], now: item.now, nextHoldExpiry: account.nextHoldExpiry, settledAt: null }));
     return runOne(item, account.operations, work, records, newId);
   });
   // One round trip: every write and COMMIT.
   const write = persistStatement([...working.values()], records);
   await tx.commit(write ? [write] : []);
   const newReservations = [...working.values()].flatMap(({ book }) => [...book.newReservations].map((id) => [id, book.accountId] as const));
-  return { outcomes, newReservations };
+  const books = [...working.values()].flatMap((w) => (w.settledAt ? [{ book: w.book, at: w.settledAt, nextHoldExpiry: earliestHold(w) }] : []));
+  return { outcomes, newReservations, books };
+}
+
+/** The earliest expiry among the holds open when loaded and those the batch opened or extended (never later than the truth). */
+function earliestHold({ book, nextHoldExpiry }: Working): Date | null {
+  let earliest = nextHoldExpiry?.getTime() ?? Number.POSITIVE_INFINITY;
+  for (const r of book.allReservations()) if (r.status === "HELD" && r.expiresAt.getTime() < earliest) earliest = r.expiresAt.getTime();
+  return Number.isFinite(earliest) ? new Date(earliest) : null;
 }
 
 function runOne(
@@ -116,6 +131,7 @@ function runOne(
   if (step > 0) book.advanceClock(step);
   const at = accountTime(book.clockOffsetMs, item.now);
   applyDue(book, at, newId);
+  work.settledAt = at;
   const dueEnd = book.entries.length;
   const result = command.run(book, at);
   // Entries are stamped with the account's time after the command (a test clock may have moved).

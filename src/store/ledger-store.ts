@@ -1,6 +1,6 @@
 import type { MikroORM } from "@mikro-orm/postgresql";
 import type pg from "pg";
-import type { AccountCommand, AccountSnapshot, ChangeFeed, CommandOutcome, EntryQuery, LedgerStore, StoredEntry } from "../app/ports.js";
+import type { AccountCommand, AccountSnapshot, ChangeFeed, CommandOutcome, EntryQuery, LedgerStore, StoredEntry, WrittenAccount } from "../app/ports.js";
 import { FailureError } from "../domain/errors.js";
 import type { EntryKind } from "../domain/ledger-entry.js";
 import { applyDue } from "../domain/maintenance.js";
@@ -10,7 +10,7 @@ import { accountTime } from "../domain/clock.js";
 import { bookFromRow, booksFromRows, loadStatement, lockStatement, nextHoldExpiry, rowsByAccount } from "./account-loader.js";
 import { GroupCommit, type Settled } from "./batching.js";
 import type { PostgresChangeFeed } from "./change-feed.js";
-import { type QueuedCommand, runCommandBatch } from "./command-batch.js";
+import { type BatchResult, type QueuedCommand, runCommandBatch } from "./command-batch.js";
 import { persistStatement } from "./persist.js";
 import { inTransaction, type Query, queryOn } from "./pg.js";
 import { ReservationLocator } from "./reservation-locator.js";
@@ -121,15 +121,20 @@ export class PostgresLedgerStore implements LedgerStore {
   }
 
   private async writeBatch(items: QueuedCommand[]): Promise<CommandOutcome<unknown>[]> {
+    const since = this.feed.sequence;
+    let written: WrittenAccount[] = [];
     try {
-      return await this.writeBatchOnce(items);
+      const result = await this.writeBatchOnce(items);
+      written = result.books.map((b) => ({ ...b, since }));
+      return result.outcomes;
     } finally {
-      // Even a failed COMMIT may have committed: readers drop these accounts before anyone is answered.
-      this.feed.publish([...new Set(items.map((i) => i.accountId))]);
+      // Before anyone is answered: readers drop these accounts (even a failed COMMIT may have
+      // committed) and, after a commit, keep the books as written.
+      this.feed.publish([...new Set(items.map((i) => i.accountId))], written);
     }
   }
 
-  private async writeBatchOnce(items: QueuedCommand[]): Promise<CommandOutcome<unknown>[]> {
+  private async writeBatchOnce(items: QueuedCommand[]): Promise<BatchResult> {
     return guardUnavailable(async () => {
       const run = () => inTransaction(this.pool, (tx) => runCommandBatch(tx, items, this.newId));
       let result;
@@ -141,7 +146,7 @@ export class PostgresLedgerStore implements LedgerStore {
         else throw err;
       }
       for (const [reservationId, accountId] of result.newReservations) this.locator.set(reservationId, accountId);
-      return result.outcomes;
+      return result;
     });
   }
 
@@ -157,7 +162,7 @@ export class PostgresLedgerStore implements LedgerStore {
       const seen = latest.get(i.accountId);
       if (!seen || seen < i.now) latest.set(i.accountId, i.now);
     }
-    const load = loadStatement([...latest].map(([accountId, now]) => ({ accountId, now, reservationIds: [], idempotencyKeys: [] })), true);
+    const load = loadStatement([...latest].map(([accountId, now]) => ({ accountId, now, reservationIds: [], idempotencyKeys: [] })));
     const rows = rowsByAccount(await guardUnavailable(() => this.q(load.sql, load.params, load.name)));
     // Each reader gets its own book: a caller may apply due work to it.
     return items.map((i) => {

@@ -35,6 +35,24 @@ export function createPool(options: PgPoolOptions): pg.Pool {
   return pool;
 }
 
+/**
+ * Whether a backend pid is one of the pool's connections right now (a pid is dropped when its
+ * connection leaves the pool, before the operating system can give it to another backend).
+ */
+export function poolBackends(pool: pg.Pool): (pid: number) => boolean {
+  const pids = new Set<number>();
+  const pidOf = (client: pg.PoolClient) => (client as unknown as { processID: number | null }).processID;
+  pool.on("connect", (client) => {
+    const pid = pidOf(client);
+    if (pid !== null) pids.add(pid);
+  });
+  pool.on("remove", (client) => {
+    const pid = pidOf(client);
+    if (pid !== null) pids.delete(pid);
+  });
+  return (pid) => pids.has(pid);
+}
+
 /** A connection of its own for LISTEN (a pooled one would be handed to other work). */
 export function listenerClient(url: string): pg.Client {
   // TCP keepalive too: a connection the network dropped silently must not look alive for long.

@@ -1,7 +1,7 @@
 import net from "node:net";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Balance } from "../../src/client/index.js";
+import { type Balance, ReleaseReason } from "../../src/client/index.js";
 import { TEST_DATABASE_URL } from "../support/env.js";
 import { newAccountId, newKey, startTestService, type TestService } from "../support/harness.js";
 import { counterOf, sampleOf, scrape } from "../support/prometheus.js";
@@ -143,6 +143,52 @@ describe("balance cache across servers", () => {
     expect(read).toEqual(reserved.balance);
   });
 
+  // Proves a server keeps the books it committed: the first read after its own write is a hit,
+  // and its own NOTIFY (arriving NOTIFY_DELAY_MS late) does not evict it; another server's does.
+  it("the server that wrote answers the next read from the book it committed, until another server writes", async () => {
+    const accountId = newAccountId("cache-warm");
+    await fund(a, accountId, 500n);
+    const before = await lookups(a);
+    const reserved = await reserve(a, accountId, 25n);
+    await new Promise((resolve) => setTimeout(resolve, 2 * NOTIFY_DELAY_MS)); // A's own NOTIFY has come and gone
+    const read = await balanceOn(a, accountId);
+    expect(await lookups(a), "answered from the cache").toEqual({ hit: before.hit + 1, miss: before.miss });
+    expect(amounts(read)).toEqual({ available: 475n, held: 25n });
+    expect(read).toEqual(reserved.balance);
+
+    await reserve(b, accountId, 5n);
+    const seen = await eventually(() => balanceOn(a, accountId), (x) => x.held === 30n, 2000);
+    expect(amounts(seen)).toEqual({ available: 470n, held: 30n });
+  });
+
+  // Proves the book a server keeps after its own write is what Postgres holds: after each kind of
+  // write, A's answer (from the cache) equals C's (no cache: read from Postgres), as_of aside.
+  it("after every kind of write, the writer's cached answer equals a fresh read from Postgres", async () => {
+    const accountId = newAccountId("cache-same");
+    const sameOnAandC = async (step: string) => {
+      const before = await lookups(a);
+      const cached = await balanceOn(a, accountId);
+      expect((await lookups(a)).hit, `${step}: A answered from its cache`).toBe(before.hit + 1);
+      const fresh = await balanceOn(c, accountId);
+      expect({ ...cached, asOf: undefined }, step).toEqual({ ...fresh, asOf: undefined });
+    };
+    await a.credit.purchaseTopUp({ accountId, pack: { case: "packId", value: "topup-500" }, paymentReference: newKey("pay") });
+    await sameOnAandC("top-up");
+    await fund(a, accountId, 300n);
+    await sameOnAandC("adjustment");
+    const r1 = (await reserve(a, accountId, 650n)).reservation!.reservationId;
+    await sameOnAandC("reserve across two buckets");
+    await a.credit.commit({ reservationId: r1, idempotencyKey: newKey(), actual: { case: "amount", value: 420n } });
+    await sameOnAandC("partial commit");
+    const r2 = (await reserve(a, accountId, 100n)).reservation!.reservationId;
+    await a.credit.release({ reservationId: r2, idempotencyKey: newKey(), reason: ReleaseReason.CANCELLED, detail: "test" });
+    await sameOnAandC("release");
+    await a.credit.changePlan({ accountId, planId: "basic-monthly", idempotencyKey: newKey() });
+    await sameOnAandC("subscribe");
+    await reserve(a, accountId, 50n);
+    await sameOnAandC("reserve with a subscription");
+  });
+
   // Proves a lost feed turns B's cache off (the write's NOTIFY is lost with it), and that B
   // listens again within seconds, after which it caches and is invalidated as before.
   it("with its listener terminated B answers exactly from Postgres, then reconnects and caches again", async () => {
@@ -186,14 +232,15 @@ describe("balance cache across servers", () => {
   it("with BALANCE_CACHE_ENTRIES=0 no hit is ever counted and answers stay exact", async () => {
     const accountId = newAccountId("cache-off");
     await fund(a, accountId, 500n);
+    const before = await lookups(c);
     for (let i = 0; i < 3; i++) expect(amounts(await balanceOn(c, accountId))).toEqual({ available: 500n, held: 0n });
 
     await reserve(a, accountId, 40n);
     expect(amounts(await balanceOn(c, accountId))).toEqual({ available: 460n, held: 40n });
     await reserve(c, accountId, 60n);
     expect(amounts(await balanceOn(c, accountId))).toEqual({ available: 400n, held: 100n });
-    // C serves nothing but these five reads: each one a miss.
-    expect(await lookups(c)).toEqual({ hit: 0, miss: 5 });
+    // These five reads: each one a miss, and C never counted a hit at all.
+    expect(await lookups(c)).toEqual({ hit: 0, miss: before.miss + 5 });
     expect(await feedUp(c), "C does not listen, and has no feed gauge").toBeNull();
   });
 

@@ -1,8 +1,8 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { BalanceCache, type CachedBalance } from "../../src/app/balance-cache.js";
-import type { ChangeFeed } from "../../src/app/ports.js";
-import { AccountBook } from "../../src/domain/account-book.js";
+import type { ChangeFeed, WrittenAccount } from "../../src/app/ports.js";
+import { AccountBook, type BalanceView } from "../../src/domain/account-book.js";
 import { GetBalanceResponseSchema } from "../../src/gen/credit/v1/credit_service_pb.js";
 import { getBalanceEncoding } from "../../src/rpc/balance-encoding.js";
 import { changePayloads } from "../../src/store/change-feed.js";
@@ -11,12 +11,14 @@ import { balance } from "../../src/rpc/encode.js";
 /** A change feed the test drives: `change(ids)` as a write would, `lose()` / `regain()` as the connection would. */
 class TestFeed implements ChangeFeed {
   live = true;
-  private listeners: ((ids: readonly string[] | null) => void)[] = [];
-  subscribe(listener: (ids: readonly string[] | null) => void): void {
+  sequence = 0;
+  private listeners: ((ids: readonly string[] | null, written: readonly WrittenAccount[]) => void)[] = [];
+  subscribe(listener: (ids: readonly string[] | null, written: readonly WrittenAccount[]) => void): void {
     this.listeners.push(listener);
   }
-  change(ids: readonly string[] | null): void {
-    for (const l of this.listeners) l(ids);
+  change(ids: readonly string[] | null, written: readonly WrittenAccount[] = []): void {
+    this.sequence += 1;
+    for (const l of this.listeners) l(ids, written);
   }
   lose(): void {
     this.live = false;
@@ -35,14 +37,15 @@ function setup(maxEntries = 10, maxAgeMs = 30_000) {
   const feed = new TestFeed();
   let mono = 0;
   const lookups: boolean[] = [];
-  const cache = new BalanceCache(feed, { maxEntries, maxAgeMs, monotonicMs: () => mono, onLookup: (hit) => lookups.push(hit) });
-  /** A read that stores what it found, as GetBalance does. */
-  const store = (id: string, value: CachedBalance) => {
-    const ticket = cache.begin();
-    cache.set(ticket, id, value);
-    cache.end(ticket);
+  const encoded: BalanceView[] = [];
+  const encode = (view: BalanceView) => {
+    encoded.push(view);
+    return new Uint8Array([Number(view.available)]);
   };
-  return { feed, cache, store, lookups, step: (ms: number) => (mono += ms) };
+  const cache = new BalanceCache(feed, { maxEntries, maxAgeMs, encode, monotonicMs: () => mono, onLookup: (hit) => lookups.push(hit) });
+  /** A read that stores what it found, as GetBalance does. */
+  const store = (id: string, value: CachedBalance) => cache.set(cache.ticket(), id, value);
+  return { feed, cache, store, lookups, encoded, step: (ms: number) => (mono += ms) };
 }
 
 describe("BalanceCache", () => {
@@ -60,37 +63,43 @@ describe("BalanceCache", () => {
 
   it("keeps nothing a read found if its account changed while the read ran", () => {
     const { feed, cache } = setup();
-    const ticket = cache.begin();
+    const ticket = cache.ticket();
     feed.change(["a"]); // a write committed after the read began: the read may have seen the old state
     cache.set(ticket, "a", entry(1));
     cache.set(ticket, "b", entry(2)); // another account: unaffected
-    cache.end(ticket);
     expect(cache.get("a", NOW)).toBeUndefined();
     expect(cache.get("b", NOW)).toBeDefined();
   });
 
   it("keeps what a read found when the change came before the read began", () => {
     const { feed, cache } = setup();
-    const older = cache.begin(); // still running: the change is remembered for it
     feed.change(["a"]);
-    const ticket = cache.begin();
-    cache.set(ticket, "a", entry(1));
-    cache.end(ticket);
-    cache.end(older);
+    cache.set(cache.ticket(), "a", entry(1));
     expect(cache.get("a", NOW)).toBeDefined();
+  });
+
+  it("forgets changes after a while, and then refuses reads that began before they were forgotten", () => {
+    const { feed, cache, step } = setup(10, 60_000);
+    const slow = cache.ticket();
+    feed.change(["a"]);
+    step(10_001);
+    feed.change(["b"]); // prunes the change of a
+    cache.set(slow, "a", entry(1));
+    expect(cache.get("a", NOW)).toBeUndefined();
+    cache.set(cache.ticket(), "a", entry(2));
+    expect(cache.get("a", NOW)?.body).toEqual(new Uint8Array([2]));
   });
 
   it("serves and keeps nothing while the feed is not live, and starts afresh when it is back", () => {
     const { feed, cache, store } = setup();
     store("a", entry(1));
-    const ticket = cache.begin();
+    const ticket = cache.ticket();
     feed.lose();
     expect(cache.get("a", NOW)).toBeUndefined();
     store("a", entry(2));
     expect(cache.get("a", NOW)).toBeUndefined();
     feed.regain();
     cache.set(ticket, "a", entry(3)); // began before the loss: it may have missed a change
-    cache.end(ticket);
     expect(cache.get("a", NOW)).toBeUndefined();
     store("a", entry(4));
     expect(cache.get("a", NOW)?.body).toEqual(new Uint8Array([4]));
@@ -133,6 +142,52 @@ describe("BalanceCache", () => {
     store("a", entry(1));
     expect(cache.get("a", NOW)).toBeUndefined();
     expect(cache.size).toBe(0);
+  });
+});
+
+describe("BalanceCache: the books this process writes", () => {
+  const book = (id: string, credits: bigint, expiresAt: Date | null = null) =>
+    new AccountBook(id, [{ id: `${id}-b`, accountId: id, kind: "ADJUSTMENT", granted: credits, remaining: credits, held: 0n, validFrom: NOW, expiresAt, sourceRef: "adj", createdAt: NOW }], []);
+  const written = (b: AccountBook, since: number, nextHoldExpiry: Date | null = null): WrittenAccount => ({ book: b, at: NOW, nextHoldExpiry, since });
+
+  it("keeps a committed book, encoding it only when it is first read", () => {
+    const { feed, cache, encoded } = setup();
+    const since = feed.sequence;
+    feed.change(["a"], [written(book("a", 7n), since)]);
+    expect(encoded).toEqual([]);
+    expect(cache.get("a", NOW)?.body).toEqual(new Uint8Array([7]));
+    expect(cache.get("a", NOW)?.body).toEqual(new Uint8Array([7]));
+    expect(encoded.map((v) => v.available)).toEqual([7n]);
+  });
+
+  it("does not keep a book if its account changed after the write began (another server's commit)", () => {
+    const { feed, cache } = setup();
+    const since = feed.sequence;
+    feed.change(["a"]); // told before this process's own commit was
+    feed.change(["a", "b"], [written(book("a", 7n), since), written(book("b", 9n), since)]);
+    expect(cache.get("a", NOW)).toBeUndefined();
+    expect(cache.get("b", NOW)?.body).toEqual(new Uint8Array([9]));
+  });
+
+  it("a book ends at its account's next due instant", () => {
+    const { feed, cache } = setup();
+    const expires = new Date(NOW.getTime() + 5000);
+    feed.change(["a", "h"], [written(book("a", 7n, expires), feed.sequence), written(book("h", 3n), feed.sequence, new Date(NOW.getTime() + 2000))]);
+    expect(cache.get("a", new Date(expires.getTime() - 1))).toBeDefined();
+    expect(cache.get("a", expires)).toBeUndefined();
+    expect(cache.get("h", new Date(NOW.getTime() + 1999))).toBeDefined();
+    expect(cache.get("h", new Date(NOW.getTime() + 2000))).toBeUndefined();
+  });
+
+  it("keeps nothing written while the feed is not live, or from before it was lost", () => {
+    const { feed, cache } = setup();
+    const since = feed.sequence;
+    feed.lose();
+    feed.change(["a"], [written(book("a", 7n), since)]);
+    feed.regain();
+    feed.change(["b"], [written(book("b", 7n), since)]); // began before the loss
+    expect(cache.get("a", NOW)).toBeUndefined();
+    expect(cache.get("b", NOW)).toBeUndefined();
   });
 });
 
