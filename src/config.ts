@@ -68,7 +68,7 @@ const schema = z
     /** GetBalance answers kept per server (accounts); 0: every GetBalance reads Postgres. */
     BALANCE_CACHE_ENTRIES: z.coerce.number().int().min(0).max(10_000_000).default(50_000),
     /** A kept answer is read again after this long, even if no change was announced. */
-    BALANCE_CACHE_MAX_AGE_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
+    BALANCE_CACHE_MAX_AGE_SECONDS: z.coerce.number().int().min(1).max(3600).default(300),
     HOLD_DEFAULT_TTL_SECONDS: seconds(15 * 60),
     HOLD_MAX_TTL_SECONDS: seconds(24 * 60 * 60),
     IDEMPOTENCY_TTL_SECONDS: z.coerce.number().int().min(24 * 60 * 60).default(24 * 60 * 60),
