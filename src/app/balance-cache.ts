@@ -29,9 +29,9 @@ export interface BalanceCacheOptions {
 const CHANGES_REMEMBERED_MS = 10_000;
 
 interface Entry {
-  /** Encoded on the first lookup for a balance this process wrote. */
+  /** Encoded on the first lookup for a balance this process wrote (and the view let go). */
   body: Uint8Array | null;
-  readonly view: BalanceView | null;
+  view: BalanceView | null;
   readonly clockOffsetMs: number;
   readonly until: number;
   readonly storedAt: number;
@@ -95,7 +95,11 @@ export class BalanceCache {
       this.entries.delete(accountId);
       return undefined;
     }
-    const body = (entry.body ??= this.options.encode(entry.view!));
+    if (entry.body === null) {
+      entry.body = this.options.encode(entry.view!);
+      entry.view = null;
+    }
+    const body = entry.body;
     // Most recently read last: eviction takes the first.
     this.entries.delete(accountId);
     this.entries.set(accountId, entry);
