@@ -258,7 +258,9 @@ export class PostgresLedgerStore implements LedgerStore {
   async pruneOperations(olderThan: Date, limit: number): Promise<number> {
     return guardUnavailable(async () => {
       const rows = await this.q(
-        `delete from operations where ctid in (select ctid from operations where created_at < ? limit ?) returning 1`,
+        // Oldest first through operations_created: without the order the planner may scan the whole
+        // table, and when nothing is old enough that reads every row (each sweep, every 5 s).
+        `delete from operations where ctid in (select ctid from operations where created_at < ? order by created_at limit ?) returning 1`,
         [olderThan, limit],
       );
       return rows.length;
