@@ -48,8 +48,9 @@ const RESERVATION_COLUMNS = RESERVATION_COLUMNS_OF("reservations");
 
 /**
  * The working sets of several accounts in ONE statement (one snapshot, one round trip): per
- * account its head (test-clock offset, pricing, subscription, its earliest open hold's expiry), the buckets with credits left
- * (and the current subscription bucket even when spent, so an upgrade can grow it), the holds
+ * account its head (test-clock offset, pricing, subscription), its earliest open hold's expiry,
+ * the buckets with credits left (and the current subscription bucket even when spent, so an
+ * upgrade can grow it), the holds
  * overdue by the account's own time, the named reservations in any state (a hold both overdue and named comes
  * twice; the book keeps one), and the operation
  * records of the named keys. Each branch is an index lookup (buckets_live, the primary keys,
@@ -58,8 +59,8 @@ const RESERVATION_COLUMNS = RESERVATION_COLUMNS_OF("reservations");
  * not exist are absent from the result.
  */
 const LOAD_BOOKS = `
-  select a.account_id,
-    (select min(expires_at) from reservations where account_id = a.account_id and state = 'HELD') as next_hold_expiry, a.clock_offset_ms, a.pricing_permille,
+  select a.account_id, a.clock_offset_ms, a.pricing_permille,
+    (select min(expires_at) from reservations where account_id = a.account_id and state = 'HELD') as next_hold_expiry,
     s.plan, s.anchor, s.granted_period, s.current_bucket_id, s.scheduled_plan, s.scheduled_effective_at,
     (select coalesce(json_agg(b), '[]'::json) from (
         select ${BUCKET_COLUMNS} from buckets where account_id = a.account_id and remaining > 0
