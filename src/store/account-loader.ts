@@ -41,10 +41,8 @@ export interface LoadedBook {
 
 const BUCKET_COLUMNS = `account_id, bucket_id, kind, granted::text as granted, remaining::text as remaining, held::text as held,
   valid_from, expires_at, source_ref, created_at`;
-const RESERVATION_COLUMNS_OF = (t: string) => `${t}.account_id, ${t}.reservation_id, ${t}.state, ${t}.held_amount::text as held_amount,
-  ${t}.captured_amount::text as captured_amount, ${t}.released_amount::text as released_amount, ${t}.allocations, ${t}.expires_at,
-  ${t}.created_at, ${t}.settled_at, ${t}.metadata, ${t}.release_reason, ${t}.release_detail, ${t}.pricing`;
-const RESERVATION_COLUMNS = RESERVATION_COLUMNS_OF("reservations");
+const RESERVATION_COLUMNS = `account_id, reservation_id, state, held_amount::text as held_amount, captured_amount::text as captured_amount,
+  released_amount::text as released_amount, allocations, expires_at, created_at, settled_at, metadata, release_reason, release_detail, pricing`;
 
 /**
  * The working sets of several accounts in ONE statement (one snapshot, one round trip): per
@@ -70,13 +68,13 @@ const LOAD_BOOKS = `
         select ${RESERVATION_COLUMNS} from reservations
          where account_id = a.account_id and state = 'HELD' and expires_at <= u.at + a.clock_offset_ms * interval '1 millisecond'
         union all
-        select ${RESERVATION_COLUMNS_OF("x")} from unnest(?::text[], ?::uuid[]) as n(account_id, reservation_id)
-          cross join lateral (select * from reservations where account_id = n.account_id and reservation_id = n.reservation_id) x
-         where n.account_id = a.account_id) r) as reservations,
+        select ${RESERVATION_COLUMNS} from reservations
+         where account_id = a.account_id and reservation_id = any(array(
+           select n.reservation_id from unnest(?::text[], ?::uuid[]) as n(account_id, reservation_id) where n.account_id = a.account_id))) r) as reservations,
     (select json_agg(json_build_object('key', o.idempotency_key, 'hash', encode(o.request_hash, 'hex'), 'response', encode(o.response, 'base64')))
-       from unnest(?::text[], ?::text[]) as k(account_id, idempotency_key)
-       cross join lateral (select * from operations where account_id = k.account_id and idempotency_key = k.idempotency_key) o
-      where k.account_id = a.account_id) as operations
+       from operations o
+      where o.account_id = a.account_id and o.idempotency_key = any(array(
+        select k.idempotency_key from unnest(?::text[], ?::text[]) as k(account_id, idempotency_key) where k.account_id = a.account_id))) as operations
   from unnest(?::text[], ?::timestamptz[]) as u(account_id, at)
   join accounts a on a.account_id = u.account_id
   left join subscriptions s on s.account_id = a.account_id`;

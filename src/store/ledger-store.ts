@@ -272,7 +272,14 @@ export class PostgresLedgerStore implements LedgerStore {
       inTransaction(this.pool, async ({ query: q }) => {
         await q(`select 1 from accounts where account_id = ? for share`, [accountId]);
         const buckets = (await q(`select * from buckets where account_id = ?`, [accountId])).map(bucketFromRow);
-        const reservations = (await q(`select * from reservations where account_id = ?`, [accountId])).map(reservationFromRow);
+        // Through the account's entries (every hold has one): reservations have no index by account alone.
+        const reservations = (
+          await q(
+            `select * from reservations where account_id = ? and reservation_id in
+              (select reservation_id from ledger_entries where account_id = ? and reservation_id is not null)`,
+            [accountId, accountId],
+          )
+        ).map(reservationFromRow);
         const sums = await q(
           `select bucket_id, reservation_id, kind, sum(amount)::text as total from ledger_entries
             where account_id = ? group by bucket_id, reservation_id, kind`,

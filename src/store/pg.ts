@@ -24,12 +24,14 @@ export function createPool(options: PgPoolOptions): pg.Pool {
     connectionTimeoutMillis: 3000,
     idleTimeoutMillis: 30_000,
     application_name: "credit-service",
-    // Every execution is planned for its own parameters. A prepared statement otherwise switches
-    // to a generic plan after five runs, chosen on the statistics of that moment: planned while
-    // the tables were small, it scanned a hot account's whole reservation history per batch
-    // (Postgres CPU per cycle 0.5 → 12–38 ms, measured), and it keeps that plan until the next
-    // ANALYZE. Planning these statements costs less than one such scan.
-    options: "-c plan_cache_mode=force_custom_plan",
+    // Each prepared statement is planned once per connection, without its parameters (planning
+    // load_books and persist_books for every batch cost Postgres about a third of its CPU per
+    // cycle, measured). Such a plan may be made while a table is nearly empty and is kept however
+    // the table grows, so nothing in it may depend on table sizes: every statement here reaches
+    // its rows through an index by account or id, keys lead with the column that tells rows apart
+    // (migration KeyOrder), and scans and joins that read a whole table are priced out, never
+    // chosen where an index can do. test/integration/statement-plans.test.ts holds this.
+    options: "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off",
   });
   pool.on("error", options.onIdleError);
   return pool;

@@ -1,8 +1,9 @@
 import { defineEntity, p } from "@mikro-orm/postgresql";
 
 /**
- * Table schemas. Every table carries `account_id` and leads its primary key with it, so the
- * schema can be distributed by account. Money-like columns are bigint and map to `bigint`.
+ * Table schemas. Every table carries `account_id` in its primary key, so the schema can be
+ * distributed by account (reservations and operation records lead theirs with their own id:
+ * migration KeyOrder). Money-like columns are bigint and map to `bigint`.
  * The migrations in ./migrations are the source of the DDL; test/integration checks that
  * these schemas and the migrated database agree.
  */

@@ -2,6 +2,7 @@ import { Migration20261125000000Initial } from "./Migration20261125000000Initial
 import { Migration20261125100000Plans } from "./Migration20261125100000Plans.js";
 import { Migration20261125200000Pricing } from "./Migration20261125200000Pricing.js";
 import { Migration20261125300000HotPathIndexes } from "./Migration20261125300000HotPathIndexes.js";
+import { Migration20261201000000KeyOrder } from "./Migration20261201000000KeyOrder.js";
 
 /** Checked-in migrations, in order. Listed explicitly so they run the same from src/ (tsx) and dist/. */
 export const migrations = [
@@ -9,4 +10,5 @@ export const migrations = [
   { name: "Migration20261125100000Plans", class: Migration20261125100000Plans },
   { name: "Migration20261125200000Pricing", class: Migration20261125200000Pricing },
   { name: "Migration20261125300000HotPathIndexes", class: Migration20261125300000HotPathIndexes },
+  { name: "Migration20261201000000KeyOrder", class: Migration20261201000000KeyOrder },
 ];
