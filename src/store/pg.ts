@@ -1,7 +1,10 @@
 import { createRequire } from "node:module";
 import pg from "pg";
 import { invariant } from "../domain/errors.js";
+import { toParam, wireValue } from "./pg-params.js";
 import type { Row } from "./rows.js";
+
+export { toParam };
 
 /**
  * The ledger's own connection pool: node-postgres directly, without the ORM's unit of work or
@@ -88,12 +91,6 @@ function toPositional(sql: string): string {
   return out;
 }
 
-/** node-postgres does not serialize bigint; send it as text, Postgres casts it to bigint. */
-export function toParam(value: unknown): unknown {
-  if (typeof value === "bigint") return value.toString();
-  if (Array.isArray(value)) return value.map(toParam);
-  return value;
-}
 
 /** A Query on a pool (each statement on any free connection) or on one checked-out connection. */
 export function queryOn(target: pg.Pool | pg.PoolClient): Query {
@@ -122,7 +119,6 @@ interface PgResult {
 }
 
 const require = createRequire(import.meta.url);
-const { prepareValue } = require("pg/lib/utils.js") as { prepareValue(value: unknown): unknown };
 /** The protocol messages node-postgres itself sends (pg-protocol is its own dependency). */
 const { serialize } = require(require.resolve("pg-protocol", { paths: [require.resolve("pg")] })) as {
   serialize: {
@@ -179,7 +175,7 @@ export function pipeline(client: pg.PoolClient, statements: readonly Statement[]
   let wire: { text: string; name: string; values: unknown[] }[];
   try {
     // Values are mapped before anything is written, so a bad value fails the call, not the connection.
-    wire = statements.map((s) => ({ text: toPositional(s.sql), name: s.name ?? "", values: (s.params ?? []).map((v) => prepareValue(toParam(v))) }));
+    wire = statements.map((s) => ({ text: toPositional(s.sql), name: s.name ?? "", values: (s.params ?? []).map(wireValue) }));
   } catch (err) {
     return Promise.reject(err as Error);
   }
