@@ -1,4 +1,5 @@
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
+import { encodeMessage } from "./binary-encoder.js";
 import type { AppDeps } from "../app/deps.js";
 import { adjustCredits } from "../app/grants.js";
 import { listLedgerEntries, reconcile } from "../app/queries.js";
@@ -48,7 +49,7 @@ export function adminHandlers(deps: AppDeps): ServiceHandlers {
       const claim = { key, method: "AdjustCredits", requestHash: requestHash("AdjustCredits", AdjustCreditsRequestSchema, req) };
       return reply(
         await adjustCredits(deps, { accountId, amount, expiresAt, reason, claim, caller: callerOf(ctx) }, (g) =>
-          toBinary(AdjustCreditsResponseSchema, create(AdjustCreditsResponseSchema, { bucket: encode.bucket(g.bucket), balance: encode.balance(g.balance) })),
+          encodeMessage(AdjustCreditsResponseSchema, create(AdjustCreditsResponseSchema, { bucket: encode.bucket(g.bucket), balance: encode.balance(g.balance) })),
         ),
       );
     },
@@ -57,7 +58,7 @@ export function adminHandlers(deps: AppDeps): ServiceHandlers {
       const accountId = decode.id(req.accountId, "account_id");
       return reply(
         await reconcile(deps, accountId, (differences) =>
-          toBinary(
+          encodeMessage(
             ReconcileResponseSchema,
             create(ReconcileResponseSchema, {
               differences: differences.map((d) => create(ReconcileDifferenceSchema, { subject: d.subject, field: d.field, stored: d.stored, fromEntries: d.fromEntries })),
@@ -82,7 +83,7 @@ export function adminHandlers(deps: AppDeps): ServiceHandlers {
       };
       return reply(
         await listLedgerEntries(deps, input, (page) =>
-          toBinary(
+          encodeMessage(
             ListLedgerEntriesResponseSchema,
             create(ListLedgerEntriesResponseSchema, {
               entries: page.entries.map(encode.ledgerEntry),

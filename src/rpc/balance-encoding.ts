@@ -1,4 +1,4 @@
-import { toBinary } from "@bufbuild/protobuf";
+import { encodeMessage } from "./binary-encoder.js";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { TimestampSchema, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { BalanceEncoding } from "../app/queries.js";
@@ -20,10 +20,10 @@ export const getBalanceEncoding: BalanceEncoding = {
   body(view) {
     const message = balance(view);
     message.asOf = undefined;
-    return toBinary(BalanceSchema, message);
+    return encodeMessage(BalanceSchema, message);
   },
   stamp(body, asOf) {
-    const timestamp = toBinary(TimestampSchema, timestampFromDate(asOf));
+    const timestamp = encodeMessage(TimestampSchema, timestampFromDate(asOf));
     const inner = new BinaryWriter().raw(body).tag(AS_OF, WireType.LengthDelimited).bytes(timestamp).finish();
     return new BinaryWriter().tag(BALANCE, WireType.LengthDelimited).bytes(inner).finish();
   },

@@ -1,4 +1,5 @@
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
+import { encodeMessage } from "./binary-encoder.js";
 import type { AppDeps } from "../app/deps.js";
 import { type GrantResult, purchaseTopUp } from "../app/grants.js";
 import { commit, type Cost, extendReservation, type HoldResult, release, reserve } from "../app/holds.js";
@@ -41,7 +42,7 @@ const RELEASE_REASONS = encode.inverse(encode.RELEASE_REASONS);
 function holdResult(schema: typeof ReserveResponseSchema | typeof CommitResponseSchema | typeof ReleaseResponseSchema) {
   return (r: HoldResult) => {
     const fields = { reservation: encode.reservation(r.reservation), balance: encode.balance(r.balance) };
-    return toBinary(schema as typeof ReserveResponseSchema, create(schema as typeof ReserveResponseSchema, fields));
+    return encodeMessage(schema as typeof ReserveResponseSchema, create(schema as typeof ReserveResponseSchema, fields));
   };
 }
 
@@ -83,7 +84,7 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandle
       const claim = { key, method: "ExtendReservation", requestHash: requestHash("ExtendReservation", ExtendReservationRequestSchema, req) };
       return reply(
         await extendReservation(deps, { reservationId, ttlMs, claim, caller: callerOf(ctx) }, (r) =>
-          toBinary(ExtendReservationResponseSchema, create(ExtendReservationResponseSchema, { reservation: encode.reservation(r.reservation) })),
+          encodeMessage(ExtendReservationResponseSchema, create(ExtendReservationResponseSchema, { reservation: encode.reservation(r.reservation) })),
         ),
       );
     },
@@ -99,7 +100,7 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandle
       const reservationId = decode.uuid(req.reservationId, "reservation_id");
       return reply(
         await getReservation(deps, reservationId, (r) =>
-          toBinary(GetReservationResponseSchema, create(GetReservationResponseSchema, { reservation: encode.reservation(r) })),
+          encodeMessage(GetReservationResponseSchema, create(GetReservationResponseSchema, { reservation: encode.reservation(r) })),
         ),
       );
     },
@@ -111,7 +112,7 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandle
       const pack = decodePack(req);
       return reply(
         await purchaseTopUp(deps, { accountId, pack, claim, caller: callerOf(ctx) }, (g: GrantResult) =>
-          toBinary(
+          encodeMessage(
             PurchaseTopUpResponseSchema,
             create(PurchaseTopUpResponseSchema, {
               bucket: encode.bucket(g.bucket),

@@ -1,4 +1,5 @@
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
+import { encodeMessage } from "./binary-encoder.js";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { AppDeps } from "../app/deps.js";
 import { advanceTestClock, changePlan, listPlans, setCustomPlan } from "../app/plans.js";
@@ -32,7 +33,7 @@ export function planHandlers(deps: AppDeps): ServiceHandlers {
       const claim = { key, method: "ChangePlan", requestHash: requestHash("ChangePlan", ChangePlanRequestSchema, req) };
       return reply(
         await changePlan(deps, { accountId, planId, claim, caller: callerOf(ctx) }, ({ change, balance }) =>
-          toBinary(
+          encodeMessage(
             ChangePlanResponseSchema,
             create(ChangePlanResponseSchema, {
               subscription: balance.subscription ? encode.subscription(balance.subscription) : undefined,
@@ -48,7 +49,7 @@ export function planHandlers(deps: AppDeps): ServiceHandlers {
     },
 
     async ListPlans() {
-      return reply(await listPlans(deps, (plans) => toBinary(ListPlansResponseSchema, create(ListPlansResponseSchema, { plans: plans.map(encode.plan) }))));
+      return reply(await listPlans(deps, (plans) => encodeMessage(ListPlansResponseSchema, create(ListPlansResponseSchema, { plans: plans.map(encode.plan) }))));
     },
   };
 }
@@ -85,7 +86,7 @@ export function planAdminHandlers(deps: AppDeps): ServiceHandlers {
       if (new Set(packs.map((p) => p.packId)).size !== packs.length) throw decode.invalid("top_up_packs", "pack ids must be unique");
       return reply(
         await setCustomPlan(deps, { plan, packs }, (saved) =>
-          toBinary(SetCustomPlanResponseSchema, create(SetCustomPlanResponseSchema, { plan: encode.plan(saved.plan), topUpPacks: saved.packs.map(packOffer) })),
+          encodeMessage(SetCustomPlanResponseSchema, create(SetCustomPlanResponseSchema, { plan: encode.plan(saved.plan), topUpPacks: saved.packs.map(packOffer) })),
         ),
       );
     },
@@ -98,7 +99,7 @@ export function planAdminHandlers(deps: AppDeps): ServiceHandlers {
       const claim = { key, method: "AdvanceTestClock", requestHash: requestHash("AdvanceTestClock", AdvanceTestClockRequestSchema, req) };
       return reply(
         await advanceTestClock(deps, { accountId, byMs, claim, caller: callerOf(ctx) }, ({ now, balance }) =>
-          toBinary(AdvanceTestClockResponseSchema, create(AdvanceTestClockResponseSchema, { now: timestampFromDate(now), balance: encode.balance(balance) })),
+          encodeMessage(AdvanceTestClockResponseSchema, create(AdvanceTestClockResponseSchema, { now: timestampFromDate(now), balance: encode.balance(balance) })),
         ),
       );
     },

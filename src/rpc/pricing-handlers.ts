@@ -1,4 +1,5 @@
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
+import { encodeMessage } from "./binary-encoder.js";
 import type { AppDeps } from "../app/deps.js";
 import { getRateCard, quote, setAccountPricing } from "../app/pricing.js";
 import { type SetAccountPricingRequest, SetAccountPricingResponseSchema } from "../gen/credit/v1/admin_service_pb.js";
@@ -23,7 +24,7 @@ export function pricingHandlers(deps: AppDeps): ServiceHandlers {
       const accountId = req.accountId === "" ? null : decode.id(req.accountId, "account_id");
       return reply(
         await quote(deps, spec, accountId, (q) =>
-          toBinary(
+          encodeMessage(
             QuoteResponseSchema,
             create(QuoteResponseSchema, {
               credits: q.credits,
@@ -38,7 +39,7 @@ export function pricingHandlers(deps: AppDeps): ServiceHandlers {
     async GetRateCard() {
       return reply(
         getRateCard(deps, ({ card, packs }) =>
-          toBinary(
+          encodeMessage(
             GetRateCardResponseSchema,
             create(GetRateCardResponseSchema, {
               version: card.version,
@@ -62,7 +63,7 @@ export function pricingAdminHandlers(deps: AppDeps): ServiceHandlers {
       if (req.pricePermille < 1 || req.pricePermille > 100_000) throw decode.invalid("price_permille", "must be 1 to 100000");
       return reply(
         await setAccountPricing(deps, accountId, req.pricePermille, (permille) =>
-          toBinary(SetAccountPricingResponseSchema, create(SetAccountPricingResponseSchema, { pricePermille: permille })),
+          encodeMessage(SetAccountPricingResponseSchema, create(SetAccountPricingResponseSchema, { pricePermille: permille })),
         ),
       );
     },
