@@ -9,7 +9,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GenerationKind, GenerationSpecSchema, LedgerEntryKind, Quality, ReservationState } from "../../src/client/index.js";
 import { loadRateCard } from "../../src/catalog/rate-card.js";
-import { TEST_DATABASE_URL } from "../support/env.js";
+import { runDatabaseUrl, TEST_DATABASE_URL } from "../support/env.js";
 import { newAccountId, newKey, startTestService, type TestService } from "../support/harness.js";
 import { failureOf } from "../support/e2e.js";
 
@@ -301,20 +301,22 @@ describe("rate card versions", () => {
   });
 
   it("a refused start leaves no database connection open behind it", async () => {
-    const path = cardFile((card) => {
-      modelOf(card, "sdxl")["baseCredits"] = 4;
-    });
+    // On a database of its own: other test files open connections to the shared one meanwhile.
+    const url = runDatabaseUrl(`refused_${process.pid}`);
+    const name = new URL(url).pathname.slice(1);
     const db = new pg.Client({ connectionString: TEST_DATABASE_URL });
     await db.connect();
     try {
-      const since = (await db.query<{ now: Date }>("select clock_timestamp() as now")).rows[0]!.now;
-      await expect(startTestService({ RATE_CARD_PATH: path })).rejects.toThrow(/already stored with other prices/);
-      const opened = await db.query<{ n: string }>(
-        "select count(*) as n from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() and backend_start >= $1",
-        [since],
-      );
-      expect(Number(opened.rows[0]!.n)).toBe(0);
+      const first = await startTestService({ DATABASE_URL: url, DB_MIGRATE: "true" }); // stores the card's version
+      await first.stop();
+      const path = cardFile((card) => {
+        modelOf(card, "sdxl")["baseCredits"] = 4;
+      });
+      await expect(startTestService({ DATABASE_URL: url, RATE_CARD_PATH: path })).rejects.toThrow(/already stored with other prices/);
+      const open = await db.query<{ n: string }>("select count(*) as n from pg_stat_activity where datname = $1", [name]);
+      expect(Number(open.rows[0]!.n)).toBe(0);
     } finally {
+      await db.query(`drop database if exists "${name}" with (force)`);
       await db.end();
     }
   });
