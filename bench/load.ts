@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { BinaryReader } from "@bufbuild/protobuf/wire";
 import { Client, credentials, type ServiceError } from "@grpc/grpc-js";
 import {
@@ -11,6 +11,7 @@ import {
 } from "../src/gen/credit/v1/credit_service_pb.js";
 import { ReleaseReason, ReservationSchema } from "../src/gen/credit/v1/types_pb.js";
 import { HealthCheckRequestSchema } from "../src/gen/health/v1/health_pb.js";
+import { encodeMessage } from "../src/rpc/binary-encoder.js";
 
 /**
  * The load generator: its own process, a @grpc/grpc-js client (far cheaper per call than the
@@ -68,7 +69,7 @@ function call<I extends DescMessage, R>(client: Client, path: string, input: I, 
     new Promise<R>((resolve, reject) =>
       client.makeUnaryRequest(
         path,
-        (m: MessageShape<I>) => Buffer.from(toBinary(input, m)),
+        (m: MessageShape<I>) => encodeMessage(input, m),
         deserialize,
         message,
         (err: ServiceError | null, res?: R) => (err ? reject(err) : resolve(res!)),

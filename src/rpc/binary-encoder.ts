@@ -3,20 +3,25 @@ import { type DescField, type DescMessage, type MessageShape, ScalarType, toBina
 /**
  * toBinary for the messages the service answers with, without protobuf-es' reflection: each
  * message type is compiled once into a list of its fields, and a message is written into one
- * reusable buffer, so an answer costs one allocation. protobuf-es' toBinary wraps every nested
+ * reusable buffer, so an answer costs one allocation (a Buffer, as grpc-js sends). protobuf-es' toBinary wraps every nested
  * message, list and map in a reflection object and writes through per-message byte arrays: the
  * Reserve, Commit and Release answers were the largest single source of the server's allocations
  * (heap sampling). The bytes are toBinary's own, field for field (test/unit/binary-encoder.test.ts
  * compares them on random messages); a type with anything this writer does not know (groups,
  * fixed-width and floating-point numbers, non-string map keys) is left to toBinary.
  */
-export function encodeMessage<D extends DescMessage>(schema: D, message: MessageShape<D>): Uint8Array {
+export function encodeMessage<D extends DescMessage>(schema: D, message: MessageShape<D>): Buffer {
   const plan = planOf(schema);
-  if (plan === null || hasUnknown(message)) return toBinary(schema, message);
+  if (plan === null || hasUnknown(message)) return asBuffer(toBinary(schema, message));
   const w = writer;
   w.pos = 0;
   writeFields(w, plan, message as unknown as Fields);
-  return new Uint8Array(w.buf.subarray(0, w.pos));
+  return Buffer.from(w.buf.subarray(0, w.pos));
+}
+
+/** The same bytes as a Buffer, without a copy. */
+export function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 type Fields = Record<string, unknown>;

@@ -2,7 +2,7 @@ import { type DescMessage, type DescMethod, type DescService, fromBinary, type M
 import type { Metadata, sendUnaryData, ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { FailureError } from "../domain/errors.js";
-import { encodeMessage } from "./binary-encoder.js";
+import { asBuffer, encodeMessage } from "./binary-encoder.js";
 import { toStatus } from "./errors.js";
 
 /** A response already encoded (a replayed idempotent response, or one stored with its operation). */
@@ -44,7 +44,7 @@ function methodDefinition(method: DescMethod) {
       }
     },
     responseSerialize: (value: MessageShape<DescMessage> | EncodedResponse) =>
-      Buffer.from(value instanceof EncodedResponse ? value.bytes : encodeMessage(method.output, value)),
+      value instanceof EncodedResponse ? asBuffer(value.bytes) : encodeMessage(method.output, value),
     responseDeserialize: (bytes: Buffer) => fromBinary(method.output, bytes),
   };
 }
