@@ -1,4 +1,4 @@
-import { create, type DescField, type DescMessage, fromBinary, ScalarType, toBinary } from "@bufbuild/protobuf";
+import { create, type DescEnum, type DescField, type DescMessage, fromBinary, ScalarType, toBinary } from "@bufbuild/protobuf";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { CreditAdminService } from "../../src/gen/credit/v1/admin_service_pb.js";
@@ -46,25 +46,19 @@ function valueArbitrary(field: DescField, depth: number): fc.Arbitrary<unknown> 
       return fc.constantFrom(...field.enum.values.map((v) => v.number));
     case "message":
       return messageArbitrary(field.message, depth + 1);
-    case "list": {
-      const item =
-        field.listKind === "message"
-          ? messageArbitrary(field.message, depth + 1)
-          : field.listKind === "enum"
-            ? fc.constantFrom(...field.enum.values.map((v) => v.number))
-            : scalarArbitrary(field.scalar);
-      return fc.array(item, { maxLength: depth > 2 ? 0 : 3 });
-    }
-    case "map": {
-      const value =
-        field.mapKind === "message"
-          ? messageArbitrary(field.message, depth + 1)
-          : field.mapKind === "enum"
-            ? fc.constantFrom(...field.enum.values.map((v) => v.number))
-            : scalarArbitrary(field.scalar);
-      return fc.dictionary(fc.string({ maxLength: 12 }), value, { maxKeys: depth > 2 ? 0 : 3 });
-    }
+    case "list":
+      return fc.array(elementArbitrary(field.listKind, field, depth), { maxLength: depth > 2 ? 0 : 3 });
+    case "map":
+      return fc.dictionary(fc.string({ maxLength: 12 }), elementArbitrary(field.mapKind, field, depth), { maxKeys: depth > 2 ? 0 : 3 });
   }
+}
+
+/** A list's item or a map's value. */
+function elementArbitrary(kind: "message" | "enum" | "scalar", field: DescField, depth: number): fc.Arbitrary<unknown> {
+  const f = field as { message?: DescMessage; enum?: DescEnum; scalar?: ScalarType };
+  if (kind === "message") return messageArbitrary(f.message!, depth + 1);
+  if (kind === "enum") return fc.constantFrom(...f.enum!.values.map((v) => v.number));
+  return scalarArbitrary(f.scalar!);
 }
 
 function messageArbitrary(desc: DescMessage, depth: number): fc.Arbitrary<Record<string, unknown>> {
