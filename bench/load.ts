@@ -79,7 +79,12 @@ function call<I extends DescMessage, R>(client: Client, path: string, input: I, 
 
 async function main(): Promise<void> {
   const job = JSON.parse(process.argv[2]!) as LoadJob;
-  const client = new Client(job.target, credentials.createInsecure(), { "grpc.max_receive_message_length": 4 << 20 });
+  const client = new Client(job.target, credentials.createInsecure(), {
+    "grpc.max_receive_message_length": 4 << 20,
+    // Neither channelz nor retries are used: without them grpc-js skips their per-call bookkeeping.
+    "grpc.enable_channelz": 0,
+    "grpc.enable_retries": 0,
+  });
   const reserve = call(client, "/credit.v1.CreditService/Reserve", ReserveRequestSchema, reservationIdOf);
   // Only Reserve's answer is read (its reservation id); every call's status is checked.
   const commit = unaryUnread(client, "/credit.v1.CreditService/Commit", CommitRequestSchema);
