@@ -7,7 +7,7 @@ import { buildAndMigrate, fundAccounts, pgbench, pgbenchInit, reconcileAll, recr
 
 /**
  * npm run bench [-- --quick] [-- --json]
- * Runs, on one Postgres and one server, alternating: pgbench tpcb-like, Reserve→Commit/Release
+ * Runs, on one Postgres and one server, in interleaved rounds: pgbench tpcb-like, Reserve→Commit/Release
  * cycles on many accounts (uniform) and on one (hot), GetBalance, and a no-op RPC (health
  * Check through the same server stack); then reconciles every account.
  */
@@ -18,7 +18,9 @@ const BASE = process.env["BENCH_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1
 const PGBENCH_URL = BASE.replace(/\/[^/]*$/, "/credit_pgbench");
 const PGBENCH_HOT_URL = BASE.replace(/\/[^/]*$/, "/credit_pgbench_hot");
 const CLIENTS = quick ? [16] : [1, 16, 64];
-const SECONDS = quick ? 4 : 15;
+/** Each comparison is ROUNDS interleaved runs of SECONDS: this machine's speed drifts by tens of per cent within minutes. */
+const SECONDS = quick ? 4 : 5;
+const ROUNDS = quick ? 1 : 3;
 const ACCOUNTS = quick ? 1000 : 10_000;
 /** BENCH_PROFILE=<dir>: the server writes a V8 CPU profile there when it exits (open it in Chrome DevTools). */
 const PROFILE_DIR = process.env["BENCH_PROFILE"];
@@ -32,28 +34,40 @@ interface Row {
   cpuMsPerOp: { server: number; postgres: number; loadgen: number };
 }
 
-async function load(job: LoadJob, serverPid: number): Promise<Row> {
+/** One run of the load generator, with the CPU the server and Postgres used meanwhile. */
+interface Run {
+  readonly result: LoadResult;
+  readonly serverCpuMs: number;
+  readonly postgresCpuMs: number;
+}
+
+async function load(job: LoadJob, serverPid: number): Promise<Run> {
   const server0 = processCpuMs(serverPid);
   const pg0 = commandCpuMs("postgres");
   const { stdout } = await execFileAsync(process.execPath, ["--import", "tsx", "bench/load.ts", JSON.stringify(job)], { maxBuffer: 1 << 28 });
   const result = JSON.parse(stdout) as LoadResult;
-  const ops = Math.max(1, result.ops);
+  return { result, serverCpuMs: processCpuMs(serverPid) - server0, postgresCpuMs: commandCpuMs("postgres") - pg0 };
+}
+
+/** Several runs of one workload as one row: throughput over their total time, latencies over all their calls. */
+function summarize(workload: string, clients: number, runs: readonly Run[]): Row {
+  const sum = (f: (r: Run) => number) => runs.reduce((total, r) => total + f(r), 0);
+  const ops = Math.max(1, sum((r) => r.result.ops));
   const latency: Row["latency"] = {};
-  for (const [name, values] of Object.entries(result.latenciesMs)) {
-    const sorted = [...values].sort((a, b) => a - b);
+  const names = new Set(runs.flatMap((r) => Object.keys(r.result.latenciesMs)));
+  for (const name of names) {
+    const sorted = runs.flatMap((r) => r.result.latenciesMs[name] ?? []).sort((a, b) => a - b);
     latency[name] = { p50: percentile(sorted, 50), p99: percentile(sorted, 99), p999: percentile(sorted, 99.9), n: sorted.length };
   }
+  const errors: Record<string, number> = {};
+  for (const r of runs) for (const [code, n] of Object.entries(r.result.errors)) errors[code] = (errors[code] ?? 0) + n;
   return {
-    workload: job.workload,
-    clients: job.concurrency,
-    opsPerSec: (result.ops / result.elapsedMs) * 1000,
+    workload,
+    clients,
+    opsPerSec: (sum((r) => r.result.ops) / sum((r) => r.result.elapsedMs)) * 1000,
     latency,
-    errors: result.errors,
-    cpuMsPerOp: {
-      server: (processCpuMs(serverPid) - server0) / ops,
-      postgres: (commandCpuMs("postgres") - pg0) / ops,
-      loadgen: result.cpuMs / ops,
-    },
+    errors,
+    cpuMsPerOp: { server: sum((r) => r.serverCpuMs) / ops, postgres: sum((r) => r.postgresCpuMs) / ops, loadgen: sum((r) => r.result.cpuMs) / ops },
   };
 }
 
@@ -101,18 +115,29 @@ async function main(): Promise<void> {
     // Warm-up: JIT, pools, caches.
     await load({ ...job("cycle", accounts, 16), durationMs: 2000 }, pid);
     for (const clients of CLIENTS) {
-      step(`${clients} clients: pgbench, uniform, hot, GetBalance, no-op (${SECONDS}s each)`);
-      pgbenchTps[`uniform/${clients}`] = await pgbench(PGBENCH_URL, clients, SECONDS);
-      rows.push(await load(job("cycle", accounts, clients), pid));
-      pgbenchTps[`hot/${clients}`] = await pgbench(PGBENCH_HOT_URL, clients, SECONDS);
-      rows.push({ ...(await load(job("cycle", hot, clients), pid)), workload: "cycle-hot" });
-      rows.push(await load(job("balance", accounts, clients), pid));
-      rows.push(await load(job("noop", accounts, clients), pid));
+      step(`${clients} clients: pgbench, uniform, hot, GetBalance, no-op (${ROUNDS} × ${SECONDS}s each, interleaved)`);
+      const runs: Record<string, Run[]> = { cycle: [], "cycle-hot": [], balance: [], noop: [] };
+      const uniformTps: number[] = [];
+      const hotTps: number[] = [];
+      for (let round = 0; round < ROUNDS; round++) {
+        uniformTps.push(await pgbench(PGBENCH_URL, clients, SECONDS));
+        runs["cycle"]!.push(await load(job("cycle", accounts, clients), pid));
+        hotTps.push(await pgbench(PGBENCH_HOT_URL, clients, SECONDS));
+        runs["cycle-hot"]!.push(await load(job("cycle", hot, clients), pid));
+        runs["balance"]!.push(await load(job("balance", accounts, clients), pid));
+        runs["noop"]!.push(await load(job("noop", accounts, clients), pid));
+      }
+      const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+      pgbenchTps[`uniform/${clients}`] = mean(uniformTps);
+      pgbenchTps[`hot/${clients}`] = mean(hotTps);
+      for (const [workload, list] of Object.entries(runs)) rows.push(summarize(workload, clients, list));
     }
     // Latency at half the peak uniform rate.
     const peak = Math.max(...rows.filter((r) => r.workload === "cycle").map((r) => r.opsPerSec));
     const halfClients = 16;
-    rows.push({ ...(await load(job("cycle", accounts, halfClients, peak / 2 / halfClients), pid)), workload: "cycle@half-peak" });
+    const halfRuns: Run[] = [];
+    for (let round = 0; round < ROUNDS; round++) halfRuns.push(await load(job("cycle", accounts, halfClients, peak / 2 / halfClients), pid));
+    rows.push(summarize("cycle@half-peak", halfClients, halfRuns));
 
     step("reconciling every account");
     const rssMb = peakRssMb(pid);
@@ -127,7 +152,7 @@ async function main(): Promise<void> {
       ratios[`GetBalance/no-op @${c}`] = ratio(find("balance", c), find("noop", c));
     }
     const half = rows[rows.length - 1]!;
-    const report = { quick, seconds: SECONDS, accounts: ACCOUNTS, pgbenchTps, rows, ratios, serverPeakRssMb: rssMb, reconcileDifferences: differences, halfPeak: half.latency };
+    const report = { quick, seconds: SECONDS, rounds: ROUNDS, accounts: ACCOUNTS, pgbenchTps, rows, ratios, serverPeakRssMb: rssMb, reconcileDifferences: differences, halfPeak: half.latency };
     mkdirSync("bench/results", { recursive: true });
     writeFileSync(`bench/results/${quick ? "quick" : "full"}.json`, JSON.stringify(report, null, 2));
     if (asJson) console.log(JSON.stringify(report, null, 2));
