@@ -27,7 +27,6 @@ export function asBuffer(bytes: Uint8Array): Buffer {
 type Fields = Record<string, unknown>;
 
 interface FieldPlan {
-  readonly field: DescField;
   readonly number: number;
   readonly name: string;
   /** The oneof's property when the field is a member of one. */
@@ -61,7 +60,7 @@ function planOf(desc: DescMessage): FieldPlan[] | null {
 }
 
 function fieldPlan(f: DescField): FieldPlan | null {
-  const base = { field: f, number: f.number, name: f.localName, oneof: f.oneof?.localName ?? null, explicit: f.presence !== IMPLICIT, kind: f.fieldKind };
+  const base = { number: f.number, name: f.localName, oneof: f.oneof?.localName ?? null, explicit: f.presence !== IMPLICIT, kind: f.fieldKind };
   const scalarOf = (s: ScalarType | undefined) => (s === undefined || SUPPORTED.has(s) ? (s ?? ScalarType.INT32) : null);
   switch (f.fieldKind) {
     case "scalar": {

@@ -4,8 +4,6 @@ import { invariant } from "../domain/errors.js";
 import { toParam, wireValue } from "./pg-params.js";
 import type { Row } from "./rows.js";
 
-export { toParam };
-
 /**
  * The ledger's own connection pool: node-postgres directly, without the ORM's unit of work or
  * query builder. The hot path is a handful of fixed statements per batch of commands, so the

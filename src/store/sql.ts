@@ -1,5 +1,6 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { type Query, toParam } from "./pg.js";
+import type { Query } from "./pg.js";
+import { toParam } from "./pg-params.js";
 import type { Row } from "./rows.js";
 
 export type { Query } from "./pg.js";
