@@ -97,6 +97,7 @@ async function startOnDatabase(
     writeConcurrency: config.DB_WRITE_CONCURRENCY,
     maxBatch: config.DB_MAX_BATCH,
     batchAcrossAccounts: config.DB_BATCH_ACROSS_ACCOUNTS,
+    staggerFrom: config.DB_BATCH_STAGGER_FROM,
     onBatch: (size) => metrics.writeBatchSize.observe(size),
   });
   const plans = new PostgresPlanStore(orm);

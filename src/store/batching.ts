@@ -15,8 +15,21 @@ export interface GroupCommitOptions<I, O> {
   readonly maxBatch: number;
   /** false: a batch takes the items of one key only (on a sharded database, one shard per transaction). */
   readonly acrossKeys?: boolean;
-  /** Runs a batch; it settles every item (a rejection rejects the whole batch). */
-  readonly run: (items: I[]) => Promise<Settled<O>[]>;
+  /**
+   * Runs a batch; it settles every item (a rejection rejects the whole batch). With `stagger`,
+   * it calls `loaded()` once the batch has read what it needs (a batch that never calls it
+   * counts as loading until it ends).
+   */
+  readonly run: (items: I[], loaded: () => void) => Promise<Settled<O>[]>;
+  /**
+   * Batches take turns instead of running in step. No batch starts while another is still
+   * loading, so one batch loads while the one before computes and writes. And when nothing runs
+   * and at least `2 × splitFrom` items of two or more keys wait, the batch takes half of them
+   * (with every waiting item of its keys) and the other half starts once it has loaded: callers
+   * that all arrived together fall into two groups, and each group's round trips overlap the
+   * other's work. Off when absent.
+   */
+  readonly stagger?: { readonly splitFrom: number };
   /** Told the size of each batch as it starts (for the batch-size histogram). */
   readonly onBatch?: (size: number) => void;
 }
@@ -33,11 +46,15 @@ export class GroupCommit<I, O> {
   private queue: Waiting<I, O>[] = [];
   private readonly busyKeys = new Set<string>();
   private running = 0;
+  /** Running batches that have not yet called `loaded()`. */
+  private loading = 0;
   private scheduled = false;
 
   constructor(private readonly options: GroupCommitOptions<I, O>) {
     if (!Number.isInteger(options.concurrency) || options.concurrency < 1) throw new RangeError("concurrency must be a positive integer");
     if (!Number.isInteger(options.maxBatch) || options.maxBatch < 1) throw new RangeError("maxBatch must be a positive integer");
+    const split = options.stagger?.splitFrom;
+    if (split !== undefined && (!Number.isInteger(split) || split < 1)) throw new RangeError("stagger.splitFrom must be a positive integer");
   }
 
   submit(key: string, item: I): Promise<O> {
@@ -55,32 +72,59 @@ export class GroupCommit<I, O> {
   }
 
   private dispatch(): void {
+    const { stagger } = this.options;
     while (this.running < this.options.concurrency && this.queue.length > 0) {
+      if (stagger && this.loading > 0) return; // the loading batch dispatches again when it has loaded
       // One batch takes all it may: a bigger batch costs less per item (measured: sharing the
-      // waiting items out among the free slots made uniform load about 25 % slower).
+      // waiting items out among the free slots made uniform load about 25 % slower), except
+      // for the staggered split.
+      const limit = stagger && this.running === 0 ? this.splitLimit(stagger.splitFrom) : this.options.maxBatch;
       const batch: Waiting<I, O>[] = [];
       const rest: Waiting<I, O>[] = [];
+      const batchKeys = new Set<string>();
       for (const waiting of this.queue) {
-        const fits = batch.length < this.options.maxBatch && !this.busyKeys.has(waiting.key);
-        if (fits && (this.options.acrossKeys !== false || batch.length === 0 || waiting.key === batch[0]!.key)) batch.push(waiting);
-        else rest.push(waiting);
+        const room = batch.length < this.options.maxBatch && (batch.length < limit || batchKeys.has(waiting.key));
+        const fits = room && !this.busyKeys.has(waiting.key);
+        if (fits && (this.options.acrossKeys !== false || batch.length === 0 || waiting.key === batch[0]!.key)) {
+          batch.push(waiting);
+          batchKeys.add(waiting.key);
+        } else rest.push(waiting);
       }
       if (batch.length === 0) return; // every waiting key is in a running batch
       this.queue = rest;
-      const keys = new Set(batch.map((w) => w.key));
-      for (const key of keys) this.busyKeys.add(key);
+      for (const key of batchKeys) this.busyKeys.add(key);
       this.running += 1;
-      void this.runBatch(batch, keys);
+      if (stagger) this.loading += 1;
+      void this.runBatch(batch, batchKeys);
     }
+  }
+
+  /** How many waiting items a batch may take when nothing runs: half, if enough of two or more keys wait. */
+  private splitLimit(splitFrom: number): number {
+    if (this.queue.length < 2 * splitFrom) return this.options.maxBatch;
+    const first = this.queue[0]!.key;
+    if (this.queue.every((w) => w.key === first)) return this.options.maxBatch;
+    return Math.ceil(this.queue.length / 2);
   }
 
   private async runBatch(batch: Waiting<I, O>[], keys: Set<string>): Promise<void> {
     this.options.onBatch?.(batch.length);
+    let loading = this.options.stagger !== undefined;
+    const loaded = () => {
+      if (!loading) return;
+      loading = false;
+      this.loading -= 1;
+      this.dispatch();
+    };
     let settled: Settled<O>[];
     try {
-      settled = await this.options.run(batch.map((w) => w.item));
+      settled = await this.options.run(batch.map((w) => w.item), loaded);
     } catch (err) {
       settled = batch.map(() => ({ ok: false, error: err }));
+    }
+    if (loading) {
+      loading = false;
+      this.loading -= 1;
     }
     for (const key of keys) this.busyKeys.delete(key);
     this.running -= 1;

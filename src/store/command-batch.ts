@@ -51,7 +51,13 @@ interface Working extends BookWrite {
  * key recorded earlier in this batch), a failed command changes nothing, and entries carry their
  * own command's caller, key and time.
  */
-export async function runCommandBatch(tx: Transaction, items: readonly QueuedCommand[], newId: () => string): Promise<BatchResult> {
+export async function runCommandBatch(
+  tx: Transaction,
+  items: readonly QueuedCommand[],
+  newId: () => string,
+  /** Called once the accounts are locked and loaded (the batch's first round trip is back). */
+  loaded: () => void = () => {},
+): Promise<BatchResult> {
   const byAccount = new Map<string, QueuedCommand[]>();
   for (const item of items) {
     const mine = byAccount.get(item.accountId);
@@ -78,7 +84,8 @@ export async function runCommandBatch(tx: Transaction, items: readonly QueuedCom
   ];
   // One round trip: BEGIN, create, lock (in account order), then load — which runs after the locks are held.
   const results = await tx.run([...create, lockStatement([...byAccount.keys()].sort(), "wait"), loadStatement(requests)]);
-  const loaded = booksFromRows(results[results.length - 1]!);
+  loaded(); // the next batch may load while this one computes and writes
+  const loadedBooks = booksFromRows(results[results.length - 1]!);
   // An account this batch created comes into being when its first creating command runs: a
   // command that arrived before that one must not see it (as if each had its own transaction).
   const unborn = new Set(create.length > 0 ? results[0]!.map((r) => r["account_id"] as string) : []);
@@ -86,7 +93,7 @@ export async function runCommandBatch(tx: Transaction, items: readonly QueuedCom
   const records: OperationRecord[] = [];
   const outcomes = items.map((item) => {
     if (item.command.createAccount) unborn.delete(item.accountId);
-    const account = unborn.has(item.accountId) ? undefined : loaded.get(item.accountId);
+    const account = unborn.has(item.accountId) ? undefined : loadedBooks.get(item.accountId);
     if (!account) return failed({ reason: "ACCOUNT_NOT_FOUND", message: `account ${item.accountId} not found`, metadata: { account_id: item.accountId } });
     let work = working.get(item.accountId);
     if (!work) working.set(item.accountId, (work = { book: account.book, contexts: [], now: item.now, nextHoldExpiry: account.nextHoldExpiry, settledAt: null }));

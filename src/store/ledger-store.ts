@@ -25,6 +25,8 @@ export interface LedgerStoreOptions {
   readonly maxBatch: number;
   /** false: a transaction takes the commands of one account only (Citus: one shard per transaction). */
   readonly batchAcrossAccounts: boolean;
+  /** Transactions take turns, and this many waiting commands (twice over) split into two (GroupCommit's `stagger`); 0: off. */
+  readonly staggerFrom?: number;
   /** Told the size of each write batch. */
   readonly onBatch?: (size: number) => void;
   /** Where the store publishes the accounts it wrote (and other processes' writes arrive). */
@@ -63,7 +65,8 @@ export class PostgresLedgerStore implements LedgerStore {
       concurrency: options.writeConcurrency,
       maxBatch: options.maxBatch,
       acrossKeys: options.batchAcrossAccounts,
-      run: (items) => this.runWrites(items),
+      run: (items, loaded) => this.runWrites(items, loaded),
+      ...(options.staggerFrom ? { stagger: { splitFrom: options.staggerFrom } } : {}),
       onBatch: options.onBatch,
     });
     // Reads share one statement per batch too; two at once keep one batch loading while the next gathers.
@@ -101,9 +104,9 @@ export class PostgresLedgerStore implements LedgerStore {
     return accountId;
   }
 
-  private async runWrites(items: QueuedCommand[]): Promise<Settled<CommandOutcome<unknown>>[]> {
+  private async runWrites(items: QueuedCommand[], loaded: () => void): Promise<Settled<CommandOutcome<unknown>>[]> {
     try {
-      return (await this.writeBatch(items)).map((value) => ({ ok: true, value }));
+      return (await this.writeBatch(items, loaded)).map((value) => ({ ok: true, value }));
     } catch (err) {
       const unavailable = isStoreUnavailable(err) || (err instanceof FailureError && err.failure.reason === "STORE_UNAVAILABLE");
       if (items.length === 1 || unavailable) return items.map(() => ({ ok: false, error: err }));
@@ -111,7 +114,7 @@ export class PostgresLedgerStore implements LedgerStore {
       const settled: Settled<CommandOutcome<unknown>>[] = [];
       for (const item of items) {
         try {
-          settled.push({ ok: true, value: (await this.writeBatch([item]))[0]! });
+          settled.push({ ok: true, value: (await this.writeBatch([item], loaded))[0]! });
         } catch (error) {
           settled.push({ ok: false, error });
         }
@@ -120,11 +123,11 @@ export class PostgresLedgerStore implements LedgerStore {
     }
   }
 
-  private async writeBatch(items: QueuedCommand[]): Promise<CommandOutcome<unknown>[]> {
+  private async writeBatch(items: QueuedCommand[], loaded: () => void): Promise<CommandOutcome<unknown>[]> {
     const since = this.feed.sequence;
     let written: WrittenAccount[] = [];
     try {
-      const result = await this.writeBatchOnce(items);
+      const result = await this.writeBatchOnce(items, loaded);
       written = result.books.map((b) => ({ ...b, since }));
       return result.outcomes;
     } finally {
@@ -134,9 +137,9 @@ export class PostgresLedgerStore implements LedgerStore {
     }
   }
 
-  private async writeBatchOnce(items: QueuedCommand[]): Promise<BatchResult> {
+  private async writeBatchOnce(items: QueuedCommand[], loaded: () => void): Promise<BatchResult> {
     return guardUnavailable(async () => {
-      const run = () => inTransaction(this.pool, (tx) => runCommandBatch(tx, items, this.newId));
+      const run = () => inTransaction(this.pool, (tx) => runCommandBatch(tx, items, this.newId, loaded));
       let result;
       try {
         result = await run();

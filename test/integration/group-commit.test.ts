@@ -59,7 +59,7 @@ interface Probe {
   runs(): number;
 }
 
-function makeStore(options: { writeConcurrency: number; maxBatch: number; batchAcrossAccounts?: boolean }, on: pg.Pool = pool): Probe {
+function makeStore(options: { writeConcurrency: number; maxBatch: number; batchAcrossAccounts?: boolean; staggerFrom?: number }, on: pg.Pool = pool): Probe {
   const batches: Batch[] = [];
   let runs = 0;
   // Built as a variable (not a literal) so the store's option type may grow without touching this file.
@@ -464,6 +464,23 @@ describe("group commit: PostgresLedgerStore against the real Postgres", () => {
     // 200 − 30 − 20 captured; nothing held.
     expect(await heldAndAvailable(accountId)).toEqual({ held: 0n, available: 150n });
     expect(await second.store.reconcile(accountId)).toEqual([]);
+  });
+
+  it("staggered: 32 Reserves at once split into two transactions, the second loading while the first runs; every account exact", async () => {
+    const accounts = Array.from({ length: 29 }, () => newAccount("stagger"));
+    await fund(accounts, 100n);
+    const probe = makeStore({ writeConcurrency: 2, maxBatch: 64, staggerFrom: 8 });
+    const now = new Date();
+    // The last account has four commands: they stay in one transaction however the split falls.
+    const cmds = [...accounts.map((id) => reserveCommand(id, 10n, { probe })), ...[1, 2, 3].map(() => reserveCommand(accounts[28]!, 10n, { probe }))];
+    const outcomes = await Promise.all(cmds.map((c) => probe.store.execute(c, now)));
+    expect(outcomes.map((o) => o.kind)).toEqual(cmds.map(() => "applied"));
+    expect(sizes(probe)).toEqual([16, 16]);
+    // The second began before any command of the first had run: the first had loaded and not yet finished.
+    expect(probe.batches[1]!.runsBefore).toBe(0);
+    for (const id of accounts.slice(0, 28)) expect(await heldAndAvailable(id)).toEqual({ held: 10n, available: 90n });
+    expect(await heldAndAvailable(accounts[28]!)).toEqual({ held: 40n, available: 60n });
+    for (const id of accounts) expect(await probe.store.reconcile(id)).toEqual([]);
   });
 
   it("a hot account: 50 concurrent Reserves with writeConcurrency 2 run batch after batch, never two batches at once", async () => {

@@ -22,7 +22,8 @@ describe("configuration", () => {
 
   it("groups ledger writes by default, across accounts, two transactions at a time", () => {
     const config = parseConfig({});
-    expect([config.DB_WRITE_CONCURRENCY, config.DB_MAX_BATCH, config.DB_BATCH_ACROSS_ACCOUNTS]).toEqual([2, 64, true]);
+    expect([config.DB_WRITE_CONCURRENCY, config.DB_MAX_BATCH, config.DB_BATCH_ACROSS_ACCOUNTS, config.DB_BATCH_STAGGER_FROM]).toEqual([2, 64, true, 16]);
+    expect(parseConfig({ DB_BATCH_STAGGER_FROM: "0" }).DB_BATCH_STAGGER_FROM).toBe(0);
     expect(parseConfig({ DB_BATCH_ACROSS_ACCOUNTS: "false" }).DB_BATCH_ACROSS_ACCOUNTS).toBe(false);
   });
 
@@ -43,6 +44,7 @@ describe("configuration", () => {
     ["DB_WRITE_CONCURRENCY", "0"],
     ["DB_MAX_BATCH", "1000"],
     ["DB_BATCH_ACROSS_ACCOUNTS", "sometimes"],
+    ["DB_BATCH_STAGGER_FROM", "-1"],
   ])("refuses %s=%s with a message naming the variable", (name, value) => {
     expect(() => parseConfig({ [name]: value })).toThrow(new RegExp(`invalid configuration: .*${name}`));
   });

@@ -96,6 +96,96 @@ describe("GroupCommit", () => {
   });
 });
 
+describe("GroupCommit with stagger", () => {
+  /** Batches stay open until the test ends them; `load(i)` tells the group that batch i has loaded. */
+  function staggered(splitFrom: number, concurrency = 2) {
+    const batches: string[][] = [];
+    const loads: (() => void)[] = [];
+    const ends: (() => void)[] = [];
+    const group = new GroupCommit<string, string>({
+      concurrency,
+      maxBatch: 64,
+      stagger: { splitFrom },
+      run: async (items, loaded) => {
+        batches.push(items);
+        loads.push(loaded);
+        await new Promise<void>((resolve) => ends.push(resolve));
+        return items.map((i) => ({ ok: true, value: i }));
+      },
+    });
+    const turn = () => new Promise((r) => setImmediate(r));
+    const submitAll = (items: string[]) => items.map((item) => group.submit(item.split("#")[0]!, item));
+    return { batches, group, turn, submitAll, load: (i: number) => loads[i]!(), end: (i: number) => ends[i]!() };
+  }
+
+  it("splits many waiting items into two batches, the second starting once the first has loaded", async () => {
+    const s = staggered(2);
+    const all = s.submitAll(["a", "b", "c", "d", "e", "f"]);
+    await s.turn();
+    expect(s.batches).toEqual([["a", "b", "c"]]);
+    // A free slot is not enough: the first batch is still loading.
+    await s.turn();
+    expect(s.batches).toHaveLength(1);
+    s.load(0);
+    await s.turn();
+    expect(s.batches).toEqual([["a", "b", "c"], ["d", "e", "f"]]);
+    s.load(1);
+    s.end(0);
+    s.end(1);
+    expect(await Promise.all(all)).toEqual(["a", "b", "c", "d", "e", "f"]);
+  });
+
+  it("keeps a key's items together, never splits one key's items, nor fewer than twice splitFrom", async () => {
+    const together = staggered(2);
+    void together.submitAll(["a#1", "b#1", "a#2", "c#1", "d#1"]);
+    await together.turn();
+    // Half of five is three, and a#2 goes with a#1.
+    expect(together.batches[0]).toEqual(["a#1", "b#1", "a#2"]);
+
+    const hot = staggered(2);
+    void hot.submitAll(["h#1", "h#2", "h#3", "h#4", "h#5"]);
+    await hot.turn();
+    expect(hot.batches).toEqual([["h#1", "h#2", "h#3", "h#4", "h#5"]]);
+
+    const few = staggered(4);
+    void few.submitAll(["a", "b", "c", "d", "e", "f", "g"]);
+    await few.turn();
+    expect(few.batches).toEqual([["a", "b", "c", "d", "e", "f", "g"]]);
+  });
+
+  it("takes every waiting item while another batch runs, and starts none while one is loading", async () => {
+    const s = staggered(2, 3);
+    void s.submitAll(["a", "b", "c", "d"]);
+    await s.turn();
+    s.load(0);
+    await s.turn();
+    expect(s.batches).toEqual([["a", "b"], ["c", "d"]]);
+    void s.submitAll(["e", "f", "g", "h", "i"]);
+    await s.turn();
+    expect(s.batches).toHaveLength(2); // batch 1 is loading
+    s.load(1);
+    await s.turn();
+    // Batch 0 still runs, so the third takes all five rather than half.
+    expect(s.batches[2]).toEqual(["e", "f", "g", "h", "i"]);
+  });
+
+  it("lets the next batch start when a batch ends without saying it loaded", async () => {
+    const s = staggered(1);
+    const all = s.submitAll(["a", "b"]);
+    await s.turn();
+    expect(s.batches).toEqual([["a"]]);
+    s.end(0);
+    await s.turn();
+    expect(s.batches).toEqual([["a"], ["b"]]);
+    s.end(1);
+    expect(await Promise.all(all)).toEqual(["a", "b"]);
+  });
+
+  it("refuses a split size below one", () => {
+    expect(() => new GroupCommit({ concurrency: 1, maxBatch: 1, stagger: { splitFrom: 0 }, run: async () => [] })).toThrow(RangeError);
+  });
+});
+
 describe("ReservationLocator", () => {
   it("remembers reservations up to its capacity, forgetting the least recently used first", () => {
     const locator = new ReservationLocator(2);
