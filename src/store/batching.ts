@@ -23,11 +23,12 @@ export interface GroupCommitOptions<I, O> {
   readonly run: (items: I[], loaded: () => void) => Promise<Settled<O>[]>;
   /**
    * Batches take turns instead of running in step. No batch starts while another is still
-   * loading, so one batch loads while the one before computes and writes. And when nothing runs
-   * and at least `2 × splitFrom` items of two or more keys wait, the batch takes half of them
-   * (with every waiting item of its keys) and the other half starts once it has loaded: callers
+   * loading, so one batch loads while the one before computes and writes. A running batch has
+   * therefore locked its rows, and the next may take the same keys: the store's locks make it wait
+   * for them, in arrival order. And when nothing runs and at least `2 × splitFrom` items wait,
+   * the batch takes the first half of them and the other half starts once it has loaded: callers
    * that all arrived together fall into two groups, and each group's round trips overlap the
-   * other's work. Off when absent.
+   * other's work. Off when absent; then a key is never in two running batches.
    */
   readonly stagger?: { readonly splitFrom: number };
   /** Told the size of each batch as it starts (for the batch-size histogram). */
@@ -37,7 +38,7 @@ export interface GroupCommitOptions<I, O> {
 /**
  * Group commit. Items wait in one queue; whenever fewer than `concurrency` batches run, the next
  * batch takes every waiting item (up to maxBatch, in arrival order) whose key is not in a running
- * batch. So a key's items run in arrival order and never in two batches at once, many quiet keys
+ * batch (with `stagger`, see there). So a key's items run in arrival order and never in two batches at once, many quiet keys
  * share one batch, and a hot key's items pile up behind its running batch and then all go
  * together. Under light load a batch is one item and waits only for the end of the current
  * event-loop turn; under heavy load the work per item falls as the load rises.
@@ -78,33 +79,23 @@ export class GroupCommit<I, O> {
       // One batch takes all it may: a bigger batch costs less per item (measured: sharing the
       // waiting items out among the free slots made uniform load about 25 % slower), except
       // for the staggered split.
-      const limit = stagger && this.running === 0 ? this.splitLimit(stagger.splitFrom) : this.options.maxBatch;
+      const split = stagger && this.running === 0 && this.queue.length >= 2 * stagger.splitFrom;
+      const limit = split ? Math.min(this.options.maxBatch, Math.ceil(this.queue.length / 2)) : this.options.maxBatch;
       const batch: Waiting<I, O>[] = [];
       const rest: Waiting<I, O>[] = [];
-      const batchKeys = new Set<string>();
       for (const waiting of this.queue) {
-        const room = batch.length < this.options.maxBatch && (batch.length < limit || batchKeys.has(waiting.key));
-        const fits = room && !this.busyKeys.has(waiting.key);
-        if (fits && (this.options.acrossKeys !== false || batch.length === 0 || waiting.key === batch[0]!.key)) {
-          batch.push(waiting);
-          batchKeys.add(waiting.key);
-        } else rest.push(waiting);
+        const fits = batch.length < limit && (stagger !== undefined || !this.busyKeys.has(waiting.key));
+        if (fits && (this.options.acrossKeys !== false || batch.length === 0 || waiting.key === batch[0]!.key)) batch.push(waiting);
+        else rest.push(waiting);
       }
       if (batch.length === 0) return; // every waiting key is in a running batch
       this.queue = rest;
-      for (const key of batchKeys) this.busyKeys.add(key);
+      const keys = stagger ? new Set<string>() : new Set(batch.map((w) => w.key));
+      for (const key of keys) this.busyKeys.add(key);
       this.running += 1;
       if (stagger) this.loading += 1;
-      void this.runBatch(batch, batchKeys);
+      void this.runBatch(batch, keys);
     }
-  }
-
-  /** How many waiting items a batch may take when nothing runs: half, if enough of two or more keys wait. */
-  private splitLimit(splitFrom: number): number {
-    if (this.queue.length < 2 * splitFrom) return this.options.maxBatch;
-    const first = this.queue[0]!.key;
-    if (this.queue.every((w) => w.key === first)) return this.options.maxBatch;
-    return Math.ceil(this.queue.length / 2);
   }
 
   private async runBatch(batch: Waiting<I, O>[], keys: Set<string>): Promise<void> {

@@ -471,7 +471,8 @@ describe("group commit: PostgresLedgerStore against the real Postgres", () => {
     await fund(accounts, 100n);
     const probe = makeStore({ writeConcurrency: 2, maxBatch: 64, staggerFrom: 8 });
     const now = new Date();
-    // The last account has four commands: they stay in one transaction however the split falls.
+    // The last account has four commands: the split puts one in the first transaction and three in
+    // the second, which waits for the first's lock on it.
     const cmds = [...accounts.map((id) => reserveCommand(id, 10n, { probe })), ...[1, 2, 3].map(() => reserveCommand(accounts[28]!, 10n, { probe }))];
     const outcomes = await Promise.all(cmds.map((c) => probe.store.execute(c, now)));
     expect(outcomes.map((o) => o.kind)).toEqual(cmds.map(() => "applied"));
@@ -481,6 +482,22 @@ describe("group commit: PostgresLedgerStore against the real Postgres", () => {
     for (const id of accounts.slice(0, 28)) expect(await heldAndAvailable(id)).toEqual({ held: 10n, available: 90n });
     expect(await heldAndAvailable(accounts[28]!)).toEqual({ held: 40n, available: 60n });
     for (const id of accounts) expect(await probe.store.reconcile(id)).toEqual([]);
+  });
+
+  it("staggered, one hot account whose balance allows exactly N of 40 Reserves: two overlapping transactions, the first N in arrival order succeed", async () => {
+    const accountId = newAccount("hot-stagger");
+    const n = 27;
+    await fund([accountId], BigInt(n) * 10n + 5n);
+    const probe = makeStore({ writeConcurrency: 2, maxBatch: 64, staggerFrom: 8 });
+    const now = new Date();
+    const cmds = Array.from({ length: 40 }, () => reserveCommand(accountId, 10n, { probe }));
+    const outcomes = await Promise.all(cmds.map((c) => probe.store.execute(c, now)));
+    expect(sizes(probe)).toEqual([20, 20]);
+    expect(probe.batches[1]!.runsBefore).toBe(0);
+    expect(outcomes.map((o) => o.kind)).toEqual(cmds.map((_, i) => (i < n ? "applied" : "failed")));
+    expect(await heldAndAvailable(accountId)).toEqual({ held: BigInt(n) * 10n, available: 5n });
+    expect(await rows(`select 1 from ledger_entries where account_id = $1 and kind = 'HOLD'`, [accountId])).toHaveLength(n);
+    expect(await probe.store.reconcile(accountId)).toEqual([]);
   });
 
   it("a hot account: 50 concurrent Reserves with writeConcurrency 2 run batch after batch, never two batches at once", async () => {
