@@ -113,6 +113,9 @@ async function main(): Promise<void> {
   const deadline = start + job.durationMs;
   const worker = async (w: number) => {
     let i = 0;
+    // Paced workers start spread over one period, so their calls arrive evenly rather than all at
+    // once each period (which would be bursts at the full rate, not the rate asked for).
+    if (job.ratePerWorker > 0) await new Promise((r) => setTimeout(r, (w / job.concurrency) * (1000 / job.ratePerWorker)));
     while (performance.now() < deadline) {
       const began = performance.now();
       const accountId = `${job.accounts.prefix}${1 + ((w * 7919 + i * 104729) % job.accounts.count)}`;
