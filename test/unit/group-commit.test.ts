@@ -136,22 +136,19 @@ describe("GroupCommit with stagger", () => {
   });
 
   it("splits by arrival order whatever the keys, one key's items too, but never fewer than twice splitFrom", async () => {
-    const mixed = staggered(2);
-    void mixed.submitAll(["a#1", "b#1", "a#2", "c#1", "a#3"]);
-    await mixed.turn();
-    expect(mixed.batches).toEqual([["a#1", "b#1", "a#2"]]);
-    mixed.load(0);
-    await mixed.turn();
-    // Key a is in the running batch, which holds its locks by now: a#3 need not wait for it to end.
-    expect(mixed.batches[1]).toEqual(["c#1", "a#3"]);
-
-    const hot = staggered(2);
-    void hot.submitAll(["h#1", "h#2", "h#3", "h#4", "h#5"]);
-    await hot.turn();
-    expect(hot.batches).toEqual([["h#1", "h#2", "h#3"]]);
-    hot.load(0);
-    await hot.turn();
-    expect(hot.batches[1]).toEqual(["h#4", "h#5"]);
+    /** The batches in flight after items arrive together (splitFrom 2), before and after the first has loaded. */
+    const split = async (items: string[]) => {
+      const s = staggered(2);
+      void s.submitAll(items);
+      await s.turn();
+      const before = s.batches.length;
+      s.load(0);
+      await s.turn();
+      return { before, batches: s.batches };
+    };
+    // Key a is in the running batch, which holds its locks by then: a#3 need not wait for it to end.
+    expect(await split(["a#1", "b#1", "a#2", "c#1", "a#3"])).toEqual({ before: 1, batches: [["a#1", "b#1", "a#2"], ["c#1", "a#3"]] });
+    expect(await split(["h#1", "h#2", "h#3", "h#4", "h#5"])).toEqual({ before: 1, batches: [["h#1", "h#2", "h#3"], ["h#4", "h#5"]] });
 
     const few = staggered(4);
     void few.submitAll(["a", "b", "c", "d", "e", "f", "g"]);
