@@ -211,6 +211,13 @@ export async function inTransaction<T>(pool: pg.Pool, work: (tx: Transaction) =>
   let begun = false;
   let ended = false;
   let broken: Error | undefined;
+  // A checked-out connection can fail while no statement is on it (Postgres shutting down between
+  // two round trips): node-postgres then emits 'error', which with no listener would end the
+  // process. Noted here instead: the next round trip fails, and the connection is discarded.
+  const onError = (err: Error) => {
+    broken ??= err;
+  };
+  client.on("error", onError);
   const send = async (statements: readonly Statement[], end: boolean): Promise<Row[][]> => {
     invariant(!ended, "the transaction has already ended");
     const head = begun ? [] : [BEGIN];
@@ -241,6 +248,7 @@ export async function inTransaction<T>(pool: pg.Pool, work: (tx: Transaction) =>
     }
     throw err;
   } finally {
+    client.off("error", onError);
     client.release(broken);
   }
 }

@@ -660,6 +660,21 @@ describe("pg.ts: pipeline and inTransaction", () => {
     expect(await inTransaction(single, (tx) => tx.commit([{ ...named, params: [1] }]))).toEqual([[{ v: 10 }]]);
   });
 
+  it("inTransaction: a connection that dies between two round trips fails the transaction, not the process", async () => {
+    const outcome = await inTransaction(pool, async (tx) => {
+      const [[me]] = await tx.run([{ sql: "select pg_backend_pid() as pid" }]);
+      await pool.query("select pg_terminate_backend($1)", [me!["pid"]]);
+      // The connection's 'error' arrives while no statement is on it.
+      await new Promise((r) => setTimeout(r, 200));
+      return tx.run([{ sql: "select 1" }]);
+    }).then(
+      () => "committed",
+      (err: Error) => err.message,
+    );
+    expect(outcome).not.toBe("committed");
+    expect((await pool.query("select 1 as one")).rows).toEqual([{ one: 1 }]);
+  });
+
   it("inTransaction commits what work left open, and rolls back when work throws", async () => {
     const id = newAccount("tx");
     await inTransaction(pool, (tx) => tx.run([{ sql: "insert into accounts (account_id, created_at) values (?, now())", params: [id] }]));
