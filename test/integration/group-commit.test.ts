@@ -662,8 +662,8 @@ describe("pg.ts: pipeline and inTransaction", () => {
 
   it("inTransaction: a connection that dies between two round trips fails the transaction, not the process", async () => {
     const outcome = await inTransaction(pool, async (tx) => {
-      const [[me]] = await tx.run([{ sql: "select pg_backend_pid() as pid" }]);
-      await pool.query("select pg_terminate_backend($1)", [me!["pid"]]);
+      const [mine] = await tx.run([{ sql: "select pg_backend_pid() as pid" }]);
+      await pool.query("select pg_terminate_backend($1)", [mine![0]!["pid"]]);
       // The connection's 'error' arrives while no statement is on it.
       await new Promise((r) => setTimeout(r, 200));
       return tx.run([{ sql: "select 1" }]);
