@@ -43,8 +43,10 @@ describe("Postgres stopped and started under load", () => {
     const backToServing: number[] = [];
     for (let i = 0; i < OUTAGES; i++) {
       await sleep(2000);
-      const down = performance.now();
       await stack.pg.stop("fast");
+      // The outage window starts when `pg_ctl stop -w` returns, once the server has stopped: a
+      // fast shutdown writes a checkpoint first, and health rightly says SERVING until then.
+      const down = performance.now();
       await sleep(DOWN_MS);
       // The outage window ends when Postgres is asked to start: `pg_ctl start -w` returns only once
       // it accepts connections, and the health probe may see it (SERVING, rightly) before that.
