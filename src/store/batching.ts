@@ -28,9 +28,11 @@ export interface GroupCommitOptions<I, O> {
    * for them, in arrival order. And when nothing runs and at least `2 × splitFrom` items wait,
    * the batch takes the first half of them and the other half starts once it has loaded: callers
    * that all arrived together fall into two groups, and each group's round trips overlap the
-   * other's work. Off when absent; then a key is never in two running batches.
+   * other's work. A batch that has not loaded after `maxLoadWaitMs` (a lock held elsewhere) stops
+   * holding the others back: the next may start, and waits in Postgres only if it needs the same
+   * rows. Off when absent; then a key is never in two running batches.
    */
-  readonly stagger?: { readonly splitFrom: number };
+  readonly stagger?: { readonly splitFrom: number; readonly maxLoadWaitMs: number };
   /** Told the size of each batch as it starts (for the batch-size histogram). */
   readonly onBatch?: (size: number) => void;
 }
@@ -56,6 +58,8 @@ export class GroupCommit<I, O> {
     if (!Number.isInteger(options.maxBatch) || options.maxBatch < 1) throw new RangeError("maxBatch must be a positive integer");
     const split = options.stagger?.splitFrom;
     if (split !== undefined && (!Number.isInteger(split) || split < 1)) throw new RangeError("stagger.splitFrom must be a positive integer");
+    const wait = options.stagger?.maxLoadWaitMs;
+    if (wait !== undefined && !(wait > 0)) throw new RangeError("stagger.maxLoadWaitMs must be positive");
   }
 
   submit(key: string, item: I): Promise<O> {
@@ -100,13 +104,16 @@ export class GroupCommit<I, O> {
 
   private async runBatch(batch: Waiting<I, O>[], keys: Set<string>): Promise<void> {
     this.options.onBatch?.(batch.length);
-    let loading = this.options.stagger !== undefined;
+    const { stagger } = this.options;
+    let loading = stagger !== undefined;
     const loaded = () => {
       if (!loading) return;
       loading = false;
+      clearTimeout(gate);
       this.loading -= 1;
       this.dispatch();
     };
+    const gate = stagger ? setTimeout(loaded, stagger.maxLoadWaitMs).unref() : undefined;
     let settled: Settled<O>[];
     try {
       settled = await this.options.run(batch.map((w) => w.item), loaded);
@@ -115,6 +122,7 @@ export class GroupCommit<I, O> {
     }
     if (loading) {
       loading = false;
+      clearTimeout(gate);
       this.loading -= 1;
     }
     for (const key of keys) this.busyKeys.delete(key);

@@ -33,6 +33,13 @@ export interface LedgerStoreOptions {
   readonly changes: PostgresChangeFeed;
 }
 
+/**
+ * How long a staggered write batch may hold the next one back while it loads. Loading takes 1–3
+ * ms here under load; a batch that waits longer is waiting for a lock held elsewhere (another
+ * server, a long transaction), and the other accounts' commands must not wait with it.
+ */
+const STAGGER_MAX_LOAD_WAIT_MS = 25;
+
 function isOperationConflict(err: unknown): boolean {
   const e = err as { code?: string; constraint?: string };
   return e?.code === "23505" && e.constraint === "operations_pkey";
@@ -66,7 +73,7 @@ export class PostgresLedgerStore implements LedgerStore {
       maxBatch: options.maxBatch,
       acrossKeys: options.batchAcrossAccounts,
       run: (items, loaded) => this.runWrites(items, loaded),
-      ...(options.staggerFrom ? { stagger: { splitFrom: options.staggerFrom } } : {}),
+      ...(options.staggerFrom ? { stagger: { splitFrom: options.staggerFrom, maxLoadWaitMs: STAGGER_MAX_LOAD_WAIT_MS } } : {}),
       onBatch: options.onBatch,
     });
     // Reads share one statement per batch too; two at once keep one batch loading while the next gathers.

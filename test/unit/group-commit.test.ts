@@ -98,14 +98,14 @@ describe("GroupCommit", () => {
 
 describe("GroupCommit with stagger", () => {
   /** Batches stay open until the test ends them; `load(i)` tells the group that batch i has loaded. */
-  function staggered(splitFrom: number, concurrency = 2) {
+  function staggered(splitFrom: number, concurrency = 2, maxLoadWaitMs = 60_000) {
     const batches: string[][] = [];
     const loads: (() => void)[] = [];
     const ends: (() => void)[] = [];
     const group = new GroupCommit<string, string>({
       concurrency,
       maxBatch: 64,
-      stagger: { splitFrom },
+      stagger: { splitFrom, maxLoadWaitMs },
       run: async (items, loaded) => {
         batches.push(items);
         loads.push(loaded);
@@ -184,8 +184,25 @@ describe("GroupCommit with stagger", () => {
     expect(await Promise.all(all)).toEqual(["a", "b"]);
   });
 
-  it("refuses a split size below one", () => {
-    expect(() => new GroupCommit({ concurrency: 1, maxBatch: 1, stagger: { splitFrom: 0 }, run: async () => [] })).toThrow(RangeError);
+  it("stops waiting for a batch that has not loaded after maxLoadWaitMs", async () => {
+    const s = staggered(1, 2, 30);
+    void s.submitAll(["a", "b"]);
+    await s.turn();
+    expect(s.batches).toEqual([["a"]]);
+    await new Promise((r) => setTimeout(r, 5));
+    expect(s.batches).toHaveLength(1);
+    await new Promise((r) => setTimeout(r, 60));
+    // Batch 0 still neither loaded nor ended (a lock held elsewhere): b went ahead in the other slot.
+    expect(s.batches).toEqual([["a"], ["b"]]);
+    s.load(0); // a late load changes nothing
+    s.end(0);
+    s.end(1);
+  });
+
+  it("refuses a split size below one and a load wait that is not positive", () => {
+    const run = async () => [];
+    expect(() => new GroupCommit({ concurrency: 1, maxBatch: 1, stagger: { splitFrom: 0, maxLoadWaitMs: 25 }, run })).toThrow(RangeError);
+    expect(() => new GroupCommit({ concurrency: 1, maxBatch: 1, stagger: { splitFrom: 1, maxLoadWaitMs: 0 }, run })).toThrow(RangeError);
   });
 });
 
