@@ -40,9 +40,9 @@ export interface GroupCommitOptions<I, O> {
 /**
  * Group commit. Items wait in one queue; whenever fewer than `concurrency` batches run, the next
  * batch takes every waiting item (up to maxBatch, in arrival order) whose key is not in a running
- * batch (with `stagger`, see there). So a key's items run in arrival order and never in two batches at once, many quiet keys
- * share one batch, and a hot key's items pile up behind its running batch and then all go
- * together. Under light load a batch is one item and waits only for the end of the current
+ * batch (with `stagger`, see there). So a key's items run in arrival order and never in two
+ * batches at once, many quiet keys share one batch, and a hot key's items pile up behind its
+ * running batch and then all go together. Under light load a batch is one item and waits only for the end of the current
  * event-loop turn; under heavy load the work per item falls as the load rises.
  */
 export class GroupCommit<I, O> {
@@ -106,12 +106,16 @@ export class GroupCommit<I, O> {
     this.options.onBatch?.(batch.length);
     const { stagger } = this.options;
     let loading = stagger !== undefined;
-    const loaded = () => {
-      if (!loading) return;
+    /** Ends this batch's loading (once); true the first time. */
+    const doneLoading = () => {
+      if (!loading) return false;
       loading = false;
       clearTimeout(gate);
       this.loading -= 1;
-      this.dispatch();
+      return true;
+    };
+    const loaded = () => {
+      if (doneLoading()) this.dispatch();
     };
     const gate = stagger ? setTimeout(loaded, stagger.maxLoadWaitMs).unref() : undefined;
     let settled: Settled<O>[];
@@ -120,11 +124,7 @@ export class GroupCommit<I, O> {
     } catch (err) {
       settled = batch.map(() => ({ ok: false, error: err }));
     }
-    if (loading) {
-      loading = false;
-      clearTimeout(gate);
-      this.loading -= 1;
-    }
+    doneLoading(); // a batch that ended without saying it loaded (the dispatch below covers it)
     for (const key of keys) this.busyKeys.delete(key);
     this.running -= 1;
     batch.forEach((w, i) => {
