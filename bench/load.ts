@@ -10,7 +10,7 @@ import {
   ReserveResponseSchema,
 } from "../src/gen/credit/v1/credit_service_pb.js";
 import { ReleaseReason, ReservationSchema } from "../src/gen/credit/v1/types_pb.js";
-import { HealthCheckRequestSchema } from "../src/gen/health/v1/health_pb.js";
+import { HealthCheckRequestSchema } from "../src/gen/grpc/health/v1/health_pb.js";
 import { encodeMessage } from "../src/rpc/binary-encoder.js";
 
 /**

@@ -2,7 +2,7 @@ import { type DescService } from "@bufbuild/protobuf";
 import { readFileSync } from "node:fs";
 import { Server, ServerCredentials, type ServerInterceptor } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { file_health_v1_health } from "../gen/health/v1/health_pb.js";
+import { file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
 import { bindService, type ServiceHandlers } from "./grpc-adapter.js";
 import { HealthReporter } from "./health.js";
 import { createReflection } from "./reflection.js";
@@ -55,7 +55,7 @@ export async function startGrpcServer(
   }
   const health = new HealthReporter(services.map((s) => s.service.typeName));
   health.implementation.addToServer(server);
-  const healthService = file_health_v1_health.services[0]!;
+  const healthService = file_grpc_health_v1_health.services[0]!;
   createReflection([...services.map((s) => s.service), healthService]).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) =>

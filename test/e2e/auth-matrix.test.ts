@@ -21,7 +21,7 @@ import {
   ReleaseReason,
 } from "../../src/client/index.js";
 import { parseConfig } from "../../src/config.js";
-import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/health/v1/health_pb.js";
+import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { mayCall, parseTokens, type Role, sha256 } from "../../src/rpc/auth.js";
 import { newAccountId, newKey, startTestService, type TestService } from "../support/harness.js";
 

@@ -1,7 +1,7 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { HealthCheckResponse_ServingStatus, Health } from "../../src/gen/health/v1/health_pb.js";
+import { HealthCheckResponse_ServingStatus, Health } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { TEST_DATABASE_URL } from "../support/env.js";
 import { newAccountId, newKey, startTestService, type TestService } from "../support/harness.js";
 import { TcpProxy } from "../support/tcp-proxy.js";

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CommitResponseSchema, PurchaseTopUpResponseSchema, type ReserveResponse, ReserveResponseSchema } from "../../src/client/index.js";
 import { parseConfig } from "../../src/config.js";
 import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
-import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/health/v1/health_pb.js";
+import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { RedisIdempotencyCache } from "../../src/idempotency/redis-cache.js";
 import { createRedisConnection, waitReady } from "../../src/idempotency/redis-client.js";
 import { REDIS_HEALTH } from "../../src/service.js";

@@ -1,7 +1,7 @@
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/health/v1/health_pb.js";
+import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { REDIS_HEALTH } from "../../src/service.js";
 import { TEST_REDIS_URL } from "../support/env.js";
 import { startTestService, type TestService } from "../support/harness.js";
