@@ -197,58 +197,98 @@ export interface Transaction {
   commit(statements?: readonly Statement[]): Promise<Row[][]>;
 }
 
-const BEGIN: Statement = { sql: "begin" };
 const COMMIT: Statement = { sql: "commit" };
 
+/** A write transaction of the hot path: READ COMMITTED. */
+const HOT_PATH_BEGIN: readonly Statement[] = [{ sql: "begin" }];
 /**
- * Runs `work` in one READ COMMITTED transaction on one connection: BEGIN rides with the first
- * statements and COMMIT with the last. If work does not commit, its transaction is committed when
- * it returns; if it throws, rolled back. A connection whose pipeline failed is discarded rather
- * than returned to the pool (its prepared statements are no longer known for sure).
+ * A consistent read: one snapshot for every statement, no row lock possible (Postgres refuses
+ * FOR UPDATE/SHARE in a read-only transaction).
  */
-export async function inTransaction<T>(pool: pg.Pool, work: (tx: Transaction) => Promise<T>): Promise<T> {
+const SNAPSHOT_BEGIN: readonly Statement[] = [{ sql: "begin isolation level repeatable read, read only" }];
+
+/** One checked-out connection: its pipelines, and what to do when it must not be reused. */
+interface Connection {
+  readonly client: pg.PoolClient;
+  /** The statements in one round trip; if that fails, the connection is discarded, not reused. */
+  send(statements: readonly Statement[]): Promise<Row[][]>;
+  /** Marks the connection to be discarded when `work` ends. */
+  broke(err: Error): void;
+}
+
+/**
+ * Runs `work` on one checked-out connection. One whose pipeline failed is discarded rather than
+ * returned to the pool: its prepared statements are no longer known for sure.
+ */
+async function onConnection<T>(pool: pg.Pool, work: (connection: Connection) => Promise<T>): Promise<T> {
   const client = await pool.connect();
-  let begun = false;
-  let ended = false;
   let broken: Error | undefined;
   // A checked-out connection can fail while no statement is on it (Postgres shutting down between
   // two round trips): node-postgres then emits 'error', which with no listener would end the
   // process. Noted here instead: the next round trip fails, and the connection is discarded.
-  const onError = (err: Error) => {
+  const broke = (err: Error) => {
     broken ??= err;
   };
-  client.on("error", onError);
-  const send = async (statements: readonly Statement[], end: boolean): Promise<Row[][]> => {
-    invariant(!ended, "the transaction has already ended");
-    const head = begun ? [] : [BEGIN];
-    begun = true;
+  client.on("error", broke);
+  const send = async (statements: readonly Statement[]) => {
     try {
-      const rows = await pipeline(client, [...head, ...statements, ...(end ? [COMMIT] : [])]);
-      ended = end;
-      return rows.slice(head.length, head.length + statements.length);
+      return await pipeline(client, statements);
     } catch (err) {
-      broken = err as Error;
+      broke(err as Error);
       throw err;
     }
   };
-  const tx: Transaction = {
-    query: async (sql, params, name) => (await send([{ sql, params, name }], false))[0]!,
-    run: (statements) => send(statements, false),
-    commit: (statements = []) => send(statements, true),
-  };
   try {
-    const out = await work(tx);
-    if (begun && !ended) await tx.commit();
-    return out;
-  } catch (err) {
-    if (begun && !ended) {
-      await client.query("rollback").catch((rollbackErr: Error) => {
-        broken = rollbackErr;
-      });
-    }
-    throw err;
+    return await work({ client, send, broke });
   } finally {
-    client.off("error", onError);
+    client.off("error", broke);
     client.release(broken);
   }
+}
+
+/**
+ * Runs `work` in one transaction on one connection, opened by `begin` riding with the first
+ * statements, and COMMIT with the last. If work does not commit, its transaction is committed
+ * when it returns; if it throws, rolled back. A connection whose pipeline failed is discarded.
+ */
+function transaction<T>(pool: pg.Pool, begin: readonly Statement[], work: (tx: Transaction) => Promise<T>): Promise<T> {
+  return onConnection(pool, async (connection) => {
+    let begun = false;
+    let ended = false;
+    const send = async (statements: readonly Statement[], end: boolean): Promise<Row[][]> => {
+      invariant(!ended, "the transaction has already ended");
+      const head = begun ? [] : begin;
+      begun = true;
+      const rows = await connection.send([...head, ...statements, ...(end ? [COMMIT] : [])]);
+      ended = end;
+      return rows.slice(head.length, head.length + statements.length);
+    };
+    const tx: Transaction = {
+      query: async (sql, params, name) => (await send([{ sql, params, name }], false))[0]!,
+      run: (statements) => send(statements, false),
+      commit: (statements = []) => send(statements, true),
+    };
+    try {
+      const out = await work(tx);
+      if (begun && !ended) await tx.commit();
+      return out;
+    } catch (err) {
+      if (begun && !ended) await connection.client.query("rollback").catch(connection.broke);
+      throw err;
+    }
+  });
+}
+
+/** Runs `work` in one READ COMMITTED transaction. See `transaction` for commit, rollback and failure. */
+export function inTransaction<T>(pool: pg.Pool, work: (tx: Transaction) => Promise<T>): Promise<T> {
+  return transaction(pool, HOT_PATH_BEGIN, work);
+}
+
+/**
+ * Runs `work` in one REPEATABLE READ, READ ONLY transaction: every statement sees the same
+ * snapshot, and nothing is locked beyond what reading takes (no row lock, no lock a writer
+ * waits for). For long consistent reads such as Reconcile.
+ */
+export function inSnapshot<T>(pool: pg.Pool, work: (tx: Transaction) => Promise<T>): Promise<T> {
+  return transaction(pool, SNAPSHOT_BEGIN, work);
 }
