@@ -25,14 +25,8 @@ export function createPool(options: PgPoolOptions): pg.Pool {
     connectionTimeoutMillis: 3000,
     idleTimeoutMillis: 30_000,
     application_name: "credit-service",
-    // Each prepared statement is planned once per connection, without its parameters (planning
-    // load_books and persist_books for every batch cost Postgres about a third of its CPU per
-    // cycle, measured). Such a plan may be made while a table is nearly empty and is kept however
-    // the table grows, so nothing in it may depend on table sizes: every statement here reaches
-    // its rows through an index by account or id, keys lead with the column that tells rows apart
-    // (migration KeyOrder), and scans and joins that read a whole table are priced out, never
-    // chosen where an index can do. test/integration/statement-plans.test.ts holds this.
-    options: "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off",
+    // No planner settings here: the hot path sets its own per transaction (HOT_PATH_PLANNER), and
+    // everything else (Reconcile, the sweeper's scans, pruning) is planned as Postgres sees fit.
   });
   pool.on("error", options.onIdleError);
   return pool;
@@ -69,8 +63,34 @@ export function listenerClient(url: string): pg.Client {
 }
 
 /**
+ * The planner settings of the hot path, set for one transaction (`set_config(…, true)` is `SET
+ * LOCAL`) by a statement riding in its first round trip, before any prepared statement of it runs.
+ *
+ * Each prepared statement is planned once per connection, without its parameters (planning
+ * load_books and persist_books for every batch cost Postgres about a third of its CPU per
+ * cycle, measured). Such a plan may be made while a table is nearly empty and is kept however
+ * the table grows, so nothing in it may depend on table sizes: every statement here reaches
+ * its rows through an index by account or id, keys lead with the column that tells rows apart
+ * (migration KeyOrder), and scans and joins that read a whole table are priced out, never
+ * chosen where an index can do. test/integration/statement-plans.test.ts holds this.
+ *
+ * Every named statement runs under these settings (inTransaction's transactions, and queryOn's
+ * named statements outside one): a generic plan is made under whatever settings are in force at
+ * its first execution on a connection, and kept. Unnamed statements outside the hot path
+ * (Reconcile, the sweeper's scans, pruning) are planned for their parameters under Postgres'
+ * defaults. The settings end with their transaction, so a connection pooler has nothing to keep.
+ */
+export const HOT_PATH_PLANNER: Statement = {
+  sql: `select set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true),
+    set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)`,
+  name: "hot_path_planner",
+};
+
+/**
  * Runs one statement with `?` placeholders; `name` makes it a prepared statement that each
- * connection parses and plans once (only for fixed statement texts: every name is kept per connection).
+ * connection parses and plans once (only for fixed statement texts: every name is kept per
+ * connection), planned and run under HOT_PATH_PLANNER (queryOn and inTransaction see to that;
+ * inSnapshot takes no named statement).
  */
 export type Query = (sql: string, params?: readonly unknown[], name?: string) => Promise<Row[]>;
 
@@ -90,12 +110,15 @@ function toPositional(sql: string): string {
 }
 
 
-/** A Query on a pool (each statement on any free connection) or on one checked-out connection. */
-export function queryOn(target: pg.Pool | pg.PoolClient): Query {
+/**
+ * A Query on a pool, each statement on any free connection. A named one takes the hot path's
+ * planner settings in the same round trip: outside BEGIN, the statements up to a Sync are one
+ * implicit transaction, so the settings end with it.
+ */
+export function queryOn(pool: pg.Pool): Query {
   return async (sql, params = [], name) => {
-    const config: pg.QueryConfig = { text: toPositional(sql), values: params.map(toParam) };
-    if (name) config.name = name;
-    return (await target.query<Row>(config)).rows;
+    if (name) return (await onConnection(pool, ({ send }) => send([HOT_PATH_PLANNER, { sql, params, name }])))[1]!;
+    return (await pool.query<Row>({ text: toPositional(sql), values: params.map(toParam) })).rows;
   };
 }
 
@@ -199,11 +222,11 @@ export interface Transaction {
 
 const COMMIT: Statement = { sql: "commit" };
 
-/** A write transaction of the hot path: READ COMMITTED. */
-const HOT_PATH_BEGIN: readonly Statement[] = [{ sql: "begin" }];
+/** A write transaction of the hot path: READ COMMITTED, with the hot path's planner settings. */
+const HOT_PATH_BEGIN: readonly Statement[] = [{ sql: "begin" }, HOT_PATH_PLANNER];
 /**
  * A consistent read: one snapshot for every statement, no row lock possible (Postgres refuses
- * FOR UPDATE/SHARE in a read-only transaction).
+ * FOR UPDATE/SHARE in a read-only transaction), planned under Postgres' defaults.
  */
 const SNAPSHOT_BEGIN: readonly Statement[] = [{ sql: "begin isolation level repeatable read, read only" }];
 
@@ -252,11 +275,14 @@ async function onConnection<T>(pool: pg.Pool, work: (connection: Connection) => 
  * when it returns; if it throws, rolled back. A connection whose pipeline failed is discarded.
  */
 function transaction<T>(pool: pg.Pool, begin: readonly Statement[], work: (tx: Transaction) => Promise<T>): Promise<T> {
+  // A prepared statement keeps the plan made at its first execution: only under the hot path's settings.
+  const named = begin.includes(HOT_PATH_PLANNER);
   return onConnection(pool, async (connection) => {
     let begun = false;
     let ended = false;
     const send = async (statements: readonly Statement[], end: boolean): Promise<Row[][]> => {
       invariant(!ended, "the transaction has already ended");
+      invariant(named || statements.every((s) => !s.name), "a named statement outside the hot path's planner settings");
       const head = begun ? [] : begin;
       begun = true;
       const rows = await connection.send([...head, ...statements, ...(end ? [COMMIT] : [])]);
@@ -279,7 +305,10 @@ function transaction<T>(pool: pg.Pool, begin: readonly Statement[], work: (tx: T
   });
 }
 
-/** Runs `work` in one READ COMMITTED transaction. See `transaction` for commit, rollback and failure. */
+/**
+ * Runs `work` in one READ COMMITTED transaction of the hot path (its planner settings,
+ * HOT_PATH_PLANNER, ride with BEGIN). See `transaction` for commit, rollback and failure.
+ */
 export function inTransaction<T>(pool: pg.Pool, work: (tx: Transaction) => Promise<T>): Promise<T> {
   return transaction(pool, HOT_PATH_BEGIN, work);
 }
@@ -287,7 +316,7 @@ export function inTransaction<T>(pool: pg.Pool, work: (tx: Transaction) => Promi
 /**
  * Runs `work` in one REPEATABLE READ, READ ONLY transaction: every statement sees the same
  * snapshot, and nothing is locked beyond what reading takes (no row lock, no lock a writer
- * waits for). For long consistent reads such as Reconcile.
+ * waits for). For long consistent reads such as Reconcile; planned under Postgres' defaults.
  */
 export function inSnapshot<T>(pool: pg.Pool, work: (tx: Transaction) => Promise<T>): Promise<T> {
   return transaction(pool, SNAPSHOT_BEGIN, work);

@@ -7,7 +7,7 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { randomUUID } from "node:crypto";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Difference } from "../../src/domain/reconcile.js";
 import { RECONCILE_CHUNK_ROWS } from "../../src/store/reconcile-scan.js";
 import { ReleaseReason } from "../../src/client/index.js";
@@ -25,6 +25,17 @@ beforeAll(async () => {
 afterAll(async () => {
   await t.stop();
   await db.end();
+});
+
+/**
+ * Holds left open by a test, released after it: other test files share the database, and their
+ * sweepers would otherwise expire these holds (one of them over a tampered allocation) later.
+ */
+const openHolds: string[] = [];
+afterEach(async () => {
+  for (const reservationId of openHolds.splice(0)) {
+    await t.credit.release({ reservationId, idempotencyKey: newKey("cleanup"), reason: ReleaseReason.CANCELLED });
+  }
 });
 
 /** Reconcile through the RPC; the differences as the store reports them. */
@@ -54,6 +65,7 @@ async function busyAccount() {
   });
   const never = await t.admin.adjustCredits({ accountId, amount: 100n, reason: "reconcile test", idempotencyKey: newKey("fund") });
   const open = await reserve(accountId, 50n);
+  openHolds.push(open);
   const committed = await reserve(accountId, 10n);
   await t.credit.commit({ reservationId: committed, idempotencyKey: newKey("commit"), actual: { case: "amount", value: 7n } });
   const released = await reserve(accountId, 5n);
@@ -84,15 +96,19 @@ describe("Reconcile finds every difference", () => {
 
   it("an allocation changed by hand: the hold's total and that bucket's share both differ", async () => {
     const { accountId, open, never } = await busyAccount();
-    await db.query(
-      `update reservations set allocations = (select jsonb_agg(case when a ->> 'bucketId' = $2 then jsonb_set(a, '{amount}', '"22"') else a end)
-         from jsonb_array_elements(allocations) a) where reservation_id = $1`,
-      [open, never],
-    );
+    const setShare = (amount: bigint) =>
+      db.query(
+        `update reservations set allocations = (select jsonb_agg(case when a ->> 'bucketId' = $2 then jsonb_set(a, '{amount}', to_jsonb($3::text)) else a end)
+           from jsonb_array_elements(allocations) a) where reservation_id = $1`,
+        [open, never, amount.toString()],
+      );
+    await setShare(22n);
     expect(await reconcile(accountId)).toEqual([
       { subject: `reservation ${open}`, field: "held", stored: 52n, fromEntries: 50n },
       { subject: `reservation ${open} bucket ${never}`, field: "held", stored: 22n, fromEntries: 20n },
     ]);
+    await setShare(20n); // as it was, so that the hold can be released
+    expect(await reconcile(accountId)).toEqual([]);
   });
 
   it("entries that name a bucket or a reservation that is not stored", async () => {
