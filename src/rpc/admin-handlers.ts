@@ -44,7 +44,7 @@ function encodePageToken(afterEntryId: bigint | null): string {
  * carries its hold's metadata (up to 32 entries of 64 + 256 characters, about 31 KiB), so 1,000
  * of them could pass what gRPC sends. A page always holds at least one entry.
  */
-const MAX_PAGE_BYTES = 1024 * 1024;
+export const MAX_PAGE_BYTES = 1024 * 1024;
 
 function fitPage(entries: LedgerEntry[], nextAfterEntryId: bigint | null): { entries: LedgerEntry[]; nextAfterEntryId: bigint | null } {
   let bytes = 0;
