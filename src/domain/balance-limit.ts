@@ -52,13 +52,13 @@ export function counted(count: CreditCount): bigint {
  * that does not raise it (a downgrade, a cancellation) is never refused, even above the cap.
  */
 export function withinLimit(accountId: string, before: CreditCount, after: CreditCount): Result<true> {
-  const now = counted(before);
+  const holds = counted(before);
   const next = counted(after);
-  if (next <= MAX_ACCOUNT_CREDITS || next <= now) return ok(true);
-  return fail("BALANCE_LIMIT", `account ${accountId} would hold more than ${MAX_ACCOUNT_CREDITS} credits: it holds ${now}, the grant adds ${next - now}`, {
+  if (next <= MAX_ACCOUNT_CREDITS || next <= holds) return ok(true);
+  return fail("BALANCE_LIMIT", `account ${accountId} would hold more than ${MAX_ACCOUNT_CREDITS} credits: it holds ${holds}, the grant adds ${next - holds}`, {
     limit: String(MAX_ACCOUNT_CREDITS),
-    account_credits: String(now),
-    requested: String(next - now),
+    account_credits: String(holds),
+    requested: String(next - holds),
   });
 }
 
