@@ -18,7 +18,7 @@ function settleDue(deps: AppDeps, accountId: string, now: Date, encode: Paramete
 
 /** How a balance is encoded: its body once per read, its as-of time on every answer. */
 export interface BalanceEncoding {
-  /** The balance without its as-of time. */
+  /** The balance without its as-of time, in a layout only `stamp` reads. */
   body(view: BalanceView): Uint8Array;
   /** The response: a body, stamped with the time it is as of. */
   stamp(body: Uint8Array, asOf: Date): Uint8Array;

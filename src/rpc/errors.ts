@@ -30,6 +30,7 @@ export function codeFor(reason: FailureReason): status {
     case "RATE_CARD_NOT_FOUND":
       return status.NOT_FOUND;
     case "INSUFFICIENT_CREDITS":
+    case "BALANCE_LIMIT":
     case "RESERVATION_NOT_HELD":
     case "RESERVATION_EXPIRED":
     case "ALREADY_ON_PLAN":

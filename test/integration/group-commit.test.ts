@@ -100,7 +100,7 @@ function adjustCommand(accountId: string, amount: bigint, caller = "funder"): Ac
     createAccount: true,
     idempotency: claim(`fund-${randomUUID()}`, `fund:${accountId}:${amount}`, "AdjustCredits"),
     caller,
-    run: (book, at) => ok(grantAdjustment(book, { bucketId, amount, expiresAt: null, reason: "group-commit test", actor: caller }, at)),
+    run: (book, at) => grantAdjustment(book, { bucketId, amount, expiresAt: null, reason: "group-commit test", actor: caller }, at),
     encode: (bucket, book, at) => json({ bucketId: bucket.id, available: book.available(at) }),
   };
 }
