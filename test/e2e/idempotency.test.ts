@@ -9,6 +9,7 @@ import {
   CommitResponseSchema,
   type PurchaseTopUpRequestSchema,
   PurchaseTopUpResponseSchema,
+  ReleaseReason,
   type ReserveRequestSchema,
   ReserveResponseSchema,
 } from "../../src/client/index.js";
@@ -201,6 +202,38 @@ describe("same key, different request", () => {
     expect(failure.reason).toBe("IDEMPOTENCY_KEY_REUSED");
     expect(await available(accountId)).toEqual({ available: 900n, held: 100n });
     expect((await rowsOf(accountId)).reservations).toBe(1);
+  });
+});
+
+describe("a reservation id is one id whatever its letter case", () => {
+  it("Commit with the upper-case id, then the same key with the lower-case id, replays the first response", async () => {
+    const accountId = await fundedAccount("topup-1000");
+    const reserved = await t.credit.reserve(reserveRequest(accountId, newKey("reserve"), 100n));
+    const id = reserved.reservation!.reservationId;
+    const key = newKey("commit");
+    const first = await t.credit.commit(commitRequest(id.toUpperCase(), key, 60n));
+    expect(first.reservation?.reservationId).toBe(id);
+    const again = await t.credit.commit(commitRequest(id, key, 60n));
+    expect(hex(toBinary(CommitResponseSchema, again))).toBe(hex(toBinary(CommitResponseSchema, first)));
+    // And the same through Postgres alone, once Redis has lost the key.
+    await redis.flushall();
+    const fromPostgres = await t.credit.commit(commitRequest(id.toUpperCase(), key, 60n));
+    expect(hex(toBinary(CommitResponseSchema, fromPostgres))).toBe(hex(toBinary(CommitResponseSchema, first)));
+    expect((await rowsOf(accountId)).captures).toBe(1);
+  });
+
+  it("Release and ExtendReservation replay across letter case too", async () => {
+    const accountId = await fundedAccount("topup-1000");
+    const extendKey = newKey("extend");
+    const releaseKey = newKey("release");
+    const id = (await t.credit.reserve(reserveRequest(accountId, newKey("reserve"), 100n))).reservation!.reservationId;
+    const ttl = { seconds: 600n, nanos: 0 };
+    const extended = await t.credit.extendReservation({ reservationId: id, idempotencyKey: extendKey, ttl });
+    const extendedAgain = await t.credit.extendReservation({ reservationId: id.toUpperCase(), idempotencyKey: extendKey, ttl });
+    expect(extendedAgain.reservation).toEqual(extended.reservation);
+    const released = await t.credit.release({ reservationId: id.toUpperCase(), idempotencyKey: releaseKey, reason: ReleaseReason.INTERRUPTED });
+    const releasedAgain = await t.credit.release({ reservationId: id, idempotencyKey: releaseKey, reason: ReleaseReason.INTERRUPTED });
+    expect(releasedAgain).toEqual(released);
   });
 });
 
