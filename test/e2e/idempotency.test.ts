@@ -2,7 +2,7 @@ import { type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import {
   AdjustCreditsResponseSchema,
   type CommitRequestSchema,
@@ -202,6 +202,35 @@ describe("same key, different request", () => {
     expect(failure.reason).toBe("IDEMPOTENCY_KEY_REUSED");
     expect(await available(accountId)).toEqual({ available: 900n, held: 100n });
     expect((await rowsOf(accountId)).reservations).toBe(1);
+  });
+});
+
+describe("same key while the first call runs", () => {
+  it("a different request is ABORTED (IDEMPOTENCY_KEY_IN_USE), not KEY_REUSED: the first call's outcome decides, and afterwards it is KEY_REUSED", async () => {
+    const accountId = await fundedAccount("topup-1000");
+    const key = newKey("reserve");
+    // Hold the account row so the first Reserve stays in flight (its claim taken, its transaction waiting).
+    const blocker = await db.connect();
+    let first: Promise<unknown> | undefined;
+    try {
+      await blocker.query("begin");
+      await blocker.query("select 1 from accounts where account_id = $1 for update", [accountId]);
+      first = t.credit.reserve(reserveRequest(accountId, key, 100n));
+      await vi.waitFor(async () => {
+        const waiting = await count(`select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`, []);
+        expect(waiting).toBeGreaterThan(0);
+      }, { timeout: 10_000, interval: 20 });
+
+      const during = await failureOf(t.credit.reserve(reserveRequest(accountId, key, 101n)));
+      expect([Code[during.code], during.reason]).toEqual([Code[Code.Aborted], "IDEMPOTENCY_KEY_IN_USE"]);
+    } finally {
+      await blocker.query("commit");
+      blocker.release();
+    }
+    await first;
+    const after = await failureOf(t.credit.reserve(reserveRequest(accountId, key, 101n)));
+    expect([Code[after.code], after.reason]).toEqual([Code[Code.InvalidArgument], "IDEMPOTENCY_KEY_REUSED"]);
+    expect(await available(accountId)).toEqual({ available: 900n, held: 100n });
   });
 });
 
