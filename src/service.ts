@@ -18,7 +18,7 @@ import { serverCredentials, startGrpcServer } from "./rpc/server.js";
 import type { HealthReporter } from "./rpc/health.js";
 import { parseTokens } from "./rpc/auth.js";
 import { createCallInterceptor } from "./rpc/interceptor.js";
-import { Metrics, startMetricsServer } from "./observability/metrics.js";
+import { DB_GAUGE_MAX_AGE_MS, Metrics, startMetricsServer } from "./observability/metrics.js";
 import { openDatabase } from "./store/database.js";
 import { BalanceCache } from "./app/balance-cache.js";
 import { PostgresChangeFeed } from "./store/change-feed.js";
@@ -166,7 +166,7 @@ async function startOnDatabase(
   if (config.BALANCE_CACHE_ENTRIES > 0) {
     metrics.gauge("credit_change_feed_up", "1 while this server listens for ledger changes (the balance cache is used only then).", () => (changes.live ? 1 : 0));
   }
-  metrics.gauge("credit_holds_pending", "Reservations currently HELD.", () => store.countHeld());
+  metrics.dbGauge("credit_holds_pending", `Reservations currently HELD (counted at most every ${DB_GAUGE_MAX_AGE_MS / 1000} s, however often scraped).`, () => store.countHeld());
   metrics.gauge("credit_db_pool_connections_in_use", "Postgres connections checked out of the pool.", () => pool.totalCount - pool.idleCount);
   const metricsServer = config.METRICS_ENABLED ? await startMetricsServer(metrics, config.METRICS_HOST, config.METRICS_PORT) : null;
 

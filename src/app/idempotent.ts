@@ -4,7 +4,8 @@ import type { AppDeps, Reply } from "./deps.js";
 /**
  * Wraps a mutating command with the Redis fast path: a key seen with the same request returns
  * the cached response; with another request, IDEMPOTENCY_KEY_REUSED; while its first call is
- * still running, IDEMPOTENCY_KEY_IN_USE (ABORTED, safe to retry). Whatever Redis says or fails
+ * still running, IDEMPOTENCY_KEY_IN_USE (ABORTED, safe to retry) whatever the request, since the
+ * first call's outcome decides what the key means. Whatever Redis says or fails
  * to say, the command itself checks the durable operation record in Postgres, so a flushed or
  * unreachable Redis never causes a second effect. Failed calls leave no record: a retry runs again.
  */

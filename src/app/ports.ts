@@ -58,9 +58,17 @@ export interface EntryQuery {
   readonly accountId: string;
   readonly afterEntryId: bigint | null;
   readonly limit: number;
+  /** The page also ends before the entry that would take its encoded size past this (the first entry always goes in). */
+  readonly maxBytes: number;
   readonly from: Date | null;
   readonly to: Date | null;
   readonly kinds: readonly EntryKind[];
+}
+
+/** One page of entries, oldest first, and whether more follow it. */
+export interface EntryListing {
+  readonly entries: readonly StoredEntry[];
+  readonly more: boolean;
 }
 
 /** What a read of one account found. */
@@ -104,7 +112,8 @@ export interface LedgerStore {
   readonly changes: ChangeFeed;
   findReservation(reservationId: string): Promise<Reservation | null>;
   accountExists(accountId: string): Promise<boolean>;
-  listEntries(query: EntryQuery): Promise<StoredEntry[]>;
+  /** A page of the account's entries; refused (READ_LIMIT_EXCEEDED) when too many listings run or one runs too long. */
+  listEntries(query: EntryQuery): Promise<EntryListing>;
   /** Accounts with an overdue hold or an expired bucket that still has free credits. */
   accountsWithDueWork(now: Date, limit: number): Promise<string[]>;
   /** Applies due work to the account if no other transaction holds it; false if skipped. */

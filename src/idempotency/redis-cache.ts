@@ -48,9 +48,11 @@ export class RedisIdempotencyCache implements IdempotencyCache {
       const existing = await this.redis.get(key);
       if (existing === null) return { kind: "in_flight" }; // claimed and dropped in between: retry
       const [state, storedHash, payload] = existing.split("|");
+      // While the first call runs, any request with its key waits its outcome (ABORTED, retry):
+      // if it fails it leaves no record and a different request may then run under the key.
+      if (state !== DONE || payload === undefined) return { kind: "in_flight" };
       if (storedHash !== hash) return { kind: "mismatch" };
-      if (state === DONE && payload !== undefined) return { kind: "done", response: new Uint8Array(Buffer.from(payload, "base64")) };
-      return { kind: "in_flight" };
+      return { kind: "done", response: new Uint8Array(Buffer.from(payload, "base64")) };
     } catch (err) {
       this.markUnavailable(err);
       this.options.onFallback?.();

@@ -10,8 +10,6 @@ import {
   type AdjustCreditsRequest,
   AdjustCreditsRequestSchema,
   AdjustCreditsResponseSchema,
-  type LedgerEntry,
-  LedgerEntrySchema,
   type ListLedgerEntriesRequest,
   ListLedgerEntriesResponseSchema,
 } from "../gen/credit/v1/admin_service_pb.js";
@@ -37,22 +35,6 @@ function decodePageToken(token: string): bigint | null {
 
 function encodePageToken(afterEntryId: bigint | null): string {
   return afterEntryId === null ? "" : Buffer.from(`e:${afterEntryId}`, "utf8").toString("base64url");
-}
-
-/**
- * A page ends early, with a token for the rest, once its entries pass this many bytes: an entry
- * carries its hold's metadata (up to 32 entries of 64 + 256 characters, about 31 KiB), so 1,000
- * of them could pass what gRPC sends. A page always holds at least one entry.
- */
-export const MAX_PAGE_BYTES = 1024 * 1024;
-
-function fitPage(entries: LedgerEntry[], nextAfterEntryId: bigint | null): { entries: LedgerEntry[]; nextAfterEntryId: bigint | null } {
-  let bytes = 0;
-  for (let i = 0; i < entries.length; i += 1) {
-    bytes += encodeMessage(LedgerEntrySchema, entries[i]!).length;
-    if (bytes > MAX_PAGE_BYTES && i > 0) return { entries: entries.slice(0, i), nextAfterEntryId: entries[i - 1]!.entryId };
-  }
-  return { entries, nextAfterEntryId };
 }
 
 /** CreditAdminService: support tools. */
@@ -100,10 +82,13 @@ export function adminHandlers(deps: AppDeps): ServiceHandlers {
         kinds,
       };
       return reply(
-        await listLedgerEntries(deps, input, (page) => {
-          const { entries, nextAfterEntryId } = fitPage(page.entries.map(encode.ledgerEntry), page.nextAfterEntryId);
-          return encodeMessage(ListLedgerEntriesResponseSchema, create(ListLedgerEntriesResponseSchema, { entries, nextPageToken: encodePageToken(nextAfterEntryId) }));
-        }),
+        // The store ends a page before its entries pass LEDGER_PAGE_MAX_BYTES (src/store/entry-listing.ts).
+        await listLedgerEntries(deps, input, (page) =>
+          encodeMessage(
+            ListLedgerEntriesResponseSchema,
+            create(ListLedgerEntriesResponseSchema, { entries: page.entries.map(encode.ledgerEntry), nextPageToken: encodePageToken(page.nextAfterEntryId) }),
+          ),
+        ),
       );
     },
   };

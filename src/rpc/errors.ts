@@ -39,6 +39,8 @@ export function codeFor(reason: FailureReason): status {
       return status.FAILED_PRECONDITION;
     case "STORE_UNAVAILABLE":
       return status.UNAVAILABLE;
+    case "READ_LIMIT_EXCEEDED":
+      return status.RESOURCE_EXHAUSTED;
     case "UNAUTHENTICATED":
       return status.UNAUTHENTICATED;
     case "PERMISSION_DENIED":

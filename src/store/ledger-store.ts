@@ -1,6 +1,6 @@
 import type { MikroORM } from "@mikro-orm/postgresql";
 import type pg from "pg";
-import type { AccountCommand, AccountSnapshot, ChangeFeed, CommandOutcome, EntryQuery, LedgerStore, StoredEntry, WrittenAccount } from "../app/ports.js";
+import type { AccountCommand, AccountSnapshot, ChangeFeed, CommandOutcome, EntryListing, EntryQuery, LedgerStore, WrittenAccount } from "../app/ports.js";
 import { FailureError } from "../domain/errors.js";
 import type { EntryKind } from "../domain/ledger-entry.js";
 import { applyDue } from "../domain/maintenance.js";
@@ -11,11 +11,11 @@ import { bookFromRow, booksFromRows, loadStatement, lockStatement, nextHoldExpir
 import { GroupCommit, type Settled } from "./batching.js";
 import type { PostgresChangeFeed } from "./change-feed.js";
 import { type BatchResult, type QueuedCommand, runCommandBatch } from "./command-batch.js";
+import { EntryListings } from "./entry-listing.js";
 import { persistStatement } from "./persist.js";
 import { inTransaction, type Query, queryOn } from "./pg.js";
 import { ReservationLocator } from "./reservation-locator.js";
 import { bucketFromRow, reservationFromRow } from "./rows.js";
-import { LedgerEntryRow } from "./schema.js";
 import { guardUnavailable, isStoreUnavailable } from "./unavailable.js";
 
 export interface LedgerStoreOptions {
@@ -192,29 +192,11 @@ export class PostgresLedgerStore implements LedgerStore {
     return guardUnavailable(async () => (await this.q(`select 1 from accounts where account_id = ?`, [accountId])).length > 0);
   }
 
-  async listEntries(query: EntryQuery): Promise<StoredEntry[]> {
-    return guardUnavailable(async () => {
-      const where: Record<string, unknown> = { accountId: query.accountId };
-      if (query.afterEntryId !== null) where["entryId"] = { $gt: query.afterEntryId };
-      const createdAt: Record<string, Date> = {};
-      if (query.from) createdAt["$gte"] = query.from;
-      if (query.to) createdAt["$lt"] = query.to;
-      if (Object.keys(createdAt).length > 0) where["createdAt"] = createdAt;
-      if (query.kinds.length > 0) where["kind"] = { $in: [...query.kinds] };
-      const rows = await this.orm.em.fork().find(LedgerEntryRow, where, { orderBy: { entryId: "asc" }, limit: query.limit });
-      return rows.map((r) => ({
-        entryId: BigInt(r.entryId),
-        accountId: r.accountId,
-        kind: r.kind as EntryKind,
-        bucketId: r.bucketId,
-        reservationId: r.reservationId ?? null,
-        amount: BigInt(r.amount),
-        idempotencyKey: r.idempotencyKey ?? null,
-        caller: r.caller,
-        metadata: r.metadata,
-        createdAt: r.createdAt,
-      }));
-    });
+  /** Listings share the ORM pool with plan lookups: EntryListings bounds how much of it they take. */
+  private readonly listings = new EntryListings();
+
+  async listEntries(query: EntryQuery): Promise<EntryListing> {
+    return this.listings.list(this.orm, query);
   }
 
   async accountsWithDueWork(now: Date, limit: number): Promise<string[]> {

@@ -2,13 +2,14 @@ import { type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import {
   AdjustCreditsResponseSchema,
   type CommitRequestSchema,
   CommitResponseSchema,
   type PurchaseTopUpRequestSchema,
   PurchaseTopUpResponseSchema,
+  ReleaseReason,
   type ReserveRequestSchema,
   ReserveResponseSchema,
 } from "../../src/client/index.js";
@@ -201,6 +202,67 @@ describe("same key, different request", () => {
     expect(failure.reason).toBe("IDEMPOTENCY_KEY_REUSED");
     expect(await available(accountId)).toEqual({ available: 900n, held: 100n });
     expect((await rowsOf(accountId)).reservations).toBe(1);
+  });
+});
+
+describe("same key while the first call runs", () => {
+  it("a different request is ABORTED (IDEMPOTENCY_KEY_IN_USE), not KEY_REUSED: the first call's outcome decides, and afterwards it is KEY_REUSED", async () => {
+    const accountId = await fundedAccount("topup-1000");
+    const key = newKey("reserve");
+    // Hold the account row so the first Reserve stays in flight (its claim taken, its transaction waiting).
+    const blocker = await db.connect();
+    let first: Promise<unknown> | undefined;
+    try {
+      await blocker.query("begin");
+      await blocker.query("select 1 from accounts where account_id = $1 for update", [accountId]);
+      first = t.credit.reserve(reserveRequest(accountId, key, 100n));
+      await vi.waitFor(async () => {
+        const waiting = await count(`select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`, []);
+        expect(waiting).toBeGreaterThan(0);
+      }, { timeout: 10_000, interval: 20 });
+
+      const during = await failureOf(t.credit.reserve(reserveRequest(accountId, key, 101n)));
+      expect([Code[during.code], during.reason]).toEqual([Code[Code.Aborted], "IDEMPOTENCY_KEY_IN_USE"]);
+    } finally {
+      await blocker.query("commit");
+      blocker.release();
+    }
+    await first;
+    const after = await failureOf(t.credit.reserve(reserveRequest(accountId, key, 101n)));
+    expect([Code[after.code], after.reason]).toEqual([Code[Code.InvalidArgument], "IDEMPOTENCY_KEY_REUSED"]);
+    expect(await available(accountId)).toEqual({ available: 900n, held: 100n });
+  });
+});
+
+describe("a reservation id is one id whatever its letter case", () => {
+  it("Commit with the upper-case id, then the same key with the lower-case id, replays the first response", async () => {
+    const accountId = await fundedAccount("topup-1000");
+    const reserved = await t.credit.reserve(reserveRequest(accountId, newKey("reserve"), 100n));
+    const id = reserved.reservation!.reservationId;
+    const key = newKey("commit");
+    const first = await t.credit.commit(commitRequest(id.toUpperCase(), key, 60n));
+    expect(first.reservation?.reservationId).toBe(id);
+    const again = await t.credit.commit(commitRequest(id, key, 60n));
+    expect(hex(toBinary(CommitResponseSchema, again))).toBe(hex(toBinary(CommitResponseSchema, first)));
+    // And the same through Postgres alone, once Redis has lost the key.
+    await redis.flushall();
+    const fromPostgres = await t.credit.commit(commitRequest(id.toUpperCase(), key, 60n));
+    expect(hex(toBinary(CommitResponseSchema, fromPostgres))).toBe(hex(toBinary(CommitResponseSchema, first)));
+    expect((await rowsOf(accountId)).captures).toBe(1);
+  });
+
+  it("Release and ExtendReservation replay across letter case too", async () => {
+    const accountId = await fundedAccount("topup-1000");
+    const extendKey = newKey("extend");
+    const releaseKey = newKey("release");
+    const id = (await t.credit.reserve(reserveRequest(accountId, newKey("reserve"), 100n))).reservation!.reservationId;
+    const ttl = { seconds: 600n, nanos: 0 };
+    const extended = await t.credit.extendReservation({ reservationId: id, idempotencyKey: extendKey, ttl });
+    const extendedAgain = await t.credit.extendReservation({ reservationId: id.toUpperCase(), idempotencyKey: extendKey, ttl });
+    expect(extendedAgain.reservation).toEqual(extended.reservation);
+    const released = await t.credit.release({ reservationId: id.toUpperCase(), idempotencyKey: releaseKey, reason: ReleaseReason.INTERRUPTED });
+    const releasedAgain = await t.credit.release({ reservationId: id, idempotencyKey: releaseKey, reason: ReleaseReason.INTERRUPTED });
+    expect(releasedAgain).toEqual(released);
   });
 });
 

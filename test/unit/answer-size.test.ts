@@ -26,7 +26,7 @@ import {
   ReleaseResponseSchema,
   ReserveResponseSchema,
 } from "../../src/gen/credit/v1/credit_service_pb.js";
-import { MAX_PAGE_BYTES } from "../../src/rpc/admin-handlers.js";
+import { LEDGER_PAGE_MAX_BYTES } from "../../src/app/queries.js";
 import { getBalanceEncoding } from "../../src/rpc/balance-encoding.js";
 import { encodeMessage, MAX_ANSWER_BYTES } from "../../src/rpc/binary-encoder.js";
 import * as encode from "../../src/rpc/encode.js";
@@ -185,10 +185,10 @@ describe("the largest answer of each method", () => {
     expect(bytesOf(AdjustCreditsResponseSchema, { bucket })).toBeLessThan(512);
   });
 
-  it("a ListLedgerEntries page ends past MAX_PAGE_BYTES, so at most one more of the largest entries passes it", () => {
+  it("a ListLedgerEntries page of at most LEDGER_PAGE_MAX_BYTES of entries (and one more of the largest) stays far below the send limit", () => {
     const entry = encodeMessage(LedgerEntrySchema, encode.ledgerEntry(worstEntry())).length;
     // Each entry adds its bytes and at most 4 of tag and length; the page token is an entry id.
-    const page = MAX_PAGE_BYTES + entry + 4 + 64;
+    const page = LEDGER_PAGE_MAX_BYTES + entry + 4 + 64;
     expect(entry).toBeLessThan(40 * 1024);
     expect(page).toBeLessThan(MAX_ANSWER_BYTES / 2);
   });

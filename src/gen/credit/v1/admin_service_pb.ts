@@ -387,7 +387,7 @@ export type ListLedgerEntriesRequest = Message<"credit.v1.ListLedgerEntriesReque
   accountId: string;
 
   /**
-   * Entries per page, 1 to 1000; unset means 100.
+   * Most entries per page, 1 to 1000; unset means 100. A page also ends at about 1 MiB, so it may hold fewer while more follow.
    *
    * @generated from field: int32 page_size = 2;
    */
