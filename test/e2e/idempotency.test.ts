@@ -10,7 +10,7 @@ import {
   type PurchaseTopUpRequestSchema,
   PurchaseTopUpResponseSchema,
   ReleaseReason,
-  type ReserveRequestSchema,
+  ReserveRequestSchema,
   ReserveResponseSchema,
   ReservationState,
 } from "../../src/client/index.js";
@@ -570,6 +570,23 @@ describe("Redis is not trusted to say done", () => {
     t.clock.advance(1_000);
     expect(hex(toBinary(CommitResponseSchema, await t.credit.commit(req)))).toBe(hex(toBinary(CommitResponseSchema, answer)));
     expect((await rowsOf(accountId)).captures).toBe(1);
+  });
+});
+
+describe("Redis is not trusted to say a call is running", () => {
+  it("a forged in-flight claim without an expiry does not make the key ABORTED forever: the call runs and its answer replaces the claim", async () => {
+    const accountId = await fundedAccount("topup-1000");
+    const req = reserveRequest(accountId, newKey("reserve"), 100n);
+    const hash = requestHash("Reserve", ReserveRequestSchema, create(ReserveRequestSchema, req)).toString("hex");
+    const key = RedisIdempotencyCache.key(accountId, req.idempotencyKey!);
+    await redis.set(key, `P|${hash}|${newKey("token")}`); // no PX: it would never expire
+
+    const first = await t.credit.reserve(req);
+    expect(first.balance!.available).toBe(900n);
+    expect(await redis.pttl(key)).toBeGreaterThan(0); // the real answer, with the idempotency TTL
+    t.clock.advance(1_000);
+    expect(hex(toBinary(ReserveResponseSchema, await t.credit.reserve(req)))).toBe(hex(toBinary(ReserveResponseSchema, first)));
+    expect((await rowsOf(accountId)).reservations).toBe(1);
   });
 });
 

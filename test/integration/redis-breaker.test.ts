@@ -3,11 +3,14 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
-import { RedisIdempotencyCache } from "../../src/idempotency/redis-cache.js";
+import type { IdempotencyClaim, IdempotencyScope } from "../../src/app/ports.js";
+import { REDIS_BREAKER, RedisIdempotencyCache } from "../../src/idempotency/redis-cache.js";
+import { createRedisClient, waitReady } from "../../src/idempotency/redis-client.js";
 import { REDIS_HEALTH } from "../../src/service.js";
 import { newAccountId, startTestService, type TestService } from "../support/harness.js";
 import { sampleOf, scrape } from "../support/prometheus.js";
 import { commandCalls, pingOnce, type RedisServerProcess, startRedisServer } from "../support/redis-server.js";
+import { TcpProxy } from "../support/tcp-proxy.js";
 
 /**
  * A hung Redis — SIGSTOP: connections stay open and nothing answers, so every command waits for
@@ -65,7 +68,7 @@ describe("the service with Redis hung (SIGSTOP)", () => {
     }
     // Redis now runs what was sent to it while it was stopped, then counts it.
     await until("Redis answering", () => pingOnce({ port: server.port }).then(() => true, () => false));
-    expect(await keyCommands()).toBeLessThanOrEqual(before + 3);
+    expect(await keyCommands()).toBeLessThanOrEqual(before + REDIS_BREAKER.failureThreshold);
 
     await until("credit.redis SERVING", async () => (await redisHealth()) === HealthCheckResponse_ServingStatus.SERVING);
     expect(sampleOf(await scrape(t.service.metricsPort), "credit_redis_up")).toBe(1);
@@ -74,5 +77,72 @@ describe("the service with Redis hung (SIGSTOP)", () => {
     const balance = await t.credit.getBalance({ accountId });
     expect(balance.balance!.available).toBe(11n); // each call applied once
     expect(await t.service.store.reconcile(accountId)).toEqual([]);
+  });
+});
+
+describe("the cache's circuit breaker", () => {
+  const SECRET = "breaker-test-secret-0123456789abcdef";
+  const scope: IdempotencyScope = { kind: "account", id: newAccountId("breaker") };
+  const claim = (i: number): IdempotencyClaim => ({ key: `breaker-${i}`, method: "Reserve", requestHash: Buffer.alloc(32, i) });
+  const response = new Uint8Array([1, 2, 3]);
+
+  /** A cache of its own on `url`, recording each time it gives Redis up (false) or finds it again (true). */
+  async function cacheOn(url: string) {
+    const client = createRedisClient(url);
+    client.on("error", () => undefined);
+    const changes: boolean[] = [];
+    const cache = new RedisIdempotencyCache(client, { ttlMs: 60_000, lockMs: 10_000, secret: SECRET, onAvailability: (up) => changes.push(up) });
+    expect(await waitReady(client, 5_000)).toBe(true);
+    return { client, cache, changes };
+  }
+
+  it("opens after three failed commands in a row; open, begin/complete/abandon send Redis nothing; the probe closes it once Redis answers", async () => {
+    const { cache, changes } = await cacheOn(server.url);
+    try {
+      expect((await cache.begin(scope, claim(0))).kind).toBe("claimed");
+      const before = await keyCommands();
+      server.pause();
+      try {
+        // Each of these waits for the 500 ms command timeout: begin, its complete, the next begin.
+        expect((await cache.begin(scope, claim(1))).kind).toBe("unavailable");
+        await cache.complete(scope, claim(1), response);
+        expect([cache.available, changes]).toEqual([true, []]);
+        expect((await cache.begin(scope, claim(2))).kind).toBe("unavailable");
+        expect([cache.available, changes]).toEqual([false, [false]]);
+        for (let i = 3; i < 23; i++) {
+          expect((await cache.begin(scope, claim(i))).kind).toBe("unavailable");
+          await cache.complete(scope, claim(i), response);
+          await cache.abandon(scope, claim(i), "token");
+        }
+        expect(cache.available).toBe(false);
+      } finally {
+        server.resume();
+      }
+      await until("the breaker closing", async () => cache.available);
+      expect(changes).toEqual([false, true]);
+      expect(await keyCommands()).toBe(before + 3); // the three that opened it, nothing since
+      expect((await cache.begin(scope, claim(30))).kind).toBe("claimed");
+    } finally {
+      await cache.close();
+    }
+  });
+
+  it("opens at the first failure when the connection is down (refused), and closes once Redis can be reached again", async () => {
+    const proxy = new TcpProxy("127.0.0.1", server.port);
+    const port = await proxy.start();
+    const { client, cache, changes } = await cacheOn(`redis://127.0.0.1:${port}`);
+    try {
+      await proxy.stop();
+      await until("the client noticing", async () => client.status !== "ready");
+      expect((await cache.begin(scope, claim(40))).kind).toBe("unavailable");
+      expect([cache.available, changes]).toEqual([false, [false]]);
+      await proxy.start(port);
+      await until("the breaker closing", async () => cache.available);
+      expect(changes).toEqual([false, true]);
+      expect((await cache.begin(scope, claim(41))).kind).toBe("claimed");
+    } finally {
+      await cache.close();
+      await proxy.stop();
+    }
   });
 });
