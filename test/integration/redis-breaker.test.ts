@@ -5,10 +5,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
 import type { IdempotencyClaim, IdempotencyScope } from "../../src/app/ports.js";
 import { REDIS_BREAKER, RedisIdempotencyCache } from "../../src/idempotency/redis-cache.js";
-import { createRedisClient, waitReady } from "../../src/idempotency/redis-client.js";
+import { createRedisClient, createRedisClusterClient, probeRedis, waitReady } from "../../src/idempotency/redis-client.js";
 import { REDIS_HEALTH } from "../../src/service.js";
 import { newAccountId, startTestService, type TestService } from "../support/harness.js";
 import { sampleOf, scrape } from "../support/prometheus.js";
+import { startRedisCluster } from "../support/redis-cluster.js";
 import { commandCalls, pingOnce, type RedisServerProcess, startRedisServer } from "../support/redis-server.js";
 import { TcpProxy } from "../support/tcp-proxy.js";
 
@@ -143,6 +144,38 @@ describe("the cache's circuit breaker", () => {
     } finally {
       await cache.close();
       await proxy.stop();
+    }
+  });
+});
+
+describe("the breaker on a Redis Cluster", () => {
+  it("the probe needs every master: with one hung, the breaker stays open through several probes; it closes once that node answers", async () => {
+    const cluster = await startRedisCluster();
+    const client = createRedisClusterClient(cluster.startupNodes);
+    client.on("error", () => undefined);
+    const changes: boolean[] = [];
+    const cache = new RedisIdempotencyCache(client, { ttlMs: 60_000, lockMs: 10_000, secret: "cluster-breaker-secret-0123456789ab", onAvailability: (up) => changes.push(up) });
+    const [hung, healthy] = cluster.ports as [number, number, number];
+    const pings = async () => (await commandCalls(`redis://127.0.0.1:${healthy}`))["ping"] ?? 0;
+    try {
+      expect(await waitReady(client, 10_000)).toBe(true);
+      await until("a connection to every master", async () => client.nodes("master").length === 3);
+      await expect(probeRedis(client, 250)).resolves.toBeUndefined();
+      cluster.pause(hung);
+      try {
+        await expect(probeRedis(client, 250)).rejects.toThrow(/did not answer PING/);
+        cache.assumeDown(new Error("a master is hung"));
+        const before = await pings();
+        await until("two probes reaching a healthy master", async () => (await pings()) >= before + 2);
+        expect([cache.available, changes]).toEqual([false, [false]]);
+      } finally {
+        cluster.resume(hung);
+      }
+      await until("the breaker closing", async () => cache.available);
+      expect(changes).toEqual([false, true]);
+    } finally {
+      await cache.close();
+      await cluster.stop();
     }
   });
 });
