@@ -113,6 +113,7 @@ async function startOnDatabase(
     ttlMs: config.IDEMPOTENCY_TTL_SECONDS * 1000,
     lockMs: config.IDEMPOTENCY_LOCK_SECONDS * 1000,
     secret: config.IDEMPOTENCY_SECRET,
+    now: () => clock.now().getTime(),
     onAvailability: (available, err) => {
       metrics.redisUp.set(available ? 1 : 0);
       health?.setComponent(REDIS_HEALTH, available ? "SERVING" : "NOT_SERVING");
@@ -120,7 +121,7 @@ async function startOnDatabase(
       else log.warn({ err: err instanceof Error ? err.message : String(err) }, "redis unavailable: idempotency served from Postgres alone");
     },
     onFallback: () => metrics.redisFallbacks.inc(),
-    onUntrusted: (redisKey) => log.warn({ redisKey }, "idempotency value in Redis failed its authentication: ignored, Postgres decides"),
+    onUntrusted: (redisKey) => log.warn({ redisKey }, "idempotency value in Redis failed its check (forged, tampered, another secret, or a claim past its deadline): ignored, Postgres decides"),
   });
   if (!(await waitReady(redis, 2000))) cache.assumeDown(new Error("redis not reachable at start"));
 

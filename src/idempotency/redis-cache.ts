@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { CacheLookup, IdempotencyCache, IdempotencyClaim, IdempotencyScope } from "../app/ports.js";
 import { CircuitBreaker } from "./circuit-breaker.js";
 import { probeRedis, type RedisConnection } from "./redis-client.js";
-import { ValueSigner } from "./signed-values.js";
+import { type StoredValue, ValueSigner } from "./signed-values.js";
 
 /** When the fast path gives up on Redis and how it finds it again (see CircuitBreaker). */
 export interface RedisBreakerSettings {
@@ -29,12 +29,14 @@ export interface RedisCacheOptions {
   readonly lockMs: number;
   /** Authenticates every value stored (IDEMPOTENCY_SECRET); servers sharing Redis must share it. */
   readonly secret: string;
+  /** Wall time in ms: a claim carries its deadline (now + lockMs), sealed, and is void after it. */
+  readonly now: () => number;
   readonly breaker?: RedisBreakerSettings;
   /** Told when the fast path is given up (Redis down or hung) and when it is back. */
   readonly onAvailability: (available: boolean, err?: unknown) => void;
   /** Told each time a lookup falls back to Postgres alone. */
   readonly onFallback?: () => void;
-  /** Told of a value that fails its authentication (forged, tampered, or sealed with another secret). */
+  /** Told of a value that fails its check (forged, tampered, sealed with another secret, a claim past its deadline). */
   readonly onUntrusted?: (redisKey: string) => void;
 }
 
@@ -45,9 +47,10 @@ const DELETE_IF_UNCHANGED = `if redis.call("GET", KEYS[1]) == ARGV[1] then retur
 const escapeId = (id: string) => id.replace(/[%}]/g, (c) => (c === "%" ? "%25" : "%7D"));
 
 /**
- * The idempotency fast path in Redis. Values are sealed by ValueSigner: `P|<hash>|<token>|<mac>`
- * while a call runs, then `D|<hash>|<base64 response>|<mac>`; one that does not verify is
- * ignored (Postgres decides) and overwritten. Keys are hash-tagged by scope so one call's key
+ * The idempotency fast path in Redis. Values are sealed by ValueSigner: `P|<hash>|<token>@<deadline
+ * ms>|<mac>` while a call runs, then `D|<hash>|<base64 response>|<mac>`; one that does not verify,
+ * or a claim past its deadline (a copy put back without its expiry), is ignored (Postgres
+ * decides) and overwritten. Keys are hash-tagged by scope so one call's key
  * lives on one Redis Cluster slot. Every Redis error is absorbed: the answer becomes
  * "unavailable" and the Postgres operation record decides; after a few in a row, or at once when
  * the connection is down, a circuit breaker skips Redis until a background probe finds it again.
@@ -103,7 +106,7 @@ export class RedisIdempotencyCache implements IdempotencyCache {
     if (this.breaker.open) return this.fallback();
     const key = RedisIdempotencyCache.keyOf(scope, claim.key);
     const hash = claim.requestHash.toString("hex");
-    const token = randomUUID();
+    const token = `${randomUUID()}@${this.options.now() + this.options.lockMs}`;
     try {
       const set = await this.redis.set(key, this.signer.seal(key, { state: "P", hash, payload: token }), "PX", this.options.lockMs, "NX");
       if (set === "OK") {
@@ -151,7 +154,7 @@ export class RedisIdempotencyCache implements IdempotencyCache {
 
   /** What a value found under the key says, if it verifies. */
   private judge(key: string, raw: string, hash: string): CacheLookup {
-    const value = this.signer.open(key, raw);
+    const value = this.trusted(key, raw);
     if (value === null) {
       this.options.onUntrusted?.(key);
       // Not replayed, not "in flight": the call runs on Postgres. Dropped now (unless replaced
@@ -164,6 +167,13 @@ export class RedisIdempotencyCache implements IdempotencyCache {
     if (value.state !== "D") return { kind: "in_flight" };
     if (value.hash !== hash) return { kind: "mismatch" };
     return { kind: "done", response: new Uint8Array(Buffer.from(value.payload, "base64")) };
+  }
+
+  /** The value read under `key`, if it verifies and (a claim) its deadline has not passed. */
+  private trusted(key: string, raw: string): StoredValue | null {
+    const value = this.signer.open(key, raw);
+    if (value?.state === "P" && !(Number(value.payload.split("@")[1]) > this.options.now())) return null;
+    return value;
   }
 
   private fallback(): CacheLookup {

@@ -92,7 +92,7 @@ describe("the cache's circuit breaker", () => {
     const client = createRedisClient(url);
     client.on("error", () => undefined);
     const changes: boolean[] = [];
-    const cache = new RedisIdempotencyCache(client, { ttlMs: 60_000, lockMs: 10_000, secret: SECRET, onAvailability: (up) => changes.push(up) });
+    const cache = new RedisIdempotencyCache(client, { ttlMs: 60_000, lockMs: 10_000, now: Date.now, secret: SECRET, onAvailability: (up) => changes.push(up) });
     expect(await waitReady(client, 5_000)).toBe(true);
     return { client, cache, changes };
   }
@@ -154,7 +154,7 @@ describe("the breaker on a Redis Cluster", () => {
     const client = createRedisClusterClient(cluster.startupNodes);
     client.on("error", () => undefined);
     const changes: boolean[] = [];
-    const cache = new RedisIdempotencyCache(client, { ttlMs: 60_000, lockMs: 10_000, secret: "cluster-breaker-secret-0123456789ab", onAvailability: (up) => changes.push(up) });
+    const cache = new RedisIdempotencyCache(client, { ttlMs: 60_000, lockMs: 10_000, now: Date.now, secret: "cluster-breaker-secret-0123456789ab", onAvailability: (up) => changes.push(up) });
     const [hung, healthy] = cluster.ports as [number, number, number];
     const pings = async () => (await commandCalls(`redis://127.0.0.1:${healthy}`))["ping"] ?? 0;
     try {

@@ -274,7 +274,7 @@ describe("where the keys land", () => {
     expect(redis).toBeInstanceOf(Cluster);
     try {
       expect(await waitReady(redis, 10_000)).toBe(true);
-      const cache = new RedisIdempotencyCache(redis, { ttlMs: 60_000, lockMs: 60_000, secret: "cluster-test-secret-of-at-least-32-chars", onAvailability: () => undefined });
+      const cache = new RedisIdempotencyCache(redis, { ttlMs: 60_000, lockMs: 60_000, now: Date.now, secret: "cluster-test-secret-of-at-least-32-chars", onAvailability: () => undefined });
       // Scopes until each node holds at least one claim, so the script runs on all three.
       const portsUsed = new Set<number>();
       for (let i = 0; i < 60 && portsUsed.size < cluster.ports.length; i++) {

@@ -16,6 +16,9 @@ const SECRET = "values-test-secret-0123456789abcdef";
 const OTHER_SECRET = "another-secret-0123456789abcdefghij";
 let raw: Redis;
 const caches: RedisIdempotencyCache[] = [];
+/** The servers' wall clock, moved by hand where a test needs a claim's deadline to pass. */
+const clock = { ms: Date.now() };
+const LOCK_MS = 10_000;
 const untrusted: string[] = [];
 
 beforeAll(() => {
@@ -31,8 +34,9 @@ async function server(secret = SECRET): Promise<RedisIdempotencyCache> {
   const client = createRedisClient(TEST_REDIS_URL);
   const cache = new RedisIdempotencyCache(client, {
     ttlMs: 60_000,
-    lockMs: 10_000,
+    lockMs: LOCK_MS,
     secret,
+    now: () => clock.ms,
     onAvailability: () => undefined,
     onUntrusted: (key) => untrusted.push(key),
   });
@@ -128,6 +132,24 @@ describe("values that fail their check are untrusted", () => {
     await a.complete(scope, claim, response);
     expect(await a.begin(scope, claim)).toEqual({ kind: "done", response });
     expect(await raw.pttl(key)).toBeGreaterThan(0);
+  });
+});
+
+describe("claims carry their deadline", () => {
+  it("a genuine claim put back without its expiry is in flight until its deadline, then a miss", async () => {
+    const a = await server();
+    const scope = account();
+    const claim = claimOf();
+    const key = RedisIdempotencyCache.keyOf(scope, claim.key);
+    expect((await a.begin(scope, claim)).kind).toBe("claimed");
+    const genuine = (await raw.get(key))!;
+    expect(genuine).toMatch(/^P\|/);
+    await raw.set(key, genuine); // what someone able to write to Redis could do: no PX any more
+    const b = await server();
+    expect((await b.begin(scope, claim)).kind).toBe("in_flight");
+    clock.ms += LOCK_MS;
+    expect((await b.begin(scope, claim)).kind).toBe("untrusted");
+    expect((await b.begin(scope, claim)).kind).toBe("claimed");
   });
 });
 
