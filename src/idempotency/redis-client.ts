@@ -87,12 +87,29 @@ export function createRedisConnection(
 }
 
 /**
- * Resolves once Redis answers a PING — every master of a cluster, so a cluster with one node
- * hung or gone does not count as back — within `timeoutMs`; rejects otherwise.
+ * The connection to every node that serves slots in the client's slot map. A node named there
+ * without a connection (it died: the client drops the connection of a node that goes away) fails
+ * the lookup, and asks for a fresh slot map, which names the replica promoted in its place once
+ * the cluster has failed over, and reconnects a node that came back.
+ */
+function slotOwners(cluster: Cluster): Redis[] {
+  const connected = new Map(cluster.nodes("master").map((node) => [`${node.options.host}:${node.options.port}`, node]));
+  const owners = new Set(cluster.slots.map((keys) => keys[0]).filter((key) => key !== undefined));
+  if (owners.size === 0) throw new Error("no Redis Cluster slot map yet");
+  return [...owners].map((owner) => {
+    const node = connected.get(owner);
+    if (node !== undefined) return node;
+    cluster.refreshSlotsCache();
+    throw new Error(`no connection to Redis Cluster node ${owner}, which serves slots`);
+  });
+}
+
+/**
+ * Resolves once Redis answers a PING — on a cluster, every node serving slots, so a cluster
+ * with one node hung or gone does not count as back — within `timeoutMs`; rejects otherwise.
  */
 export async function probeRedis(redis: RedisConnection, timeoutMs: number): Promise<void> {
-  const nodes = redis instanceof Cluster ? redis.nodes("master") : [redis];
-  if (nodes.length === 0) throw new Error("no Redis Cluster node is known yet");
+  const nodes = redis instanceof Cluster ? slotOwners(redis) : [redis];
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`Redis did not answer PING within ${timeoutMs} ms`)), timeoutMs);

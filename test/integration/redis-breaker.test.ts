@@ -149,7 +149,7 @@ describe("the cache's circuit breaker", () => {
 });
 
 describe("the breaker on a Redis Cluster", () => {
-  it("the probe needs every master: with one hung, the breaker stays open through several probes; it closes once that node answers", async () => {
+  it("the probe needs every node serving slots: one hung or killed keeps the breaker open through several probes; a hung one that answers again closes it", async () => {
     const cluster = await startRedisCluster();
     const client = createRedisClusterClient(cluster.startupNodes);
     client.on("error", () => undefined);
@@ -166,13 +166,27 @@ describe("the breaker on a Redis Cluster", () => {
         await expect(probeRedis(client, 250)).rejects.toThrow(/did not answer PING/);
         cache.assumeDown(new Error("a master is hung"));
         const before = await pings();
-        await until("two probes reaching a healthy master", async () => (await pings()) >= before + 2);
+        await until("two probes reaching a healthy master, or the breaker closing", async () => cache.available || (await pings()) >= before + 2);
         expect([cache.available, changes]).toEqual([false, [false]]);
       } finally {
         cluster.resume(hung);
       }
       await until("the breaker closing", async () => cache.available);
       expect(changes).toEqual([false, true]);
+
+      // Killed: the client drops its connection, but its slots still name it.
+      const onDead: IdempotencyScope[] = [];
+      for (let i = 0; onDead.length < 3; i++) {
+        const scope: IdempotencyScope = { kind: "account", id: `dead-${i}` };
+        const slot = Number(await client.cluster("KEYSLOT", RedisIdempotencyCache.keyOf(scope, "k")));
+        if (client.slots[slot]?.[0] === `127.0.0.1:${hung}`) onDead.push(scope);
+      }
+      await cluster.kill(hung);
+      for (const scope of onDead) expect((await cache.begin(scope, { key: "k", method: "Reserve", requestHash: Buffer.alloc(32) })).kind).toBe("unavailable");
+      expect([cache.available, changes]).toEqual([false, [false, true, false]]);
+      const before = await pings();
+      await until("two probes reaching a live master, or the breaker closing", async () => cache.available || (await pings()) >= before + 2);
+      expect(cache.available).toBe(false);
     } finally {
       await cache.close();
       await cluster.stop();
