@@ -40,6 +40,55 @@ const clusterNodes = z.string().transform((raw, ctx): readonly RedisClusterNode[
   return Object.freeze(nodes);
 });
 
+// ---- Redis: the idempotency fast path's secret, AUTH and TLS -------------------------------
+
+/**
+ * Signs the fast path's values when IDEMPOTENCY_SECRET is unset, outside production only. It is
+ * public (it is in this file), so it protects nothing; it is fixed rather than random so that
+ * development servers sharing one Redis accept each other's values.
+ */
+export const DEVELOPMENT_IDEMPOTENCY_SECRET = "credit-service development idempotency secret: public, never for production";
+
+const redisSettings = {
+  /** HMAC key of every value the fast path stores in Redis (at least 32 characters); required in production. */
+  IDEMPOTENCY_SECRET: z.string().min(32, "must be at least 32 characters").default(DEVELOPMENT_IDEMPOTENCY_SECRET),
+  /** AUTH for the single node (with REDIS_URL's own credentials, set one or the other) and for every cluster node. */
+  REDIS_USERNAME: z.string().min(1).optional(),
+  REDIS_PASSWORD: z.string().min(1).optional(),
+  /** TLS to Redis (every cluster node too); a `rediss://` REDIS_URL turns it on for the single node as well. */
+  REDIS_TLS: bool.default(false),
+  /** A CA file to trust for Redis TLS (a private CA); unset: the system's CAs. */
+  REDIS_TLS_CA_FILE: z.string().min(1).optional(),
+};
+
+interface RedisSettings {
+  readonly ENVIRONMENT: string;
+  readonly REDIS_URL: string;
+  readonly REDIS_CLUSTER_NODES?: readonly RedisClusterNode[] | undefined;
+  readonly IDEMPOTENCY_SECRET: string;
+  readonly REDIS_USERNAME?: string | undefined;
+  readonly REDIS_PASSWORD?: string | undefined;
+  readonly REDIS_TLS: boolean;
+  readonly REDIS_TLS_CA_FILE?: string | undefined;
+}
+
+function checkRedisSettings(c: RedisSettings, ctx: z.RefinementCtx): void {
+  if (c.ENVIRONMENT === "production" && c.IDEMPOTENCY_SECRET === DEVELOPMENT_IDEMPOTENCY_SECRET) {
+    ctx.addIssue({ code: "custom", path: ["IDEMPOTENCY_SECRET"], message: "production requires IDEMPOTENCY_SECRET (at least 32 characters, e.g. openssl rand -hex 32)" });
+  }
+  if (!URL.canParse(c.REDIS_URL)) return; // REDIS_URL's own check names it
+  const url = new URL(c.REDIS_URL);
+  if ((url.username !== "" && c.REDIS_USERNAME !== undefined) || (url.password !== "" && c.REDIS_PASSWORD !== undefined)) {
+    ctx.addIssue({ code: "custom", path: ["REDIS_PASSWORD"], message: "give Redis credentials in REDIS_URL or in REDIS_USERNAME / REDIS_PASSWORD, not both" });
+  }
+  const singleNodeTls = c.REDIS_CLUSTER_NODES === undefined && url.protocol === "rediss:";
+  if (c.REDIS_TLS_CA_FILE !== undefined && !c.REDIS_TLS && !singleNodeTls) {
+    ctx.addIssue({ code: "custom", path: ["REDIS_TLS_CA_FILE"], message: "REDIS_TLS_CA_FILE needs REDIS_TLS=true (or a rediss:// REDIS_URL)" });
+  }
+}
+
+// ----------------------------------------------------------------------------------------------
+
 /** Every variable the service reads, with its default. README.md lists them for operators. */
 const schema = z
   .object({
@@ -53,6 +102,7 @@ const schema = z
     REDIS_URL: z.url({ protocol: /^rediss?$/ }).default("redis://127.0.0.1:6379"),
     /** Comma-separated `host:port` seed nodes of a Redis Cluster; unset = the single node at REDIS_URL. */
     REDIS_CLUSTER_NODES: clusterNodes.optional(),
+    ...redisSettings,
     GRPC_HOST: z.string().min(1).default("0.0.0.0"),
     GRPC_PORT: z.coerce.number().int().min(0).max(65535).default(50051),
     GRPC_MAX_MESSAGE_BYTES: z.coerce.number().int().min(1024).max(16 * 1024 * 1024).default(64 * 1024),
@@ -108,7 +158,8 @@ const schema = z
   .refine((c) => c.HOLD_DEFAULT_TTL_SECONDS <= c.HOLD_MAX_TTL_SECONDS, {
     message: "HOLD_DEFAULT_TTL_SECONDS must not exceed HOLD_MAX_TTL_SECONDS",
     path: ["HOLD_DEFAULT_TTL_SECONDS"],
-  });
+  })
+  .superRefine(checkRedisSettings);
 
 export type Config = Readonly<z.infer<typeof schema>>;
 

@@ -3,7 +3,7 @@ import type { MikroORM } from "@mikro-orm/postgresql";
 import type { Logger } from "pino";
 import type { AppDeps } from "./app/deps.js";
 import { type SweepReport, sweepOnce, startSweeper, type Sweeper } from "./app/sweeper.js";
-import type { Config } from "./config.js";
+import { type Config, DEVELOPMENT_IDEMPOTENCY_SECRET } from "./config.js";
 import type { Clock } from "./domain/clock.js";
 import { DEFAULT_TOP_UP_PACKS } from "./domain/top-up-packs.js";
 import { CreditAdminService } from "./gen/credit/v1/admin_service_pb.js";
@@ -108,9 +108,12 @@ async function startOnDatabase(
   const redis = createRedisConnection(config); // REDIS_CLUSTER_NODES set: a Redis Cluster client
   redis.on("error", (err: Error) => log.debug({ err: err.message }, "redis connection error"));
   let health: HealthReporter | null = null;
+  if (config.IDEMPOTENCY_SECRET === DEVELOPMENT_IDEMPOTENCY_SECRET) log.info("IDEMPOTENCY_SECRET unset: Redis values are signed with the public development secret");
   const cache = new RedisIdempotencyCache(redis, {
     ttlMs: config.IDEMPOTENCY_TTL_SECONDS * 1000,
     lockMs: config.IDEMPOTENCY_LOCK_SECONDS * 1000,
+    secret: config.IDEMPOTENCY_SECRET,
+    now: () => clock.now().getTime(),
     onAvailability: (available, err) => {
       metrics.redisUp.set(available ? 1 : 0);
       health?.setComponent(REDIS_HEALTH, available ? "SERVING" : "NOT_SERVING");
@@ -118,8 +121,9 @@ async function startOnDatabase(
       else log.warn({ err: err instanceof Error ? err.message : String(err) }, "redis unavailable: idempotency served from Postgres alone");
     },
     onFallback: () => metrics.redisFallbacks.inc(),
+    onUntrusted: (redisKey) => log.warn({ redisKey }, "idempotency value in Redis failed its check (forged, tampered, another secret, or a claim past its deadline): ignored, Postgres decides"),
   });
-  if (!(await waitReady(redis, 2000))) log.warn("redis not reachable at start: idempotency served from Postgres alone");
+  if (!(await waitReady(redis, 2000))) cache.assumeDown(new Error("redis not reachable at start"));
 
   const deps: AppDeps = {
     store,
@@ -162,7 +166,7 @@ async function startOnDatabase(
     log,
   );
   health = server.health;
-  health.setComponent(REDIS_HEALTH, redis.status === "ready" ? "SERVING" : "NOT_SERVING");
+  health.setComponent(REDIS_HEALTH, cache.available ? "SERVING" : "NOT_SERVING");
   if (config.BALANCE_CACHE_ENTRIES > 0) {
     metrics.gauge("credit_change_feed_up", "1 while this server listens for ledger changes (the balance cache is used only then).", () => (changes.live ? 1 : 0));
   }

@@ -402,7 +402,7 @@ describe("configuration", () => {
   });
 
   it("ENVIRONMENT=production with AUTH_TOKENS is accepted, and development runs without them", () => {
-    expect(parseConfig({ ENVIRONMENT: "production", AUTH_TOKENS }).AUTH_TOKENS).toBe(AUTH_TOKENS);
+    expect(parseConfig({ ENVIRONMENT: "production", AUTH_TOKENS, IDEMPOTENCY_SECRET: "x".repeat(32) }).AUTH_TOKENS).toBe(AUTH_TOKENS);
     expect(parseConfig({ ENVIRONMENT: "development" }).AUTH_TOKENS).toBeUndefined();
   });
 

@@ -79,7 +79,7 @@ async function rowsFor(accountIds: readonly string[]): Promise<Counts> {
 }
 
 async function idempotencyKeysFor(scope: string): Promise<string[]> {
-  return (await redis.keys(`credit:idem:{${scope}}:*`)).sort();
+  return (await redis.keys(`credit:idem:*{${scope}}:*`)).sort(); // an account's keys, or (r:) a reservation's
 }
 
 interface Refusal {
