@@ -1,5 +1,5 @@
 import { pino } from "pino";
-import { loadConfig } from "./config.js";
+import { configWarnings, loadConfig } from "./config.js";
 import { systemClock } from "./domain/clock.js";
 import { startService } from "./service.js";
 
@@ -8,6 +8,7 @@ const log = pino({ base: { service: "credit" } });
 async function main(): Promise<void> {
   const config = loadConfig();
   log.level = config.LOG_LEVEL;
+  for (const warning of configWarnings(config)) log.warn({ environment: config.ENVIRONMENT }, warning);
   const service = await startService(config, systemClock, log);
   // The ready line is written whatever LOG_LEVEL says: scripts and operators wait for it.
   log.child({}, { level: "info" }).info({ port: service.port, metricsPort: service.metricsPort }, "credit service listening");

@@ -16,7 +16,6 @@ import { creditHandlers } from "./rpc/credit-handlers.js";
 import { planAdminHandlers, planHandlers } from "./rpc/plan-handlers.js";
 import { serverCredentials, startGrpcServer } from "./rpc/server.js";
 import type { HealthReporter } from "./rpc/health.js";
-import { parseTokens } from "./rpc/auth.js";
 import { createCallInterceptor } from "./rpc/interceptor.js";
 import { DB_GAUGE_MAX_AGE_MS, Metrics, startMetricsServer } from "./observability/metrics.js";
 import { openDatabase } from "./store/database.js";
@@ -155,7 +154,7 @@ async function startOnDatabase(
       credentials: serverCredentials({ certFile: config.TLS_CERT_FILE, keyFile: config.TLS_KEY_FILE, clientCaFile: config.TLS_CLIENT_CA_FILE }),
       interceptors: [
         createCallInterceptor({
-          tokens: config.AUTH_TOKENS?.trim() ? parseTokens(config.AUTH_TOKENS) : null,
+          tokens: config.AUTH_TOKENS ?? null,
           openReflection: config.AUTH_OPEN_REFLECTION,
           openHealth: config.AUTH_OPEN_HEALTH,
           log,
