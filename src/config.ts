@@ -164,9 +164,9 @@ const schema = z
     /** A connection is told to go away (GOAWAY) after this long, ±10 %; its open calls get the grace. */
     GRPC_CONNECTION_MAX_AGE_MS: millis(0, 30 * 60_000),
     GRPC_CONNECTION_AGE_GRACE_MS: millis(0, 60_000),
-    /** The server pings every connection this often and cuts one whose ping goes unanswered for the timeout. */
-    GRPC_KEEPALIVE_MS: millis(0, 2 * 60_000),
-    GRPC_KEEPALIVE_TIMEOUT_MS: millis(1, 20_000),
+    /** TCP keepalive: a connection silent this long is probed, and dropped when the probes go unanswered for the timeout. */
+    GRPC_TCP_KEEPALIVE_MS: millis(0, 2 * 60_000).refine((ms) => ms === 0 || ms >= 1000, "0 (off) or at least 1000: the kernel counts whole seconds"),
+    GRPC_TCP_KEEPALIVE_TIMEOUT_MS: millis(3000, 30_000),
     DB_MIGRATE: bool.default(true),
     /** Connections of the ledger's pool (the ORM side — plans, rate cards, entry listing — keeps a pool of its own, at most 4). */
     DB_POOL_MAX: z.coerce.number().int().min(2).max(200).default(10),

@@ -183,14 +183,14 @@ describe("configuration", () => {
         idle: c.GRPC_CONNECTION_IDLE_MS,
         age: c.GRPC_CONNECTION_MAX_AGE_MS,
         grace: c.GRPC_CONNECTION_AGE_GRACE_MS,
-        keepalive: c.GRPC_KEEPALIVE_MS,
-        keepaliveTimeout: c.GRPC_KEEPALIVE_TIMEOUT_MS,
-      }).toEqual({ connections: 1000, streams: 100, handshake: 10_000, idle: 300_000, age: 1_800_000, grace: 60_000, keepalive: 120_000, keepaliveTimeout: 20_000 });
+        keepalive: c.GRPC_TCP_KEEPALIVE_MS,
+        keepaliveTimeout: c.GRPC_TCP_KEEPALIVE_TIMEOUT_MS,
+      }).toEqual({ connections: 1000, streams: 100, handshake: 10_000, idle: 300_000, age: 1_800_000, grace: 60_000, keepalive: 120_000, keepaliveTimeout: 30_000 });
     });
 
     it("0 turns the idle, age and keepalive timers off", () => {
-      const c = parseConfig({ GRPC_CONNECTION_IDLE_MS: "0", GRPC_CONNECTION_MAX_AGE_MS: "0", GRPC_KEEPALIVE_MS: "0" });
-      expect([c.GRPC_CONNECTION_IDLE_MS, c.GRPC_CONNECTION_MAX_AGE_MS, c.GRPC_KEEPALIVE_MS]).toEqual([0, 0, 0]);
+      const c = parseConfig({ GRPC_CONNECTION_IDLE_MS: "0", GRPC_CONNECTION_MAX_AGE_MS: "0", GRPC_TCP_KEEPALIVE_MS: "0" });
+      expect([c.GRPC_CONNECTION_IDLE_MS, c.GRPC_CONNECTION_MAX_AGE_MS, c.GRPC_TCP_KEEPALIVE_MS]).toEqual([0, 0, 0]);
     });
 
     it.each([
@@ -202,8 +202,9 @@ describe("configuration", () => {
       // Node timers fire at once past 2^31 - 1 ms: a typo of a few zeros must not close every connection at once.
       ["GRPC_CONNECTION_MAX_AGE_MS", "3000000000"],
       ["GRPC_CONNECTION_AGE_GRACE_MS", "soon"],
-      ["GRPC_KEEPALIVE_MS", "-5"],
-      ["GRPC_KEEPALIVE_TIMEOUT_MS", "0"],
+      ["GRPC_TCP_KEEPALIVE_MS", "-5"],
+      ["GRPC_TCP_KEEPALIVE_MS", "500"],
+      ["GRPC_TCP_KEEPALIVE_TIMEOUT_MS", "500"],
     ])("refuses %s=%s", (name, value) => {
       expect(() => parseConfig({ [name]: value })).toThrow(new RegExp(`invalid configuration: .*${name}`));
     });
