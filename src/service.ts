@@ -155,6 +155,7 @@ async function startOnDatabase(
       limits: {
         maxConnections: config.GRPC_MAX_CONNECTIONS,
         maxConcurrentStreams: config.GRPC_MAX_CONCURRENT_STREAMS,
+        maxStreamingCalls: config.GRPC_MAX_STREAMING_CALLS,
         handshakeTimeoutMs: config.GRPC_HANDSHAKE_TIMEOUT_MS,
         idleMs: config.GRPC_CONNECTION_IDLE_MS,
         maxAgeMs: config.GRPC_CONNECTION_MAX_AGE_MS,
@@ -180,6 +181,7 @@ async function startOnDatabase(
     metrics.gauge("credit_change_feed_up", "1 while this server listens for ledger changes (the balance cache is used only then).", () => (changes.live ? 1 : 0));
   }
   metrics.gauge("credit_grpc_connections", "Open gRPC connections (GRPC_MAX_CONNECTIONS caps them).", () => server.connections);
+  metrics.gauge("credit_grpc_streaming_calls", "Open streaming calls, Watch (GRPC_MAX_STREAMING_CALLS caps them).", () => server.streamingCalls);
   metrics.dbGauge("credit_holds_pending", `Reservations currently HELD (counted at most every ${DB_GAUGE_MAX_AGE_MS / 1000} s, however often scraped).`, () => store.countHeld());
   metrics.gauge("credit_db_pool_connections_in_use", "Postgres connections checked out of the pool.", () => pool.totalCount - pool.idleCount);
   const metricsServer = config.METRICS_ENABLED ? await startMetricsServer(metrics, config.METRICS_HOST, config.METRICS_PORT) : null;

@@ -1,10 +1,11 @@
 import { type DescService } from "@bufbuild/protobuf";
 import { readFileSync } from "node:fs";
 import type { TlsOptions } from "node:tls";
-import { type ChannelOptions, Server, ServerCredentials, type ServerInterceptor } from "@grpc/grpc-js";
+import { type ChannelOptions, Server, ServerCredentials, ServerInterceptingCall, type ServerInterceptor, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
 import { listen } from "./connections.js";
+import { serviceError } from "./errors.js";
 import { bindService, type ServiceHandlers } from "./grpc-adapter.js";
 import { HealthReporter } from "./health.js";
 import { createReflection } from "./reflection.js";
@@ -13,6 +14,8 @@ import { createReflection } from "./reflection.js";
 export interface ConnectionLimits {
   readonly maxConnections: number;
   readonly maxConcurrentStreams: number;
+  /** Streaming calls open at once on the whole server. */
+  readonly maxStreamingCalls: number;
   readonly handshakeTimeoutMs: number;
   readonly idleMs: number;
   readonly maxAgeMs: number;
@@ -69,11 +72,57 @@ function grpcOptions(limits: ConnectionLimits): ChannelOptions {
   };
 }
 
+/**
+ * At most `max` streaming calls (health Watch; later WatchBalance, StreamEvents) open at once on
+ * the whole server; one more is refused with RESOURCE_EXHAUSTED TOO_MANY_STREAMS. The connection
+ * cap times the streams per connection would otherwise allow 100,000 long-lived streams, over a
+ * gigabyte (docs/decisions.md). Unary calls end by themselves and are not counted. It sits outside
+ * the call interceptor: a refused caller was authenticated first, and the refusal is logged.
+ */
+function streamingCallLimit(max: number): { interceptor: ServerInterceptor; open(): number } {
+  let open = 0;
+  const interceptor: ServerInterceptor = (descriptor, call) => {
+    // Unary calls go through untouched: no extra layer on the hot path (grpc-js only uses the interface).
+    if (!descriptor.requestStream && !descriptor.responseStream) return call as ServerInterceptingCall;
+    let counted = false;
+    const release = () => {
+      if (counted) open -= 1;
+      counted = false;
+    };
+    return new ServerInterceptingCall(call, {
+      start(next) {
+        next({
+          onReceiveMetadata(metadata, nextMetadata) {
+            if (open >= max) {
+              const message = `the server has ${max} streams open, its most`;
+              const refusal = serviceError(status.RESOURCE_EXHAUSTED, message, "TOO_MANY_STREAMS", { max: String(max) });
+              call.sendStatus({ code: status.RESOURCE_EXHAUSTED, details: message, metadata: refusal.metadata! });
+              return;
+            }
+            open += 1;
+            counted = true;
+            nextMetadata(metadata);
+          },
+          // A client that cancels its stream gets no status: the count drops here.
+          onCancel: release,
+        });
+      },
+      sendStatus(statusObject, next) {
+        release();
+        next(statusObject);
+      },
+    });
+  };
+  return { interceptor, open: () => open };
+}
+
 export interface GrpcServer {
   readonly port: number;
   readonly health: HealthReporter;
   /** Connections open now. */
   readonly connections: number;
+  /** Streaming calls open now. */
+  readonly streamingCalls: number;
   /** Stops accepting calls, waits up to `graceMs` for in-flight calls, then cuts the rest. */
   shutdown(graceMs: number): Promise<void>;
 }
@@ -87,13 +136,15 @@ export async function startGrpcServer(
   options: GrpcServerOptions,
   log: Logger,
 ): Promise<GrpcServer> {
+  const streams = streamingCallLimit(options.limits.maxStreamingCalls);
   const server = new Server({
     "grpc.max_receive_message_length": options.maxMessageBytes,
     "grpc.max_send_message_length": 4 * 1024 * 1024,
     // The service serves no channelz, so grpc-js' per-call channelz bookkeeping would be pure cost.
     "grpc.enable_channelz": 0,
     ...grpcOptions(options.limits),
-    interceptors: [...options.interceptors],
+    // The last one wraps the others: it sees a call's metadata after them.
+    interceptors: [...options.interceptors, streams.interceptor],
   });
   for (const { service, handlers } of services) {
     const bound = bindService(service, handlers, log);
@@ -129,6 +180,9 @@ export async function startGrpcServer(
     health,
     get connections() {
       return listener.connections;
+    },
+    get streamingCalls() {
+      return streams.open();
     },
     async shutdown(graceMs) {
       health.set("NOT_SERVING");

@@ -5,12 +5,16 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import tls from "node:tls";
+import { fromBinary } from "@bufbuild/protobuf";
+import { anyUnpack } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
+import { StatusSchema } from "../../src/gen/google/rpc/status_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { startTestService, type TestService } from "../support/harness.js";
-import { sampleOf, scrape } from "../support/prometheus.js";
+import { handled, sampleOf, scrape } from "../support/prometheus.js";
 
 /**
  * What a connection may cost the server before it has authenticated anything: sockets that never
@@ -231,6 +235,41 @@ describe("concurrent streams on one connection", () => {
     expect(statuses).toEqual(Array.from({ length: 12 }, () => "0"));
   });
 });
+
+describe("streaming calls on the whole server", () => {
+  const svc = service({ GRPC_MAX_STREAMING_CALLS: "2" });
+
+  it("beyond GRPC_MAX_STREAMING_CALLS, a Watch on any connection is refused with RESOURCE_EXHAUSTED TOO_MANY_STREAMS; unary calls still pass", async () => {
+    const t = svc();
+    const port = t.service.port;
+    const watches = [watch(session(port)), watch(session(port))];
+    await Promise.all(watches.map((w) => w.first));
+    expect(sampleOf(await scrape(t.service.metricsPort), "credit_grpc_streaming_calls")).toBe(2);
+
+    const refused = await refusal(session(port));
+    expect(refused).toEqual({ status: "8", reason: "TOO_MANY_STREAMS" });
+    // Refused after authentication, in the call log and metrics like any call.
+    expect(handled(await scrape(t.service.metricsPort), "grpc.health.v1.Health", "Watch", "RESOURCE_EXHAUSTED")).toBe(1);
+    expect(await unaryCheck(session(port))).toBe("0");
+
+    // A stream the client cancels gives its place back (it gets no status: the cancel is counted).
+    watches[0]!.stream.close(http2.constants.NGHTTP2_CANCEL);
+    await until(async () => sampleOf(await scrape(t.service.metricsPort), "credit_grpc_streaming_calls") === 1);
+    await watch(session(port)).first;
+  });
+});
+
+/** A Watch that the server answers with a status at once; its grpc-status and ErrorInfo reason. */
+async function refusal(s: http2.ClientHttp2Session): Promise<{ status: string; reason: string | undefined }> {
+  const stream = s.request({ ":method": "POST", ":path": WATCH, "content-type": "application/grpc", te: "trailers" });
+  stream.end(Buffer.alloc(5));
+  stream.resume();
+  // A status without a message comes as trailers-only: in the response headers.
+  const headers = await new Promise<http2.IncomingHttpHeaders>((resolve) => stream.once("response", resolve));
+  const details = headers["grpc-status-details-bin"];
+  const reason = typeof details === "string" ? fromBinary(StatusSchema, Buffer.from(details, "base64")).details.map((d) => anyUnpack(d, ErrorInfoSchema)?.reason)[0] : undefined;
+  return { status: String(headers["grpc-status"]), reason };
+}
 
 describe("an idle connection", () => {
   const svc = service({ GRPC_CONNECTION_IDLE_MS: "300" });
