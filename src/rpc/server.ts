@@ -1,14 +1,14 @@
 import { type DescService } from "@bufbuild/protobuf";
 import { readFileSync } from "node:fs";
 import type { TlsOptions } from "node:tls";
-import { type ChannelOptions, Server, ServerCredentials, ServerInterceptingCall, type ServerInterceptor, status } from "@grpc/grpc-js";
+import { type ChannelOptions, Server, ServerCredentials, type ServerInterceptor } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
 import { listen } from "./connections.js";
-import { serviceError } from "./errors.js";
 import { bindService, type ServiceHandlers } from "./grpc-adapter.js";
 import { HealthReporter } from "./health.js";
 import { createReflection } from "./reflection.js";
+import { streamingCallLimit } from "./stream-limit.js";
 
 /** What one client may hold; the GRPC_* connection settings (README). 0 turns a timer off. */
 export interface ConnectionLimits {
@@ -70,50 +70,6 @@ function grpcOptions(limits: ConnectionLimits): ChannelOptions {
     // after its GOAWAY (the ping fails on a closing session), cutting the calls it is draining at
     // shutdown and the streams in their age grace. TCP keepalive (connections.ts) finds dead peers.
   };
-}
-
-/**
- * At most `max` streaming calls (health Watch; later WatchBalance, StreamEvents) open at once on
- * the whole server; one more is refused with RESOURCE_EXHAUSTED TOO_MANY_STREAMS. The connection
- * cap times the streams per connection would otherwise allow 100,000 long-lived streams, over a
- * gigabyte (docs/decisions.md). Unary calls end by themselves and are not counted. It sits outside
- * the call interceptor: a refused caller was authenticated first, and the refusal is logged.
- */
-function streamingCallLimit(max: number): { interceptor: ServerInterceptor; open(): number } {
-  let open = 0;
-  const interceptor: ServerInterceptor = (descriptor, call) => {
-    // Unary calls go through untouched: no extra layer on the hot path (grpc-js only uses the interface).
-    if (!descriptor.requestStream && !descriptor.responseStream) return call as ServerInterceptingCall;
-    let counted = false;
-    const release = () => {
-      if (counted) open -= 1;
-      counted = false;
-    };
-    return new ServerInterceptingCall(call, {
-      start(next) {
-        next({
-          onReceiveMetadata(metadata, nextMetadata) {
-            if (open >= max) {
-              const message = `the server has ${max} streams open, its most`;
-              const refusal = serviceError(status.RESOURCE_EXHAUSTED, message, "TOO_MANY_STREAMS", { max: String(max) });
-              call.sendStatus({ code: status.RESOURCE_EXHAUSTED, details: message, metadata: refusal.metadata! });
-              return;
-            }
-            open += 1;
-            counted = true;
-            nextMetadata(metadata);
-          },
-          // A client that cancels its stream gets no status: the count drops here.
-          onCancel: release,
-        });
-      },
-      sendStatus(statusObject, next) {
-        release();
-        next(statusObject);
-      },
-    });
-  };
-  return { interceptor, open: () => open };
 }
 
 export interface GrpcServer {
