@@ -264,8 +264,9 @@ export function loadConfig(): Config {
 }
 
 /**
- * DATABASE_URL alone, for the migration step: it serves no call, so it needs no tokens, and a
- * production migration job (NODE_ENV=production, no AUTH_TOKENS) must not be refused for them.
+ * DATABASE_URL alone, for the migration step: it serves no call and touches no Redis, so a
+ * production migration job (NODE_ENV=production, no AUTH_TOKENS or IDEMPOTENCY_SECRET) must not be
+ * refused for them.
  */
 export function loadDatabaseUrl(): string {
   return parseWith(z.object({ DATABASE_URL: databaseUrl }), readEnv()).DATABASE_URL;

@@ -44,7 +44,7 @@ describe("NODE_ENV=production", () => {
 
   it("with AUTH_TOKENS, it refuses AdvanceTestClock (even to an admin) and anonymous calls, and warns that it runs without TLS", async () => {
     const token = randomBytes(24).toString("base64url");
-    const server = start({ NODE_ENV: "production", AUTH_TOKENS: `ops:admin:${sha256(token).toString("hex")}` });
+    const server = start({ NODE_ENV: "production", AUTH_TOKENS: `ops:admin:${sha256(token).toString("hex")}`, IDEMPOTENCY_SECRET: randomBytes(32).toString("hex") });
     const port = await server.listening;
     const url = `http://127.0.0.1:${port}`;
     const admin = createCreditClients({ baseUrl: url, token, retry: { maxAttempts: 1 } });

@@ -3,6 +3,8 @@ import { configWarnings, loadDatabaseUrl, parseConfig } from "../../src/config.j
 import { sha256 } from "../../src/rpc/auth.js";
 
 const TOKENS = `ops:admin:${sha256("ops-token").toString("hex")}`;
+/** Production also requires the fast path's key (docs/decisions.md, Idempotency). */
+const SECRET = { IDEMPOTENCY_SECRET: "s".repeat(32) };
 
 describe("configuration", () => {
   it("defaults to the addresses in the API contract", () => {
@@ -95,17 +97,19 @@ describe("configuration", () => {
   describe("the production switch", () => {
     it("NODE_ENV=production, alone, means production: without AUTH_TOKENS it is refused", () => {
       expect(() => parseConfig({ NODE_ENV: "production" })).toThrow(/invalid configuration: AUTH_TOKENS: production requires authentication/);
-      const config = parseConfig({ NODE_ENV: "production", AUTH_TOKENS: TOKENS });
+      // Every production requirement follows the switch, the fast path's key included.
+      expect(() => parseConfig({ NODE_ENV: "production", AUTH_TOKENS: TOKENS })).toThrow(/IDEMPOTENCY_SECRET: production requires/);
+      const config = parseConfig({ NODE_ENV: "production", AUTH_TOKENS: TOKENS, ...SECRET });
       expect(config.ENVIRONMENT).toBe("production");
     });
 
     it("NODE_ENV=production cannot be contradicted by ENVIRONMENT", () => {
       for (const mode of ["development", "test"]) {
-        expect(() => parseConfig({ NODE_ENV: "production", ENVIRONMENT: mode, AUTH_TOKENS: TOKENS })).toThrow(
+        expect(() => parseConfig({ NODE_ENV: "production", ENVIRONMENT: mode, AUTH_TOKENS: TOKENS, ...SECRET })).toThrow(
           new RegExp(`ENVIRONMENT: ENVIRONMENT=${mode} contradicts NODE_ENV=production`),
         );
       }
-      expect(parseConfig({ NODE_ENV: "production", ENVIRONMENT: "production", AUTH_TOKENS: TOKENS }).ENVIRONMENT).toBe("production");
+      expect(parseConfig({ NODE_ENV: "production", ENVIRONMENT: "production", AUTH_TOKENS: TOKENS, ...SECRET }).ENVIRONMENT).toBe("production");
     });
 
     it("without either, and with the NODE_ENV a test runner or a laptop sets, the mode is development", () => {
@@ -153,9 +157,10 @@ describe("configuration", () => {
         vi.unstubAllEnvs();
       });
 
-      it("reads DATABASE_URL alone: a production migration job needs no AUTH_TOKENS", () => {
+      it("reads DATABASE_URL alone: a production migration job needs no AUTH_TOKENS or IDEMPOTENCY_SECRET", () => {
         vi.stubEnv("NODE_ENV", "production");
         vi.stubEnv("AUTH_TOKENS", undefined);
+        vi.stubEnv("IDEMPOTENCY_SECRET", undefined);
         vi.stubEnv("DATABASE_URL", "postgres://migrator@db.internal:5432/credit");
         expect(() => parseConfig(process.env)).toThrow(/AUTH_TOKENS/);
         expect(loadDatabaseUrl()).toBe("postgres://migrator@db.internal:5432/credit");
@@ -165,9 +170,9 @@ describe("configuration", () => {
     });
 
     it("warns at start when production or test runs without TLS, and when authentication is off", () => {
-      expect(configWarnings(parseConfig({ NODE_ENV: "production", AUTH_TOKENS: TOKENS }))).toEqual([expect.stringMatching(/without TLS.*plaintext/)]);
+      expect(configWarnings(parseConfig({ NODE_ENV: "production", AUTH_TOKENS: TOKENS, ...SECRET }))).toEqual([expect.stringMatching(/without TLS.*plaintext/)]);
       expect(configWarnings(parseConfig({ ENVIRONMENT: "test", AUTH_TOKENS: TOKENS }))).toEqual([expect.stringMatching(/without TLS.*plaintext/)]);
-      expect(configWarnings(parseConfig({ NODE_ENV: "production", AUTH_TOKENS: TOKENS, TLS_CERT_FILE: "s.crt", TLS_KEY_FILE: "s.key" }))).toEqual([]);
+      expect(configWarnings(parseConfig({ NODE_ENV: "production", AUTH_TOKENS: TOKENS, ...SECRET, TLS_CERT_FILE: "s.crt", TLS_KEY_FILE: "s.key" }))).toEqual([]);
       expect(configWarnings(parseConfig({}))).toEqual([expect.stringMatching(/authentication is off/)]);
       expect(configWarnings(parseConfig({ AUTH_TOKENS: TOKENS }))).toEqual([]);
     });
