@@ -14,9 +14,8 @@ import { adminHandlers } from "./rpc/admin-handlers.js";
 import { getBalanceEncoding } from "./rpc/balance-encoding.js";
 import { creditHandlers } from "./rpc/credit-handlers.js";
 import { planAdminHandlers, planHandlers } from "./rpc/plan-handlers.js";
-import { serverCredentials, startGrpcServer } from "./rpc/server.js";
+import { startGrpcServer, tlsOptions } from "./rpc/server.js";
 import type { HealthReporter } from "./rpc/health.js";
-import { parseTokens } from "./rpc/auth.js";
 import { createCallInterceptor } from "./rpc/interceptor.js";
 import { DB_GAUGE_MAX_AGE_MS, Metrics, startMetricsServer } from "./observability/metrics.js";
 import { openDatabase } from "./store/database.js";
@@ -152,10 +151,21 @@ async function startOnDatabase(
       host: config.GRPC_HOST,
       port: config.GRPC_PORT,
       maxMessageBytes: config.GRPC_MAX_MESSAGE_BYTES,
-      credentials: serverCredentials({ certFile: config.TLS_CERT_FILE, keyFile: config.TLS_KEY_FILE, clientCaFile: config.TLS_CLIENT_CA_FILE }),
+      tls: tlsOptions({ certFile: config.TLS_CERT_FILE, keyFile: config.TLS_KEY_FILE, clientCaFile: config.TLS_CLIENT_CA_FILE }),
+      limits: {
+        maxConnections: config.GRPC_MAX_CONNECTIONS,
+        maxConcurrentStreams: config.GRPC_MAX_CONCURRENT_STREAMS,
+        maxStreamingCalls: config.GRPC_MAX_STREAMING_CALLS,
+        handshakeTimeoutMs: config.GRPC_HANDSHAKE_TIMEOUT_MS,
+        idleMs: config.GRPC_CONNECTION_IDLE_MS,
+        maxAgeMs: config.GRPC_CONNECTION_MAX_AGE_MS,
+        maxAgeGraceMs: config.GRPC_CONNECTION_AGE_GRACE_MS,
+        tcpKeepaliveMs: config.GRPC_TCP_KEEPALIVE_MS,
+        tcpKeepaliveTimeoutMs: config.GRPC_TCP_KEEPALIVE_TIMEOUT_MS,
+      },
       interceptors: [
         createCallInterceptor({
-          tokens: config.AUTH_TOKENS?.trim() ? parseTokens(config.AUTH_TOKENS) : null,
+          tokens: config.AUTH_TOKENS ?? null,
           openReflection: config.AUTH_OPEN_REFLECTION,
           openHealth: config.AUTH_OPEN_HEALTH,
           log,
@@ -170,6 +180,8 @@ async function startOnDatabase(
   if (config.BALANCE_CACHE_ENTRIES > 0) {
     metrics.gauge("credit_change_feed_up", "1 while this server listens for ledger changes (the balance cache is used only then).", () => (changes.live ? 1 : 0));
   }
+  metrics.gauge("credit_grpc_connections", "Open gRPC connections (GRPC_MAX_CONNECTIONS caps them).", () => server.connections);
+  metrics.gauge("credit_grpc_streaming_calls", "Open streaming calls, Watch (GRPC_MAX_STREAMING_CALLS caps them).", () => server.streamingCalls);
   metrics.dbGauge("credit_holds_pending", `Reservations currently HELD (counted at most every ${DB_GAUGE_MAX_AGE_MS / 1000} s, however often scraped).`, () => store.countHeld());
   metrics.gauge("credit_db_pool_connections_in_use", "Postgres connections checked out of the pool.", () => pool.totalCount - pool.idleCount);
   const metricsServer = config.METRICS_ENABLED ? await startMetricsServer(metrics, config.METRICS_HOST, config.METRICS_PORT) : null;

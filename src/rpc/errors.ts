@@ -48,7 +48,8 @@ export function codeFor(reason: FailureReason): status {
   }
 }
 
-function serviceError(code: status, message: string, reason: string, metadata: Readonly<Record<string, string>>): Partial<ServiceError> {
+/** A status with its ErrorInfo; for refusals made outside the domain's failures (the transport's limits). */
+export function serviceError(code: status, message: string, reason: string, metadata: Readonly<Record<string, string>>): Partial<ServiceError> {
   const info = create(ErrorInfoSchema, { reason, domain: ERROR_DOMAIN, metadata: { ...metadata } });
   const detail = create(StatusSchema, { code, message, details: [anyPack(ErrorInfoSchema, info)] });
   const trailers = new Metadata();

@@ -8,7 +8,8 @@ const SECRET = "0123456789abcdef0123456789abcdef";
 describe("IDEMPOTENCY_SECRET", () => {
   it("defaults outside production to the fixed development secret, so development servers sharing Redis accept each other's values", () => {
     expect(parseConfig({}).IDEMPOTENCY_SECRET).toBe(DEVELOPMENT_IDEMPOTENCY_SECRET);
-    expect(parseConfig({ ENVIRONMENT: "test" }).IDEMPOTENCY_SECRET).toBe(DEVELOPMENT_IDEMPOTENCY_SECRET);
+    // ENVIRONMENT=test requires authentication (only development runs without tokens).
+    expect(parseConfig({ ENVIRONMENT: "test", AUTH_TOKENS: PRODUCTION.AUTH_TOKENS }).IDEMPOTENCY_SECRET).toBe(DEVELOPMENT_IDEMPOTENCY_SECRET);
   });
 
   it("is required in production, and the development secret is refused there", () => {
