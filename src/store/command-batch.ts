@@ -18,8 +18,8 @@ export interface QueuedCommand {
 }
 
 export interface BatchResult {
-  /** One outcome per command, in order. */
-  readonly outcomes: CommandOutcome<unknown>[];
+  /** One outcome per command, in order; null for a command left out (its account's lock was held elsewhere: see AccountLocks). */
+  readonly outcomes: (CommandOutcome<unknown> | null)[];
   /** Reservations the batch created, with their accounts. */
   readonly newReservations: readonly (readonly [reservationId: string, accountId: string])[];
   /** The accounts the batch applied due work to, as it committed them, as of that time. */
@@ -40,9 +40,24 @@ interface Working extends BookWrite {
   settledAt: Date | null;
 }
 
+/** How a batch takes its accounts' row locks. */
+export interface AccountLocks {
+  /**
+   * Whether to wait when another transaction holds the account's lock. If not, the batch skips the
+   * account and leaves its commands out (it names them to `loaded`): they run later, elsewhere.
+   */
+  wait(accountId: string): boolean;
+  /** How long such a wait may last before the batch fails with lock_not_available (55P03); null: as long as it takes. */
+  readonly waitLimitMs: number | null;
+}
+
+/** Waits for every lock, however long (a batch alone, a parking lane). */
+export const WAIT_FOR_LOCKS: AccountLocks = { wait: () => true, waitLimitMs: null };
+
 /**
  * Runs several commands in ONE transaction (the caller's): creates the accounts that need
- * creating, locks every account the commands touch (in account order), loads all their books in
+ * creating, locks every account the commands touch (in account order; an account `locks` does not
+ * wait for and another transaction holds is left out, with its commands), loads all their books in
  * one statement, runs the commands in arrival order — commands on the same account one after the
  * other on the same book, exactly as if each had its own transaction — and writes every change and
  * every operation record in one statement. Two round trips however many commands.
@@ -55,8 +70,9 @@ export async function runCommandBatch(
   tx: Transaction,
   items: readonly QueuedCommand[],
   newId: () => string,
-  /** Called once the accounts are locked and loaded (the batch's first round trip is back). */
-  loaded: () => void = () => {},
+  /** Called once the accounts are locked and loaded (the batch's first round trip is back), with the commands left out (by index). */
+  loaded: (leftOut: readonly number[]) => void = () => {},
+  locks: AccountLocks = WAIT_FOR_LOCKS,
 ): Promise<BatchResult> {
   const byAccount = new Map<string, QueuedCommand[]>();
   for (const item of items) {
@@ -83,15 +99,24 @@ export async function runCommandBatch(
     },
   ];
   // One round trip: BEGIN, create, lock (in account order), then load — which runs after the locks are held.
-  const results = await tx.run([...create, lockStatement([...byAccount.keys()].sort(), "wait"), loadStatement(requests)]);
-  loaded(); // the next batch may load while this one computes and writes
+  const waits = new Set([...byAccount.keys()].filter((id) => locks.wait(id)));
+  const lock = lockStatement([...byAccount.keys()].sort(), (id) => (waits.has(id) ? "wait" : "skip-locked"));
+  const limit = waits.size > 0 && locks.waitLimitMs !== null ? waitLimit(locks.waitLimitMs) : null;
+  const statements = [...create, ...(limit ? [limit.set] : []), lock, ...(limit ? [limit.reset] : []), loadStatement(requests)];
+  const results = await tx.run(statements);
   const loadedBooks = booksFromRows(results[results.length - 1]!);
+  // An account that exists but was not locked is held by another transaction: its commands wait for it elsewhere.
+  const locked = new Set(results[statements.indexOf(lock)]!.map((r) => r["account_id"] as string));
+  const heldElsewhere = (accountId: string) => loadedBooks.has(accountId) && !locked.has(accountId);
+  const leftOut = items.flatMap((item, i) => (heldElsewhere(item.accountId) ? [i] : []));
+  loaded(leftOut); // the next batch may load while this one computes and writes
   // An account this batch created comes into being when its first creating command runs: a
   // command that arrived before that one must not see it (as if each had its own transaction).
   const unborn = new Set(create.length > 0 ? results[0]!.map((r) => r["account_id"] as string) : []);
   const working = new Map<string, Working>();
   const records: OperationRecord[] = [];
   const outcomes = items.map((item) => {
+    if (heldElsewhere(item.accountId)) return null;
     if (item.command.createAccount) unborn.delete(item.accountId);
     const account = unborn.has(item.accountId) ? undefined : loadedBooks.get(item.accountId);
     if (!account) return failed({ reason: "ACCOUNT_NOT_FOUND", message: `account ${item.accountId} not found`, metadata: { account_id: item.accountId } });
@@ -105,6 +130,11 @@ export async function runCommandBatch(
   const newReservations = [...working.values()].flatMap(({ book }) => [...book.newReservations].map((id) => [id, book.accountId] as const));
   const books = [...working.values()].flatMap((w) => (w.settledAt ? [{ book: w.book, at: w.settledAt, nextHoldExpiry: earliestHold(w) }] : []));
   return { outcomes, newReservations, books };
+}
+
+/** Statements that limit the lock statement's waits (before it) and restore the session's limit (after it). */
+function waitLimit(ms: number): { set: Statement; reset: Statement } {
+  return { set: { sql: `set local lock_timeout = ${Math.max(1, Math.round(ms))}` }, reset: { sql: "set local lock_timeout to default" } };
 }
 
 /** The earliest expiry among the holds open when loaded and those the batch opened or extended (never later than the truth). */
