@@ -34,10 +34,11 @@ export interface GroupCommitOptions<I, O> {
    * lock is held elsewhere; it may call it again later to leave out more (a batch that never calls
    * it counts as loading until it ends). Left-out items, and every later item of their keys, wait in
    * their key's parking lane: a batch of their own, outside the `concurrency` slots, that waits for
-   * the lock. What the batch returns for a left-out item is ignored.
+   * the lock. What the batch returns for a left-out item is ignored. A lane may leave its items out
+   * too (it gave up waiting for now): they wait for the next lane, after the other parked keys'.
    */
   readonly run: (items: I[], loaded: (leftOut?: readonly number[]) => void, locks: BatchLocks) => Promise<Settled<O>[]>;
-  /** Parking lanes that may run at once (default: `concurrency`); a parked key waits for a free one. */
+  /** Parking lanes that may run at once (default: `concurrency`); a parked key waits for a free one, in the order keys were parked. */
   readonly lanes?: number;
   /**
    * Batches take turns instead of running in step. No batch starts while another is still
@@ -212,8 +213,8 @@ export class GroupCommit<I, O> {
     if (batch.lane === null) this.slots -= 1;
     else {
       this.lanes.delete(batch.lane);
-      // A lane that ended without the lock (an unreachable database): the key's items go back to the queue.
-      if (!batch.loaded) this.unpark(batch.lane);
+      if (!batch.loaded) this.unpark(batch.lane); // ended without loading (an unreachable database): the key's items go back to the queue
+      else if (!batch.keys.has(batch.lane)) this.requeueLane(batch.lane); // gave up waiting: other parked keys take their turn first
     }
     batch.items.forEach((w, i) => {
       if (batch.leftOut.has(w)) return;
@@ -255,6 +256,14 @@ export class GroupCommit<I, O> {
     let at = line.length;
     while (at > 0 && line[at - 1]!.seq > waiting.seq) at -= 1;
     line.splice(at, 0, waiting);
+  }
+
+  /** Moves a parked key behind the others waiting for a lane. */
+  private requeueLane(key: string): void {
+    const line = this.parked.get(key);
+    if (!line) return;
+    this.parked.delete(key);
+    this.parked.set(key, line);
   }
 
   /** The key's waiting items go back to the queue, in arrival order among the others. */

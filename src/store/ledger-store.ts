@@ -10,7 +10,7 @@ import { accountTime } from "../domain/clock.js";
 import { bookFromRow, booksFromRows, loadStatement, lockStatement, nextHoldExpiry, rowsByAccount } from "./account-loader.js";
 import { type BatchLocks, GroupCommit, type Settled } from "./batching.js";
 import type { PostgresChangeFeed } from "./change-feed.js";
-import { type AccountLocks, type BatchResult, type QueuedCommand, runCommandBatch, WAIT_FOR_LOCKS } from "./command-batch.js";
+import { type AccountLocks, type BatchResult, type QueuedCommand, runCommandBatch } from "./command-batch.js";
 import { EntryListings } from "./entry-listing.js";
 import { persistStatement } from "./persist.js";
 import { inTransaction, type Query, queryOn } from "./pg.js";
@@ -47,6 +47,14 @@ const STAGGER_MAX_LOAD_WAIT_MS = 25;
  * again and leaves that account out, for its parking lane, rather than hold a slot.
  */
 const OWN_LOCK_WAIT_LIMIT_MS = 1000;
+
+/**
+ * How long a parking lane waits for its account's lock at a time. A lock held by another server's
+ * batch comes free within milliseconds; one held longer (a long transaction) makes the lane give
+ * up for now and take its turn again after the other parked accounts, so that lanes stuck behind
+ * long transactions never keep the others' turn from coming.
+ */
+const LANE_WAIT_LIMIT_MS = 1000;
 
 /** What a batch returns for a command it left out: never delivered (the command waits in its account's lane). */
 const LEFT_OUT: Settled<never> = { ok: false, error: new Error("left out of its batch: its account's lock is held elsewhere") };
@@ -129,10 +137,12 @@ export class PostgresLedgerStore implements LedgerStore {
   /**
    * A batch in a slot waits only for the locks this server's loaded batches hold (they come free
    * within milliseconds); an account locked by anyone else is left out, and its commands wait for
-   * the lock in its parking lane, on a connection of their own, however long it takes.
+   * the lock in its parking lane, on a connection of their own, as long as it takes (in turns of
+   * LANE_WAIT_LIMIT_MS when it takes longer).
    */
   private accountLocks(locks: BatchLocks): AccountLocks {
-    return locks.lane !== null ? WAIT_FOR_LOCKS : { wait: (accountId) => locks.heldByOther(accountId), waitLimitMs: OWN_LOCK_WAIT_LIMIT_MS };
+    if (locks.lane !== null) return { wait: () => true, waitLimitMs: LANE_WAIT_LIMIT_MS };
+    return { wait: (accountId) => locks.heldByOther(accountId), waitLimitMs: OWN_LOCK_WAIT_LIMIT_MS };
   }
 
   private async runWrites(items: QueuedCommand[], loaded: (leftOut?: readonly number[]) => void, batchLocks: BatchLocks): Promise<Settled<CommandOutcome<unknown>>[]> {
@@ -193,7 +203,7 @@ export class PostgresLedgerStore implements LedgerStore {
       } catch (err) {
         // Two calls with one key on an account created by both at once: the loser replays the winner.
         if (items.length === 1 && isOperationConflict(err)) result = await run(locks);
-        // A lock this server held changed hands before the batch could take it: wait for none, leave such accounts out.
+        // A wait outlasted its limit: take what is free now and leave the rest out (for a lane: until its next turn).
         else if (isLockTimeout(err) && locks.waitLimitMs !== null) result = await run({ wait: () => false, waitLimitMs: null });
         else throw err;
       }

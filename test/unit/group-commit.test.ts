@@ -337,6 +337,24 @@ describe("GroupCommit parking lanes (a key whose lock is held elsewhere)", () =>
     expect(await Promise.all(all)).toEqual(["a#1 by lane a", "b#1 by lane b", "c#1 by slot"]);
   });
 
+  it("a lane that gives up waiting for now lets the other parked keys take their turn first", async () => {
+    const g = parking({ lanes: 1 });
+    const all = g.submit("a#1", "b#1");
+    await g.turn();
+    g.batches[0]!.load("a#1", "b#1");
+    g.batches[0]!.end();
+    g.batches[1]!.load("a#1"); // lane a: still locked, gives up for now
+    g.batches[1]!.end();
+    await g.turn();
+    g.batches[2]!.load();
+    g.batches[2]!.end();
+    await g.turn();
+    expect(g.shape()).toEqual(["slot: a#1 b#1", "lane a: a#1", "lane b: b#1", "lane a: a#1"]);
+    g.batches[3]!.load();
+    g.batches[3]!.end();
+    expect(await Promise.all(all)).toEqual(["a#1 by lane a", "b#1 by lane b"]);
+  });
+
   it("staggered: a batch started past maxLoadWaitMs takes none of the keys of the batch still loading", async () => {
     const g = parking({ concurrency: 2, maxLoadWaitMs: 20 });
     void g.submit("a#1");
