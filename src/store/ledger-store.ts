@@ -163,14 +163,12 @@ export class PostgresLedgerStore implements LedgerStore {
       const settled: Settled<CommandOutcome<unknown>>[] = [];
       for (const [i, item] of items.entries()) {
         if (leftAccounts.has(item.accountId)) {
-          leave([i]); // already handed over: GroupCommit keeps each item once
+          leave([i]); // its account's earlier commands wait in the lane: it joins them (if not there already)
           settled.push(LEFT_OUT);
           continue;
         }
         try {
-          const alone = await this.writeBatch([item], (leftOut) => {
-            if (leftOut.length > 0) leave([i]);
-          }, locks);
+          const alone = await this.writeBatch([item], (leftOut) => leave(leftOut.length > 0 ? [i] : []), locks);
           settled.push(settle(alone[0]!));
         } catch (error) {
           settled.push({ ok: false, error });
