@@ -146,6 +146,34 @@ describe("an account whose row another transaction holds locked", () => {
     await lockedAccountScenario({ options: { writeConcurrency: 2, maxBatch: 64 }, locked: 2, waves: [[0, 0, 0, 0], [1, 1, 1, 1, 1, 1]] });
   });
 
+  it("a batch that fails while it leaves a locked account out: its other commands run again alone, the locked account's run once, after the lock", async () => {
+    const probe = makeProbe(pool, orm, { writeConcurrency: 2, maxBatch: 64, staggerFrom: 16 });
+    const [lockedId, other] = [newAccount("locked"), newAccount("thrower")];
+    await fundAccounts(funder, [lockedId, other], 100n);
+    const holder = await holdRows([lockedId]);
+    const bug = new Error("a bug in a command");
+    const now = new Date();
+    const onLocked = [reserveCommand(lockedId, 30n, { probe }), reserveCommand(lockedId, 40n, { probe })];
+    const thrower = reserveCommand(other, 10n, {
+      after: () => {
+        throw bug;
+      },
+    });
+    const neighbour = reserveCommand(other, 20n);
+    const locked = onLocked.map((c) => probe.store.execute(c, now));
+    const others = Promise.allSettled([probe.store.execute(thrower, now), probe.store.execute(neighbour, now)]);
+    expect(await settlesWithin(others, 10_000)).toBe(true);
+    expect((await others).map((r) => (r.status === "fulfilled" ? r.value.kind : r.reason))).toEqual([bug, "applied"]);
+    expect(probe.batches[0]!.size).toBe(4); // they shared the batch that failed
+    expect(probe.runs()).toBe(0);
+    await holder.release();
+    expect((await Promise.all(locked)).map((o) => o.kind)).toEqual(["applied", "applied"]);
+    expect(probe.runs()).toBe(2);
+    expect(await balanceOf(funder, lockedId)).toEqual({ held: 70n, available: 30n });
+    expect(await balanceOf(funder, other)).toEqual({ held: 20n, available: 80n });
+    for (const id of [lockedId, other]) expect(await probe.store.reconcile(id)).toEqual([]);
+  });
+
   it("two servers on one hot account: each server's Reserves still succeed in arrival order, exactly the balance's worth", async () => {
     const otherPool = createPool({ url: TEST_DATABASE_URL, max: 4, onIdleError: () => {} });
     extraPools.push(otherPool);
