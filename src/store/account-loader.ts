@@ -4,33 +4,15 @@ import { bucketFromRow, reservationFromRow, type Row, subscriptionFromRow } from
 
 export type LockMode = "wait" | "skip-locked";
 
-const LOCK_WAIT: Statement["sql"] = `select account_id from accounts where account_id = any(?::text[]) order by account_id for update`;
-const LOCK_SKIP: Statement["sql"] = `select account_id from accounts where account_id = any(?::text[]) order by account_id for update skip locked`;
-/**
- * Each account in account order (the database's, like the other two), waiting for those named
- * again (the second array) and skipping the others: the ids are sorted into an array whose
- * elements a nested loop takes one by one, one row lock at a time.
- */
-const LOCK_MIXED: Statement["sql"] = `
-  select u.account_id
-    from unnest(array(select id from unnest(?::text[]) as id order by id)) as u(account_id)
-    left join lateral (select account_id from accounts where account_id = u.account_id and u.account_id = any(?::text[]) for update) w on true
-    left join lateral (select account_id from accounts where account_id = u.account_id and not u.account_id = any(?::text[]) for update skip locked) s on true
-   where w.account_id is not null or s.account_id is not null`;
-
 /**
  * Locks the accounts' rows in account order (so two batches that share accounts never
- * deadlock: a transaction that waits holds only accounts before the one it waits for), each
- * either waiting for a lock held elsewhere or skipping the account; its rows are the ids that
- * exist and were locked.
+ * deadlock); its rows are the ids that exist (and, with skip-locked, were free: skip-locked never
+ * waits, so only a "wait" statement can take part in a deadlock).
  */
-export function lockStatement(accountIds: readonly string[], mode: LockMode | ((accountId: string) => LockMode)): Statement {
-  const ids = [...accountIds];
-  const modes = ids.map((id) => (typeof mode === "function" ? mode(id) : mode));
-  if (modes.every((m) => m === "wait")) return { sql: LOCK_WAIT, params: [ids], name: "lock_accounts" };
-  if (modes.every((m) => m === "skip-locked")) return { sql: LOCK_SKIP, params: [ids], name: "lock_accounts_skip" };
-  const wait = ids.filter((_, i) => modes[i] === "wait");
-  return { sql: LOCK_MIXED, params: [ids, wait, wait], name: "lock_accounts_mixed" };
+export function lockStatement(accountIds: readonly string[], mode: LockMode): Statement {
+  return mode === "wait"
+    ? { sql: `select account_id from accounts where account_id = any(?::text[]) order by account_id for update`, params: [accountIds], name: "lock_accounts" }
+    : { sql: `select account_id from accounts where account_id = any(?::text[]) order by account_id for update skip locked`, params: [accountIds], name: "lock_accounts_skip" };
 }
 
 /** What to load for one account. */

@@ -98,15 +98,13 @@ export async function runCommandBatch(
       name: "create_accounts",
     },
   ];
-  // One round trip: BEGIN, create, lock (in account order), then load — which runs after the locks are held.
-  const waits = new Set([...byAccount.keys()].filter((id) => locks.wait(id)));
-  const lock = lockStatement([...byAccount.keys()].sort(), (id) => (waits.has(id) ? "wait" : "skip-locked"));
-  const limit = waits.size > 0 && locks.waitLimitMs !== null ? waitLimit(locks.waitLimitMs) : null;
-  const statements = [...create, ...(limit ? [limit.set] : []), lock, ...(limit ? [limit.reset] : []), loadStatement(requests)];
+  // One round trip: BEGIN, create, lock, then load — which runs after the locks are held.
+  const locking = lockStatements([...byAccount.keys()].sort(), locks);
+  const statements = [...create, ...locking, loadStatement(requests)];
   const results = await tx.run(statements);
   const loadedBooks = booksFromRows(results[results.length - 1]!);
   // An account that exists but was not locked is held by another transaction: its commands wait for it elsewhere.
-  const locked = new Set(results[statements.indexOf(lock)]!.map((r) => r["account_id"] as string));
+  const locked = new Set(locking.flatMap((s) => results[statements.indexOf(s)]!.map((r) => r["account_id"] as string))); // (SET returns no rows)
   const heldElsewhere = (accountId: string) => loadedBooks.has(accountId) && !locked.has(accountId);
   const leftOut = items.flatMap((item, i) => (heldElsewhere(item.accountId) ? [i] : []));
   loaded(leftOut); // the next batch may load while this one computes and writes
@@ -132,9 +130,23 @@ export async function runCommandBatch(
   return { outcomes, newReservations, books };
 }
 
-/** Statements that limit the lock statement's waits (before it) and restore the session's limit (after it). */
-function waitLimit(ms: number): { set: Statement; reset: Statement } {
-  return { set: { sql: `set local lock_timeout = ${Math.max(1, Math.round(ms))}` }, reset: { sql: "set local lock_timeout to default" } };
+/**
+ * The statements that lock the accounts (each in account order): first, while the batch holds no
+ * account yet (but those it has just created), those it waits for, with the wait limited if
+ * `locks` says so; then the others, skipping those held elsewhere. A batch that waits holds nothing
+ * another can be waiting for, so batches never deadlock, whoever holds what.
+ */
+function lockStatements(accountIds: readonly string[], locks: AccountLocks): Statement[] {
+  const wait = new Set(accountIds.filter((id) => locks.wait(id)));
+  const skip = accountIds.filter((id) => !wait.has(id));
+  const out: Statement[] = [];
+  if (wait.size > 0) {
+    const limit = locks.waitLimitMs === null ? [] : [{ sql: `set local lock_timeout = ${Math.max(1, Math.round(locks.waitLimitMs))}` }];
+    // The limit is the lock statement's alone: the transaction's later statements keep the session's.
+    out.push(...limit, lockStatement([...wait], "wait"), ...(limit.length > 0 ? [{ sql: "set local lock_timeout to default" }] : []));
+  }
+  if (skip.length > 0) out.push(lockStatement(skip, "skip-locked"));
+  return out;
 }
 
 /** The earliest expiry among the holds open when loaded and those the batch opened or extended (never later than the truth). */
