@@ -12,7 +12,7 @@ interface Waiting<I, O> {
 
 /** What a running batch may know about the locks of its keys. */
 export interface BatchLocks {
-  /** The key this batch is the parking lane of (it waits for that key's lock however long it takes); null: a batch in a slot. */
+  /** The key this batch is the parking lane of (it may wait for that key's lock, as a batch in a slot must not); null: a batch in a slot. */
   readonly lane: string | null;
   /**
    * Whether another running batch of this group has loaded holding the key's lock: the lock comes
@@ -38,7 +38,7 @@ export interface GroupCommitOptions<I, O> {
    * too (it gave up waiting for now): they wait for the next lane, after the other parked keys'.
    */
   readonly run: (items: I[], loaded: (leftOut?: readonly number[]) => void, locks: BatchLocks) => Promise<Settled<O>[]>;
-  /** Parking lanes that may run at once (default: `concurrency`); a parked key waits for a free one, in the order keys were parked. */
+  /** Parking lanes that may run at once (default: `concurrency`); parked keys take free ones in turn. */
   readonly lanes?: number;
   /**
    * Batches take turns instead of running in step. No batch starts while another is still
