@@ -51,7 +51,7 @@ export interface AccountLocks {
   readonly waitLimitMs: number | null;
 }
 
-/** Waits for every lock, however long (a batch alone, a parking lane). */
+/** Waits for every lock, however long (the default: a batch that is alone on the database). */
 export const WAIT_FOR_LOCKS: AccountLocks = { wait: () => true, waitLimitMs: null };
 
 /**
