@@ -77,7 +77,7 @@ const positional = new Map<string, string>();
 const POSITIONAL_CACHE_MAX = 512;
 
 /** `?` → `$1, $2 …` (our statements never contain a literal `?`), cached for repeated texts. */
-function toPositional(sql: string): string {
+export function toPositional(sql: string): string {
   let out = positional.get(sql);
   if (out === undefined) {
     let n = 0;
