@@ -52,7 +52,7 @@ describe("node-postgres internals the pipeline relies on", () => {
 
     const ours = require.resolve("pg-protocol");
     const pgs = require.resolve("pg-protocol", { paths: [path.dirname(require.resolve("pg"))] });
-    const declared = (JSON.parse(readFileSync("package.json", "utf8")) as { dependencies: Record<string, string> }).dependencies["pg-protocol"];
+    const declared = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { dependencies: Record<string, string> }).dependencies["pg-protocol"];
     expect(
       pgs,
       `pg ${pgVersion} uses pg-protocol ${packageOf(pgs).version} but package.json declares ${declared} (installed ${packageOf(ours).version}): ` +
