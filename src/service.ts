@@ -53,7 +53,7 @@ export async function startService(config: Config, clock: Clock, log: Logger): P
     url: config.DATABASE_URL,
     poolMax: Math.min(4, config.DB_POOL_MAX),
     migrate: config.DB_MIGRATE,
-    onDriverWarning: (message) => log.warn({ driver: "knex" }, message),
+    onDriverWarning: (message) => log.warn({ driver: "mikro-orm" }, message),
   });
   const pool = createPool({ url: config.DATABASE_URL, max: config.DB_POOL_MAX, onIdleError: (err) => log.warn({ err: err.message }, "idle ledger connection failed") });
   const changes = new PostgresChangeFeed({
