@@ -8,6 +8,8 @@ COPY src ./src
 RUN npm run build && npm prune --omit=dev
 
 FROM node:24-bookworm-slim
+# Production mode (src/config.ts): the server refuses to start without AUTH_TOKENS and
+# IDEMPOTENCY_SECRET, and refuses test clocks; ENVIRONMENT cannot turn it back while this is set.
 ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules

@@ -44,6 +44,7 @@ export async function run(args: string[], env: Record<string, string | undefined
       if (balance?.subscription) out(`plan ${balance.subscription.planId} v${balance.subscription.planVersion}, period ends ${when(balance.subscription.periodEnd)}`);
       const rows = (balance?.buckets ?? []).map((b) => [b.bucketId, BucketKind[b.kind], String(b.granted), String(b.remaining), String(b.held), when(b.expiresAt)]);
       out(table(["BUCKET", "KIND", "GRANTED", "REMAINING", "HELD", "EXPIRES"], rows));
+      if (balance?.bucketsTruncated) out(`(the first ${rows.length} of ${balance.bucketCount} buckets, in consumption order)`);
       return 0;
     }
     case "entries": {

@@ -1,13 +1,15 @@
-import { pino } from "pino";
-import { loadConfig } from "./config.js";
+import { configWarnings, loadConfig } from "./config.js";
 import { systemClock } from "./domain/clock.js";
+import { createLogger, routeGrpcLogs } from "./observability/logger.js";
 import { startService } from "./service.js";
 
-const log = pino({ base: { service: "credit" } });
+const log = createLogger();
 
 async function main(): Promise<void> {
   const config = loadConfig();
   log.level = config.LOG_LEVEL;
+  routeGrpcLogs(log);
+  for (const warning of configWarnings(config)) log.warn({ environment: config.ENVIRONMENT }, warning);
   const service = await startService(config, systemClock, log);
   // The ready line is written whatever LOG_LEVEL says: scripts and operators wait for it.
   log.child({}, { level: "info" }).info({ port: service.port, metricsPort: service.metricsPort }, "credit service listening");

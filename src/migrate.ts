@@ -1,5 +1,5 @@
 import { pino } from "pino";
-import { loadConfig } from "./config.js";
+import { loadDatabaseUrl } from "./config.js";
 import { migrate } from "./store/database.js";
 
 /**
@@ -9,7 +9,7 @@ import { migrate } from "./store/database.js";
  */
 const log = pino({ base: { service: "credit-migrate" } });
 
-migrate(loadConfig().DATABASE_URL).then(
+migrate(loadDatabaseUrl()).then(
   () => {
     log.info("database migrated");
     process.exit(0);

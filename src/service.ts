@@ -3,7 +3,7 @@ import type { MikroORM } from "@mikro-orm/postgresql";
 import type { Logger } from "pino";
 import type { AppDeps } from "./app/deps.js";
 import { type SweepReport, sweepOnce, startSweeper, type Sweeper } from "./app/sweeper.js";
-import type { Config } from "./config.js";
+import { type Config, DEVELOPMENT_IDEMPOTENCY_SECRET } from "./config.js";
 import type { Clock } from "./domain/clock.js";
 import { DEFAULT_TOP_UP_PACKS } from "./domain/top-up-packs.js";
 import { CreditAdminService } from "./gen/credit/v1/admin_service_pb.js";
@@ -14,11 +14,10 @@ import { adminHandlers } from "./rpc/admin-handlers.js";
 import { getBalanceEncoding } from "./rpc/balance-encoding.js";
 import { creditHandlers } from "./rpc/credit-handlers.js";
 import { planAdminHandlers, planHandlers } from "./rpc/plan-handlers.js";
-import { serverCredentials, startGrpcServer } from "./rpc/server.js";
+import { startGrpcServer, tlsOptions } from "./rpc/server.js";
 import type { HealthReporter } from "./rpc/health.js";
-import { parseTokens } from "./rpc/auth.js";
 import { createCallInterceptor } from "./rpc/interceptor.js";
-import { Metrics, startMetricsServer } from "./observability/metrics.js";
+import { DB_GAUGE_MAX_AGE_MS, Metrics, startMetricsServer } from "./observability/metrics.js";
 import { openDatabase } from "./store/database.js";
 import { BalanceCache } from "./app/balance-cache.js";
 import { PostgresChangeFeed } from "./store/change-feed.js";
@@ -54,7 +53,7 @@ export async function startService(config: Config, clock: Clock, log: Logger): P
     url: config.DATABASE_URL,
     poolMax: Math.min(4, config.DB_POOL_MAX),
     migrate: config.DB_MIGRATE,
-    onDriverWarning: (message) => log.warn({ driver: "knex" }, message),
+    onDriverWarning: (message) => log.warn({ driver: "mikro-orm" }, message),
   });
   const pool = createPool({ url: config.DATABASE_URL, max: config.DB_POOL_MAX, onIdleError: (err) => log.warn({ err: err.message }, "idle ledger connection failed") });
   const changes = new PostgresChangeFeed({
@@ -108,9 +107,12 @@ async function startOnDatabase(
   const redis = createRedisConnection(config); // REDIS_CLUSTER_NODES set: a Redis Cluster client
   redis.on("error", (err: Error) => log.debug({ err: err.message }, "redis connection error"));
   let health: HealthReporter | null = null;
+  if (config.IDEMPOTENCY_SECRET === DEVELOPMENT_IDEMPOTENCY_SECRET) log.info("IDEMPOTENCY_SECRET unset: Redis values are signed with the public development secret");
   const cache = new RedisIdempotencyCache(redis, {
     ttlMs: config.IDEMPOTENCY_TTL_SECONDS * 1000,
     lockMs: config.IDEMPOTENCY_LOCK_SECONDS * 1000,
+    secret: config.IDEMPOTENCY_SECRET,
+    now: () => clock.now().getTime(),
     onAvailability: (available, err) => {
       metrics.redisUp.set(available ? 1 : 0);
       health?.setComponent(REDIS_HEALTH, available ? "SERVING" : "NOT_SERVING");
@@ -118,8 +120,9 @@ async function startOnDatabase(
       else log.warn({ err: err instanceof Error ? err.message : String(err) }, "redis unavailable: idempotency served from Postgres alone");
     },
     onFallback: () => metrics.redisFallbacks.inc(),
+    onUntrusted: (redisKey) => log.warn({ redisKey }, "idempotency value in Redis failed its check (forged, tampered, another secret, or a claim past its deadline): ignored, Postgres decides"),
   });
-  if (!(await waitReady(redis, 2000))) log.warn("redis not reachable at start: idempotency served from Postgres alone");
+  if (!(await waitReady(redis, 2000))) cache.assumeDown(new Error("redis not reachable at start"));
 
   const deps: AppDeps = {
     store,
@@ -148,10 +151,21 @@ async function startOnDatabase(
       host: config.GRPC_HOST,
       port: config.GRPC_PORT,
       maxMessageBytes: config.GRPC_MAX_MESSAGE_BYTES,
-      credentials: serverCredentials({ certFile: config.TLS_CERT_FILE, keyFile: config.TLS_KEY_FILE, clientCaFile: config.TLS_CLIENT_CA_FILE }),
+      tls: tlsOptions({ certFile: config.TLS_CERT_FILE, keyFile: config.TLS_KEY_FILE, clientCaFile: config.TLS_CLIENT_CA_FILE }),
+      limits: {
+        maxConnections: config.GRPC_MAX_CONNECTIONS,
+        maxConcurrentStreams: config.GRPC_MAX_CONCURRENT_STREAMS,
+        maxStreamingCalls: config.GRPC_MAX_STREAMING_CALLS,
+        handshakeTimeoutMs: config.GRPC_HANDSHAKE_TIMEOUT_MS,
+        idleMs: config.GRPC_CONNECTION_IDLE_MS,
+        maxAgeMs: config.GRPC_CONNECTION_MAX_AGE_MS,
+        maxAgeGraceMs: config.GRPC_CONNECTION_AGE_GRACE_MS,
+        tcpKeepaliveMs: config.GRPC_TCP_KEEPALIVE_MS,
+        tcpKeepaliveTimeoutMs: config.GRPC_TCP_KEEPALIVE_TIMEOUT_MS,
+      },
       interceptors: [
         createCallInterceptor({
-          tokens: config.AUTH_TOKENS?.trim() ? parseTokens(config.AUTH_TOKENS) : null,
+          tokens: config.AUTH_TOKENS ?? null,
           openReflection: config.AUTH_OPEN_REFLECTION,
           openHealth: config.AUTH_OPEN_HEALTH,
           log,
@@ -162,11 +176,13 @@ async function startOnDatabase(
     log,
   );
   health = server.health;
-  health.setComponent(REDIS_HEALTH, redis.status === "ready" ? "SERVING" : "NOT_SERVING");
+  health.setComponent(REDIS_HEALTH, cache.available ? "SERVING" : "NOT_SERVING");
   if (config.BALANCE_CACHE_ENTRIES > 0) {
     metrics.gauge("credit_change_feed_up", "1 while this server listens for ledger changes (the balance cache is used only then).", () => (changes.live ? 1 : 0));
   }
-  metrics.gauge("credit_holds_pending", "Reservations currently HELD.", () => store.countHeld());
+  metrics.gauge("credit_grpc_connections", "Open gRPC connections (GRPC_MAX_CONNECTIONS caps them).", () => server.connections);
+  metrics.gauge("credit_grpc_streaming_calls", "Open streaming calls, Watch (GRPC_MAX_STREAMING_CALLS caps them).", () => server.streamingCalls);
+  metrics.dbGauge("credit_holds_pending", `Reservations currently HELD (counted at most every ${DB_GAUGE_MAX_AGE_MS / 1000} s, however often scraped).`, () => store.countHeld());
   metrics.gauge("credit_db_pool_connections_in_use", "Postgres connections checked out of the pool.", () => pool.totalCount - pool.idleCount);
   const metricsServer = config.METRICS_ENABLED ? await startMetricsServer(metrics, config.METRICS_HOST, config.METRICS_PORT) : null;
 

@@ -1,6 +1,5 @@
 import type { BalanceView } from "../domain/account-book.js";
 import type { Bucket } from "../domain/bucket.js";
-import { ok } from "../domain/errors.js";
 import { grantAdjustment, purchaseTopUp as addTopUp, type TopUpPack } from "../domain/grants.js";
 import { type AppDeps, type Reply, refuse } from "./deps.js";
 import type { Encode } from "./holds.js";
@@ -39,7 +38,7 @@ export async function purchaseTopUp(deps: AppDeps, input: PurchaseTopUpInput, en
     createAccount: true,
     idempotency: input.claim,
     caller: input.caller,
-    run: (book, now) => ok(addTopUp(book, { bucketId, pack, paymentReference }, now)),
+    run: (book, now) => addTopUp(book, { bucketId, pack, paymentReference }, now),
     encode: (bucket, book, now) => encode({ bucket, balance: book.balance(now), price: pack.price }),
   });
 }
@@ -66,8 +65,7 @@ export async function adjustCredits(deps: AppDeps, input: AdjustCreditsInput, en
     createAccount: true,
     idempotency: input.claim,
     caller: input.caller,
-    run: (book, at) =>
-      ok(grantAdjustment(book, { bucketId, amount: input.amount, expiresAt: input.expiresAt, reason: input.reason, actor: input.caller }, at)),
+    run: (book, at) => grantAdjustment(book, { bucketId, amount: input.amount, expiresAt: input.expiresAt, reason: input.reason, actor: input.caller }, at),
     encode: (bucket, book, at) => encode({ bucket, balance: book.balance(at), price: null }),
   });
 }

@@ -1,16 +1,19 @@
-import type { AccountCommand, CommandOutcome, IdempotencyCache, IdempotencyClaim } from "./ports.js";
+import type { AccountCommand, CommandOutcome, CommandTarget, IdempotencyCache, IdempotencyClaim, IdempotencyScope } from "./ports.js";
 import type { AppDeps, Reply } from "./deps.js";
 
 /**
  * Wraps a mutating command with the Redis fast path: a key seen with the same request returns
  * the cached response; with another request, IDEMPOTENCY_KEY_REUSED; while its first call is
- * still running, IDEMPOTENCY_KEY_IN_USE (ABORTED, safe to retry). Whatever Redis says or fails
+ * still running, IDEMPOTENCY_KEY_IN_USE (ABORTED, safe to retry) whatever the request, since the
+ * first call's outcome decides what the key means. Whatever Redis says or fails
  * to say, the command itself checks the durable operation record in Postgres, so a flushed or
- * unreachable Redis never causes a second effect. Failed calls leave no record: a retry runs again.
+ * unreachable Redis never causes a second effect, and neither does a value in Redis that fails its
+ * authentication (it is ignored, and overwritten with the real answer). Failed calls leave no
+ * record: a retry runs again.
  */
 export async function idempotent(
   cache: IdempotencyCache,
-  scope: string,
+  scope: IdempotencyScope,
   claim: IdempotencyClaim,
   command: () => Promise<CommandOutcome<unknown>>,
 ): Promise<Reply> {
@@ -37,6 +40,7 @@ export async function idempotent(
         },
       };
     case "claimed":
+    case "untrusted":
     case "unavailable":
       break;
   }
@@ -55,7 +59,12 @@ export async function idempotent(
   return { ok: true, bytes: outcome.response };
 }
 
+/** The scope of `scopeId`'s keys, of the kind the command's target names (an account, or a reservation). */
+function scopeOf(target: CommandTarget, scopeId: string): IdempotencyScope {
+  return { kind: "accountId" in target ? "account" : "reservation", id: scopeId };
+}
+
 /** A mutating command with its idempotency claim, through the Redis fast path and the store, at the clock's now. */
-export function mutate<T>(deps: AppDeps, scope: string, command: AccountCommand<T> & { readonly idempotency: IdempotencyClaim }): Promise<Reply> {
-  return idempotent(deps.cache, scope, command.idempotency, () => deps.store.execute(command, deps.clock.now()));
+export function mutate<T>(deps: AppDeps, scopeId: string, command: AccountCommand<T> & { readonly idempotency: IdempotencyClaim }): Promise<Reply> {
+  return idempotent(deps.cache, scopeOf(command.target, scopeId), command.idempotency, () => deps.store.execute(command, deps.clock.now()));
 }

@@ -58,9 +58,17 @@ export interface EntryQuery {
   readonly accountId: string;
   readonly afterEntryId: bigint | null;
   readonly limit: number;
+  /** The page also ends before the entry that would take its encoded size past this (the first entry always goes in). */
+  readonly maxBytes: number;
   readonly from: Date | null;
   readonly to: Date | null;
   readonly kinds: readonly EntryKind[];
+}
+
+/** One page of entries, oldest first, and whether more follow it. */
+export interface EntryListing {
+  readonly entries: readonly StoredEntry[];
+  readonly more: boolean;
 }
 
 /** What a read of one account found. */
@@ -104,7 +112,8 @@ export interface LedgerStore {
   readonly changes: ChangeFeed;
   findReservation(reservationId: string): Promise<Reservation | null>;
   accountExists(accountId: string): Promise<boolean>;
-  listEntries(query: EntryQuery): Promise<StoredEntry[]>;
+  /** A page of the account's entries; refused (READ_LIMIT_EXCEEDED) when too many listings run or one runs too long. */
+  listEntries(query: EntryQuery): Promise<EntryListing>;
   /** Accounts with an overdue hold or an expired bucket that still has free credits. */
   accountsWithDueWork(now: Date, limit: number): Promise<string[]>;
   /** Applies due work to the account if no other transaction holds it; false if skipped. */
@@ -120,16 +129,28 @@ export type CacheLookup =
   | { readonly kind: "done"; readonly response: Uint8Array }
   | { readonly kind: "in_flight" }
   | { readonly kind: "mismatch" }
+  /** Redis holds a value for the key that fails its authentication: run on Postgres, then overwrite it. */
+  | { readonly kind: "untrusted" }
   | { readonly kind: "unavailable" };
+
+/**
+ * Whose keys an idempotency key is among: an account's, or (Commit, Release, ExtendReservation) a
+ * reservation's. The kind is part of the scope, never guessed from the id: an account may be
+ * named like a reservation.
+ */
+export interface IdempotencyScope {
+  readonly kind: "account" | "reservation";
+  readonly id: string;
+}
 
 /** The fast path of idempotency (Redis). Postgres remains the truth when it is lost or down. */
 export interface IdempotencyCache {
   /** Claims the key for this request, or says what is already known about it. */
-  begin(scope: string, claim: IdempotencyClaim): Promise<CacheLookup>;
+  begin(scope: IdempotencyScope, claim: IdempotencyClaim): Promise<CacheLookup>;
   /** Stores the response under the key. */
-  complete(scope: string, claim: IdempotencyClaim, response: Uint8Array): Promise<void>;
+  complete(scope: IdempotencyScope, claim: IdempotencyClaim, response: Uint8Array): Promise<void>;
   /** Drops our claim (the call failed and changed nothing), so a retry runs again. */
-  abandon(scope: string, claim: IdempotencyClaim, token: string): Promise<void>;
+  abandon(scope: IdempotencyScope, claim: IdempotencyClaim, token: string): Promise<void>;
   close(): Promise<void>;
 }
 

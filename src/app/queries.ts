@@ -18,7 +18,7 @@ function settleDue(deps: AppDeps, accountId: string, now: Date, encode: Paramete
 
 /** How a balance is encoded: its body once per read, its as-of time on every answer. */
 export interface BalanceEncoding {
-  /** The balance without its as-of time. */
+  /** The balance without its as-of time, in a layout only `stamp` reads. */
   body(view: BalanceView): Uint8Array;
   /** The response: a body, stamped with the time it is as of. */
   stamp(body: Uint8Array, asOf: Date): Uint8Array;
@@ -60,6 +60,13 @@ export async function getReservation(deps: AppDeps, reservationId: string, encod
   return settleDue(deps, reservation.accountId, now, (_, locked) => encode(locked.reservation(reservationId) ?? reservation));
 }
 
+/**
+ * The most bytes one ListLedgerEntries answer carries, whatever its page size: a quarter of
+ * gRPC's 4 MiB send limit, so pages of entries with the largest metadata still answer. A page
+ * ends early when its next entry would pass it; its next_page_token continues from there.
+ */
+export const LEDGER_PAGE_MAX_BYTES = 1024 * 1024;
+
 export interface ListEntriesInput {
   readonly accountId: string;
   readonly afterEntryId: bigint | null;
@@ -80,16 +87,15 @@ export async function listLedgerEntries(deps: AppDeps, input: ListEntriesInput, 
   if (!(await deps.store.accountExists(input.accountId))) {
     return refuse("ACCOUNT_NOT_FOUND", `account ${input.accountId} not found`, { account_id: input.accountId });
   }
-  const rows = await deps.store.listEntries({
+  const { entries, more } = await deps.store.listEntries({
     accountId: input.accountId,
     afterEntryId: input.afterEntryId,
-    limit: input.pageSize + 1,
+    limit: input.pageSize,
+    maxBytes: LEDGER_PAGE_MAX_BYTES - 64, // room for next_page_token
     from: input.from,
     to: input.to,
     kinds: input.kinds,
   });
-  const entries = rows.slice(0, input.pageSize);
-  const more = rows.length > input.pageSize;
   return { ok: true, bytes: encode({ entries, nextAfterEntryId: more ? entries[entries.length - 1]!.entryId : null }) };
 }
 

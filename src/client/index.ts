@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { clone } from "@bufbuild/protobuf";
 import { type Client, Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { CreditAdminService } from "../gen/credit/v1/admin_service_pb.js";
@@ -44,11 +45,14 @@ export interface CreditClients {
 /**
  * Gives a mutating request without an idempotency key one, once per logical call: it runs
  * outside the retry loop, so every retry carries the same key and the server applies it once.
+ * The key goes into a copy: the caller's object is never changed, so sending it again is a new
+ * logical call with a new key (a caller who wants a replay sets the key).
  */
 const idempotencyKeys: Interceptor = (next) => (req) => {
-  const message = req.message as { idempotencyKey?: unknown };
-  if (typeof message.idempotencyKey === "string" && message.idempotencyKey === "") message.idempotencyKey = randomUUID();
-  return next(req);
+  if (req.stream || (req.message as { idempotencyKey?: unknown }).idempotencyKey !== "") return next(req);
+  const keyed = clone(req.method.input, req.message) as typeof req.message & { idempotencyKey: string };
+  keyed.idempotencyKey = randomUUID();
+  return next({ ...req, message: keyed });
 };
 
 /** Retries UNAVAILABLE (a store or the server is away) and ABORTED (the same key is in flight) only. */

@@ -1,5 +1,6 @@
 import { type Bucket, compareConsumption, freeCredits, isUsable } from "./bucket.js";
 import { invariant } from "./errors.js";
+import { MAX_BALANCE_BUCKETS } from "./limits.js";
 import type { EntryDraft, EntryKind } from "./ledger-entry.js";
 import type { Reservation } from "./reservation.js";
 import { describe, type Subscription, type SubscriptionView } from "./subscription.js";
@@ -9,8 +10,10 @@ export interface BalanceView {
   readonly accountId: string;
   readonly available: bigint;
   readonly held: bigint;
-  /** Usable buckets with credits left, in consumption order. */
+  /** Usable buckets with credits left, in consumption order: the first MAX_BALANCE_BUCKETS of them. */
   readonly buckets: readonly Bucket[];
+  /** How many usable buckets with credits left there are; more than `buckets` lists when it was cut short. */
+  readonly bucketCount: number;
   readonly subscription: SubscriptionView | null;
   readonly asOf: Date;
 }
@@ -78,7 +81,7 @@ export class AccountBook {
 
   /** Credits a new hold can take: the free credits of usable buckets. */
   available(now: Date): bigint {
-    return this.usableBuckets(now).reduce((sum, b) => sum + freeCredits(b), 0n);
+    return this.allBuckets().reduce((sum, b) => (isUsable(b, now) ? sum + freeCredits(b) : sum), 0n);
   }
 
   /** Credits held by open reservations (also those taken from buckets that expired since). */
@@ -86,12 +89,19 @@ export class AccountBook {
     return this.allBuckets().reduce((sum, b) => sum + b.held, 0n);
   }
 
+  /**
+   * The balance as answers carry it: exact totals, and the first MAX_BALANCE_BUCKETS buckets (the
+   * ones consumed next), so that no account, however many buckets it holds, makes an answer too
+   * large to send.
+   */
   balance(now: Date): BalanceView {
+    const live = this.usableBuckets(now).filter((b) => b.remaining > 0n);
     return {
       accountId: this.accountId,
       available: this.available(now),
       held: this.held(),
-      buckets: this.usableBuckets(now).filter((b) => b.remaining > 0n),
+      buckets: live.slice(0, MAX_BALANCE_BUCKETS),
+      bucketCount: live.length,
       subscription: this.subscription ? describe(this.subscription, now) : null,
       asOf: now,
     };

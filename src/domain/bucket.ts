@@ -1,3 +1,5 @@
+import { MAX_SOURCE_REF_BYTES } from "./limits.js";
+
 export type BucketKind = "SUBSCRIPTION" | "TOP_UP" | "ADJUSTMENT";
 
 /**
@@ -48,4 +50,32 @@ export function compareConsumption(a: Bucket, b: Bucket): number {
   const byAge = a.createdAt.getTime() - b.createdAt.getTime();
   if (byAge !== 0) return byAge;
   return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+/**
+ * A source reference no longer than MAX_SOURCE_REF_BYTES in UTF-8: a longer one is cut at a
+ * character boundary and ends with "…". Applied when a bucket is made and again when one is
+ * answered, so references stored before the bound never make an answer larger either.
+ */
+export function boundedSourceRef(ref: string): string {
+  // Fast path: even at three bytes per UTF-16 unit it fits.
+  if (ref.length * 3 <= MAX_SOURCE_REF_BYTES) return ref;
+  const room = MAX_SOURCE_REF_BYTES - ELLIPSIS_BYTES;
+  let bytes = 0;
+  let end = 0;
+  let cut = -1;
+  for (const char of ref) {
+    const size = utf8Size(char.codePointAt(0)!);
+    if (cut < 0 && bytes + size > room) cut = end;
+    bytes += size;
+    if (bytes > MAX_SOURCE_REF_BYTES) return `${ref.slice(0, cut)}…`;
+    end += char.length;
+  }
+  return ref;
+}
+
+const ELLIPSIS_BYTES = 3;
+
+function utf8Size(codePoint: number): number {
+  return codePoint < 0x80 ? 1 : codePoint < 0x800 ? 2 : codePoint < 0x10000 ? 3 : 4;
 }

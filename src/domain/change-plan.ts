@@ -1,4 +1,6 @@
 import type { AccountBook } from "./account-book.js";
+import { type CreditCount, creditCount, withinLimit } from "./balance-limit.js";
+import { freeCredits, isExpired } from "./bucket.js";
 import { fail, ok, type Result } from "./errors.js";
 import type { Money } from "./grants.js";
 import { billingPeriod, prorate } from "./periods.js";
@@ -33,7 +35,16 @@ function money(currencyCode: string, amountMinor: bigint): Money {
  */
 export function changePlan(book: AccountBook, target: Plan, now: Date, newId: () => string): Result<PlanChange> {
   const current = book.subscription;
-  if (!current) return ok(subscribe(book, target, now, newId));
+  // Every change that grants credits, or schedules a larger allowance, is judged against the
+  // account credit cap before anything is changed (src/domain/balance-limit.ts).
+  const count = creditCount(book, now);
+  const limited = (after: Partial<CreditCount>, apply: () => PlanChange): Result<PlanChange> => {
+    const check = withinLimit(book.accountId, count, { ...count, ...after });
+    return check.ok ? ok(apply()) : check;
+  };
+  if (!current) {
+    return limited({ subscription: count.subscription + target.monthlyAllowance, allowances: [target.monthlyAllowance] }, () => subscribe(book, target, now, newId));
+  }
   if (target.price.currencyCode !== current.plan.price.currencyCode) {
     return fail("PLAN_CHANGE_NOT_ALLOWED", `plan ${target.planId} is priced in ${target.price.currencyCode}, the subscription in ${current.plan.price.currencyCode}`, {
       plan_id: target.planId,
@@ -50,13 +61,23 @@ export function changePlan(book: AccountBook, target: Plan, now: Date, newId: ()
     book.touchSubscription();
     return ok({ kind: "SCHEDULED_CHANGE_CANCELLED", effectiveAt: now, proratedCharge: zero, creditsGranted: 0n, subscription: current });
   }
-  if (current.plan.interval === "MONTH" && target.interval === "YEAR") return ok(restartPeriod(book, current, target, now, newId));
-  if (current.plan.interval === target.interval && target.monthlyAllowance > current.plan.monthlyAllowance) {
-    return ok(upgrade(book, current, target, now, newId));
+  if (current.plan.interval === "MONTH" && target.interval === "YEAR") {
+    // The current allowance bucket ends now: its free credits leave the count, the new allowance enters it.
+    const ending = current.currentBucketId ? book.bucket(current.currentBucketId) : null;
+    const leaving = ending && !isExpired(ending, now) ? freeCredits(ending) : 0n;
+    return limited({ subscription: count.subscription - leaving + target.monthlyAllowance, allowances: [target.monthlyAllowance] }, () =>
+      restartPeriod(book, current, target, now, newId),
+    );
   }
-  current.scheduled = { plan: target, effectiveAt: period.end };
-  book.touchSubscription();
-  return ok({ kind: "DOWNGRADE_SCHEDULED", effectiveAt: period.end, proratedCharge: zero, creditsGranted: 0n, subscription: current });
+  if (current.plan.interval === target.interval && target.monthlyAllowance > current.plan.monthlyAllowance) {
+    const extra = target.monthlyAllowance - current.plan.monthlyAllowance;
+    return limited({ subscription: count.subscription + extra, allowances: [target.monthlyAllowance] }, () => upgrade(book, current, target, now, newId));
+  }
+  return limited({ allowances: [current.plan.monthlyAllowance, target.monthlyAllowance] }, () => {
+    current.scheduled = { plan: target, effectiveAt: period.end };
+    book.touchSubscription();
+    return { kind: "DOWNGRADE_SCHEDULED", effectiveAt: period.end, proratedCharge: zero, creditsGranted: 0n, subscription: current };
+  });
 }
 
 function subscribe(book: AccountBook, plan: Plan, now: Date, newId: () => string): PlanChange {

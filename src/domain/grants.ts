@@ -1,6 +1,8 @@
 import type { AccountBook } from "./account-book.js";
-import type { Bucket } from "./bucket.js";
+import { grantWithinLimit } from "./balance-limit.js";
+import { type Bucket, boundedSourceRef } from "./bucket.js";
 import { addMonths } from "./calendar.js";
+import { ok, type Result } from "./errors.js";
 
 export interface Money {
   readonly currencyCode: string;
@@ -22,15 +24,20 @@ export interface TopUpPurchase {
   readonly paymentReference: string;
 }
 
-/** A top-up is a new TOP_UP bucket, usable at once, expiring `validityMonths` calendar months after purchase. */
-export function purchaseTopUp(book: AccountBook, purchase: TopUpPurchase, now: Date): Bucket {
+/**
+ * A top-up is a new TOP_UP bucket, usable at once, expiring `validityMonths` calendar months after
+ * purchase; BALANCE_LIMIT if it would take the account past the cap.
+ */
+export function purchaseTopUp(book: AccountBook, purchase: TopUpPurchase, now: Date): Result<Bucket> {
+  const limited = grantWithinLimit(book, purchase.pack.credits, now);
+  if (!limited.ok) return limited;
   const bucket = emptyBucket(book, purchase.bucketId, "TOP_UP", now, addMonths(now, purchase.pack.validityMonths), `pack:${purchase.pack.packId};payment:${purchase.paymentReference}`, purchase.pack.credits);
   book.addBucket(bucket, "GRANT", {
     pack_id: purchase.pack.packId,
     payment_reference: purchase.paymentReference,
     price: `${purchase.pack.price.amountMinor} ${purchase.pack.price.currencyCode}`,
   });
-  return bucket;
+  return ok(bucket);
 }
 
 export interface Adjustment {
@@ -41,11 +48,18 @@ export interface Adjustment {
   readonly actor: string;
 }
 
-/** Support grants credits as a new ADJUSTMENT bucket, recorded with who did it and why. */
-export function grantAdjustment(book: AccountBook, adjustment: Adjustment, now: Date): Bucket {
-  const bucket = emptyBucket(book, adjustment.bucketId, "ADJUSTMENT", now, adjustment.expiresAt, `adjustment:${adjustment.reason}`, adjustment.amount);
+/**
+ * Support grants credits as a new ADJUSTMENT bucket, recorded with who did it and why (the whole
+ * reason on the ADJUST entry, a bounded copy in the bucket's reference); BALANCE_LIMIT if it
+ * would take the account past the cap.
+ */
+export function grantAdjustment(book: AccountBook, adjustment: Adjustment, now: Date): Result<Bucket> {
+  const limited = grantWithinLimit(book, adjustment.amount, now);
+  if (!limited.ok) return limited;
+  const sourceRef = boundedSourceRef(`adjustment:${adjustment.reason}`);
+  const bucket = emptyBucket(book, adjustment.bucketId, "ADJUSTMENT", now, adjustment.expiresAt, sourceRef, adjustment.amount);
   book.addBucket(bucket, "ADJUST", { reason: adjustment.reason, actor: adjustment.actor });
-  return bucket;
+  return ok(bucket);
 }
 
 function emptyBucket(

@@ -1,6 +1,9 @@
 import { createServer, type Server } from "node:http";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
+/** How old a gauge read from the database may grow before a scrape reads it again. */
+export const DB_GAUGE_MAX_AGE_MS = 2_000;
+
 /** The service's Prometheus metrics, on their own registry. */
 export class Metrics {
   readonly registry = new Registry();
@@ -61,27 +64,108 @@ export class Metrics {
     this.redisUp.set(1);
   }
 
-  /** A gauge whose value is read at scrape time. */
-  gauge(name: string, help: string, read: () => Promise<number> | number): void {
+  /** A gauge whose value is read from memory at scrape time. */
+  gauge(name: string, help: string, read: () => number): void {
+    new Gauge({
+      name,
+      help,
+      registers: [this.registry],
+      collect() {
+        this.set(read());
+      },
+    });
+  }
+
+  /**
+   * A gauge read from the database. Scrapes never cost a query each: one read serves every scrape
+   * for DB_GAUGE_MAX_AGE_MS, only one runs at a time, and a scrape waits for a due read at most
+   * DB_GAUGE_WAIT_MS before it shows the last value (NaN before the first; a failed read keeps it).
+   */
+  dbGauge(name: string, help: string, read: () => Promise<number>): void {
+    const cached = new CachedRead(read, DB_GAUGE_MAX_AGE_MS);
     new Gauge({
       name,
       help,
       registers: [this.registry],
       async collect() {
-        this.set(await read());
+        this.set(await cached.get(DB_GAUGE_WAIT_MS));
       },
     });
   }
 }
 
+/** The longest a scrape waits for a database gauge's read. */
+const DB_GAUGE_WAIT_MS = 1_000;
+
+/** The last value of an expensive read, read again at most every `maxAgeMs` and never twice at once. */
+class CachedRead {
+  private value = Number.NaN;
+  private startedAt = Number.NEGATIVE_INFINITY;
+  private pending: Promise<void> | null = null;
+
+  constructor(
+    private readonly read: () => Promise<number>,
+    private readonly maxAgeMs: number,
+  ) {}
+
+  async get(waitMs: number): Promise<number> {
+    if (this.pending === null && performance.now() - this.startedAt >= this.maxAgeMs) {
+      this.startedAt = performance.now();
+      this.pending = this.read().then(
+        (value) => {
+          this.value = value;
+        },
+        () => {}, // the last value stands; credit_postgres_up reports the outage
+      );
+      void this.pending.finally(() => {
+        this.pending = null;
+      });
+    }
+    if (this.pending !== null) await waitAtMost(this.pending, waitMs);
+    return this.value;
+  }
+}
+
+async function waitAtMost(work: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([work, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
+
+/** The least time between two renderings of /metrics: what a flood of scrapes can cost (a few ms of CPU each). */
+const RENDER_GAP_MS = 100;
+
+/**
+ * Runs `work` for callers, one run at a time and runs at least `gapMs` apart; each caller gets a
+ * run that started after it called, shared with everyone who called while it waited. So a scrape
+ * still sees everything that happened before it was sent, and a flood costs one run per gap.
+ */
+function coalesced<T>(work: () => Promise<T>, gapMs: number): () => Promise<T> {
+  let next: Promise<T> | null = null;
+  let previous: Promise<unknown> = Promise.resolve();
+  let startedAt = Number.NEGATIVE_INFINITY;
+  const start = async (): Promise<T> => {
+    await previous;
+    const wait = startedAt + gapMs - performance.now();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    next = null; // callers from now on wait for the run after this one
+    startedAt = performance.now();
+    const run = work();
+    previous = run.catch(() => {});
+    return run;
+  };
+  return () => (next ??= start());
+}
+
 /** Serves /metrics (Prometheus text format) on its own port. */
 export async function startMetricsServer(metrics: Metrics, host: string, port: number): Promise<{ port: number; close(): Promise<void> }> {
+  const render = coalesced(() => metrics.registry.metrics(), RENDER_GAP_MS);
   const server: Server = createServer((req, res) => {
     if (req.url !== "/metrics") {
       res.writeHead(404).end();
       return;
     }
-    metrics.registry.metrics().then(
+    render().then(
       (body) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(body),
       (err: unknown) => res.writeHead(500).end(String(err)),
     );

@@ -82,13 +82,11 @@ export function adminHandlers(deps: AppDeps): ServiceHandlers {
         kinds,
       };
       return reply(
+        // The store ends a page before its entries pass LEDGER_PAGE_MAX_BYTES (src/store/entry-listing.ts).
         await listLedgerEntries(deps, input, (page) =>
           encodeMessage(
             ListLedgerEntriesResponseSchema,
-            create(ListLedgerEntriesResponseSchema, {
-              entries: page.entries.map(encode.ledgerEntry),
-              nextPageToken: encodePageToken(page.nextAfterEntryId),
-            }),
+            create(ListLedgerEntriesResponseSchema, { entries: page.entries.map(encode.ledgerEntry), nextPageToken: encodePageToken(page.nextAfterEntryId) }),
           ),
         ),
       );

@@ -45,13 +45,15 @@ export function sha256(token: string): Buffer {
 
 /**
  * Parses AUTH_TOKENS: comma-separated `name:role:sha256hex` entries (hash a token with
- * `npm run cli -- hash-token <token>`). Throws naming the bad entry.
+ * `npm run cli -- hash-token <token>`). Throws naming the bad entry, and when there is no entry
+ * at all: a value that holds no token must not read as "authentication off".
  */
 export function parseTokens(value: string): TokenEntry[] {
   const entries = value
     .split(",")
     .map((e) => e.trim())
     .filter((e) => e.length > 0);
+  if (entries.length === 0) throw new Error("AUTH_TOKENS holds no token: expected name:role:sha256hex,…");
   const parsed = entries.map((entry, i) => {
     const [name, role, hex, ...rest] = entry.split(":");
     if (!name || !/^[A-Za-z0-9._-]{1,64}$/.test(name) || rest.length > 0) throw new Error(`AUTH_TOKENS entry ${i + 1}: expected name:role:sha256hex`);

@@ -12,11 +12,24 @@ import { type DescField, type DescMessage, type MessageShape, ScalarType, toBina
  */
 export function encodeMessage<D extends DescMessage>(schema: D, message: MessageShape<D>): Buffer {
   const plan = planOf(schema);
-  if (plan === null || hasUnknown(message)) return asBuffer(toBinary(schema, message));
+  if (plan === null || hasUnknown(message)) return sendable(asBuffer(toBinary(schema, message)));
   const w = writer;
   w.pos = 0;
   writeFields(w, plan, message as unknown as Fields);
-  return Buffer.from(w.buf.subarray(0, w.pos));
+  return sendable(Buffer.from(w.buf.subarray(0, w.pos)));
+}
+
+/**
+ * The largest answer grpc-js sends (`grpc.max_send_message_length` in server.ts). Answers are
+ * bounded far below it (test/unit/answer-size.test.ts computes the worst cases); this backstop
+ * turns a miss into an error thrown while the command's transaction is still open, so nothing
+ * commits behind an answer that could not be sent.
+ */
+export const MAX_ANSWER_BYTES = 4 * 1024 * 1024;
+
+function sendable(bytes: Buffer): Buffer {
+  if (bytes.length > MAX_ANSWER_BYTES) throw new RangeError(`an answer of ${bytes.length} bytes is larger than ${MAX_ANSWER_BYTES}`);
+  return bytes;
 }
 
 /** The same bytes as a Buffer, without a copy. */
@@ -295,14 +308,34 @@ function writeScalarValue(w: Writer, scalar: ScalarType, value: unknown): void {
       w.varint32(value ? 1 : 0);
       break;
     case ScalarType.INT64:
+      w.varint64(inRange(BigInt(value as bigint | string | number), INT64_MIN, INT64_MAX, "int64"));
+      break;
     case ScalarType.UINT64:
-      w.varint64(BigInt(value as bigint | string | number));
+      w.varint64(inRange(BigInt(value as bigint | string | number), 0n, UINT64_MAX, "uint64"));
       break;
     case ScalarType.UINT32:
-      w.varint32((value as number) >>> 0);
+      w.varint32(integerInRange(value as number, 0, UINT32_MAX, "uint32"));
       break;
     default:
-      w.varint32(value as number);
+      w.varint32(integerInRange(value as number, INT32_MIN, INT32_MAX, "int32"));
       break;
   }
+}
+
+// A value outside its field's type is a bug upstream: refused, never wrapped (toBinary refuses them too).
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+const UINT64_MAX = 2n ** 64n - 1n;
+const INT32_MIN = -(2 ** 31);
+const INT32_MAX = 2 ** 31 - 1;
+const UINT32_MAX = 2 ** 32 - 1;
+
+function inRange(value: bigint, min: bigint, max: bigint, type: string): bigint {
+  if (value < min || value > max) throw new RangeError(`${value} does not fit in an ${type} field`);
+  return value;
+}
+
+function integerInRange(value: number, min: number, max: number, type: string): number {
+  if (!Number.isInteger(value) || value < min || value > max) throw new RangeError(`${value} does not fit in an ${type} field`);
+  return value;
 }

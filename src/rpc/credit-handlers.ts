@@ -60,10 +60,11 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandle
     },
 
     async Commit(req: CommitRequest, ctx: CallContext) {
+      // A UUID's letter case is not part of it: the id is hashed (and used) as decoded, in lower case.
       const reservationId = decode.uuid(req.reservationId, "reservation_id");
       const key = decode.id(req.idempotencyKey, "idempotency_key");
       const actual = decodeCost(req.actual, true);
-      const claim = { key, method: "Commit", requestHash: requestHash("Commit", CommitRequestSchema, req) };
+      const claim = { key, method: "Commit", requestHash: requestHash("Commit", CommitRequestSchema, { ...req, reservationId }) };
       return reply(await commit(deps, { reservationId, actual, claim, caller: callerOf(ctx) }, holdResult(CommitResponseSchema)));
     },
 
@@ -72,7 +73,7 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandle
       const key = decode.id(req.idempotencyKey, "idempotency_key");
       const reason = decode.enumValue(req.reason, "reason", RELEASE_REASONS);
       const detail = decode.text(req.detail, "detail");
-      const claim = { key, method: "Release", requestHash: requestHash("Release", ReleaseRequestSchema, req) };
+      const claim = { key, method: "Release", requestHash: requestHash("Release", ReleaseRequestSchema, { ...req, reservationId }) };
       return reply(await release(deps, { reservationId, reason, detail, claim, caller: callerOf(ctx) }, holdResult(ReleaseResponseSchema)));
     },
 
@@ -81,7 +82,7 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandle
       const key = decode.id(req.idempotencyKey, "idempotency_key");
       if (req.ttl === undefined) throw decode.invalid("ttl", "is required");
       const ttlMs = decode.ttl(req.ttl, "ttl", limits.defaultTtlMs, limits.maxTtlMs);
-      const claim = { key, method: "ExtendReservation", requestHash: requestHash("ExtendReservation", ExtendReservationRequestSchema, req) };
+      const claim = { key, method: "ExtendReservation", requestHash: requestHash("ExtendReservation", ExtendReservationRequestSchema, { ...req, reservationId }) };
       return reply(
         await extendReservation(deps, { reservationId, ttlMs, claim, caller: callerOf(ctx) }, (r) =>
           encodeMessage(ExtendReservationResponseSchema, create(ExtendReservationResponseSchema, { reservation: encode.reservation(r.reservation) })),

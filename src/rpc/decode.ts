@@ -1,5 +1,5 @@
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
-import { durationMs, timestampDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { FailureError } from "../domain/errors.js";
 import type { Money as DomainMoney } from "../domain/grants.js";
 import type { GenerationSpec as DomainSpec, GenerationKind as DomainKind, Quality as DomainQuality } from "../domain/pricing.js";
@@ -68,15 +68,18 @@ export function metadata(value: Record<string, string>, field = "metadata"): Rec
   return Object.fromEntries(entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
-/** A TTL in whole milliseconds within (0, maxMs]; unset gives `defaultMs`. */
+/**
+ * A TTL in whole milliseconds within (0, maxMs]; unset gives `defaultMs`. A sub-millisecond
+ * remainder counts as a started millisecond (rounded up, in exact integer arithmetic), so no
+ * duration above the maximum is ever taken for the maximum: 24 h + 1 ns is 86,400,001 ms.
+ */
 export function ttl(value: Duration | undefined, field: string, defaultMs: number, maxMs: number): number {
   if (value === undefined) return defaultMs;
   if (value.seconds < 0n || value.nanos < 0 || value.nanos > 999_999_999) throw invalid(field, "must be a positive duration");
-  if (value.seconds > BigInt(maxMs)) throw invalid(field, `must be at most ${maxMs / 1000}s`);
-  const ms = durationMs(value);
-  if (ms < 1) throw invalid(field, "must be a positive duration");
-  if (ms > maxMs) throw invalid(field, `must be at most ${maxMs / 1000}s`);
-  return ms;
+  const ms = value.seconds * 1000n + (BigInt(value.nanos) + 999_999n) / 1_000_000n;
+  if (ms < 1n) throw invalid(field, "must be a positive duration");
+  if (ms > BigInt(maxMs)) throw invalid(field, `must be at most ${maxMs / 1000}s`);
+  return Number(ms);
 }
 
 /** An optional point in time between year 1970 and 9999. */

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { StoredEntry } from "../app/ports.js";
 import type { BalanceView } from "../domain/account-book.js";
-import type { Bucket as DomainBucket, BucketKind as DomainBucketKind } from "../domain/bucket.js";
+import { boundedSourceRef, type Bucket as DomainBucket, type BucketKind as DomainBucketKind } from "../domain/bucket.js";
 import type { Money as DomainMoney } from "../domain/grants.js";
 import type { EntryKind } from "../domain/ledger-entry.js";
 import type { ReleaseReason as DomainReleaseReason, Reservation as DomainReservation, ReservationStatus } from "../domain/reservation.js";
@@ -157,7 +157,7 @@ export function bucket(value: DomainBucket): Bucket {
     held: value.held,
     validFrom: timestampFromDate(value.validFrom),
     expiresAt: value.expiresAt ? timestampFromDate(value.expiresAt) : undefined,
-    sourceRef: value.sourceRef,
+    sourceRef: boundedSourceRef(value.sourceRef),
   });
 }
 
@@ -202,6 +202,8 @@ export function balance(value: BalanceView): Balance {
     buckets: value.buckets.map(bucket),
     subscription: value.subscription ? subscription(value.subscription) : undefined,
     asOf: timestampFromDate(value.asOf),
+    bucketsTruncated: value.bucketCount > value.buckets.length,
+    bucketCount: value.bucketCount,
   });
 }
 

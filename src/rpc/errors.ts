@@ -30,6 +30,7 @@ export function codeFor(reason: FailureReason): status {
     case "RATE_CARD_NOT_FOUND":
       return status.NOT_FOUND;
     case "INSUFFICIENT_CREDITS":
+    case "BALANCE_LIMIT":
     case "RESERVATION_NOT_HELD":
     case "RESERVATION_EXPIRED":
     case "ALREADY_ON_PLAN":
@@ -38,6 +39,8 @@ export function codeFor(reason: FailureReason): status {
       return status.FAILED_PRECONDITION;
     case "STORE_UNAVAILABLE":
       return status.UNAVAILABLE;
+    case "READ_LIMIT_EXCEEDED":
+      return status.RESOURCE_EXHAUSTED;
     case "UNAUTHENTICATED":
       return status.UNAUTHENTICATED;
     case "PERMISSION_DENIED":
@@ -45,7 +48,8 @@ export function codeFor(reason: FailureReason): status {
   }
 }
 
-function serviceError(code: status, message: string, reason: string, metadata: Readonly<Record<string, string>>): Partial<ServiceError> {
+/** A status with its ErrorInfo; for refusals made outside the domain's failures (the transport's limits). */
+export function serviceError(code: status, message: string, reason: string, metadata: Readonly<Record<string, string>>): Partial<ServiceError> {
   const info = create(ErrorInfoSchema, { reason, domain: ERROR_DOMAIN, metadata: { ...metadata } });
   const detail = create(StatusSchema, { code, message, details: [anyPack(ErrorInfoSchema, info)] });
   const trailers = new Metadata();

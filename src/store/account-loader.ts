@@ -6,7 +6,8 @@ export type LockMode = "wait" | "skip-locked";
 
 /**
  * Locks the accounts' rows in account order (so two batches that share accounts never
- * deadlock); its rows are the ids that exist (and, with skip-locked, were free).
+ * deadlock); its rows are the ids that exist (and, with skip-locked, were free: skip-locked never
+ * waits, so only a "wait" statement can take part in a deadlock).
  */
 export function lockStatement(accountIds: readonly string[], mode: LockMode): Statement {
   return mode === "wait"

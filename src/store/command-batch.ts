@@ -18,8 +18,8 @@ export interface QueuedCommand {
 }
 
 export interface BatchResult {
-  /** One outcome per command, in order. */
-  readonly outcomes: CommandOutcome<unknown>[];
+  /** One outcome per command, in order; null for a command left out (its account's lock was held elsewhere: see AccountLocks). */
+  readonly outcomes: (CommandOutcome<unknown> | null)[];
   /** Reservations the batch created, with their accounts. */
   readonly newReservations: readonly (readonly [reservationId: string, accountId: string])[];
   /** The accounts the batch applied due work to, as it committed them, as of that time. */
@@ -40,9 +40,24 @@ interface Working extends BookWrite {
   settledAt: Date | null;
 }
 
+/** How a batch takes its accounts' row locks. */
+export interface AccountLocks {
+  /**
+   * Whether to wait when another transaction holds the account's lock. If not, the batch skips the
+   * account and leaves its commands out (it names them to `loaded`): they run later, elsewhere.
+   */
+  wait(accountId: string): boolean;
+  /** How long such a wait may last before the batch fails with lock_not_available (55P03); null: as long as it takes. */
+  readonly waitLimitMs: number | null;
+}
+
+/** Waits for every lock, however long (the default: a batch that is alone on the database). */
+export const WAIT_FOR_LOCKS: AccountLocks = { wait: () => true, waitLimitMs: null };
+
 /**
  * Runs several commands in ONE transaction (the caller's): creates the accounts that need
- * creating, locks every account the commands touch (in account order), loads all their books in
+ * creating, locks every account the commands touch (in account order; an account `locks` does not
+ * wait for and another transaction holds is left out, with its commands), loads all their books in
  * one statement, runs the commands in arrival order — commands on the same account one after the
  * other on the same book, exactly as if each had its own transaction — and writes every change and
  * every operation record in one statement. Two round trips however many commands.
@@ -55,8 +70,9 @@ export async function runCommandBatch(
   tx: Transaction,
   items: readonly QueuedCommand[],
   newId: () => string,
-  /** Called once the accounts are locked and loaded (the batch's first round trip is back). */
-  loaded: () => void = () => {},
+  /** Called once the accounts are locked and loaded (the batch's first round trip is back), with the commands left out (by index). */
+  loaded: (leftOut: readonly number[]) => void = () => {},
+  locks: AccountLocks = WAIT_FOR_LOCKS,
 ): Promise<BatchResult> {
   const byAccount = new Map<string, QueuedCommand[]>();
   for (const item of items) {
@@ -82,16 +98,23 @@ export async function runCommandBatch(
       name: "create_accounts",
     },
   ];
-  // One round trip: BEGIN, create, lock (in account order), then load — which runs after the locks are held.
-  const results = await tx.run([...create, lockStatement([...byAccount.keys()].sort(), "wait"), loadStatement(requests)]);
-  loaded(); // the next batch may load while this one computes and writes
+  // One round trip: BEGIN, create, lock, then load — which runs after the locks are held.
+  const locking = lockStatements([...byAccount.keys()].sort(), locks);
+  const statements = [...create, ...locking, loadStatement(requests)];
+  const results = await tx.run(statements);
   const loadedBooks = booksFromRows(results[results.length - 1]!);
+  // An account that exists but was not locked is held by another transaction: its commands wait for it elsewhere.
+  const locked = new Set(locking.flatMap((s) => results[statements.indexOf(s)]!.map((r) => r["account_id"] as string))); // (SET returns no rows)
+  const heldElsewhere = (accountId: string) => loadedBooks.has(accountId) && !locked.has(accountId);
+  const leftOut = items.flatMap((item, i) => (heldElsewhere(item.accountId) ? [i] : []));
+  loaded(leftOut); // the next batch may load while this one computes and writes
   // An account this batch created comes into being when its first creating command runs: a
   // command that arrived before that one must not see it (as if each had its own transaction).
   const unborn = new Set(create.length > 0 ? results[0]!.map((r) => r["account_id"] as string) : []);
   const working = new Map<string, Working>();
   const records: OperationRecord[] = [];
   const outcomes = items.map((item) => {
+    if (heldElsewhere(item.accountId)) return null;
     if (item.command.createAccount) unborn.delete(item.accountId);
     const account = unborn.has(item.accountId) ? undefined : loadedBooks.get(item.accountId);
     if (!account) return failed({ reason: "ACCOUNT_NOT_FOUND", message: `account ${item.accountId} not found`, metadata: { account_id: item.accountId } });
@@ -105,6 +128,25 @@ export async function runCommandBatch(
   const newReservations = [...working.values()].flatMap(({ book }) => [...book.newReservations].map((id) => [id, book.accountId] as const));
   const books = [...working.values()].flatMap((w) => (w.settledAt ? [{ book: w.book, at: w.settledAt, nextHoldExpiry: earliestHold(w) }] : []));
   return { outcomes, newReservations, books };
+}
+
+/**
+ * The statements that lock the accounts (each in account order): first, while the batch holds no
+ * account yet (but those it has just created), those it waits for, with the wait limited if
+ * `locks` says so; then the others, skipping those held elsewhere. A batch that waits holds nothing
+ * another can be waiting for, so batches never deadlock, whoever holds what.
+ */
+function lockStatements(accountIds: readonly string[], locks: AccountLocks): Statement[] {
+  const wait = new Set(accountIds.filter((id) => locks.wait(id)));
+  const skip = accountIds.filter((id) => !wait.has(id));
+  const out: Statement[] = [];
+  if (wait.size > 0) {
+    const limit = locks.waitLimitMs === null ? [] : [{ sql: `set local lock_timeout = ${Math.max(1, Math.round(locks.waitLimitMs))}` }];
+    // The limit is the lock statement's alone: the transaction's later statements keep the session's.
+    out.push(...limit, lockStatement([...wait], "wait"), ...(limit.length > 0 ? [{ sql: "set local lock_timeout to default" }] : []));
+  }
+  if (skip.length > 0) out.push(lockStatement(skip, "skip-locked"));
+  return out;
 }
 
 /** The earliest expiry among the holds open when loaded and those the batch opened or extended (never later than the truth). */

@@ -1,4 +1,4 @@
-import { MikroORM, PostgreSqlDriver } from "@mikro-orm/postgresql";
+import { type Logger, MikroORM, type Options, PostgreSqlDriver } from "@mikro-orm/postgresql";
 import pg from "pg";
 import { entities } from "./schema.js";
 
@@ -40,23 +40,58 @@ export async function ensureDatabase(url: string): Promise<void> {
 }
 
 /**
+ * The ORM's own warnings (a pooled connection that failed, a rollback that failed) go where the
+ * caller says; everything else it would log (queries, discovery, deprecations) is dropped.
+ */
+function driverLogger(onWarning: ((message: string) => void) | undefined): Logger {
+  const report = (namespace: string, message: string) => {
+    if (namespace !== "deprecated") onWarning?.(message);
+  };
+  return {
+    log: () => {},
+    logQuery: () => {},
+    warn: report,
+    error: report,
+    setDebugMode: () => {},
+    isEnabled: () => false,
+  };
+}
+
+/**
+ * The ORM on its own pool. Built with the constructor rather than `MikroORM.init`, which imports
+ * every ORM extension installed (the migrator among them) whether it is used or not.
+ */
+function createOrm(options: { url: string; poolMax: number; onDriverWarning?: (message: string) => void }, extra: Pick<Options, "extensions" | "migrations"> = {}): MikroORM {
+  return new MikroORM({
+    driver: PostgreSqlDriver,
+    clientUrl: options.url,
+    entities,
+    pool: { min: 0, max: options.poolMax },
+    // Options of node-postgres' Pool. Give up on an unreachable database (or a pool that stays
+    // busy) within seconds, so calls fail as UNAVAILABLE instead of hanging.
+    driverOptions: { connectionTimeoutMillis: 3000 },
+    loggerFactory: () => driverLogger(options.onDriverWarning),
+    allowGlobalContext: false,
+    debug: false,
+    ...extra,
+  });
+}
+
+/**
  * Applies pending migrations, one server at a time (an advisory lock). The migrator and the
  * migrations are loaded only here, on demand: a server started with DB_MIGRATE=false (migrations
- * run beforehand by `npm run migrate`) never loads them, which keeps tens of MB out of its memory.
+ * run beforehand by `npm run migrate`) never loads them.
  */
 export async function migrate(url: string): Promise<void> {
   await ensureDatabase(url);
   const [{ Migrator }, { migrations }] = await Promise.all([import("@mikro-orm/migrations"), import("./migrations/index.js")]);
-  const orm = await MikroORM.init({
-    driver: PostgreSqlDriver,
-    clientUrl: url,
-    entities,
-    extensions: [Migrator],
-    pool: { min: 0, max: 1 },
-    migrations: { migrationsList: migrations, transactional: true, allOrNothing: true, snapshot: false, silent: true },
-    allowGlobalContext: false,
-    debug: false,
-  });
+  const orm = createOrm(
+    { url, poolMax: 1 },
+    {
+      extensions: [Migrator],
+      migrations: { migrationsList: migrations, transactional: true, allOrNothing: true, snapshot: false, silent: true },
+    },
+  );
   const client = new pg.Client({ connectionString: url });
   try {
     await client.connect();
@@ -70,23 +105,5 @@ export async function migrate(url: string): Promise<void> {
 
 export async function openDatabase(options: DatabaseOptions): Promise<MikroORM> {
   if (options.migrate) await migrate(options.url);
-  return MikroORM.init({
-    driver: PostgreSqlDriver,
-    clientUrl: options.url,
-    entities,
-    pool: { min: 0, max: options.poolMax },
-    // Give up on an unreachable database within seconds, so calls fail as UNAVAILABLE instead of hanging.
-    driverOptions: {
-      acquireConnectionTimeout: 5000,
-      connection: { connectionTimeoutMillis: 3000 },
-      log: {
-        warn: (message: string) => options.onDriverWarning?.(String(message)),
-        error: (message: string) => options.onDriverWarning?.(String(message)),
-        deprecate: () => {},
-        debug: () => {},
-      },
-    },
-    allowGlobalContext: false,
-    debug: false,
-  });
+  return createOrm(options);
 }

@@ -1,22 +1,21 @@
 import type { MikroORM } from "@mikro-orm/postgresql";
 import type pg from "pg";
-import type { AccountCommand, AccountSnapshot, ChangeFeed, CommandOutcome, EntryQuery, LedgerStore, StoredEntry, WrittenAccount } from "../app/ports.js";
+import type { AccountCommand, AccountSnapshot, ChangeFeed, CommandOutcome, EntryListing, EntryQuery, LedgerStore, WrittenAccount } from "../app/ports.js";
 import { FailureError } from "../domain/errors.js";
-import type { EntryKind } from "../domain/ledger-entry.js";
 import { applyDue } from "../domain/maintenance.js";
 import type { Difference } from "../domain/reconcile.js";
 import type { Reservation } from "../domain/reservation.js";
 import { accountTime } from "../domain/clock.js";
 import { bookFromRow, booksFromRows, loadStatement, lockStatement, nextHoldExpiry, rowsByAccount } from "./account-loader.js";
-import { GroupCommit, type Settled } from "./batching.js";
+import { type BatchLocks, GroupCommit, type Settled } from "./batching.js";
 import type { PostgresChangeFeed } from "./change-feed.js";
-import { type BatchResult, type QueuedCommand, runCommandBatch } from "./command-batch.js";
+import { type AccountLocks, type BatchResult, type QueuedCommand, runCommandBatch } from "./command-batch.js";
+import { EntryListings } from "./entry-listing.js";
 import { persistStatement } from "./persist.js";
 import { inTransaction, type Query, queryOn } from "./pg.js";
 import { reconcileAccount } from "./reconcile-scan.js";
 import { ReservationLocator } from "./reservation-locator.js";
 import { reservationFromRow } from "./rows.js";
-import { LedgerEntryRow } from "./schema.js";
 import { guardUnavailable, isStoreUnavailable } from "./unavailable.js";
 
 export interface LedgerStoreOptions {
@@ -40,6 +39,29 @@ export interface LedgerStoreOptions {
  * server, a long transaction), and the other accounts' commands must not wait with it.
  */
 const STAGGER_MAX_LOAD_WAIT_MS = 25;
+
+/**
+ * How long a write batch in a slot waits for an account's lock that one of this server's batches
+ * held when it looked (that batch has loaded, so it only computes and commits: a few ms). Longer
+ * means the lock changed hands meanwhile (another server, a long transaction): the batch starts
+ * again and leaves that account out, for its parking lane, rather than hold a slot.
+ */
+const OWN_LOCK_WAIT_LIMIT_MS = 1000;
+
+/**
+ * How long a parking lane waits for its account's lock at a time. A lock held by another server's
+ * batch comes free within milliseconds; one held longer (a long transaction) makes the lane give
+ * up for now and take its turn again after the other parked accounts, so that lanes stuck behind
+ * long transactions never keep the others' turn from coming.
+ */
+const LANE_WAIT_LIMIT_MS = 1000;
+
+/** What a batch returns for a command it left out: never delivered (the command waits in its account's lane). */
+const LEFT_OUT: Settled<never> = { ok: false, error: new Error("left out of its batch: its account's lock is held elsewhere") };
+
+function isLockTimeout(err: unknown): boolean {
+  return (err as { code?: string })?.code === "55P03";
+}
 
 function isOperationConflict(err: unknown): boolean {
   const e = err as { code?: string; constraint?: string };
@@ -73,7 +95,7 @@ export class PostgresLedgerStore implements LedgerStore {
       concurrency: options.writeConcurrency,
       maxBatch: options.maxBatch,
       acrossKeys: options.batchAcrossAccounts,
-      run: (items, loaded) => this.runWrites(items, loaded),
+      run: (items, loaded, locks) => this.runWrites(items, loaded, locks),
       ...(options.staggerFrom ? { stagger: { splitFrom: options.staggerFrom, maxLoadWaitMs: STAGGER_MAX_LOAD_WAIT_MS } } : {}),
       onBatch: options.onBatch,
     });
@@ -112,17 +134,42 @@ export class PostgresLedgerStore implements LedgerStore {
     return accountId;
   }
 
-  private async runWrites(items: QueuedCommand[], loaded: () => void): Promise<Settled<CommandOutcome<unknown>>[]> {
+  /**
+   * A batch in a slot waits only for the locks this server's loaded batches hold (they come free
+   * within milliseconds); an account locked by anyone else is left out, and its commands wait for
+   * the lock in its parking lane, on a connection of their own, as long as it takes (in turns of
+   * LANE_WAIT_LIMIT_MS when it takes longer).
+   */
+  private accountLocks(locks: BatchLocks): AccountLocks {
+    if (locks.lane !== null) return { wait: () => true, waitLimitMs: LANE_WAIT_LIMIT_MS };
+    return { wait: (accountId) => locks.heldByOther(accountId), waitLimitMs: OWN_LOCK_WAIT_LIMIT_MS };
+  }
+
+  private async runWrites(items: QueuedCommand[], loaded: (leftOut?: readonly number[]) => void, batchLocks: BatchLocks): Promise<Settled<CommandOutcome<unknown>>[]> {
+    const locks = this.accountLocks(batchLocks);
+    const settle = (outcome: CommandOutcome<unknown> | null): Settled<CommandOutcome<unknown>> => (outcome === null ? LEFT_OUT : { ok: true, value: outcome });
+    /** Accounts whose commands went to their lane: a later command of theirs goes there too, never ahead. */
+    const leftAccounts = new Set<string>();
+    const leave = (indices: readonly number[]) => {
+      for (const i of indices) leftAccounts.add(items[i]!.accountId);
+      loaded(indices);
+    };
     try {
-      return (await this.writeBatch(items, loaded)).map((value) => ({ ok: true, value }));
+      return (await this.writeBatch(items, leave, locks)).map(settle);
     } catch (err) {
       const unavailable = isStoreUnavailable(err) || (err instanceof FailureError && err.failure.reason === "STORE_UNAVAILABLE");
       if (items.length === 1 || unavailable) return items.map(() => ({ ok: false, error: err }));
       // One bad command must not fail its neighbours: each runs again on its own.
       const settled: Settled<CommandOutcome<unknown>>[] = [];
-      for (const item of items) {
+      for (const [i, item] of items.entries()) {
+        if (leftAccounts.has(item.accountId)) {
+          leave([i]); // its account's earlier commands wait in the lane: it joins them (if not there already)
+          settled.push(LEFT_OUT);
+          continue;
+        }
         try {
-          settled.push({ ok: true, value: (await this.writeBatch([item], loaded))[0]! });
+          const alone = await this.writeBatch([item], (leftOut) => leave(leftOut.length > 0 ? [i] : []), locks);
+          settled.push(settle(alone[0]!));
         } catch (error) {
           settled.push({ ok: false, error });
         }
@@ -131,11 +178,11 @@ export class PostgresLedgerStore implements LedgerStore {
     }
   }
 
-  private async writeBatch(items: QueuedCommand[], loaded: () => void): Promise<CommandOutcome<unknown>[]> {
+  private async writeBatch(items: QueuedCommand[], loaded: (leftOut: readonly number[]) => void, locks: AccountLocks): Promise<(CommandOutcome<unknown> | null)[]> {
     const since = this.feed.sequence;
     let written: WrittenAccount[] = [];
     try {
-      const result = await this.writeBatchOnce(items, loaded);
+      const result = await this.writeBatchOnce(items, loaded, locks);
       written = result.books.map((b) => ({ ...b, since }));
       return result.outcomes;
     } finally {
@@ -145,15 +192,17 @@ export class PostgresLedgerStore implements LedgerStore {
     }
   }
 
-  private async writeBatchOnce(items: QueuedCommand[], loaded: () => void): Promise<BatchResult> {
+  private async writeBatchOnce(items: QueuedCommand[], loaded: (leftOut: readonly number[]) => void, locks: AccountLocks): Promise<BatchResult> {
     return guardUnavailable(async () => {
-      const run = () => inTransaction(this.pool, (tx) => runCommandBatch(tx, items, this.newId, loaded));
+      const run = (how: AccountLocks) => inTransaction(this.pool, (tx) => runCommandBatch(tx, items, this.newId, loaded, how));
       let result;
       try {
-        result = await run();
+        result = await run(locks);
       } catch (err) {
         // Two calls with one key on an account created by both at once: the loser replays the winner.
-        if (items.length === 1 && isOperationConflict(err)) result = await run();
+        if (items.length === 1 && isOperationConflict(err)) result = await run(locks);
+        // A wait outlasted its limit: take what is free now and leave the rest out (for a lane: until its next turn).
+        else if (isLockTimeout(err) && locks.waitLimitMs !== null) result = await run({ wait: () => false, waitLimitMs: null });
         else throw err;
       }
       for (const [reservationId, accountId] of result.newReservations) this.locator.set(reservationId, accountId);
@@ -193,29 +242,11 @@ export class PostgresLedgerStore implements LedgerStore {
     return guardUnavailable(async () => (await this.q(`select 1 from accounts where account_id = ?`, [accountId])).length > 0);
   }
 
-  async listEntries(query: EntryQuery): Promise<StoredEntry[]> {
-    return guardUnavailable(async () => {
-      const where: Record<string, unknown> = { accountId: query.accountId };
-      if (query.afterEntryId !== null) where["entryId"] = { $gt: query.afterEntryId };
-      const createdAt: Record<string, Date> = {};
-      if (query.from) createdAt["$gte"] = query.from;
-      if (query.to) createdAt["$lt"] = query.to;
-      if (Object.keys(createdAt).length > 0) where["createdAt"] = createdAt;
-      if (query.kinds.length > 0) where["kind"] = { $in: [...query.kinds] };
-      const rows = await this.orm.em.fork().find(LedgerEntryRow, where, { orderBy: { entryId: "asc" }, limit: query.limit });
-      return rows.map((r) => ({
-        entryId: BigInt(r.entryId),
-        accountId: r.accountId,
-        kind: r.kind as EntryKind,
-        bucketId: r.bucketId,
-        reservationId: r.reservationId ?? null,
-        amount: BigInt(r.amount),
-        idempotencyKey: r.idempotencyKey ?? null,
-        caller: r.caller,
-        metadata: r.metadata,
-        createdAt: r.createdAt,
-      }));
-    });
+  /** Listings share the ORM pool with plan lookups: EntryListings bounds how much of it they take. */
+  private readonly listings = new EntryListings();
+
+  async listEntries(query: EntryQuery): Promise<EntryListing> {
+    return this.listings.list(this.orm, query);
   }
 
   async accountsWithDueWork(now: Date, limit: number): Promise<string[]> {

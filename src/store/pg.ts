@@ -1,7 +1,7 @@
-import { createRequire } from "node:module";
 import pg from "pg";
 import { invariant } from "../domain/errors.js";
 import { toParam, wireValue } from "./pg-params.js";
+import { backendPid, submitPipeline, type WireStatement } from "./pg-internals.js";
 import type { Row } from "./rows.js";
 
 /**
@@ -38,13 +38,12 @@ export function createPool(options: PgPoolOptions): pg.Pool {
  */
 export function poolBackends(pool: pg.Pool): (pid: number) => boolean {
   const pids = new Set<number>();
-  const pidOf = (client: pg.PoolClient) => (client as unknown as { processID: number | null }).processID;
   pool.on("connect", (client) => {
-    const pid = pidOf(client);
+    const pid = backendPid(client);
     if (pid !== null) pids.add(pid);
   });
   pool.on("remove", (client) => {
-    const pid = pidOf(client);
+    const pid = backendPid(client);
     if (pid !== null) pids.delete(pid);
   });
   return (pid) => pids.has(pid);
@@ -98,7 +97,7 @@ const positional = new Map<string, string>();
 const POSITIONAL_CACHE_MAX = 512;
 
 /** `?` → `$1, $2 …` (our statements never contain a literal `?`), cached for repeated texts. */
-function toPositional(sql: string): string {
+export function toPositional(sql: string): string {
   let out = positional.get(sql);
   if (out === undefined) {
     let n = 0;
@@ -129,71 +128,15 @@ export interface Statement {
   readonly name?: string;
 }
 
-/** The parts of node-postgres' connection a pipeline uses: its socket and its prepared statement names. */
-interface WireConnection {
-  readonly parsedStatements: Record<string, string>;
-  readonly stream: { write(data: Buffer): boolean };
-}
-
-interface PgResult {
-  readonly rows: Row[];
-}
-
-const require = createRequire(import.meta.url);
-/** The protocol messages node-postgres itself sends (pg-protocol is its own dependency). */
-const { serialize } = require(require.resolve("pg-protocol", { paths: [require.resolve("pg")] })) as {
-  serialize: {
-    parse(message: { text: string; name: string }): Buffer;
-    bind(message: { statement: string; values: unknown[] }): Buffer;
-    describe(message: { type: "P"; name: string }): Buffer;
-    execute(message: { portal: string }): Buffer;
-    sync(): Buffer;
-  };
-};
-/** node-postgres' Query: its result handling splits the replies of several statements into one result each. */
-const PgQuery = require("pg/lib/query.js") as new (config: {
-  text: string;
-  callback: (err: Error | null, results: PgResult | PgResult[]) => void;
-}) => object;
-
 /**
- * Several statements in ONE round trip: Parse/Bind/Describe/Execute for each, then a single Sync.
- * Postgres runs them in order, each with its own snapshot, and skips the rest after an error.
- * node-postgres sends one statement per round trip, and on a busy 2-core machine every round
- * trip costs a context switch each way; BEGIN + lock + load, or write + COMMIT, need only one.
- */
-class Pipeline extends PgQuery {
-  constructor(
-    private readonly statements: readonly { text: string; name: string; values: unknown[] }[],
-    callback: (err: Error | null, results: PgResult | PgResult[]) => void,
-  ) {
-    super({ text: "pipeline", callback });
-  }
-
-  submit(connection: WireConnection): null {
-    const messages: Buffer[] = [];
-    for (const s of this.statements) {
-      if (!s.name || connection.parsedStatements[s.name] !== s.text) {
-        messages.push(serialize.parse({ text: s.text, name: s.name }));
-        // Marked at once, before Postgres confirms: after a failed pipeline the caller must discard
-        // the connection (inTransaction does), as it may not hold every statement marked here.
-        if (s.name) connection.parsedStatements[s.name] = s.text;
-      }
-      messages.push(serialize.bind({ statement: s.name, values: s.values }), serialize.describe({ type: "P", name: "" }), serialize.execute({ portal: "" }));
-    }
-    messages.push(serialize.sync());
-    // One buffer, one write: a gathered write of many small buffers costs far more here.
-    connection.stream.write(Buffer.concat(messages));
-    return null;
-  }
-}
-
-/**
- * Runs the statements in one round trip on the connection; the rows of each, in order. If it
- * fails, discard the connection (`release(err)`) rather than reuse it.
+ * Runs the statements in ONE round trip on the connection (written by src/store/pg-internals.ts);
+ * the rows of each, in order. Postgres runs them in order, each with its own snapshot, and skips
+ * the rest after an error. node-postgres sends one statement per round trip, and on a busy 2-core
+ * machine every round trip costs a context switch each way; BEGIN + lock + load, or write +
+ * COMMIT, need only one. If it fails, discard the connection (`release(err)`) rather than reuse it.
  */
 export function pipeline(client: pg.PoolClient, statements: readonly Statement[]): Promise<Row[][]> {
-  let wire: { text: string; name: string; values: unknown[] }[];
+  let wire: WireStatement[];
   try {
     // Values are mapped before anything is written, so a bad value fails the call, not the connection.
     wire = statements.map((s) => ({ text: toPositional(s.sql), name: s.name ?? "", values: (s.params ?? []).map(wireValue) }));
@@ -201,12 +144,11 @@ export function pipeline(client: pg.PoolClient, statements: readonly Statement[]
     return Promise.reject(err as Error);
   }
   return new Promise((resolve, reject) => {
-    const query = new Pipeline(wire, (err, results) => {
+    submitPipeline(client, wire, (err, results) => {
       if (err) return reject(err);
       const all = Array.isArray(results) ? results : [results];
       resolve(statements.map((_, i) => all[i]?.rows ?? []));
     });
-    client.query(query as unknown as pg.QueryConfig).catch?.(reject);
   });
 }
 

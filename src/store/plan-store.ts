@@ -60,11 +60,14 @@ export class PostgresPlanStore implements PlanCatalog {
     return guardUnavailable(() =>
       this.orm.em.fork().transactional(async (em) => {
         const q = ormQuery(em);
+        // One writer of plans at a time (as in syncCatalog): two accounts claiming one new plan id
+        // would otherwise both find it free and both insert version 1; the second now sees the first's.
+        await q(`lock table plans in share row exclusive mode`);
         await q(`insert into accounts (account_id, created_at) values (?, ?) on conflict do nothing`, [accountId, now]);
         await q(`select 1 from accounts where account_id = ? for update`, [accountId]);
         const latest = (await q(`select * from plans where plan_id = ? order by version desc limit 1`, [input.plan.planId])).map(planFromRow)[0];
         if (latest && latest.accountId !== accountId) {
-          return fail("INVALID_FIELD", `plan_id: ${input.plan.planId} belongs to another plan`, { field: "plan_id" });
+          return fail("INVALID_FIELD", `plan_id: ${input.plan.planId} belongs to another account`, { field: "plan_id" });
         }
         const plan = latest && sameTerms(latest, input.plan) ? latest : await insertVersion(q, input.plan, (latest?.version ?? 0) + 1, now);
         await q(`delete from account_top_up_packs where account_id = ?`, [accountId]);

@@ -1,4 +1,6 @@
+import type { StoredEntry } from "../app/ports.js";
 import type { Bucket, BucketKind } from "../domain/bucket.js";
+import type { EntryKind } from "../domain/ledger-entry.js";
 import type { BillingInterval, Plan } from "../domain/plan.js";
 import type { GenerationSpec } from "../domain/pricing.js";
 import type { Allocation, ReleaseReason, Reservation, ReservationPricing, ReservationStatus } from "../domain/reservation.js";
@@ -70,6 +72,21 @@ export function reservationFromRow(row: Row): Reservation {
     releaseReason: (row["release_reason"] ?? null) as ReleaseReason | null,
     releaseDetail: str(row, "release_detail"),
     pricing: pricingFromJson(row["pricing"]),
+  };
+}
+
+export function entryFromRow(row: Row): StoredEntry {
+  return {
+    entryId: big(row, "entry_id"),
+    accountId: str(row, "account_id"),
+    kind: str(row, "kind") as EntryKind,
+    bucketId: str(row, "bucket_id"),
+    reservationId: (row["reservation_id"] ?? null) as string | null,
+    amount: big(row, "amount"),
+    idempotencyKey: (row["idempotency_key"] ?? null) as string | null,
+    caller: str(row, "caller"),
+    metadata: (row["metadata"] ?? {}) as Record<string, string>,
+    createdAt: date(row, "created_at"),
   };
 }
 

@@ -3,7 +3,7 @@ import { isExpired, isUsable } from "../../src/domain/bucket.js";
 import { addMonths } from "../../src/domain/calendar.js";
 import { purchaseTopUp } from "../../src/domain/grants.js";
 import { DEFAULT_TOP_UP_PACKS } from "../../src/domain/top-up-packs.js";
-import { newBook, topUp } from "./fixtures.js";
+import { newBook, topUp, unwrap } from "./fixtures.js";
 
 const d = (iso: string) => new Date(iso);
 
@@ -59,7 +59,7 @@ describe("purchaseTopUp expiry", () => {
     if (!pack) throw new Error("no default pack");
     expect(pack.validityMonths).toBe(2);
     const purchasedAt = d("2030-01-15T12:34:56.789Z");
-    const bucket = purchaseTopUp(book, { bucketId: "b1", pack, paymentReference: "pay-1" }, purchasedAt);
+    const bucket = unwrap(purchaseTopUp(book, { bucketId: "b1", pack, paymentReference: "pay-1" }, purchasedAt));
     expect(bucket.expiresAt?.toISOString()).toBe("2030-03-15T12:34:56.789Z");
     expect([bucket.kind, bucket.granted, bucket.remaining, bucket.held]).toEqual(["TOP_UP", pack.credits, pack.credits, 0n]);
     expect(bucket.validFrom).toEqual(purchasedAt);

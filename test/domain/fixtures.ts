@@ -29,11 +29,11 @@ export function pack(credits: bigint, validityMonths = 2): TopUpPack {
 }
 
 export function topUp(book: AccountBook, id: string, credits: bigint, now: Date = T0, validityMonths = 2): Bucket {
-  return purchaseTopUp(book, { bucketId: id, pack: pack(credits, validityMonths), paymentReference: `pay-${id}` }, now);
+  return unwrap(purchaseTopUp(book, { bucketId: id, pack: pack(credits, validityMonths), paymentReference: `pay-${id}` }, now));
 }
 
 export function adjustment(book: AccountBook, id: string, amount: bigint, expiresAt: Date | null, now: Date = T0): Bucket {
-  return grantAdjustment(book, { bucketId: id, amount, expiresAt, reason: "goodwill", actor: "support@test" }, now);
+  return unwrap(grantAdjustment(book, { bucketId: id, amount, expiresAt, reason: "goodwill", actor: "support@test" }, now));
 }
 
 /** A SUBSCRIPTION bucket: there is no grant helper for it in the domain, so it is added directly. */

@@ -384,6 +384,10 @@ describe("parseTokens", () => {
     expect(() => parseTokens(value)).toThrow(message);
   });
 
+  it("rejects a value that holds no entry at all", () => {
+    for (const value of ["", ",", " , ,", "\t"]) expect(() => parseTokens(value)).toThrow(/AUTH_TOKENS holds no token/);
+  });
+
   it("never echoes a hash it rejects", () => {
     const secretish = "f".repeat(63);
     expect(() => parseTokens(`x:admin:${secretish}`)).toThrow(expect.objectContaining({ message: expect.not.stringContaining(secretish) }));
@@ -395,14 +399,14 @@ describe("parseTokens", () => {
 });
 
 describe("configuration", () => {
-  it("ENVIRONMENT=production without AUTH_TOKENS is refused", () => {
+  it("ENVIRONMENT=production without AUTH_TOKENS is refused, and so is AUTH_TOKENS that holds no token", () => {
     expect(() => parseConfig({ ENVIRONMENT: "production" })).toThrow(/production requires authentication/);
     expect(() => parseConfig({ ENVIRONMENT: "production", AUTH_TOKENS: "" })).toThrow(/production requires authentication/);
-    expect(() => parseConfig({ ENVIRONMENT: "production", AUTH_TOKENS: "   " })).toThrow(/production requires authentication/);
+    expect(() => parseConfig({ ENVIRONMENT: "production", AUTH_TOKENS: "   " })).toThrow(/AUTH_TOKENS holds no token/);
   });
 
   it("ENVIRONMENT=production with AUTH_TOKENS is accepted, and development runs without them", () => {
-    expect(parseConfig({ ENVIRONMENT: "production", AUTH_TOKENS }).AUTH_TOKENS).toBe(AUTH_TOKENS);
+    expect(parseConfig({ ENVIRONMENT: "production", AUTH_TOKENS, IDEMPOTENCY_SECRET: "x".repeat(32) }).AUTH_TOKENS?.map((t) => t.name)).toEqual(ROLES.map((r) => NAMES[r]));
     expect(parseConfig({ ENVIRONMENT: "development" }).AUTH_TOKENS).toBeUndefined();
   });
 

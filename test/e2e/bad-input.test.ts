@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
-import { anyUnpack, DurationSchema, TimestampSchema, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { anyUnpack, DurationSchema, TimestampSchema, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Client, credentials, Metadata, type ServiceError, status } from "@grpc/grpc-js";
 import { Redis } from "ioredis";
@@ -79,7 +79,7 @@ async function rowsFor(accountIds: readonly string[]): Promise<Counts> {
 }
 
 async function idempotencyKeysFor(scope: string): Promise<string[]> {
-  return (await redis.keys(`credit:idem:{${scope}}:*`)).sort();
+  return (await redis.keys(`credit:idem:*{${scope}}:*`)).sort(); // an account's keys, or (r:) a reservation's
 }
 
 interface Refusal {
@@ -171,6 +171,7 @@ const BAD_INPUTS: readonly BadInput[] = [
   invalid("Reserve rejects a negative-nanos ttl", "ttl", () => reserve({ ttl: seconds(0n, -1) })),
   invalid("Reserve rejects a zero ttl", "ttl", () => reserve({ ttl: seconds(0n) })),
   invalid("Reserve rejects a ttl over the maximum (24 h + 1 s)", "ttl", () => reserve({ ttl: seconds(86_401n) })),
+  invalid("Reserve rejects a ttl of 24 h + 1 ns (rounded up to the next millisecond, over the maximum)", "ttl", () => reserve({ ttl: seconds(86_400n, 1) })),
   invalid("Reserve rejects a ttl of int64 max seconds", "ttl", () => reserve({ ttl: seconds(INT64_MAX) })),
 
   // Commit
@@ -198,6 +199,7 @@ const BAD_INPUTS: readonly BadInput[] = [
   invalid("ExtendReservation requires a ttl", "ttl", () => extend({ ttl: undefined })),
   invalid("ExtendReservation rejects a negative ttl", "ttl", () => extend({ ttl: seconds(-60n) })),
   invalid("ExtendReservation rejects a ttl over the maximum", "ttl", () => extend({ ttl: seconds(86_401n) })),
+  invalid("ExtendReservation rejects a ttl of 24 h + 1 ns", "ttl", () => extend({ ttl: seconds(86_400n, 1) })),
   notFound("ExtendReservation of an unknown reservation is RESERVATION_NOT_FOUND", "RESERVATION_NOT_FOUND", () => extend({ reservationId: randomUUID() })),
 
   // Reads
@@ -400,5 +402,16 @@ describe("the limits are the limits, not less", () => {
     });
     expect(held.reservation?.heldAmount).toBe(10n);
     expect(held.balance?.available).toBe(490n);
+  });
+
+  it("a ttl with a sub-millisecond remainder counts as the next whole millisecond: 1 ns holds for 1 ms, 24 h − 999 ns for 24 h", async () => {
+    const accountId = newAccountId("badin-ok");
+    await t.credit.purchaseTopUp({ accountId, pack: { case: "packId", value: "topup-500" }, paymentReference: newKey("pay") });
+    const lifetimeMs = async (ttl: ReturnType<typeof seconds>) => {
+      const { reservation } = await t.credit.reserve({ accountId, idempotencyKey: newKey(), cost: { case: "amount", value: 1n }, ttl });
+      return timestampDate(reservation!.expiresAt!).getTime() - timestampDate(reservation!.createdAt!).getTime();
+    };
+    expect(await lifetimeMs(seconds(0n, 1))).toBe(1);
+    expect(await lifetimeMs(seconds(86_399n, 999_999_001))).toBe(86_400_000);
   });
 });

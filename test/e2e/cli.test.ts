@@ -2,6 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { run } from "../../src/cli.js";
 import { Code, ConnectError, createCreditClients, type CreditClients } from "../../src/client/index.js";
+import { MAX_BALANCE_BUCKETS } from "../../src/domain/limits.js";
 import { newAccountId, newKey, startTestService, TEST_EPOCH, type TestService } from "../support/harness.js";
 
 /**
@@ -87,6 +88,19 @@ describe("adjust, balance, entries and reconcile", () => {
       const at = header.indexOf(title);
       expect([title, row[at - 1], row[at]]).toEqual([title, " ", expect.stringMatching(/\S/)]);
     }
+  });
+
+  it("balance says when the account has more buckets than the answer lists", async () => {
+    const accountId = newAccountId("cli");
+    for (let i = 0; i <= MAX_BALANCE_BUCKETS; i += 1) {
+      await admin.admin.adjustCredits({ accountId, amount: 1n, reason: `grant ${i}`, idempotencyKey: newKey() });
+    }
+    const { code, lines } = await cli(["balance", accountId]);
+    expect(code).toBe(0);
+    expect(lines[0]).toBe(`account ${accountId}: available ${MAX_BALANCE_BUCKETS + 1}, held 0`);
+    const header = lines.findIndex((l) => l.startsWith("BUCKET"));
+    expect(lines.slice(header + 1, -1)).toHaveLength(MAX_BALANCE_BUCKETS);
+    expect(lines.at(-1)).toBe(`(the first ${MAX_BALANCE_BUCKETS} of ${MAX_BALANCE_BUCKETS + 1} buckets, in consumption order)`);
   });
 
   it("adjust --expires sets the bucket's expiry, shown in the EXPIRES column", async () => {

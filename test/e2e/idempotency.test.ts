@@ -1,19 +1,22 @@
-import { type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import {
   AdjustCreditsResponseSchema,
-  type CommitRequestSchema,
+  CommitRequestSchema,
   CommitResponseSchema,
   type PurchaseTopUpRequestSchema,
   PurchaseTopUpResponseSchema,
-  type ReserveRequestSchema,
+  ReleaseReason,
+  ReserveRequestSchema,
   ReserveResponseSchema,
+  ReservationState,
 } from "../../src/client/index.js";
 import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { RedisIdempotencyCache } from "../../src/idempotency/redis-cache.js";
+import { requestHash } from "../../src/rpc/request-hash.js";
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from "../support/env.js";
 import { newAccountId, newKey, startTestService, type TestService } from "../support/harness.js";
 import { failureOf } from "../support/e2e.js";
@@ -201,6 +204,67 @@ describe("same key, different request", () => {
     expect(failure.reason).toBe("IDEMPOTENCY_KEY_REUSED");
     expect(await available(accountId)).toEqual({ available: 900n, held: 100n });
     expect((await rowsOf(accountId)).reservations).toBe(1);
+  });
+});
+
+describe("same key while the first call runs", () => {
+  it("a different request is ABORTED (IDEMPOTENCY_KEY_IN_USE), not KEY_REUSED: the first call's outcome decides, and afterwards it is KEY_REUSED", async () => {
+    const accountId = await fundedAccount("topup-1000");
+    const key = newKey("reserve");
+    // Hold the account row so the first Reserve stays in flight (its claim taken, its transaction waiting).
+    const blocker = await db.connect();
+    let first: Promise<unknown> | undefined;
+    try {
+      await blocker.query("begin");
+      await blocker.query("select 1 from accounts where account_id = $1 for update", [accountId]);
+      first = t.credit.reserve(reserveRequest(accountId, key, 100n));
+      await vi.waitFor(async () => {
+        const waiting = await count(`select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`, []);
+        expect(waiting).toBeGreaterThan(0);
+      }, { timeout: 10_000, interval: 20 });
+
+      const during = await failureOf(t.credit.reserve(reserveRequest(accountId, key, 101n)));
+      expect([Code[during.code], during.reason]).toEqual([Code[Code.Aborted], "IDEMPOTENCY_KEY_IN_USE"]);
+    } finally {
+      await blocker.query("commit");
+      blocker.release();
+    }
+    await first;
+    const after = await failureOf(t.credit.reserve(reserveRequest(accountId, key, 101n)));
+    expect([Code[after.code], after.reason]).toEqual([Code[Code.InvalidArgument], "IDEMPOTENCY_KEY_REUSED"]);
+    expect(await available(accountId)).toEqual({ available: 900n, held: 100n });
+  });
+});
+
+describe("a reservation id is one id whatever its letter case", () => {
+  it("Commit with the upper-case id, then the same key with the lower-case id, replays the first response", async () => {
+    const accountId = await fundedAccount("topup-1000");
+    const reserved = await t.credit.reserve(reserveRequest(accountId, newKey("reserve"), 100n));
+    const id = reserved.reservation!.reservationId;
+    const key = newKey("commit");
+    const first = await t.credit.commit(commitRequest(id.toUpperCase(), key, 60n));
+    expect(first.reservation?.reservationId).toBe(id);
+    const again = await t.credit.commit(commitRequest(id, key, 60n));
+    expect(hex(toBinary(CommitResponseSchema, again))).toBe(hex(toBinary(CommitResponseSchema, first)));
+    // And the same through Postgres alone, once Redis has lost the key.
+    await redis.flushall();
+    const fromPostgres = await t.credit.commit(commitRequest(id.toUpperCase(), key, 60n));
+    expect(hex(toBinary(CommitResponseSchema, fromPostgres))).toBe(hex(toBinary(CommitResponseSchema, first)));
+    expect((await rowsOf(accountId)).captures).toBe(1);
+  });
+
+  it("Release and ExtendReservation replay across letter case too", async () => {
+    const accountId = await fundedAccount("topup-1000");
+    const extendKey = newKey("extend");
+    const releaseKey = newKey("release");
+    const id = (await t.credit.reserve(reserveRequest(accountId, newKey("reserve"), 100n))).reservation!.reservationId;
+    const ttl = { seconds: 600n, nanos: 0 };
+    const extended = await t.credit.extendReservation({ reservationId: id, idempotencyKey: extendKey, ttl });
+    const extendedAgain = await t.credit.extendReservation({ reservationId: id.toUpperCase(), idempotencyKey: extendKey, ttl });
+    expect(extendedAgain.reservation).toEqual(extended.reservation);
+    const released = await t.credit.release({ reservationId: id.toUpperCase(), idempotencyKey: releaseKey, reason: ReleaseReason.INTERRUPTED });
+    const releasedAgain = await t.credit.release({ reservationId: id, idempotencyKey: releaseKey, reason: ReleaseReason.INTERRUPTED });
+    expect(releasedAgain).toEqual(released);
   });
 });
 
@@ -471,5 +535,74 @@ describe("Redis unreachable: Postgres alone", () => {
     expect((await rowsOf(accountId)).reservations).toBe(1);
     const reused = await failureOf(t.credit.reserve(reserveRequest(accountId, key, 151n)));
     expect(reused.reason).toBe("IDEMPOTENCY_KEY_REUSED");
+  });
+});
+
+describe("Redis is not trusted to say done", () => {
+  /** Where the service keeps a Commit's key, and a value claiming it was done with `response`. */
+  const commitKey = (reservationId: string, key: string) => RedisIdempotencyCache.reservationKey(reservationId, key);
+  const forgedDone = (req: CommitRequest, response: Uint8Array) =>
+    `D|${requestHash("Commit", CommitRequestSchema, create(CommitRequestSchema, req)).toString("hex")}|${Buffer.from(response).toString("base64")}`;
+
+  it("a forged D| value planted for a Commit key is not replayed: the Commit runs against Postgres and answers the truth", async () => {
+    const accountId = await fundedAccount("topup-1000");
+    const reserved = await t.credit.reserve(reserveRequest(accountId, newKey("reserve"), 200n));
+    const reservationId = reserved.reservation!.reservationId;
+    const req = commitRequest(reservationId, newKey("commit"), 150n);
+    // What someone with access to Redis writes: "this Commit captured 150", which never happened.
+    const lie = toBinary(
+      CommitResponseSchema,
+      create(CommitResponseSchema, {
+        reservation: { ...reserved.reservation!, state: ReservationState.COMMITTED, capturedAmount: 150n },
+        balance: { ...reserved.balance!, available: 1_000_000n, held: 0n },
+      }),
+    );
+    await redis.set(commitKey(reservationId, req.idempotencyKey!), forgedDone(req, lie));
+
+    const answer = await t.credit.commit(req);
+    expect(hex(toBinary(CommitResponseSchema, answer))).not.toBe(hex(lie));
+    expect(answer.reservation!.capturedAmount).toBe(150n);
+    expect(answer.balance!.available).toBe(850n);
+    expect((await rowsOf(accountId)).captures).toBe(1);
+    expect(await operationsWithKey(accountId, req.idempotencyKey!)).toBe(1);
+    // The forged value was overwritten by the real answer, which replays from then on.
+    expect(await redis.get(commitKey(reservationId, req.idempotencyKey!))).not.toBe(forgedDone(req, lie));
+    t.clock.advance(1_000);
+    expect(hex(toBinary(CommitResponseSchema, await t.credit.commit(req)))).toBe(hex(toBinary(CommitResponseSchema, answer)));
+    expect((await rowsOf(accountId)).captures).toBe(1);
+  });
+});
+
+describe("Redis is not trusted to say a call is running", () => {
+  it("a forged in-flight claim without an expiry does not make the key ABORTED forever: the call runs and its answer replaces the claim", async () => {
+    const accountId = await fundedAccount("topup-1000");
+    const req = reserveRequest(accountId, newKey("reserve"), 100n);
+    const hash = requestHash("Reserve", ReserveRequestSchema, create(ReserveRequestSchema, req)).toString("hex");
+    const key = RedisIdempotencyCache.key(accountId, req.idempotencyKey!);
+    await redis.set(key, `P|${hash}|${newKey("token")}`); // no PX: it would never expire
+
+    const first = await t.credit.reserve(req);
+    expect(first.balance!.available).toBe(900n);
+    expect(await redis.pttl(key)).toBeGreaterThan(0); // the real answer, with the idempotency TTL
+    t.clock.advance(1_000);
+    expect(hex(toBinary(ReserveResponseSchema, await t.credit.reserve(req)))).toBe(hex(toBinary(ReserveResponseSchema, first)));
+    expect((await rowsOf(accountId)).reservations).toBe(1);
+  });
+});
+
+describe("account and reservation keys live in different namespaces", () => {
+  it("an account whose id is a reservation's UUID cannot poison that reservation's Commit", async () => {
+    const accountId = await fundedAccount("topup-1000");
+    const reserved = await t.credit.reserve(reserveRequest(accountId, newKey("reserve"), 100n));
+    const reservationId = reserved.reservation!.reservationId;
+    const key = newKey("shared");
+    // Another caller uses the reservation's id as an account id, with the key the Commit will use.
+    await t.credit.purchaseTopUp(topUpRequest(reservationId, key));
+
+    const committed = await t.credit.commit(commitRequest(reservationId, key, 60n));
+    expect(committed.reservation!.capturedAmount).toBe(60n);
+    expect(await available(accountId)).toEqual({ available: 940n, held: 0n });
+    expect(await available(reservationId)).toEqual({ available: 1000n, held: 0n });
+    expect(await t.service.store.reconcile(accountId)).toEqual([]);
   });
 });

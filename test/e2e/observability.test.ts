@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { type CreditClients, createCreditClients, ReleaseReason } from "../../src/client/index.js";
 import { parseConfig } from "../../src/config.js";
 import { FakeClock } from "../../src/domain/clock.js";
@@ -10,6 +10,7 @@ import { type RunningService, startService } from "../../src/service.js";
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from "../support/env.js";
 import { newAccountId, newKey, startTestService, TEST_EPOCH, type TestService } from "../support/harness.js";
 import { counterOf, sampleOf, scrape } from "../support/prometheus.js";
+import { DB_GAUGE_MAX_AGE_MS } from "../../src/observability/metrics.js";
 
 /**
  * Operators see the service through /metrics (Prometheus) and one JSON log line per call. The
@@ -78,17 +79,58 @@ describe("metrics", () => {
     );
   });
 
-  it("credit_holds_pending counts an open hold and drops when it is released", async () => {
+  it("credit_holds_pending counts an open hold and drops when it is released (within its refresh interval)", async () => {
     const accountId = newAccountId("obs-hold");
     await t.admin.adjustCredits({ accountId, amount: 100n, reason: "metrics", idempotencyKey: newKey() });
-    const before = sampleOf(await scrape(t.service.metricsPort), "credit_holds_pending");
-    expect(before).not.toBeNull();
+    const pending = async () => sampleOf(await scrape(t.service.metricsPort), "credit_holds_pending");
+    const within = { timeout: DB_GAUGE_MAX_AGE_MS * 3, interval: 100 };
+    // Other tests' holds stay open in this database: the count moves from wherever it is.
+    const before = await t.service.store.countHeld();
+    await vi.waitFor(async () => expect(await pending()).toBe(before), within);
 
     const held = await t.credit.reserve({ accountId, idempotencyKey: newKey(), cost: { case: "amount", value: 30n } });
-    expect(sampleOf(await scrape(t.service.metricsPort), "credit_holds_pending")).toBe(before! + 1);
+    await vi.waitFor(async () => expect(await pending()).toBe(before + 1), within);
 
     await t.credit.release({ reservationId: held.reservation!.reservationId, idempotencyKey: newKey(), reason: ReleaseReason.CANCELLED });
-    expect(sampleOf(await scrape(t.service.metricsPort), "credit_holds_pending")).toBe(before);
+    await vi.waitFor(async () => expect(await pending()).toBe(before), within);
+  });
+
+  it("a flood of concurrent scrapes counts open holds at most once per refresh interval, one count at a time", async () => {
+    // A counting wrapper around the real store method (which still queries Postgres).
+    const store = t.service.store;
+    const countHeld = store.countHeld;
+    let calls = 0;
+    let running = 0;
+    let mostAtOnce = 0;
+    store.countHeld = async function (this: typeof store) {
+      calls += 1;
+      running += 1;
+      mostAtOnce = Math.max(mostAtOnce, running);
+      try {
+        return await countHeld.call(this);
+      } finally {
+        running -= 1;
+      }
+    };
+    try {
+      const started = performance.now();
+      const notFound = rpc(CREDIT, "GetBalance", "NOT_FOUND");
+      for (let round = 0; round < 5; round += 1) {
+        // Scrapes share renderings, yet each still sees every call answered before it was sent.
+        const before = counterOf(await scrape(t.service.metricsPort), "grpc_server_handled_total", notFound);
+        expect(await codeOf(t.credit.getBalance({ accountId: newAccountId("obs-ghost") }))).toBe(Code.NotFound);
+        const texts = await Promise.all(Array.from({ length: 40 }, () => scrape(t.service.metricsPort)));
+        for (const text of texts) {
+          expect(sampleOf(text, "credit_holds_pending")).not.toBeNull();
+          expect(counterOf(text, "grpc_server_handled_total", notFound)).toBe(before + 1);
+        }
+      }
+      const intervals = Math.floor((performance.now() - started) / DB_GAUGE_MAX_AGE_MS);
+      expect(calls).toBeLessThanOrEqual(1 + intervals);
+      expect(mostAtOnce).toBeLessThanOrEqual(1);
+    } finally {
+      store.countHeld = countHeld;
+    }
   });
 
   it("credit_postgres_up and credit_redis_up are 1 while both answer", async () => {

@@ -1,4 +1,4 @@
-import { fromBinary } from "@bufbuild/protobuf";
+import { create, fromBinary } from "@bufbuild/protobuf";
 import { Client as GrpcClient, credentials, Metadata, Server, ServerCredentials, type ServiceDefinition, status } from "@grpc/grpc-js";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { Code, ConnectError, type CreditClientOptions, createCreditClients, LedgerEntryKind, ReserveRequestSchema } from "../../src/client/index.js";
@@ -251,6 +251,42 @@ describe("idempotency keys", () => {
     expect(err.code).toBe(Code.Unavailable);
     expect(front.keys).toHaveLength(3);
     expect(new Set(front.keys).size).toBe(1);
+  });
+});
+
+describe("the caller's request object", () => {
+  const direct = () => sdk(`http://127.0.0.1:${t.service.port}`);
+
+  it.each([
+    ["a message made with create()", (accountId: string) => create(ReserveRequestSchema, { accountId, cost: { case: "amount", value: 5n } })],
+    ["a plain object", (accountId: string) => ({ accountId, idempotencyKey: "", cost: { case: "amount" as const, value: 5n } })],
+  ])("is never changed: %s without a key, sent twice, makes two holds under two generated keys", async (_name, make) => {
+    const accountId = newAccountId("sdk-reuse");
+    await fund(accountId);
+    const client = direct();
+    const request = make(accountId);
+    const first = await client.credit.reserve(request);
+    expect(request.idempotencyKey).toBe("");
+    const second = await client.credit.reserve(request);
+    expect(request.idempotencyKey).toBe("");
+    expect(second.reservation!.reservationId).not.toBe(first.reservation!.reservationId);
+    const keys = (await holdEntries(accountId)).map((h) => h.idempotencyKey);
+    expect(keys).toHaveLength(2);
+    expect(keys[0]).toMatch(UUID);
+    expect(keys[1]).toMatch(UUID);
+    expect(keys[0]).not.toBe(keys[1]);
+  });
+
+  it("with the key set by the caller, the same object sent twice replays: one hold", async () => {
+    const accountId = newAccountId("sdk-reuse");
+    await fund(accountId);
+    const client = direct();
+    const key = newKey("caller");
+    const request = create(ReserveRequestSchema, { accountId, idempotencyKey: key, cost: { case: "amount", value: 5n } });
+    const first = await client.credit.reserve(request);
+    const second = await client.credit.reserve(request);
+    expect(second.reservation!.reservationId).toBe(first.reservation!.reservationId);
+    expect((await holdEntries(accountId)).map((h) => h.idempotencyKey)).toEqual([key]);
   });
 });
 

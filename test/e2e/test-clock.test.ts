@@ -219,9 +219,13 @@ describe("holds on a test-clock account", () => {
 });
 
 describe("AdvanceTestClock in production", () => {
-  // Production refuses to start without authentication: one admin token, so every method may be called.
+  // Production refuses to start without authentication (one admin token, so every method may be called) and an idempotency secret.
   const token = `admin-token-${randomUUID()}`;
-  const svc = serviceAt(TEST_EPOCH, { ENVIRONMENT: "production", AUTH_TOKENS: `plans-admin:admin:${createHash("sha256").update(token).digest("hex")}` });
+  const svc = serviceAt(TEST_EPOCH, {
+    ENVIRONMENT: "production",
+    AUTH_TOKENS: `plans-admin:admin:${createHash("sha256").update(token).digest("hex")}`,
+    IDEMPOTENCY_SECRET: randomUUID() + randomUUID(),
+  });
 
   it("a service started with ENVIRONMENT=production refuses it with FAILED_PRECONDITION TEST_CLOCK_DISABLED and moves nothing", async () => {
     const t = svc();

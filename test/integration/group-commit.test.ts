@@ -4,24 +4,36 @@
  * batches form (onBatch). Every command here is a real AccountCommand running the real domain
  * functions (reserve / commit / release / grantAdjustment) on the books the store loads.
  */
-import { createHash, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { AccountCommand, CommandOutcome, IdempotencyClaim } from "../../src/app/ports.js";
-import type { AccountBook } from "../../src/domain/account-book.js";
-import type { Bucket } from "../../src/domain/bucket.js";
+import type { AccountCommand } from "../../src/app/ports.js";
 import { fail, InvariantViolation, ok } from "../../src/domain/errors.js";
-import { grantAdjustment } from "../../src/domain/grants.js";
-import { commit as commitHold, release as releaseHold, reserve as reserveHold, type Settled } from "../../src/domain/holds.js";
+import { reserve as reserveHold } from "../../src/domain/holds.js";
 import type { Reservation } from "../../src/domain/reservation.js";
 import { openDatabase } from "../../src/store/database.js";
-import { PostgresLedgerStore } from "../../src/store/ledger-store.js";
-import { PostgresChangeFeed } from "../../src/store/change-feed.js";
-import { createPool, inTransaction, listenerClient, pipeline, queryOn } from "../../src/store/pg.js";
+import type { PostgresLedgerStore } from "../../src/store/ledger-store.js";
+import { createPool, inTransaction, pipeline, queryOn } from "../../src/store/pg.js";
 import { TEST_DATABASE_URL } from "../support/env.js";
-
-const HOUR = 3_600_000;
+import {
+  adjustCommand,
+  balanceOf,
+  claim,
+  failureOf,
+  fundAccounts,
+  HOUR,
+  json,
+  makeProbe,
+  newAccount,
+  type Probe,
+  queryRows,
+  reserveCommand,
+  settleCommand,
+  sizes,
+  type StoreOptions,
+  sum,
+} from "../support/ledger-commands.js";
 
 let pool: pg.Pool;
 let orm: MikroORM;
@@ -42,140 +54,12 @@ afterAll(async () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// helpers
+// helpers bound to this file's pool and funder
 
-interface Batch {
-  readonly size: number;
-  /** How many command run() calls of this store had happened when the batch started. */
-  readonly runsBefore: number;
-}
-
-interface Probe {
-  readonly store: PostgresLedgerStore;
-  readonly batches: Batch[];
-  /** Counts a run() call of a command submitted to this store. */
-  ran(): void;
-  /** run() calls counted so far. */
-  runs(): number;
-}
-
-function makeStore(options: { writeConcurrency: number; maxBatch: number; batchAcrossAccounts?: boolean; staggerFrom?: number }, on: pg.Pool = pool): Probe {
-  const batches: Batch[] = [];
-  let runs = 0;
-  // Built as a variable (not a literal) so the store's option type may grow without touching this file.
-  const storeOptions = {
-    batchAcrossAccounts: true,
-    ...options,
-    onBatch: (size: number) => batches.push({ size, runsBefore: runs }),
-    changes: new PostgresChangeFeed({ connect: () => listenerClient(TEST_DATABASE_URL), retryMs: 1000, checkMs: 2000, checkTimeoutMs: 1000 }),
-  };
-  const store = new PostgresLedgerStore(on, orm, randomUUID, storeOptions);
-  return { store, batches, ran: () => (runs += 1), runs: () => runs };
-}
-
-const sizes = (p: Probe) => p.batches.map((b) => b.size);
-const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
-
-function newAccount(prefix = "gc"): string {
-  return `${prefix}-${randomUUID()}`;
-}
-
-function hash(text: string): Buffer {
-  return createHash("sha256").update(text).digest();
-}
-
-function claim(key: string, request: string, method = "Reserve"): IdempotencyClaim {
-  return { key, method, requestHash: hash(request) };
-}
-
-function json(value: Record<string, unknown>): Uint8Array {
-  return new TextEncoder().encode(JSON.stringify(value, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v)));
-}
-
-/** AdjustCredits as src/app/grants.ts builds it: creates the account and grants an ADJUSTMENT bucket. */
-function adjustCommand(accountId: string, amount: bigint, caller = "funder"): AccountCommand<Bucket> {
-  const bucketId = randomUUID();
-  return {
-    target: { accountId },
-    createAccount: true,
-    idempotency: claim(`fund-${randomUUID()}`, `fund:${accountId}:${amount}`, "AdjustCredits"),
-    caller,
-    run: (book, at) => ok(grantAdjustment(book, { bucketId, amount, expiresAt: null, reason: "group-commit test", actor: caller }, at)),
-    encode: (bucket, book, at) => json({ bucketId: bucket.id, available: book.available(at) }),
-  };
-}
-
-async function fund(accountIds: readonly string[], amount: bigint): Promise<void> {
-  const outcomes = await Promise.all(accountIds.map((id) => funder.execute(adjustCommand(id, amount), new Date())));
-  expect(outcomes.map((o) => o.kind)).toEqual(accountIds.map(() => "applied"));
-}
-
-interface ReserveOptions {
-  readonly key?: string;
-  /** The request text hashed into the claim (defaults to one unique per call). */
-  readonly request?: string;
-  readonly caller?: string;
-  readonly reservationId?: string;
-  readonly probe?: Probe;
-  /** Runs after the domain reserve (to simulate a bug after the book was already changed). */
-  readonly after?: (book: AccountBook) => void;
-}
-
-/** Reserve as src/app/holds.ts builds it (raw amount). */
-function reserveCommand(accountId: string, amount: bigint, o: ReserveOptions = {}): AccountCommand<Reservation> & { reservationId: string } {
-  const reservationId = o.reservationId ?? randomUUID();
-  const key = o.key ?? `res-${randomUUID()}`;
-  return {
-    reservationId,
-    target: { accountId },
-    createAccount: false,
-    idempotency: claim(key, o.request ?? `reserve:${accountId}:${amount}:${randomUUID()}`),
-    caller: o.caller ?? "gc-test",
-    run: (book, now) => {
-      o.probe?.ran();
-      const result = reserveHold(book, { reservationId, amount, ttlMs: HOUR, metadata: { test: "group-commit" } }, now);
-      o.after?.(book);
-      return result;
-    },
-    encode: (reservation, book, now) =>
-      json({ reservationId: reservation.id, held: reservation.heldAmount, accountHeld: book.held(), available: book.available(now) }),
-  };
-}
-
-/** Commit or Release as src/app/holds.ts builds them: targeted by reservation id only. */
-function settleCommand(
-  reservationId: string,
-  how: { commit: bigint } | { release: true },
-  probe?: { runs: number },
-): AccountCommand<Settled> {
-  return {
-    target: { reservationId },
-    createAccount: false,
-    idempotency: claim(`settle-${randomUUID()}`, `settle:${reservationId}:${JSON.stringify(how, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v))}`, "Commit"),
-    caller: "gc-settler",
-    run: (book, now) => {
-      if (probe) probe.runs += 1;
-      const reservation = book.reservation(reservationId);
-      if (!reservation) throw new Error(`reservation ${reservationId} was not loaded`);
-      return "commit" in how ? commitHold(book, reservation, how.commit, now) : releaseHold(book, reservation, "CANCELLED", "test", now);
-    },
-    encode: (settled, book, now) => json({ state: settled.reservation.status, available: book.available(now) }),
-  };
-}
-
-async function rows<T extends Record<string, unknown>>(text: string, params: unknown[] = []): Promise<T[]> {
-  return (await pool.query(text, params)).rows as T[];
-}
-
-async function heldAndAvailable(accountId: string): Promise<{ held: bigint; available: bigint }> {
-  const book = (await funder.readBook(accountId, new Date()))?.book;
-  expect(book).toBeDefined();
-  return { held: book!.held(), available: book!.available(new Date()) };
-}
-
-function failureOf(outcome: CommandOutcome<unknown>): string | null {
-  return outcome.kind === "failed" ? outcome.failure.reason : null;
-}
+const makeStore = (options: StoreOptions, on: pg.Pool = pool): Probe => makeProbe(on, orm, options);
+const fund = (accountIds: readonly string[], amount: bigint) => fundAccounts(funder, accountIds, amount);
+const rows = <T extends Record<string, unknown>>(text: string, params: unknown[] = []) => queryRows<T>(pool, text, params);
+const heldAndAvailable = (accountId: string) => balanceOf(funder, accountId);
 
 // ---------------------------------------------------------------------------------------------
 

@@ -134,9 +134,9 @@ async function keysByNode(pattern: string, ports: readonly number[] = cluster.po
   return found;
 }
 
-/** The one node holding every key of `scope`; fails if they are spread or missing. */
-async function nodeOfScope(scope: string, ports: readonly number[] = cluster.ports): Promise<{ port: number; keys: string[] }> {
-  const holders = [...(await keysByNode(`credit:idem:{${scope}}:*`, ports))].filter(([, keys]) => keys.length > 0);
+/** The one node holding every key of `scope` (an account's, or with `r:` a reservation's); fails if they are spread or missing. */
+async function nodeOfScope(scope: string, ports: readonly number[] = cluster.ports, kind = ""): Promise<{ port: number; keys: string[] }> {
+  const holders = [...(await keysByNode(`credit:idem:${kind}{${scope}}:*`, ports))].filter(([, keys]) => keys.length > 0);
   expect(holders.length, `nodes holding keys of ${scope}`).toBe(1);
   const [port, keys] = holders[0]!;
   return { port, keys };
@@ -236,12 +236,12 @@ describe("where the keys land", () => {
 
     const accountNodes = new Set<number>();
     for (const a of accounts) {
-      for (const [scope, keys] of [
-        [a.accountId, a.accountKeys],
-        [a.reservationId, a.reservationKeys],
+      for (const [scope, keys, kind] of [
+        [a.accountId, a.accountKeys, "account"],
+        [a.reservationId, a.reservationKeys, "reservation"],
       ] as const) {
-        const expected = keys.map((k) => RedisIdempotencyCache.key(scope, k)).sort();
-        const { port, keys: found } = await nodeOfScope(scope);
+        const expected = keys.map((k) => RedisIdempotencyCache.keyOf({ kind, id: scope }, k)).sort();
+        const { port, keys: found } = await nodeOfScope(scope, cluster.ports, kind === "account" ? "" : "r:");
         expect(found).toEqual(expected);
         // One slot per scope, and it is the slot of the scope itself: the hash tag is in effect.
         const slots = new Set(await Promise.all(expected.map(keySlot)));
@@ -274,16 +274,16 @@ describe("where the keys land", () => {
     expect(redis).toBeInstanceOf(Cluster);
     try {
       expect(await waitReady(redis, 10_000)).toBe(true);
-      const cache = new RedisIdempotencyCache(redis, { ttlMs: 60_000, lockMs: 60_000, onAvailability: () => undefined });
+      const cache = new RedisIdempotencyCache(redis, { ttlMs: 60_000, lockMs: 60_000, now: Date.now, secret: "cluster-test-secret-of-at-least-32-chars", onAvailability: () => undefined });
       // Scopes until each node holds at least one claim, so the script runs on all three.
       const portsUsed = new Set<number>();
       for (let i = 0; i < 60 && portsUsed.size < cluster.ports.length; i++) {
-        const scope = newAccountId("cache");
+        const scope = { kind: "account" as const, id: newAccountId("cache") };
         const claim = { key: newKey("k"), method: "Reserve", requestHash: Buffer.from(newKey("hash")) };
         const begun = await cache.begin(scope, claim);
         expect(begun.kind).toBe("claimed");
-        const { port, keys } = await nodeOfScope(scope);
-        expect(keys).toEqual([RedisIdempotencyCache.key(scope, claim.key)]);
+        const { port, keys } = await nodeOfScope(scope.id);
+        expect(keys).toEqual([RedisIdempotencyCache.keyOf(scope, claim.key)]);
         expect(await direct.get(port)!.get(keys[0]!)).toMatch(/^P\|/);
         await cache.abandon(scope, claim, "someone-else");
         expect(await direct.get(port)!.exists(keys[0]!)).toBe(1);
@@ -324,7 +324,7 @@ describe("the cluster loses its keys (Postgres backstop)", () => {
 
     const cached = [
       RedisIdempotencyCache.key(accountId, reserveKey),
-      RedisIdempotencyCache.key(reserved.reservation!.reservationId, commitKey),
+      RedisIdempotencyCache.reservationKey(reserved.reservation!.reservationId, commitKey),
       RedisIdempotencyCache.key(accountId, topUp.paymentReference),
     ];
     expect(await Promise.all(cached.map((k) => inspect.exists(k)))).toEqual([1, 1, 1]);

@@ -16,7 +16,7 @@ afterAll(async () => {
 describe("the migrated schema", () => {
   it("has exactly the columns the entity schemas declare, for every table", async () => {
     const conn = orm.em.getConnection();
-    for (const meta of orm.getMetadata().getAll() ? Object.values(orm.getMetadata().getAll()) : []) {
+    for (const meta of orm.getMetadata().getAll().values()) {
       const rows = await conn.execute<{ column_name: string }[]>(
         "select column_name from information_schema.columns where table_schema = 'public' and table_name = ?",
         [meta.tableName],
@@ -40,7 +40,8 @@ describe("the migrated schema", () => {
 
   it("applies migrations once even when asked again", async () => {
     const again = await openDatabase({ url: TEST_DATABASE_URL, poolMax: 1, migrate: true });
-    const executed = await again.migrator.getExecutedMigrations();
+    // The migrator's own record (a server's ORM does not carry the migrator, so read its table).
+    const executed = await again.em.getConnection().execute<{ name: string }[]>("select name from mikro_orm_migrations order by id");
     await again.close(true);
     expect(executed.map((m) => m.name)).toEqual(migrations.map((m) => m.name));
   });

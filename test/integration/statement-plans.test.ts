@@ -114,7 +114,7 @@ async function rowsRead(items: QueuedCommand[]): Promise<Record<string, number>>
       },
     };
     const result = await runCommandBatch(counting, items, randomUUID);
-    expect(result.outcomes.map((o) => o.kind)).toEqual(items.map(() => "applied"));
+    expect(result.outcomes.map((o) => o?.kind)).toEqual(items.map(() => "applied"));
   });
   return Object.fromEntries(counted.map((r) => [r["relname"] as string, r["n"] as number]));
 }

@@ -20,6 +20,9 @@ export interface RedisClusterProcess {
   readonly startupNodes: readonly { host: string; port: number }[];
   /** Kills one node at once (SIGKILL), as a crash would; the others keep running. */
   kill(port: number): Promise<void>;
+  /** SIGSTOP / SIGCONT one node: it stays connected and answers nothing (hung), then carries on. */
+  pause(port: number): void;
+  resume(port: number): void;
   /** Stops every node still running and removes the temporary directory. */
   stop(): Promise<void>;
 }
@@ -70,24 +73,36 @@ async function freePorts(count: number): Promise<number[]> {
   return ports;
 }
 
-async function redisCli(port: number, ...args: string[]): Promise<string> {
-  const { stdout } = await run("redis-cli", ["-h", HOST, "-p", String(port), ...args], { timeout: 5000 });
+/**
+ * How the nodes are started beyond the defaults: `serverArgs` are added to every node's command
+ * line (e.g. `--requirepass`); with `tls` the client port is TLS only (`--port 0 --tls-port`)
+ * and `serverArgs` must name the certificates; `cliArgs` let redis-cli in (`-a`, `--tls --cacert`).
+ */
+export interface RedisClusterOptions {
+  readonly serverArgs?: readonly string[];
+  readonly tls?: boolean;
+  readonly cliArgs?: readonly string[];
+}
+
+async function redisCli(options: RedisClusterOptions, port: number, ...args: string[]): Promise<string> {
+  const { stdout } = await run("redis-cli", ["-h", HOST, "-p", String(port), ...(options.cliArgs ?? []), ...args], { timeout: 5000 });
   return stdout;
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-function startNode(dir: string, port: number): Node {
+function startNode(dir: string, port: number, options: RedisClusterOptions): Node {
   const child = spawn(
     "redis-server",
     [
-      "--port", String(port),
+      ...(options.tls ? ["--port", "0", "--tls-port", String(port), "--tls-cluster", "yes"] : ["--port", String(port)]),
       "--bind", HOST,
       "--cluster-enabled", "yes",
       "--cluster-config-file", join(dir, `nodes-${port}.conf`),
       "--save", "",
       "--appendonly", "no",
       "--dir", dir,
+      ...(options.serverArgs ?? []),
     ],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
@@ -110,11 +125,11 @@ function running(node: Node): boolean {
 }
 
 /** Resolves once the node answers PING; throws (with its log) if it exits or stays silent. */
-async function untilAnswering(node: Node, timeoutMs: number): Promise<void> {
+async function untilAnswering(node: Node, timeoutMs: number, options: RedisClusterOptions): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (!running(node)) throw new Error(`redis-server on port ${node.port} exited:\n${node.output()}`);
-    const pong = await redisCli(node.port, "ping").catch(() => "");
+    const pong = await redisCli(options, node.port, "ping").catch(() => "");
     if (pong.trim() === "PONG") return;
     if (Date.now() > deadline) throw new Error(`redis-server on port ${node.port} did not answer:\n${node.output()}`);
     await sleep(50);
@@ -130,7 +145,10 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs: num
 }
 
 async function killNode(node: Node, signal: NodeJS.Signals): Promise<void> {
-  if (running(node)) node.child.kill(signal);
+  if (running(node)) {
+    node.child.kill("SIGCONT"); // a paused node would not act on SIGTERM
+    node.child.kill(signal);
+  }
   await node.exited;
 }
 
@@ -145,14 +163,14 @@ function killLeftoversOnExit(): void {
   });
 }
 
-async function startNodes(dir: string, size: number): Promise<Node[]> {
+async function startNodes(dir: string, size: number, options: RedisClusterOptions): Promise<Node[]> {
   // A port found free can be taken before redis-server binds it; then try with new ports.
   let lastError: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
-    const nodes = (await freePorts(size)).map((port) => startNode(dir, port));
+    const nodes = (await freePorts(size)).map((port) => startNode(dir, port, options));
     for (const node of nodes) alive.add(node.child);
     try {
-      await Promise.all(nodes.map((node) => untilAnswering(node, 10_000)));
+      await Promise.all(nodes.map((node) => untilAnswering(node, 10_000, options)));
       return nodes;
     } catch (err) {
       lastError = err;
@@ -167,7 +185,7 @@ async function startNodes(dir: string, size: number): Promise<Node[]> {
  * `redis-cli --cluster create … --cluster-replicas 0`, and resolves once CLUSTER INFO reports
  * cluster_state:ok on every node.
  */
-export async function startRedisCluster(size = 3): Promise<RedisClusterProcess> {
+export async function startRedisCluster(size = 3, options: RedisClusterOptions = {}): Promise<RedisClusterProcess> {
   killLeftoversOnExit();
   const dir = await mkdtemp(join(tmpdir(), "credit-redis-cluster-"));
   let nodes: Node[] = [];
@@ -175,6 +193,7 @@ export async function startRedisCluster(size = 3): Promise<RedisClusterProcess> 
     await Promise.all(
       nodes.map(async (node) => {
         if (running(node)) {
+          node.child.kill("SIGCONT");
           node.child.kill("SIGTERM");
           const timer = setTimeout(() => node.child.kill("SIGKILL"), 2000);
           await node.exited;
@@ -186,27 +205,33 @@ export async function startRedisCluster(size = 3): Promise<RedisClusterProcess> 
     await rm(dir, { recursive: true, force: true });
   };
   try {
-    nodes = await startNodes(dir, size);
+    nodes = await startNodes(dir, size, options);
     const addresses = nodes.map((n) => `${HOST}:${n.port}`);
-    await run("redis-cli", ["--cluster", "create", ...addresses, "--cluster-replicas", "0", "--cluster-yes"], { timeout: 30_000 });
+    await run("redis-cli", [...(options.cliArgs ?? []), "--cluster", "create", ...addresses, "--cluster-replicas", "0", "--cluster-yes"], { timeout: 30_000 });
     for (const node of nodes) {
-      await until(`cluster_state:ok on port ${node.port}`, async () => /cluster_state:ok/.test(await redisCli(node.port, "cluster", "info")), 20_000);
+      await until(`cluster_state:ok on port ${node.port}`, async () => /cluster_state:ok/.test(await redisCli(options, node.port, "cluster", "info")), 20_000);
     }
   } catch (err) {
     await stopAll();
     throw err;
   }
   const ports = nodes.map((n) => n.port);
+  const nodeOn = (port: number): Node => {
+    const node = nodes.find((n) => n.port === port);
+    if (!node) throw new Error(`no cluster node on port ${port}`);
+    return node;
+  };
   return {
     ports,
     nodesEnv: ports.map((p) => `${HOST}:${p}`).join(","),
     startupNodes: ports.map((port) => ({ host: HOST, port })),
     async kill(port) {
-      const node = nodes.find((n) => n.port === port);
-      if (!node) throw new Error(`no cluster node on port ${port}`);
+      const node = nodeOn(port);
       await killNode(node, "SIGKILL");
       alive.delete(node.child);
     },
+    pause: (port) => void nodeOn(port).child.kill("SIGSTOP"),
+    resume: (port) => void nodeOn(port).child.kill("SIGCONT"),
     stop: stopAll,
   };
 }

@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { BalanceCache, type CachedBalance } from "../../src/app/balance-cache.js";
 import type { ChangeFeed, WrittenAccount } from "../../src/app/ports.js";
 import { AccountBook, type BalanceView } from "../../src/domain/account-book.js";
+import { MAX_BALANCE_BUCKETS } from "../../src/domain/limits.js";
 import { GetBalanceResponseSchema } from "../../src/gen/credit/v1/credit_service_pb.js";
 import { getBalanceEncoding } from "../../src/rpc/balance-encoding.js";
 import { changePayloads } from "../../src/store/change-feed.js";
@@ -197,11 +198,22 @@ describe("getBalanceEncoding", () => {
       { id: "b1", accountId: "acct-1", kind: "TOP_UP", granted: 10n, remaining: 7n, held: 2n, validFrom: NOW, expiresAt: new Date("2030-03-15T12:00:00Z"), sourceRef: "pay", createdAt: NOW },
       { id: "b2", accountId: "acct-1", kind: "ADJUSTMENT", granted: 2n ** 40n, remaining: 2n ** 40n, held: 0n, validFrom: NOW, expiresAt: null, sourceRef: "adj", createdAt: NOW },
     ], []);
-    for (const asOf of [NOW, new Date(NOW.getTime() + 123_456), new Date(0)]) {
-      const view = book.balance(asOf);
-      const whole = toBinary(GetBalanceResponseSchema, create(GetBalanceResponseSchema, { balance: balance(view) }));
-      expect(getBalanceEncoding.stamp(getBalanceEncoding.body(view), asOf)).toEqual(whole);
+    // Fields come on both sides of as_of once the bucket list is cut short (bucket_count, buckets_truncated).
+    const many = new AccountBook(
+      "acct-2",
+      Array.from({ length: MAX_BALANCE_BUCKETS + 5 }, (_, i) => ({
+        id: `b${i}`, accountId: "acct-2", kind: "ADJUSTMENT" as const, granted: 5n, remaining: 5n, held: 0n, validFrom: NOW, expiresAt: null, sourceRef: "adj", createdAt: NOW,
+      })),
+      [],
+    );
+    for (const b of [book, many, new AccountBook("acct-3", [], [])]) {
+      for (const asOf of [NOW, new Date(NOW.getTime() + 123_456), new Date(0)]) {
+        const view = b.balance(asOf);
+        const whole = toBinary(GetBalanceResponseSchema, create(GetBalanceResponseSchema, { balance: balance(view) }));
+        expect(getBalanceEncoding.stamp(getBalanceEncoding.body(view), asOf)).toEqual(whole);
+      }
     }
+    expect(many.balance(NOW)).toMatchObject({ bucketCount: MAX_BALANCE_BUCKETS + 5, available: 5n * BigInt(MAX_BALANCE_BUCKETS + 5) });
   });
 });
 

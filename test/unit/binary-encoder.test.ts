@@ -3,6 +3,8 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { CreditAdminService } from "../../src/gen/credit/v1/admin_service_pb.js";
 import { CreditService } from "../../src/gen/credit/v1/credit_service_pb.js";
+import { UInt32ValueSchema, UInt64ValueSchema } from "@bufbuild/protobuf/wkt";
+import { BalanceSchema, PlanSchema, QuoteLineSchema } from "../../src/gen/credit/v1/types_pb.js";
 import { encodeMessage } from "../../src/rpc/binary-encoder.js";
 
 /**
@@ -99,5 +101,46 @@ describe("encodeMessage", () => {
     const withUnknown = fromBinary(desc, new Uint8Array([0xf8, 0x3f, 0x07])); // field 1023, varint 7
     expect(Buffer.from(encodeMessage(desc, withUnknown))).toEqual(Buffer.from(toBinary(desc, withUnknown)));
     expect(encodeMessage(desc, withUnknown).length).toBe(3);
+  });
+});
+
+/**
+ * A number a field cannot hold is refused, never wrapped: an int64 past 2^63−1 used to go out as
+ * a negative number (a balance of 9,224 × 10^15 credits answered as −9.2 × 10^18). protobuf-es'
+ * toBinary refuses the same values, so whichever writes an answer, a bug surfaces as an error.
+ */
+describe("encodeMessage out of range", () => {
+  const cases: [string, DescMessage, Record<string, unknown>][] = [
+    ["int64 above 2^63−1", BalanceSchema, { available: 2n ** 63n }],
+    ["int64 below −2^63", QuoteLineSchema, { credits: -(2n ** 63n) - 1n }],
+    ["int64 far past 64 bits", BalanceSchema, { held: 2n ** 70n }],
+    ["int64 in a nested message", BalanceSchema, { buckets: [{ remaining: 2n ** 64n + 5n }] }],
+    ["uint64 below 0", UInt64ValueSchema, { value: -1n }],
+    ["uint64 above 2^64−1", UInt64ValueSchema, { value: 2n ** 64n }],
+    ["int32 above 2^31−1", PlanSchema, { version: 2 ** 31 }],
+    ["int32 below −2^31", PlanSchema, { version: -(2 ** 31) - 1 }],
+    ["int32 not an integer", PlanSchema, { version: 1.5 }],
+    ["int32 as an enum above 2^31−1", PlanSchema, { interval: 2 ** 31 }],
+    ["uint32 above 2^32−1", UInt32ValueSchema, { value: 2 ** 32 }],
+    ["uint32 below 0", UInt32ValueSchema, { value: -1 }],
+  ];
+
+  it.each(cases)("refuses an %s, as toBinary does", (_name, desc, init) => {
+    const message = create(desc, init);
+    expect(() => toBinary(desc, message)).toThrow();
+    expect(() => encodeMessage(desc, message)).toThrow(RangeError);
+  });
+
+  it("writes the extremes that fit", () => {
+    for (const [desc, init] of [
+      [BalanceSchema, { available: 2n ** 63n - 1n, held: 0n }],
+      [QuoteLineSchema, { credits: -(2n ** 63n) }],
+      [UInt64ValueSchema, { value: 2n ** 64n - 1n }],
+      [PlanSchema, { version: -(2 ** 31) }],
+      [UInt32ValueSchema, { value: 2 ** 32 - 1 }],
+    ] as [DescMessage, Record<string, unknown>][]) {
+      const message = create(desc, init);
+      expect(Buffer.from(encodeMessage(desc, message))).toEqual(Buffer.from(toBinary(desc, message)));
+    }
   });
 });

@@ -1,5 +1,10 @@
-import { describe, expect, it } from "vitest";
-import { parseConfig } from "../../src/config.js";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { configWarnings, loadDatabaseUrl, parseConfig } from "../../src/config.js";
+import { sha256 } from "../../src/rpc/auth.js";
+
+const TOKENS = `ops:admin:${sha256("ops-token").toString("hex")}`;
+/** Production also requires the fast path's key (docs/decisions.md, Idempotency). */
+const SECRET = { IDEMPOTENCY_SECRET: "s".repeat(32) };
 
 describe("configuration", () => {
   it("defaults to the addresses in the API contract", () => {
@@ -87,5 +92,128 @@ describe("configuration", () => {
 
   it("refuses a default hold TTL above the maximum", () => {
     expect(() => parseConfig({ HOLD_DEFAULT_TTL_SECONDS: "7200", HOLD_MAX_TTL_SECONDS: "3600" })).toThrow(/HOLD_DEFAULT_TTL_SECONDS/);
+  });
+
+  describe("the production switch", () => {
+    it("NODE_ENV=production, alone, means production: without AUTH_TOKENS it is refused", () => {
+      expect(() => parseConfig({ NODE_ENV: "production" })).toThrow(/invalid configuration: AUTH_TOKENS: production requires authentication/);
+      // Every production requirement follows the switch, the fast path's key included.
+      expect(() => parseConfig({ NODE_ENV: "production", AUTH_TOKENS: TOKENS })).toThrow(/IDEMPOTENCY_SECRET: production requires/);
+      const config = parseConfig({ NODE_ENV: "production", AUTH_TOKENS: TOKENS, ...SECRET });
+      expect(config.ENVIRONMENT).toBe("production");
+    });
+
+    it("NODE_ENV=production cannot be contradicted by ENVIRONMENT", () => {
+      for (const mode of ["development", "test"]) {
+        expect(() => parseConfig({ NODE_ENV: "production", ENVIRONMENT: mode, AUTH_TOKENS: TOKENS, ...SECRET })).toThrow(
+          new RegExp(`ENVIRONMENT: ENVIRONMENT=${mode} contradicts NODE_ENV=production`),
+        );
+      }
+      expect(parseConfig({ NODE_ENV: "production", ENVIRONMENT: "production", AUTH_TOKENS: TOKENS, ...SECRET }).ENVIRONMENT).toBe("production");
+    });
+
+    it("without either, and with the NODE_ENV a test runner or a laptop sets, the mode is development", () => {
+      expect(parseConfig({}).ENVIRONMENT).toBe("development");
+      for (const nodeEnv of ["development", "test", process.env["NODE_ENV"] ?? "test"]) {
+        const config = parseConfig({ NODE_ENV: nodeEnv });
+        expect([config.ENVIRONMENT, config.AUTH_TOKENS]).toEqual(["development", undefined]);
+      }
+    });
+
+    it("an unfamiliar NODE_ENV decides nothing: ENVIRONMENT must say which mode", () => {
+      expect(() => parseConfig({ NODE_ENV: "staging" })).toThrow(/ENVIRONMENT: NODE_ENV="staging" does not say .*set ENVIRONMENT/);
+      expect(() => parseConfig({ NODE_ENV: "prod" })).toThrow(/ENVIRONMENT/);
+      expect(parseConfig({ NODE_ENV: "staging", ENVIRONMENT: "test", AUTH_TOKENS: TOKENS }).ENVIRONMENT).toBe("test");
+    });
+
+    it("only development runs without AUTH_TOKENS: test and production refuse to start without", () => {
+      expect(parseConfig({ ENVIRONMENT: "development" }).AUTH_TOKENS).toBeUndefined();
+      expect(() => parseConfig({ ENVIRONMENT: "test" })).toThrow(/AUTH_TOKENS: test requires authentication/);
+      expect(() => parseConfig({ ENVIRONMENT: "production" })).toThrow(/AUTH_TOKENS: production requires authentication/);
+      expect(parseConfig({ ENVIRONMENT: "test", AUTH_TOKENS: TOKENS }).ENVIRONMENT).toBe("test");
+    });
+
+    it.each([
+      ["a comma", ","],
+      ["blanks and commas", " , ,"],
+      ["blanks", "   "],
+      ["a tab", "\t"],
+    ])("AUTH_TOKENS that holds no token (%s) is refused in every mode", (_what, value) => {
+      for (const env of [{}, { ENVIRONMENT: "test" }, { NODE_ENV: "production" }]) {
+        expect(() => parseConfig({ ...env, AUTH_TOKENS: value })).toThrow(/invalid configuration: .*AUTH_TOKENS: AUTH_TOKENS holds no token/);
+      }
+    });
+
+    it("reads AUTH_TOKENS into the principals and their hashes", () => {
+      const tokens = parseConfig({ AUTH_TOKENS: ` ${TOKENS} ,billing:billing:${sha256("b").toString("hex")}` }).AUTH_TOKENS;
+      expect(tokens?.map((t) => [t.name, t.role, t.sha256.toString("hex")])).toEqual([
+        ["ops", "admin", sha256("ops-token").toString("hex")],
+        ["billing", "billing", sha256("b").toString("hex")],
+      ]);
+    });
+
+    describe("the migration step", () => {
+      afterEach(() => {
+        vi.unstubAllEnvs();
+      });
+
+      it("reads DATABASE_URL alone: a production migration job needs no AUTH_TOKENS or IDEMPOTENCY_SECRET", () => {
+        vi.stubEnv("NODE_ENV", "production");
+        vi.stubEnv("AUTH_TOKENS", undefined);
+        vi.stubEnv("IDEMPOTENCY_SECRET", undefined);
+        vi.stubEnv("DATABASE_URL", "postgres://migrator@db.internal:5432/credit");
+        expect(() => parseConfig(process.env)).toThrow(/AUTH_TOKENS/);
+        expect(loadDatabaseUrl()).toBe("postgres://migrator@db.internal:5432/credit");
+        vi.stubEnv("DATABASE_URL", "mysql://db.internal/credit");
+        expect(() => loadDatabaseUrl()).toThrow(/invalid configuration: DATABASE_URL/);
+      });
+    });
+
+    it("warns at start when production or test runs without TLS, and when authentication is off", () => {
+      expect(configWarnings(parseConfig({ NODE_ENV: "production", AUTH_TOKENS: TOKENS, ...SECRET }))).toEqual([expect.stringMatching(/without TLS.*plaintext/)]);
+      expect(configWarnings(parseConfig({ ENVIRONMENT: "test", AUTH_TOKENS: TOKENS }))).toEqual([expect.stringMatching(/without TLS.*plaintext/)]);
+      expect(configWarnings(parseConfig({ NODE_ENV: "production", AUTH_TOKENS: TOKENS, ...SECRET, TLS_CERT_FILE: "s.crt", TLS_KEY_FILE: "s.key" }))).toEqual([]);
+      expect(configWarnings(parseConfig({}))).toEqual([expect.stringMatching(/authentication is off/)]);
+      expect(configWarnings(parseConfig({ AUTH_TOKENS: TOKENS }))).toEqual([]);
+    });
+  });
+
+  describe("connection limits", () => {
+    it("are on by default", () => {
+      const c = parseConfig({});
+      expect({
+        connections: c.GRPC_MAX_CONNECTIONS,
+        streams: c.GRPC_MAX_CONCURRENT_STREAMS,
+        streamingCalls: c.GRPC_MAX_STREAMING_CALLS,
+        handshake: c.GRPC_HANDSHAKE_TIMEOUT_MS,
+        idle: c.GRPC_CONNECTION_IDLE_MS,
+        age: c.GRPC_CONNECTION_MAX_AGE_MS,
+        grace: c.GRPC_CONNECTION_AGE_GRACE_MS,
+        keepalive: c.GRPC_TCP_KEEPALIVE_MS,
+        keepaliveTimeout: c.GRPC_TCP_KEEPALIVE_TIMEOUT_MS,
+      }).toEqual({ connections: 1000, streams: 100, streamingCalls: 1000, handshake: 10_000, idle: 300_000, age: 1_800_000, grace: 60_000, keepalive: 120_000, keepaliveTimeout: 30_000 });
+    });
+
+    it("0 turns the idle, age and keepalive timers off", () => {
+      const c = parseConfig({ GRPC_CONNECTION_IDLE_MS: "0", GRPC_CONNECTION_MAX_AGE_MS: "0", GRPC_TCP_KEEPALIVE_MS: "0" });
+      expect([c.GRPC_CONNECTION_IDLE_MS, c.GRPC_CONNECTION_MAX_AGE_MS, c.GRPC_TCP_KEEPALIVE_MS]).toEqual([0, 0, 0]);
+    });
+
+    it.each([
+      ["GRPC_MAX_CONNECTIONS", "0"],
+      ["GRPC_MAX_CONCURRENT_STREAMS", "0"],
+      ["GRPC_MAX_CONCURRENT_STREAMS", "1.5"],
+      ["GRPC_MAX_STREAMING_CALLS", "0"],
+      ["GRPC_HANDSHAKE_TIMEOUT_MS", "0"],
+      ["GRPC_CONNECTION_IDLE_MS", "-1"],
+      // Node timers fire at once past 2^31 - 1 ms: a typo of a few zeros must not close every connection at once.
+      ["GRPC_CONNECTION_MAX_AGE_MS", "3000000000"],
+      ["GRPC_CONNECTION_AGE_GRACE_MS", "soon"],
+      ["GRPC_TCP_KEEPALIVE_MS", "-5"],
+      ["GRPC_TCP_KEEPALIVE_MS", "500"],
+      ["GRPC_TCP_KEEPALIVE_TIMEOUT_MS", "500"],
+    ])("refuses %s=%s", (name, value) => {
+      expect(() => parseConfig({ [name]: value })).toThrow(new RegExp(`invalid configuration: .*${name}`));
+    });
   });
 });

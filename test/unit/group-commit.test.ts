@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { GroupCommit, type Settled } from "../../src/store/batching.js";
+import { type BatchLocks, GroupCommit, type Settled } from "../../src/store/batching.js";
 import { ReservationLocator } from "../../src/store/reservation-locator.js";
 
 interface Job {
@@ -93,6 +93,7 @@ describe("GroupCommit", () => {
     const run = async () => [];
     expect(() => new GroupCommit({ concurrency: 0, maxBatch: 1, run })).toThrow(RangeError);
     expect(() => new GroupCommit({ concurrency: 1, maxBatch: 0, run })).toThrow(RangeError);
+    expect(() => new GroupCommit({ concurrency: 1, maxBatch: 1, lanes: 0, run })).toThrow(RangeError);
   });
 });
 
@@ -235,5 +236,150 @@ describe("GroupCommit with acrossKeys: false", () => {
     const all = ["a1", "b1", "a2", "c1", "b2"].map((item) => group.submit(item[0]!, item));
     expect(await Promise.all(all)).toEqual(["a1", "b1", "a2", "c1", "b2"]);
     expect(batches).toEqual([["a1", "a2"], ["b1", "b2"], ["c1"]]);
+  });
+});
+
+describe("GroupCommit parking lanes (a key whose lock is held elsewhere)", () => {
+  interface Started {
+    readonly items: string[];
+    readonly locks: BatchLocks;
+    /** Says the batch has loaded, leaving these items out. */
+    load(...leftOut: string[]): void;
+    end(): void;
+  }
+
+  /** Batches stay open until the test loads and ends them; each item's value names who ran it. */
+  function parking(options: { concurrency?: number; lanes?: number; maxLoadWaitMs?: number } = {}) {
+    const batches: Started[] = [];
+    const group = new GroupCommit<string, string>({
+      concurrency: options.concurrency ?? 1,
+      maxBatch: 64,
+      ...(options.lanes ? { lanes: options.lanes } : {}),
+      ...(options.maxLoadWaitMs ? { stagger: { splitFrom: 64, maxLoadWaitMs: options.maxLoadWaitMs } } : {}),
+      run: (items, loaded, locks) =>
+        new Promise((resolve) =>
+          batches.push({
+            items,
+            locks,
+            load: (...leftOut) => loaded(leftOut.map((x) => items.indexOf(x))),
+            end: () => resolve(items.map((i): Settled<string> => ({ ok: true, value: `${i} by ${locks.lane === null ? "slot" : `lane ${locks.lane}`}` }))),
+          }),
+        ),
+    });
+    const submit = (...items: string[]) => items.map((item) => group.submit(item.split("#")[0]!, item));
+    const turn = () => new Promise((r) => setImmediate(r));
+    const shape = () => batches.map((b) => `${b.locks.lane === null ? "slot" : `lane ${b.locks.lane}`}: ${b.items.join(" ")}`);
+    return { batches, submit, turn, shape };
+  }
+
+  it("a left-out key's items, and every later one, wait for its lane outside the slots while other keys go on", async () => {
+    const g = parking();
+    const first = g.submit("a#1", "b#1");
+    await g.turn();
+    g.batches[0]!.load("a#1");
+    const later = g.submit("a#2", "c#1");
+    await g.turn();
+    // The one slot is still busy; a#2 waits behind a#1, whose lane waits for the lock.
+    expect(g.shape()).toEqual(["slot: a#1 b#1", "lane a: a#1"]);
+    g.batches[0]!.end();
+    await g.turn();
+    expect(g.shape()).toEqual(["slot: a#1 b#1", "lane a: a#1", "slot: c#1"]);
+    expect(await first[1]).toBe("b#1 by slot");
+    g.batches[2]!.load();
+    g.batches[2]!.end();
+    await g.turn();
+    // The lane has the lock: a#2 goes back to the queue, and (batches not staggered) runs once the lane has ended.
+    g.batches[1]!.load();
+    await g.turn();
+    expect(g.shape()).toHaveLength(3);
+    g.batches[1]!.end();
+    await g.turn();
+    expect(g.shape()).toEqual(["slot: a#1 b#1", "lane a: a#1", "slot: c#1", "slot: a#2"]);
+    g.batches[3]!.end();
+    expect(await Promise.all([...first, ...later])).toEqual(["a#1 by lane a", "b#1 by slot", "a#2 by slot", "c#1 by slot"]);
+  });
+
+  it("staggered: once its lane holds the lock, the key's later items go back to the slots and may wait there for it", async () => {
+    const g = parking({ concurrency: 2, maxLoadWaitMs: 60_000 });
+    void g.submit("a#1", "b#1");
+    await g.turn();
+    g.batches[0]!.load("a#1");
+    void g.submit("a#2", "b#2");
+    await g.turn();
+    expect(g.shape()).toEqual(["slot: a#1 b#1", "lane a: a#1", "slot: b#2"]);
+    // b's lock is held by a loaded batch of the group (brief to wait for); a's is not.
+    expect([g.batches[2]!.locks.heldByOther("b"), g.batches[2]!.locks.heldByOther("a")]).toEqual([true, false]);
+    g.batches[2]!.load();
+    g.batches[1]!.load();
+    g.batches[0]!.end();
+    await g.turn();
+    expect(g.shape()).toEqual(["slot: a#1 b#1", "lane a: a#1", "slot: b#2", "slot: a#2"]);
+    expect(g.batches[3]!.locks.heldByOther("a")).toBe(true); // the lane's
+    g.batches[1]!.end();
+    await g.turn();
+    expect(g.batches[3]!.locks.heldByOther("a")).toBe(false);
+  });
+
+  it("runs at most `lanes` lanes; a parked key waits for a free one", async () => {
+    const g = parking({ lanes: 1 });
+    const all = g.submit("a#1", "b#1", "c#1");
+    await g.turn();
+    g.batches[0]!.load("a#1", "b#1");
+    g.batches[0]!.end();
+    await g.turn();
+    expect(g.shape()).toEqual(["slot: a#1 b#1 c#1", "lane a: a#1"]);
+    g.batches[1]!.load();
+    g.batches[1]!.end();
+    await g.turn();
+    expect(g.shape()).toEqual(["slot: a#1 b#1 c#1", "lane a: a#1", "lane b: b#1"]);
+    g.batches[2]!.load();
+    g.batches[2]!.end();
+    expect(await Promise.all(all)).toEqual(["a#1 by lane a", "b#1 by lane b", "c#1 by slot"]);
+  });
+
+  it("a lane that gives up waiting for now lets the other parked keys take their turn first", async () => {
+    const g = parking({ lanes: 1 });
+    const all = g.submit("a#1", "b#1");
+    await g.turn();
+    g.batches[0]!.load("a#1", "b#1");
+    g.batches[0]!.end();
+    g.batches[1]!.load("a#1"); // lane a: still locked, gives up for now
+    g.batches[1]!.end();
+    await g.turn();
+    g.batches[2]!.load();
+    g.batches[2]!.end();
+    await g.turn();
+    expect(g.shape()).toEqual(["slot: a#1 b#1", "lane a: a#1", "lane b: b#1", "lane a: a#1"]);
+    g.batches[3]!.load();
+    g.batches[3]!.end();
+    expect(await Promise.all(all)).toEqual(["a#1 by lane a", "b#1 by lane b"]);
+  });
+
+  it("staggered: a batch started past maxLoadWaitMs takes none of the keys of the batch still loading", async () => {
+    const g = parking({ concurrency: 2, maxLoadWaitMs: 20 });
+    void g.submit("a#1");
+    await g.turn();
+    void g.submit("a#2", "b#1");
+    while (g.batches.length < 2) await new Promise((r) => setTimeout(r, 5));
+    // a#1's batch may yet leave a out: a#2 must not get ahead of it.
+    expect(g.shape()).toEqual(["slot: a#1", "slot: b#1"]);
+    g.batches[0]!.load("a#1");
+    await g.turn();
+    expect(g.shape()).toEqual(["slot: a#1", "slot: b#1", "lane a: a#1 a#2"]);
+  });
+
+  it("items left out after loading (a failed batch's commands running again alone) keep their place before the key's later items", async () => {
+    const g = parking();
+    const all = g.submit("a#1", "a#2", "b#1");
+    await g.turn();
+    g.batches[0]!.load();
+    all.push(...g.submit("a#3"));
+    await g.turn();
+    g.batches[0]!.load("a#2");
+    expect(g.shape()).toEqual(["slot: a#1 a#2 b#1", "lane a: a#2 a#3"]);
+    g.batches[0]!.end();
+    g.batches[1]!.load();
+    g.batches[1]!.end();
+    expect(await Promise.all(all)).toEqual(["a#1 by slot", "a#2 by lane a", "b#1 by slot", "a#3 by lane a"]);
   });
 });

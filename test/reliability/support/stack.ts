@@ -161,6 +161,16 @@ export class OwnRedis {
     this.child = null;
   }
 
+  /** SIGSTOP: connections stay open and nothing answers (a hung Redis). */
+  pause(): void {
+    this.child?.kill("SIGSTOP");
+  }
+
+  /** SIGCONT: it answers again, first whatever was sent to it meanwhile. */
+  resume(): void {
+    this.child?.kill("SIGCONT");
+  }
+
   flushAll(): void {
     execFileSync("redis-cli", ["-p", String(this.port), "flushall"]);
   }
@@ -290,13 +300,13 @@ export class ServerProcess {
 
 export type HealthStatus = "SERVING" | "NOT_SERVING" | "DOWN";
 
-/** grpc.health.v1 client (generated with protobuf-es, over connect-node). */
+/** grpc.health.v1 client (generated with protobuf-es, over connect-node); `service` "" is the server itself. */
 export function healthClient(url: string) {
   const client = createClient(Health, createGrpcTransport({ baseUrl: url }));
   return {
-    async status(timeoutMs = 1000): Promise<HealthStatus> {
+    async status(timeoutMs = 1000, service = ""): Promise<HealthStatus> {
       try {
-        const r = await client.check({}, { timeoutMs });
+        const r = await client.check({ service }, { timeoutMs });
         return r.status === HealthCheckResponse_ServingStatus.SERVING ? "SERVING" : "NOT_SERVING";
       } catch {
         return "DOWN";
