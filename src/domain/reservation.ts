@@ -40,7 +40,7 @@ export interface Reservation {
 }
 
 /** Credits the reservation holds right now. */
-export function currentlyHeld(reservation: Reservation): bigint {
+export function currentlyHeld(reservation: Pick<Reservation, "allocations">): bigint {
   return reservation.allocations.reduce((sum, a) => sum + a.amount, 0n);
 }
 

@@ -2,9 +2,8 @@ import type { MikroORM } from "@mikro-orm/postgresql";
 import type pg from "pg";
 import type { AccountCommand, AccountSnapshot, ChangeFeed, CommandOutcome, EntryListing, EntryQuery, LedgerStore, WrittenAccount } from "../app/ports.js";
 import { FailureError } from "../domain/errors.js";
-import type { EntryKind } from "../domain/ledger-entry.js";
 import { applyDue } from "../domain/maintenance.js";
-import { type Difference, reconcileBook, type EntrySums } from "../domain/reconcile.js";
+import type { Difference } from "../domain/reconcile.js";
 import type { Reservation } from "../domain/reservation.js";
 import { accountTime } from "../domain/clock.js";
 import { bookFromRow, booksFromRows, loadStatement, lockStatement, nextHoldExpiry, rowsByAccount } from "./account-loader.js";
@@ -14,8 +13,9 @@ import { type AccountLocks, type BatchResult, type QueuedCommand, runCommandBatc
 import { EntryListings } from "./entry-listing.js";
 import { persistStatement } from "./persist.js";
 import { inTransaction, type Query, queryOn } from "./pg.js";
+import { reconcileAccount } from "./reconcile-scan.js";
 import { ReservationLocator } from "./reservation-locator.js";
-import { bucketFromRow, reservationFromRow } from "./rows.js";
+import { reservationFromRow } from "./rows.js";
 import { guardUnavailable, isStoreUnavailable } from "./unavailable.js";
 
 export interface LedgerStoreOptions {
@@ -310,32 +310,7 @@ export class PostgresLedgerStore implements LedgerStore {
   }
 
   async reconcile(accountId: string): Promise<Difference[]> {
-    return guardUnavailable(() =>
-      inTransaction(this.pool, async ({ query: q }) => {
-        await q(`select 1 from accounts where account_id = ? for share`, [accountId]);
-        const buckets = (await q(`select * from buckets where account_id = ?`, [accountId])).map(bucketFromRow);
-        // Through the account's entries (every hold has one): reservations have no index by account alone.
-        const reservations = (
-          await q(
-            `select * from reservations where account_id = ? and reservation_id in
-              (select reservation_id from ledger_entries where account_id = ? and reservation_id is not null)`,
-            [accountId, accountId],
-          )
-        ).map(reservationFromRow);
-        const sums = await q(
-          `select bucket_id, reservation_id, kind, sum(amount)::text as total from ledger_entries
-            where account_id = ? group by bucket_id, reservation_id, kind`,
-          [accountId],
-        );
-        const entrySums: EntrySums[] = sums.map((r) => ({
-          bucketId: r["bucket_id"] as string,
-          reservationId: (r["reservation_id"] as string | null) ?? null,
-          kind: r["kind"] as EntryKind,
-          total: BigInt(r["total"] as string),
-        }));
-        return reconcileBook(buckets, reservations, entrySums);
-      }),
-    );
+    return guardUnavailable(() => reconcileAccount(this.pool, accountId));
   }
 
   async countHeld(): Promise<number> {

@@ -3,7 +3,7 @@ import type { Bucket, BucketKind } from "../domain/bucket.js";
 import type { EntryKind } from "../domain/ledger-entry.js";
 import type { BillingInterval, Plan } from "../domain/plan.js";
 import type { GenerationSpec } from "../domain/pricing.js";
-import type { ReleaseReason, Reservation, ReservationPricing, ReservationStatus } from "../domain/reservation.js";
+import type { Allocation, ReleaseReason, Reservation, ReservationPricing, ReservationStatus } from "../domain/reservation.js";
 import type { Subscription } from "../domain/subscription.js";
 
 /** A row as node-postgres returns it from a raw query: bigint columns arrive as strings. */
@@ -51,8 +51,12 @@ export function bucketFromRow(row: Row): Bucket {
   };
 }
 
+/** A reservation's allocations as stored (jsonb, amounts as text so they stay exact). */
+export function allocationsFromRow(row: Row): Allocation[] {
+  return (row["allocations"] as { bucketId: string; amount: string }[]).map((a) => ({ bucketId: a.bucketId, amount: BigInt(a.amount) }));
+}
+
 export function reservationFromRow(row: Row): Reservation {
-  const allocations = row["allocations"] as { bucketId: string; amount: string }[];
   return {
     id: str(row, "reservation_id"),
     accountId: str(row, "account_id"),
@@ -60,7 +64,7 @@ export function reservationFromRow(row: Row): Reservation {
     heldAmount: big(row, "held_amount"),
     capturedAmount: big(row, "captured_amount"),
     releasedAmount: big(row, "released_amount"),
-    allocations: allocations.map((a) => ({ bucketId: a.bucketId, amount: BigInt(a.amount) })),
+    allocations: allocationsFromRow(row),
     expiresAt: date(row, "expires_at"),
     createdAt: date(row, "created_at"),
     settledAt: optDate(row, "settled_at"),

@@ -1,11 +1,15 @@
 import { createHash, randomUUID } from "node:crypto";
+import type { MikroORM } from "@mikro-orm/postgresql";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AccountCommand } from "../../src/app/ports.js";
 import { commit as commitHold, reserve as reserveHold } from "../../src/domain/holds.js";
 import { type QueuedCommand, runCommandBatch } from "../../src/store/command-batch.js";
-import { migrate } from "../../src/store/database.js";
-import { createPool, inTransaction, type Transaction } from "../../src/store/pg.js";
+import { PostgresChangeFeed } from "../../src/store/change-feed.js";
+import { migrate, openDatabase } from "../../src/store/database.js";
+import { PostgresLedgerStore } from "../../src/store/ledger-store.js";
+import { createPool, inSnapshot, inTransaction, listenerClient, type Transaction } from "../../src/store/pg.js";
+import { RECONCILE_ENTRIES } from "../../src/store/reconcile-scan.js";
 import type { Row } from "../../src/store/rows.js";
 import { runDatabaseUrl, TEST_DATABASE_URL } from "../support/env.js";
 
@@ -27,6 +31,7 @@ const ACCOUNTS = ["plans-hot", ...Array.from({ length: 15 }, (_, i) => `plans-qu
 const url = runDatabaseUrl(`plans_${process.pid}`);
 let pool: pg.Pool;
 let admin: pg.Client;
+let orm: MikroORM | undefined;
 
 beforeAll(async () => {
   await dropDatabase();
@@ -44,6 +49,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
+  await orm?.close(true);
   await pool?.end();
   await admin?.end();
   await dropDatabase();
@@ -154,4 +160,124 @@ describe("ledger statements keep index plans however the tables grow", () => {
     }
     expect(commitRead["reservations"]).toBeGreaterThanOrEqual(ACCOUNTS.length); // the named reservations were read
   }, 60_000);
+});
+
+/** A store on the test's single connection (reads, Commit's reservation lookup, Reconcile). */
+async function storeOnPool(): Promise<PostgresLedgerStore> {
+  orm ??= await openDatabase({ url, poolMax: 1, migrate: false });
+  const changes = new PostgresChangeFeed({ connect: () => listenerClient(url), retryMs: 1000, checkMs: 2000, checkTimeoutMs: 1000 });
+  return new PostgresLedgerStore(pool, orm, randomUUID, { writeConcurrency: 1, maxBatch: 64, batchAcrossAccounts: true, changes });
+}
+
+/** The connection's prepared statements and how each was planned. */
+async function preparedPlans(): Promise<Record<string, { generic: number; custom: number }>> {
+  const { rows } = await pool.query<{ name: string; generic: number; custom: number }>(
+    `select name, generic_plans::int as generic, custom_plans::int as custom from pg_prepared_statements`,
+  );
+  return Object.fromEntries(rows.map((r) => [r.name, { generic: r.generic, custom: r.custom }]));
+}
+
+describe("the hot path's planner settings", () => {
+  it("GetBalance's reads and Commit's reservation lookup, outside any transaction, use generic plans too; other statements see Postgres' defaults", async () => {
+    const store = await storeOnPool();
+    // Holds made in a batch; committed through a new store, whose empty cache looks each reservation up.
+    const held = ACCOUNTS.slice(0, 4).map(reserveItem);
+    await rowsRead(held.map((r) => r.item));
+    for (const { item, reservationId } of held) {
+      const command = commitItem(item.accountId, reservationId).command;
+      expect((await store.execute(command, new Date())).kind).toBe("applied");
+    }
+    // More than five reads of one statement: where Postgres' default applies, the first five would be custom plans.
+    for (let i = 0; i < 8; i++) expect(await store.readBook(ACCOUNTS[i % ACCOUNTS.length]!, new Date())).not.toBeNull();
+
+    const plans = await preparedPlans();
+    for (const name of ["hot_path_planner", "lock_accounts", "load_books", "persist_books", "locate_reservation"]) expect(plans[name], name).toBeDefined();
+    for (const [name, { custom }] of Object.entries(plans)) expect(custom, name).toBe(0);
+    expect(plans["load_books"]!.generic).toBeGreaterThanOrEqual(8);
+    // Outside the hot path's transactions, the same connection plans as Postgres does by default.
+    const { rows } = await pool.query(
+      `select current_setting('plan_cache_mode') as p, current_setting('enable_seqscan') as s, current_setting('enable_hashjoin') as h, current_setting('enable_mergejoin') as m`,
+    );
+    expect(rows).toEqual([{ p: "auto", s: "on", h: "on", m: "on" }]);
+  }, 60_000);
+});
+
+describe("Reconcile's plan on a large account", () => {
+  const HOLDS = 20_000;
+  const BIG = "plans-reconcile-big";
+
+  /** A node of an EXPLAIN (FORMAT JSON). */
+  interface PlanNode {
+    readonly "Node Type": string;
+    readonly "Relation Name"?: string;
+    readonly "Index Name"?: string;
+    readonly "Total Cost": number;
+    readonly "Parent Relationship"?: string;
+    readonly Plans?: PlanNode[];
+  }
+  /** Every node, depth first, with the nodes above it (nearest last). */
+  function nodes(plan: PlanNode, above: PlanNode[] = []): { node: PlanNode; above: PlanNode[] }[] {
+    return [{ node: plan, above }, ...(plan.Plans ?? []).flatMap((child) => nodes(child, [...above, plan]))];
+  }
+  /** Whether the node runs again for each row of a nested loop (it is on, or under, a loop's inner side). */
+  function rescanned({ node, above }: { node: PlanNode; above: PlanNode[] }): boolean {
+    const path = [...above, node];
+    return path.some((n, i) => n["Node Type"] === "Nested Loop" && path[i + 1]?.["Parent Relationship"] === "Inner");
+  }
+
+  it("sums the account's entries in one pass, reaches each reservation once, and is planned with every path open", async () => {
+    // One account with HOLDS settled holds (as bench/reconcile.ts makes one), then statistics, as autovacuum would gather.
+    await admin.query(`insert into accounts (account_id, created_at) values ($1, now())`, [BIG]);
+    const bucket = randomUUID();
+    await admin.query(
+      `insert into buckets (account_id, bucket_id, kind, granted, remaining, held, valid_from, expires_at, source_ref, created_at)
+       values ($1, $2, 'ADJUSTMENT', $3::bigint * 10, $3::bigint * 6, 0, now() - interval '1 day', null, 'plans-test', now())`,
+      [BIG, bucket, HOLDS],
+    );
+    await admin.query(
+      `insert into reservations (account_id, reservation_id, state, held_amount, captured_amount, released_amount, allocations, expires_at, created_at, settled_at)
+       select $1, gen_random_uuid(), 'COMMITTED', 5, 4, 1, '[]', now() - interval '1 hour', now() - interval '2 hours', now() - interval '1 hour' from generate_series(1, $2)`,
+      [BIG, HOLDS],
+    );
+    await admin.query(
+      `insert into ledger_entries (account_id, kind, bucket_id, amount, caller, metadata, created_at) values ($1, 'ADJUST', $2, $3::bigint * 10, 'plans-test', '{}', now())`,
+      [BIG, bucket, HOLDS],
+    );
+    await admin.query(
+      `insert into ledger_entries (account_id, kind, bucket_id, reservation_id, amount, caller, metadata, created_at)
+       select $1, k.kind, $2, r.reservation_id, k.amount, 'plans-test', '{}', now()
+         from reservations r cross join (values ('HOLD', 5), ('CAPTURE', 4), ('RELEASE', 1)) as k(kind, amount) where r.account_id = $1`,
+      [BIG, bucket],
+    );
+    await admin.query(`analyze accounts, buckets, reservations, ledger_entries`);
+
+    const store = await storeOnPool();
+    expect(await store.reconcile(BIG)).toEqual([]);
+    // The plan, made where and as Reconcile makes it: a cursor in a snapshot transaction on the ledger pool.
+    const [settings, , explained] = await inSnapshot(pool, (tx) =>
+      tx.run([
+        { sql: `select current_setting('enable_seqscan') as s, current_setting('enable_hashjoin') as h, current_setting('enable_mergejoin') as m` },
+        { sql: `set local cursor_tuple_fraction = 1` },
+        { sql: `explain (format json) declare reconcile_entries no scroll cursor for ${RECONCILE_ENTRIES}`, params: [BIG, BIG] },
+      ]),
+    );
+    expect(settings).toEqual([{ s: "on", h: "on", m: "on" }]);
+    const plan = (explained![0]!["QUERY PLAN"] as { Plan: PlanNode }[])[0]!.Plan;
+    const all = nodes(plan);
+    const shown = JSON.stringify(plan);
+    // Nothing priced out (a disabled path costs 1e10 in this Postgres).
+    expect(plan["Total Cost"], shown).toBeLessThan(1e9);
+    // The entries: one scan, run once, summed (per reservation and bucket) before anything is joined to them.
+    const entryScans = all.filter(({ node }) => node["Relation Name"] === "ledger_entries");
+    expect(entryScans, shown).toHaveLength(1);
+    expect(rescanned(entryScans[0]!), shown).toBe(false);
+    const joinAbove = entryScans[0]!.above.findLastIndex((n) => n["Node Type"].endsWith("Join") || n["Node Type"] === "Nested Loop");
+    expect(entryScans[0]!.above.slice(joinAbove + 1).some((n) => n["Node Type"] === "Aggregate"), shown).toBe(true);
+    // The account holds nearly all of the entries: read in one sequential pass, not through an index.
+    expect(entryScans[0]!.node["Node Type"], shown).toBe("Seq Scan");
+    // Reservations: one scan, or probed by their key once per row.
+    const reservationScans = all.filter(({ node }) => node["Relation Name"] === "reservations");
+    expect(reservationScans, shown).toHaveLength(1);
+    if (rescanned(reservationScans[0]!)) expect(reservationScans[0]!.node["Index Name"], shown).toBe("reservations_pkey");
+  }, 120_000);
 });
