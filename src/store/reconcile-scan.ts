@@ -29,7 +29,7 @@ const KINDS = Object.keys({ GRANT: 0, HOLD: 0, CAPTURE: 0, RELEASE: 0, EXPIRE: 0
 const EXACT_SUMS = KINDS.map((k) => `sum(amount) filter (where kind = '${k}') as "${k}"`).join(", ");
 const SUMS_AS_TEXT = (from: string) => KINDS.map((k) => `${from}."${k}"::text as "${k}"`).join(", ");
 /** A kind's total, 0 when the account has none of that kind. */
-const total = (...kinds: EntryKind[]) => kinds.map((k) => `coalesce(t."${k}", 0)`).join(" + ");
+const total = (...kinds: EntryKind[]) => `(${kinds.map((k) => `coalesce(t."${k}", 0)`).join(" + ")})`;
 
 /**
  * The account's buckets against their entries, both ways (a full join: stored buckets without
@@ -119,9 +119,11 @@ export const RECONCILE_RESERVATIONS = `
  * - work_mem for the sums per reservation to stay in memory (~50 MB of hash at 200,000 holds,
  *   with hash_mem_multiplier's 2×; a larger account spills to disk rather than failing).
  */
-export const RECONCILE_SETTINGS: Statement = {
-  sql: `select set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true), set_config('work_mem', '32MB', true)`,
-};
+export const RECONCILE_SETTINGS: readonly Statement[] = [
+  { sql: "set local jit = off" },
+  { sql: "set local max_parallel_workers_per_gather = 0" },
+  { sql: "set local work_mem = '32MB'" },
+];
 
 /** The totals of a row, by kind (null: none of that kind). */
 function totalsOf(row: Row): KindTotal[] {
@@ -162,14 +164,6 @@ function reservationsFrom(rows: readonly Row[]): Difference[] {
   return out;
 }
 
-/** What reconcileAccount sends, for tests that count it. */
-export interface ReconcileTrace {
-  /** Rows that came back from Postgres, every statement together. */
-  rows: number;
-  /** Reservations that RECONCILE_SUSPECTS selected. */
-  suspects: number;
-}
-
 /**
  * Reconciles one account in one snapshot (REPEATABLE READ, READ ONLY: no lock that a writer
  * waits for): buckets and suspect reservations in one round trip, then the suspects, if any, in
@@ -178,21 +172,17 @@ export interface ReconcileTrace {
  * Differences: buckets (stored ones first, then those only entries name), then reservations,
  * each in id order.
  */
-export function reconcileAccount(pool: pg.Pool, accountId: string, trace?: ReconcileTrace): Promise<Difference[]> {
-  return inSnapshot(pool, (tx) => reconcileIn(tx, accountId, trace));
+export function reconcileAccount(pool: pg.Pool, accountId: string): Promise<Difference[]> {
+  return inSnapshot(pool, (tx) => reconcileIn(tx, accountId));
 }
 
-async function reconcileIn(tx: Transaction, accountId: string, trace?: ReconcileTrace): Promise<Difference[]> {
-  const [, buckets, suspects] = await tx.run([
-    RECONCILE_SETTINGS,
+async function reconcileIn(tx: Transaction, accountId: string): Promise<Difference[]> {
+  const [buckets, suspects] = (await tx.run([
+    ...RECONCILE_SETTINGS,
     { sql: RECONCILE_BUCKETS, params: [accountId, accountId] },
     { sql: RECONCILE_SUSPECTS, params: [accountId, accountId, accountId] },
-  ]);
+  ])).slice(RECONCILE_SETTINGS.length);
   const ids = suspects!.map((row) => row["reservation_id"] as string);
   const reservations = ids.length === 0 ? [] : await tx.query(RECONCILE_RESERVATIONS, [accountId, ids, accountId]);
-  if (trace) {
-    trace.rows += buckets!.length + suspects!.length + reservations.length;
-    trace.suspects += ids.length;
-  }
   return [...bucketsFrom(buckets!), ...reservationsFrom(reservations)];
 }
