@@ -10,16 +10,15 @@ import { allocationsFromRow, type Row } from "./rows.js";
  * there cost the server 0.7–3.5 s of CPU per Reconcile of 200,000 settled holds (row decoding,
  * BigInt parsing), all of it for rows that agree.
  *
- * Three statements, in one REPEATABLE READ, READ ONLY snapshot (no lock a writer waits for):
- * - RECONCILE_BUCKETS: each bucket's stored amounts against the exact totals of its entries,
- *   and every bucket that entries name but that is not stored; only those that differ, with
- *   their totals, so the domain (bucketDifferences) reports them field by field.
- * - RECONCILE_SUSPECTS: the ids of the reservations whose entries may not add up to them. It
- *   selects; it does not report. Only these are then read in full:
- * - RECONCILE_RESERVATIONS: the suspects' entries summed per (reservation, bucket) exactly, with
- *   their stored amounts, for the domain (reservationDifferences) to decide and report.
- * The rules that decide what differs live in src/domain/reconcile.ts; the SQL restates them only
- * to leave out what agrees, and test/integration/reconcile.test.ts checks each rule both ways.
+ * In one REPEATABLE READ, READ ONLY snapshot (no lock a writer waits for):
+ * - RECONCILE_SUSPECTS, one pass over the account's entries: the buckets and reservations whose
+ *   entries may not add up to them. It selects; it does not report. Normally it returns nothing
+ *   and Reconcile is done. Otherwise only the suspects are read in full:
+ * - RECONCILE_BUCKETS and RECONCILE_RESERVATIONS: their entries summed exactly (per bucket; per
+ *   reservation and bucket), with what is stored, for the domain's rules (bucketDifferences,
+ *   reservationDifferences in src/domain/reconcile.ts) to decide and report.
+ * The SQL restates those rules only to leave out what agrees; test/integration/reconcile-in-sql
+ * .test.ts checks that each kind of difference is found and that nothing else comes back.
  */
 
 /** Every kind of entry, once (a Record, so that a new kind cannot be left out). */
@@ -28,65 +27,56 @@ const KINDS = Object.keys({ GRANT: 0, HOLD: 0, CAPTURE: 0, RELEASE: 0, EXPIRE: 0
 /** `sum(amount) filter (where kind = 'K') as "K"` for every kind: exact (bigint sums are numeric). */
 const EXACT_SUMS = KINDS.map((k) => `sum(amount) filter (where kind = '${k}') as "${k}"`).join(", ");
 const SUMS_AS_TEXT = (from: string) => KINDS.map((k) => `${from}."${k}"::text as "${k}"`).join(", ");
-/** A kind's total, 0 when the account has none of that kind. */
-const total = (...kinds: EntryKind[]) => `(${kinds.map((k) => `coalesce(t."${k}", 0)`).join(" + ")})`;
 
 /**
- * The account's buckets against their entries, both ways (a full join: stored buckets without
- * entries, and entries naming a bucket that is not stored), keeping only those that differ, per
- * bucketDifferences: granted = GRANT + ADJUST, remaining = granted − CAPTURE − EXPIRE, held =
- * HOLD − RELEASE − CAPTURE. An account has few buckets: one hash of them, one pass over its entries.
- */
-export const RECONCILE_BUCKETS = `
-  select coalesce(b.bucket_id, t.bucket_id)::text as bucket_id, b.bucket_id is not null as stored,
-    b.granted::text as granted, b.remaining::text as remaining, b.held::text as held, ${SUMS_AS_TEXT("t")}
-  from (select bucket_id, ${EXACT_SUMS} from ledger_entries where account_id = ? group by bucket_id) t
-  full join (select bucket_id, granted, remaining, held from buckets where account_id = ?) b on b.bucket_id = t.bucket_id
-  where b.bucket_id is null
-     or b.granted <> ${total("GRANT", "ADJUST")}
-     or b.remaining <> ${total("GRANT", "ADJUST")} - ${total("CAPTURE", "EXPIRE")}
-     or b.held <> ${total("HOLD")} - ${total("RELEASE", "CAPTURE")}
-  order by b.bucket_id is null, 1`;
-
-/**
- * 2^53: below it every integer is a float8, and so is every sum of integers whose absolute
- * values add up to less than it.
+ * 2^53: below it every integer is a float8, and so is every sum or difference of integers whose
+ * absolute values add up to less than it.
  */
 const FLOAT_EXACT = "9007199254740992";
 
+/** A float8 total of the sums named, 0 for none. */
+const f = (...names: string[]) => `(${names.map((n) => `coalesce(s.${n}, 0)`).join(" + ")})`;
+
 /**
- * The reservations whose entries may not add up to them: one pass over the account's entries,
- * summed per reservation, each sum joined to its reservation once (there is no index on
- * reservations by account: they are reached through their entries, as every hold has a HOLD
- * entry). Normally none.
+ * The buckets and reservations of an account whose entries may not add up to them, as
+ * (`subject`, `id`) rows: one pass over the entries, summed per bucket and per reservation at
+ * once (grouping sets, hash aggregates); the per-bucket sums joined to the account's buckets both
+ * ways (stored buckets without entries; entries naming a bucket that is not stored), the
+ * per-reservation sums to their reservations (there is no index on reservations by account: they
+ * are reached through their entries, every hold having a HOLD entry). Normally none.
  *
  * The sums are float8, not bigint: a bigint sum is a numeric, allocated and converted for each of
  * ~200,000 groups, which doubled the statement's CPU (measured). A float8 sum is exact while the
- * absolute values of its terms add up to less than 2^53 (count × largest bounds that); a
- * reservation past the bound is a suspect, whatever its sums. So a reservation that is left out
- * agrees exactly: it is stored, its CAPTURE and RELEASE entries add up to its captured and
- * released amounts, and, when it holds nothing (`allocations` empty: every settled hold), HOLD −
- * RELEASE − CAPTURE is 0. A reservation that still holds credits is checked exactly: each of its
- * buckets' share (HOLD − RELEASE − CAPTURE of its entries there) against its allocation there;
- * a bucket named twice in its allocations, or with a share and no allocation, makes it a suspect.
- * When no hold is open, that second pass over the entries is skipped (its hash is empty).
+ * absolute values of its terms add up to less than 2^53, which count × largest bounds; a bucket or
+ * reservation past the bound is a suspect, whatever its sums. So a bucket left out agrees
+ * exactly: granted = GRANT + ADJUST, remaining = granted − CAPTURE − EXPIRE, held = HOLD −
+ * RELEASE − CAPTURE. So does a reservation left out: it is stored, its CAPTURE and RELEASE
+ * entries add up to its captured and released amounts, and when it holds nothing (`allocations`
+ * empty: every settled hold) HOLD − RELEASE − CAPTURE is 0. A reservation that still holds
+ * credits is checked exactly, bucket by bucket: its share there (HOLD − RELEASE − CAPTURE of its
+ * entries) against its allocation there; a bucket named twice in its allocations, or a share
+ * without an allocation, makes it a suspect. With no open hold, that second pass over the
+ * entries is skipped (the hash it would be joined to is empty).
  */
 export const RECONCILE_SUSPECTS = `
   with sums as (
-    select reservation_id, count(*) as n, greatest(max(amount)::float8, -min(amount)::float8) as largest,
-      sum(amount::float8) filter (where kind = 'HOLD') as hold, sum(amount::float8) filter (where kind = 'CAPTURE') as capture,
-      sum(amount::float8) filter (where kind = 'RELEASE') as release
-    from ledger_entries where account_id = ? and reservation_id is not null group by reservation_id
+    select grouping(bucket_id) = 0 as of_bucket, bucket_id, reservation_id, count(*) as n,
+      greatest(max(amount)::float8, -min(amount)::float8) as largest,
+      sum(amount::float8) filter (where kind in ('GRANT', 'ADJUST')) as granted, sum(amount::float8) filter (where kind = 'HOLD') as hold,
+      sum(amount::float8) filter (where kind = 'CAPTURE') as capture, sum(amount::float8) filter (where kind = 'RELEASE') as release,
+      sum(amount::float8) filter (where kind = 'EXPIRE') as expire
+    from ledger_entries where account_id = ? group by grouping sets ((bucket_id), (reservation_id))
   ),
   flagged as materialized (
     select reservation_id, suspect, allocations from (
       select s.reservation_id, r.allocations,
         r.reservation_id is null
         or s.n * s.largest >= ${FLOAT_EXACT}
-        or r.captured_amount::float8 <> coalesce(s.capture, 0)
-        or r.released_amount::float8 <> coalesce(s.release, 0)
-        or (r.allocations = '[]' and coalesce(s.hold, 0) - coalesce(s.release, 0) - coalesce(s.capture, 0) <> 0) as suspect
-      from sums s left join reservations r on r.reservation_id = s.reservation_id and r.account_id = ?) checked
+        or r.captured_amount::float8 <> ${f("capture")}
+        or r.released_amount::float8 <> ${f("release")}
+        or (r.allocations = '[]' and ${f("hold")} - ${f("release", "capture")} <> 0) as suspect
+      from sums s left join reservations r on r.reservation_id = s.reservation_id and r.account_id = ?
+      where not s.of_bucket and s.reservation_id is not null) checked
     where suspect or allocations <> '[]'
   ),
   allocated as (
@@ -97,13 +87,30 @@ export const RECONCILE_SUSPECTS = `
     select reservation_id, bucket_id, coalesce(sum(amount) filter (where kind = 'HOLD'), 0) - coalesce(sum(amount) filter (where kind in ('RELEASE', 'CAPTURE')), 0) as held
     from ledger_entries where account_id = ? and reservation_id in (select reservation_id from allocated) group by reservation_id, bucket_id
   )
-  select reservation_id::text as reservation_id from flagged where suspect
+  select 'bucket' as subject, coalesce(b.bucket_id, s.bucket_id)::text as id
+    from (select * from sums where of_bucket) s
+    full join (select bucket_id, granted, remaining, held from buckets where account_id = ?) b on b.bucket_id = s.bucket_id
+   where b.bucket_id is null or s.bucket_id is null
+      or s.n * s.largest >= ${FLOAT_EXACT}
+      or b.granted::float8 <> ${f("granted")}
+      or b.remaining::float8 <> ${f("granted")} - ${f("capture", "expire")}
+      or b.held::float8 <> ${f("hold")} - ${f("release", "capture")}
   union
-  select coalesce(a.reservation_id, s.reservation_id)::text from allocated a full join shares s on s.reservation_id = a.reservation_id and s.bucket_id = a.bucket_id
-   where a.n > 1 or (a.amount is distinct from s.held and (a.amount is not null or s.held <> 0))
-  order by 1`;
+  select 'reservation', reservation_id::text from flagged where suspect
+  union
+  select 'reservation', coalesce(a.reservation_id, s.reservation_id)::text
+    from allocated a full join shares s on s.reservation_id = a.reservation_id and s.bucket_id = a.bucket_id
+   where a.n > 1 or (a.amount is distinct from s.held and (a.amount is not null or s.held <> 0))`;
 
-/** The suspects' entries summed exactly per (reservation, bucket), each with its reservation as stored. */
+/** The suspect buckets, stored or not, each with the exact totals of its entries per kind. */
+export const RECONCILE_BUCKETS = `
+  select coalesce(b.bucket_id, t.bucket_id)::text as bucket_id, b.bucket_id is not null as stored,
+    b.granted::text as granted, b.remaining::text as remaining, b.held::text as held, ${SUMS_AS_TEXT("t")}
+  from (select bucket_id, ${EXACT_SUMS} from ledger_entries where account_id = ? and bucket_id = any(?::uuid[]) group by bucket_id) t
+  full join (select bucket_id, granted, remaining, held from buckets where account_id = ? and bucket_id = any(?::uuid[])) b on b.bucket_id = t.bucket_id
+  order by b.bucket_id is null, 1`;
+
+/** The suspect reservations' entries summed exactly per (reservation, bucket), each with its reservation as stored. */
 export const RECONCILE_RESERVATIONS = `
   select e.reservation_id::text as reservation_id, e.bucket_id::text as bucket_id, ${SUMS_AS_TEXT("e")},
     r.reservation_id is not null as stored, r.captured_amount::text as captured_amount, r.released_amount::text as released_amount, r.allocations
@@ -166,8 +173,8 @@ function reservationsFrom(rows: readonly Row[]): Difference[] {
 
 /**
  * Reconciles one account in one snapshot (REPEATABLE READ, READ ONLY: no lock that a writer
- * waits for): buckets and suspect reservations in one round trip, then the suspects, if any, in
- * a second. Postgres does the linear work (one pass over the entries per statement, hash
+ * waits for): the suspects in one round trip, then, if there are any, their exact totals in a
+ * second. Postgres does the linear work (one pass over the entries per statement, hash
  * aggregates and joins); the server handles only what differs, so the event loop stays free.
  * Differences: buckets (stored ones first, then those only entries name), then reservations,
  * each in id order.
@@ -177,12 +184,13 @@ export function reconcileAccount(pool: pg.Pool, accountId: string): Promise<Diff
 }
 
 async function reconcileIn(tx: Transaction, accountId: string): Promise<Difference[]> {
-  const [buckets, suspects] = (await tx.run([
-    ...RECONCILE_SETTINGS,
-    { sql: RECONCILE_BUCKETS, params: [accountId, accountId] },
-    { sql: RECONCILE_SUSPECTS, params: [accountId, accountId, accountId] },
-  ])).slice(RECONCILE_SETTINGS.length);
-  const ids = suspects!.map((row) => row["reservation_id"] as string);
-  const reservations = ids.length === 0 ? [] : await tx.query(RECONCILE_RESERVATIONS, [accountId, ids, accountId]);
-  return [...bucketsFrom(buckets!), ...reservationsFrom(reservations)];
+  const [suspects] = (await tx.run([...RECONCILE_SETTINGS, { sql: RECONCILE_SUSPECTS, params: [accountId, accountId, accountId, accountId] }])).slice(RECONCILE_SETTINGS.length);
+  const ids = (subject: string) => suspects!.filter((row) => row["subject"] === subject).map((row) => row["id"] as string);
+  const [buckets, reservations] = [ids("bucket"), ids("reservation")];
+  if (buckets.length + reservations.length === 0) return [];
+  const [bucketRows, reservationRows] = await tx.run([
+    { sql: RECONCILE_BUCKETS, params: [accountId, buckets, accountId, buckets] },
+    { sql: RECONCILE_RESERVATIONS, params: [accountId, reservations, accountId] },
+  ]);
+  return [...bucketsFrom(bucketRows!), ...reservationsFrom(reservationRows!)];
 }
