@@ -42,7 +42,8 @@ async function reconcile(accountId: string): Promise<{ differences: Difference[]
 /**
  * An account made by SQL, consistent: bucket A (granted `settled` × 10 + 100) and bucket B
  * (granted 50); `settled` committed holds of 5 from A (HOLD 5, CAPTURE 4, RELEASE 1); one open
- * hold of 30, 20 from A and 10 from B.
+ * hold of 30, 20 from A and 10 from B. The open hold never falls due: other test files share the
+ * database, and their servers' sweepers (on clocks years ahead) would expire it, tampered or not.
  */
 async function account(settled: number) {
   const accountId = newAccountId("rec-sql");
@@ -77,7 +78,7 @@ async function account(settled: number) {
     );
     await client.query(
       `insert into reservations (account_id, reservation_id, state, held_amount, captured_amount, released_amount, allocations, expires_at, created_at, settled_at)
-       values ($1, $2, 'HELD', 30, 0, 0, $3::jsonb, now() + interval '1 hour', now(), null)`,
+       values ($1, $2, 'HELD', 30, 0, 0, $3::jsonb, '9000-01-01', now(), null)`,
       [accountId, open, JSON.stringify([{ bucketId: a, amount: "20" }, { bucketId: b, amount: "10" }])],
     );
     await client.query(
