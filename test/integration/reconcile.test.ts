@@ -231,6 +231,9 @@ describe("Reconcile holds no lock a writer waits for", () => {
         if (pid === undefined) await new Promise((r) => setTimeout(r, 10));
       }
       expect(pid, "Reconcile never reached the entries").toBeDefined();
+      // On its own connection, not one the hot path's batches take turns on.
+      const { rows: app } = await probe.query(`select application_name from pg_stat_activity where pid = $1`, [pid]);
+      expect(app).toEqual([{ application_name: "credit-service-reconcile" }]);
 
       // Its locks: only what reading takes (no FOR SHARE/UPDATE on any table), and no transaction id (it wrote nothing, locked no row).
       const { rows: locks } = await probe.query(
