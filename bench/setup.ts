@@ -25,12 +25,15 @@ export async function recreateDatabase(url: string): Promise<void> {
 }
 
 /**
- * The server's V8 heap limit in production (the Dockerfile's CMD uses the same): the old
+ * The server's V8 heap limits in production (the Dockerfile's CMD uses the same): the old
  * generation capped at 128 MB keeps the resident set around 150 MB under load, where V8 would
- * otherwise let garbage grow it past 200 MB; the live heap is far below the cap. (Smaller young
- * semi-spaces saved another 20 MB but cost GetBalance about 20 % in scavenges.)
+ * otherwise let garbage grow it past 200 MB; the live heap is far below the cap. Semi-spaces
+ * capped at 16 MB: V8 (Node 24) grows them to 32 MB under load, and a young generation larger
+ * than the old generation's headroom (about 45 MB at 35 MB live) makes V8 start marking again as
+ * soon as a mark-compact ends (docs/decisions.md, "Heap cap"). (8 MB semi-spaces saved another
+ * 20 MB but cost GetBalance about 20 % in scavenges.)
  */
-export const SERVER_NODE_FLAGS = ["--max-old-space-size=128"];
+export const SERVER_NODE_FLAGS = ["--max-old-space-size=128", "--max-semi-space-size=16"];
 
 /** Builds dist/ and applies migrations, as a deployment does before starting servers. */
 export async function buildAndMigrate(databaseUrl: string): Promise<void> {
