@@ -7,6 +7,7 @@ import { buildAndMigrate, fundAccounts, pgbench, pgbenchInit, type PgbenchRun, r
 
 /**
  * npm run bench [-- --quick] [-- --json]
+ * npm run bench [-- --encoder-ab]
  * Runs, on one Postgres and one server, in interleaved rounds: pgbench tpcb-like, Reserve→Commit/Release
  * cycles on many accounts (uniform) and on one (hot), GetBalance, and a no-op RPC (health
  * Check through the same server stack); then reconciles every account.
@@ -14,6 +15,11 @@ import { buildAndMigrate, fundAccounts, pgbench, pgbenchInit, type PgbenchRun, r
 const execFileAsync = promisify(execFile);
 const quick = process.argv.includes("--quick");
 const asJson = process.argv.includes("--json");
+/**
+ * --encoder-ab: a second server answers with protobuf-es' toBinary (BENCH_ANSWER_ENCODER) instead
+ * of src/rpc/binary-encoder.ts, and uniform and hot cycles alternate between the two servers.
+ */
+const encoderAb = process.argv.includes("--encoder-ab");
 const BASE = process.env["BENCH_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/credit_bench";
 /** The pgbench databases are named after the bench's, so that two benches on one Postgres given different BENCH_DATABASE_URLs never share one. */
 const BENCH_DB = new URL(BASE).pathname.slice(1);
@@ -116,6 +122,18 @@ async function main(): Promise<void> {
     DB_POOL_MAX: process.env["BENCH_DB_POOL_MAX"] ?? "20",
   }, PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}`] : []);
   const pid: Pids = { server: proc.pid!, redis: redis.proc.pid! };
+  const other = encoderAb
+    ? await startServer({
+        DATABASE_URL: BASE,
+        REDIS_URL: redis.url,
+        GRPC_PORT: "0",
+        GRPC_HOST: "127.0.0.1",
+        METRICS_PORT: "0",
+        LOG_LEVEL: "warn",
+        DB_POOL_MAX: process.env["BENCH_DB_POOL_MAX"] ?? "20",
+        BENCH_ANSWER_ENCODER: "protobuf-es",
+      })
+    : null;
   try {
     step(`funding ${ACCOUNTS} accounts and pgbench databases`);
     await fundAccounts(BASE, "bench-u-", ACCOUNTS, 1_000_000_000n);
@@ -171,6 +189,32 @@ async function main(): Promise<void> {
     for (let round = 0; round < ROUNDS; round++) halfRuns.push(await load(job("cycle", accounts, halfClients, peak / 2 / halfClients), pid));
     rows.push(summarize("cycle@half-peak", halfClients, halfRuns));
 
+    const encoderAB: Record<string, { private: number[]; toBinary: number[]; serverCpuMsPerCycle: { private: number; toBinary: number }; ratio: number }> = {};
+    if (other) {
+      const otherPid: Pids = { server: other.proc.pid!, redis: redis.proc.pid! };
+      const otherTarget = `127.0.0.1:${other.port}`;
+      await load({ ...job("cycle", accounts, 16), target: otherTarget, durationMs: 2000 }, otherPid); // its warm-up
+      for (const clients of CLIENTS.filter((c) => c >= 16)) {
+        step(`${clients} clients: answer encoder A/B, uniform and hot (${ROUNDS} × ${SECONDS}s each, alternating)`);
+        for (const [name, accs] of [["uniform", accounts], ["hot", hot]] as const) {
+          const ab = { private: [] as Run[], toBinary: [] as Run[] };
+          for (let round = 0; round < ROUNDS; round++) {
+            ab.private.push(await load(job("cycle", accs, clients), pid));
+            ab.toBinary.push(await load({ ...job("cycle", accs, clients), target: otherTarget }, otherPid));
+          }
+          const rate = (r: Run) => (r.result.ops / r.result.elapsedMs) * 1000;
+          const cpu = (rs: Run[]) => rs.reduce((a, r) => a + r.serverCpuMs, 0) / Math.max(1, rs.reduce((a, r) => a + r.result.ops, 0));
+          const total = (rs: Run[]) => rs.reduce((a, r) => a + r.result.ops, 0) / rs.reduce((a, r) => a + r.result.elapsedMs, 0);
+          encoderAB[`${name}/${clients}`] = {
+            private: ab.private.map(rate),
+            toBinary: ab.toBinary.map(rate),
+            serverCpuMsPerCycle: { private: cpu(ab.private), toBinary: cpu(ab.toBinary) },
+            ratio: total(ab.toBinary) / total(ab.private),
+          };
+        }
+      }
+    }
+
     step("reconciling every account");
     const rssMb = peakRssMb(pid.server);
     const differences = await reconcileAll(BASE);
@@ -189,7 +233,7 @@ async function main(): Promise<void> {
       ratios[`cycle-cpu/pgbench-cpu @${c}`] = ratio(cycleCpu, pgbenchCpuMsPerTx[`uniform/${c}`]?.postgres);
     }
     const half = rows[rows.length - 1]!;
-    const report = { quick, seconds: SECONDS, rounds: ROUNDS, accounts: ACCOUNTS, pgbenchTps, pgbenchCpuMsPerTx, rows, ratios, serverPeakRssMb: rssMb, reconcileDifferences: differences, halfPeak: half.latency };
+    const report = { quick, seconds: SECONDS, rounds: ROUNDS, accounts: ACCOUNTS, pgbenchTps, pgbenchCpuMsPerTx, rows, ratios, serverPeakRssMb: rssMb, reconcileDifferences: differences, halfPeak: half.latency, ...(other ? { encoderAB } : {}) };
     mkdirSync("bench/results", { recursive: true });
     writeFileSync(`bench/results/${quick ? "quick" : "full"}.json`, JSON.stringify(report, null, 2));
     if (asJson) console.log(JSON.stringify(report, null, 2));
@@ -207,6 +251,12 @@ async function main(): Promise<void> {
       }
       console.log("ratios:", Object.entries(ratios).map(([k, v]) => `${k} = ${fmt(v)}`).join(", "));
       console.log(`server peak RSS ${fmt(rssMb, 0)} MB; reconciliation differences: ${differences}`);
+      for (const [k, v] of Object.entries(encoderAB)) {
+        const list = (xs: number[]) => xs.map((x) => fmt(x, 0)).join("/");
+        console.log(
+          `encoder A/B ${k}: private ${list(v.private)} vs toBinary ${list(v.toBinary)} cycles/s (toBinary/private ${fmt(v.ratio, 3)}); server CPU ms per cycle ${fmt(v.serverCpuMsPerCycle.private, 3)} vs ${fmt(v.serverCpuMsPerCycle.toBinary, 3)}`,
+        );
+      }
     }
     if (differences !== 0) {
       console.error(`reconciliation found ${differences} differences`);
@@ -216,6 +266,11 @@ async function main(): Promise<void> {
     const exited = new Promise((resolve) => proc.once("exit", resolve));
     proc.kill("SIGTERM");
     await exited; // a profile (BENCH_PROFILE) is written on exit
+    if (other) {
+      const otherExited = new Promise((resolve) => other.proc.once("exit", resolve));
+      other.proc.kill("SIGTERM");
+      await otherExited;
+    }
     redis.proc.kill("SIGTERM");
   }
 }
