@@ -18,4 +18,6 @@ COPY package.json ./
 USER node
 EXPOSE 50051
 # The old-generation cap keeps the resident set under 200 MB (docs/performance.md); the live heap is far below it.
-CMD ["node", "--enable-source-maps", "--max-old-space-size=128", "dist/main.js"]
+# The young-generation cap keeps the old generation's headroom above the young generation's size: without it
+# V8 grows semi-spaces to 32 MB and then marks the old generation without pause (docs/decisions.md, "Heap cap").
+CMD ["node", "--enable-source-maps", "--max-old-space-size=128", "--max-semi-space-size=16", "dist/main.js"]

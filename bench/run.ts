@@ -2,11 +2,12 @@ import { execFile } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { promisify } from "node:util";
 import type { LoadJob, LoadResult } from "./load.js";
-import { commandCpuMs, peakRssMb, percentile, processCpuMs } from "./proc.js";
-import { buildAndMigrate, fundAccounts, pgbench, pgbenchInit, reconcileAll, recreateDatabase, startServer } from "./setup.js";
+import { peakRssMb, percentile, PostgresCpuMeter, processCpuMs } from "./proc.js";
+import { buildAndMigrate, fundAccounts, pgbench, pgbenchInit, type PgbenchRun, reconcileAll, recreateDatabase, startRedis, startServer } from "./setup.js";
 
 /**
  * npm run bench [-- --quick] [-- --json]
+ * npm run bench [-- --encoder-ab]
  * Runs, on one Postgres and one server, in interleaved rounds: pgbench tpcb-like, Reserve→Commit/Release
  * cycles on many accounts (uniform) and on one (hot), GetBalance, and a no-op RPC (health
  * Check through the same server stack); then reconciles every account.
@@ -14,9 +15,16 @@ import { buildAndMigrate, fundAccounts, pgbench, pgbenchInit, reconcileAll, recr
 const execFileAsync = promisify(execFile);
 const quick = process.argv.includes("--quick");
 const asJson = process.argv.includes("--json");
+/**
+ * --encoder-ab: a second server answers with protobuf-es' toBinary (BENCH_ANSWER_ENCODER) instead
+ * of src/rpc/binary-encoder.ts, and uniform and hot cycles alternate between the two servers.
+ */
+const encoderAb = process.argv.includes("--encoder-ab");
 const BASE = process.env["BENCH_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/credit_bench";
-const PGBENCH_URL = BASE.replace(/\/[^/]*$/, "/credit_pgbench");
-const PGBENCH_HOT_URL = BASE.replace(/\/[^/]*$/, "/credit_pgbench_hot");
+/** The pgbench databases are named after the bench's, so that two benches on one Postgres given different BENCH_DATABASE_URLs never share one. */
+const BENCH_DB = new URL(BASE).pathname.slice(1);
+const PGBENCH_URL = BASE.replace(/\/[^/]*$/, `/${BENCH_DB}_pgbench`);
+const PGBENCH_HOT_URL = BASE.replace(/\/[^/]*$/, `/${BENCH_DB}_pgbench_hot`);
 const CLIENTS = quick ? [16] : [1, 16, 64];
 /** Each comparison is ROUNDS interleaved runs of SECONDS: this machine's speed drifts by tens of per cent within minutes. */
 const SECONDS = quick ? 4 : 5;
@@ -31,7 +39,7 @@ interface Row {
   opsPerSec: number;
   latency: Record<string, { p50: number; p99: number; p999: number; n: number }>;
   errors: Record<string, number>;
-  cpuMsPerOp: { server: number; postgres: number; loadgen: number };
+  cpuMsPerOp: { server: number; postgres: number; redis: number; loadgen: number };
 }
 
 /** One run of the load generator, with the CPU the server and Postgres used meanwhile. */
@@ -39,14 +47,28 @@ interface Run {
   readonly result: LoadResult;
   readonly serverCpuMs: number;
   readonly postgresCpuMs: number;
+  readonly redisCpuMs: number;
 }
 
-async function load(job: LoadJob, serverPid: number): Promise<Run> {
-  const server0 = processCpuMs(serverPid);
-  const pg0 = commandCpuMs("postgres");
-  const { stdout } = await execFileAsync(process.execPath, ["--import", "tsx", "bench/load.ts", JSON.stringify(job)], { maxBuffer: 1 << 28 });
+/** Processes whose CPU a run is charged: the server and the bench's own Redis (Postgres: PostgresCpuMeter on the bench's database). */
+interface Pids {
+  readonly server: number;
+  readonly redis: number;
+}
+
+async function load(job: LoadJob, pids: Pids): Promise<Run> {
+  const server0 = processCpuMs(pids.server);
+  const redis0 = processCpuMs(pids.redis);
+  const meter = new PostgresCpuMeter([BENCH_DB]);
+  let stdout: string;
+  let postgresCpuMs: number;
+  try {
+    ({ stdout } = await execFileAsync(process.execPath, ["--import", "tsx", "bench/load.ts", JSON.stringify(job)], { maxBuffer: 1 << 28 }));
+  } finally {
+    postgresCpuMs = meter.stop();
+  }
   const result = JSON.parse(stdout) as LoadResult;
-  return { result, serverCpuMs: processCpuMs(serverPid) - server0, postgresCpuMs: commandCpuMs("postgres") - pg0 };
+  return { result, serverCpuMs: processCpuMs(pids.server) - server0, postgresCpuMs, redisCpuMs: processCpuMs(pids.redis) - redis0 };
 }
 
 /** Several runs of one workload as one row: throughput over their total time, latencies over all their calls. */
@@ -67,7 +89,12 @@ function summarize(workload: string, clients: number, runs: readonly Run[]): Row
     opsPerSec: (sum((r) => r.result.ops) / sum((r) => r.result.elapsedMs)) * 1000,
     latency,
     errors,
-    cpuMsPerOp: { server: sum((r) => r.serverCpuMs) / ops, postgres: sum((r) => r.postgresCpuMs) / ops, loadgen: sum((r) => r.result.cpuMs) / ops },
+    cpuMsPerOp: {
+      server: sum((r) => r.serverCpuMs) / ops,
+      postgres: sum((r) => r.postgresCpuMs) / ops,
+      redis: sum((r) => r.redisCpuMs) / ops,
+      loadgen: sum((r) => r.result.cpuMs) / ops,
+    },
   };
 }
 
@@ -84,15 +111,29 @@ async function main(): Promise<void> {
   step("fresh database, build, migrations and server");
   await recreateDatabase(BASE);
   await buildAndMigrate(BASE);
+  const redis = await startRedis();
   const { proc, port } = await startServer({
     DATABASE_URL: BASE,
+    REDIS_URL: redis.url,
     GRPC_PORT: "0",
     GRPC_HOST: "127.0.0.1",
     METRICS_PORT: "0",
     LOG_LEVEL: "warn",
     DB_POOL_MAX: process.env["BENCH_DB_POOL_MAX"] ?? "20",
   }, PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}`] : []);
-  const pid = proc.pid!;
+  const pid: Pids = { server: proc.pid!, redis: redis.proc.pid! };
+  const other = encoderAb
+    ? await startServer({
+        DATABASE_URL: BASE,
+        REDIS_URL: redis.url,
+        GRPC_PORT: "0",
+        GRPC_HOST: "127.0.0.1",
+        METRICS_PORT: "0",
+        LOG_LEVEL: "warn",
+        DB_POOL_MAX: process.env["BENCH_DB_POOL_MAX"] ?? "20",
+        BENCH_ANSWER_ENCODER: "protobuf-es",
+      })
+    : null;
   try {
     step(`funding ${ACCOUNTS} accounts and pgbench databases`);
     await fundAccounts(BASE, "bench-u-", ACCOUNTS, 1_000_000_000n);
@@ -104,6 +145,8 @@ async function main(): Promise<void> {
     const target = `127.0.0.1:${port}`;
     const rows: Row[] = [];
     const pgbenchTps: Record<string, number> = {};
+    /** CPU per pgbench tpcb transaction (uniform database), Postgres and pgbench itself apart. */
+    const pgbenchCpuMsPerTx: Record<string, { postgres: number; pgbench: number }> = {};
     const job = (workload: LoadJob["workload"], accs: LoadJob["accounts"], concurrency: number, ratePerWorker = 0): LoadJob => ({
       target,
       workload,
@@ -117,8 +160,8 @@ async function main(): Promise<void> {
     for (const clients of CLIENTS) {
       step(`${clients} clients: pgbench, uniform, hot, GetBalance, no-op (${ROUNDS} × ${SECONDS}s each, interleaved)`);
       const runs: Record<string, Run[]> = { cycle: [], "cycle-hot": [], balance: [], noop: [] };
-      const uniformTps: number[] = [];
-      const hotTps: number[] = [];
+      const uniformTps: PgbenchRun[] = [];
+      const hotTps: PgbenchRun[] = [];
       for (let round = 0; round < ROUNDS; round++) {
         uniformTps.push(await pgbench(PGBENCH_URL, clients, SECONDS));
         runs["cycle"]!.push(await load(job("cycle", accounts, clients), pid));
@@ -128,8 +171,13 @@ async function main(): Promise<void> {
         runs["noop"]!.push(await load(job("noop", accounts, clients), pid));
       }
       const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-      pgbenchTps[`uniform/${clients}`] = mean(uniformTps);
-      pgbenchTps[`hot/${clients}`] = mean(hotTps);
+      pgbenchTps[`uniform/${clients}`] = mean(uniformTps.map((r) => r.tps));
+      pgbenchTps[`hot/${clients}`] = mean(hotTps.map((r) => r.tps));
+      const transactions = uniformTps.reduce((a, r) => a + r.transactions, 0);
+      pgbenchCpuMsPerTx[`uniform/${clients}`] = {
+        postgres: uniformTps.reduce((a, r) => a + r.postgresCpuMs, 0) / transactions,
+        pgbench: uniformTps.reduce((a, r) => a + r.pgbenchCpuMs, 0) / transactions,
+      };
       for (const [workload, list] of Object.entries(runs)) rows.push(summarize(workload, clients, list));
     }
     // Latency at half the peak uniform rate, offered by as many paced clients as reached the peak:
@@ -141,8 +189,34 @@ async function main(): Promise<void> {
     for (let round = 0; round < ROUNDS; round++) halfRuns.push(await load(job("cycle", accounts, halfClients, peak / 2 / halfClients), pid));
     rows.push(summarize("cycle@half-peak", halfClients, halfRuns));
 
+    const encoderAB: Record<string, { private: number[]; toBinary: number[]; serverCpuMsPerCycle: { private: number; toBinary: number }; ratio: number }> = {};
+    if (other) {
+      const otherPid: Pids = { server: other.proc.pid!, redis: redis.proc.pid! };
+      const otherTarget = `127.0.0.1:${other.port}`;
+      await load({ ...job("cycle", accounts, 16), target: otherTarget, durationMs: 2000 }, otherPid); // its warm-up
+      for (const clients of CLIENTS.filter((c) => c >= 16)) {
+        step(`${clients} clients: answer encoder A/B, uniform and hot (${ROUNDS} × ${SECONDS}s each, alternating)`);
+        for (const [name, accs] of [["uniform", accounts], ["hot", hot]] as const) {
+          const ab = { private: [] as Run[], toBinary: [] as Run[] };
+          for (let round = 0; round < ROUNDS; round++) {
+            ab.private.push(await load(job("cycle", accs, clients), pid));
+            ab.toBinary.push(await load({ ...job("cycle", accs, clients), target: otherTarget }, otherPid));
+          }
+          const rate = (r: Run) => (r.result.ops / r.result.elapsedMs) * 1000;
+          const cpu = (rs: Run[]) => rs.reduce((a, r) => a + r.serverCpuMs, 0) / Math.max(1, rs.reduce((a, r) => a + r.result.ops, 0));
+          const total = (rs: Run[]) => rs.reduce((a, r) => a + r.result.ops, 0) / rs.reduce((a, r) => a + r.result.elapsedMs, 0);
+          encoderAB[`${name}/${clients}`] = {
+            private: ab.private.map(rate),
+            toBinary: ab.toBinary.map(rate),
+            serverCpuMsPerCycle: { private: cpu(ab.private), toBinary: cpu(ab.toBinary) },
+            ratio: total(ab.toBinary) / total(ab.private),
+          };
+        }
+      }
+    }
+
     step("reconciling every account");
-    const rssMb = peakRssMb(pid);
+    const rssMb = peakRssMb(pid.server);
     const differences = await reconcileAll(BASE);
     const ratio = (a: number | undefined, b: number | undefined) => (a && b ? a / b : 0);
     const find = (w: string, c: number) => rows.find((r) => r.workload === w && r.clients === c)?.opsPerSec;
@@ -152,23 +226,37 @@ async function main(): Promise<void> {
       ratios[`hot/uniform @${c}`] = ratio(find("cycle-hot", c), find("cycle", c));
       ratios[`pgbench hot/uniform @${c}`] = ratio(pgbenchTps[`hot/${c}`], pgbenchTps[`uniform/${c}`]);
       ratios[`GetBalance/no-op @${c}`] = ratio(find("balance", c), find("noop", c));
+      // The efficiency gauge: what one uniform cycle costs the service (server, Postgres, Redis),
+      // against what one tpcb transaction costs Postgres; the load generator and pgbench are out.
+      const cycle = rows.find((r) => r.workload === "cycle" && r.clients === c)?.cpuMsPerOp;
+      const cycleCpu = cycle ? cycle.server + cycle.postgres + cycle.redis : undefined;
+      ratios[`cycle-cpu/pgbench-cpu @${c}`] = ratio(cycleCpu, pgbenchCpuMsPerTx[`uniform/${c}`]?.postgres);
     }
     const half = rows[rows.length - 1]!;
-    const report = { quick, seconds: SECONDS, rounds: ROUNDS, accounts: ACCOUNTS, pgbenchTps, rows, ratios, serverPeakRssMb: rssMb, reconcileDifferences: differences, halfPeak: half.latency };
+    const report = { quick, seconds: SECONDS, rounds: ROUNDS, accounts: ACCOUNTS, pgbenchTps, pgbenchCpuMsPerTx, rows, ratios, serverPeakRssMb: rssMb, reconcileDifferences: differences, halfPeak: half.latency, ...(other ? { encoderAB } : {}) };
     mkdirSync("bench/results", { recursive: true });
     writeFileSync(`bench/results/${quick ? "quick" : "full"}.json`, JSON.stringify(report, null, 2));
     if (asJson) console.log(JSON.stringify(report, null, 2));
     else {
       console.log(`pgbench tpcb-like TPS: ${Object.entries(pgbenchTps).map(([k, v]) => `${k}=${fmt(v, 0)}`).join("  ")}`);
-      console.log("| workload | clients | ops/s | p50 / p99 / p99.9 ms per RPC | errors | CPU ms/op server / pg / loadgen |");
+      console.log(
+        `pgbench CPU ms per tx, Postgres / pgbench: ${Object.entries(pgbenchCpuMsPerTx).map(([k, v]) => `${k}=${fmt(v.postgres, 3)} / ${fmt(v.pgbench, 3)}`).join("  ")}`,
+      );
+      console.log("| workload | clients | ops/s | p50 / p99 / p99.9 ms per RPC | errors | CPU ms/op server / pg / redis / loadgen |");
       console.log("|---|---|---|---|---|---|");
       for (const r of rows) {
         const lat = Object.entries(r.latency).map(([n, l]) => `${n} ${fmt(l.p50)} / ${fmt(l.p99)} / ${fmt(l.p999)}`).join("; ");
         const errs = Object.entries(r.errors).map(([k, v]) => `${k}×${v}`).join(" ") || "0";
-        console.log(`| ${r.workload} | ${r.clients} | ${fmt(r.opsPerSec, 0)} | ${lat} | ${errs} | ${fmt(r.cpuMsPerOp.server)} / ${fmt(r.cpuMsPerOp.postgres)} / ${fmt(r.cpuMsPerOp.loadgen)} |`);
+        console.log(`| ${r.workload} | ${r.clients} | ${fmt(r.opsPerSec, 0)} | ${lat} | ${errs} | ${fmt(r.cpuMsPerOp.server)} / ${fmt(r.cpuMsPerOp.postgres)} / ${fmt(r.cpuMsPerOp.redis)} / ${fmt(r.cpuMsPerOp.loadgen)} |`);
       }
       console.log("ratios:", Object.entries(ratios).map(([k, v]) => `${k} = ${fmt(v)}`).join(", "));
       console.log(`server peak RSS ${fmt(rssMb, 0)} MB; reconciliation differences: ${differences}`);
+      for (const [k, v] of Object.entries(encoderAB)) {
+        const list = (xs: number[]) => xs.map((x) => fmt(x, 0)).join("/");
+        console.log(
+          `encoder A/B ${k}: private ${list(v.private)} vs toBinary ${list(v.toBinary)} cycles/s (toBinary/private ${fmt(v.ratio, 3)}); server CPU ms per cycle ${fmt(v.serverCpuMsPerCycle.private, 3)} vs ${fmt(v.serverCpuMsPerCycle.toBinary, 3)}`,
+        );
+      }
     }
     if (differences !== 0) {
       console.error(`reconciliation found ${differences} differences`);
@@ -178,6 +266,12 @@ async function main(): Promise<void> {
     const exited = new Promise((resolve) => proc.once("exit", resolve));
     proc.kill("SIGTERM");
     await exited; // a profile (BENCH_PROFILE) is written on exit
+    if (other) {
+      const otherExited = new Promise((resolve) => other.proc.once("exit", resolve));
+      other.proc.kill("SIGTERM");
+      await otherExited;
+    }
+    redis.proc.kill("SIGTERM");
   }
 }
 

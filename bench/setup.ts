@@ -1,8 +1,10 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { readdirSync } from "node:fs";
+import net from "node:net";
 import { createInterface } from "node:readline";
 import { promisify } from "node:util";
 import pg from "pg";
+import { childrenCpuMs, PostgresCpuMeter } from "./proc.js";
 
 const run = promisify(execFile);
 
@@ -23,12 +25,15 @@ export async function recreateDatabase(url: string): Promise<void> {
 }
 
 /**
- * The server's V8 heap limit in production (the Dockerfile's CMD uses the same): the old
+ * The server's V8 heap limits in production (the Dockerfile's CMD uses the same): the old
  * generation capped at 128 MB keeps the resident set around 150 MB under load, where V8 would
- * otherwise let garbage grow it past 200 MB; the live heap is far below the cap. (Smaller young
- * semi-spaces saved another 20 MB but cost GetBalance about 20 % in scavenges.)
+ * otherwise let garbage grow it past 200 MB; the live heap is far below the cap. Semi-spaces
+ * capped at 16 MB: V8 (Node 24) grows them to 32 MB under load, and a young generation larger
+ * than the old generation's headroom (about 45 MB at 35 MB live) makes V8 start marking again as
+ * soon as a mark-compact ends (docs/decisions.md, "Heap cap"). (8 MB semi-spaces saved another
+ * 20 MB but cost GetBalance about 20 % in scavenges.)
  */
-export const SERVER_NODE_FLAGS = ["--max-old-space-size=128"];
+export const SERVER_NODE_FLAGS = ["--max-old-space-size=128", "--max-semi-space-size=16"];
 
 /** Builds dist/ and applies migrations, as a deployment does before starting servers. */
 export async function buildAndMigrate(databaseUrl: string): Promise<void> {
@@ -84,14 +89,62 @@ export async function pgbenchInit(url: string, scale: number): Promise<void> {
   await run(pgBin("pgbench"), ["-i", "-q", "-s", String(scale), url], { maxBuffer: 1 << 24 });
 }
 
-/** pgbench's built-in tpcb-like script; returns transactions per second (excluding connection time). */
-export async function pgbench(url: string, clients: number, seconds: number): Promise<number> {
-  const { stdout } = await run(pgBin("pgbench"), ["-n", "-b", "tpcb-like", "-c", String(clients), "-j", "2", "-T", String(seconds), url], {
-    maxBuffer: 1 << 24,
+export interface PgbenchRun {
+  /** Transactions per second, excluding connection time. */
+  readonly tps: number;
+  readonly transactions: number;
+  /** CPU of pgbench itself, and of Postgres for its database (PostgresCpuMeter), in ms. */
+  readonly pgbenchCpuMs: number;
+  readonly postgresCpuMs: number;
+}
+
+/** pgbench's built-in tpcb-like script, with the CPU it and Postgres spent. */
+export async function pgbench(url: string, clients: number, seconds: number): Promise<PgbenchRun> {
+  const meter = new PostgresCpuMeter([new URL(url).pathname.slice(1)]);
+  const own0 = childrenCpuMs();
+  let stdout: string;
+  let postgresCpuMs: number;
+  try {
+    ({ stdout } = await run(pgBin("pgbench"), ["-n", "-b", "tpcb-like", "-c", String(clients), "-j", "2", "-T", String(seconds), url], {
+      maxBuffer: 1 << 24,
+    }));
+  } finally {
+    postgresCpuMs = meter.stop();
+  }
+  const pgbenchCpuMs = childrenCpuMs() - own0;
+  const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(stdout);
+  const done = /number of transactions actually processed: (\d+)/.exec(stdout);
+  if (!tps || !done) throw new Error(`cannot read pgbench output: ${stdout}`);
+  return { tps: Number(tps[1]), transactions: Number(done[1]), pgbenchCpuMs, postgresCpuMs };
+}
+
+/**
+ * The bench's own Redis (`BENCH_REDIS_PORT`, else a free port), nothing on disk, so that its CPU
+ * can be measured and the bench never shares a Redis with other work on the machine.
+ */
+export async function startRedis(): Promise<{ proc: ChildProcess; url: string }> {
+  const port = Number(process.env["BENCH_REDIS_PORT"] ?? (await freePort()));
+  const proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+    stdio: ["ignore", "pipe", "inherit"],
   });
-  const match = /tps = ([\d.]+) \(without initial connection time\)/.exec(stdout);
-  if (!match) throw new Error(`cannot read pgbench output: ${stdout}`);
-  return Number(match[1]);
+  await new Promise<void>((resolve, reject) => {
+    createInterface({ input: proc.stdout! }).on("line", (line) => {
+      if (/Ready to accept connections/.test(line)) resolve();
+    });
+    proc.on("exit", (code) => reject(new Error(`redis-server on port ${port} exited with ${code}`)));
+  });
+  return { proc, url: `redis://127.0.0.1:${port}` };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
 }
 
 /**

@@ -178,7 +178,7 @@ const schema = z
     DB_MAX_BATCH: z.coerce.number().int().min(1).max(256).default(64),
     /** false: a ledger transaction takes one account's commands only (a sharded database: one shard per transaction). */
     DB_BATCH_ACROSS_ACCOUNTS: bool.default(true),
-    /** Ledger transactions take turns, and twice this many commands waiting at once split into two; 0: off (docs/performance.md). */
+    /** Ledger transactions take turns, and twice this many commands waiting at once split into two; 0: off (docs/performance-log.md, changes 18–19). */
     DB_BATCH_STAGGER_FROM: z.coerce.number().int().min(0).max(256).default(16),
     /** GetBalance answers kept per server (accounts); 0: every GetBalance reads Postgres. */
     BALANCE_CACHE_ENTRIES: z.coerce.number().int().min(0).max(10_000_000).default(50_000),

@@ -11,6 +11,7 @@ import { type DescField, type DescMessage, type MessageShape, ScalarType, toBina
  * fixed-width and floating-point numbers, non-string map keys) is left to toBinary.
  */
 export function encodeMessage<D extends DescMessage>(schema: D, message: MessageShape<D>): Buffer {
+  if (REFLECTION_ONLY) return sendable(asBuffer(toBinary(schema, message)));
   const plan = planOf(schema);
   if (plan === null || hasUnknown(message)) return sendable(asBuffer(toBinary(schema, message)));
   const w = writer;
@@ -18,6 +19,12 @@ export function encodeMessage<D extends DescMessage>(schema: D, message: Message
   writeFields(w, plan, message as unknown as Fields);
   return sendable(Buffer.from(w.buf.subarray(0, w.pos)));
 }
+
+/**
+ * Bench-only switch for an A/B against protobuf-es (`npm run bench -- --encoder-ab` sets it on
+ * one of its two servers): `BENCH_ANSWER_ENCODER=protobuf-es` writes every answer with toBinary.
+ */
+const REFLECTION_ONLY = process.env["BENCH_ANSWER_ENCODER"] === "protobuf-es";
 
 /**
  * The largest answer grpc-js sends (`grpc.max_send_message_length` in server.ts). Answers are

@@ -68,8 +68,11 @@ function createOrm(options: { url: string; poolMax: number; onDriverWarning?: (m
     entities,
     pool: { min: 0, max: options.poolMax },
     // Options of node-postgres' Pool. Give up on an unreachable database (or a pool that stays
-    // busy) within seconds, so calls fail as UNAVAILABLE instead of hanging.
-    driverOptions: { connectionTimeoutMillis: 3000 },
+    // busy) within seconds, so calls fail as UNAVAILABLE instead of hanging. node-postgres' own
+    // type parsers, not the ORM's: the ORM keeps timestamps as text (it converts them for
+    // entities), but this side only runs raw statements, which read rows like the hot path's
+    // pool does (timestamptz as Date, int8 as text), so rows.ts has one reading of each column.
+    driverOptions: { connectionTimeoutMillis: 3000, types: new pg.TypeOverrides() },
     loggerFactory: () => driverLogger(options.onDriverWarning),
     allowGlobalContext: false,
     debug: false,

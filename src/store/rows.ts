@@ -24,9 +24,10 @@ function big(row: Row, column: string): bigint {
 function date(row: Row, column: string): Date {
   const v = row[column];
   if (v instanceof Date) return v;
-  // MikroORM's pg setup returns timestamptz as text, e.g. "2026-11-25 11:31:54.168+00".
+  // Rows aggregated into JSON by Postgres (an account's books load as one json value per account)
+  // carry timestamps as ISO 8601 text, e.g. "2026-11-25T11:31:54.168+00:00".
   if (typeof v === "string") {
-    const parsed = new Date(v.replace(" ", "T").replace(/([+-]\d\d)$/, "$1:00"));
+    const parsed = new Date(v);
     if (!Number.isNaN(parsed.getTime())) return parsed;
   }
   throw new TypeError(`column ${column}: expected timestamptz, got ${typeof v}`);

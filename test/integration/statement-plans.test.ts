@@ -18,7 +18,7 @@ import { runDatabaseUrl, TEST_DATABASE_URL } from "../support/env.js";
  * (src/store/pg.ts). Such a plan may be made while the tables are nearly empty and is kept as
  * they grow, so it must reach rows only through indexes that name them. Once, a plan made on
  * small tables found a hot account's named reservations through the account alone and read its
- * whole history on every batch (docs/performance.md).
+ * whole history on every batch (docs/performance-log.md, changes 10 and 13).
  *
  * Here the plans are made on a fresh database; then one account's history grows to thousands of
  * reservations, operation records and spent buckets; then a batch of Reserves and a batch of
