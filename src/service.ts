@@ -56,6 +56,14 @@ export async function startService(config: Config, clock: Clock, log: Logger): P
     onDriverWarning: (message) => log.warn({ driver: "mikro-orm" }, message),
   });
   const pool = createPool({ url: config.DATABASE_URL, max: config.DB_POOL_MAX, onIdleError: (err) => log.warn({ err: err.message }, "idle ledger connection failed") });
+  // Reconcile's own connection: a long read of one account never takes a connection the hot path's
+  // batches wait for, and one Reconcile at a time (the store's gate) takes one Postgres backend at most.
+  const reconcilePool = createPool({
+    url: config.DATABASE_URL,
+    max: 1,
+    applicationName: "credit-service-reconcile",
+    onIdleError: (err) => log.warn({ err: err.message }, "idle reconcile connection failed"),
+  });
   const changes = new PostgresChangeFeed({
     connect: () => listenerClient(config.DATABASE_URL),
     isOwnBackend: poolBackends(pool),
@@ -70,11 +78,12 @@ export async function startService(config: Config, clock: Clock, log: Logger): P
   // Not awaited: until the feed listens GetBalance reads Postgres, and it keeps retrying.
   if (config.BALANCE_CACHE_ENTRIES > 0) void changes.start();
   try {
-    return await startOnDatabase(config, clock, log, orm, pool, changes, catalog, rateCard);
+    return await startOnDatabase(config, clock, log, orm, pool, reconcilePool, changes, catalog, rateCard);
   } catch (err) {
     // A refused start leaves no connection behind.
     await changes.stop();
     await pool.end();
+    await reconcilePool.end();
     await orm.close(true);
     throw err;
   }
@@ -86,6 +95,7 @@ async function startOnDatabase(
   log: Logger,
   orm: MikroORM,
   pool: pg.Pool,
+  reconcilePool: pg.Pool,
   changes: PostgresChangeFeed,
   catalog: ReturnType<typeof loadPlanCatalog>,
   rateCard: ReturnType<typeof loadRateCard>,
@@ -93,6 +103,7 @@ async function startOnDatabase(
   const metrics = new Metrics();
   const store = new PostgresLedgerStore(pool, orm, randomUUID, {
     changes,
+    reconcilePool,
     writeConcurrency: config.DB_WRITE_CONCURRENCY,
     maxBatch: config.DB_MAX_BATCH,
     batchAcrossAccounts: config.DB_BATCH_ACROSS_ACCOUNTS,
@@ -228,6 +239,7 @@ async function startOnDatabase(
       await cache.close();
       await changes.stop();
       await pool.end();
+      await reconcilePool.end();
       await orm.close(true);
     },
   };

@@ -10,6 +10,7 @@ import { bookFromRow, booksFromRows, loadStatement, lockStatement, nextHoldExpir
 import { type BatchLocks, GroupCommit, type Settled } from "./batching.js";
 import type { PostgresChangeFeed } from "./change-feed.js";
 import { type AccountLocks, type BatchResult, type QueuedCommand, runCommandBatch } from "./command-batch.js";
+import { ConcurrencyGate } from "./concurrency-gate.js";
 import { EntryListings } from "./entry-listing.js";
 import { persistStatement } from "./persist.js";
 import { inTransaction, type Query, queryOn } from "./pg.js";
@@ -31,7 +32,20 @@ export interface LedgerStoreOptions {
   readonly onBatch?: (size: number) => void;
   /** Where the store publishes the accounts it wrote (and other processes' writes arrive). */
   readonly changes: PostgresChangeFeed;
+  /**
+   * Connections for Reconcile, apart from the pool the hot path's writes and reads take turns
+   * on (service.ts makes one of a single connection); absent: the store's pool.
+   */
+  readonly reconcilePool?: pg.Pool;
 }
+
+/**
+ * Reconciles that may wait for the one running on this server; one more is refused. Each takes
+ * up to a core of Postgres for a second or so (200,000 settled holds): run one after another,
+ * they never take more than that core from the hot path.
+ */
+const RECONCILES_WAITING = 16;
+const RECONCILE_MAX_WAIT_MS = 60_000;
 
 /**
  * How long a staggered write batch may hold the next one back while it loads. Loading takes 1–3
@@ -80,6 +94,14 @@ export class PostgresLedgerStore implements LedgerStore {
   private readonly reads: GroupCommit<{ accountId: string; now: Date }, AccountSnapshot | null>;
   private readonly locator = new ReservationLocator(50_000);
   private readonly feed: PostgresChangeFeed;
+  private readonly reconcilePool: pg.Pool;
+  private readonly reconciles = new ConcurrencyGate({
+    running: 1,
+    waiting: RECONCILES_WAITING,
+    maxWaitMs: RECONCILE_MAX_WAIT_MS,
+    refuse: () =>
+      new FailureError({ reason: "READ_LIMIT_EXCEEDED", message: "too many Reconciles are waiting on this server; retry later", metadata: { limit: "concurrency" } }),
+  });
 
   constructor(
     private readonly pool: pg.Pool,
@@ -91,6 +113,7 @@ export class PostgresLedgerStore implements LedgerStore {
   ) {
     this.q = queryOn(pool);
     this.feed = options.changes;
+    this.reconcilePool = options.reconcilePool ?? pool;
     this.writes = new GroupCommit({
       concurrency: options.writeConcurrency,
       maxBatch: options.maxBatch,
@@ -310,7 +333,7 @@ export class PostgresLedgerStore implements LedgerStore {
   }
 
   async reconcile(accountId: string): Promise<Difference[]> {
-    return guardUnavailable(() => reconcileAccount(this.pool, accountId));
+    return this.reconciles.run(() => guardUnavailable(() => reconcileAccount(this.reconcilePool, accountId)));
   }
 
   async countHeld(): Promise<number> {

@@ -15,6 +15,8 @@ export interface PgPoolOptions {
   readonly max: number;
   /** Told about errors of idle connections (a restarted Postgres), which must not crash the process. */
   readonly onIdleError: (err: Error) => void;
+  /** What pg_stat_activity shows for its connections; "credit-service" unless told. */
+  readonly applicationName?: string;
 }
 
 export function createPool(options: PgPoolOptions): pg.Pool {
@@ -24,7 +26,7 @@ export function createPool(options: PgPoolOptions): pg.Pool {
     // Give up on an unreachable database within seconds, so calls fail as UNAVAILABLE instead of hanging.
     connectionTimeoutMillis: 3000,
     idleTimeoutMillis: 30_000,
-    application_name: "credit-service",
+    application_name: options.applicationName ?? "credit-service",
     // No planner settings here: the hot path sets its own per transaction (HOT_PATH_PLANNER), and
     // everything else (Reconcile, the sweeper's scans, pruning) is planned as Postgres sees fit.
   });

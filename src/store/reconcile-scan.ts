@@ -1,4 +1,3 @@
-import { setImmediate } from "node:timers/promises";
 import type pg from "pg";
 import { type BucketAmounts, bucketDifferences, type Difference, type KindTotal, reservationDifferences, type ReservationAmounts } from "../domain/reconcile.js";
 import type { EntryKind } from "../domain/ledger-entry.js";
@@ -6,133 +5,192 @@ import { inSnapshot, type Statement, type Transaction } from "./pg.js";
 import { allocationsFromRow, type Row } from "./rows.js";
 
 /**
- * Rows a cursor hands over per round trip, and rows checked in one go on the event loop. The
- * next chunk is fetched while this one is checked, slice by slice, with the event loop free
- * between slices (a slice is 3–4 ms of CPU here, measured), so the server keeps answering other
- * calls while a large account is reconciled, and holds no more than two chunks of it in memory.
- * (Each round trip also costs a socket write, which on a busy machine costs about a time slice.)
+ * Reconcile in Postgres: the comparison runs where the entries are, and only what differs comes
+ * back (normally nothing). Shipping every (reservation, bucket) sum to the server and comparing
+ * there cost the server 0.7–3.5 s of CPU per Reconcile of 200,000 settled holds (row decoding,
+ * BigInt parsing), all of it for rows that agree.
+ *
+ * In one REPEATABLE READ, READ ONLY snapshot (no lock a writer waits for):
+ * - RECONCILE_SUSPECTS, one pass over the account's entries: the buckets and reservations whose
+ *   entries may not add up to them. It selects; it does not report. Normally it returns nothing
+ *   and Reconcile is done. Otherwise only the suspects are read in full:
+ * - RECONCILE_BUCKETS and RECONCILE_RESERVATIONS: their entries summed exactly (per bucket; per
+ *   reservation and bucket), with what is stored, for the domain's rules (bucketDifferences,
+ *   reservationDifferences in src/domain/reconcile.ts) to decide and report.
+ * The SQL restates those rules only to leave out what agrees; test/integration/reconcile-in-sql
+ * .test.ts checks that each kind of difference is found and that nothing else comes back.
  */
-export const RECONCILE_CHUNK_ROWS = 2000;
-const SLICE_ROWS = 1000;
 
 /** Every kind of entry, once (a Record, so that a new kind cannot be left out). */
 const KINDS = Object.keys({ GRANT: 0, HOLD: 0, CAPTURE: 0, RELEASE: 0, EXPIRE: 0, ADJUST: 0 } satisfies Record<EntryKind, 0>) as EntryKind[];
 
+/** `sum(amount) filter (where kind = 'K') as "K"` for every kind: exact (bigint sums are numeric). */
+const EXACT_SUMS = KINDS.map((k) => `sum(amount) filter (where kind = '${k}') as "${k}"`).join(", ");
+const SUMS_AS_TEXT = (from: string) => KINDS.map((k) => `${from}."${k}"::text as "${k}"`).join(", ");
+
 /**
- * The account's entries summed per (reservation, bucket), one column per kind (null: none of
- * that kind), each with its reservation's stored amounts: one pass over the entries, in
- * Postgres. Entries without a reservation (grants, adjustments, expiries) come first, one row
- * per bucket; then the rows of each reservation together. Reservations have no index by account
- * alone, so they are reached through their entries (every hold has a HOLD entry) and their key.
+ * 2^53: below it every integer is a float8, and so is every sum or difference of integers whose
+ * absolute values add up to less than it.
  */
-export const RECONCILE_ENTRIES = `
-  select e.reservation_id::text as reservation_id, e.bucket_id::text as bucket_id, ${KINDS.map((k) => `e."${k}"::text as "${k}"`).join(", ")},
-    r.reservation_id is not null as stored, r.captured_amount::text as captured_amount, r.released_amount::text as released_amount, r.allocations
-  from (
-    select reservation_id, bucket_id, ${KINDS.map((k) => `sum(amount) filter (where kind = '${k}') as "${k}"`).join(", ")}
-      from ledger_entries where account_id = ? group by reservation_id, bucket_id) e
-  left join reservations r on r.reservation_id = e.reservation_id and r.account_id = ?
-  order by e.reservation_id nulls first`;
+const FLOAT_EXACT = "9007199254740992";
 
-/** The account's buckets, as stored. */
+/** A float8 total of the sums named, 0 for none. */
+const f = (...names: string[]) => `(${names.map((n) => `coalesce(s.${n}, 0)`).join(" + ")})`;
+
+/**
+ * The buckets and reservations of an account whose entries may not add up to them, as
+ * (`subject`, `id`) rows: one pass over the entries, summed per bucket and per reservation at
+ * once (grouping sets, hash aggregates); the per-bucket sums joined to the account's buckets both
+ * ways (stored buckets without entries; entries naming a bucket that is not stored), the
+ * per-reservation sums to their reservations (there is no index on reservations by account: they
+ * are reached through their entries, every hold having a HOLD entry). Normally none.
+ *
+ * The sums are float8, not bigint: a bigint sum is a numeric, allocated and converted for each of
+ * ~200,000 groups, which doubled the statement's CPU (measured). A float8 sum is exact while the
+ * absolute values of its terms add up to less than 2^53, which count × largest bounds; a bucket or
+ * reservation past the bound is a suspect, whatever its sums. So a bucket left out agrees
+ * exactly: granted = GRANT + ADJUST, remaining = granted − CAPTURE − EXPIRE, held = HOLD −
+ * RELEASE − CAPTURE. So does a reservation left out: it is stored, its CAPTURE and RELEASE
+ * entries add up to its captured and released amounts, and when it holds nothing (`allocations`
+ * empty: every settled hold) HOLD − RELEASE − CAPTURE is 0. A reservation that still holds
+ * credits is checked exactly, bucket by bucket: its share there (HOLD − RELEASE − CAPTURE of its
+ * entries) against its allocation there; a bucket named twice in its allocations, or a share
+ * without an allocation, makes it a suspect. With no open hold, that second pass over the
+ * entries is skipped (the hash it would be joined to is empty).
+ */
+export const RECONCILE_SUSPECTS = `
+  with sums as (
+    select grouping(bucket_id) = 0 as of_bucket, bucket_id, reservation_id, count(*) as n,
+      greatest(max(amount)::float8, -min(amount)::float8) as largest,
+      sum(amount::float8) filter (where kind in ('GRANT', 'ADJUST')) as granted, sum(amount::float8) filter (where kind = 'HOLD') as hold,
+      sum(amount::float8) filter (where kind = 'CAPTURE') as capture, sum(amount::float8) filter (where kind = 'RELEASE') as release,
+      sum(amount::float8) filter (where kind = 'EXPIRE') as expire
+    from ledger_entries where account_id = ? group by grouping sets ((bucket_id), (reservation_id))
+  ),
+  flagged as materialized (
+    select reservation_id, suspect, allocations from (
+      select s.reservation_id, r.allocations,
+        r.reservation_id is null
+        or s.n * s.largest >= ${FLOAT_EXACT}
+        or r.captured_amount::float8 <> ${f("capture")}
+        or r.released_amount::float8 <> ${f("release")}
+        or (r.allocations = '[]' and ${f("hold")} - ${f("release", "capture")} <> 0) as suspect
+      from sums s left join reservations r on r.reservation_id = s.reservation_id and r.account_id = ?
+      where not s.of_bucket and s.reservation_id is not null) checked
+    where suspect or allocations <> '[]'
+  ),
+  allocated as (
+    select f.reservation_id, (a ->> 'bucketId')::uuid as bucket_id, sum((a ->> 'amount')::bigint) as amount, count(*) as n
+    from flagged f cross join lateral jsonb_array_elements(f.allocations) a where not f.suspect group by 1, 2
+  ),
+  shares as (
+    select reservation_id, bucket_id, coalesce(sum(amount) filter (where kind = 'HOLD'), 0) - coalesce(sum(amount) filter (where kind in ('RELEASE', 'CAPTURE')), 0) as held
+    from ledger_entries where account_id = ? and reservation_id in (select reservation_id from allocated) group by reservation_id, bucket_id
+  )
+  select 'bucket' as subject, coalesce(b.bucket_id, s.bucket_id)::text as id
+    from (select * from sums where of_bucket) s
+    full join (select bucket_id, granted, remaining, held from buckets where account_id = ?) b on b.bucket_id = s.bucket_id
+   where b.bucket_id is null or s.bucket_id is null
+      or s.n * s.largest >= ${FLOAT_EXACT}
+      or b.granted::float8 <> ${f("granted")}
+      or b.remaining::float8 <> ${f("granted")} - ${f("capture", "expire")}
+      or b.held::float8 <> ${f("hold")} - ${f("release", "capture")}
+  union
+  select 'reservation', reservation_id::text from flagged where suspect
+  union
+  select 'reservation', coalesce(a.reservation_id, s.reservation_id)::text
+    from allocated a full join shares s on s.reservation_id = a.reservation_id and s.bucket_id = a.bucket_id
+   where a.n > 1 or (a.amount is distinct from s.held and (a.amount is not null or s.held <> 0))`;
+
+/** The suspect buckets, stored or not, each with the exact totals of its entries per kind. */
 export const RECONCILE_BUCKETS = `
-  select bucket_id::text as bucket_id, granted::text as granted, remaining::text as remaining, held::text as held from buckets where account_id = ?`;
+  select coalesce(b.bucket_id, t.bucket_id)::text as bucket_id, b.bucket_id is not null as stored,
+    b.granted::text as granted, b.remaining::text as remaining, b.held::text as held, ${SUMS_AS_TEXT("t")}
+  from (select bucket_id, ${EXACT_SUMS} from ledger_entries where account_id = ? and bucket_id = any(?::uuid[]) group by bucket_id) t
+  full join (select bucket_id, granted, remaining, held from buckets where account_id = ? and bucket_id = any(?::uuid[])) b on b.bucket_id = t.bucket_id
+  order by b.bucket_id is null, 1`;
 
-/** A cursor reads its whole result: planned for that rather than for its first rows. */
-const CURSOR_SETTINGS: Statement = { sql: "set local cursor_tuple_fraction = 1" };
+/** The suspect reservations' entries summed exactly per (reservation, bucket), each with its reservation as stored. */
+export const RECONCILE_RESERVATIONS = `
+  select e.reservation_id::text as reservation_id, e.bucket_id::text as bucket_id, ${SUMS_AS_TEXT("e")},
+    r.reservation_id is not null as stored, r.captured_amount::text as captured_amount, r.released_amount::text as released_amount, r.allocations
+  from (select reservation_id, bucket_id, ${EXACT_SUMS} from ledger_entries where account_id = ? and reservation_id = any(?::uuid[]) group by reservation_id, bucket_id) e
+  left join reservations r on r.reservation_id = e.reservation_id and r.account_id = ?
+  order by e.reservation_id, e.bucket_id`;
 
-type BucketTotal = KindTotal & { readonly bucketId: string };
+/**
+ * Settings for the snapshot's statements only (SET LOCAL; they end with the transaction):
+ * - no JIT: compiling these statements cost Postgres about 1 s of CPU per Reconcile of 200,000
+ *   holds, more than running them (measured);
+ * - no parallel workers: Reconcile takes one core at most, the rest is the hot path's;
+ * - work_mem for the sums per reservation to stay in memory (~50 MB of hash at 200,000 holds,
+ *   with hash_mem_multiplier's 2×; a larger account spills to disk rather than failing).
+ */
+export const RECONCILE_SETTINGS: readonly Statement[] = [
+  { sql: "set local jit = off" },
+  { sql: "set local max_parallel_workers_per_gather = 0" },
+  { sql: "set local work_mem = '32MB'" },
+];
 
-/** The totals of a row of RECONCILE_ENTRIES, by kind. */
-function totalsOf(row: Row, bucketId: string): BucketTotal[] {
-  const out: BucketTotal[] = [];
+/** The totals of a row, by kind (null: none of that kind). */
+function totalsOf(row: Row): KindTotal[] {
+  const out: KindTotal[] = [];
   for (const kind of KINDS) {
-    const total = row[kind] as string | null;
-    if (total !== null) out.push({ bucketId, kind, total: BigInt(total) });
+    const sum = row[kind] as string | null;
+    if (sum !== null) out.push({ kind, total: BigInt(sum) });
   }
   return out;
 }
 
-/** One reservation's rows of RECONCILE_ENTRIES as they arrive (they come together). */
-interface ReservationRows {
-  readonly id: string;
-  readonly stored: ReservationAmounts | null;
-  readonly sums: BucketTotal[];
+function bucketsFrom(rows: readonly Row[]): Difference[] {
+  return rows.flatMap((row) => {
+    const id = row["bucket_id"] as string;
+    const stored: BucketAmounts | null = row["stored"]
+      ? { id, granted: BigInt(row["granted"] as string), remaining: BigInt(row["remaining"] as string), held: BigInt(row["held"] as string) }
+      : null;
+    return bucketDifferences(id, stored, totalsOf(row));
+  });
+}
+
+/** Rows of RECONCILE_RESERVATIONS (each reservation's rows together) → its differences. */
+function reservationsFrom(rows: readonly Row[]): Difference[] {
+  const out: Difference[] = [];
+  for (let at = 0; at < rows.length; ) {
+    const first = rows[at]!;
+    const id = first["reservation_id"] as string;
+    const stored: ReservationAmounts | null = first["stored"]
+      ? { id, capturedAmount: BigInt(first["captured_amount"] as string), releasedAmount: BigInt(first["released_amount"] as string), allocations: allocationsFromRow(first) }
+      : null;
+    const sums: (KindTotal & { bucketId: string })[] = [];
+    for (; at < rows.length && rows[at]!["reservation_id"] === id; at++) {
+      const bucketId = rows[at]!["bucket_id"] as string;
+      for (const t of totalsOf(rows[at]!)) sums.push({ ...t, bucketId });
+    }
+    out.push(...reservationDifferences(id, stored, sums));
+  }
+  return out;
 }
 
 /**
  * Reconciles one account in one snapshot (REPEATABLE READ, READ ONLY: no lock that a writer
- * waits for): its entries, summed in Postgres, are read in chunks through a cursor, each
- * reservation checked as its rows arrive and each bucket's totals added up; then its buckets.
- * Time is linear in the account's entries; memory holds one chunk and one total per bucket.
+ * waits for): the suspects in one round trip, then, if there are any, their exact totals in a
+ * second. Postgres does the linear work (one pass over the entries per statement, hash
+ * aggregates and joins); the server handles only what differs, so the event loop stays free.
+ * Differences: buckets (stored ones first, then those only entries name), then reservations,
+ * each in id order.
  */
 export function reconcileAccount(pool: pg.Pool, accountId: string): Promise<Difference[]> {
-  return inSnapshot(pool, async (tx) => {
-    const reservations: Difference[] = [];
-    // Per bucket, a running total per kind: one small map per bucket, however many entries.
-    const bucketTotals = new Map<string, Map<EntryKind, bigint>>();
-    let open: ReservationRows | null = null;
-    const close = () => {
-      if (open) reservations.push(...reservationDifferences(open.id, open.stored, open.sums));
-      open = null;
-    };
-    await eachChunk(tx, "reconcile_entries", RECONCILE_ENTRIES, [accountId, accountId], (rows) => {
-      for (const row of rows) {
-        const bucketId = row["bucket_id"] as string;
-        const totals = totalsOf(row, bucketId);
-        let mine = bucketTotals.get(bucketId);
-        if (!mine) bucketTotals.set(bucketId, (mine = new Map()));
-        for (const t of totals) mine.set(t.kind, (mine.get(t.kind) ?? 0n) + t.total);
-        const reservationId = row["reservation_id"] as string | null;
-        if (reservationId === null) continue;
-        if (open?.id !== reservationId) {
-          close();
-          const stored: ReservationAmounts | null = row["stored"]
-            ? { id: reservationId, capturedAmount: BigInt(row["captured_amount"] as string), releasedAmount: BigInt(row["released_amount"] as string), allocations: allocationsFromRow(row) }
-            : null;
-          open = { id: reservationId, stored, sums: [] };
-        }
-        open.sums.push(...totals);
-      }
-    });
-    close();
-    const buckets: Difference[] = [];
-    await eachChunk(tx, "reconcile_buckets", RECONCILE_BUCKETS, [accountId], (rows) => {
-      for (const row of rows) {
-        const id = row["bucket_id"] as string;
-        const stored: BucketAmounts = { id, granted: BigInt(row["granted"] as string), remaining: BigInt(row["remaining"] as string), held: BigInt(row["held"] as string) };
-        const totals = [...(bucketTotals.get(id) ?? [])].map(([kind, total]) => ({ kind, total }));
-        buckets.push(...bucketDifferences(id, stored, totals));
-        bucketTotals.delete(id);
-      }
-    });
-    // Buckets that entries name and that are not stored.
-    for (const id of bucketTotals.keys()) buckets.push(...bucketDifferences(id, null, []));
-    return [...buckets, ...reservations];
-  });
+  return inSnapshot(pool, (tx) => reconcileIn(tx, accountId));
 }
 
-/**
- * Reads `sql` through a cursor, RECONCILE_CHUNK_ROWS rows per round trip, handing them to
- * `each` SLICE_ROWS at a time, one event-loop turn each.
- */
-async function eachChunk(tx: Transaction, cursor: string, sql: string, params: readonly unknown[], each: (rows: Row[]) => void): Promise<void> {
-  const fetch: Statement = { sql: `fetch forward ${RECONCILE_CHUNK_ROWS} from ${cursor}` };
-  const opened = await tx.run([CURSOR_SETTINGS, { sql: `declare ${cursor} no scroll cursor for ${sql}`, params }, fetch]);
-  let rows = opened[2]!;
-  for (;;) {
-    // The next chunk is on its way while this one is checked (the cursor closes with the transaction).
-    const next = rows.length < RECONCILE_CHUNK_ROWS ? null : tx.run([fetch]);
-    try {
-      for (let at = 0; at < rows.length; at += SLICE_ROWS) {
-        if (at > 0) await setImmediate();
-        each(rows.slice(at, at + SLICE_ROWS));
-      }
-    } catch (err) {
-      await next?.catch(() => {}); // the transaction rolls back once the fetch in flight is back
-      throw err;
-    }
-    if (next === null) return;
-    rows = (await next)[0]!;
-  }
+async function reconcileIn(tx: Transaction, accountId: string): Promise<Difference[]> {
+  const [suspects] = (await tx.run([...RECONCILE_SETTINGS, { sql: RECONCILE_SUSPECTS, params: [accountId, accountId, accountId, accountId] }])).slice(RECONCILE_SETTINGS.length);
+  const ids = (subject: string) => suspects!.filter((row) => row["subject"] === subject).map((row) => row["id"] as string);
+  const [buckets, reservations] = [ids("bucket"), ids("reservation")];
+  if (buckets.length + reservations.length === 0) return [];
+  const [bucketRows, reservationRows] = await tx.run([
+    { sql: RECONCILE_BUCKETS, params: [accountId, buckets, accountId, buckets] },
+    { sql: RECONCILE_RESERVATIONS, params: [accountId, reservations, accountId] },
+  ]);
+  return [...bucketsFrom(bucketRows!), ...reservationsFrom(reservationRows!)];
 }

@@ -9,12 +9,13 @@ import { randomUUID } from "node:crypto";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Difference } from "../../src/domain/reconcile.js";
-import { RECONCILE_CHUNK_ROWS } from "../../src/store/reconcile-scan.js";
 import { ReleaseReason } from "../../src/client/index.js";
 import { TEST_DATABASE_URL } from "../support/env.js";
 import { newAccountId, newKey, startTestService, TEST_EPOCH, type TestService } from "../support/harness.js";
 
 const DAY = 86_400_000;
+/** Rows per chunk of the earlier, chunked Reconcile: tampering on either side of its boundaries stays a useful spread. */
+const RECONCILE_CHUNK_ROWS = 2000;
 
 let t: TestService;
 let db: pg.Pool;
@@ -230,6 +231,9 @@ describe("Reconcile holds no lock a writer waits for", () => {
         if (pid === undefined) await new Promise((r) => setTimeout(r, 10));
       }
       expect(pid, "Reconcile never reached the entries").toBeDefined();
+      // On its own connection, not one the hot path's batches take turns on.
+      const { rows: app } = await probe.query(`select application_name from pg_stat_activity where pid = $1`, [pid]);
+      expect(app).toEqual([{ application_name: "credit-service-reconcile" }]);
 
       // Its locks: only what reading takes (no FOR SHARE/UPDATE on any table), and no transaction id (it wrote nothing, locked no row).
       const { rows: locks } = await probe.query(
