@@ -112,7 +112,7 @@ async function main(): Promise<void> {
   await recreateDatabase(BASE);
   await buildAndMigrate(BASE);
   const redis = await startRedis();
-  const { proc, port } = await startServer({
+  const serverEnv = {
     DATABASE_URL: BASE,
     REDIS_URL: redis.url,
     GRPC_PORT: "0",
@@ -120,19 +120,11 @@ async function main(): Promise<void> {
     METRICS_PORT: "0",
     LOG_LEVEL: "warn",
     DB_POOL_MAX: process.env["BENCH_DB_POOL_MAX"] ?? "20",
-  }, PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}`] : []);
+  };
+  const { proc, port } = await startServer(serverEnv, PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}`] : []);
   const pid: Pids = { server: proc.pid!, redis: redis.proc.pid! };
   const other = encoderAb
-    ? await startServer({
-        DATABASE_URL: BASE,
-        REDIS_URL: redis.url,
-        GRPC_PORT: "0",
-        GRPC_HOST: "127.0.0.1",
-        METRICS_PORT: "0",
-        LOG_LEVEL: "warn",
-        DB_POOL_MAX: process.env["BENCH_DB_POOL_MAX"] ?? "20",
-        BENCH_ANSWER_ENCODER: "protobuf-es",
-      })
+    ? await startServer({ ...serverEnv, BENCH_ANSWER_ENCODER: "protobuf-es" })
     : null;
   try {
     step(`funding ${ACCOUNTS} accounts and pgbench databases`);

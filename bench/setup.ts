@@ -1,9 +1,9 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { readdirSync } from "node:fs";
-import net from "node:net";
 import { createInterface } from "node:readline";
 import { promisify } from "node:util";
 import pg from "pg";
+import { freePort } from "../test/support/redis-server.js";
 import { childrenCpuMs, PostgresCpuMeter } from "./proc.js";
 
 const run = promisify(execFile);
@@ -136,16 +136,6 @@ export async function startRedis(): Promise<{ proc: ChildProcess; url: string }>
   return { proc, url: `redis://127.0.0.1:${port}` };
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /**
  * Set-based reconciliation of the whole bench database: every bucket's granted, remaining and
