@@ -1,3 +1,4 @@
+import { createApplyStage } from "./app/apply.js";
 import { randomUUID } from "node:crypto";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import type { Logger } from "pino";
@@ -13,6 +14,7 @@ import { createRedisConnection, waitReady } from "./idempotency/redis-client.js"
 import { adminHandlers } from "./rpc/admin-handlers.js";
 import { getBalanceEncoding } from "./rpc/balance-encoding.js";
 import { creditHandlers } from "./rpc/credit-handlers.js";
+import { ANSWERS } from "./rpc/answers.js";
 import { planAdminHandlers, planHandlers } from "./rpc/plan-handlers.js";
 import { startGrpcServer, tlsOptions } from "./rpc/server.js";
 import type { HealthReporter } from "./rpc/health.js";
@@ -98,6 +100,7 @@ async function startOnDatabase(
     batchAcrossAccounts: config.DB_BATCH_ACROSS_ACCOUNTS,
     staggerFrom: config.DB_BATCH_STAGGER_FROM,
     onBatch: (size) => metrics.writeBatchSize.observe(size),
+    apply: createApplyStage(ANSWERS),
   });
   const plans = new PostgresPlanStore(orm);
   const added = await plans.syncCatalog(catalog, clock.now());

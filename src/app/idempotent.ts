@@ -1,3 +1,4 @@
+import { invariant } from "../domain/errors.js";
 import type { AccountCommand, CommandOutcome, CommandTarget, IdempotencyCache, IdempotencyClaim, IdempotencyScope } from "./ports.js";
 import type { AppDeps, Reply } from "./deps.js";
 
@@ -15,7 +16,7 @@ export async function idempotent(
   cache: IdempotencyCache,
   scope: IdempotencyScope,
   claim: IdempotencyClaim,
-  command: () => Promise<CommandOutcome<unknown>>,
+  command: () => Promise<CommandOutcome>,
 ): Promise<Reply> {
   const lookup = await cache.begin(scope, claim);
   switch (lookup.kind) {
@@ -44,7 +45,7 @@ export async function idempotent(
     case "unavailable":
       break;
   }
-  let outcome: CommandOutcome<unknown>;
+  let outcome: CommandOutcome;
   try {
     outcome = await command();
   } catch (err) {
@@ -55,16 +56,18 @@ export async function idempotent(
     if (lookup.kind === "claimed") await cache.abandon(scope, claim, lookup.token);
     return { ok: false, failure: outcome.failure };
   }
-  await cache.complete(scope, claim, outcome.response);
-  return { ok: true, bytes: outcome.response };
+  const response = outcome.response;
+  invariant(response !== null, "a command with a key records its answer");
+  await cache.complete(scope, claim, response);
+  return { ok: true, bytes: response };
 }
 
-/** The scope of `scopeId`'s keys, of the kind the command's target names (an account, or a reservation). */
-function scopeOf(target: CommandTarget, scopeId: string): IdempotencyScope {
-  return { kind: "accountId" in target ? "account" : "reservation", id: scopeId };
+/** The scope of the command's keys, of the kind its target names (an account, or a reservation). */
+function scopeOf(target: CommandTarget): IdempotencyScope {
+  return "accountId" in target ? { kind: "account", id: target.accountId } : { kind: "reservation", id: target.reservationId };
 }
 
 /** A mutating command with its idempotency claim, through the Redis fast path and the store, at the clock's now. */
-export function mutate<T>(deps: AppDeps, scopeId: string, command: AccountCommand<T> & { readonly idempotency: IdempotencyClaim }): Promise<Reply> {
-  return idempotent(deps.cache, scopeOf(command.target, scopeId), command.idempotency, () => deps.store.execute(command, deps.clock.now()));
+export function mutate(deps: AppDeps, command: AccountCommand & { readonly idempotency: IdempotencyClaim }): Promise<Reply> {
+  return idempotent(deps.cache, scopeOf(command.target), command.idempotency, () => deps.store.execute(command, deps.clock.now()));
 }

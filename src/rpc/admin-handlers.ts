@@ -9,7 +9,6 @@ import {
   ReconcileResponseSchema,
   type AdjustCreditsRequest,
   AdjustCreditsRequestSchema,
-  AdjustCreditsResponseSchema,
   type ListLedgerEntriesRequest,
   ListLedgerEntriesResponseSchema,
 } from "../gen/credit/v1/admin_service_pb.js";
@@ -47,11 +46,7 @@ export function adminHandlers(deps: AppDeps): ServiceHandlers {
       const expiresAt = decode.instant(req.expiresAt, "expires_at");
       const reason = decode.text(req.reason, "reason", { required: true });
       const claim = { key, method: "AdjustCredits", requestHash: requestHash("AdjustCredits", AdjustCreditsRequestSchema, req) };
-      return reply(
-        await adjustCredits(deps, { accountId, amount, expiresAt, reason, claim, caller: callerOf(ctx) }, (g) =>
-          encodeMessage(AdjustCreditsResponseSchema, create(AdjustCreditsResponseSchema, { bucket: encode.bucket(g.bucket), balance: encode.balance(g.balance) })),
-        ),
-      );
+      return reply(await adjustCredits(deps, { accountId, amount, expiresAt, reason, claim, caller: callerOf(ctx) }));
     },
 
     async Reconcile(req: ReconcileRequest) {

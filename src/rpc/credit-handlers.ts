@@ -1,28 +1,23 @@
 import { create } from "@bufbuild/protobuf";
 import { encodeMessage } from "./binary-encoder.js";
 import type { AppDeps } from "../app/deps.js";
-import { type GrantResult, purchaseTopUp } from "../app/grants.js";
-import { commit, type Cost, extendReservation, type HoldResult, release, reserve } from "../app/holds.js";
+import { purchaseTopUp } from "../app/grants.js";
+import { commit, type Cost, extendReservation, release, reserve } from "../app/holds.js";
 import { getBalance, getReservation } from "../app/queries.js";
 import {
   type CommitRequest,
   CommitRequestSchema,
-  CommitResponseSchema,
   type ExtendReservationRequest,
   ExtendReservationRequestSchema,
-  ExtendReservationResponseSchema,
   type GetBalanceRequest,
   type GetReservationRequest,
   GetReservationResponseSchema,
   type PurchaseTopUpRequest,
   PurchaseTopUpRequestSchema,
-  PurchaseTopUpResponseSchema,
   type ReleaseRequest,
   ReleaseRequestSchema,
-  ReleaseResponseSchema,
   type ReserveRequest,
   ReserveRequestSchema,
-  ReserveResponseSchema,
 } from "../gen/credit/v1/credit_service_pb.js";
 import { getBalanceEncoding } from "./balance-encoding.js";
 import * as decode from "./decode.js";
@@ -38,14 +33,6 @@ export interface HoldLimits {
 
 const RELEASE_REASONS = encode.inverse(encode.RELEASE_REASONS);
 
-/** Reserve, Commit and Release responses have the same shape: the reservation and the balance after. */
-function holdResult(schema: typeof ReserveResponseSchema | typeof CommitResponseSchema | typeof ReleaseResponseSchema) {
-  return (r: HoldResult) => {
-    const fields = { reservation: encode.reservation(r.reservation), balance: encode.balance(r.balance) };
-    return encodeMessage(schema as typeof ReserveResponseSchema, create(schema as typeof ReserveResponseSchema, fields));
-  };
-}
-
 /** CreditService: decode and validate → use case → encode. No rules live here. */
 export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandlers {
   return {
@@ -56,7 +43,7 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandle
       const ttlMs = decode.ttl(req.ttl, "ttl", limits.defaultTtlMs, limits.maxTtlMs);
       const metadata = decode.metadata(req.metadata);
       const claim = { key, method: "Reserve", requestHash: requestHash("Reserve", ReserveRequestSchema, req) };
-      return reply(await reserve(deps, { accountId, cost, ttlMs, metadata, claim, caller: callerOf(ctx) }, holdResult(ReserveResponseSchema)));
+      return reply(await reserve(deps, { accountId, cost, ttlMs, metadata, claim, caller: callerOf(ctx) }));
     },
 
     async Commit(req: CommitRequest, ctx: CallContext) {
@@ -65,7 +52,7 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandle
       const key = decode.id(req.idempotencyKey, "idempotency_key");
       const actual = decodeCost(req.actual, true);
       const claim = { key, method: "Commit", requestHash: requestHash("Commit", CommitRequestSchema, { ...req, reservationId }) };
-      return reply(await commit(deps, { reservationId, actual, claim, caller: callerOf(ctx) }, holdResult(CommitResponseSchema)));
+      return reply(await commit(deps, { reservationId, actual, claim, caller: callerOf(ctx) }));
     },
 
     async Release(req: ReleaseRequest, ctx: CallContext) {
@@ -74,7 +61,7 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandle
       const reason = decode.enumValue(req.reason, "reason", RELEASE_REASONS);
       const detail = decode.text(req.detail, "detail");
       const claim = { key, method: "Release", requestHash: requestHash("Release", ReleaseRequestSchema, { ...req, reservationId }) };
-      return reply(await release(deps, { reservationId, reason, detail, claim, caller: callerOf(ctx) }, holdResult(ReleaseResponseSchema)));
+      return reply(await release(deps, { reservationId, reason, detail, claim, caller: callerOf(ctx) }));
     },
 
     async ExtendReservation(req: ExtendReservationRequest, ctx: CallContext) {
@@ -83,11 +70,7 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandle
       if (req.ttl === undefined) throw decode.invalid("ttl", "is required");
       const ttlMs = decode.ttl(req.ttl, "ttl", limits.defaultTtlMs, limits.maxTtlMs);
       const claim = { key, method: "ExtendReservation", requestHash: requestHash("ExtendReservation", ExtendReservationRequestSchema, { ...req, reservationId }) };
-      return reply(
-        await extendReservation(deps, { reservationId, ttlMs, claim, caller: callerOf(ctx) }, (r) =>
-          encodeMessage(ExtendReservationResponseSchema, create(ExtendReservationResponseSchema, { reservation: encode.reservation(r.reservation) })),
-        ),
-      );
+      return reply(await extendReservation(deps, { reservationId, ttlMs, claim, caller: callerOf(ctx) }));
     },
 
     async GetBalance(req: GetBalanceRequest) {
@@ -111,18 +94,7 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandle
       const key = decode.id(req.paymentReference, "payment_reference");
       const claim = { key, method: "PurchaseTopUp", requestHash: requestHash("PurchaseTopUp", PurchaseTopUpRequestSchema, req) };
       const pack = decodePack(req);
-      return reply(
-        await purchaseTopUp(deps, { accountId, pack, claim, caller: callerOf(ctx) }, (g: GrantResult) =>
-          encodeMessage(
-            PurchaseTopUpResponseSchema,
-            create(PurchaseTopUpResponseSchema, {
-              bucket: encode.bucket(g.bucket),
-              balance: encode.balance(g.balance),
-              price: g.price ? encode.money(g.price) : undefined,
-            }),
-          ),
-        ),
-      );
+      return reply(await purchaseTopUp(deps, { accountId, pack, claim, caller: callerOf(ctx) }));
     },
   };
 }

@@ -1,18 +1,16 @@
 import { create } from "@bufbuild/protobuf";
 import { encodeMessage } from "./binary-encoder.js";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { AppDeps } from "../app/deps.js";
 import { advanceTestClock, changePlan, listPlans, setCustomPlan } from "../app/plans.js";
 import type { TopUpPack } from "../domain/grants.js";
 import {
   type AdvanceTestClockRequest,
   AdvanceTestClockRequestSchema,
-  AdvanceTestClockResponseSchema,
   CustomTopUpPackOfferSchema,
   type SetCustomPlanRequest,
   SetCustomPlanResponseSchema,
 } from "../gen/credit/v1/admin_service_pb.js";
-import { type ChangePlanRequest, ChangePlanRequestSchema, ChangePlanResponseSchema, ListPlansResponseSchema } from "../gen/credit/v1/credit_service_pb.js";
+import { type ChangePlanRequest, ChangePlanRequestSchema, ListPlansResponseSchema } from "../gen/credit/v1/credit_service_pb.js";
 import * as decode from "./decode.js";
 import * as encode from "./encode.js";
 import type { CallContext, ServiceHandlers } from "./grpc-adapter.js";
@@ -31,21 +29,7 @@ export function planHandlers(deps: AppDeps): ServiceHandlers {
       const planId = decode.id(req.planId, "plan_id");
       const key = decode.id(req.idempotencyKey, "idempotency_key");
       const claim = { key, method: "ChangePlan", requestHash: requestHash("ChangePlan", ChangePlanRequestSchema, req) };
-      return reply(
-        await changePlan(deps, { accountId, planId, claim, caller: callerOf(ctx) }, ({ change, balance }) =>
-          encodeMessage(
-            ChangePlanResponseSchema,
-            create(ChangePlanResponseSchema, {
-              subscription: balance.subscription ? encode.subscription(balance.subscription) : undefined,
-              change: encode.CHANGE_KINDS[change.kind],
-              effectiveAt: timestampFromDate(change.effectiveAt),
-              proratedCharge: encode.money(change.proratedCharge),
-              creditsGranted: change.creditsGranted,
-              balance: encode.balance(balance),
-            }),
-          ),
-        ),
-      );
+      return reply(await changePlan(deps, { accountId, planId, claim, caller: callerOf(ctx) }));
     },
 
     async ListPlans() {
@@ -97,11 +81,7 @@ export function planAdminHandlers(deps: AppDeps): ServiceHandlers {
       if (req.by === undefined) throw decode.invalid("by", "is required");
       const byMs = decode.ttl(req.by, "by", 0, MAX_CLOCK_STEP_MS);
       const claim = { key, method: "AdvanceTestClock", requestHash: requestHash("AdvanceTestClock", AdvanceTestClockRequestSchema, req) };
-      return reply(
-        await advanceTestClock(deps, { accountId, byMs, claim, caller: callerOf(ctx) }, ({ now, balance }) =>
-          encodeMessage(AdvanceTestClockResponseSchema, create(AdvanceTestClockResponseSchema, { now: timestampFromDate(now), balance: encode.balance(balance) })),
-        ),
-      );
+      return reply(await advanceTestClock(deps, { accountId, byMs, claim, caller: callerOf(ctx) }));
     },
   };
 }

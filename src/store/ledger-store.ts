@@ -1,6 +1,6 @@
 import type { MikroORM } from "@mikro-orm/postgresql";
 import type pg from "pg";
-import type { AccountCommand, AccountSnapshot, ChangeFeed, CommandOutcome, EntryListing, EntryQuery, LedgerStore, WrittenAccount } from "../app/ports.js";
+import type { AccountCommand, AccountSnapshot, ApplyStage, ChangeFeed, CommandOutcome, EntryListing, EntryQuery, LedgerStore, WrittenAccount } from "../app/ports.js";
 import { FailureError } from "../domain/errors.js";
 import { applyDue } from "../domain/maintenance.js";
 import type { Difference } from "../domain/reconcile.js";
@@ -31,6 +31,11 @@ export interface LedgerStoreOptions {
   readonly onBatch?: (size: number) => void;
   /** Where the store publishes the accounts it wrote (and other processes' writes arrive). */
   readonly changes: PostgresChangeFeed;
+  /**
+   * The commands' rules (app/apply.ts, wired in service.ts): the store locks, loads, calls it, and
+   * persists what it returns. A parameter rather than an import, so the store holds no rule.
+   */
+  readonly apply: ApplyStage;
 }
 
 /**
@@ -76,10 +81,11 @@ function isOperationConflict(err: unknown): boolean {
  */
 export class PostgresLedgerStore implements LedgerStore {
   private readonly q: Query;
-  private readonly writes: GroupCommit<QueuedCommand, CommandOutcome<unknown>>;
+  private readonly writes: GroupCommit<QueuedCommand, CommandOutcome>;
   private readonly reads: GroupCommit<{ accountId: string; now: Date }, AccountSnapshot | null>;
   private readonly locator = new ReservationLocator(50_000);
   private readonly feed: PostgresChangeFeed;
+  private readonly apply: ApplyStage;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -91,6 +97,7 @@ export class PostgresLedgerStore implements LedgerStore {
   ) {
     this.q = queryOn(pool);
     this.feed = options.changes;
+    this.apply = options.apply;
     this.writes = new GroupCommit({
       concurrency: options.writeConcurrency,
       maxBatch: options.maxBatch,
@@ -107,7 +114,7 @@ export class PostgresLedgerStore implements LedgerStore {
     return this.feed;
   }
 
-  async execute<T>(command: AccountCommand<T>, now: Date): Promise<CommandOutcome<T>> {
+  async execute(command: AccountCommand, now: Date): Promise<CommandOutcome> {
     let accountId: string;
     let reservationId: string | null = null;
     if ("reservationId" in command.target) {
@@ -120,8 +127,7 @@ export class PostgresLedgerStore implements LedgerStore {
     } else {
       accountId = command.target.accountId;
     }
-    const outcome = await this.writes.submit(accountId, { command: command as AccountCommand<unknown>, now, accountId, reservationId });
-    return outcome as CommandOutcome<T>;
+    return this.writes.submit(accountId, { command, now, accountId, reservationId });
   }
 
   /** The account a reservation belongs to (a fact that never changes, so it is cached). */
@@ -145,9 +151,9 @@ export class PostgresLedgerStore implements LedgerStore {
     return { wait: (accountId) => locks.heldByOther(accountId), waitLimitMs: OWN_LOCK_WAIT_LIMIT_MS };
   }
 
-  private async runWrites(items: QueuedCommand[], loaded: (leftOut?: readonly number[]) => void, batchLocks: BatchLocks): Promise<Settled<CommandOutcome<unknown>>[]> {
+  private async runWrites(items: QueuedCommand[], loaded: (leftOut?: readonly number[]) => void, batchLocks: BatchLocks): Promise<Settled<CommandOutcome>[]> {
     const locks = this.accountLocks(batchLocks);
-    const settle = (outcome: CommandOutcome<unknown> | null): Settled<CommandOutcome<unknown>> => (outcome === null ? LEFT_OUT : { ok: true, value: outcome });
+    const settle = (outcome: CommandOutcome | null): Settled<CommandOutcome> => (outcome === null ? LEFT_OUT : { ok: true, value: outcome });
     /** Accounts whose commands went to their lane: a later command of theirs goes there too, never ahead. */
     const leftAccounts = new Set<string>();
     const leave = (indices: readonly number[]) => {
@@ -160,7 +166,7 @@ export class PostgresLedgerStore implements LedgerStore {
       const unavailable = isStoreUnavailable(err) || (err instanceof FailureError && err.failure.reason === "STORE_UNAVAILABLE");
       if (items.length === 1 || unavailable) return items.map(() => ({ ok: false, error: err }));
       // One bad command must not fail its neighbours: each runs again on its own.
-      const settled: Settled<CommandOutcome<unknown>>[] = [];
+      const settled: Settled<CommandOutcome>[] = [];
       for (const [i, item] of items.entries()) {
         if (leftAccounts.has(item.accountId)) {
           leave([i]); // its account's earlier commands wait in the lane: it joins them (if not there already)
@@ -178,7 +184,7 @@ export class PostgresLedgerStore implements LedgerStore {
     }
   }
 
-  private async writeBatch(items: QueuedCommand[], loaded: (leftOut: readonly number[]) => void, locks: AccountLocks): Promise<(CommandOutcome<unknown> | null)[]> {
+  private async writeBatch(items: QueuedCommand[], loaded: (leftOut: readonly number[]) => void, locks: AccountLocks): Promise<(CommandOutcome | null)[]> {
     const since = this.feed.sequence;
     let written: WrittenAccount[] = [];
     try {
@@ -194,7 +200,7 @@ export class PostgresLedgerStore implements LedgerStore {
 
   private async writeBatchOnce(items: QueuedCommand[], loaded: (leftOut: readonly number[]) => void, locks: AccountLocks): Promise<BatchResult> {
     return guardUnavailable(async () => {
-      const run = (how: AccountLocks) => inTransaction(this.pool, (tx) => runCommandBatch(tx, items, this.newId, loaded, how));
+      const run = (how: AccountLocks) => inTransaction(this.pool, (tx) => runCommandBatch(tx, items, this.apply, this.newId, loaded, how));
       let result;
       try {
         result = await run(locks);
