@@ -2,11 +2,11 @@ import type { AccountBook } from "../domain/account-book.js";
 import { accountTime } from "../domain/clock.js";
 import { assertConserved } from "../domain/conservation.js";
 import { type Failure, invariant, ok, type Result } from "../domain/errors.js";
+import { decideKey, keyAnswer } from "../domain/idempotency.js";
 import { applyDue } from "../domain/maintenance.js";
 import type { Action, ActionValues } from "./commands.js";
 import { applyAdjustCredits, applyPurchaseTopUp } from "./grants.js";
 import { applyCommit, applyExtend, applyRelease, applyReserve } from "./holds.js";
-import { recordedAnswer } from "./idempotency.js";
 import { applyAdvanceTestClock, applyChangePlan } from "./plans.js";
 import type {
   AccountWrite,
@@ -126,8 +126,12 @@ function applyOne(
   const { book } = work;
   const claim = command.idempotency;
   if (claim) {
-    const recorded = recordedAnswer(claim, work.operations.get(claim.key));
-    if (recorded) return recorded.ok ? { kind: "replayed", response: recorded.response } : failed(recorded.failure);
+    const recorded = work.operations.get(claim.key);
+    const decision = decideKey(claim, recorded && { state: "done", ...recorded });
+    if (decision) {
+      const answer = keyAnswer(claim.key, decision);
+      return answer.ok ? { kind: "replayed", response: answer.response } : failed(answer.failure);
+    }
   }
   // A test-clock step is taken before anything falls due, so the holds due during it are released.
   const step = command.clockStepMs ?? 0;

@@ -1,16 +1,16 @@
 import { invariant } from "../domain/errors.js";
-import type { AccountCommand, CommandOutcome, CommandTarget, IdempotencyCache, IdempotencyClaim, IdempotencyScope } from "./ports.js";
-import type { AppDeps, Reply } from "./deps.js";
+import { keyAnswer } from "../domain/idempotency.js";
+import type { AccountCommand, CommandOutcome, IdempotencyCache, IdempotencyClaim, IdempotencyScope } from "./ports.js";
+import { type AppDeps, type Reply, refuse } from "./deps.js";
 
 /**
- * Wraps a mutating command with the Redis fast path: a key seen with the same request returns
- * the cached response; with another request, IDEMPOTENCY_KEY_REUSED; while its first call is
- * still running, IDEMPOTENCY_KEY_IN_USE (ABORTED, safe to retry) whatever the request, since the
- * first call's outcome decides what the key means. Whatever Redis says or fails
- * to say, the command itself checks the durable operation record in Postgres, so a flushed or
- * unreachable Redis never causes a second effect, and neither does a value in Redis that fails its
- * authentication (it is ignored, and overwritten with the real answer). Failed calls leave no
- * record: a retry runs again.
+ * Wraps a mutating command with the Redis fast path: what Redis knows of the key is decided by
+ * domain/idempotency.ts (the rule the Postgres record follows too): a replay, IDEMPOTENCY_KEY_REUSED,
+ * or IDEMPOTENCY_KEY_IN_USE (ABORTED, safe to retry) while the key's first call still runs.
+ * Whatever Redis says or fails to say, the command itself checks the durable operation record in
+ * Postgres, so a flushed or unreachable Redis never causes a second effect, and neither does a
+ * value in Redis that fails its authentication (it is ignored, and overwritten with the real
+ * answer). Failed calls leave no record: a retry runs again.
  */
 export async function idempotent(
   cache: IdempotencyCache,
@@ -21,25 +21,11 @@ export async function idempotent(
   const lookup = await cache.begin(scope, claim);
   switch (lookup.kind) {
     case "done":
-      return { ok: true, bytes: lookup.response };
     case "mismatch":
-      return {
-        ok: false,
-        failure: {
-          reason: "IDEMPOTENCY_KEY_REUSED",
-          message: `idempotency key ${claim.key} was already used for a different request`,
-          metadata: { idempotency_key: claim.key },
-        },
-      };
-    case "in_flight":
-      return {
-        ok: false,
-        failure: {
-          reason: "IDEMPOTENCY_KEY_IN_USE",
-          message: `a call with idempotency key ${claim.key} is still running; retry`,
-          metadata: { idempotency_key: claim.key },
-        },
-      };
+    case "in_flight": {
+      const answer = keyAnswer(claim.key, lookup);
+      return answer.ok ? { ok: true, bytes: answer.response } : answer;
+    }
     case "claimed":
     case "untrusted":
     case "unavailable":
@@ -62,12 +48,17 @@ export async function idempotent(
   return { ok: true, bytes: response };
 }
 
-/** The scope of the command's keys, of the kind its target names (an account, or a reservation). */
-function scopeOf(target: CommandTarget): IdempotencyScope {
-  return "accountId" in target ? { kind: "account", id: target.accountId } : { kind: "reservation", id: target.reservationId };
-}
-
-/** A mutating command with its idempotency claim, through the Redis fast path and the store, at the clock's now. */
-export function mutate(deps: AppDeps, command: AccountCommand & { readonly idempotency: IdempotencyClaim }): Promise<Reply> {
-  return idempotent(deps.cache, scopeOf(command.target), command.idempotency, () => deps.store.execute(command, deps.clock.now()));
+/**
+ * A mutating command with its idempotency claim, through the Redis fast path and the store, at
+ * the clock's now. Keys are the account's, also for a command on a reservation: its account is
+ * learnt first (remembered by the store, so usually without a round trip).
+ */
+export async function mutate(deps: AppDeps, command: AccountCommand & { readonly idempotency: IdempotencyClaim }): Promise<Reply> {
+  const { target } = command;
+  const accountId = "accountId" in target ? target.accountId : await deps.store.locateReservation(target.reservationId);
+  if (accountId === null) {
+    const reservationId = "reservationId" in target ? target.reservationId : "";
+    return refuse("RESERVATION_NOT_FOUND", `reservation ${reservationId} not found`, { reservation_id: reservationId });
+  }
+  return idempotent(deps.cache, { kind: "account", id: accountId }, command.idempotency, () => deps.store.execute(command, deps.clock.now()));
 }

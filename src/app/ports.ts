@@ -1,5 +1,6 @@
 import type { AccountBook } from "../domain/account-book.js";
 import type { Failure, Result } from "../domain/errors.js";
+import type { KeyDecision } from "../domain/idempotency.js";
 import type { TopUpPack } from "../domain/grants.js";
 import type { Plan } from "../domain/plan.js";
 import type { RateCard } from "../domain/pricing.js";
@@ -184,6 +185,8 @@ export interface LedgerStore {
   /** Tells which accounts changed, so that what was read from them can be dropped. */
   readonly changes: ChangeFeed;
   findReservation(reservationId: string): Promise<Reservation | null>;
+  /** The account a reservation belongs to (remembered: it never changes), or null if there is no such reservation. */
+  locateReservation(reservationId: string): Promise<string | null>;
   accountExists(accountId: string): Promise<boolean>;
   /** A page of the account's entries; refused (READ_LIMIT_EXCEEDED) when too many listings run or one runs too long. */
   listEntries(query: EntryQuery): Promise<EntryListing>;
@@ -199,20 +202,19 @@ export interface LedgerStore {
 
 export type CacheLookup =
   | { readonly kind: "claimed"; readonly token: string }
-  | { readonly kind: "done"; readonly response: Uint8Array }
-  | { readonly kind: "in_flight" }
-  | { readonly kind: "mismatch" }
+  /** The key is known: what domain/idempotency.ts decides for this request. */
+  | KeyDecision
   /** Redis holds a value for the key that fails its authentication: run on Postgres, then overwrite it. */
   | { readonly kind: "untrusted" }
   | { readonly kind: "unavailable" };
 
 /**
- * Whose keys an idempotency key is among: an account's, or (Commit, Release, ExtendReservation) a
- * reservation's. The kind is part of the scope, never guessed from the id: an account may be
- * named like a reservation.
+ * Whose keys an idempotency key is among: always an account's (a command on a reservation is
+ * scoped to the reservation's account), in Redis as in Postgres. One scope, so a key means the
+ * same thing in both and no two scopes' keys can meet.
  */
 export interface IdempotencyScope {
-  readonly kind: "account" | "reservation";
+  readonly kind: "account";
   readonly id: string;
 }
 

@@ -16,7 +16,7 @@ import * as decode from "./decode.js";
 import * as encode from "./encode.js";
 import type { CallContext, ServiceHandlers } from "./grpc-adapter.js";
 import { callerOf, reply } from "./reply.js";
-import { requestHash } from "./request-hash.js";
+import { idempotencyClaim } from "./request-hash.js";
 
 const ENTRY_KINDS = encode.inverse(encode.ENTRY_KINDS);
 const MAX_PAGE_SIZE = 1000;
@@ -45,7 +45,7 @@ export function adminHandlers(deps: AppDeps): ServiceHandlers {
       const amount = decode.credits(req.amount, "amount");
       const expiresAt = decode.instant(req.expiresAt, "expires_at");
       const reason = decode.text(req.reason, "reason", { required: true });
-      const claim = { key, method: "AdjustCredits", requestHash: requestHash("AdjustCredits", AdjustCreditsRequestSchema, req) };
+      const claim = idempotencyClaim(ctx.method, AdjustCreditsRequestSchema, req, key);
       return reply(await adjustCredits(deps, { accountId, amount, expiresAt, reason, claim, caller: callerOf(ctx) }));
     },
 

@@ -24,7 +24,7 @@ import * as decode from "./decode.js";
 import * as encode from "./encode.js";
 import type { CallContext, ServiceHandlers } from "./grpc-adapter.js";
 import { callerOf, reply } from "./reply.js";
-import { requestHash } from "./request-hash.js";
+import { idempotencyClaim } from "./request-hash.js";
 
 export interface HoldLimits {
   readonly defaultTtlMs: number;
@@ -42,7 +42,7 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandle
       const cost = decodeCost(req.cost, false);
       const ttlMs = decode.ttl(req.ttl, "ttl", limits.defaultTtlMs, limits.maxTtlMs);
       const metadata = decode.metadata(req.metadata);
-      const claim = { key, method: "Reserve", requestHash: requestHash("Reserve", ReserveRequestSchema, req) };
+      const claim = idempotencyClaim(ctx.method, ReserveRequestSchema, req, key);
       return reply(await reserve(deps, { accountId, cost, ttlMs, metadata, claim, caller: callerOf(ctx) }));
     },
 
@@ -51,7 +51,7 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandle
       const reservationId = decode.uuid(req.reservationId, "reservation_id");
       const key = decode.id(req.idempotencyKey, "idempotency_key");
       const actual = decodeCost(req.actual, true);
-      const claim = { key, method: "Commit", requestHash: requestHash("Commit", CommitRequestSchema, { ...req, reservationId }) };
+      const claim = idempotencyClaim(ctx.method, CommitRequestSchema, { ...req, reservationId }, key);
       return reply(await commit(deps, { reservationId, actual, claim, caller: callerOf(ctx) }));
     },
 
@@ -60,7 +60,7 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandle
       const key = decode.id(req.idempotencyKey, "idempotency_key");
       const reason = decode.enumValue(req.reason, "reason", RELEASE_REASONS);
       const detail = decode.text(req.detail, "detail");
-      const claim = { key, method: "Release", requestHash: requestHash("Release", ReleaseRequestSchema, { ...req, reservationId }) };
+      const claim = idempotencyClaim(ctx.method, ReleaseRequestSchema, { ...req, reservationId }, key);
       return reply(await release(deps, { reservationId, reason, detail, claim, caller: callerOf(ctx) }));
     },
 
@@ -69,7 +69,7 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandle
       const key = decode.id(req.idempotencyKey, "idempotency_key");
       if (req.ttl === undefined) throw decode.invalid("ttl", "is required");
       const ttlMs = decode.ttl(req.ttl, "ttl", limits.defaultTtlMs, limits.maxTtlMs);
-      const claim = { key, method: "ExtendReservation", requestHash: requestHash("ExtendReservation", ExtendReservationRequestSchema, { ...req, reservationId }) };
+      const claim = idempotencyClaim(ctx.method, ExtendReservationRequestSchema, { ...req, reservationId }, key);
       return reply(await extendReservation(deps, { reservationId, ttlMs, claim, caller: callerOf(ctx) }));
     },
 
@@ -92,7 +92,7 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandle
     async PurchaseTopUp(req: PurchaseTopUpRequest, ctx: CallContext) {
       const accountId = decode.id(req.accountId, "account_id");
       const key = decode.id(req.paymentReference, "payment_reference");
-      const claim = { key, method: "PurchaseTopUp", requestHash: requestHash("PurchaseTopUp", PurchaseTopUpRequestSchema, req) };
+      const claim = idempotencyClaim(ctx.method, PurchaseTopUpRequestSchema, req, key);
       const pack = decodePack(req);
       return reply(await purchaseTopUp(deps, { accountId, pack, claim, caller: callerOf(ctx) }));
     },

@@ -15,7 +15,7 @@ import * as decode from "./decode.js";
 import * as encode from "./encode.js";
 import type { CallContext, ServiceHandlers } from "./grpc-adapter.js";
 import { callerOf, reply } from "./reply.js";
-import { requestHash } from "./request-hash.js";
+import { idempotencyClaim } from "./request-hash.js";
 
 const INTERVALS = encode.inverse(encode.INTERVALS);
 const DAY_MS = 86_400_000;
@@ -28,7 +28,7 @@ export function planHandlers(deps: AppDeps): ServiceHandlers {
       const accountId = decode.id(req.accountId, "account_id");
       const planId = decode.id(req.planId, "plan_id");
       const key = decode.id(req.idempotencyKey, "idempotency_key");
-      const claim = { key, method: "ChangePlan", requestHash: requestHash("ChangePlan", ChangePlanRequestSchema, req) };
+      const claim = idempotencyClaim(ctx.method, ChangePlanRequestSchema, req, key);
       return reply(await changePlan(deps, { accountId, planId, claim, caller: callerOf(ctx) }));
     },
 
@@ -80,7 +80,7 @@ export function planAdminHandlers(deps: AppDeps): ServiceHandlers {
       const key = decode.id(req.idempotencyKey, "idempotency_key");
       if (req.by === undefined) throw decode.invalid("by", "is required");
       const byMs = decode.ttl(req.by, "by", 0, MAX_CLOCK_STEP_MS);
-      const claim = { key, method: "AdvanceTestClock", requestHash: requestHash("AdvanceTestClock", AdvanceTestClockRequestSchema, req) };
+      const claim = idempotencyClaim(ctx.method, AdvanceTestClockRequestSchema, req, key);
       return reply(await advanceTestClock(deps, { accountId, byMs, claim, caller: callerOf(ctx) }));
     },
   };

@@ -131,7 +131,7 @@ export class PostgresLedgerStore implements LedgerStore {
   }
 
   /** The account a reservation belongs to (a fact that never changes, so it is cached). */
-  private async locateReservation(reservationId: string): Promise<string | null> {
+  async locateReservation(reservationId: string): Promise<string | null> {
     const cached = this.locator.get(reservationId);
     if (cached !== undefined) return cached;
     const rows = await guardUnavailable(() => this.q(`select account_id from reservations where reservation_id = ?::uuid`, [reservationId], "locate_reservation"));
