@@ -15,6 +15,7 @@ import { adminHandlers } from "./rpc/admin-handlers.js";
 import { getBalanceEncoding } from "./rpc/balance-encoding.js";
 import { creditHandlers } from "./rpc/credit-handlers.js";
 import { ANSWERS } from "./rpc/answers.js";
+import { implement } from "./rpc/grpc-adapter.js";
 import { planAdminHandlers, planHandlers } from "./rpc/plan-handlers.js";
 import { startGrpcServer, tlsOptions } from "./rpc/server.js";
 import type { HealthReporter } from "./rpc/health.js";
@@ -147,8 +148,8 @@ async function startOnDatabase(
   const limits = { defaultTtlMs: config.HOLD_DEFAULT_TTL_SECONDS * 1000, maxTtlMs: config.HOLD_MAX_TTL_SECONDS * 1000 };
   const server = await startGrpcServer(
     [
-      { service: CreditService, handlers: { ...creditHandlers(deps, limits), ...planHandlers(deps), ...pricingHandlers(deps) } },
-      { service: CreditAdminService, handlers: { ...adminHandlers(deps), ...planAdminHandlers(deps), ...pricingAdminHandlers(deps) } },
+      implement(CreditService, { ...creditHandlers(deps, limits), ...planHandlers(deps), ...pricingHandlers(deps) }),
+      implement(CreditAdminService, { ...adminHandlers(deps), ...planAdminHandlers(deps), ...pricingAdminHandlers(deps) }),
     ],
     {
       host: config.GRPC_HOST,
