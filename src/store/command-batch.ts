@@ -1,4 +1,4 @@
-import type { AccountWrite, ApplyStage, CommandOutcome, LoadedAccount, PendingCommand } from "../app/ports.js";
+import type { AccountWrite, ApplyStage, CommandOutcome, PendingCommand } from "../app/ports.js";
 import type { AccountBook } from "../domain/account-book.js";
 import { type BookRequest, booksFromRows, loadStatement, lockStatement } from "./account-loader.js";
 import { persistStatement } from "./persist.js";
@@ -86,7 +86,7 @@ export async function runCommandBatch(
   loaded(leftOut); // the next batch may load while this one computes and writes
   const created = new Set<string>(create.length > 0 ? results[0]!.map((r) => r["account_id"] as string) : []);
   const included = items.filter((item) => !heldElsewhere(item.accountId));
-  const applied = apply(included, loadedBooks as ReadonlyMap<string, LoadedAccount>, created, newId);
+  const applied = apply(included, loadedBooks, created, newId);
   // One round trip: every write and COMMIT.
   const write = persistStatement(applied.books, applied.operations);
   await tx.commit(write ? [write] : []);
