@@ -1,3 +1,4 @@
+import { createApplyStage } from "./app/apply.js";
 import { randomUUID } from "node:crypto";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import type { Logger } from "pino";
@@ -13,6 +14,8 @@ import { createRedisConnection, waitReady } from "./idempotency/redis-client.js"
 import { adminHandlers } from "./rpc/admin-handlers.js";
 import { getBalanceEncoding } from "./rpc/balance-encoding.js";
 import { creditHandlers } from "./rpc/credit-handlers.js";
+import { ANSWERS } from "./rpc/answers.js";
+import { implement } from "./rpc/grpc-adapter.js";
 import { planAdminHandlers, planHandlers } from "./rpc/plan-handlers.js";
 import { startGrpcServer, tlsOptions } from "./rpc/server.js";
 import type { HealthReporter } from "./rpc/health.js";
@@ -109,6 +112,7 @@ async function startOnDatabase(
     batchAcrossAccounts: config.DB_BATCH_ACROSS_ACCOUNTS,
     staggerFrom: config.DB_BATCH_STAGGER_FROM,
     onBatch: (size) => metrics.writeBatchSize.observe(size),
+    apply: createApplyStage(ANSWERS),
   });
   const plans = new PostgresPlanStore(orm);
   const added = await plans.syncCatalog(catalog, clock.now());
@@ -155,8 +159,8 @@ async function startOnDatabase(
   const limits = { defaultTtlMs: config.HOLD_DEFAULT_TTL_SECONDS * 1000, maxTtlMs: config.HOLD_MAX_TTL_SECONDS * 1000 };
   const server = await startGrpcServer(
     [
-      { service: CreditService, handlers: { ...creditHandlers(deps, limits), ...planHandlers(deps), ...pricingHandlers(deps) } },
-      { service: CreditAdminService, handlers: { ...adminHandlers(deps), ...planAdminHandlers(deps), ...pricingAdminHandlers(deps) } },
+      implement(CreditService, { ...creditHandlers(deps, limits), ...planHandlers(deps), ...pricingHandlers(deps) }),
+      implement(CreditAdminService, { ...adminHandlers(deps), ...planAdminHandlers(deps), ...pricingAdminHandlers(deps) }),
     ],
     {
       host: config.GRPC_HOST,

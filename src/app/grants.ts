@@ -1,17 +1,12 @@
-import type { BalanceView } from "../domain/account-book.js";
-import type { Bucket } from "../domain/bucket.js";
+import type { AccountBook } from "../domain/account-book.js";
+import { ok, type Result } from "../domain/errors.js";
 import { grantAdjustment, purchaseTopUp as addTopUp, type TopUpPack } from "../domain/grants.js";
+import type { AdjustCreditsAction, GrantResult, PurchaseTopUpAction } from "./commands.js";
 import { type AppDeps, type Reply, refuse } from "./deps.js";
-import type { Encode } from "./holds.js";
 import { mutate } from "./idempotent.js";
 import type { IdempotencyClaim } from "./ports.js";
 
-/** A new bucket and the balance after it. */
-export interface GrantResult {
-  readonly bucket: Bucket;
-  readonly balance: BalanceView;
-  readonly price: TopUpPack["price"] | null;
-}
+export type { GrantResult } from "./commands.js";
 
 export interface PurchaseTopUpInput {
   readonly accountId: string;
@@ -22,7 +17,7 @@ export interface PurchaseTopUpInput {
 }
 
 /** PurchaseTopUp: one payment reference, one TOP_UP bucket. The account is created if new. */
-export async function purchaseTopUp(deps: AppDeps, input: PurchaseTopUpInput, encode: Encode<GrantResult>): Promise<Reply> {
+export async function purchaseTopUp(deps: AppDeps, input: PurchaseTopUpInput): Promise<Reply> {
   const pack =
     "packId" in input.pack
       ? (deps.topUpPacks.get(input.pack.packId) ?? (await deps.plans.findTopUpPack(input.accountId, input.pack.packId)))
@@ -31,16 +26,13 @@ export async function purchaseTopUp(deps: AppDeps, input: PurchaseTopUpInput, en
     const packId = "packId" in input.pack ? input.pack.packId : "";
     return refuse("PACK_NOT_FOUND", `top-up pack ${packId} does not exist`, { pack_id: packId });
   }
-  const bucketId = deps.newId();
-  const paymentReference = input.claim.key;
-  return mutate(deps, input.accountId, {
-    target: { accountId: input.accountId },
-    createAccount: true,
-    idempotency: input.claim,
-    caller: input.caller,
-    run: (book, now) => addTopUp(book, { bucketId, pack, paymentReference }, now),
-    encode: (bucket, book, now) => encode({ bucket, balance: book.balance(now), price: pack.price }),
-  });
+  const action: PurchaseTopUpAction = { kind: "PurchaseTopUp", bucketId: deps.newId(), pack, paymentReference: input.claim.key };
+  return mutate(deps, { target: { accountId: input.accountId }, createAccount: true, idempotency: input.claim, caller: input.caller, action });
+}
+
+export function applyPurchaseTopUp(book: AccountBook, action: PurchaseTopUpAction, now: Date): Result<GrantResult> {
+  const added = addTopUp(book, action, now);
+  return added.ok ? ok({ bucket: added.value, balance: book.balance(now), price: action.pack.price }) : added;
 }
 
 export interface AdjustCreditsInput {
@@ -54,18 +46,23 @@ export interface AdjustCreditsInput {
 }
 
 /** AdjustCredits: support grants an ADJUSTMENT bucket, recorded with actor and reason. */
-export async function adjustCredits(deps: AppDeps, input: AdjustCreditsInput, encode: Encode<GrantResult>): Promise<Reply> {
+export async function adjustCredits(deps: AppDeps, input: AdjustCreditsInput): Promise<Reply> {
   const now = deps.clock.now();
   if (input.expiresAt && input.expiresAt.getTime() <= now.getTime()) {
     return refuse("INVALID_FIELD", "expires_at must be in the future", { field: "expires_at" });
   }
-  const bucketId = deps.newId();
-  return mutate(deps, input.accountId, {
-    target: { accountId: input.accountId },
-    createAccount: true,
-    idempotency: input.claim,
-    caller: input.caller,
-    run: (book, at) => grantAdjustment(book, { bucketId, amount: input.amount, expiresAt: input.expiresAt, reason: input.reason, actor: input.caller }, at),
-    encode: (bucket, book, at) => encode({ bucket, balance: book.balance(at), price: null }),
-  });
+  const action: AdjustCreditsAction = {
+    kind: "AdjustCredits",
+    bucketId: deps.newId(),
+    amount: input.amount,
+    expiresAt: input.expiresAt,
+    reason: input.reason,
+    actor: input.caller,
+  };
+  return mutate(deps, { target: { accountId: input.accountId }, createAccount: true, idempotency: input.claim, caller: input.caller, action });
+}
+
+export function applyAdjustCredits(book: AccountBook, action: AdjustCreditsAction, now: Date): Result<GrantResult> {
+  const granted = grantAdjustment(book, action, now);
+  return granted.ok ? ok({ bucket: granted.value, balance: book.balance(now), price: null }) : granted;
 }

@@ -1,17 +1,14 @@
-import type { AccountBook, BalanceView } from "../domain/account-book.js";
+import type { AccountBook } from "../domain/account-book.js";
 import { invariant, ok, type Result } from "../domain/errors.js";
 import { commit as commitHold, extend as extendHold, release as releaseHold, reserve as reserveHold } from "../domain/holds.js";
-import { type GenerationSpec, quote } from "../domain/pricing.js";
+import { quote } from "../domain/pricing.js";
 import type { ReleaseReason, Reservation, ReservationPricing } from "../domain/reservation.js";
+import type { ActionValues, CommitAction, Cost, ExtendAction, HoldResult, ReleaseAction, ReserveAction } from "./commands.js";
 import { type AppDeps, type Reply, refuse } from "./deps.js";
 import { mutate } from "./idempotent.js";
 import type { IdempotencyClaim } from "./ports.js";
 
-/** A hold and the account's balance right after the command that touched it. */
-export interface HoldResult {
-  readonly reservation: Reservation;
-  readonly balance: BalanceView;
-}
+export type { Cost, HoldResult } from "./commands.js";
 
 export type Encode<T> = (value: T) => Uint8Array;
 
@@ -19,9 +16,6 @@ interface Mutation {
   readonly claim: IdempotencyClaim;
   readonly caller: string;
 }
-
-/** A raw amount of credits, or a generation the rate card prices. */
-export type Cost = { readonly amount: bigint } | { readonly spec: GenerationSpec };
 
 export interface ReserveInput extends Mutation {
   readonly accountId: string;
@@ -31,36 +25,32 @@ export interface ReserveInput extends Mutation {
 }
 
 /** Reserve: hold credits before a generation (all or nothing); a spec is priced and held in one transaction. */
-export async function reserve(deps: AppDeps, input: ReserveInput, encode: Encode<HoldResult>): Promise<Reply> {
+export async function reserve(deps: AppDeps, input: ReserveInput): Promise<Reply> {
   const card = deps.rateCards.current;
-  const cost = input.cost;
-  if ("spec" in cost) {
+  if ("spec" in input.cost) {
     // Validate the spec before anything is touched: bad input changes nothing.
-    const check = quote(card, cost.spec);
+    const check = quote(card, input.cost.spec);
     if (!check.ok) return { ok: false, failure: check.failure };
   }
-  const reservationId = deps.newId();
-  return mutate(deps, input.accountId, {
-    target: { accountId: input.accountId },
-    createAccount: false,
-    idempotency: input.claim,
-    caller: input.caller,
-    run: (book, now) => {
-      let amount: bigint;
-      let pricing: ReservationPricing | null = null;
-      if ("spec" in cost) {
-        // Priced under the account lock with the account's own pricing: the quote and the balance check agree.
-        const priced = quote(card, cost.spec, book.pricingPermille);
-        if (!priced.ok) return priced;
-        amount = priced.value.credits;
-        pricing = { spec: cost.spec, rateCardVersion: card.version, accountPermille: book.pricingPermille, quotedCredits: amount };
-      } else {
-        amount = cost.amount;
-      }
-      return reserveHold(book, { reservationId, amount, ttlMs: input.ttlMs, metadata: input.metadata, pricing }, now);
-    },
-    encode: (reservation, book, now) => encode({ reservation, balance: book.balance(now) }),
-  });
+  const cost = "spec" in input.cost ? { spec: input.cost.spec, card } : input.cost;
+  const action: ReserveAction = { kind: "Reserve", reservationId: deps.newId(), cost, ttlMs: input.ttlMs, metadata: input.metadata };
+  return mutate(deps, { target: { accountId: input.accountId }, createAccount: false, idempotency: input.claim, caller: input.caller, action });
+}
+
+/** Reserve on the locked book: a spec is priced here, with the account's own pricing, so the quote and the balance check agree. */
+export function applyReserve(book: AccountBook, action: ReserveAction, now: Date): Result<HoldResult> {
+  let amount: bigint;
+  let pricing: ReservationPricing | null = null;
+  if ("spec" in action.cost) {
+    const priced = quote(action.cost.card, action.cost.spec, book.pricingPermille);
+    if (!priced.ok) return priced;
+    amount = priced.value.credits;
+    pricing = { spec: action.cost.spec, rateCardVersion: action.cost.card.version, accountPermille: book.pricingPermille, quotedCredits: amount };
+  } else {
+    amount = action.cost.amount;
+  }
+  const held = reserveHold(book, { reservationId: action.reservationId, amount, ttlMs: action.ttlMs, metadata: action.metadata, pricing }, now);
+  return held.ok ? ok({ reservation: held.value, balance: book.balance(now) }) : held;
 }
 
 export interface CommitInput extends Mutation {
@@ -73,21 +63,30 @@ export interface CommitInput extends Mutation {
  * version and account pricing the hold was reserved with (the current ones for a hold of a raw
  * amount), so a rate card change never reprices a generation already running.
  */
-export async function commit(deps: AppDeps, input: CommitInput, encode: Encode<HoldResult>): Promise<Reply> {
+export async function commit(deps: AppDeps, input: CommitInput): Promise<Reply> {
   const actual = input.actual;
-  if (!("spec" in actual)) {
-    return onReservation(deps, input, encode, (book, reservation, now) => commitHold(book, reservation, actual.amount, now));
-  }
+  if (!("spec" in actual)) return onReservation(deps, input, { kind: "Commit", reservationId: input.reservationId, actual });
   const existing = await deps.store.findReservation(input.reservationId);
   const version = existing?.pricing?.rateCardVersion;
   const card = version ? await deps.rateCards.version(version) : deps.rateCards.current;
   if (!card) return refuse("RATE_CARD_NOT_FOUND", `rate card ${version} is not stored`, { rate_card_version: version ?? "" });
   const check = quote(card, actual.spec);
   if (!check.ok) return { ok: false, failure: check.failure };
-  return onReservation(deps, input, encode, (book, reservation, now) => {
-    const priced = quote(card, actual.spec, reservation.pricing?.accountPermille ?? book.pricingPermille);
-    return priced.ok ? commitHold(book, reservation, priced.value.credits, now) : priced;
-  });
+  return onReservation(deps, input, { kind: "Commit", reservationId: input.reservationId, actual: { spec: actual.spec, card } });
+}
+
+/** Commit on the locked book: the spec priced with the hold's own account pricing. */
+export function applyCommit(book: AccountBook, action: CommitAction, now: Date): Result<HoldResult> {
+  const reservation = target(book, action.reservationId);
+  let amount: bigint;
+  if ("spec" in action.actual) {
+    const priced = quote(action.actual.card, action.actual.spec, reservation.pricing?.accountPermille ?? book.pricingPermille);
+    if (!priced.ok) return priced;
+    amount = priced.value.credits;
+  } else {
+    amount = action.actual.amount;
+  }
+  return withBalance(book, commitHold(book, reservation, amount, now), now);
 }
 
 export interface ReleaseInput extends Mutation {
@@ -97,8 +96,12 @@ export interface ReleaseInput extends Mutation {
 }
 
 /** Release: void a hold; every held credit returns to its bucket. */
-export function release(deps: AppDeps, input: ReleaseInput, encode: Encode<HoldResult>): Promise<Reply> {
-  return onReservation(deps, input, encode, (book, reservation, now) => releaseHold(book, reservation, input.reason, input.detail, now));
+export function release(deps: AppDeps, input: ReleaseInput): Promise<Reply> {
+  return onReservation(deps, input, { kind: "Release", reservationId: input.reservationId, reason: input.reason, detail: input.detail });
+}
+
+export function applyRelease(book: AccountBook, action: ReleaseAction, now: Date): Result<HoldResult> {
+  return withBalance(book, releaseHold(book, target(book, action.reservationId), action.reason, action.detail, now), now);
 }
 
 export interface ExtendInput extends Mutation {
@@ -107,31 +110,26 @@ export interface ExtendInput extends Mutation {
 }
 
 /** ExtendReservation: push an open hold's expiry out. */
-export function extendReservation(deps: AppDeps, input: ExtendInput, encode: Encode<HoldResult>): Promise<Reply> {
-  return onReservation(deps, input, encode, (book, reservation, now) => {
-    const extended = extendHold(book, reservation, input.ttlMs, now);
-    return extended.ok ? ok({ reservation: extended.value }) : extended;
-  });
+export function extendReservation(deps: AppDeps, input: ExtendInput): Promise<Reply> {
+  return onReservation(deps, input, { kind: "ExtendReservation", reservationId: input.reservationId, ttlMs: input.ttlMs });
 }
 
-type OnReservation = (book: AccountBook, reservation: Reservation, now: Date) => Result<{ readonly reservation: Reservation }>;
+export function applyExtend(book: AccountBook, action: ExtendAction, now: Date): Result<ActionValues["ExtendReservation"]> {
+  const extended = extendHold(book, target(book, action.reservationId), action.ttlMs, now);
+  return extended.ok ? ok({ reservation: extended.value }) : extended;
+}
 
-function onReservation(
-  deps: AppDeps,
-  input: Mutation & { readonly reservationId: string },
-  encode: Encode<HoldResult>,
-  run: OnReservation,
-): Promise<Reply> {
-  return mutate(deps, input.reservationId, {
-    target: { reservationId: input.reservationId },
-    createAccount: false,
-    idempotency: input.claim,
-    caller: input.caller,
-    run: (book, now) => {
-      const reservation = book.reservation(input.reservationId);
-      invariant(reservation, "the target reservation is loaded");
-      return run(book, reservation, now);
-    },
-    encode: (settled, book, now) => encode({ reservation: settled.reservation, balance: book.balance(now) }),
-  });
+/** A command on one hold: the store locks the hold's account and loads the hold with the book. */
+function onReservation(deps: AppDeps, input: Mutation & { readonly reservationId: string }, action: CommitAction | ReleaseAction | ExtendAction): Promise<Reply> {
+  return mutate(deps, { target: { reservationId: input.reservationId }, createAccount: false, idempotency: input.claim, caller: input.caller, action });
+}
+
+function target(book: AccountBook, reservationId: string): Reservation {
+  const reservation = book.reservation(reservationId);
+  invariant(reservation, "the target reservation is loaded");
+  return reservation;
+}
+
+function withBalance(book: AccountBook, settled: Result<{ readonly reservation: Reservation }>, now: Date): Result<HoldResult> {
+  return settled.ok ? ok({ reservation: settled.value.reservation, balance: book.balance(now) }) : settled;
 }

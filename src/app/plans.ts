@@ -1,12 +1,15 @@
-import type { BalanceView } from "../domain/account-book.js";
-import { changePlan as decideChange, type PlanChange } from "../domain/change-plan.js";
-import { ok } from "../domain/errors.js";
+import type { AccountBook } from "../domain/account-book.js";
+import { changePlan as decideChange } from "../domain/change-plan.js";
+import { ok, type Result } from "../domain/errors.js";
 import type { TopUpPack } from "../domain/grants.js";
 import type { Plan } from "../domain/plan.js";
 import { type AppDeps, type Reply, refuse } from "./deps.js";
+import type { ActionValues, AdvanceTestClockAction, ChangePlanAction, ChangePlanResult } from "./commands.js";
 import type { Encode } from "./holds.js";
 import { mutate } from "./idempotent.js";
 import type { IdempotencyClaim } from "./ports.js";
+
+export type { ChangePlanResult } from "./commands.js";
 
 export interface ChangePlanInput {
   readonly accountId: string;
@@ -15,23 +18,17 @@ export interface ChangePlanInput {
   readonly caller: string;
 }
 
-export interface ChangePlanResult {
-  readonly change: PlanChange;
-  readonly balance: BalanceView;
-}
-
 /** ChangePlan: subscribe, upgrade now, or schedule a downgrade. The account is created if new. */
-export async function changePlan(deps: AppDeps, input: ChangePlanInput, encode: Encode<ChangePlanResult>): Promise<Reply> {
+export async function changePlan(deps: AppDeps, input: ChangePlanInput): Promise<Reply> {
   const plan = await deps.plans.findPlan(input.planId, input.accountId);
   if (!plan) return refuse("PLAN_NOT_FOUND", `plan ${input.planId} does not exist`, { plan_id: input.planId });
-  return mutate(deps, input.accountId, {
-    target: { accountId: input.accountId },
-    createAccount: true,
-    idempotency: input.claim,
-    caller: input.caller,
-    run: (book, now) => decideChange(book, plan, now, deps.newId),
-    encode: (change, book, now) => encode({ change, balance: book.balance(now) }),
-  });
+  const action: ChangePlanAction = { kind: "ChangePlan", plan };
+  return mutate(deps, { target: { accountId: input.accountId }, createAccount: true, idempotency: input.claim, caller: input.caller, action });
+}
+
+export function applyChangePlan(book: AccountBook, action: ChangePlanAction, now: Date, newId: () => string): Result<ChangePlanResult> {
+  const changed = decideChange(book, action.plan, now, newId);
+  return changed.ok ? ok({ change: changed.value, balance: book.balance(now) }) : changed;
 }
 
 /** ListPlans: the public catalog. */
@@ -67,20 +64,13 @@ export interface AdvanceTestClockInput {
 }
 
 /** AdvanceTestClock: moves one account's clock and applies what falls due (outside production only). */
-export async function advanceTestClock(
-  deps: AppDeps,
-  input: AdvanceTestClockInput,
-  encode: Encode<{ now: Date; balance: BalanceView }>,
-): Promise<Reply> {
+export async function advanceTestClock(deps: AppDeps, input: AdvanceTestClockInput): Promise<Reply> {
   if (!deps.testClocksEnabled) return refuse("TEST_CLOCK_DISABLED", "test clocks are disabled in production");
-  return mutate(deps, input.accountId, {
-    target: { accountId: input.accountId },
-    createAccount: false,
-    idempotency: input.claim,
-    caller: input.caller,
-    clockStepMs: input.byMs,
-    // The store moved the clock and applied what fell due; `now` is the account's new time.
-    run: (_book, now) => ok(now),
-    encode: (later, book) => encode({ now: later, balance: book.balance(later) }),
-  });
+  const action: AdvanceTestClockAction = { kind: "AdvanceTestClock" };
+  return mutate(deps, { target: { accountId: input.accountId }, createAccount: false, idempotency: input.claim, caller: input.caller, clockStepMs: input.byMs, action });
+}
+
+/** The apply stage moved the clock and applied what fell due before this runs: `now` is the account's new time. */
+export function applyAdvanceTestClock(book: AccountBook, now: Date): Result<ActionValues["AdvanceTestClock"]> {
+  return ok({ now, balance: book.balance(now) });
 }

@@ -1,11 +1,13 @@
 import type { AccountBook } from "../domain/account-book.js";
 import type { Failure, Result } from "../domain/errors.js";
+import type { KeyDecision } from "../domain/idempotency.js";
 import type { TopUpPack } from "../domain/grants.js";
 import type { Plan } from "../domain/plan.js";
 import type { RateCard } from "../domain/pricing.js";
 import type { EntryKind } from "../domain/ledger-entry.js";
 import type { Difference } from "../domain/reconcile.js";
 import type { Reservation } from "../domain/reservation.js";
+import type { Action, ActionValues, RecordedKind } from "./commands.js";
 
 /** An idempotency key claimed by one mutating call, with the hash of the request it came with. */
 export interface IdempotencyClaim {
@@ -18,28 +20,100 @@ export interface IdempotencyClaim {
 export type CommandTarget = { readonly accountId: string } | { readonly reservationId: string };
 
 /**
- * One command on one account: the store locks the account, checks the idempotency record, loads
- * the book (with `reservationId` if given), applies what has fallen due, runs `run`, and — in the
- * same transaction — persists the changes, the entries and the operation record holding
- * `encode(value)`.
+ * One command on one account, as data: the store locks the account (named, or through the
+ * reservation), loads the book (with `reservationId` if given) and the operation records of the
+ * key, hands both to the apply stage (app/apply.ts), and persists what it returns, in one transaction.
  */
-export interface AccountCommand<T> {
+export interface AccountCommand {
   readonly target: CommandTarget;
   /** PurchaseTopUp and AdjustCredits bring an account into being; every other command needs one. */
   readonly createAccount: boolean;
   readonly idempotency: IdempotencyClaim | null;
   /** The identity of the calling service, recorded on the entries this command writes. */
   readonly caller: string;
-  /** Moves the account's test clock forward by this much before anything is loaded (AdvanceTestClock). */
+  /** Moves the account's test clock forward by this much before anything falls due (AdvanceTestClock). */
   readonly clockStepMs?: number;
-  run(book: AccountBook, now: Date): Result<T>;
-  encode(value: T, book: AccountBook, now: Date): Uint8Array;
+  /** What to do to the book: app/commands.ts lists the actions, app/apply.ts runs them. */
+  readonly action: Action;
 }
 
-export type CommandOutcome<T> =
-  | { readonly kind: "applied"; readonly value: T; readonly response: Uint8Array }
+export type CommandOutcome<T = unknown> =
+  /** `response`: the encoded answer, recorded with the operation; null for a command without a key (nothing is recorded). */
+  | { readonly kind: "applied"; readonly value: T; readonly response: Uint8Array | null }
   | { readonly kind: "replayed"; readonly response: Uint8Array }
   | { readonly kind: "failed"; readonly failure: Failure };
+
+/** A stored operation record: the durable half of idempotency. */
+export interface RecordedOperation {
+  readonly requestHash: Buffer;
+  readonly response: Buffer;
+}
+
+/** One account as the store loaded it, locked, for the apply stage. */
+export interface LoadedAccount {
+  readonly book: AccountBook;
+  /** When its earliest open hold falls due, as loaded. */
+  readonly nextHoldExpiry: Date | null;
+  /** Operation records of the commands' keys, by key. */
+  readonly operations: Map<string, RecordedOperation>;
+}
+
+/** A command of a batch, its account known. */
+export interface PendingCommand {
+  readonly command: AccountCommand;
+  /** Server time when the call arrived. */
+  readonly now: Date;
+  readonly accountId: string;
+}
+
+/** Who wrote an entry, and when by the account's clock. */
+export interface CommandContext {
+  readonly caller: string;
+  readonly idempotencyKey: string | null;
+  readonly now: Date;
+}
+
+/** A book to write back, with the context of each of its entries (`contexts[i]` for `book.entries[i]`). */
+export interface BookWrite {
+  readonly book: AccountBook;
+  readonly contexts: readonly CommandContext[];
+  /** The account's time after its last command. */
+  readonly now: Date;
+}
+
+/** A book the apply stage changed, with what readers may keep of it once it is committed. */
+export interface AccountWrite extends BookWrite {
+  /** The account's time when due work was last applied to it (null: only replays and refusals ran). */
+  readonly settledAt: Date | null;
+  /** When its earliest open hold falls due after the batch, or earlier (never later). */
+  readonly nextHoldExpiry: Date | null;
+}
+
+/** The durable idempotency record of one applied call: its request's hash and its response. */
+export interface OperationRecord {
+  readonly accountId: string;
+  readonly key: string;
+  readonly method: string;
+  readonly requestHash: Buffer;
+  readonly response: Uint8Array;
+  readonly createdAt: Date;
+}
+
+/** What a batch's commands did: one outcome per command, in order, and every write, for one statement. */
+export interface Applied {
+  readonly outcomes: CommandOutcome[];
+  readonly books: readonly AccountWrite[];
+  readonly operations: readonly OperationRecord[];
+}
+
+/**
+ * The apply stage as the store calls it, between loading and persisting: pure, no I/O.
+ * `created`: the accounts this batch's transaction created (they exist from their first creating command on).
+ */
+export type ApplyStage = (commands: readonly PendingCommand[], accounts: ReadonlyMap<string, LoadedAccount>, created: ReadonlySet<string>, newId: () => string) => Applied;
+
+/** Encodes each recorded command's answer (rpc/answers.ts implements it): the bytes stored with its operation record. */
+export type AnswerEncoders = { readonly [K in RecordedKind]: (value: ActionValues[K]) => Uint8Array };
 
 export interface StoredEntry {
   readonly entryId: bigint;
@@ -105,12 +179,14 @@ export interface ChangeFeed {
 
 /** The narrow store the use cases need; Postgres implements it (src/store). */
 export interface LedgerStore {
-  execute<T>(command: AccountCommand<T>, now: Date): Promise<CommandOutcome<T>>;
+  execute(command: AccountCommand, now: Date): Promise<CommandOutcome>;
   /** The account's live buckets and its overdue holds, read without a lock; null if unknown. */
   readBook(accountId: string, now: Date): Promise<AccountSnapshot | null>;
   /** Tells which accounts changed, so that what was read from them can be dropped. */
   readonly changes: ChangeFeed;
   findReservation(reservationId: string): Promise<Reservation | null>;
+  /** The account a reservation belongs to (remembered: it never changes), or null if there is no such reservation. */
+  locateReservation(reservationId: string): Promise<string | null>;
   accountExists(accountId: string): Promise<boolean>;
   /** A page of the account's entries; refused (READ_LIMIT_EXCEEDED) when too many listings run or one runs too long. */
   listEntries(query: EntryQuery): Promise<EntryListing>;
@@ -126,20 +202,19 @@ export interface LedgerStore {
 
 export type CacheLookup =
   | { readonly kind: "claimed"; readonly token: string }
-  | { readonly kind: "done"; readonly response: Uint8Array }
-  | { readonly kind: "in_flight" }
-  | { readonly kind: "mismatch" }
+  /** The key is known: what domain/idempotency.ts decides for this request. */
+  | KeyDecision
   /** Redis holds a value for the key that fails its authentication: run on Postgres, then overwrite it. */
   | { readonly kind: "untrusted" }
   | { readonly kind: "unavailable" };
 
 /**
- * Whose keys an idempotency key is among: an account's, or (Commit, Release, ExtendReservation) a
- * reservation's. The kind is part of the scope, never guessed from the id: an account may be
- * named like a reservation.
+ * Whose keys an idempotency key is among: always an account's (a command on a reservation is
+ * scoped to the reservation's account), in Redis as in Postgres. One scope, so a key means the
+ * same thing in both and no two scopes' keys can meet.
  */
 export interface IdempotencyScope {
-  readonly kind: "account" | "reservation";
+  readonly kind: "account";
   readonly id: string;
 }
 

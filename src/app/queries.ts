@@ -1,19 +1,22 @@
 import type { BalanceView } from "../domain/account-book.js";
-import { ok } from "../domain/errors.js";
+import { invariant } from "../domain/errors.js";
 import type { EntryKind } from "../domain/ledger-entry.js";
 import type { Difference } from "../domain/reconcile.js";
 import { accountTime } from "../domain/clock.js";
 import { applyDue, nextChangeAt } from "../domain/maintenance.js";
 import { isOverdue, type Reservation } from "../domain/reservation.js";
+import type { ActionValues } from "./commands.js";
 import { type AppDeps, type Reply, refuse } from "./deps.js";
 import type { Encode } from "./holds.js";
 import type { StoredEntry } from "./ports.js";
 
 /** Persists whatever has fallen due on the account, then encodes from the locked, current book. */
-function settleDue(deps: AppDeps, accountId: string, now: Date, encode: Parameters<typeof deps.store.execute<null>>[0]["encode"]): Promise<Reply> {
-  return deps.store
-    .execute({ target: { accountId }, createAccount: false, idempotency: null, caller: "system", run: () => ok(null), encode }, now)
-    .then((outcome) => (outcome.kind === "failed" ? { ok: false, failure: outcome.failure } : { ok: true, bytes: outcome.response }));
+async function settleDue(deps: AppDeps, accountId: string, reservationId: string | null, now: Date, encode: Encode<ActionValues["SettleDue"]>): Promise<Reply> {
+  const command = { target: { accountId }, createAccount: false, idempotency: null, caller: "system", action: { kind: "SettleDue", reservationId } } as const;
+  const outcome = await deps.store.execute(command, now);
+  if (outcome.kind === "failed") return { ok: false, failure: outcome.failure };
+  invariant(outcome.kind === "applied", "a command without a key is never replayed");
+  return { ok: true, bytes: encode(outcome.value as ActionValues["SettleDue"]) };
 }
 
 /** How a balance is encoded: its body once per read, its as-of time on every answer. */
@@ -44,7 +47,7 @@ export async function getBalance(deps: AppDeps, accountId: string, encoding: Bal
     deps.balances.set(ticket, accountId, { body, clockOffsetMs: book.clockOffsetMs, until });
     return { ok: true, bytes: encoding.stamp(body, at) };
   }
-  return settleDue(deps, accountId, now, (_, locked, lockedAt) => encoding.stamp(encoding.body(locked.balance(lockedAt)), lockedAt));
+  return settleDue(deps, accountId, null, now, ({ balance }) => encoding.stamp(encoding.body(balance), balance.asOf));
 }
 
 /** GetReservation shows an overdue hold as EXPIRED, releasing it first. */
@@ -57,7 +60,7 @@ export async function getReservation(deps: AppDeps, reservationId: string, encod
   const read = await deps.store.readBook(reservation.accountId, now);
   const at = accountTime(read?.book.clockOffsetMs ?? 0, now);
   if (!isOverdue(reservation, at)) return { ok: true, bytes: encode(reservation) };
-  return settleDue(deps, reservation.accountId, now, (_, locked) => encode(locked.reservation(reservationId) ?? reservation));
+  return settleDue(deps, reservation.accountId, reservationId, now, (settled) => encode(settled.reservation ?? reservation));
 }
 
 /**

@@ -5,6 +5,11 @@ import type { EntryDraft, EntryKind } from "./ledger-entry.js";
 import type { Reservation } from "./reservation.js";
 import { describe, type Subscription, type SubscriptionView } from "./subscription.js";
 
+/** A bucket's three amounts. */
+export type BucketAmounts = Readonly<Pick<Bucket, "granted" | "remaining" | "held">>;
+
+const NO_AMOUNTS: BucketAmounts = { granted: 0n, remaining: 0n, held: 0n };
+
 /** The spendable state of an account as callers see it. */
 export interface BalanceView {
   readonly accountId: string;
@@ -39,6 +44,8 @@ export class AccountBook {
   readonly pricingPermille: number;
   private readonly buckets = new Map<string, Bucket>();
   private readonly reservations = new Map<string, Reservation>();
+  /** Each loaded bucket's amounts as loaded: what conservation (conservation.ts) measures the book's movements from. */
+  private readonly loaded = new Map<string, BucketAmounts>();
 
   constructor(
     readonly accountId: string,
@@ -50,7 +57,10 @@ export class AccountBook {
   ) {
     this.clockOffsetMs = clockOffsetMs;
     this.pricingPermille = pricingPermille;
-    for (const b of buckets) this.buckets.set(b.id, b);
+    for (const b of buckets) {
+      this.buckets.set(b.id, b);
+      this.loaded.set(b.id, { granted: b.granted, remaining: b.remaining, held: b.held });
+    }
     for (const r of reservations) this.reservations.set(r.id, r);
   }
 
@@ -58,6 +68,11 @@ export class AccountBook {
     const b = this.buckets.get(id);
     invariant(b, `bucket ${id} is not loaded`);
     return b;
+  }
+
+  /** A bucket's amounts when the book was loaded (zero for a bucket added since). */
+  loadedAmounts(id: string): BucketAmounts {
+    return this.loaded.get(id) ?? NO_AMOUNTS;
   }
 
   reservation(id: string): Reservation | undefined {

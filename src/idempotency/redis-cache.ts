@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { CacheLookup, IdempotencyCache, IdempotencyClaim, IdempotencyScope } from "../app/ports.js";
+import { decideKey, type KnownKey } from "../domain/idempotency.js";
 import { CircuitBreaker } from "./circuit-breaker.js";
 import { probeRedis, type RedisConnection } from "./redis-client.js";
 import { type StoredValue, ValueSigner } from "./signed-values.js";
@@ -50,8 +51,8 @@ const escapeId = (id: string) => id.replace(/[%}]/g, (c) => (c === "%" ? "%25" :
  * The idempotency fast path in Redis. Values are sealed by ValueSigner: `P|<hash>|<token>@<deadline
  * ms>|<mac>` while a call runs, then `D|<hash>|<base64 response>|<mac>`; one that does not verify,
  * or a claim past its deadline (a copy put back without its expiry), is ignored (Postgres
- * decides) and overwritten. Keys are hash-tagged by scope so one call's key
- * lives on one Redis Cluster slot. Every Redis error is absorbed: the answer becomes
+ * decides) and overwritten. Keys are hash-tagged by account so an account's keys
+ * live on one Redis Cluster slot. Every Redis error is absorbed: the answer becomes
  * "unavailable" and the Postgres operation record decides; after a few in a row, or at once when
  * the connection is down, a circuit breaker skips Redis until a background probe finds it again.
  */
@@ -74,22 +75,16 @@ export class RedisIdempotencyCache implements IdempotencyCache {
   }
 
   /**
-   * The Redis key of an idempotency key. An account's keys are `credit:idem:{<account>}:<key>`,
-   * a reservation's `credit:idem:r:{<reservation>}:<key>`: one starts `{` where the other starts
-   * `r`, so an account named like a reservation never meets its keys.
+   * The Redis key of an idempotency key: `credit:idem:{<account>}:<key>`, hash-tagged by the
+   * account (every key is an account's, also a Commit's or Release's: one scope, as in Postgres).
    */
   static keyOf(scope: IdempotencyScope, key: string): string {
-    return `credit:idem:${scope.kind === "account" ? "" : "r:"}{${escapeId(scope.id)}}:${key}`;
+    return `credit:idem:{${escapeId(scope.id)}}:${key}`;
   }
 
   /** The Redis key of an account's idempotency key. */
   static key(accountId: string, key: string): string {
     return RedisIdempotencyCache.keyOf({ kind: "account", id: accountId }, key);
-  }
-
-  /** The Redis key of a reservation's idempotency key (Commit, Release, ExtendReservation). */
-  static reservationKey(reservationId: string, key: string): string {
-    return RedisIdempotencyCache.keyOf({ kind: "reservation", id: reservationId }, key);
   }
 
   /** false while the breaker skips Redis. */
@@ -116,7 +111,7 @@ export class RedisIdempotencyCache implements IdempotencyCache {
       const existing = await this.redis.get(key);
       this.breaker.success();
       if (existing === null) return { kind: "in_flight" }; // claimed and dropped in between: retry
-      return this.judge(key, existing, hash);
+      return this.judge(key, existing, claim);
     } catch (err) {
       this.failed(err);
       return this.fallback();
@@ -152,8 +147,8 @@ export class RedisIdempotencyCache implements IdempotencyCache {
     this.redis.disconnect();
   }
 
-  /** What a value found under the key says, if it verifies. */
-  private judge(key: string, raw: string, hash: string): CacheLookup {
+  /** What a value found under the key says for this claim, if it verifies (decided by domain/idempotency.ts). */
+  private judge(key: string, raw: string, claim: IdempotencyClaim): CacheLookup {
     const value = this.trusted(key, raw);
     if (value === null) {
       this.options.onUntrusted?.(key);
@@ -162,11 +157,11 @@ export class RedisIdempotencyCache implements IdempotencyCache {
       this.redis.eval(DELETE_IF_UNCHANGED, 1, key, raw).catch((err: unknown) => this.failed(err));
       return { kind: "untrusted" };
     }
-    // While the first call runs, any request with its key waits its outcome (ABORTED, retry):
-    // if it fails it leaves no record and a different request may then run under the key.
-    if (value.state !== "D") return { kind: "in_flight" };
-    if (value.hash !== hash) return { kind: "mismatch" };
-    return { kind: "done", response: new Uint8Array(Buffer.from(value.payload, "base64")) };
+    const known: KnownKey =
+      value.state === "D"
+        ? { state: "done", requestHash: Buffer.from(value.hash, "hex"), response: Buffer.from(value.payload, "base64") }
+        : { state: "running" };
+    return decideKey(claim, known)!;
   }
 
   /** The value read under `key`, if it verifies and (a claim) its deadline has not passed. */

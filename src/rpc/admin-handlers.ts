@@ -9,15 +9,15 @@ import {
   ReconcileResponseSchema,
   type AdjustCreditsRequest,
   AdjustCreditsRequestSchema,
-  AdjustCreditsResponseSchema,
   type ListLedgerEntriesRequest,
   ListLedgerEntriesResponseSchema,
 } from "../gen/credit/v1/admin_service_pb.js";
+import { CreditAdminService } from "../gen/credit/v1/admin_service_pb.js";
 import * as decode from "./decode.js";
 import * as encode from "./encode.js";
-import type { CallContext, ServiceHandlers } from "./grpc-adapter.js";
-import { callerOf, reply } from "./reply.js";
-import { requestHash } from "./request-hash.js";
+import type { CallContext, SomeHandlers } from "./grpc-adapter.js";
+import { reply } from "./reply.js";
+import { idempotencyClaim } from "./request-hash.js";
 
 const ENTRY_KINDS = encode.inverse(encode.ENTRY_KINDS);
 const MAX_PAGE_SIZE = 1000;
@@ -38,23 +38,19 @@ function encodePageToken(afterEntryId: bigint | null): string {
 }
 
 /** CreditAdminService: support tools. */
-export function adminHandlers(deps: AppDeps): ServiceHandlers {
+export function adminHandlers(deps: AppDeps) {
   return {
-    async AdjustCredits(req: AdjustCreditsRequest, ctx: CallContext) {
+    async adjustCredits(req: AdjustCreditsRequest, ctx: CallContext) {
       const accountId = decode.id(req.accountId, "account_id");
       const key = decode.id(req.idempotencyKey, "idempotency_key");
       const amount = decode.credits(req.amount, "amount");
       const expiresAt = decode.instant(req.expiresAt, "expires_at");
       const reason = decode.text(req.reason, "reason", { required: true });
-      const claim = { key, method: "AdjustCredits", requestHash: requestHash("AdjustCredits", AdjustCreditsRequestSchema, req) };
-      return reply(
-        await adjustCredits(deps, { accountId, amount, expiresAt, reason, claim, caller: callerOf(ctx) }, (g) =>
-          encodeMessage(AdjustCreditsResponseSchema, create(AdjustCreditsResponseSchema, { bucket: encode.bucket(g.bucket), balance: encode.balance(g.balance) })),
-        ),
-      );
+      const claim = idempotencyClaim(ctx.method, AdjustCreditsRequestSchema, req, key);
+      return reply(await adjustCredits(deps, { accountId, amount, expiresAt, reason, claim, caller: ctx.caller }));
     },
 
-    async Reconcile(req: ReconcileRequest) {
+    async reconcile(req: ReconcileRequest) {
       const accountId = decode.id(req.accountId, "account_id");
       return reply(
         await reconcile(deps, accountId, (differences) =>
@@ -69,7 +65,7 @@ export function adminHandlers(deps: AppDeps): ServiceHandlers {
       );
     },
 
-    async ListLedgerEntries(req: ListLedgerEntriesRequest) {
+    async listLedgerEntries(req: ListLedgerEntriesRequest) {
       const accountId = decode.id(req.accountId, "account_id");
       if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) throw decode.invalid("page_size", `must be 0 to ${MAX_PAGE_SIZE}`);
       const kinds = req.kinds.map((k) => decode.enumValue(k, "kinds", ENTRY_KINDS));
@@ -91,5 +87,5 @@ export function adminHandlers(deps: AppDeps): ServiceHandlers {
         ),
       );
     },
-  };
+  } satisfies SomeHandlers<typeof CreditAdminService>;
 }

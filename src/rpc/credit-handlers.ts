@@ -1,35 +1,31 @@
 import { create } from "@bufbuild/protobuf";
 import { encodeMessage } from "./binary-encoder.js";
 import type { AppDeps } from "../app/deps.js";
-import { type GrantResult, purchaseTopUp } from "../app/grants.js";
-import { commit, type Cost, extendReservation, type HoldResult, release, reserve } from "../app/holds.js";
+import { purchaseTopUp } from "../app/grants.js";
+import { commit, type Cost, extendReservation, release, reserve } from "../app/holds.js";
 import { getBalance, getReservation } from "../app/queries.js";
 import {
   type CommitRequest,
   CommitRequestSchema,
-  CommitResponseSchema,
   type ExtendReservationRequest,
   ExtendReservationRequestSchema,
-  ExtendReservationResponseSchema,
   type GetBalanceRequest,
   type GetReservationRequest,
   GetReservationResponseSchema,
   type PurchaseTopUpRequest,
   PurchaseTopUpRequestSchema,
-  PurchaseTopUpResponseSchema,
   type ReleaseRequest,
   ReleaseRequestSchema,
-  ReleaseResponseSchema,
   type ReserveRequest,
   ReserveRequestSchema,
-  ReserveResponseSchema,
 } from "../gen/credit/v1/credit_service_pb.js";
 import { getBalanceEncoding } from "./balance-encoding.js";
+import { CreditService } from "../gen/credit/v1/credit_service_pb.js";
 import * as decode from "./decode.js";
 import * as encode from "./encode.js";
-import type { CallContext, ServiceHandlers } from "./grpc-adapter.js";
-import { callerOf, reply } from "./reply.js";
-import { requestHash } from "./request-hash.js";
+import type { CallContext, SomeHandlers } from "./grpc-adapter.js";
+import { reply } from "./reply.js";
+import { idempotencyClaim } from "./request-hash.js";
 
 export interface HoldLimits {
   readonly defaultTtlMs: number;
@@ -38,66 +34,54 @@ export interface HoldLimits {
 
 const RELEASE_REASONS = encode.inverse(encode.RELEASE_REASONS);
 
-/** Reserve, Commit and Release responses have the same shape: the reservation and the balance after. */
-function holdResult(schema: typeof ReserveResponseSchema | typeof CommitResponseSchema | typeof ReleaseResponseSchema) {
-  return (r: HoldResult) => {
-    const fields = { reservation: encode.reservation(r.reservation), balance: encode.balance(r.balance) };
-    return encodeMessage(schema as typeof ReserveResponseSchema, create(schema as typeof ReserveResponseSchema, fields));
-  };
-}
-
 /** CreditService: decode and validate → use case → encode. No rules live here. */
-export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandlers {
+export function creditHandlers(deps: AppDeps, limits: HoldLimits) {
   return {
-    async Reserve(req: ReserveRequest, ctx: CallContext) {
+    async reserve(req: ReserveRequest, ctx: CallContext) {
       const accountId = decode.id(req.accountId, "account_id");
       const key = decode.id(req.idempotencyKey, "idempotency_key");
       const cost = decodeCost(req.cost, false);
       const ttlMs = decode.ttl(req.ttl, "ttl", limits.defaultTtlMs, limits.maxTtlMs);
       const metadata = decode.metadata(req.metadata);
-      const claim = { key, method: "Reserve", requestHash: requestHash("Reserve", ReserveRequestSchema, req) };
-      return reply(await reserve(deps, { accountId, cost, ttlMs, metadata, claim, caller: callerOf(ctx) }, holdResult(ReserveResponseSchema)));
+      const claim = idempotencyClaim(ctx.method, ReserveRequestSchema, req, key);
+      return reply(await reserve(deps, { accountId, cost, ttlMs, metadata, claim, caller: ctx.caller }));
     },
 
-    async Commit(req: CommitRequest, ctx: CallContext) {
+    async commit(req: CommitRequest, ctx: CallContext) {
       // A UUID's letter case is not part of it: the id is hashed (and used) as decoded, in lower case.
       const reservationId = decode.uuid(req.reservationId, "reservation_id");
       const key = decode.id(req.idempotencyKey, "idempotency_key");
       const actual = decodeCost(req.actual, true);
-      const claim = { key, method: "Commit", requestHash: requestHash("Commit", CommitRequestSchema, { ...req, reservationId }) };
-      return reply(await commit(deps, { reservationId, actual, claim, caller: callerOf(ctx) }, holdResult(CommitResponseSchema)));
+      const claim = idempotencyClaim(ctx.method, CommitRequestSchema, { ...req, reservationId }, key);
+      return reply(await commit(deps, { reservationId, actual, claim, caller: ctx.caller }));
     },
 
-    async Release(req: ReleaseRequest, ctx: CallContext) {
+    async release(req: ReleaseRequest, ctx: CallContext) {
       const reservationId = decode.uuid(req.reservationId, "reservation_id");
       const key = decode.id(req.idempotencyKey, "idempotency_key");
       const reason = decode.enumValue(req.reason, "reason", RELEASE_REASONS);
       const detail = decode.text(req.detail, "detail");
-      const claim = { key, method: "Release", requestHash: requestHash("Release", ReleaseRequestSchema, { ...req, reservationId }) };
-      return reply(await release(deps, { reservationId, reason, detail, claim, caller: callerOf(ctx) }, holdResult(ReleaseResponseSchema)));
+      const claim = idempotencyClaim(ctx.method, ReleaseRequestSchema, { ...req, reservationId }, key);
+      return reply(await release(deps, { reservationId, reason, detail, claim, caller: ctx.caller }));
     },
 
-    async ExtendReservation(req: ExtendReservationRequest, ctx: CallContext) {
+    async extendReservation(req: ExtendReservationRequest, ctx: CallContext) {
       const reservationId = decode.uuid(req.reservationId, "reservation_id");
       const key = decode.id(req.idempotencyKey, "idempotency_key");
       if (req.ttl === undefined) throw decode.invalid("ttl", "is required");
       const ttlMs = decode.ttl(req.ttl, "ttl", limits.defaultTtlMs, limits.maxTtlMs);
-      const claim = { key, method: "ExtendReservation", requestHash: requestHash("ExtendReservation", ExtendReservationRequestSchema, { ...req, reservationId }) };
-      return reply(
-        await extendReservation(deps, { reservationId, ttlMs, claim, caller: callerOf(ctx) }, (r) =>
-          encodeMessage(ExtendReservationResponseSchema, create(ExtendReservationResponseSchema, { reservation: encode.reservation(r.reservation) })),
-        ),
-      );
+      const claim = idempotencyClaim(ctx.method, ExtendReservationRequestSchema, { ...req, reservationId }, key);
+      return reply(await extendReservation(deps, { reservationId, ttlMs, claim, caller: ctx.caller }));
     },
 
-    async GetBalance(req: GetBalanceRequest) {
+    async getBalance(req: GetBalanceRequest) {
       const accountId = decode.id(req.accountId, "account_id");
       return reply(
         await getBalance(deps, accountId, getBalanceEncoding),
       );
     },
 
-    async GetReservation(req: GetReservationRequest) {
+    async getReservation(req: GetReservationRequest) {
       const reservationId = decode.uuid(req.reservationId, "reservation_id");
       return reply(
         await getReservation(deps, reservationId, (r) =>
@@ -106,25 +90,14 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits): ServiceHandle
       );
     },
 
-    async PurchaseTopUp(req: PurchaseTopUpRequest, ctx: CallContext) {
+    async purchaseTopUp(req: PurchaseTopUpRequest, ctx: CallContext) {
       const accountId = decode.id(req.accountId, "account_id");
       const key = decode.id(req.paymentReference, "payment_reference");
-      const claim = { key, method: "PurchaseTopUp", requestHash: requestHash("PurchaseTopUp", PurchaseTopUpRequestSchema, req) };
+      const claim = idempotencyClaim(ctx.method, PurchaseTopUpRequestSchema, req, key);
       const pack = decodePack(req);
-      return reply(
-        await purchaseTopUp(deps, { accountId, pack, claim, caller: callerOf(ctx) }, (g: GrantResult) =>
-          encodeMessage(
-            PurchaseTopUpResponseSchema,
-            create(PurchaseTopUpResponseSchema, {
-              bucket: encode.bucket(g.bucket),
-              balance: encode.balance(g.balance),
-              price: g.price ? encode.money(g.price) : undefined,
-            }),
-          ),
-        ),
-      );
+      return reply(await purchaseTopUp(deps, { accountId, pack, claim, caller: ctx.caller }));
     },
-  };
+  } satisfies SomeHandlers<typeof CreditService>;
 }
 
 function decodeCost(cost: ReserveRequest["cost"] | CommitRequest["actual"], allowZero: boolean): Cost {

@@ -1,9 +1,11 @@
 import { type DescMessage, type DescMethod, type DescService, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
-import type { Metadata, sendUnaryData, ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation } from "@grpc/grpc-js";
+import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
+import type { sendUnaryData, ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { FailureError } from "../domain/errors.js";
 import { asBuffer, encodeMessage } from "./binary-encoder.js";
 import { toStatus } from "./errors.js";
+import { callerOf } from "./interceptor.js";
 
 /** A response already encoded (a replayed idempotent response, or one stored with its operation). */
 export class EncodedResponse {
@@ -15,9 +17,12 @@ class MalformedRequest {
   constructor(readonly cause: unknown) {}
 }
 
+/** What a handler knows of its call besides the request. */
 export interface CallContext {
+  /** The method's name in the proto (`Reserve`). */
   readonly method: string;
-  readonly metadata: Metadata;
+  /** Who is calling, as the call interceptor established it (the token's principal; see interceptor.ts). */
+  readonly caller: string;
 }
 
 export type UnaryHandler<I extends DescMessage, O extends DescMessage> = (
@@ -25,9 +30,27 @@ export type UnaryHandler<I extends DescMessage, O extends DescMessage> = (
   context: CallContext,
 ) => Promise<MessageShape<O> | EncodedResponse>;
 
-/** Handlers for every method of a service, keyed by method name; each takes its method's request type. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type ServiceHandlers = Record<string, (request: any, context: CallContext) => Promise<MessageShape<DescMessage> | EncodedResponse>>;
+/**
+ * A handler for every method of a generated service, keyed by the method's local name, each typed
+ * from the method's descriptor: a method or field renamed in the proto is a compile error here.
+ */
+export type ServiceHandlers<S extends GenService<GenServiceMethods>> = {
+  readonly [K in keyof S["method"]]: UnaryHandler<S["method"][K]["input"], S["method"][K]["output"]>;
+};
+
+/** Handlers for some of a service's methods (one file's share of them). */
+export type SomeHandlers<S extends GenService<GenServiceMethods>> = Partial<ServiceHandlers<S>>;
+
+/** A service and its handlers, checked against each other; what the server binds. */
+export interface ServiceBinding {
+  readonly service: DescService;
+  readonly handlers: Readonly<Record<string, UnaryHandler<DescMessage, DescMessage>>>;
+}
+
+/** Pairs a generated service with a handler for each of its methods. */
+export function implement<S extends GenService<GenServiceMethods>>(service: S, handlers: ServiceHandlers<S>): ServiceBinding {
+  return { service: service as DescService, handlers: handlers as unknown as ServiceBinding["handlers"] };
+}
 
 function methodDefinition(method: DescMethod) {
   return {
@@ -54,17 +77,17 @@ function methodDefinition(method: DescMethod) {
  * from a DescService (unary methods only), and an implementation that runs each handler and turns
  * whatever it throws into a status through rpc/errors.ts.
  */
-export function bindService(service: DescService, handlers: ServiceHandlers, log: Logger) {
+export function bindService({ service, handlers }: ServiceBinding, log: Logger) {
   const definition: Record<string, ReturnType<typeof methodDefinition>> = {};
   const implementation: UntypedServiceImplementation = {};
   for (const method of service.methods) {
     if (method.methodKind !== "unary") throw new Error(`${method.name}: only unary methods are supported`);
-    const handler = handlers[method.name];
+    const handler = handlers[method.localName];
     if (!handler) throw new Error(`no handler for ${service.typeName}.${method.name}`);
     definition[method.name] = methodDefinition(method);
     implementation[method.name] = (call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>) => {
       const request = call.request;
-      const context: CallContext = { method: method.name, metadata: call.metadata };
+      const context: CallContext = { method: method.name, caller: callerOf(call.metadata) };
       const run =
         request instanceof MalformedRequest
           ? Promise.reject(new FailureError({ reason: "INVALID_FIELD", message: "request is not a valid protobuf message", metadata: { field: "" } }))

@@ -3,10 +3,25 @@ import { type Metadata, ServerInterceptingCall, type ServerInterceptor, status }
 import type { Logger } from "pino";
 import type { Metrics } from "../observability/metrics.js";
 import { identify, mayCall, type TokenEntry } from "./auth.js";
+import { ID_PATTERN, MAX_ID_LENGTH } from "../domain/limits.js";
 import { failureToStatus } from "./errors.js";
 
-/** Set by the interceptor for the handlers: who is calling. A client-sent copy is always dropped. */
-export const PRINCIPAL_HEADER = "x-credit-principal";
+/**
+ * Who is calling, by call (its request metadata, the one object the interceptor and the handler
+ * both see): set by the interceptor, read once into the handler's CallContext. Nothing a client
+ * sends can set it.
+ */
+const callers = new WeakMap<Metadata, string>();
+
+/**
+ * The identity recorded on ledger entries, as the interceptor established it for this call: the
+ * token's principal name (or, with authentication off, the unchecked `x-caller` metadata), or
+ * "anonymous".
+ */
+export function callerOf(metadata: Metadata): string {
+  const value = callers.get(metadata);
+  return value !== undefined && value.length <= MAX_ID_LENGTH && ID_PATTERN.test(value) ? value : "anonymous";
+}
 
 export interface CallInterceptorOptions {
   /** Configured tokens; null when authentication is off (development): the caller is `x-caller`, unchecked. */
@@ -53,7 +68,7 @@ function subjectOf(message: unknown): string | undefined {
 /**
  * Every call passes here first: a request id, authentication and authorization (before the
  * request is read), then one log line and the RPC metrics when it completes. Tokens are never
- * logged; only the principal's name travels on, in PRINCIPAL_HEADER.
+ * logged; only the principal's name travels on, to the handler's CallContext (callerOf).
  */
 export function createCallInterceptor(options: CallInterceptorOptions): ServerInterceptor {
   return (descriptor, call) => {
@@ -82,7 +97,6 @@ export function createCallInterceptor(options: CallInterceptorOptions): ServerIn
           onReceiveMetadata(metadata, nextMetadata) {
             const given = firstString(metadata, "x-request-id");
             requestId = given && REQUEST_ID.test(given) ? given : randomUUID();
-            metadata.remove(PRINCIPAL_HEADER);
             const decision = decide(options, path, metadata);
             caller = decision.caller;
             if ("code" in decision) {
@@ -91,7 +105,7 @@ export function createCallInterceptor(options: CallInterceptorOptions): ServerIn
               finish(decision.code);
               return;
             }
-            metadata.set(PRINCIPAL_HEADER, caller);
+            callers.set(metadata, caller);
             nextMetadata(metadata);
           },
           onReceiveMessage(message, nextMessage) {

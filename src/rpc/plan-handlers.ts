@@ -1,57 +1,43 @@
 import { create } from "@bufbuild/protobuf";
 import { encodeMessage } from "./binary-encoder.js";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { AppDeps } from "../app/deps.js";
 import { advanceTestClock, changePlan, listPlans, setCustomPlan } from "../app/plans.js";
 import type { TopUpPack } from "../domain/grants.js";
 import {
   type AdvanceTestClockRequest,
   AdvanceTestClockRequestSchema,
-  AdvanceTestClockResponseSchema,
   CustomTopUpPackOfferSchema,
   type SetCustomPlanRequest,
   SetCustomPlanResponseSchema,
 } from "../gen/credit/v1/admin_service_pb.js";
-import { type ChangePlanRequest, ChangePlanRequestSchema, ChangePlanResponseSchema, ListPlansResponseSchema } from "../gen/credit/v1/credit_service_pb.js";
+import { type ChangePlanRequest, ChangePlanRequestSchema, ListPlansResponseSchema } from "../gen/credit/v1/credit_service_pb.js";
+import { CreditService } from "../gen/credit/v1/credit_service_pb.js";
+import { CreditAdminService } from "../gen/credit/v1/admin_service_pb.js";
 import * as decode from "./decode.js";
 import * as encode from "./encode.js";
-import type { CallContext, ServiceHandlers } from "./grpc-adapter.js";
-import { callerOf, reply } from "./reply.js";
-import { requestHash } from "./request-hash.js";
+import type { CallContext, SomeHandlers } from "./grpc-adapter.js";
+import { reply } from "./reply.js";
+import { idempotencyClaim } from "./request-hash.js";
 
 const INTERVALS = encode.inverse(encode.INTERVALS);
 const DAY_MS = 86_400_000;
 const MAX_CLOCK_STEP_MS = 400 * DAY_MS;
 
 /** CreditService plan methods: ChangePlan and ListPlans. */
-export function planHandlers(deps: AppDeps): ServiceHandlers {
+export function planHandlers(deps: AppDeps) {
   return {
-    async ChangePlan(req: ChangePlanRequest, ctx: CallContext) {
+    async changePlan(req: ChangePlanRequest, ctx: CallContext) {
       const accountId = decode.id(req.accountId, "account_id");
       const planId = decode.id(req.planId, "plan_id");
       const key = decode.id(req.idempotencyKey, "idempotency_key");
-      const claim = { key, method: "ChangePlan", requestHash: requestHash("ChangePlan", ChangePlanRequestSchema, req) };
-      return reply(
-        await changePlan(deps, { accountId, planId, claim, caller: callerOf(ctx) }, ({ change, balance }) =>
-          encodeMessage(
-            ChangePlanResponseSchema,
-            create(ChangePlanResponseSchema, {
-              subscription: balance.subscription ? encode.subscription(balance.subscription) : undefined,
-              change: encode.CHANGE_KINDS[change.kind],
-              effectiveAt: timestampFromDate(change.effectiveAt),
-              proratedCharge: encode.money(change.proratedCharge),
-              creditsGranted: change.creditsGranted,
-              balance: encode.balance(balance),
-            }),
-          ),
-        ),
-      );
+      const claim = idempotencyClaim(ctx.method, ChangePlanRequestSchema, req, key);
+      return reply(await changePlan(deps, { accountId, planId, claim, caller: ctx.caller }));
     },
 
-    async ListPlans() {
+    async listPlans() {
       return reply(await listPlans(deps, (plans) => encodeMessage(ListPlansResponseSchema, create(ListPlansResponseSchema, { plans: plans.map(encode.plan) }))));
     },
-  };
+  } satisfies SomeHandlers<typeof CreditService>;
 }
 
 function packOffer(pack: TopUpPack) {
@@ -64,9 +50,9 @@ function packOffer(pack: TopUpPack) {
 }
 
 /** CreditAdminService plan methods: SetCustomPlan and AdvanceTestClock. */
-export function planAdminHandlers(deps: AppDeps): ServiceHandlers {
+export function planAdminHandlers(deps: AppDeps) {
   return {
-    async SetCustomPlan(req: SetCustomPlanRequest) {
+    async setCustomPlan(req: SetCustomPlanRequest) {
       const accountId = decode.id(req.accountId, "account_id");
       const plan = {
         planId: decode.id(req.planId, "plan_id"),
@@ -91,17 +77,13 @@ export function planAdminHandlers(deps: AppDeps): ServiceHandlers {
       );
     },
 
-    async AdvanceTestClock(req: AdvanceTestClockRequest, ctx: CallContext) {
+    async advanceTestClock(req: AdvanceTestClockRequest, ctx: CallContext) {
       const accountId = decode.id(req.accountId, "account_id");
       const key = decode.id(req.idempotencyKey, "idempotency_key");
       if (req.by === undefined) throw decode.invalid("by", "is required");
       const byMs = decode.ttl(req.by, "by", 0, MAX_CLOCK_STEP_MS);
-      const claim = { key, method: "AdvanceTestClock", requestHash: requestHash("AdvanceTestClock", AdvanceTestClockRequestSchema, req) };
-      return reply(
-        await advanceTestClock(deps, { accountId, byMs, claim, caller: callerOf(ctx) }, ({ now, balance }) =>
-          encodeMessage(AdvanceTestClockResponseSchema, create(AdvanceTestClockResponseSchema, { now: timestampFromDate(now), balance: encode.balance(balance) })),
-        ),
-      );
+      const claim = idempotencyClaim(ctx.method, AdvanceTestClockRequestSchema, req, key);
+      return reply(await advanceTestClock(deps, { accountId, byMs, claim, caller: ctx.caller }));
     },
-  };
+  } satisfies SomeHandlers<typeof CreditAdminService>;
 }

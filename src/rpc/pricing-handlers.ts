@@ -10,15 +10,17 @@ import {
   TopUpPackSchema,
 } from "../gen/credit/v1/credit_service_pb.js";
 import { QuoteLineSchema } from "../gen/credit/v1/types_pb.js";
+import { CreditService } from "../gen/credit/v1/credit_service_pb.js";
+import { CreditAdminService } from "../gen/credit/v1/admin_service_pb.js";
 import * as decode from "./decode.js";
 import * as encode from "./encode.js";
-import type { ServiceHandlers } from "./grpc-adapter.js";
+import type { SomeHandlers } from "./grpc-adapter.js";
 import { reply } from "./reply.js";
 
 /** CreditService pricing methods: Quote and GetRateCard. */
-export function pricingHandlers(deps: AppDeps): ServiceHandlers {
+export function pricingHandlers(deps: AppDeps) {
   return {
-    async Quote(req: QuoteRequest) {
+    async quote(req: QuoteRequest) {
       if (!req.spec) throw decode.invalid("spec", "is required");
       const spec = decode.spec(req.spec);
       const accountId = req.accountId === "" ? null : decode.id(req.accountId, "account_id");
@@ -36,7 +38,7 @@ export function pricingHandlers(deps: AppDeps): ServiceHandlers {
       );
     },
 
-    async GetRateCard() {
+    async getRateCard() {
       return reply(
         getRateCard(deps, ({ card, packs }) =>
           encodeMessage(
@@ -52,13 +54,13 @@ export function pricingHandlers(deps: AppDeps): ServiceHandlers {
         ),
       );
     },
-  };
+  } satisfies SomeHandlers<typeof CreditService>;
 }
 
 /** CreditAdminService pricing method: SetAccountPricing. */
-export function pricingAdminHandlers(deps: AppDeps): ServiceHandlers {
+export function pricingAdminHandlers(deps: AppDeps) {
   return {
-    async SetAccountPricing(req: SetAccountPricingRequest) {
+    async setAccountPricing(req: SetAccountPricingRequest) {
       const accountId = decode.id(req.accountId, "account_id");
       if (req.pricePermille < 1 || req.pricePermille > 100_000) throw decode.invalid("price_permille", "must be 1 to 100000");
       return reply(
@@ -67,5 +69,5 @@ export function pricingAdminHandlers(deps: AppDeps): ServiceHandlers {
         ),
       );
     },
-  };
+  } satisfies SomeHandlers<typeof CreditAdminService>;
 }

@@ -1,11 +1,10 @@
-import { type DescService } from "@bufbuild/protobuf";
 import { readFileSync } from "node:fs";
 import type { TlsOptions } from "node:tls";
 import { type ChannelOptions, Server, ServerCredentials, type ServerInterceptor } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
 import { listen } from "./connections.js";
-import { bindService, type ServiceHandlers } from "./grpc-adapter.js";
+import { bindService, type ServiceBinding } from "./grpc-adapter.js";
 import { HealthReporter } from "./health.js";
 import { createReflection } from "./reflection.js";
 import { streamingCallLimit } from "./stream-limit.js";
@@ -88,7 +87,7 @@ const CAP_REPORT_MS = 60_000;
 
 /** A grpc-js server with the given services, reflection and health, bound and listening. */
 export async function startGrpcServer(
-  services: readonly { service: DescService; handlers: ServiceHandlers }[],
+  services: readonly ServiceBinding[],
   options: GrpcServerOptions,
   log: Logger,
 ): Promise<GrpcServer> {
@@ -102,8 +101,8 @@ export async function startGrpcServer(
     // The last one wraps the others: it sees a call's metadata after them.
     interceptors: [...options.interceptors, streams.interceptor],
   });
-  for (const { service, handlers } of services) {
-    const bound = bindService(service, handlers, log);
+  for (const binding of services) {
+    const bound = bindService(binding, log);
     server.addService(bound.definition, bound.implementation);
   }
   const health = new HealthReporter(services.map((s) => s.service.typeName));

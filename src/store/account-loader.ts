@@ -1,3 +1,4 @@
+import type { LoadedAccount, RecordedOperation } from "../app/ports.js";
 import { AccountBook } from "../domain/account-book.js";
 import type { Statement } from "./pg.js";
 import { bucketFromRow, reservationFromRow, type Row, subscriptionFromRow } from "./rows.js";
@@ -26,19 +27,8 @@ export interface BookRequest {
   readonly idempotencyKeys: readonly string[];
 }
 
-/** A stored operation record: the idempotency backstop. */
-export interface StoredOperation {
-  readonly requestHash: Buffer;
-  readonly response: Buffer;
-}
-
-export interface LoadedBook {
-  readonly book: AccountBook;
-  /** When its earliest open hold falls due, as loaded. */
-  readonly nextHoldExpiry: Date | null;
-  /** Operation records of the requested keys, by key. */
-  readonly operations: Map<string, StoredOperation>;
-}
+/** A loaded, locked account, as the apply stage takes it. */
+export type LoadedBook = LoadedAccount;
 
 const BUCKET_COLUMNS = `account_id, bucket_id, kind, granted::text as granted, remaining::text as remaining, held::text as held,
   valid_from, expires_at, source_ref, created_at`;
@@ -112,7 +102,7 @@ export function rowsByAccount(rows: readonly Row[]): Map<string, Row> {
 export function booksFromRows(rows: readonly Row[]): Map<string, LoadedBook> {
   const out = new Map<string, LoadedBook>();
   for (const [accountId, row] of rowsByAccount(rows)) {
-    const operations = new Map<string, StoredOperation>();
+    const operations = new Map<string, RecordedOperation>();
     for (const op of (row["operations"] as { key: string; hash: string; response: string }[] | null) ?? []) {
       operations.set(op.key, { requestHash: Buffer.from(op.hash, "hex"), response: Buffer.from(op.response, "base64") });
     }

@@ -1,43 +1,22 @@
-import type { AccountCommand, CommandOutcome } from "../app/ports.js";
+import type { AccountWrite, ApplyStage, CommandOutcome, PendingCommand } from "../app/ports.js";
 import type { AccountBook } from "../domain/account-book.js";
-import { type Failure, invariant } from "../domain/errors.js";
-import { applyDue } from "../domain/maintenance.js";
-import { accountTime } from "../domain/clock.js";
-import { type BookRequest, booksFromRows, loadStatement, lockStatement, type StoredOperation } from "./account-loader.js";
-import { type BookWrite, type CommandContext, type OperationRecord, persistStatement } from "./persist.js";
+import { type BookRequest, booksFromRows, loadStatement, lockStatement } from "./account-loader.js";
+import { persistStatement } from "./persist.js";
 import type { Statement, Transaction } from "./pg.js";
 
 /** A command waiting for its batch; the account it locks is already known. */
-export interface QueuedCommand {
-  readonly command: AccountCommand<unknown>;
-  /** Server time when the call arrived. */
-  readonly now: Date;
-  readonly accountId: string;
+export interface QueuedCommand extends PendingCommand {
   /** The reservation a Commit, Release or Extend names. */
   readonly reservationId: string | null;
 }
 
 export interface BatchResult {
   /** One outcome per command, in order; null for a command left out (its account's lock was held elsewhere: see AccountLocks). */
-  readonly outcomes: (CommandOutcome<unknown> | null)[];
+  readonly outcomes: (CommandOutcome | null)[];
   /** Reservations the batch created, with their accounts. */
   readonly newReservations: readonly (readonly [reservationId: string, accountId: string])[];
   /** The accounts the batch applied due work to, as it committed them, as of that time. */
   readonly books: readonly { readonly book: AccountBook; readonly at: Date; readonly nextHoldExpiry: Date | null }[];
-}
-
-function failed(failure: Failure): CommandOutcome<never> {
-  return { kind: "failed", failure };
-}
-
-/** Mutable per-account state of a batch: the book, who wrote each entry, and the account's latest time. */
-interface Working extends BookWrite {
-  readonly contexts: CommandContext[];
-  now: Date;
-  /** Its earliest open hold's expiry when loaded. */
-  readonly nextHoldExpiry: Date | null;
-  /** The account's time when due work was last applied to it (null: only replays ran). */
-  settledAt: Date | null;
 }
 
 /** How a batch takes its accounts' row locks. */
@@ -58,17 +37,14 @@ export const WAIT_FOR_LOCKS: AccountLocks = { wait: () => true, waitLimitMs: nul
  * Runs several commands in ONE transaction (the caller's): creates the accounts that need
  * creating, locks every account the commands touch (in account order; an account `locks` does not
  * wait for and another transaction holds is left out, with its commands), loads all their books in
- * one statement, runs the commands in arrival order — commands on the same account one after the
- * other on the same book, exactly as if each had its own transaction — and writes every change and
- * every operation record in one statement. Two round trips however many commands.
- *
- * Each command still behaves as on its own: a replayed key returns its recorded response (also a
- * key recorded earlier in this batch), a failed command changes nothing, and entries carry their
- * own command's caller, key and time.
+ * one statement, hands them to the apply stage (app/apply.ts: every rule of the commands lives
+ * there) and writes every change and every operation record it returns in one statement. Two
+ * round trips however many commands.
  */
 export async function runCommandBatch(
   tx: Transaction,
   items: readonly QueuedCommand[],
+  apply: ApplyStage,
   newId: () => string,
   /** Called once the accounts are locked and loaded (the batch's first round trip is back), with the commands left out (by index). */
   loaded: (leftOut: readonly number[]) => void = () => {},
@@ -108,25 +84,16 @@ export async function runCommandBatch(
   const heldElsewhere = (accountId: string) => loadedBooks.has(accountId) && !locked.has(accountId);
   const leftOut = items.flatMap((item, i) => (heldElsewhere(item.accountId) ? [i] : []));
   loaded(leftOut); // the next batch may load while this one computes and writes
-  // An account this batch created comes into being when its first creating command runs: a
-  // command that arrived before that one must not see it (as if each had its own transaction).
-  const unborn = new Set(create.length > 0 ? results[0]!.map((r) => r["account_id"] as string) : []);
-  const working = new Map<string, Working>();
-  const records: OperationRecord[] = [];
-  const outcomes = items.map((item) => {
-    if (heldElsewhere(item.accountId)) return null;
-    if (item.command.createAccount) unborn.delete(item.accountId);
-    const account = unborn.has(item.accountId) ? undefined : loadedBooks.get(item.accountId);
-    if (!account) return failed({ reason: "ACCOUNT_NOT_FOUND", message: `account ${item.accountId} not found`, metadata: { account_id: item.accountId } });
-    let work = working.get(item.accountId);
-    if (!work) working.set(item.accountId, (work = { book: account.book, contexts: [], now: item.now, nextHoldExpiry: account.nextHoldExpiry, settledAt: null }));
-    return runOne(item, account.operations, work, records, newId);
-  });
+  const created = new Set<string>(create.length > 0 ? results[0]!.map((r) => r["account_id"] as string) : []);
+  const included = items.filter((item) => !heldElsewhere(item.accountId));
+  const applied = apply(included, loadedBooks, created, newId);
   // One round trip: every write and COMMIT.
-  const write = persistStatement([...working.values()], records);
+  const write = persistStatement(applied.books, applied.operations);
   await tx.commit(write ? [write] : []);
-  const newReservations = [...working.values()].flatMap(({ book }) => [...book.newReservations].map((id) => [id, book.accountId] as const));
-  const books = [...working.values()].flatMap((w) => (w.settledAt ? [{ book: w.book, at: w.settledAt, nextHoldExpiry: earliestHold(w) }] : []));
+  let next = 0;
+  const outcomes = items.map((item) => (heldElsewhere(item.accountId) ? null : applied.outcomes[next++]!));
+  const newReservations = applied.books.flatMap(({ book }) => [...book.newReservations].map((id) => [id, book.accountId] as const));
+  const books = applied.books.flatMap((w: AccountWrite) => (w.settledAt ? [{ book: w.book, at: w.settledAt, nextHoldExpiry: w.nextHoldExpiry }] : []));
   return { outcomes, newReservations, books };
 }
 
@@ -147,55 +114,4 @@ function lockStatements(accountIds: readonly string[], locks: AccountLocks): Sta
   }
   if (skip.length > 0) out.push(lockStatement(skip, "skip-locked"));
   return out;
-}
-
-/** The earliest expiry among the holds open when loaded and those the batch opened or extended (never later than the truth). */
-function earliestHold({ book, nextHoldExpiry }: Working): Date | null {
-  let earliest = nextHoldExpiry?.getTime() ?? Number.POSITIVE_INFINITY;
-  for (const r of book.allReservations()) if (r.status === "HELD" && r.expiresAt.getTime() < earliest) earliest = r.expiresAt.getTime();
-  return Number.isFinite(earliest) ? new Date(earliest) : null;
-}
-
-function runOne(
-  item: QueuedCommand,
-  operations: Map<string, StoredOperation>,
-  work: Working,
-  records: OperationRecord[],
-  newId: () => string,
-): CommandOutcome<unknown> {
-  const { command } = item;
-  const { book } = work;
-  const claim = command.idempotency;
-  const recorded = claim ? operations.get(claim.key) : undefined;
-  if (claim && recorded) {
-    if (Buffer.compare(recorded.requestHash, claim.requestHash) === 0) return { kind: "replayed", response: new Uint8Array(recorded.response) };
-    return failed({
-      reason: "IDEMPOTENCY_KEY_REUSED",
-      message: `idempotency key ${claim.key} was already used for a different request`,
-      metadata: { idempotency_key: claim.key },
-    });
-  }
-  // A test-clock step is taken before anything falls due, so the holds due during it are released.
-  const step = command.clockStepMs ?? 0;
-  if (step > 0) book.advanceClock(step);
-  const at = accountTime(book.clockOffsetMs, item.now);
-  applyDue(book, at, newId);
-  work.settledAt = at;
-  const dueEnd = book.entries.length;
-  const result = command.run(book, at);
-  // Entries are stamped with the account's time after the command (a test clock may have moved).
-  const ctx: CommandContext = { caller: command.caller, idempotencyKey: claim?.key ?? null, now: accountTime(book.clockOffsetMs, item.now) };
-  while (work.contexts.length < book.entries.length) work.contexts.push(ctx);
-  work.now = ctx.now;
-  if (!result.ok) {
-    invariant(book.entries.length === dueEnd, "a failed command changed the book");
-    return failed(result.failure);
-  }
-  const response = command.encode(result.value, book, at);
-  if (claim) {
-    records.push({ accountId: item.accountId, key: claim.key, method: claim.method, requestHash: claim.requestHash, response, createdAt: item.now });
-    // A second call with the same key later in this batch replays this one.
-    operations.set(claim.key, { requestHash: claim.requestHash, response: Buffer.from(response) });
-  }
-  return { kind: "applied", value: result.value, response };
 }

@@ -1,6 +1,6 @@
 import type { MikroORM } from "@mikro-orm/postgresql";
 import type pg from "pg";
-import type { AccountCommand, AccountSnapshot, ChangeFeed, CommandOutcome, EntryListing, EntryQuery, LedgerStore, WrittenAccount } from "../app/ports.js";
+import type { AccountCommand, AccountSnapshot, ApplyStage, ChangeFeed, CommandOutcome, EntryListing, EntryQuery, LedgerStore, WrittenAccount } from "../app/ports.js";
 import { FailureError } from "../domain/errors.js";
 import { applyDue } from "../domain/maintenance.js";
 import type { Difference } from "../domain/reconcile.js";
@@ -37,6 +37,11 @@ export interface LedgerStoreOptions {
    * on (service.ts makes one of a single connection); absent: the store's pool.
    */
   readonly reconcilePool?: pg.Pool;
+  /**
+   * The commands' rules (app/apply.ts, wired in service.ts): the store locks, loads, calls it, and
+   * persists what it returns. A parameter rather than an import, so the store holds no rule.
+   */
+  readonly apply: ApplyStage;
 }
 
 /**
@@ -90,7 +95,7 @@ function isOperationConflict(err: unknown): boolean {
  */
 export class PostgresLedgerStore implements LedgerStore {
   private readonly q: Query;
-  private readonly writes: GroupCommit<QueuedCommand, CommandOutcome<unknown>>;
+  private readonly writes: GroupCommit<QueuedCommand, CommandOutcome>;
   private readonly reads: GroupCommit<{ accountId: string; now: Date }, AccountSnapshot | null>;
   private readonly locator = new ReservationLocator(50_000);
   private readonly feed: PostgresChangeFeed;
@@ -102,6 +107,7 @@ export class PostgresLedgerStore implements LedgerStore {
     refuse: () =>
       new FailureError({ reason: "READ_LIMIT_EXCEEDED", message: "too many Reconciles are waiting on this server; retry later", metadata: { limit: "concurrency" } }),
   });
+  private readonly apply: ApplyStage;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -114,6 +120,7 @@ export class PostgresLedgerStore implements LedgerStore {
     this.q = queryOn(pool);
     this.feed = options.changes;
     this.reconcilePool = options.reconcilePool ?? pool;
+    this.apply = options.apply;
     this.writes = new GroupCommit({
       concurrency: options.writeConcurrency,
       maxBatch: options.maxBatch,
@@ -130,7 +137,7 @@ export class PostgresLedgerStore implements LedgerStore {
     return this.feed;
   }
 
-  async execute<T>(command: AccountCommand<T>, now: Date): Promise<CommandOutcome<T>> {
+  async execute(command: AccountCommand, now: Date): Promise<CommandOutcome> {
     let accountId: string;
     let reservationId: string | null = null;
     if ("reservationId" in command.target) {
@@ -143,12 +150,11 @@ export class PostgresLedgerStore implements LedgerStore {
     } else {
       accountId = command.target.accountId;
     }
-    const outcome = await this.writes.submit(accountId, { command: command as AccountCommand<unknown>, now, accountId, reservationId });
-    return outcome as CommandOutcome<T>;
+    return this.writes.submit(accountId, { command, now, accountId, reservationId });
   }
 
   /** The account a reservation belongs to (a fact that never changes, so it is cached). */
-  private async locateReservation(reservationId: string): Promise<string | null> {
+  async locateReservation(reservationId: string): Promise<string | null> {
     const cached = this.locator.get(reservationId);
     if (cached !== undefined) return cached;
     const rows = await guardUnavailable(() => this.q(`select account_id from reservations where reservation_id = ?::uuid`, [reservationId], "locate_reservation"));
@@ -168,9 +174,9 @@ export class PostgresLedgerStore implements LedgerStore {
     return { wait: (accountId) => locks.heldByOther(accountId), waitLimitMs: OWN_LOCK_WAIT_LIMIT_MS };
   }
 
-  private async runWrites(items: QueuedCommand[], loaded: (leftOut?: readonly number[]) => void, batchLocks: BatchLocks): Promise<Settled<CommandOutcome<unknown>>[]> {
+  private async runWrites(items: QueuedCommand[], loaded: (leftOut?: readonly number[]) => void, batchLocks: BatchLocks): Promise<Settled<CommandOutcome>[]> {
     const locks = this.accountLocks(batchLocks);
-    const settle = (outcome: CommandOutcome<unknown> | null): Settled<CommandOutcome<unknown>> => (outcome === null ? LEFT_OUT : { ok: true, value: outcome });
+    const settle = (outcome: CommandOutcome | null): Settled<CommandOutcome> => (outcome === null ? LEFT_OUT : { ok: true, value: outcome });
     /** Accounts whose commands went to their lane: a later command of theirs goes there too, never ahead. */
     const leftAccounts = new Set<string>();
     const leave = (indices: readonly number[]) => {
@@ -183,7 +189,7 @@ export class PostgresLedgerStore implements LedgerStore {
       const unavailable = isStoreUnavailable(err) || (err instanceof FailureError && err.failure.reason === "STORE_UNAVAILABLE");
       if (items.length === 1 || unavailable) return items.map(() => ({ ok: false, error: err }));
       // One bad command must not fail its neighbours: each runs again on its own.
-      const settled: Settled<CommandOutcome<unknown>>[] = [];
+      const settled: Settled<CommandOutcome>[] = [];
       for (const [i, item] of items.entries()) {
         if (leftAccounts.has(item.accountId)) {
           leave([i]); // its account's earlier commands wait in the lane: it joins them (if not there already)
@@ -201,7 +207,7 @@ export class PostgresLedgerStore implements LedgerStore {
     }
   }
 
-  private async writeBatch(items: QueuedCommand[], loaded: (leftOut: readonly number[]) => void, locks: AccountLocks): Promise<(CommandOutcome<unknown> | null)[]> {
+  private async writeBatch(items: QueuedCommand[], loaded: (leftOut: readonly number[]) => void, locks: AccountLocks): Promise<(CommandOutcome | null)[]> {
     const since = this.feed.sequence;
     let written: WrittenAccount[] = [];
     try {
@@ -217,7 +223,7 @@ export class PostgresLedgerStore implements LedgerStore {
 
   private async writeBatchOnce(items: QueuedCommand[], loaded: (leftOut: readonly number[]) => void, locks: AccountLocks): Promise<BatchResult> {
     return guardUnavailable(async () => {
-      const run = (how: AccountLocks) => inTransaction(this.pool, (tx) => runCommandBatch(tx, items, this.newId, loaded, how));
+      const run = (how: AccountLocks) => inTransaction(this.pool, (tx) => runCommandBatch(tx, items, this.apply, this.newId, loaded, how));
       let result;
       try {
         result = await run(locks);

@@ -1,33 +1,9 @@
-import type { AccountBook } from "../domain/account-book.js";
+import type { BookWrite, OperationRecord } from "../app/ports.js";
 import { allowancePeriod } from "../domain/periods.js";
 import { CHANGES_CHANNEL, changePayloads } from "./change-feed.js";
 import type { Statement } from "./pg.js";
+export type { BookWrite, CommandContext, OperationRecord } from "../app/ports.js";
 import { allocationsJson, planToJson, pricingJson } from "./rows.js";
-
-/** Who wrote an entry, and when by the account's clock. */
-export interface CommandContext {
-  readonly caller: string;
-  readonly idempotencyKey: string | null;
-  readonly now: Date;
-}
-
-/** A book to write back, with the context of each of its entries (`contexts[i]` for `book.entries[i]`). */
-export interface BookWrite {
-  readonly book: AccountBook;
-  readonly contexts: readonly CommandContext[];
-  /** The account's time after its last command. */
-  readonly now: Date;
-}
-
-/** The durable idempotency record of one applied call: its request's hash and its response. */
-export interface OperationRecord {
-  readonly accountId: string;
-  readonly key: string;
-  readonly method: string;
-  readonly requestHash: Buffer;
-  readonly response: Uint8Array;
-  readonly createdAt: Date;
-}
 
 /** Column arrays of one multi-row write: `unnest` turns them into rows. */
 function columns<T>(rows: readonly T[], pick: (row: T) => readonly unknown[], width: number): unknown[][] {

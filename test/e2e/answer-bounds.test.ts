@@ -155,7 +155,7 @@ describe("an account with thousands of buckets made with the longest reasons", (
     }
     const redisKeys = [
       RedisIdempotencyCache.key(accountId, reserveKey),
-      RedisIdempotencyCache.reservationKey(reservationId, commitKey),
+      RedisIdempotencyCache.key(accountId, commitKey),
       RedisIdempotencyCache.key(accountId, adjustKey),
       RedisIdempotencyCache.key(accountId, payKey),
     ];

@@ -539,8 +539,8 @@ describe("Redis unreachable: Postgres alone", () => {
 });
 
 describe("Redis is not trusted to say done", () => {
-  /** Where the service keeps a Commit's key, and a value claiming it was done with `response`. */
-  const commitKey = (reservationId: string, key: string) => RedisIdempotencyCache.reservationKey(reservationId, key);
+  /** Where the service keeps a Commit's key (its reservation's account's), and a value claiming it was done with `response`. */
+  const commitKey = (accountId: string, key: string) => RedisIdempotencyCache.key(accountId, key);
   const forgedDone = (req: CommitRequest, response: Uint8Array) =>
     `D|${requestHash("Commit", CommitRequestSchema, create(CommitRequestSchema, req)).toString("hex")}|${Buffer.from(response).toString("base64")}`;
 
@@ -557,7 +557,7 @@ describe("Redis is not trusted to say done", () => {
         balance: { ...reserved.balance!, available: 1_000_000n, held: 0n },
       }),
     );
-    await redis.set(commitKey(reservationId, req.idempotencyKey!), forgedDone(req, lie));
+    await redis.set(commitKey(accountId, req.idempotencyKey!), forgedDone(req, lie));
 
     const answer = await t.credit.commit(req);
     expect(hex(toBinary(CommitResponseSchema, answer))).not.toBe(hex(lie));
@@ -566,7 +566,7 @@ describe("Redis is not trusted to say done", () => {
     expect((await rowsOf(accountId)).captures).toBe(1);
     expect(await operationsWithKey(accountId, req.idempotencyKey!)).toBe(1);
     // The forged value was overwritten by the real answer, which replays from then on.
-    expect(await redis.get(commitKey(reservationId, req.idempotencyKey!))).not.toBe(forgedDone(req, lie));
+    expect(await redis.get(commitKey(accountId, req.idempotencyKey!))).not.toBe(forgedDone(req, lie));
     t.clock.advance(1_000);
     expect(hex(toBinary(CommitResponseSchema, await t.credit.commit(req)))).toBe(hex(toBinary(CommitResponseSchema, answer)));
     expect((await rowsOf(accountId)).captures).toBe(1);

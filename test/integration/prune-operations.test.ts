@@ -4,6 +4,7 @@ import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PostgresChangeFeed } from "../../src/store/change-feed.js";
 import { openDatabase } from "../../src/store/database.js";
+import { TEST_APPLY } from "../support/ledger-commands.js";
 import { PostgresLedgerStore } from "../../src/store/ledger-store.js";
 import { createPool, listenerClient } from "../../src/store/pg.js";
 import { TEST_DATABASE_URL } from "../support/env.js";
@@ -18,7 +19,7 @@ describe("pruneOperations", () => {
     orm = await openDatabase({ url: TEST_DATABASE_URL, poolMax: 1, migrate: false });
     pool = createPool({ url: TEST_DATABASE_URL, max: 2, onIdleError: () => {} });
     const changes = new PostgresChangeFeed({ connect: () => listenerClient(TEST_DATABASE_URL), retryMs: 1000, checkMs: 2000, checkTimeoutMs: 1000 });
-    store = new PostgresLedgerStore(pool, orm, randomUUID, { writeConcurrency: 1, maxBatch: 8, batchAcrossAccounts: true, changes });
+    store = new PostgresLedgerStore(pool, orm, randomUUID, { writeConcurrency: 1, maxBatch: 8, batchAcrossAccounts: true, changes, apply: TEST_APPLY });
   });
   afterAll(async () => {
     await pool?.end();

@@ -230,25 +230,21 @@ describe("where the keys land", () => {
         await t.credit.extendReservation({ reservationId, idempotencyKey: extendKey, ttl: { seconds: 600n } });
         const commitKey = newKey("commit");
         await t.credit.commit(commitRequest(reservationId, commitKey, 20n));
-        return { accountId, reservationId, accountKeys: [paymentReference, adjustKey, reserveKey], reservationKeys: [extendKey, commitKey] };
+        // Commit and ExtendReservation keys are the reservation's account's, like the others.
+        return { accountId, keys: [paymentReference, adjustKey, reserveKey, extendKey, commitKey] };
       }),
     );
 
     const accountNodes = new Set<number>();
     for (const a of accounts) {
-      for (const [scope, keys, kind] of [
-        [a.accountId, a.accountKeys, "account"],
-        [a.reservationId, a.reservationKeys, "reservation"],
-      ] as const) {
-        const expected = keys.map((k) => RedisIdempotencyCache.keyOf({ kind, id: scope }, k)).sort();
-        const { port, keys: found } = await nodeOfScope(scope, cluster.ports, kind === "account" ? "" : "r:");
-        expect(found).toEqual(expected);
-        // One slot per scope, and it is the slot of the scope itself: the hash tag is in effect.
-        const slots = new Set(await Promise.all(expected.map(keySlot)));
-        expect(slots).toEqual(new Set([await keySlot(scope)]));
-        for (const key of expected) expect((await inspect.get(key))?.startsWith("D|")).toBe(true);
-        if (scope === a.accountId) accountNodes.add(port);
-      }
+      const expected = a.keys.map((k) => RedisIdempotencyCache.key(a.accountId, k)).sort();
+      const { port, keys: found } = await nodeOfScope(a.accountId, cluster.ports, "");
+      expect(found).toEqual(expected);
+      // One slot per scope, and it is the slot of the scope itself: the hash tag is in effect.
+      const slots = new Set(await Promise.all(expected.map(keySlot)));
+      expect(slots).toEqual(new Set([await keySlot(a.accountId)]));
+      for (const key of expected) expect((await inspect.get(key))?.startsWith("D|")).toBe(true);
+      accountNodes.add(port);
     }
     // Twelve random account ids all on one of three nodes: odds about 1 in 180,000.
     expect(accountNodes.size).toBeGreaterThan(1);
@@ -324,7 +320,7 @@ describe("the cluster loses its keys (Postgres backstop)", () => {
 
     const cached = [
       RedisIdempotencyCache.key(accountId, reserveKey),
-      RedisIdempotencyCache.reservationKey(reserved.reservation!.reservationId, commitKey),
+      RedisIdempotencyCache.key(accountId, commitKey),
       RedisIdempotencyCache.key(accountId, topUp.paymentReference),
     ];
     expect(await Promise.all(cached.map((k) => inspect.exists(k)))).toEqual([1, 1, 1]);

@@ -3,7 +3,6 @@ import type { MikroORM } from "@mikro-orm/postgresql";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AccountCommand } from "../../src/app/ports.js";
-import { commit as commitHold, reserve as reserveHold } from "../../src/domain/holds.js";
 import { type QueuedCommand, runCommandBatch } from "../../src/store/command-batch.js";
 import { PostgresChangeFeed } from "../../src/store/change-feed.js";
 import { migrate, openDatabase } from "../../src/store/database.js";
@@ -12,6 +11,7 @@ import { createPool, inSnapshot, inTransaction, listenerClient, type Transaction
 import { RECONCILE_SETTINGS, RECONCILE_SUSPECTS } from "../../src/store/reconcile-scan.js";
 import type { Row } from "../../src/store/rows.js";
 import { runDatabaseUrl, TEST_DATABASE_URL } from "../support/env.js";
+import { TEST_APPLY } from "../support/ledger-commands.js";
 
 /**
  * The ledger pool plans each prepared statement once per connection, without its parameters
@@ -67,29 +67,25 @@ function claim(method: string) {
   return { key, method, requestHash: createHash("sha256").update(key).digest() };
 }
 
-const encode = () => new Uint8Array([1]);
-
 function reserveItem(accountId: string): { item: QueuedCommand; reservationId: string } {
   const reservationId = randomUUID();
-  const command: AccountCommand<unknown> = {
+  const command: AccountCommand = {
     target: { accountId },
     createAccount: false,
     idempotency: claim("Reserve"),
     caller: "plans-test",
-    run: (book, now) => reserveHold(book, { reservationId, amount: 5n, ttlMs: 3_600_000, metadata: {} }, now),
-    encode,
+    action: { kind: "Reserve", reservationId, cost: { amount: 5n }, ttlMs: 3_600_000, metadata: {} },
   };
   return { item: { command, now: new Date(), accountId, reservationId: null }, reservationId };
 }
 
 function commitItem(accountId: string, reservationId: string): QueuedCommand {
-  const command: AccountCommand<unknown> = {
+  const command: AccountCommand = {
     target: { reservationId },
     createAccount: false,
     idempotency: claim("Commit"),
     caller: "plans-test",
-    run: (book, now) => commitHold(book, book.reservation(reservationId)!, 4n, now),
-    encode,
+    action: { kind: "Commit", reservationId, actual: { amount: 4n } },
   };
   return { command, now: new Date(), accountId, reservationId };
 }
@@ -113,7 +109,7 @@ async function rowsRead(items: QueuedCommand[]): Promise<Record<string, number>>
         return tx.commit([]);
       },
     };
-    const result = await runCommandBatch(counting, items, randomUUID);
+    const result = await runCommandBatch(counting, items, TEST_APPLY, randomUUID);
     expect(result.outcomes.map((o) => o?.kind)).toEqual(items.map(() => "applied"));
   });
   return Object.fromEntries(counted.map((r) => [r["relname"] as string, r["n"] as number]));
@@ -166,7 +162,7 @@ describe("ledger statements keep index plans however the tables grow", () => {
 async function storeOnPool(): Promise<PostgresLedgerStore> {
   orm ??= await openDatabase({ url, poolMax: 1, migrate: false });
   const changes = new PostgresChangeFeed({ connect: () => listenerClient(url), retryMs: 1000, checkMs: 2000, checkTimeoutMs: 1000 });
-  return new PostgresLedgerStore(pool, orm, randomUUID, { writeConcurrency: 1, maxBatch: 64, batchAcrossAccounts: true, changes });
+  return new PostgresLedgerStore(pool, orm, randomUUID, { writeConcurrency: 1, maxBatch: 64, batchAcrossAccounts: true, changes, apply: TEST_APPLY });
 }
 
 /** The connection's prepared statements and how each was planned. */

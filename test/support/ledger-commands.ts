@@ -1,25 +1,62 @@
 /**
  * Commands and probes for tests of the ledger store's write path against the real Postgres
  * (PostgresLedgerStore built directly, no server, no Redis). Every command here is a real
- * AccountCommand running the real domain functions (reserve / commit / release /
- * grantAdjustment) on the books the store loads.
+ * AccountCommand (data) run by the real apply stage (src/app/apply.ts) and its rules on the books
+ * the store loads; answers are encoded as JSON (TEST_ANSWERS) so tests can read them. A test may
+ * wrap one command's rule (withRun) to count its runs or to play a bug.
  */
 import { createHash, randomUUID } from "node:crypto";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import type pg from "pg";
 import { expect } from "vitest";
-import type { AccountCommand, CommandOutcome, IdempotencyClaim } from "../../src/app/ports.js";
+import { type ActionRunner, createApplyStage, runAction } from "../../src/app/apply.js";
+import type { Action } from "../../src/app/commands.js";
+import type { AccountCommand, AnswerEncoders, ApplyStage, CommandOutcome, IdempotencyClaim } from "../../src/app/ports.js";
 import type { AccountBook } from "../../src/domain/account-book.js";
-import type { Bucket } from "../../src/domain/bucket.js";
-import { grantAdjustment } from "../../src/domain/grants.js";
-import { commit as commitHold, release as releaseHold, reserve as reserveHold, type Settled } from "../../src/domain/holds.js";
-import type { Reservation } from "../../src/domain/reservation.js";
+import type { Result } from "../../src/domain/errors.js";
 import { PostgresChangeFeed } from "../../src/store/change-feed.js";
 import { PostgresLedgerStore } from "../../src/store/ledger-store.js";
 import { listenerClient } from "../../src/store/pg.js";
 import { TEST_DATABASE_URL } from "./env.js";
 
 export const HOUR = 3_600_000;
+
+export function json(value: Record<string, unknown>): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(value, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v)));
+}
+
+/** Answers as JSON, of what the tests read. */
+export const TEST_ANSWERS: AnswerEncoders = {
+  Reserve: (r) => json({ reservationId: r.reservation.id, held: r.reservation.heldAmount, accountHeld: r.balance.held, available: r.balance.available }),
+  Commit: (r) => json({ state: r.reservation.status, available: r.balance.available }),
+  Release: (r) => json({ state: r.reservation.status, available: r.balance.available }),
+  ExtendReservation: (r) => json({ reservationId: r.reservation.id, expiresAt: r.reservation.expiresAt.toISOString() }),
+  PurchaseTopUp: (g) => json({ bucketId: g.bucket.id, available: g.balance.available }),
+  AdjustCredits: (g) => json({ bucketId: g.bucket.id, available: g.balance.available }),
+  ChangePlan: (c) => json({ change: c.change.kind, available: c.balance.available }),
+  AdvanceTestClock: (c) => json({ at: c.now.toISOString() }),
+};
+
+/** A command's own rule, in place of its action's: `real` runs the action's rule. */
+export type TestRun = (book: AccountBook, now: Date, real: () => Result<unknown>) => Result<unknown>;
+
+const runs = new WeakMap<Action, TestRun>();
+
+/** The command, its rule replaced by `run` (which may call the real one). */
+export function withRun(command: AccountCommand, run: TestRun): AccountCommand {
+  const action = { ...command.action };
+  runs.set(action, run);
+  return { ...command, action };
+}
+
+const testRunner: ActionRunner = (book, action, now, newId) => {
+  const real = () => runAction(book, action, now, newId);
+  const own = runs.get(action);
+  return own ? own(book, now, real) : real();
+};
+
+/** The real apply stage with JSON answers and the rules withRun gave. */
+export const TEST_APPLY: ApplyStage = createApplyStage(TEST_ANSWERS, testRunner);
 
 
 export interface Batch {
@@ -53,6 +90,7 @@ export function makeProbe(on: pg.Pool, orm: MikroORM, options: StoreOptions): Pr
     batchAcrossAccounts: true,
     ...options,
     onBatch: (size: number) => batches.push({ size, runsBefore: runs }),
+    apply: TEST_APPLY,
     changes: new PostgresChangeFeed({ connect: () => listenerClient(TEST_DATABASE_URL), retryMs: 1000, checkMs: 2000, checkTimeoutMs: 1000 }),
   };
   const store = new PostgresLedgerStore(on, orm, randomUUID, storeOptions);
@@ -74,20 +112,14 @@ export function claim(key: string, request: string, method = "Reserve"): Idempot
   return { key, method, requestHash: hash(request) };
 }
 
-export function json(value: Record<string, unknown>): Uint8Array {
-  return new TextEncoder().encode(JSON.stringify(value, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v)));
-}
-
 /** AdjustCredits as src/app/grants.ts builds it: creates the account and grants an ADJUSTMENT bucket. */
-export function adjustCommand(accountId: string, amount: bigint, caller = "funder"): AccountCommand<Bucket> {
-  const bucketId = randomUUID();
+export function adjustCommand(accountId: string, amount: bigint, caller = "funder"): AccountCommand {
   return {
     target: { accountId },
     createAccount: true,
     idempotency: claim(`fund-${randomUUID()}`, `fund:${accountId}:${amount}`, "AdjustCredits"),
     caller,
-    run: (book, at) => grantAdjustment(book, { bucketId, amount, expiresAt: null, reason: "group-commit test", actor: caller }, at),
-    encode: (bucket, book, at) => json({ bucketId: bucket.id, available: book.available(at) }),
+    action: { kind: "AdjustCredits", bucketId: randomUUID(), amount, expiresAt: null, reason: "group-commit test", actor: caller },
   };
 }
 
@@ -106,27 +138,27 @@ export interface ReserveOptions {
   readonly probe?: Probe;
   /** Runs after the domain reserve (to simulate a bug after the book was already changed). */
   readonly after?: (book: AccountBook) => void;
+  readonly metadata?: Readonly<Record<string, string>>;
 }
 
 /** Reserve as src/app/holds.ts builds it (raw amount). */
-export function reserveCommand(accountId: string, amount: bigint, o: ReserveOptions = {}): AccountCommand<Reservation> & { reservationId: string } {
+export function reserveCommand(accountId: string, amount: bigint, o: ReserveOptions = {}): AccountCommand & { reservationId: string } {
   const reservationId = o.reservationId ?? randomUUID();
   const key = o.key ?? `res-${randomUUID()}`;
-  return {
-    reservationId,
+  const command: AccountCommand = {
     target: { accountId },
     createAccount: false,
     idempotency: claim(key, o.request ?? `reserve:${accountId}:${amount}:${randomUUID()}`),
     caller: o.caller ?? "gc-test",
-    run: (book, now) => {
-      o.probe?.ran();
-      const result = reserveHold(book, { reservationId, amount, ttlMs: HOUR, metadata: { test: "group-commit" } }, now);
-      o.after?.(book);
-      return result;
-    },
-    encode: (reservation, book, now) =>
-      json({ reservationId: reservation.id, held: reservation.heldAmount, accountHeld: book.held(), available: book.available(now) }),
+    action: { kind: "Reserve", reservationId, cost: { amount }, ttlMs: HOUR, metadata: o.metadata ?? { test: "group-commit" } },
   };
+  const counted = o.probe || o.after ? withRun(command, (book, _now, real) => {
+    o.probe?.ran();
+    const result = real();
+    o.after?.(book);
+    return result;
+  }) : command;
+  return { ...counted, reservationId };
 }
 
 /** Commit or Release as src/app/holds.ts builds them: targeted by reservation id only. */
@@ -134,20 +166,21 @@ export function settleCommand(
   reservationId: string,
   how: { commit: bigint } | { release: true },
   probe?: { runs: number },
-): AccountCommand<Settled> {
-  return {
+): AccountCommand {
+  const command: AccountCommand = {
     target: { reservationId },
     createAccount: false,
     idempotency: claim(`settle-${randomUUID()}`, `settle:${reservationId}:${JSON.stringify(how, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v))}`, "Commit"),
     caller: "gc-settler",
-    run: (book, now) => {
-      if (probe) probe.runs += 1;
-      const reservation = book.reservation(reservationId);
-      if (!reservation) throw new Error(`reservation ${reservationId} was not loaded`);
-      return "commit" in how ? commitHold(book, reservation, how.commit, now) : releaseHold(book, reservation, "CANCELLED", "test", now);
-    },
-    encode: (settled, book, now) => json({ state: settled.reservation.status, available: book.available(now) }),
+    action: "commit" in how
+      ? { kind: "Commit", reservationId, actual: { amount: how.commit } }
+      : { kind: "Release", reservationId, reason: "CANCELLED", detail: "test" },
   };
+  if (!probe) return command;
+  return withRun(command, (_book, _now, real) => {
+    probe.runs += 1;
+    return real();
+  });
 }
 
 export async function queryRows<T extends Record<string, unknown>>(pool: pg.Pool, text: string, params: unknown[] = []): Promise<T[]> {
@@ -161,7 +194,7 @@ export async function balanceOf(reader: PostgresLedgerStore, accountId: string):
   return { held: book!.held(), available: book!.available(new Date()) };
 }
 
-export function failureOf(outcome: CommandOutcome<unknown>): string | null {
+export function failureOf(outcome: CommandOutcome): string | null {
   return outcome.kind === "failed" ? outcome.failure.reason : null;
 }
 

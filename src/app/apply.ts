@@ -1,0 +1,167 @@
+import type { AccountBook } from "../domain/account-book.js";
+import { accountTime } from "../domain/clock.js";
+import { assertConserved } from "../domain/conservation.js";
+import { type Failure, invariant, ok, type Result } from "../domain/errors.js";
+import { decideKey, keyAnswer } from "../domain/idempotency.js";
+import { applyDue } from "../domain/maintenance.js";
+import type { Action, ActionValues } from "./commands.js";
+import { applyAdjustCredits, applyPurchaseTopUp } from "./grants.js";
+import { applyCommit, applyExtend, applyRelease, applyReserve } from "./holds.js";
+import { applyAdvanceTestClock, applyChangePlan } from "./plans.js";
+import type {
+  AccountWrite,
+  AnswerEncoders,
+  Applied,
+  ApplyStage,
+  CommandContext,
+  CommandOutcome,
+  LoadedAccount,
+  OperationRecord,
+  PendingCommand,
+  RecordedOperation,
+} from "./ports.js";
+
+/** Runs one action's rule on the locked book at the account's time `now`. */
+export type ActionRunner = (book: AccountBook, action: Action, now: Date, newId: () => string) => Result<unknown>;
+
+/** THE table of rules: which use case's rule an action runs. */
+export const runAction: ActionRunner = (book, action, now, newId) => {
+  switch (action.kind) {
+    case "Reserve":
+      return applyReserve(book, action, now);
+    case "Commit":
+      return applyCommit(book, action, now);
+    case "Release":
+      return applyRelease(book, action, now);
+    case "ExtendReservation":
+      return applyExtend(book, action, now);
+    case "PurchaseTopUp":
+      return applyPurchaseTopUp(book, action, now);
+    case "AdjustCredits":
+      return applyAdjustCredits(book, action, now);
+    case "ChangePlan":
+      return applyChangePlan(book, action, now, newId);
+    case "AdvanceTestClock":
+      return applyAdvanceTestClock(book, now);
+    case "SettleDue":
+      return ok({ balance: book.balance(now), reservation: action.reservationId ? (book.reservation(action.reservationId) ?? null) : null } satisfies ActionValues["SettleDue"]);
+  }
+};
+
+/**
+ * The apply stage: given an encoder per recorded action (and, for tests, another runner), the
+ * function the store calls between loading and persisting a batch.
+ */
+export function createApplyStage(encoders: AnswerEncoders, run: ActionRunner = runAction): ApplyStage {
+  return (commands, accounts, created, newId) => applyCommands(commands, accounts, created, newId, encoders, run);
+}
+
+/** Mutable per-account state of a batch: the book, who wrote each entry, and the account's latest time. */
+interface Working {
+  readonly book: AccountBook;
+  readonly contexts: CommandContext[];
+  now: Date;
+  /** Its earliest open hold's expiry when loaded. */
+  readonly loadedHoldExpiry: Date | null;
+  settledAt: Date | null;
+  readonly operations: Map<string, RecordedOperation>;
+}
+
+function failed(failure: Failure): CommandOutcome<never> {
+  return { kind: "failed", failure };
+}
+
+/**
+ * Runs a batch's commands on their locked, loaded books, in arrival order — commands on the same
+ * account one after the other on the same book, exactly as if each had its own transaction — and
+ * returns each one's outcome and every write, for the store to persist in one statement. Pure:
+ * no I/O. Each command still behaves as on its own: a replayed key returns its recorded response
+ * (also a key recorded earlier in this batch), a failed command changes nothing, and entries
+ * carry their own command's caller, key and time. Every changed bucket is checked for
+ * conservation before anything is handed back to be written.
+ */
+export function applyCommands(
+  commands: readonly PendingCommand[],
+  accounts: ReadonlyMap<string, LoadedAccount>,
+  created: ReadonlySet<string>,
+  newId: () => string,
+  encoders: AnswerEncoders,
+  run: ActionRunner = runAction,
+): Applied {
+  // An account this batch created comes into being when its first creating command runs: a
+  // command that arrived before that one must not see it (as if each had its own transaction).
+  const unborn = new Set(created);
+  const working = new Map<string, Working>();
+  const operations: OperationRecord[] = [];
+  const outcomes = commands.map((item) => {
+    if (item.command.createAccount) unborn.delete(item.accountId);
+    const account = unborn.has(item.accountId) ? undefined : accounts.get(item.accountId);
+    if (!account) return failed({ reason: "ACCOUNT_NOT_FOUND", message: `account ${item.accountId} not found`, metadata: { account_id: item.accountId } });
+    let work = working.get(item.accountId);
+    if (!work) {
+      work = { book: account.book, contexts: [], now: item.now, loadedHoldExpiry: account.nextHoldExpiry, settledAt: null, operations: account.operations };
+      working.set(item.accountId, work);
+    }
+    return applyOne(item, work, operations, newId, encoders, run);
+  });
+  const books: AccountWrite[] = [];
+  for (const w of working.values()) {
+    // The last check before the write: a movement that broke the books never reaches Postgres.
+    assertConserved(w.book);
+    books.push({ book: w.book, contexts: w.contexts, now: w.now, settledAt: w.settledAt, nextHoldExpiry: earliestHold(w) });
+  }
+  return { outcomes, books, operations };
+}
+
+/** One command: replay check, test-clock step, due work, the action's rule, entry stamping, answer and record. */
+function applyOne(
+  item: PendingCommand,
+  work: Working,
+  operations: OperationRecord[],
+  newId: () => string,
+  encoders: AnswerEncoders,
+  run: ActionRunner,
+): CommandOutcome {
+  const { command } = item;
+  const { book } = work;
+  const claim = command.idempotency;
+  if (claim) {
+    const recorded = work.operations.get(claim.key);
+    const decision = decideKey(claim, recorded && { state: "done", ...recorded });
+    if (decision) {
+      const answer = keyAnswer(claim.key, decision);
+      return answer.ok ? { kind: "replayed", response: answer.response } : failed(answer.failure);
+    }
+  }
+  // A test-clock step is taken before anything falls due, so the holds due during it are released.
+  const step = command.clockStepMs ?? 0;
+  if (step > 0) book.advanceClock(step);
+  const at = accountTime(book.clockOffsetMs, item.now);
+  applyDue(book, at, newId);
+  work.settledAt = at;
+  const dueEnd = book.entries.length;
+  const result = run(book, command.action, at, newId);
+  // Entries are stamped with the account's time after the command (a test clock may have moved).
+  const ctx: CommandContext = { caller: command.caller, idempotencyKey: claim?.key ?? null, now: accountTime(book.clockOffsetMs, item.now) };
+  while (work.contexts.length < book.entries.length) work.contexts.push(ctx);
+  work.now = ctx.now;
+  if (!result.ok) {
+    invariant(book.entries.length === dueEnd, "a failed command changed the book");
+    return failed(result.failure);
+  }
+  if (!claim) return { kind: "applied", value: result.value, response: null };
+  const kind = command.action.kind;
+  invariant(kind !== "SettleDue", "due work alone is never recorded");
+  const response = (encoders[kind] as (value: unknown) => Uint8Array)(result.value);
+  operations.push({ accountId: item.accountId, key: claim.key, method: claim.method, requestHash: claim.requestHash, response, createdAt: item.now });
+  // A second call with the same key later in this batch replays this one.
+  work.operations.set(claim.key, { requestHash: claim.requestHash, response: Buffer.from(response) });
+  return { kind: "applied", value: result.value, response };
+}
+
+/** The earliest expiry among the holds open when loaded and those the batch opened or extended (never later than the truth). */
+function earliestHold({ book, loadedHoldExpiry }: Working): Date | null {
+  let earliest = loadedHoldExpiry?.getTime() ?? Number.POSITIVE_INFINITY;
+  for (const r of book.allReservations()) if (r.status === "HELD" && r.expiresAt.getTime() < earliest) earliest = r.expiresAt.getTime();
+  return Number.isFinite(earliest) ? new Date(earliest) : null;
+}
