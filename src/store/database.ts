@@ -1,3 +1,14 @@
+/**
+ * The ORM side of the store. Postgres is reached two ways, on two pools, by design
+ * (docs/architecture.md):
+ * - MikroORM (this file, schema.ts, migrations/, sql.ts's ormQuery): the schema and its
+ *   migrations, and the admin and read side — plans (plan-store.ts), rate cards
+ *   (rate-card-store.ts), the ledger listing (entry-listing.ts) — where a call is one or two
+ *   statements and clarity matters more than round trips;
+ * - node-postgres with a pipeline (pg.ts, pg-internals.ts): the ledger's hot path (ledger-store.ts,
+ *   batching.ts, command-batch.ts, account-loader.ts, persist.ts), two round trips per batch of
+ *   commands with fixed prepared statements, and Reconcile on a connection of its own.
+ */
 import { type Logger, MikroORM, type Options, PostgreSqlDriver } from "@mikro-orm/postgresql";
 import pg from "pg";
 import { entities } from "./schema.js";
