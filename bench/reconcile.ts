@@ -6,6 +6,7 @@ import { createCreditClients } from "../src/client/index.js";
 import type { LoadJob, LoadResult } from "./load.js";
 import { percentile, processCpuMs } from "./proc.js";
 import { buildAndMigrate, fundAccounts, recreateDatabase, startServer } from "./setup.js";
+import { INSERT_SETTLED_RESERVATIONS } from "../test/support/settled-holds.js";
 
 /**
  * npm run bench:reconcile [-- --holds 200000] [-- --rounds 3] [-- --seconds 4]
@@ -54,9 +55,7 @@ async function bigAccount(url: string, accountId: string, holds: number): Promis
     [accountId, bucketId, granted.toString()],
   );
   await client.query(
-    `insert into reservations (account_id, reservation_id, state, held_amount, captured_amount, released_amount, allocations, expires_at, created_at, settled_at)
-     select $1, gen_random_uuid(), 'COMMITTED', 5, 4, 1, '[]', now() - interval '1 hour', now() - interval '2 hours', now() - interval '1 hour'
-       from generate_series(1, $2)`,
+    INSERT_SETTLED_RESERVATIONS,
     [accountId, holds],
   );
   await client.query(

@@ -12,6 +12,7 @@ import type { Difference } from "../../src/domain/reconcile.js";
 import { reconcileAccount } from "../../src/store/reconcile-scan.js";
 import { TEST_DATABASE_URL } from "../support/env.js";
 import { newAccountId } from "../support/harness.js";
+import { INSERT_SETTLED_RESERVATIONS } from "../support/settled-holds.js";
 
 let admin: pg.Pool;
 let ledger: pg.Pool;
@@ -65,9 +66,7 @@ async function account(settled: number) {
       [accountId, a, b, grantedA.toString()],
     );
     await client.query(
-      `insert into reservations (account_id, reservation_id, state, held_amount, captured_amount, released_amount, allocations, expires_at, created_at, settled_at)
-       select $1, gen_random_uuid(), 'COMMITTED', 5, 4, 1, '[]', now() - interval '1 hour', now() - interval '2 hours', now() - interval '1 hour'
-         from generate_series(1, $2)`,
+      INSERT_SETTLED_RESERVATIONS,
       [accountId, settled],
     );
     await client.query(

@@ -12,6 +12,7 @@ import type { Difference } from "../../src/domain/reconcile.js";
 import { ReleaseReason } from "../../src/client/index.js";
 import { TEST_DATABASE_URL } from "../support/env.js";
 import { newAccountId, newKey, startTestService, TEST_EPOCH, type TestService } from "../support/harness.js";
+import { INSERT_SETTLED_RESERVATIONS } from "../support/settled-holds.js";
 
 const DAY = 86_400_000;
 /** Rows per chunk of the earlier, chunked Reconcile: tampering on either side of its boundaries stays a useful spread. */
@@ -154,9 +155,7 @@ describe("Reconcile of an account with thousands of holds", () => {
         [accountId],
       );
       await client.query(
-        `insert into reservations (account_id, reservation_id, state, held_amount, captured_amount, released_amount, allocations, expires_at, created_at, settled_at)
-         select $1, gen_random_uuid(), 'COMMITTED', 5, 4, 1, '[]', now() - interval '1 hour', now() - interval '2 hours', now() - interval '1 hour'
-           from generate_series(1, $2)`,
+        INSERT_SETTLED_RESERVATIONS,
         [accountId, holds],
       );
       await client.query(
