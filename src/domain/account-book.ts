@@ -45,6 +45,8 @@ export class AccountBook {
    * alone) that changes the book takes the next one (app/apply.ts); it is persisted with the book.
    */
   sequence: bigint;
+  /** `sequence` as loaded: a book that changed must have moved past it before it is written. */
+  readonly loadedSequence: bigint;
   /** Counts every change made to the book; apply.ts compares it around a command to tell whether the command changed anything. */
   private mutations = 0;
   /** Business pricing: multiplier on rate card prices in permille (1000 = list price). */
@@ -64,6 +66,7 @@ export class AccountBook {
     sequence = 0n,
   ) {
     this.sequence = sequence;
+    this.loadedSequence = sequence;
     this.clockOffsetMs = clockOffsetMs;
     this.pricingPermille = pricingPermille;
     for (const b of buckets) {

@@ -1,6 +1,7 @@
 import type { BookWrite, OperationRecord } from "../app/ports.js";
 import { allowancePeriod } from "../domain/periods.js";
 import { CHANGES_CHANNEL, changePayloads } from "./change-feed.js";
+import { invariant } from "../domain/errors.js";
 import type { Statement } from "./pg.js";
 export type { BookWrite, CommandContext, OperationRecord } from "../app/ports.js";
 import { allocationsJson, planToJson, pricingJson } from "./rows.js";
@@ -97,6 +98,7 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
   const subscriptions = writes.filter((w) => w.book.subscription && w.book.subscriptionChanged);
   // Every book that changed took a new change sequence (apply.ts); its test clock travels along (unchanged or not: the book holds the locked row's value).
   const heads = books.filter((b) => b.clockChanged || b.changeCount > 0);
+  for (const b of heads) invariant(b.sequence > b.loadedSequence, `account ${b.accountId} changed without a change record`);
   const total =
     newBuckets.length + changedBuckets.length + newReservations.length + changedReservations.length + entries.length +
     subscriptions.length + heads.length + operations.length;
