@@ -125,3 +125,23 @@ describe("GetBalance's sequence", () => {
     expect(await sequenceOf(accountId)).toBe(1n + BigInt(succeeded));
   });
 });
+
+describe("GetBalance's sequence without the balance cache", () => {
+  let uncached: TestService;
+  beforeAll(async () => {
+    uncached = await startTestService({ BALANCE_CACHE_ENTRIES: "0" });
+  });
+  afterAll(async () => {
+    await uncached.stop();
+  });
+
+  it("a read from Postgres carries the sequence the other server committed", async () => {
+    const accountId = newAccountId();
+    await fund(accountId, 100n);
+    await reserve(accountId, 10n);
+    const read = await uncached.credit.getBalance({ accountId });
+    expect(read.sequence).toBe(2n);
+    expect(read.balance?.held).toBe(10n);
+    expect(await sequenceOf(accountId)).toBe(2n);
+  });
+});
