@@ -133,6 +133,9 @@ function applyOne(
       return answer.ok ? { kind: "replayed", response: answer.response } : failed(answer.failure);
     }
   }
+  // Everything from here on (test-clock step, due work, the action) is one change record: if it
+  // changed the book at all, the account's sequence moves on by exactly one (see below).
+  const changesBefore = book.changeCount;
   // A test-clock step is taken before anything falls due, so the holds due during it are released.
   const step = command.clockStepMs ?? 0;
   if (step > 0) book.advanceClock(step);
@@ -145,18 +148,23 @@ function applyOne(
   const ctx: CommandContext = { caller: command.caller, idempotencyKey: claim?.key ?? null, now: accountTime(book.clockOffsetMs, item.now) };
   while (work.contexts.length < book.entries.length) work.contexts.push(ctx);
   work.now = ctx.now;
+  // One number per change record, under the account's lock in this transaction: a command and the
+  // due work applied just before it share one; a failed command whose due work changed the book
+  // leaves that due work a record of its own; a command that changed nothing gets none.
+  if (book.changeCount !== changesBefore) book.sequence += 1n;
   if (!result.ok) {
     invariant(book.entries.length === dueEnd, "a failed command changed the book");
     return failed(result.failure);
   }
-  if (!claim) return { kind: "applied", value: result.value, response: null };
+  const sequence = book.sequence;
+  if (!claim) return { kind: "applied", value: result.value, response: null, sequence };
   const kind = command.action.kind;
   invariant(kind !== "SettleDue", "due work alone is never recorded");
   const response = (encoders[kind] as (value: unknown) => Uint8Array)(result.value);
   operations.push({ accountId: item.accountId, key: claim.key, method: claim.method, requestHash: claim.requestHash, response, createdAt: item.now });
   // A second call with the same key later in this batch replays this one.
   work.operations.set(claim.key, { requestHash: claim.requestHash, response: Buffer.from(response) });
-  return { kind: "applied", value: result.value, response };
+  return { kind: "applied", value: result.value, response, sequence };
 }
 
 /** The earliest expiry among the holds open when loaded and those the batch opened or extended (never later than the truth). */

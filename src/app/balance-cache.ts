@@ -4,7 +4,7 @@ import type { ChangeFeed, WrittenAccount } from "./ports.js";
 
 /** One account's balance as last read or written, valid until the account changes or `until` comes. */
 export interface CachedBalance {
-  /** The encoded balance without its as-of time, which each answer stamps anew. */
+  /** The encoded balance (with the account's sequence it is the state of) without its as-of time, which each answer stamps anew. */
   readonly body: Uint8Array;
   /** The account's test-clock offset when it was read. */
   readonly clockOffsetMs: number;
@@ -17,8 +17,8 @@ export interface BalanceCacheOptions {
   readonly maxEntries: number;
   /** An entry is dropped this long after its read, whatever the feed says. */
   readonly maxAgeMs: number;
-  /** Encodes a balance without its as-of time (for the books this process writes). */
-  readonly encode: (view: BalanceView) => Uint8Array;
+  /** Encodes a balance and its account's sequence without its as-of time (for the books this process writes). */
+  readonly encode: (view: BalanceView, sequence: bigint) => Uint8Array;
   /** Told whether each lookup was answered from the cache. */
   readonly onLookup?: (hit: boolean) => void;
   /** A monotonic clock in ms (tests step it). */
@@ -31,7 +31,8 @@ const CHANGES_REMEMBERED_MS = 10_000;
 interface Entry {
   /** Encoded on the first lookup for a balance this process wrote (and the view let go). */
   body: Uint8Array | null;
-  view: BalanceView | null;
+  /** A written book's balance and sequence, until encoded (they are taken from the same committed book, so they always pair). */
+  written: { readonly view: BalanceView; readonly sequence: bigint } | null;
   readonly clockOffsetMs: number;
   readonly until: number;
   readonly storedAt: number;
@@ -84,7 +85,7 @@ export class BalanceCache {
 
   /** Keeps what a read found, unless its account (or anything) changed after the read began. */
   set(ticket: number, accountId: string, value: CachedBalance): void {
-    if (this.mayKeep(ticket, this.changedAt.get(accountId)?.sequence)) this.put(accountId, { ...value, view: null });
+    if (this.mayKeep(ticket, this.changedAt.get(accountId)?.sequence)) this.put(accountId, { ...value, written: null });
   }
 
   private lookup(accountId: string, serverNow: Date): CachedBalance | undefined {
@@ -96,8 +97,8 @@ export class BalanceCache {
       return undefined;
     }
     if (entry.body === null) {
-      entry.body = this.options.encode(entry.view!);
-      entry.view = null;
+      entry.body = this.options.encode(entry.written!.view, entry.written!.sequence);
+      entry.written = null;
     }
     const body = entry.body;
     // Most recently read last: eviction takes the first.
@@ -135,7 +136,7 @@ export class BalanceCache {
     for (const w of written) {
       if (!this.mayKeep(w.since, before.get(w.book.accountId))) continue;
       const until = nextChangeAt(w.book, w.at, w.nextHoldExpiry)?.getTime() ?? Number.POSITIVE_INFINITY;
-      this.put(w.book.accountId, { body: null, view: w.book.balance(w.at), clockOffsetMs: w.book.clockOffsetMs, until });
+      this.put(w.book.accountId, { body: null, written: { view: w.book.balance(w.at), sequence: w.book.sequence }, clockOffsetMs: w.book.clockOffsetMs, until });
     }
     for (const [id, change] of this.changedAt) {
       if (now - change.atMs < CHANGES_REMEMBERED_MS) break;

@@ -39,7 +39,8 @@ export interface AccountCommand {
 
 export type CommandOutcome<T = unknown> =
   /** `response`: the encoded answer, recorded with the operation; null for a command without a key (nothing is recorded). */
-  | { readonly kind: "applied"; readonly value: T; readonly response: Uint8Array | null }
+  /** `sequence`: the account's sequence after the command (its change record's number, or the latest one if it changed nothing). */
+  | { readonly kind: "applied"; readonly value: T; readonly response: Uint8Array | null; readonly sequence: bigint }
   | { readonly kind: "replayed"; readonly response: Uint8Array }
   | { readonly kind: "failed"; readonly failure: Failure };
 

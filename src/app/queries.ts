@@ -10,19 +10,28 @@ import { type AppDeps, type Reply, refuse } from "./deps.js";
 import type { Encode } from "./holds.js";
 import type { StoredEntry } from "./ports.js";
 
-/** Persists whatever has fallen due on the account, then encodes from the locked, current book. */
-async function settleDue(deps: AppDeps, accountId: string, reservationId: string | null, now: Date, encode: Encode<ActionValues["SettleDue"]>): Promise<Reply> {
+/** Persists whatever has fallen due on the account, then encodes from the locked, current book (and its sequence after the due work). */
+async function settleDue(
+  deps: AppDeps,
+  accountId: string,
+  reservationId: string | null,
+  now: Date,
+  encode: (value: ActionValues["SettleDue"], sequence: bigint) => Uint8Array,
+): Promise<Reply> {
   const command = { target: { accountId }, createAccount: false, idempotency: null, caller: "system", action: { kind: "SettleDue", reservationId } } as const;
   const outcome = await deps.store.execute(command, now);
   if (outcome.kind === "failed") return { ok: false, failure: outcome.failure };
   invariant(outcome.kind === "applied", "a command without a key is never replayed");
-  return { ok: true, bytes: encode(outcome.value as ActionValues["SettleDue"]) };
+  return { ok: true, bytes: encode(outcome.value as ActionValues["SettleDue"], outcome.sequence) };
 }
 
 /** How a balance is encoded: its body once per read, its as-of time on every answer. */
 export interface BalanceEncoding {
-  /** The balance without its as-of time, in a layout only `stamp` reads. */
-  body(view: BalanceView): Uint8Array;
+  /**
+   * The balance without its as-of time, with the account's sequence it is the state of (so the
+   * two travel, and are cached, as one), in a layout only `stamp` reads.
+   */
+  body(view: BalanceView, sequence: bigint): Uint8Array;
   /** The response: a body, stamped with the time it is as of. */
   stamp(body: Uint8Array, asOf: Date): Uint8Array;
 }
@@ -42,12 +51,12 @@ export async function getBalance(deps: AppDeps, accountId: string, encoding: Bal
   const { book } = read;
   const at = accountTime(book.clockOffsetMs, now);
   if (!applyDue(book, at, deps.newId)) {
-    const body = encoding.body(book.balance(at));
+    const body = encoding.body(book.balance(at), book.sequence);
     const until = nextChangeAt(book, at, read.nextHoldExpiry)?.getTime() ?? Number.POSITIVE_INFINITY;
     deps.balances.set(ticket, accountId, { body, clockOffsetMs: book.clockOffsetMs, until });
     return { ok: true, bytes: encoding.stamp(body, at) };
   }
-  return settleDue(deps, accountId, null, now, ({ balance }) => encoding.stamp(encoding.body(balance), balance.asOf));
+  return settleDue(deps, accountId, null, now, ({ balance }, sequence) => encoding.stamp(encoding.body(balance, sequence), balance.asOf));
 }
 
 /** GetReservation shows an overdue hold as EXPIRED, releasing it first. */

@@ -40,6 +40,15 @@ export class AccountBook {
   /** Milliseconds this account's test clock runs ahead of server time (0 outside test clocks). */
   clockOffsetMs: number;
   clockChanged = false;
+  /**
+   * The number of the account's latest change record (0: none yet). Every command (or due work
+   * alone) that changes the book takes the next one (app/apply.ts); it is persisted with the book.
+   */
+  sequence: bigint;
+  /** `sequence` as loaded: a book that changed must have moved past it before it is written. */
+  readonly loadedSequence: bigint;
+  /** Counts every change made to the book; apply.ts compares it around a command to tell whether the command changed anything. */
+  private mutations = 0;
   /** Business pricing: multiplier on rate card prices in permille (1000 = list price). */
   readonly pricingPermille: number;
   private readonly buckets = new Map<string, Bucket>();
@@ -54,7 +63,10 @@ export class AccountBook {
     public subscription: Subscription | null = null,
     clockOffsetMs = 0,
     pricingPermille = 1000,
+    sequence = 0n,
   ) {
+    this.sequence = sequence;
+    this.loadedSequence = sequence;
     this.clockOffsetMs = clockOffsetMs;
     this.pricingPermille = pricingPermille;
     for (const b of buckets) {
@@ -62,6 +74,11 @@ export class AccountBook {
       this.loaded.set(b.id, { granted: b.granted, remaining: b.remaining, held: b.held });
     }
     for (const r of reservations) this.reservations.set(r.id, r);
+  }
+
+  /** How many changes the book has had since it was loaded (any of the methods below that write). */
+  get changeCount(): number {
+    return this.mutations;
   }
 
   bucket(id: string): Bucket {
@@ -143,6 +160,7 @@ export class AccountBook {
     invariant(reservation.allocations.length === 0, "a new reservation holds nothing yet");
     this.reservations.set(reservation.id, reservation);
     this.newReservations.add(reservation.id);
+    this.mutations++;
   }
 
   /** Moves free credits of a bucket onto a reservation. */
@@ -177,6 +195,7 @@ export class AccountBook {
     invariant(amount > 0n && amount <= freeCredits(bucket), `expire ${amount} > free ${freeCredits(bucket)}`);
     bucket.remaining -= amount;
     this.changedBuckets.add(bucket.id);
+    this.mutations++;
     this.entries.push({
       kind: "EXPIRE",
       bucketId,
@@ -192,10 +211,12 @@ export class AccountBook {
     invariant(byMs > 0, "a clock only moves forward");
     this.clockOffsetMs += byMs;
     this.clockChanged = true;
+    this.mutations++;
   }
 
   touchSubscription(): void {
     this.subscriptionChanged = true;
+    this.mutations++;
   }
 
   /** Ends a bucket's validity at `at` (a plan's period cut short); its free credits expire. */
@@ -203,6 +224,7 @@ export class AccountBook {
     const bucket = this.bucket(bucketId);
     bucket.expiresAt = at;
     this.changedBuckets.add(bucketId);
+    this.mutations++;
     const free = freeCredits(bucket);
     if (free > 0n) this.expire(bucketId, free, null);
   }
@@ -210,12 +232,14 @@ export class AccountBook {
   /** Marks a reservation's own fields (status, expiry) as changed. */
   touch(reservation: Reservation): void {
     this.changedReservations.add(reservation.id);
+    this.mutations++;
   }
 
   private credit(bucket: Bucket, amount: bigint, kind: EntryKind, metadata: Record<string, string>, automatic = false): void {
     invariant(amount > 0n, "a grant is positive");
     bucket.remaining += amount;
     this.changedBuckets.add(bucket.id);
+    this.mutations++;
     this.entries.push({ kind, bucketId: bucket.id, reservationId: null, amount, metadata, automatic });
   }
 
@@ -228,6 +252,7 @@ export class AccountBook {
   }
 
   private record(kind: EntryKind, bucket: Bucket, reservation: Reservation, amount: bigint, automatic: boolean): void {
+    this.mutations++;
     this.changedBuckets.add(bucket.id);
     this.changedReservations.add(reservation.id);
     this.entries.push({

@@ -37,7 +37,7 @@ const RESERVATION_COLUMNS = `account_id, reservation_id, state, held_amount::tex
 
 /**
  * The working sets of several accounts in ONE statement (one snapshot, one round trip): per
- * account its head (test-clock offset, pricing, subscription), its earliest open hold's expiry,
+ * account its head (test-clock offset, pricing, change sequence, subscription), its earliest open hold's expiry,
  * the buckets with credits left (and the current subscription bucket even when spent, so an
  * upgrade can grow it), the holds
  * overdue by the account's own time, the named reservations in any state (a hold both overdue and named comes
@@ -48,7 +48,7 @@ const RESERVATION_COLUMNS = `account_id, reservation_id, state, held_amount::tex
  * not exist are absent from the result.
  */
 const LOAD_BOOKS = `
-  select a.account_id, a.clock_offset_ms, a.pricing_permille,
+  select a.account_id, a.clock_offset_ms, a.pricing_permille, a.sequence::text as sequence,
     (select min(expires_at) from reservations where account_id = a.account_id and state = 'HELD') as next_hold_expiry,
     s.plan, s.anchor, s.granted_period, s.current_bucket_id, s.scheduled_plan, s.scheduled_effective_at,
     (select coalesce(json_agg(b), '[]'::json) from (
@@ -119,5 +119,6 @@ export function bookFromRow(accountId: string, row: Row): AccountBook {
     subscriptionFromRow(accountId, row),
     Number(row["clock_offset_ms"] ?? 0),
     Number(row["pricing_permille"] ?? 1000),
+    BigInt((row["sequence"] as string | undefined) ?? "0"),
   );
 }

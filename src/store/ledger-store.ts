@@ -319,6 +319,8 @@ export class PostgresLedgerStore implements LedgerStore {
         const { book } = loaded;
         const at = accountTime(book.clockOffsetMs, now);
         if (!applyDue(book, at, this.newId)) return false;
+        // Due work alone is a change record of its own.
+        book.sequence += 1n;
         const ctx = { caller: "system", idempotencyKey: null, now: at };
         await tx.commit([persistStatement([{ book, contexts: book.entries.map(() => ctx), now: at }])!]);
         return true;

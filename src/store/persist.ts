@@ -1,6 +1,7 @@
 import type { BookWrite, OperationRecord } from "../app/ports.js";
 import { allowancePeriod } from "../domain/periods.js";
 import { CHANGES_CHANNEL, changePayloads } from "./change-feed.js";
+import { invariant } from "../domain/errors.js";
 import type { Statement } from "./pg.js";
 export type { BookWrite, CommandContext, OperationRecord } from "../app/ports.js";
 import { allocationsJson, planToJson, pricingJson } from "./rows.js";
@@ -14,7 +15,8 @@ function columns<T>(rows: readonly T[], pick: (row: T) => readonly unknown[], wi
 
 /**
  * Every write of a batch in ONE fixed statement of data-modifying CTEs: new and changed buckets
- * and reservations, ledger entries, subscriptions, test clocks, operation records. Rows travel as
+ * and reservations, ledger entries, subscriptions, account heads (test clock, change sequence),
+ * operation records. Rows travel as
  * column arrays through `unnest`, so the text never changes with the number of rows: each
  * connection parses and plans it once (a prepared statement), and a part with no rows costs an
  * empty scan. Each CTE touches different rows, so their shared snapshot is no concern. Last, it
@@ -60,9 +62,9 @@ const PERSIST = `
       scheduled_plan = excluded.scheduled_plan, scheduled_effective_at = excluded.scheduled_effective_at,
       updated_at = excluded.updated_at
     returning 1),
-  clocks as (
-    update accounts a set clock_offset_ms = v.offset_ms
-      from unnest(?::text[], ?::bigint[]) as v(account_id, offset_ms)
+  heads as (
+    update accounts a set clock_offset_ms = v.offset_ms, sequence = v.sequence
+      from unnest(?::text[], ?::bigint[], ?::bigint[]) as v(account_id, offset_ms, sequence)
      where a.account_id = v.account_id
     returning 1),
   new_operations as (
@@ -94,10 +96,12 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
   );
   const entries = writes.flatMap(({ book, contexts }) => book.entries.map((entry, i) => ({ accountId: book.accountId, entry, ctx: contexts[i]! })));
   const subscriptions = writes.filter((w) => w.book.subscription && w.book.subscriptionChanged);
-  const clocks = books.filter((b) => b.clockChanged);
+  // Every book that changed took a new change sequence (apply.ts); its test clock travels along (unchanged or not: the book holds the locked row's value).
+  const heads = books.filter((b) => b.clockChanged || b.changeCount > 0);
+  for (const b of heads) invariant(b.sequence > b.loadedSequence, `account ${b.accountId} changed without a change record`);
   const total =
     newBuckets.length + changedBuckets.length + newReservations.length + changedReservations.length + entries.length +
-    subscriptions.length + clocks.length + operations.length;
+    subscriptions.length + heads.length + operations.length;
   if (total === 0) return null;
   const params = [
     ...columns(newBuckets, (b) => [b.accountId, b.id, b.kind, b.granted, b.remaining, b.held, b.validFrom, b.expiresAt, b.sourceRef, b.createdAt], 10),
@@ -134,7 +138,7 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
       },
       11,
     ),
-    ...columns(clocks, (b) => [b.accountId, b.clockOffsetMs], 2),
+    ...columns(heads, (b) => [b.accountId, b.clockOffsetMs, b.sequence], 3),
     ...columns(operations, (o) => [o.accountId, o.key, o.method, o.requestHash, Buffer.from(o.response), o.createdAt], 6),
     changePayloads(changedAccounts(writes)),
   ];

@@ -15,6 +15,8 @@ export const AccountRow = defineEntity({
     createdAt: p.datetime().columnType("timestamptz"),
     clockOffsetMs: p.bigint(),
     pricingPermille: p.integer(),
+    /** The number of the account's latest change record (migration AccountSequence). */
+    sequence: p.bigint(),
   },
 });
 

@@ -624,3 +624,42 @@ describe("accounts a batch creates", () => {
     });
   });
 });
+
+describe("group commit: the per-account change sequence", () => {
+  const sequenceOf = async (accountId: string) => BigInt((await rows<{ sequence: string }>(`select sequence::text from accounts where account_id = $1`, [accountId]))[0]!.sequence);
+  const sequenceIn = (outcome: { kind: string; sequence?: bigint }) => (outcome.kind === "applied" ? outcome.sequence : null);
+
+  it("commands of one account in one batch get consecutive sequences in their order; refusals and replays take none", async () => {
+    const a = newAccount("seq");
+    const b = newAccount("seq");
+    await fund([a, b], 100n);
+    const startA = await sequenceOf(a);
+    const startB = await sequenceOf(b);
+    expect([startA, startB]).toEqual([1n, 1n]);
+    const probe = makeStore({ writeConcurrency: 1, maxBatch: 64 });
+    const now = new Date();
+    const commands = [
+      reserveCommand(a, 10n, { key: "seq-a1", request: "a1" }),
+      reserveCommand(b, 10n),
+      reserveCommand(a, 1000n), // refused: not enough credits
+      reserveCommand(a, 10n, { key: "seq-a1", request: "a1" }), // replays the first
+      reserveCommand(a, 20n),
+      reserveCommand(b, 20n),
+      reserveCommand(a, 30n),
+    ];
+    const outcomes = await Promise.all(commands.map((c) => probe.store.execute(c, now)));
+    expect(sizes(probe)).toEqual([commands.length]); // one batch
+    expect(outcomes.map((o) => o.kind)).toEqual(["applied", "applied", "failed", "replayed", "applied", "applied", "applied"]);
+    expect(outcomes.map(sequenceIn)).toEqual([2n, 2n, null, null, 3n, 3n, 4n]);
+    expect(await sequenceOf(a)).toBe(4n);
+    expect(await sequenceOf(b)).toBe(3n);
+
+    // The next batch continues from what the last one persisted.
+    const next = await probe.store.execute(settleCommand(commands[0]!.reservationId, { release: true }), new Date());
+    expect(sequenceIn(next)).toBe(5n);
+    expect(await sequenceOf(a)).toBe(5n);
+    // Due work alone (nothing due here) changes nothing and takes no number.
+    expect(await probe.store.applyDueIfUnlocked(a, new Date())).toBe(false);
+    expect(await sequenceOf(a)).toBe(5n);
+  });
+});

@@ -158,7 +158,7 @@ describe("the largest answer of each method", () => {
     ["Release", bytesOf(ReleaseResponseSchema, { reservation, balance })],
     ["ExtendReservation", bytesOf(ExtendReservationResponseSchema, { reservation })],
     ["GetReservation", bytesOf(GetReservationResponseSchema, { reservation })],
-    ["GetBalance", getBalanceEncoding.stamp(getBalanceEncoding.body(worstBalance()), LATE).length],
+    ["GetBalance", getBalanceEncoding.stamp(getBalanceEncoding.body(worstBalance(), INT64_MAX), LATE).length],
     ["PurchaseTopUp", bytesOf(PurchaseTopUpResponseSchema, { bucket, balance, price: encode.money({ currencyCode: "USD", amountMinor: INT64_MAX }) })],
     ["AdjustCredits", bytesOf(AdjustCreditsResponseSchema, { bucket, balance })],
     [

@@ -1,4 +1,4 @@
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { BalanceCache, type CachedBalance } from "../../src/app/balance-cache.js";
 import type { ChangeFeed, WrittenAccount } from "../../src/app/ports.js";
@@ -39,14 +39,16 @@ function setup(maxEntries = 10, maxAgeMs = 30_000) {
   let mono = 0;
   const lookups: boolean[] = [];
   const encoded: BalanceView[] = [];
-  const encode = (view: BalanceView) => {
+  const sequences: bigint[] = [];
+  const encode = (view: BalanceView, sequence: bigint) => {
     encoded.push(view);
+    sequences.push(sequence);
     return new Uint8Array([Number(view.available)]);
   };
   const cache = new BalanceCache(feed, { maxEntries, maxAgeMs, encode, monotonicMs: () => mono, onLookup: (hit) => lookups.push(hit) });
   /** A read that stores what it found, as GetBalance does. */
   const store = (id: string, value: CachedBalance) => cache.set(cache.ticket(), id, value);
-  return { feed, cache, store, lookups, encoded, step: (ms: number) => (mono += ms) };
+  return { feed, cache, store, lookups, encoded, sequences, step: (ms: number) => (mono += ms) };
 }
 
 describe("BalanceCache", () => {
@@ -161,6 +163,16 @@ describe("BalanceCache: the books this process writes", () => {
     expect(encoded.map((v) => v.available)).toEqual([7n]);
   });
 
+  it("encodes a committed book's balance with that same book's sequence", () => {
+    const { feed, cache, sequences } = setup();
+    const b = book("a", 7n);
+    b.sequence = 41n;
+    feed.change(["a"], [written(b, feed.sequence)]);
+    b.sequence = 42n; // changed after the commit was told: the kept balance still pairs with what was committed
+    expect(cache.get("a", NOW)?.body).toEqual(new Uint8Array([7]));
+    expect(sequences).toEqual([41n]);
+  });
+
   it("does not keep a book if its account changed after the write began (another server's commit)", () => {
     const { feed, cache } = setup();
     const since = feed.sequence;
@@ -206,11 +218,16 @@ describe("getBalanceEncoding", () => {
       })),
       [],
     );
+    // Sequences: none yet (0, not encoded), one-byte and multi-byte varints, the int64 maximum.
     for (const b of [book, many, new AccountBook("acct-3", [], [])]) {
       for (const asOf of [NOW, new Date(NOW.getTime() + 123_456), new Date(0)]) {
-        const view = b.balance(asOf);
-        const whole = toBinary(GetBalanceResponseSchema, create(GetBalanceResponseSchema, { balance: balance(view) }));
-        expect(getBalanceEncoding.stamp(getBalanceEncoding.body(view), asOf)).toEqual(whole);
+        for (const sequence of [0n, 1n, 300n, 2n ** 63n - 1n]) {
+          const view = b.balance(asOf);
+          const whole = toBinary(GetBalanceResponseSchema, create(GetBalanceResponseSchema, { balance: balance(view), sequence }));
+          const stamped = getBalanceEncoding.stamp(getBalanceEncoding.body(view, sequence), asOf);
+          expect(stamped).toEqual(whole);
+          expect(fromBinary(GetBalanceResponseSchema, stamped).sequence).toBe(sequence);
+        }
       }
     }
     expect(many.balance(NOW)).toMatchObject({ bucketCount: MAX_BALANCE_BUCKETS + 5, available: 5n * BigInt(MAX_BALANCE_BUCKETS + 5) });
