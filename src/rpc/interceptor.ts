@@ -66,9 +66,10 @@ function subjectOf(message: unknown): string | undefined {
 }
 
 /**
- * Every call passes here first: a request id, authentication and authorization (before the
- * request is read), then one log line and the RPC metrics when it completes. Tokens are never
- * logged; only the principal's name travels on, to the handler's CallContext (callerOf).
+ * Every call, unary or streaming, passes here first: a request id, authentication and
+ * authorization (before the request is read), then one log line and the RPC metrics when it
+ * completes. Tokens are never logged; only the principal's name travels on, to the handler's
+ * CallContext (callerOf).
  */
 export function createCallInterceptor(options: CallInterceptorOptions): ServerInterceptor {
   return (descriptor, call) => {
@@ -111,6 +112,11 @@ export function createCallInterceptor(options: CallInterceptorOptions): ServerIn
           onReceiveMessage(message, nextMessage) {
             subject = subjectOf(message);
             nextMessage(message);
+          },
+          // A stream the client cancels (or whose connection goes) ends without a status: its log
+          // line and metrics are written here instead.
+          onCancel() {
+            finish(status.CANCELLED);
           },
         });
       },
