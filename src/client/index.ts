@@ -4,11 +4,14 @@ import { type Client, Code, ConnectError, createClient, type Interceptor } from 
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { CreditAdminService } from "../gen/credit/v1/admin_service_pb.js";
 import { CreditService } from "../gen/credit/v1/credit_service_pb.js";
+import { CreditEventService } from "../gen/credit/v1/event_service_pb.js";
 
 export { Code, ConnectError };
-export { CreditAdminService, CreditService };
+export { CreditAdminService, CreditEventService, CreditService };
+export { consumeEvents, type EventConsumerOptions } from "./events.js";
 export * from "../gen/credit/v1/admin_service_pb.js";
 export * from "../gen/credit/v1/credit_service_pb.js";
+export * from "../gen/credit/v1/event_service_pb.js";
 export * from "../gen/credit/v1/types_pb.js";
 export { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 
@@ -40,6 +43,8 @@ export interface CreditClientOptions {
 export interface CreditClients {
   readonly credit: Client<typeof CreditService>;
   readonly admin: Client<typeof CreditAdminService>;
+  /** The event feed (docs/events.md); `consumeEvents` runs a resumable consumer on it. */
+  readonly events: Client<typeof CreditEventService>;
 }
 
 /**
@@ -98,7 +103,7 @@ function headers(options: CreditClientOptions): Interceptor {
   };
 }
 
-/** Typed clients for both services over one gRPC (HTTP/2) connection, with keys, retries and a deadline. */
+/** Typed clients for the services over one gRPC (HTTP/2) connection, with keys, retries and a deadline. */
 export function createCreditClients(options: CreditClientOptions): CreditClients {
   const transport = createGrpcTransport({
     baseUrl: options.baseUrl,
@@ -106,5 +111,5 @@ export function createCreditClients(options: CreditClientOptions): CreditClients
     defaultTimeoutMs: options.defaultTimeoutMs ?? 10_000,
     nodeOptions: options.tls ? { ca: options.tls.ca, cert: options.tls.cert, key: options.tls.key } : undefined,
   });
-  return { credit: createClient(CreditService, transport), admin: createClient(CreditAdminService, transport) };
+  return { credit: createClient(CreditService, transport), admin: createClient(CreditAdminService, transport), events: createClient(CreditEventService, transport) };
 }

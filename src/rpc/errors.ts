@@ -41,6 +41,8 @@ export function codeFor(reason: FailureReason): status {
       return status.UNAVAILABLE;
     case "READ_LIMIT_EXCEEDED":
       return status.RESOURCE_EXHAUSTED;
+    case "CURSOR_EXPIRED":
+      return status.OUT_OF_RANGE;
     case "UNAUTHENTICATED":
       return status.UNAUTHENTICATED;
     case "PERMISSION_DENIED":
