@@ -197,6 +197,10 @@ const schema = z
     EVENT_RETENTION_DAYS: z.coerce.number().int().min(1).max(3650).default(30),
     /** The sequencer runs after every change the feed announces, and at least this often. */
     EVENT_SEQUENCER_INTERVAL_MS: z.coerce.number().int().min(10).max(60_000).default(1000),
+    /** Balance alert for accounts with a plan and no alert of their own: this percent of the plan's monthly allowance; 0: none. */
+    BALANCE_ALERT_DEFAULT_PERCENT: z.coerce.number().int().min(0).max(100).default(10),
+    /** CREDITS_EXPIRING is told this many days before a top-up or adjustment bucket expires with credits unused; 0: never. */
+    EXPIRY_NOTICE_DAYS: z.coerce.number().int().min(0).max(365).default(7),
     HEALTH_PROBE_INTERVAL_MS: z.coerce.number().int().min(100).default(2000),
     SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
     /** Comma-separated `name:role:sha256hex`; unset turns authentication off (development only). */

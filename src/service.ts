@@ -109,6 +109,8 @@ async function startOnDatabase(
   rateCard: ReturnType<typeof loadRateCard>,
 ): Promise<RunningService> {
   const metrics = new Metrics();
+  const alerts = { defaultPercent: config.BALANCE_ALERT_DEFAULT_PERCENT };
+  const expiryNoticeMs = config.EXPIRY_NOTICE_DAYS * 24 * 60 * 60 * 1000;
   const store = new PostgresLedgerStore(pool, orm, randomUUID, {
     changes,
     reconcilePool,
@@ -117,7 +119,8 @@ async function startOnDatabase(
     batchAcrossAccounts: config.DB_BATCH_ACROSS_ACCOUNTS,
     staggerFrom: config.DB_BATCH_STAGGER_FROM,
     onBatch: (size) => metrics.writeBatchSize.observe(size),
-    apply: createApplyStage(ANSWERS, { events: config.EVENT_OUTBOX_ENABLED ? encodeEvent : null }),
+    apply: createApplyStage(ANSWERS, { events: config.EVENT_OUTBOX_ENABLED ? encodeEvent : null, alerts, expiryNoticeMs }),
+    expiryNoticeMs,
   });
   const plans = new PostgresPlanStore(orm);
   const added = await plans.syncCatalog(catalog, clock.now());
@@ -160,6 +163,7 @@ async function startOnDatabase(
     rateCards,
     pricing: new PostgresAccountPricing(orm),
     testClocksEnabled: config.ENVIRONMENT !== "production",
+    alerts,
   };
   // The event feed: this server numbers committed batches as changes are announced (any server may; one at a time).
   const outbox = new PostgresEventOutbox(pool);

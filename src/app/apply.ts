@@ -1,5 +1,6 @@
 import type { AccountBook } from "../domain/account-book.js";
 import { accountTime } from "../domain/clock.js";
+import { type AlertPolicy, checkBalanceAlert, NO_ALERT_DEFAULT } from "../domain/balance-alert.js";
 import { assertConserved } from "../domain/conservation.js";
 import { type Failure, invariant, ok, type Result } from "../domain/errors.js";
 import { decideKey, keyAnswer } from "../domain/idempotency.js";
@@ -7,6 +8,7 @@ import { applyDue } from "../domain/maintenance.js";
 import type { Action, ActionValues } from "./commands.js";
 import { applyAdjustCredits, applyPurchaseTopUp } from "./grants.js";
 import { applyCommit, applyExtend, applyRelease, applyReserve } from "./holds.js";
+import { applySetBalanceAlert } from "./alerts.js";
 import { applyAdvanceTestClock, applyChangePlan } from "./plans.js";
 import type {
   AccountWrite,
@@ -45,6 +47,8 @@ export const runAction: ActionRunner = (book, action, now, newId) => {
       return applyChangePlan(book, action, now, newId);
     case "AdvanceTestClock":
       return applyAdvanceTestClock(book, now);
+    case "SetBalanceAlert":
+      return applySetBalanceAlert(book, action, now);
     case "SettleDue":
       return ok({ balance: book.balance(now), reservation: action.reservationId ? (book.reservation(action.reservationId) ?? null) : null } satisfies ActionValues["SettleDue"]);
   }
@@ -55,6 +59,16 @@ export interface ApplyOptions {
   readonly run?: ActionRunner;
   /** Encodes events for the outbox; null: the outbox is off (a bench-only switch) and no event is written. */
   readonly events?: EventEncoder | null;
+  /** Balance alerts' default (BALANCE_ALERT_DEFAULT_PERCENT); absent: no default alert. */
+  readonly alerts?: AlertPolicy;
+  /** How long before a bucket's expiry CREDITS_EXPIRING falls due (EXPIRY_NOTICE_DAYS); absent or 0: no notices. */
+  readonly expiryNoticeMs?: number;
+}
+
+/** What the apply stage judges every change record by, besides the action's own rule. */
+interface DuePolicy {
+  readonly alerts: AlertPolicy;
+  readonly expiryNoticeMs: number;
 }
 
 /**
@@ -64,7 +78,8 @@ export interface ApplyOptions {
 export function createApplyStage(encoders: AnswerEncoders, options: ApplyOptions = {}): ApplyStage {
   const run = options.run ?? runAction;
   const events = options.events ?? null;
-  return (commands, accounts, created, newId) => applyCommands(commands, accounts, created, newId, encoders, run, events);
+  const policy: DuePolicy = { alerts: options.alerts ?? NO_ALERT_DEFAULT, expiryNoticeMs: options.expiryNoticeMs ?? 0 };
+  return (commands, accounts, created, newId) => applyCommands(commands, accounts, created, newId, encoders, run, events, policy);
 }
 
 /** Mutable per-account state of a batch: the book, who wrote each entry, and the account's latest time. */
@@ -101,6 +116,7 @@ export function applyCommands(
   encoders: AnswerEncoders,
   run: ActionRunner = runAction,
   encodeEvent: EventEncoder | null = null,
+  policy: DuePolicy = { alerts: NO_ALERT_DEFAULT, expiryNoticeMs: 0 },
 ): Applied {
   // An account this batch created comes into being when its first creating command runs: a
   // command that arrived before that one must not see it (as if each had its own transaction).
@@ -116,7 +132,7 @@ export function applyCommands(
       work = { book: account.book, contexts: [], now: item.now, loadedHoldExpiry: account.nextHoldExpiry, settledAt: null, operations: account.operations, events: [] };
       working.set(item.accountId, work);
     }
-    return applyOne(item, work, operations, newId, encoders, run, encodeEvent);
+    return applyOne(item, work, operations, newId, encoders, run, encodeEvent, policy);
   });
   const books: AccountWrite[] = [];
   for (const w of working.values()) {
@@ -136,6 +152,7 @@ function applyOne(
   encoders: AnswerEncoders,
   run: ActionRunner,
   encodeEvent: EventEncoder | null,
+  policy: DuePolicy,
 ): CommandOutcome {
   const { command } = item;
   const { book } = work;
@@ -156,7 +173,7 @@ function applyOne(
   const step = command.clockStepMs ?? 0;
   if (step > 0) book.advanceClock(step, item.now);
   const at = accountTime(book.clockOffsetMs, item.now);
-  applyDue(book, at, newId);
+  applyDue(book, at, newId, policy.expiryNoticeMs);
   work.settledAt = at;
   const dueEnd = book.entries.length;
   const dueEvents = book.events.length;
@@ -165,10 +182,13 @@ function applyOne(
   const ctx: CommandContext = { caller: command.caller, idempotencyKey: claim?.key ?? null, now: accountTime(book.clockOffsetMs, item.now) };
   while (work.contexts.length < book.entries.length) work.contexts.push(ctx);
   work.now = ctx.now;
+  if (!result.ok) invariant(book.entries.length === dueEnd && book.events.length === dueEvents, "a failed command changed the book");
   // One number per change record, under the account's lock in this transaction: a command and the
   // due work applied just before it share one; a failed command whose due work changed the book
   // leaves that due work a record of its own; a command that changed nothing gets none.
   if (book.changeCount !== changesBefore) {
+    // A change record that moved the balance across an alert line says so, in the same record.
+    checkBalanceAlert(book, ctx.now, policy.alerts);
     book.sequence += 1n;
     // Every change record states at least one event: a consumer of the feed sees every sequence number.
     invariant(book.events.length > eventsBefore, `a change of account ${item.accountId} stated no event`);
@@ -178,10 +198,7 @@ function applyOne(
       }
     }
   }
-  if (!result.ok) {
-    invariant(book.entries.length === dueEnd && book.events.length === dueEvents, "a failed command changed the book");
-    return failed(result.failure);
-  }
+  if (!result.ok) return failed(result.failure);
   const sequence = book.sequence;
   if (!claim) return { kind: "applied", value: result.value, response: null, sequence };
   const kind = command.action.kind;

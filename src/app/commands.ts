@@ -1,4 +1,5 @@
 import type { BalanceView } from "../domain/account-book.js";
+import type { AlertPolicy, AlertThreshold, AlertView } from "../domain/balance-alert.js";
 import type { Bucket } from "../domain/bucket.js";
 import type { PlanChange } from "../domain/change-plan.js";
 import type { TopUpPack } from "../domain/grants.js";
@@ -21,6 +22,7 @@ export type Action =
   | AdjustCreditsAction
   | ChangePlanAction
   | AdvanceTestClockAction
+  | SetBalanceAlertAction
   | SettleDueAction;
 
 /** A raw amount of credits, or a generation the rate card prices. */
@@ -85,6 +87,13 @@ export interface AdvanceTestClockAction {
   readonly kind: "AdvanceTestClock";
 }
 
+export interface SetBalanceAlertAction {
+  readonly kind: "SetBalanceAlert";
+  readonly threshold: AlertThreshold;
+  /** The server's alert settings: the answer shows the threshold in credits this comes to. */
+  readonly policy: AlertPolicy;
+}
+
 /** Nothing but the due work (a read found an overdue hold or an expired bucket); never recorded. */
 export interface SettleDueAction {
   readonly kind: "SettleDue";
@@ -120,6 +129,7 @@ export interface ActionValues {
   readonly AdjustCredits: GrantResult;
   readonly ChangePlan: ChangePlanResult;
   readonly AdvanceTestClock: { readonly now: Date; readonly balance: BalanceView };
+  readonly SetBalanceAlert: { readonly alert: AlertView; readonly balance: BalanceView };
   readonly SettleDue: { readonly balance: BalanceView; readonly reservation: Reservation | null };
 }
 

@@ -1,3 +1,4 @@
+import type { AlertPolicy } from "../domain/balance-alert.js";
 import type { BalanceCache } from "./balance-cache.js";
 import type { Clock } from "../domain/clock.js";
 import type { Failure } from "../domain/errors.js";
@@ -19,6 +20,8 @@ export interface AppDeps {
   readonly pricing: AccountPricing;
   /** Test clocks are refused in production. */
   readonly testClocksEnabled: boolean;
+  /** Balance alerts' default (BALANCE_ALERT_DEFAULT_PERCENT). */
+  readonly alerts: AlertPolicy;
 }
 
 /** A use case's answer: the encoded response (fresh or replayed) or an expected failure. */

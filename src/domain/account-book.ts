@@ -1,3 +1,4 @@
+import type { AlertState, AlertThreshold, BalanceAlert } from "./balance-alert.js";
 import { type Bucket, compareConsumption, freeCredits, isUsable } from "./bucket.js";
 import { invariant } from "./errors.js";
 import { MAX_BALANCE_BUCKETS } from "./limits.js";
@@ -43,6 +44,10 @@ export class AccountBook {
   /** Milliseconds this account's test clock runs ahead of server time (0 outside test clocks). */
   clockOffsetMs: number;
   clockChanged = false;
+  /** The account's balance alert (domain/balance-alert.ts); persisted with the account's head. */
+  readonly alert: BalanceAlert;
+  /** Set when the alert's threshold or state changed. */
+  alertChanged = false;
   /**
    * The number of the account's latest change record (0: none yet). Every command (or due work
    * alone) that changes the book takes the next one (app/apply.ts); it is persisted with the book.
@@ -67,7 +72,9 @@ export class AccountBook {
     clockOffsetMs = 0,
     pricingPermille = 1000,
     sequence = 0n,
+    alert: BalanceAlert = { threshold: null, state: "ARMED" },
   ) {
+    this.alert = { ...alert };
     this.sequence = sequence;
     this.loadedSequence = sequence;
     this.clockOffsetMs = clockOffsetMs;
@@ -224,6 +231,30 @@ export class AccountBook {
     this.clockChanged = true;
     this.mutations++;
     this.emit({ kind: "TEST_CLOCK_ADVANCED", advancedMs: byMs, now: new Date(serverNow.getTime() + this.clockOffsetMs) });
+  }
+
+  /** Sets the account's own alert threshold (SetBalanceAlert). */
+  setAlertThreshold(threshold: AlertThreshold): void {
+    this.alert.threshold = threshold;
+    this.alertChanged = true;
+    this.mutations++;
+  }
+
+  /** Moves the alert along its cycle; only ever inside a change record that changed the book already (or sets the alert). */
+  setAlertState(state: AlertState): void {
+    this.alert.state = state;
+    this.alertChanged = true;
+    this.mutations++;
+  }
+
+  /** States that a bucket's free credits will expire soon, once: the bucket remembers it was noticed. */
+  noticeExpiry(bucketId: string): void {
+    const bucket = this.bucket(bucketId);
+    invariant(!bucket.expiryNoticed && bucket.expiresAt !== null, `bucket ${bucketId} was noticed already or never expires`);
+    bucket.expiryNoticed = true;
+    this.changedBuckets.add(bucketId);
+    this.mutations++;
+    this.emit({ kind: "CREDITS_EXPIRING", bucket, amount: freeCredits(bucket), expiresAt: bucket.expiresAt });
   }
 
   touchSubscription(): void {

@@ -18,6 +18,8 @@ export interface Bucket {
   expiresAt: Date | null;
   readonly sourceRef: string;
   readonly createdAt: Date;
+  /** CREDITS_EXPIRING was stated for it (domain/expiry-notice.ts); absent on a new bucket: not yet. */
+  expiryNoticed?: boolean;
 }
 
 /** A bucket's credits can be held only inside its validity window [validFrom, expiresAt). */

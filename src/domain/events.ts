@@ -1,3 +1,4 @@
+import type { AlertView } from "./balance-alert.js";
 import type { Bucket } from "./bucket.js";
 import type { Money } from "./grants.js";
 import type { Plan } from "./plan.js";
@@ -19,6 +20,10 @@ export type LedgerEvent =
   | { readonly kind: "HOLD_CREATED" | "HOLD_COMMITTED" | "HOLD_RELEASED" | "HOLD_EXPIRED" | "HOLD_EXTENDED"; readonly reservation: Reservation }
   | { readonly kind: "CREDITS_GRANTED"; readonly bucket: Bucket; readonly amount: bigint; readonly source: string }
   | { readonly kind: "CREDITS_EXPIRED"; readonly bucket: Bucket; readonly amount: bigint; readonly reservationId: string | null }
+  /** A bucket's free credits will expire within the notice period (once per bucket; domain/expiry-notice.ts). */
+  | { readonly kind: "CREDITS_EXPIRING"; readonly bucket: Bucket; readonly amount: bigint; readonly expiresAt: Date }
+  /** An alert line crossed, or the alert was set (domain/balance-alert.ts); `available` as the change left it, `alert` as it stands after. */
+  | { readonly kind: "BALANCE_LOW" | "BALANCE_EXHAUSTED" | "BALANCE_RECOVERED" | "BALANCE_ALERT_SET"; readonly available: bigint; readonly alert: AlertView }
   | {
       readonly kind: "PLAN_CHANGED";
       readonly change: PlanEventChange;
@@ -39,7 +44,7 @@ export type LedgerEvent =
     }
   | { readonly kind: "TEST_CLOCK_ADVANCED"; readonly advancedMs: number; readonly now: Date };
 
-export type LedgerEventKind = LedgerEvent["kind"] | "CREDITS_EXPIRING" | "BALANCE_LOW" | "BALANCE_EXHAUSTED" | "BALANCE_RECOVERED";
+export type LedgerEventKind = LedgerEvent["kind"];
 
 /** Every kind the feed can carry, in the order of the proto's EventKind. */
 export const EVENT_KINDS: readonly LedgerEventKind[] = [
@@ -57,4 +62,5 @@ export const EVENT_KINDS: readonly LedgerEventKind[] = [
   "BALANCE_EXHAUSTED",
   "BALANCE_RECOVERED",
   "TEST_CLOCK_ADVANCED",
+  "BALANCE_ALERT_SET",
 ];

@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { encodeMessage } from "./binary-encoder.js";
 import type { AppDeps } from "../app/deps.js";
+import { setBalanceAlert } from "../app/alerts.js";
 import { adjustCredits } from "../app/grants.js";
 import { listLedgerEntries, reconcile } from "../app/queries.js";
 import {
@@ -10,9 +11,12 @@ import {
   type AdjustCreditsRequest,
   AdjustCreditsRequestSchema,
   type ListLedgerEntriesRequest,
+  type SetBalanceAlertRequest,
+  SetBalanceAlertRequestSchema,
   ListLedgerEntriesResponseSchema,
 } from "../gen/credit/v1/admin_service_pb.js";
 import { CreditAdminService } from "../gen/credit/v1/admin_service_pb.js";
+import { alertThreshold } from "./alert-encoding.js";
 import * as decode from "./decode.js";
 import * as encode from "./encode.js";
 import type { CallContext, SomeHandlers } from "./grpc-adapter.js";
@@ -48,6 +52,14 @@ export function adminHandlers(deps: AppDeps) {
       const reason = decode.text(req.reason, "reason", { required: true });
       const claim = idempotencyClaim(ctx.method, AdjustCreditsRequestSchema, req, key);
       return reply(await adjustCredits(deps, { accountId, amount, expiresAt, reason, claim, caller: ctx.caller }));
+    },
+
+    async setBalanceAlert(req: SetBalanceAlertRequest, ctx: CallContext) {
+      const accountId = decode.id(req.accountId, "account_id");
+      const threshold = alertThreshold(req.threshold);
+      const key = decode.id(req.idempotencyKey, "idempotency_key");
+      const claim = idempotencyClaim(ctx.method, SetBalanceAlertRequestSchema, req, key);
+      return reply(await setBalanceAlert(deps, { accountId, threshold, claim, caller: ctx.caller }));
     },
 
     async reconcile(req: ReconcileRequest) {

@@ -2,7 +2,8 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HoldResult } from "../app/commands.js";
 import type { AnswerEncoders } from "../app/ports.js";
-import { AdjustCreditsResponseSchema, AdvanceTestClockResponseSchema } from "../gen/credit/v1/admin_service_pb.js";
+import { AdjustCreditsResponseSchema, AdvanceTestClockResponseSchema, SetBalanceAlertResponseSchema } from "../gen/credit/v1/admin_service_pb.js";
+import { alertSetting } from "./alert-encoding.js";
 import {
   ChangePlanResponseSchema,
   CommitResponseSchema,
@@ -52,4 +53,6 @@ export const ANSWERS: AnswerEncoders = {
     ),
   AdvanceTestClock: ({ now, balance }) =>
     encodeMessage(AdvanceTestClockResponseSchema, create(AdvanceTestClockResponseSchema, { now: timestampFromDate(now), balance: encode.balance(balance) })),
+  SetBalanceAlert: ({ alert, balance }) =>
+    encodeMessage(SetBalanceAlertResponseSchema, create(SetBalanceAlertResponseSchema, { alert: alertSetting(alert), balance: encode.balance(balance) })),
 };

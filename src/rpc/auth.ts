@@ -34,8 +34,9 @@ const GRANTS: Readonly<Record<Exclude<Role, "admin">, ReadonlySet<string>>> = {
   runner: new Set(
     ["Reserve", "Commit", "Release", "ExtendReservation", "GetReservation", "GetBalance", "Quote", "GetRateCard"].map((m) => CREDIT + m),
   ),
-  billing: new Set([...["ChangePlan", "PurchaseTopUp", "GetBalance", "ListPlans"].map((m) => CREDIT + m), ...FEED]),
-  support: new Set([...READS, `${ADMIN}AdjustCredits`, ...FEED]),
+  // Billing sets a customer's balance alert from the dashboard's settings; support sets one for a customer who asks.
+  billing: new Set([...["ChangePlan", "PurchaseTopUp", "GetBalance", "ListPlans"].map((m) => CREDIT + m), `${ADMIN}SetBalanceAlert`, ...FEED]),
+  support: new Set([...READS, `${ADMIN}AdjustCredits`, `${ADMIN}SetBalanceAlert`, ...FEED]),
 };
 
 export function mayCall(role: Role, path: string): boolean {

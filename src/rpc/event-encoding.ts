@@ -3,6 +3,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { EventEncoder } from "../app/ports.js";
 import type { LedgerEvent, LedgerEventKind } from "../domain/events.js";
 import { EventKind, EventSchema, type Event } from "../gen/credit/v1/event_service_pb.js";
+import { alertSetting } from "./alert-encoding.js";
 import { encodeMessage } from "./binary-encoder.js";
 import * as encode from "./encode.js";
 
@@ -21,6 +22,7 @@ export const EVENT_KIND_CODES: Readonly<Record<LedgerEventKind, EventKind>> = {
   BALANCE_EXHAUSTED: EventKind.BALANCE_EXHAUSTED,
   BALANCE_RECOVERED: EventKind.BALANCE_RECOVERED,
   TEST_CLOCK_ADVANCED: EventKind.TEST_CLOCK_ADVANCED,
+  BALANCE_ALERT_SET: EventKind.BALANCE_ALERT_SET,
 };
 
 export const EVENT_KIND_NAMES = encode.inverse(EVENT_KIND_CODES);
@@ -39,6 +41,25 @@ function payload(event: LedgerEvent): Event["payload"] {
       return {
         case: "creditsExpired",
         value: { $typeName: "credit.v1.CreditsExpired", bucket: encode.bucket(event.bucket), amount: event.amount, reservationId: event.reservationId ?? "" },
+      };
+    case "CREDITS_EXPIRING":
+      return {
+        case: "creditsExpiring",
+        value: { $typeName: "credit.v1.CreditsExpiring", bucket: encode.bucket(event.bucket), amount: event.amount, expiresAt: timestampFromDate(event.expiresAt) },
+      };
+    case "BALANCE_LOW":
+    case "BALANCE_EXHAUSTED":
+    case "BALANCE_RECOVERED":
+    case "BALANCE_ALERT_SET":
+      return {
+        case: "balanceAlert",
+        value: {
+          $typeName: "credit.v1.BalanceAlert",
+          available: event.available,
+          threshold: event.alert.thresholdCredits ?? 0n,
+          recoverAt: event.alert.recoverAt ?? 0n,
+          setting: alertSetting(event.alert),
+        },
       };
     case "PLAN_CHANGED":
       return {

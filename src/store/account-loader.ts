@@ -1,7 +1,7 @@
 import type { LoadedAccount, RecordedOperation } from "../app/ports.js";
 import { AccountBook } from "../domain/account-book.js";
 import type { Statement } from "./pg.js";
-import { bucketFromRow, reservationFromRow, type Row, subscriptionFromRow } from "./rows.js";
+import { alertFromRow, bucketFromRow, reservationFromRow, type Row, subscriptionFromRow } from "./rows.js";
 
 export type LockMode = "wait" | "skip-locked";
 
@@ -31,7 +31,7 @@ export interface BookRequest {
 export type LoadedBook = LoadedAccount;
 
 const BUCKET_COLUMNS = `account_id, bucket_id, kind, granted::text as granted, remaining::text as remaining, held::text as held,
-  valid_from, expires_at, source_ref, created_at`;
+  valid_from, expires_at, source_ref, created_at, expiry_noticed`;
 const RESERVATION_COLUMNS = `account_id, reservation_id, state, held_amount::text as held_amount, captured_amount::text as captured_amount,
   released_amount::text as released_amount, allocations, expires_at, created_at, settled_at, metadata, release_reason, release_detail, pricing`;
 
@@ -49,6 +49,7 @@ const RESERVATION_COLUMNS = `account_id, reservation_id, state, held_amount::tex
  */
 const LOAD_BOOKS = `
   select a.account_id, a.clock_offset_ms, a.pricing_permille, a.sequence::text as sequence,
+    a.alert_threshold_credits::text as alert_threshold_credits, a.alert_threshold_percent, a.alert_state,
     (select min(expires_at) from reservations where account_id = a.account_id and state = 'HELD') as next_hold_expiry,
     s.plan, s.anchor, s.granted_period, s.current_bucket_id, s.scheduled_plan, s.scheduled_effective_at,
     (select coalesce(json_agg(b), '[]'::json) from (
@@ -120,5 +121,6 @@ export function bookFromRow(accountId: string, row: Row): AccountBook {
     Number(row["clock_offset_ms"] ?? 0),
     Number(row["pricing_permille"] ?? 1000),
     BigInt((row["sequence"] as string | undefined) ?? "0"),
+    alertFromRow(row),
   );
 }

@@ -40,7 +40,20 @@ export interface LedgerStoreOptions {
    * persists what it returns. A parameter rather than an import, so the store holds no rule.
    */
   readonly apply: ApplyStage;
+  /** How long before a bucket's expiry its CREDITS_EXPIRING notice falls due (the apply stage's setting): the sweeper looks that far ahead; absent: 0. */
+  readonly expiryNoticeMs?: number;
 }
+
+/**
+ * The due-work query's branch for expiry notices (domain/expiry-notice.ts): buckets whose
+ * `expires_at − notice` has passed, found through the partial index buckets_expiry_notice (only
+ * the buckets still waiting for a notice are in it). Buckets that expired meanwhile come too; the
+ * due work expires them (their free credits leave the index with it).
+ */
+const EXPIRY_NOTICES_DUE = `
+         union
+         (select account_id from buckets where remaining > held and not expiry_noticed and kind <> 'SUBSCRIPTION' and expires_at <= ?
+           group by account_id order by min(expires_at) limit ?)`;
 
 /**
  * Reconciles that may wait for the one running on this server; one more is refused. Each takes
@@ -106,6 +119,7 @@ export class PostgresLedgerStore implements LedgerStore {
       new FailureError({ reason: "READ_LIMIT_EXCEEDED", message: "too many Reconciles are waiting on this server; retry later", metadata: { limit: "concurrency" } }),
   });
   private readonly apply: ApplyStage;
+  private readonly expiryNoticeMs: number;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -119,6 +133,7 @@ export class PostgresLedgerStore implements LedgerStore {
     this.feed = options.changes;
     this.reconcilePool = options.reconcilePool ?? pool;
     this.apply = options.apply;
+    this.expiryNoticeMs = options.expiryNoticeMs ?? 0;
     this.writes = new GroupCommit({
       concurrency: options.writeConcurrency,
       maxBatch: options.maxBatch,
@@ -289,8 +304,8 @@ export class PostgresLedgerStore implements LedgerStore {
          union
          (select account_id from subscriptions where granted_period_end <= ? order by granted_period_end limit ?)
          union
-         (select account_id from accounts where clock_offset_ms <> 0 limit ?)`,
-        [now, limit, now, limit, now, limit, limit],
+         (select account_id from accounts where clock_offset_ms <> 0 limit ?)${this.expiryNoticeMs > 0 ? EXPIRY_NOTICES_DUE : ""}`,
+        [now, limit, now, limit, now, limit, limit, ...(this.expiryNoticeMs > 0 ? [new Date(now.getTime() + this.expiryNoticeMs), limit] : [])],
       );
       return rows.map((r) => r["account_id"] as string);
     });

@@ -15,7 +15,7 @@ function columns<T>(rows: readonly T[], pick: (row: T) => readonly unknown[], wi
 
 /**
  * Every write of a batch in ONE fixed statement of data-modifying CTEs: new and changed buckets
- * and reservations, ledger entries, subscriptions, account heads (test clock, change sequence),
+ * and reservations, ledger entries, subscriptions, account heads (test clock, change sequence, balance alert),
  * operation records. Rows travel as
  * column arrays through `unnest`, so the text never changes with the number of rows: each
  * connection parses and plans it once (a prepared statement), and a part with no rows costs an
@@ -27,12 +27,13 @@ function columns<T>(rows: readonly T[], pick: (row: T) => readonly unknown[], wi
 const PERSIST = `
   with
   new_buckets as (
-    insert into buckets (account_id, bucket_id, kind, granted, remaining, held, valid_from, expires_at, source_ref, created_at)
-    select * from unnest(?::text[], ?::uuid[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::timestamptz[], ?::timestamptz[], ?::text[], ?::timestamptz[])
+    insert into buckets (account_id, bucket_id, kind, granted, remaining, held, valid_from, expires_at, source_ref, created_at, expiry_noticed)
+    select * from unnest(?::text[], ?::uuid[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::timestamptz[], ?::timestamptz[], ?::text[], ?::timestamptz[], ?::boolean[])
     returning 1),
   changed_buckets as (
-    update buckets b set granted = v.granted, remaining = v.remaining, held = v.held, expires_at = v.expires_at
-      from unnest(?::text[], ?::uuid[], ?::bigint[], ?::bigint[], ?::bigint[], ?::timestamptz[]) as v(account_id, bucket_id, granted, remaining, held, expires_at)
+    update buckets b set granted = v.granted, remaining = v.remaining, held = v.held, expires_at = v.expires_at, expiry_noticed = v.expiry_noticed
+      from unnest(?::text[], ?::uuid[], ?::bigint[], ?::bigint[], ?::bigint[], ?::timestamptz[], ?::boolean[])
+        as v(account_id, bucket_id, granted, remaining, held, expires_at, expiry_noticed)
      where b.account_id = v.account_id and b.bucket_id = v.bucket_id
     returning 1),
   new_reservations as (
@@ -65,8 +66,10 @@ const PERSIST = `
       updated_at = excluded.updated_at
     returning 1),
   heads as (
-    update accounts a set clock_offset_ms = v.offset_ms, sequence = v.sequence
-      from unnest(?::text[], ?::bigint[], ?::bigint[]) as v(account_id, offset_ms, sequence)
+    update accounts a set clock_offset_ms = v.offset_ms, sequence = v.sequence,
+        alert_threshold_credits = v.alert_credits, alert_threshold_percent = v.alert_percent, alert_state = v.alert_state
+      from unnest(?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::int[], ?::text[])
+        as v(account_id, offset_ms, sequence, alert_credits, alert_percent, alert_state)
      where a.account_id = v.account_id
     returning 1),
   new_operations as (
@@ -91,7 +94,7 @@ export function changedAccounts(writes: readonly BookWrite[]): Set<string> {
   for (const { book } of writes) {
     const changed =
       book.entries.length > 0 || book.newBuckets.size > 0 || book.changedBuckets.size > 0 || book.newReservations.size > 0 ||
-      book.changedReservations.size > 0 || book.subscriptionChanged || book.clockChanged;
+      book.changedReservations.size > 0 || book.subscriptionChanged || book.clockChanged || book.alertChanged;
     if (changed) out.add(book.accountId);
   }
   return out;
@@ -117,8 +120,8 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
     subscriptions.length + heads.length + operations.length + events.length;
   if (total === 0) return null;
   const params = [
-    ...columns(newBuckets, (b) => [b.accountId, b.id, b.kind, b.granted, b.remaining, b.held, b.validFrom, b.expiresAt, b.sourceRef, b.createdAt], 10),
-    ...columns(changedBuckets, (b) => [b.accountId, b.id, b.granted, b.remaining, b.held, b.expiresAt], 6),
+    ...columns(newBuckets, (b) => [b.accountId, b.id, b.kind, b.granted, b.remaining, b.held, b.validFrom, b.expiresAt, b.sourceRef, b.createdAt, b.expiryNoticed === true], 11),
+    ...columns(changedBuckets, (b) => [b.accountId, b.id, b.granted, b.remaining, b.held, b.expiresAt, b.expiryNoticed === true], 7),
     ...columns(
       newReservations,
       (r) => [
@@ -151,7 +154,10 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
       },
       11,
     ),
-    ...columns(heads, (b) => [b.accountId, b.clockOffsetMs, b.sequence], 3),
+    ...columns(heads, (b) => {
+      const t = b.alert.threshold;
+      return [b.accountId, b.clockOffsetMs, b.sequence, t?.kind === "credits" ? t.credits : null, t?.kind === "percent" ? t.percent : null, b.alert.state];
+    }, 6),
     ...columns(operations, (o) => [o.accountId, o.key, o.method, o.requestHash, Buffer.from(o.response), o.createdAt], 6),
     events.length,
     ...columns(events, ({ accountId, event: e }) => [accountId, e.sequence, e.kind, e.occurredAt, Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength)], 5),

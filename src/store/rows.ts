@@ -1,4 +1,5 @@
 import type { StoredEntry } from "../app/ports.js";
+import type { AlertState, AlertThreshold, BalanceAlert } from "../domain/balance-alert.js";
 import type { Bucket, BucketKind } from "../domain/bucket.js";
 import type { EntryKind } from "../domain/ledger-entry.js";
 import type { BillingInterval, Plan } from "../domain/plan.js";
@@ -49,7 +50,21 @@ export function bucketFromRow(row: Row): Bucket {
     expiresAt: optDate(row, "expires_at"),
     sourceRef: str(row, "source_ref"),
     createdAt: date(row, "created_at"),
+    expiryNoticed: row["expiry_noticed"] === true,
   };
+}
+
+/** The account's balance alert (its own threshold, if any, and its state) from the account row's columns. */
+export function alertFromRow(row: Row): BalanceAlert {
+  const credits = row["alert_threshold_credits"];
+  const percent = row["alert_threshold_percent"];
+  const threshold: AlertThreshold | null =
+    credits !== null && credits !== undefined
+      ? { kind: "credits", credits: big(row, "alert_threshold_credits") }
+      : percent !== null && percent !== undefined
+        ? { kind: "percent", percent: Number(percent) }
+        : null;
+  return { threshold, state: ((row["alert_state"] as AlertState | undefined) ?? "ARMED") };
 }
 
 /** A reservation's allocations as stored (jsonb, amounts as text so they stay exact). */

@@ -17,6 +17,11 @@ export const AccountRow = defineEntity({
     pricingPermille: p.integer(),
     /** The number of the account's latest change record (migration AccountSequence). */
     sequence: p.bigint(),
+    /** The account's own balance alert: a number of credits or a percent of its plan's allowance; both null: the default (migration BalanceAlerts). */
+    alertThresholdCredits: p.bigint().nullable(),
+    alertThresholdPercent: p.integer().nullable(),
+    /** ARMED, LOW or EXHAUSTED (domain/balance-alert.ts). */
+    alertState: p.text(),
   },
 });
 
@@ -34,6 +39,8 @@ export const BucketRow = defineEntity({
     expiresAt: p.datetime().columnType("timestamptz").nullable(),
     sourceRef: p.text(),
     createdAt: p.datetime().columnType("timestamptz"),
+    /** Its CREDITS_EXPIRING was told (migration BalanceAlerts). */
+    expiryNoticed: p.boolean(),
   },
 });
 

@@ -36,6 +36,7 @@ export const TEST_ANSWERS: AnswerEncoders = {
   AdjustCredits: (g) => json({ bucketId: g.bucket.id, available: g.balance.available }),
   ChangePlan: (c) => json({ change: c.change.kind, available: c.balance.available }),
   AdvanceTestClock: (c) => json({ at: c.now.toISOString() }),
+  SetBalanceAlert: (a) => json({ state: a.alert.state, threshold: a.alert.thresholdCredits, available: a.balance.available }),
 };
 
 /** A command's own rule, in place of its action's: `real` runs the action's rule. */

@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Balance, BillingInterval, Bucket, Money, Plan } from "./types_pb.js";
+import type { Balance, BalanceAlertSetting, BillingInterval, Bucket, Money, Plan } from "./types_pb.js";
 import { file_credit_v1_types } from "./types_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file credit/v1/admin_service.proto.
  */
 export const file_credit_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1jcmVkaXQvdjEvYWRtaW5fc2VydmljZS5wcm90bxIJY3JlZGl0LnYxInIKFEN1c3RvbVRvcFVwUGFja09mZmVyEg8KB3BhY2tfaWQYASABKAkSDwoHY3JlZGl0cxgCIAEoAxIfCgVwcmljZRgDIAEoCzIQLmNyZWRpdC52MS5Nb25leRIXCg92YWxpZGl0eV9tb250aHMYBCABKAUi6gEKFFNldEN1c3RvbVBsYW5SZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDwoHcGxhbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEhkKEW1vbnRobHlfYWxsb3dhbmNlGAQgASgDEh8KBXByaWNlGAUgASgLMhAuY3JlZGl0LnYxLk1vbmV5EiwKCGludGVydmFsGAYgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBI1Cgx0b3BfdXBfcGFja3MYByADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoVU2V0Q3VzdG9tUGxhblJlc3BvbnNlEh0KBHBsYW4YASABKAsyDy5jcmVkaXQudjEuUGxhbhI1Cgx0b3BfdXBfcGFja3MYAiADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoXQWR2YW5jZVRlc3RDbG9ja1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIlCgJieRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkiaAoYQWR2YW5jZVRlc3RDbG9ja1Jlc3BvbnNlEicKA25vdxgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIpMBChRBZGp1c3RDcmVkaXRzUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEg4KBmFtb3VudBgCIAEoAxIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YBCABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJIl8KFUFkanVzdENyZWRpdHNSZXNwb25zZRIhCgZidWNrZXQYASABKAsyES5jcmVkaXQudjEuQnVja2V0EiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSLaAgoLTGVkZ2VyRW50cnkSEAoIZW50cnlfaWQYASABKAMSEgoKYWNjb3VudF9pZBgCIAEoCRIoCgRraW5kGAMgASgOMhouY3JlZGl0LnYxLkxlZGdlckVudHJ5S2luZBIRCglidWNrZXRfaWQYBCABKAkSFgoOcmVzZXJ2YXRpb25faWQYBSABKAkSDgoGYW1vdW50GAYgASgDEhcKD2lkZW1wb3RlbmN5X2tleRgHIAEoCRIOCgZjYWxsZXIYCCABKAkSNgoIbWV0YWRhdGEYCSADKAsyJC5jcmVkaXQudjEuTGVkZ2VyRW50cnkuTWV0YWRhdGFFbnRyeRIuCgpjcmVhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi3gEKGExpc3RMZWRnZXJFbnRyaWVzUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgVraW5kcxgGIAMoDjIaLmNyZWRpdC52MS5MZWRnZXJFbnRyeUtpbmQiXQoZTGlzdExlZGdlckVudHJpZXNSZXNwb25zZRInCgdlbnRyaWVzGAEgAygLMhYuY3JlZGl0LnYxLkxlZGdlckVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJGChhTZXRBY2NvdW50UHJpY2luZ1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIWCg5wcmljZV9wZXJtaWxsZRgCIAEoBSIzChlTZXRBY2NvdW50UHJpY2luZ1Jlc3BvbnNlEhYKDnByaWNlX3Blcm1pbGxlGAEgASgFIiYKEFJlY29uY2lsZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCSJbChNSZWNvbmNpbGVEaWZmZXJlbmNlEg8KB3N1YmplY3QYASABKAkSDQoFZmllbGQYAiABKAkSDgoGc3RvcmVkGAMgASgDEhQKDGZyb21fZW50cmllcxgEIAEoAyJcChFSZWNvbmNpbGVSZXNwb25zZRIzCgtkaWZmZXJlbmNlcxgBIAMoCzIeLmNyZWRpdC52MS5SZWNvbmNpbGVEaWZmZXJlbmNlEhIKCmNvbnNpc3RlbnQYAiABKAgq5wEKD0xlZGdlckVudHJ5S2luZBIhCh1MRURHRVJfRU5UUllfS0lORF9VTlNQRUNJRklFRBAAEhsKF0xFREdFUl9FTlRSWV9LSU5EX0dSQU5UEAESGgoWTEVER0VSX0VOVFJZX0tJTkRfSE9MRBACEh0KGUxFREdFUl9FTlRSWV9LSU5EX0NBUFRVUkUQAxIdChlMRURHRVJfRU5UUllfS0lORF9SRUxFQVNFEAQSHAoYTEVER0VSX0VOVFJZX0tJTkRfRVhQSVJFEAUSHAoYTEVER0VSX0VOVFJZX0tJTkRfQURKVVNUEAYytQQKEkNyZWRpdEFkbWluU2VydmljZRJSCg1BZGp1c3RDcmVkaXRzEh8uY3JlZGl0LnYxLkFkanVzdENyZWRpdHNSZXF1ZXN0GiAuY3JlZGl0LnYxLkFkanVzdENyZWRpdHNSZXNwb25zZRJjChFMaXN0TGVkZ2VyRW50cmllcxIjLmNyZWRpdC52MS5MaXN0TGVkZ2VyRW50cmllc1JlcXVlc3QaJC5jcmVkaXQudjEuTGlzdExlZGdlckVudHJpZXNSZXNwb25zZSIDkAIBEksKCVJlY29uY2lsZRIbLmNyZWRpdC52MS5SZWNvbmNpbGVSZXF1ZXN0GhwuY3JlZGl0LnYxLlJlY29uY2lsZVJlc3BvbnNlIgOQAgESVwoNU2V0Q3VzdG9tUGxhbhIfLmNyZWRpdC52MS5TZXRDdXN0b21QbGFuUmVxdWVzdBogLmNyZWRpdC52MS5TZXRDdXN0b21QbGFuUmVzcG9uc2UiA5ACAhJjChFTZXRBY2NvdW50UHJpY2luZxIjLmNyZWRpdC52MS5TZXRBY2NvdW50UHJpY2luZ1JlcXVlc3QaJC5jcmVkaXQudjEuU2V0QWNjb3VudFByaWNpbmdSZXNwb25zZSIDkAICElsKEEFkdmFuY2VUZXN0Q2xvY2sSIi5jcmVkaXQudjEuQWR2YW5jZVRlc3RDbG9ja1JlcXVlc3QaIy5jcmVkaXQudjEuQWR2YW5jZVRlc3RDbG9ja1Jlc3BvbnNlYgZwcm90bzM", [file_credit_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch1jcmVkaXQvdjEvYWRtaW5fc2VydmljZS5wcm90bxIJY3JlZGl0LnYxInIKFEN1c3RvbVRvcFVwUGFja09mZmVyEg8KB3BhY2tfaWQYASABKAkSDwoHY3JlZGl0cxgCIAEoAxIfCgVwcmljZRgDIAEoCzIQLmNyZWRpdC52MS5Nb25leRIXCg92YWxpZGl0eV9tb250aHMYBCABKAUi6gEKFFNldEN1c3RvbVBsYW5SZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDwoHcGxhbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEhkKEW1vbnRobHlfYWxsb3dhbmNlGAQgASgDEh8KBXByaWNlGAUgASgLMhAuY3JlZGl0LnYxLk1vbmV5EiwKCGludGVydmFsGAYgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBI1Cgx0b3BfdXBfcGFja3MYByADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoVU2V0Q3VzdG9tUGxhblJlc3BvbnNlEh0KBHBsYW4YASABKAsyDy5jcmVkaXQudjEuUGxhbhI1Cgx0b3BfdXBfcGFja3MYAiADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoXQWR2YW5jZVRlc3RDbG9ja1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIlCgJieRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkiaAoYQWR2YW5jZVRlc3RDbG9ja1Jlc3BvbnNlEicKA25vdxgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIoUBChZTZXRCYWxhbmNlQWxlcnRSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSEQoHY3JlZGl0cxgCIAEoA0gAEh4KFHBlcmNlbnRfb2ZfYWxsb3dhbmNlGAMgASgNSAASFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJQgsKCXRocmVzaG9sZCJtChdTZXRCYWxhbmNlQWxlcnRSZXNwb25zZRItCgVhbGVydBgBIAEoCzIeLmNyZWRpdC52MS5CYWxhbmNlQWxlcnRTZXR0aW5nEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSKTAQoUQWRqdXN0Q3JlZGl0c1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIOCgZhbW91bnQYAiABKAMSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVhc29uGAQgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgFIAEoCSJfChVBZGp1c3RDcmVkaXRzUmVzcG9uc2USIQoGYnVja2V0GAEgASgLMhEuY3JlZGl0LnYxLkJ1Y2tldBIjCgdiYWxhbmNlGAIgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2Ui2gIKC0xlZGdlckVudHJ5EhAKCGVudHJ5X2lkGAEgASgDEhIKCmFjY291bnRfaWQYAiABKAkSKAoEa2luZBgDIAEoDjIaLmNyZWRpdC52MS5MZWRnZXJFbnRyeUtpbmQSEQoJYnVja2V0X2lkGAQgASgJEhYKDnJlc2VydmF0aW9uX2lkGAUgASgJEg4KBmFtb3VudBgGIAEoAxIXCg9pZGVtcG90ZW5jeV9rZXkYByABKAkSDgoGY2FsbGVyGAggASgJEjYKCG1ldGFkYXRhGAkgAygLMiQuY3JlZGl0LnYxLkxlZGdlckVudHJ5Lk1ldGFkYXRhRW50cnkSLgoKY3JlYXRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIt4BChhMaXN0TGVkZ2VyRW50cmllc1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRIuCgpzdGFydF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFa2luZHMYBiADKA4yGi5jcmVkaXQudjEuTGVkZ2VyRW50cnlLaW5kIl0KGUxpc3RMZWRnZXJFbnRyaWVzUmVzcG9uc2USJwoHZW50cmllcxgBIAMoCzIWLmNyZWRpdC52MS5MZWRnZXJFbnRyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiRgoYU2V0QWNjb3VudFByaWNpbmdSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSFgoOcHJpY2VfcGVybWlsbGUYAiABKAUiMwoZU2V0QWNjb3VudFByaWNpbmdSZXNwb25zZRIWCg5wcmljZV9wZXJtaWxsZRgBIAEoBSImChBSZWNvbmNpbGVSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkiWwoTUmVjb25jaWxlRGlmZmVyZW5jZRIPCgdzdWJqZWN0GAEgASgJEg0KBWZpZWxkGAIgASgJEg4KBnN0b3JlZBgDIAEoAxIUCgxmcm9tX2VudHJpZXMYBCABKAMiXAoRUmVjb25jaWxlUmVzcG9uc2USMwoLZGlmZmVyZW5jZXMYASADKAsyHi5jcmVkaXQudjEuUmVjb25jaWxlRGlmZmVyZW5jZRISCgpjb25zaXN0ZW50GAIgASgIKucBCg9MZWRnZXJFbnRyeUtpbmQSIQodTEVER0VSX0VOVFJZX0tJTkRfVU5TUEVDSUZJRUQQABIbChdMRURHRVJfRU5UUllfS0lORF9HUkFOVBABEhoKFkxFREdFUl9FTlRSWV9LSU5EX0hPTEQQAhIdChlMRURHRVJfRU5UUllfS0lORF9DQVBUVVJFEAMSHQoZTEVER0VSX0VOVFJZX0tJTkRfUkVMRUFTRRAEEhwKGExFREdFUl9FTlRSWV9LSU5EX0VYUElSRRAFEhwKGExFREdFUl9FTlRSWV9LSU5EX0FESlVTVBAGMo8FChJDcmVkaXRBZG1pblNlcnZpY2USUgoNQWRqdXN0Q3JlZGl0cxIfLmNyZWRpdC52MS5BZGp1c3RDcmVkaXRzUmVxdWVzdBogLmNyZWRpdC52MS5BZGp1c3RDcmVkaXRzUmVzcG9uc2USYwoRTGlzdExlZGdlckVudHJpZXMSIy5jcmVkaXQudjEuTGlzdExlZGdlckVudHJpZXNSZXF1ZXN0GiQuY3JlZGl0LnYxLkxpc3RMZWRnZXJFbnRyaWVzUmVzcG9uc2UiA5ACARJLCglSZWNvbmNpbGUSGy5jcmVkaXQudjEuUmVjb25jaWxlUmVxdWVzdBocLmNyZWRpdC52MS5SZWNvbmNpbGVSZXNwb25zZSIDkAIBElcKDVNldEN1c3RvbVBsYW4SHy5jcmVkaXQudjEuU2V0Q3VzdG9tUGxhblJlcXVlc3QaIC5jcmVkaXQudjEuU2V0Q3VzdG9tUGxhblJlc3BvbnNlIgOQAgISYwoRU2V0QWNjb3VudFByaWNpbmcSIy5jcmVkaXQudjEuU2V0QWNjb3VudFByaWNpbmdSZXF1ZXN0GiQuY3JlZGl0LnYxLlNldEFjY291bnRQcmljaW5nUmVzcG9uc2UiA5ACAhJbChBBZHZhbmNlVGVzdENsb2NrEiIuY3JlZGl0LnYxLkFkdmFuY2VUZXN0Q2xvY2tSZXF1ZXN0GiMuY3JlZGl0LnYxLkFkdmFuY2VUZXN0Q2xvY2tSZXNwb25zZRJYCg9TZXRCYWxhbmNlQWxlcnQSIS5jcmVkaXQudjEuU2V0QmFsYW5jZUFsZXJ0UmVxdWVzdBoiLmNyZWRpdC52MS5TZXRCYWxhbmNlQWxlcnRSZXNwb25zZWIGcHJvdG8z", [file_credit_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A top-up pack offered to one business account.
@@ -213,6 +213,85 @@ export const AdvanceTestClockResponseSchema: GenMessage<AdvanceTestClockResponse
   messageDesc(file_credit_v1_admin_service, 4);
 
 /**
+ * Set an account's balance alert (docs/events.md "Balance alerts").
+ *
+ * @generated from message credit.v1.SetBalanceAlertRequest
+ */
+export type SetBalanceAlertRequest = Message<"credit.v1.SetBalanceAlertRequest"> & {
+  /**
+   * The account (it must exist).
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * Where the alert fires; one is required.
+   *
+   * @generated from oneof credit.v1.SetBalanceAlertRequest.threshold
+   */
+  threshold: {
+    /**
+     * BALANCE_LOW when available credits fall below this many; 0: only BALANCE_EXHAUSTED. Not negative.
+     *
+     * @generated from field: int64 credits = 2;
+     */
+    value: bigint;
+    case: "credits";
+  } | {
+    /**
+     * BALANCE_LOW below this percent (1 to 100) of the plan's monthly allowance; no alert while the account has no plan.
+     *
+     * @generated from field: uint32 percent_of_allowance = 3;
+     */
+    value: number;
+    case: "percentOfAllowance";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Client-chosen key, unique per account and logical call; a retry reuses it.
+   *
+   * @generated from field: string idempotency_key = 4;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message credit.v1.SetBalanceAlertRequest.
+ * Use `create(SetBalanceAlertRequestSchema)` to create a new message.
+ */
+export const SetBalanceAlertRequestSchema: GenMessage<SetBalanceAlertRequest> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 5);
+
+/**
+ * The alert as set, and the balance it is judged on.
+ *
+ * @generated from message credit.v1.SetBalanceAlertResponse
+ */
+export type SetBalanceAlertResponse = Message<"credit.v1.SetBalanceAlertResponse"> & {
+  /**
+   * The account's alert after the call.
+   *
+   * @generated from field: credit.v1.BalanceAlertSetting alert = 1;
+   */
+  alert?: BalanceAlertSetting | undefined;
+
+  /**
+   * The account's balance.
+   *
+   * @generated from field: credit.v1.Balance balance = 2;
+   */
+  balance?: Balance | undefined;
+};
+
+/**
+ * Describes the message credit.v1.SetBalanceAlertResponse.
+ * Use `create(SetBalanceAlertResponseSchema)` to create a new message.
+ */
+export const SetBalanceAlertResponseSchema: GenMessage<SetBalanceAlertResponse> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 6);
+
+/**
  * Grant credits by hand.
  *
  * @generated from message credit.v1.AdjustCreditsRequest
@@ -259,7 +338,7 @@ export type AdjustCreditsRequest = Message<"credit.v1.AdjustCreditsRequest"> & {
  * Use `create(AdjustCreditsRequestSchema)` to create a new message.
  */
 export const AdjustCreditsRequestSchema: GenMessage<AdjustCreditsRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 5);
+  messageDesc(file_credit_v1_admin_service, 7);
 
 /**
  * The adjustment bucket.
@@ -287,7 +366,7 @@ export type AdjustCreditsResponse = Message<"credit.v1.AdjustCreditsResponse"> &
  * Use `create(AdjustCreditsResponseSchema)` to create a new message.
  */
 export const AdjustCreditsResponseSchema: GenMessage<AdjustCreditsResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 6);
+  messageDesc(file_credit_v1_admin_service, 8);
 
 /**
  * One append-only ledger movement.
@@ -371,7 +450,7 @@ export type LedgerEntry = Message<"credit.v1.LedgerEntry"> & {
  * Use `create(LedgerEntrySchema)` to create a new message.
  */
 export const LedgerEntrySchema: GenMessage<LedgerEntry> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 7);
+  messageDesc(file_credit_v1_admin_service, 9);
 
 /**
  * Page through an account's entries.
@@ -427,7 +506,7 @@ export type ListLedgerEntriesRequest = Message<"credit.v1.ListLedgerEntriesReque
  * Use `create(ListLedgerEntriesRequestSchema)` to create a new message.
  */
 export const ListLedgerEntriesRequestSchema: GenMessage<ListLedgerEntriesRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 8);
+  messageDesc(file_credit_v1_admin_service, 10);
 
 /**
  * One page of entries.
@@ -455,7 +534,7 @@ export type ListLedgerEntriesResponse = Message<"credit.v1.ListLedgerEntriesResp
  * Use `create(ListLedgerEntriesResponseSchema)` to create a new message.
  */
 export const ListLedgerEntriesResponseSchema: GenMessage<ListLedgerEntriesResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 9);
+  messageDesc(file_credit_v1_admin_service, 11);
 
 /**
  * Tailor an account's prices.
@@ -483,7 +562,7 @@ export type SetAccountPricingRequest = Message<"credit.v1.SetAccountPricingReque
  * Use `create(SetAccountPricingRequestSchema)` to create a new message.
  */
 export const SetAccountPricingRequestSchema: GenMessage<SetAccountPricingRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 10);
+  messageDesc(file_credit_v1_admin_service, 12);
 
 /**
  * The account's pricing as stored.
@@ -504,7 +583,7 @@ export type SetAccountPricingResponse = Message<"credit.v1.SetAccountPricingResp
  * Use `create(SetAccountPricingResponseSchema)` to create a new message.
  */
 export const SetAccountPricingResponseSchema: GenMessage<SetAccountPricingResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 11);
+  messageDesc(file_credit_v1_admin_service, 13);
 
 /**
  * Check one account's stored state against its ledger.
@@ -525,7 +604,7 @@ export type ReconcileRequest = Message<"credit.v1.ReconcileRequest"> & {
  * Use `create(ReconcileRequestSchema)` to create a new message.
  */
 export const ReconcileRequestSchema: GenMessage<ReconcileRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 12);
+  messageDesc(file_credit_v1_admin_service, 14);
 
 /**
  * One field whose stored value differs from what the entries add up to.
@@ -567,7 +646,7 @@ export type ReconcileDifference = Message<"credit.v1.ReconcileDifference"> & {
  * Use `create(ReconcileDifferenceSchema)` to create a new message.
  */
 export const ReconcileDifferenceSchema: GenMessage<ReconcileDifference> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 13);
+  messageDesc(file_credit_v1_admin_service, 15);
 
 /**
  * The outcome of a reconciliation.
@@ -595,7 +674,7 @@ export type ReconcileResponse = Message<"credit.v1.ReconcileResponse"> & {
  * Use `create(ReconcileResponseSchema)` to create a new message.
  */
 export const ReconcileResponseSchema: GenMessage<ReconcileResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 14);
+  messageDesc(file_credit_v1_admin_service, 16);
 
 /**
  * The kind of movement a ledger entry records.
@@ -724,6 +803,16 @@ export const CreditAdminService: GenService<{
     methodKind: "unary";
     input: typeof AdvanceTestClockRequestSchema;
     output: typeof AdvanceTestClockResponseSchema;
+  },
+  /**
+   * SetBalanceAlert sets the threshold below which the account's available credits raise BALANCE_LOW.
+   *
+   * @generated from rpc credit.v1.CreditAdminService.SetBalanceAlert
+   */
+  setBalanceAlert: {
+    methodKind: "unary";
+    input: typeof SetBalanceAlertRequestSchema;
+    output: typeof SetBalanceAlertResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_credit_v1_admin_service, 0);

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file credit/v1/types.proto.
  */
 export const file_credit_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("ChVjcmVkaXQvdjEvdHlwZXMucHJvdG8SCWNyZWRpdC52MSI0CgVNb25leRIVCg1jdXJyZW5jeV9jb2RlGAEgASgJEhQKDGFtb3VudF9taW5vchgCIAEoAyLmAQoGQnVja2V0EhEKCWJ1Y2tldF9pZBgBIAEoCRIjCgRraW5kGAIgASgOMhUuY3JlZGl0LnYxLkJ1Y2tldEtpbmQSDwoHZ3JhbnRlZBgDIAEoAxIRCglyZW1haW5pbmcYBCABKAMSLgoKdmFsaWRfZnJvbRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc291cmNlX3JlZhgHIAEoCRIMCgRoZWxkGAggASgDIu0BCgdCYWxhbmNlEhIKCmFjY291bnRfaWQYASABKAkSEQoJYXZhaWxhYmxlGAIgASgDEgwKBGhlbGQYAyABKAMSIgoHYnVja2V0cxgEIAMoCzIRLmNyZWRpdC52MS5CdWNrZXQSLQoMc3Vic2NyaXB0aW9uGAUgASgLMhcuY3JlZGl0LnYxLlN1YnNjcmlwdGlvbhIpCgVhc19vZhgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRYnVja2V0c190cnVuY2F0ZWQYByABKAgSFAoMYnVja2V0X2NvdW50GAggASgFIpQECgtSZXNlcnZhdGlvbhIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRISCgphY2NvdW50X2lkGAIgASgJEioKBXN0YXRlGAMgASgOMhsuY3JlZGl0LnYxLlJlc2VydmF0aW9uU3RhdGUSEwoLaGVsZF9hbW91bnQYBCABKAMSFwoPY2FwdHVyZWRfYW1vdW50GAUgASgDEi4KCmV4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKCG1ldGFkYXRhGAggAygLMiQuY3JlZGl0LnYxLlJlc2VydmF0aW9uLk1ldGFkYXRhRW50cnkSLgoKc2V0dGxlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPcmVsZWFzZWRfYW1vdW50GAogASgDEjAKDnJlbGVhc2VfcmVhc29uGAsgASgOMhguY3JlZGl0LnYxLlJlbGVhc2VSZWFzb24SFgoOcmVsZWFzZV9kZXRhaWwYDCABKAkSIwoHcHJpY2luZxgNIAEoCzISLmNyZWRpdC52MS5QcmljaW5nGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLIAQoOR2VuZXJhdGlvblNwZWMSDQoFbW9kZWwYASABKAkSJwoEa2luZBgCIAEoDjIZLmNyZWRpdC52MS5HZW5lcmF0aW9uS2luZBINCgV3aWR0aBgDIAEoBRIOCgZoZWlnaHQYBCABKAUSKwoIZHVyYXRpb24YBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDQoFY291bnQYBiABKAUSIwoHcXVhbGl0eRgHIAEoDjISLmNyZWRpdC52MS5RdWFsaXR5IjoKCVF1b3RlTGluZRIMCgRpdGVtGAEgASgJEg8KB2NyZWRpdHMYAiABKAMSDgoGZGV0YWlsGAMgASgJIoUBCgdQcmljaW5nEicKBHNwZWMYASABKAsyGS5jcmVkaXQudjEuR2VuZXJhdGlvblNwZWMSGQoRcmF0ZV9jYXJkX3ZlcnNpb24YAiABKAkSHgoWYWNjb3VudF9wcmljZV9wZXJtaWxsZRgDIAEoBRIWCg5xdW90ZWRfY3JlZGl0cxgEIAEoAyK0AQoEUGxhbhIPCgdwbGFuX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSLAoIaW50ZXJ2YWwYAyABKA4yGi5jcmVkaXQudjEuQmlsbGluZ0ludGVydmFsEhkKEW1vbnRobHlfYWxsb3dhbmNlGAQgASgDEh8KBXByaWNlGAUgASgLMhAuY3JlZGl0LnYxLk1vbmV5Eg8KB3ZlcnNpb24YBiABKAUSEgoKYWNjb3VudF9pZBgHIAEoCSJqCg9TY2hlZHVsZWRDaGFuZ2USDwoHcGxhbl9pZBgBIAEoCRIwCgxlZmZlY3RpdmVfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDHBsYW5fdmVyc2lvbhgDIAEoBSKCAwoMU3Vic2NyaXB0aW9uEg8KB3BsYW5faWQYASABKAkSLAoIaW50ZXJ2YWwYAiABKA4yGi5jcmVkaXQudjEuQmlsbGluZ0ludGVydmFsEjAKDHBlcmlvZF9zdGFydBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcGVyaW9kX2VuZBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNgoSYmlsbGluZ19wZXJpb2RfZW5kGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0ChBzY2hlZHVsZWRfY2hhbmdlGAYgASgLMhouY3JlZGl0LnYxLlNjaGVkdWxlZENoYW5nZRIUCgxwbGFuX3ZlcnNpb24YByABKAUSMgoOYmlsbGluZ19hbmNob3IYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKEW1vbnRobHlfYWxsb3dhbmNlGAkgASgDKnsKCkJ1Y2tldEtpbmQSGwoXQlVDS0VUX0tJTkRfVU5TUEVDSUZJRUQQABIcChhCVUNLRVRfS0lORF9TVUJTQ1JJUFRJT04QARIWChJCVUNLRVRfS0lORF9UT1BfVVAQAhIaChZCVUNLRVRfS0lORF9BREpVU1RNRU5UEAMqsQEKEFJlc2VydmF0aW9uU3RhdGUSIQodUkVTRVJWQVRJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIaChZSRVNFUlZBVElPTl9TVEFURV9IRUxEEAESHwobUkVTRVJWQVRJT05fU1RBVEVfQ09NTUlUVEVEEAISHgoaUkVTRVJWQVRJT05fU1RBVEVfUkVMRUFTRUQQAxIdChlSRVNFUlZBVElPTl9TVEFURV9FWFBJUkVEEAQqrQEKDVJlbGVhc2VSZWFzb24SHgoaUkVMRUFTRV9SRUFTT05fVU5TUEVDSUZJRUQQABIkCiBSRUxFQVNFX1JFQVNPTl9HRU5FUkFUSU9OX0ZBSUxFRBABEh4KGlJFTEVBU0VfUkVBU09OX0lOVEVSUlVQVEVEEAISHAoYUkVMRUFTRV9SRUFTT05fQ0FOQ0VMTEVEEAMSGAoUUkVMRUFTRV9SRUFTT05fT1RIRVIQBCq+AQoOR2VuZXJhdGlvbktpbmQSHwobR0VORVJBVElPTl9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVR0VORVJBVElPTl9LSU5EX0lNQUdFEAESGQoVR0VORVJBVElPTl9LSU5EX1ZJREVPEAISHQoZR0VORVJBVElPTl9LSU5EX0FOSU1BVElPThADEhkKFUdFTkVSQVRJT05fS0lORF9BVURJTxAEEhsKF0dFTkVSQVRJT05fS0lORF9VUFNDQUxFEAUqcAoHUXVhbGl0eRIXChNRVUFMSVRZX1VOU1BFQ0lGSUVEEAASEQoNUVVBTElUWV9EUkFGVBABEhQKEFFVQUxJVFlfU1RBTkRBUkQQAhIQCgxRVUFMSVRZX0hJR0gQAxIRCg1RVUFMSVRZX1VMVFJBEAQqagoPQmlsbGluZ0ludGVydmFsEiAKHEJJTExJTkdfSU5URVJWQUxfVU5TUEVDSUZJRUQQABIaChZCSUxMSU5HX0lOVEVSVkFMX01PTlRIEAESGQoVQklMTElOR19JTlRFUlZBTF9ZRUFSEAJiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChVjcmVkaXQvdjEvdHlwZXMucHJvdG8SCWNyZWRpdC52MSI0CgVNb25leRIVCg1jdXJyZW5jeV9jb2RlGAEgASgJEhQKDGFtb3VudF9taW5vchgCIAEoAyLmAQoGQnVja2V0EhEKCWJ1Y2tldF9pZBgBIAEoCRIjCgRraW5kGAIgASgOMhUuY3JlZGl0LnYxLkJ1Y2tldEtpbmQSDwoHZ3JhbnRlZBgDIAEoAxIRCglyZW1haW5pbmcYBCABKAMSLgoKdmFsaWRfZnJvbRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc291cmNlX3JlZhgHIAEoCRIMCgRoZWxkGAggASgDIu0BCgdCYWxhbmNlEhIKCmFjY291bnRfaWQYASABKAkSEQoJYXZhaWxhYmxlGAIgASgDEgwKBGhlbGQYAyABKAMSIgoHYnVja2V0cxgEIAMoCzIRLmNyZWRpdC52MS5CdWNrZXQSLQoMc3Vic2NyaXB0aW9uGAUgASgLMhcuY3JlZGl0LnYxLlN1YnNjcmlwdGlvbhIpCgVhc19vZhgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRYnVja2V0c190cnVuY2F0ZWQYByABKAgSFAoMYnVja2V0X2NvdW50GAggASgFIpQECgtSZXNlcnZhdGlvbhIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRISCgphY2NvdW50X2lkGAIgASgJEioKBXN0YXRlGAMgASgOMhsuY3JlZGl0LnYxLlJlc2VydmF0aW9uU3RhdGUSEwoLaGVsZF9hbW91bnQYBCABKAMSFwoPY2FwdHVyZWRfYW1vdW50GAUgASgDEi4KCmV4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKCG1ldGFkYXRhGAggAygLMiQuY3JlZGl0LnYxLlJlc2VydmF0aW9uLk1ldGFkYXRhRW50cnkSLgoKc2V0dGxlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPcmVsZWFzZWRfYW1vdW50GAogASgDEjAKDnJlbGVhc2VfcmVhc29uGAsgASgOMhguY3JlZGl0LnYxLlJlbGVhc2VSZWFzb24SFgoOcmVsZWFzZV9kZXRhaWwYDCABKAkSIwoHcHJpY2luZxgNIAEoCzISLmNyZWRpdC52MS5QcmljaW5nGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLIAQoOR2VuZXJhdGlvblNwZWMSDQoFbW9kZWwYASABKAkSJwoEa2luZBgCIAEoDjIZLmNyZWRpdC52MS5HZW5lcmF0aW9uS2luZBINCgV3aWR0aBgDIAEoBRIOCgZoZWlnaHQYBCABKAUSKwoIZHVyYXRpb24YBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDQoFY291bnQYBiABKAUSIwoHcXVhbGl0eRgHIAEoDjISLmNyZWRpdC52MS5RdWFsaXR5IjoKCVF1b3RlTGluZRIMCgRpdGVtGAEgASgJEg8KB2NyZWRpdHMYAiABKAMSDgoGZGV0YWlsGAMgASgJIoUBCgdQcmljaW5nEicKBHNwZWMYASABKAsyGS5jcmVkaXQudjEuR2VuZXJhdGlvblNwZWMSGQoRcmF0ZV9jYXJkX3ZlcnNpb24YAiABKAkSHgoWYWNjb3VudF9wcmljZV9wZXJtaWxsZRgDIAEoBRIWCg5xdW90ZWRfY3JlZGl0cxgEIAEoAyK0AQoEUGxhbhIPCgdwbGFuX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSLAoIaW50ZXJ2YWwYAyABKA4yGi5jcmVkaXQudjEuQmlsbGluZ0ludGVydmFsEhkKEW1vbnRobHlfYWxsb3dhbmNlGAQgASgDEh8KBXByaWNlGAUgASgLMhAuY3JlZGl0LnYxLk1vbmV5Eg8KB3ZlcnNpb24YBiABKAUSEgoKYWNjb3VudF9pZBgHIAEoCSJqCg9TY2hlZHVsZWRDaGFuZ2USDwoHcGxhbl9pZBgBIAEoCRIwCgxlZmZlY3RpdmVfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDHBsYW5fdmVyc2lvbhgDIAEoBSKCAwoMU3Vic2NyaXB0aW9uEg8KB3BsYW5faWQYASABKAkSLAoIaW50ZXJ2YWwYAiABKA4yGi5jcmVkaXQudjEuQmlsbGluZ0ludGVydmFsEjAKDHBlcmlvZF9zdGFydBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcGVyaW9kX2VuZBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNgoSYmlsbGluZ19wZXJpb2RfZW5kGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0ChBzY2hlZHVsZWRfY2hhbmdlGAYgASgLMhouY3JlZGl0LnYxLlNjaGVkdWxlZENoYW5nZRIUCgxwbGFuX3ZlcnNpb24YByABKAUSMgoOYmlsbGluZ19hbmNob3IYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKEW1vbnRobHlfYWxsb3dhbmNlGAkgASgDItUBChNCYWxhbmNlQWxlcnRTZXR0aW5nEhEKB2NyZWRpdHMYASABKANIABIeChRwZXJjZW50X29mX2FsbG93YW5jZRgCIAEoDUgAEhIKCmlzX2RlZmF1bHQYAyABKAgSDgoGYWN0aXZlGAQgASgIEhkKEXRocmVzaG9sZF9jcmVkaXRzGAUgASgDEhIKCnJlY292ZXJfYXQYBiABKAMSKwoFc3RhdGUYByABKA4yHC5jcmVkaXQudjEuQmFsYW5jZUFsZXJ0U3RhdGVCCwoJdGhyZXNob2xkKnsKCkJ1Y2tldEtpbmQSGwoXQlVDS0VUX0tJTkRfVU5TUEVDSUZJRUQQABIcChhCVUNLRVRfS0lORF9TVUJTQ1JJUFRJT04QARIWChJCVUNLRVRfS0lORF9UT1BfVVAQAhIaChZCVUNLRVRfS0lORF9BREpVU1RNRU5UEAMqsQEKEFJlc2VydmF0aW9uU3RhdGUSIQodUkVTRVJWQVRJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIaChZSRVNFUlZBVElPTl9TVEFURV9IRUxEEAESHwobUkVTRVJWQVRJT05fU1RBVEVfQ09NTUlUVEVEEAISHgoaUkVTRVJWQVRJT05fU1RBVEVfUkVMRUFTRUQQAxIdChlSRVNFUlZBVElPTl9TVEFURV9FWFBJUkVEEAQqrQEKDVJlbGVhc2VSZWFzb24SHgoaUkVMRUFTRV9SRUFTT05fVU5TUEVDSUZJRUQQABIkCiBSRUxFQVNFX1JFQVNPTl9HRU5FUkFUSU9OX0ZBSUxFRBABEh4KGlJFTEVBU0VfUkVBU09OX0lOVEVSUlVQVEVEEAISHAoYUkVMRUFTRV9SRUFTT05fQ0FOQ0VMTEVEEAMSGAoUUkVMRUFTRV9SRUFTT05fT1RIRVIQBCq+AQoOR2VuZXJhdGlvbktpbmQSHwobR0VORVJBVElPTl9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVR0VORVJBVElPTl9LSU5EX0lNQUdFEAESGQoVR0VORVJBVElPTl9LSU5EX1ZJREVPEAISHQoZR0VORVJBVElPTl9LSU5EX0FOSU1BVElPThADEhkKFUdFTkVSQVRJT05fS0lORF9BVURJTxAEEhsKF0dFTkVSQVRJT05fS0lORF9VUFNDQUxFEAUqcAoHUXVhbGl0eRIXChNRVUFMSVRZX1VOU1BFQ0lGSUVEEAASEQoNUVVBTElUWV9EUkFGVBABEhQKEFFVQUxJVFlfU1RBTkRBUkQQAhIQCgxRVUFMSVRZX0hJR0gQAxIRCg1RVUFMSVRZX1VMVFJBEAQqagoPQmlsbGluZ0ludGVydmFsEiAKHEJJTExJTkdfSU5URVJWQUxfVU5TUEVDSUZJRUQQABIaChZCSUxMSU5HX0lOVEVSVkFMX01PTlRIEAESGQoVQklMTElOR19JTlRFUlZBTF9ZRUFSEAIqlwEKEUJhbGFuY2VBbGVydFN0YXRlEiMKH0JBTEFOQ0VfQUxFUlRfU1RBVEVfVU5TUEVDSUZJRUQQABIdChlCQUxBTkNFX0FMRVJUX1NUQVRFX0FSTUVEEAESGwoXQkFMQU5DRV9BTEVSVF9TVEFURV9MT1cQAhIhCh1CQUxBTkNFX0FMRVJUX1NUQVRFX0VYSEFVU1RFRBADYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Money is an integer amount of minor units (cents) in one ISO 4217 currency; never fractional.
@@ -603,6 +603,78 @@ export const SubscriptionSchema: GenMessage<Subscription> = /*@__PURE__*/
   messageDesc(file_credit_v1_types, 9);
 
 /**
+ * An account's balance alert: what was set, the threshold in credits it comes to, and its state.
+ *
+ * @generated from message credit.v1.BalanceAlertSetting
+ */
+export type BalanceAlertSetting = Message<"credit.v1.BalanceAlertSetting"> & {
+  /**
+   * What the threshold was set as; unset (neither) when the configured default applies.
+   *
+   * @generated from oneof credit.v1.BalanceAlertSetting.threshold
+   */
+  threshold: {
+    /**
+     * A fixed number of credits.
+     *
+     * @generated from field: int64 credits = 1;
+     */
+    value: bigint;
+    case: "credits";
+  } | {
+    /**
+     * A percent of the plan's monthly allowance.
+     *
+     * @generated from field: uint32 percent_of_allowance = 2;
+     */
+    value: number;
+    case: "percentOfAllowance";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * True when no alert was set for the account and the server's default (BALANCE_ALERT_DEFAULT_PERCENT of the plan's allowance) applies.
+   *
+   * @generated from field: bool is_default = 3;
+   */
+  isDefault: boolean;
+
+  /**
+   * False when no threshold applies now (a percent on an account without a plan, or no default): no alert fires.
+   *
+   * @generated from field: bool active = 4;
+   */
+  active: boolean;
+
+  /**
+   * The threshold in credits: BALANCE_LOW when available falls below it.
+   *
+   * @generated from field: int64 threshold_credits = 5;
+   */
+  thresholdCredits: bigint;
+
+  /**
+   * Available credits at which the alert re-arms (BALANCE_RECOVERED): the threshold plus its hysteresis.
+   *
+   * @generated from field: int64 recover_at = 6;
+   */
+  recoverAt: bigint;
+
+  /**
+   * Where the alert stands.
+   *
+   * @generated from field: credit.v1.BalanceAlertState state = 7;
+   */
+  state: BalanceAlertState;
+};
+
+/**
+ * Describes the message credit.v1.BalanceAlertSetting.
+ * Use `create(BalanceAlertSettingSchema)` to create a new message.
+ */
+export const BalanceAlertSettingSchema: GenMessage<BalanceAlertSetting> = /*@__PURE__*/
+  messageDesc(file_credit_v1_types, 10);
+
+/**
  * The origin of a bucket's credits, which also decides its place in the consumption order.
  *
  * @generated from enum credit.v1.BucketKind
@@ -875,4 +947,45 @@ export enum BillingInterval {
  */
 export const BillingIntervalSchema: GenEnum<BillingInterval> = /*@__PURE__*/
   enumDesc(file_credit_v1_types, 5);
+
+/**
+ * Where an account's balance alert stands on its cycle ARMED → LOW → EXHAUSTED → (recovered) ARMED.
+ *
+ * @generated from enum credit.v1.BalanceAlertState
+ */
+export enum BalanceAlertState {
+  /**
+   * Not a valid state.
+   *
+   * @generated from enum value: BALANCE_ALERT_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Available credits are above the threshold (or rose back past threshold + hysteresis): the next fall below it raises BALANCE_LOW.
+   *
+   * @generated from enum value: BALANCE_ALERT_STATE_ARMED = 1;
+   */
+  ARMED = 1,
+
+  /**
+   * BALANCE_LOW was raised; BALANCE_RECOVERED re-arms it.
+   *
+   * @generated from enum value: BALANCE_ALERT_STATE_LOW = 2;
+   */
+  LOW = 2,
+
+  /**
+   * BALANCE_EXHAUSTED was raised (available reached 0); BALANCE_RECOVERED re-arms it.
+   *
+   * @generated from enum value: BALANCE_ALERT_STATE_EXHAUSTED = 3;
+   */
+  EXHAUSTED = 3,
+}
+
+/**
+ * Describes the enum credit.v1.BalanceAlertState.
+ */
+export const BalanceAlertStateSchema: GenEnum<BalanceAlertState> = /*@__PURE__*/
+  enumDesc(file_credit_v1_types, 6);
 
