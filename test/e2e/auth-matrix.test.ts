@@ -32,7 +32,7 @@ import { newAccountId, newKey, startTestService, type TestService } from "../sup
  *   runner  = Reserve Commit Release ExtendReservation GetReservation GetBalance Quote GetRateCard
  *   billing = ChangePlan PurchaseTopUp GetBalance ListPlans
  *   support = the reads (GetBalance GetReservation Quote GetRateCard ListPlans ListLedgerEntries Reconcile) + AdjustCredits
- *   billing and support also read the event feed (ListEvents StreamEvents)
+ *   billing and support also read the event feed (ListEvents StreamEvents) and set balance alerts (SetBalanceAlert)
  *   admin   = everything
  */
 
@@ -61,6 +61,7 @@ const EXPECTED: Record<string, Record<Who, Outcome>> = {
   "credit.v1.CreditAdminService/SetCustomPlan":     { runner: D, billing: D, support: D, admin: A, none: U, wrong: U },
   "credit.v1.CreditAdminService/SetAccountPricing": { runner: D, billing: D, support: D, admin: A, none: U, wrong: U },
   "credit.v1.CreditAdminService/AdvanceTestClock":  { runner: D, billing: D, support: D, admin: A, none: U, wrong: U },
+  "credit.v1.CreditAdminService/SetBalanceAlert":   { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
   "credit.v1.CreditEventService/ListEvents":        { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
   "credit.v1.CreditEventService/StreamEvents":      { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
 };
@@ -121,6 +122,8 @@ const CALLS: Record<string, (c: CreditClients, f: Fixture) => Promise<unknown>> 
   "credit.v1.CreditAdminService/SetAccountPricing": (c, f) => c.admin.setAccountPricing({ accountId: f.accountId, pricePermille: 900 }),
   "credit.v1.CreditAdminService/AdvanceTestClock": (c, f) =>
     c.admin.advanceTestClock({ accountId: f.accountId, by: durationFromMs(60_000), idempotencyKey: newKey() }),
+  "credit.v1.CreditAdminService/SetBalanceAlert": (c, f) =>
+    c.admin.setBalanceAlert({ accountId: f.accountId, threshold: { case: "percentOfAllowance", value: 15 }, idempotencyKey: newKey() }),
   "credit.v1.CreditEventService/ListEvents": (c, f) => c.events.listEvents({ accountId: f.accountId }),
   // The stream's first event (the fixture's grant) proves the call was let through; then it is cancelled.
   "credit.v1.CreditEventService/StreamEvents": async (c, f) => {

@@ -15,7 +15,8 @@ import {
 import type { Plan } from "../../src/domain/plan.js";
 import type { Reservation } from "../../src/domain/reservation.js";
 import type { SubscriptionView } from "../../src/domain/subscription.js";
-import { AdjustCreditsResponseSchema, AdvanceTestClockResponseSchema, LedgerEntrySchema } from "../../src/gen/credit/v1/admin_service_pb.js";
+import { AdjustCreditsResponseSchema, AdvanceTestClockResponseSchema, LedgerEntrySchema, SetBalanceAlertResponseSchema } from "../../src/gen/credit/v1/admin_service_pb.js";
+import { alertSetting } from "../../src/rpc/alert-encoding.js";
 import {
   ChangePlanResponseSchema,
   CommitResponseSchema,
@@ -174,6 +175,13 @@ describe("the largest answer of each method", () => {
       }),
     ],
     ["AdvanceTestClock", bytesOf(AdvanceTestClockResponseSchema, { now: timestampFromDate(LATE), balance })],
+    [
+      "SetBalanceAlert",
+      bytesOf(SetBalanceAlertResponseSchema, {
+        alert: alertSetting({ threshold: { kind: "credits", credits: INT64_MAX }, isDefault: false, thresholdCredits: INT64_MAX, recoverAt: INT64_MAX, state: "EXHAUSTED" }),
+        balance,
+      }),
+    ],
   ];
 
   it.each(worst)("%s answers at most 128 KiB (%i bytes)", (_method, bytes) => {
