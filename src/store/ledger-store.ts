@@ -10,6 +10,7 @@ import type { PostgresChangeFeed } from "./change-feed.js";
 import { type AccountLocks, type BatchResult, type QueuedCommand, runCommandBatch } from "./command-batch.js";
 import { ConcurrencyGate } from "./concurrency-gate.js";
 import { EntryListings } from "./entry-listing.js";
+import { dueWorkStatement } from "./due-work.js";
 import { persistStatement } from "./persist.js";
 import { inTransaction, type Query, queryOn } from "./pg.js";
 import { reconcileAccount } from "./reconcile-scan.js";
@@ -43,17 +44,6 @@ export interface LedgerStoreOptions {
   /** How long before a bucket's expiry its CREDITS_EXPIRING notice falls due (the apply stage's setting): the sweeper looks that far ahead; absent: 0. */
   readonly expiryNoticeMs?: number;
 }
-
-/**
- * The due-work query's branch for expiry notices (domain/expiry-notice.ts): buckets whose
- * `expires_at − notice` has passed, found through the partial index buckets_expiry_notice (only
- * the buckets still waiting for a notice are in it). Buckets that expired meanwhile come too; the
- * due work expires them (their free credits leave the index with it).
- */
-const EXPIRY_NOTICES_DUE = `
-         union
-         (select account_id from buckets where remaining > held and not expiry_noticed and kind <> 'SUBSCRIPTION' and expires_at <= ?
-           group by account_id order by min(expires_at) limit ?)`;
 
 /**
  * Reconciles that may wait for the one running on this server; one more is refused. Each takes
@@ -293,20 +283,8 @@ export class PostgresLedgerStore implements LedgerStore {
 
   async accountsWithDueWork(now: Date, limit: number): Promise<string[]> {
     return guardUnavailable(async () => {
-      const rows = await this.q(
-        // Distinct accounts, most overdue first: one account with many overdue holds takes one slot.
-        // Accounts on a test clock are always candidates: their own time runs ahead of `now`.
-        `(select account_id from reservations where state = 'HELD' and expires_at <= ?
-           group by account_id order by min(expires_at) limit ?)
-         union
-         (select account_id from buckets where remaining > held and expires_at <= ?
-           group by account_id order by min(expires_at) limit ?)
-         union
-         (select account_id from subscriptions where granted_period_end <= ? order by granted_period_end limit ?)
-         union
-         (select account_id from accounts where clock_offset_ms <> 0 limit ?)${this.expiryNoticeMs > 0 ? EXPIRY_NOTICES_DUE : ""}`,
-        [now, limit, now, limit, now, limit, limit, ...(this.expiryNoticeMs > 0 ? [new Date(now.getTime() + this.expiryNoticeMs), limit] : [])],
-      );
+      const due = dueWorkStatement(now, limit, this.expiryNoticeMs);
+      const rows = await this.q(due.sql, due.params);
       return rows.map((r) => r["account_id"] as string);
     });
   }

@@ -7,7 +7,8 @@ import { type QueuedCommand, runCommandBatch } from "../../src/store/command-bat
 import { PostgresChangeFeed } from "../../src/store/change-feed.js";
 import { migrate, openDatabase } from "../../src/store/database.js";
 import { PostgresLedgerStore } from "../../src/store/ledger-store.js";
-import { createPool, inSnapshot, inTransaction, listenerClient, type Transaction } from "../../src/store/pg.js";
+import { dueWorkStatement } from "../../src/store/due-work.js";
+import { createPool, inSnapshot, inTransaction, listenerClient, toPositional, type Transaction } from "../../src/store/pg.js";
 import { RECONCILE_SETTINGS, RECONCILE_SUSPECTS } from "../../src/store/reconcile-scan.js";
 import type { Row } from "../../src/store/rows.js";
 import { runDatabaseUrl, TEST_DATABASE_URL } from "../support/env.js";
@@ -288,5 +289,66 @@ describe("Reconcile's plan on a large account", () => {
     const reservationScans = all.filter(({ node }) => node["Relation Name"] === "reservations");
     expect(reservationScans, shown).toHaveLength(1);
     if (rescanned(reservationScans[0]!)) expect(reservationScans[0]!.node["Index Name"], shown).toBe("reservations_pkey");
+  }, 120_000);
+});
+
+/** A node of an EXPLAIN (FORMAT JSON), for the due-work query's plan. */
+interface DuePlanNode {
+  readonly "Node Type": string;
+  readonly "Relation Name"?: string;
+  readonly "Index Name"?: string;
+  readonly Plans?: DuePlanNode[];
+}
+function dueNodes(plan: DuePlanNode): DuePlanNode[] {
+  return [plan, ...(plan.Plans ?? []).flatMap(dueNodes)];
+}
+
+describe("the sweeper's due-work query with expiry notices", () => {
+  const NOTICE_MS = 7 * 24 * 3600_000;
+  const QUIET = 20_000;
+
+  it("finds the buckets whose notice fell due through buckets_expiry_notice, never by reading every bucket", async () => {
+    // Many accounts' buckets that are no candidates: noticed already, spent, subscriptions, far from expiry.
+    await admin.query(
+      `insert into accounts (account_id, created_at) select 'plans-notice-quiet-' || g, now() from generate_series(1, $1) g`,
+      [QUIET / 4],
+    );
+    await admin.query(
+      `insert into buckets (account_id, bucket_id, kind, granted, remaining, held, valid_from, expires_at, source_ref, created_at, expiry_noticed)
+       select 'plans-notice-quiet-' || (g % $2 + 1), gen_random_uuid(), k.kind, 10, k.remaining, 0, now() - interval '1 day',
+              now() + k.expires_in, 'plans-test', now(), k.noticed
+         from generate_series(1, $1) g
+         cross join lateral (values
+           ('TOP_UP', 10, interval '3 days', true),          -- noticed already
+           ('ADJUSTMENT', 0, interval '3 days', false),      -- nothing free
+           ('SUBSCRIPTION', 10, interval '3 days', false),   -- allowances reset: no notice
+           ('TOP_UP', 10, interval '60 days', false)          -- not yet
+         ) as k(kind, remaining, expires_in, noticed)
+`,
+      [QUIET / 4, QUIET / 4],
+    );
+    const due = "plans-notice-due";
+    await admin.query(`insert into accounts (account_id, created_at) values ($1, now())`, [due]);
+    await admin.query(
+      `insert into buckets (account_id, bucket_id, kind, granted, remaining, held, valid_from, expires_at, source_ref, created_at)
+       values ($1, gen_random_uuid(), 'TOP_UP', 10, 10, 0, now() - interval '1 day', now() + interval '3 days', 'plans-test', now())`,
+      [due],
+    );
+    await admin.query(`analyze accounts, buckets`);
+
+    const statement = dueWorkStatement(new Date(), 200, NOTICE_MS);
+    const params = [...(statement.params ?? [])];
+    const explained = await pool.query<{ "QUERY PLAN": { Plan: DuePlanNode }[] }>(`explain (format json) ${toPositional(statement.sql)}`, params);
+    const plan = explained.rows[0]!["QUERY PLAN"][0]!.Plan;
+    const shown = JSON.stringify(plan);
+    const all = dueNodes(plan);
+    expect(all.filter((node) => node["Relation Name"] === "buckets" && node["Node Type"] === "Seq Scan"), shown).toEqual([]);
+    expect(all.map((node) => node["Index Name"]), shown).toContain("buckets_expiry_notice");
+
+    // And the query finds the account, and only it among these.
+    const { rows } = await pool.query<{ account_id: string }>(toPositional(statement.sql), params);
+    const found = rows.map((r) => r.account_id);
+    expect(found).toContain(due);
+    expect(found.filter((id) => id.startsWith("plans-notice-quiet-"))).toEqual([]);
   }, 120_000);
 });
