@@ -1,5 +1,5 @@
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { BucketKind, createCreditClients, LedgerEntryKind } from "./client/index.js";
+import { BalanceAlertState, BucketKind, createCreditClients, LedgerEntryKind } from "./client/index.js";
 import { sha256 } from "./rpc/auth.js";
 
 /**
@@ -8,6 +8,7 @@ import { sha256 } from "./rpc/auth.js";
  *   credit-admin entries <account> [--kind HOLD] [--limit 50]
  *   credit-admin adjust <account> <amount> --reason "…" [--expires 2027-01-31T00:00:00Z]
  *   credit-admin reconcile <account>
+ *   credit-admin alert <account> <credits>|<percent>%   (balance alert: a number of credits, or a percent of the plan's allowance)
  *   credit-admin hash-token <token>            (for AUTH_TOKENS)
  * Server and token from CREDIT_URL (default http://127.0.0.1:50051) and CREDIT_TOKEN.
  */
@@ -34,7 +35,7 @@ export async function run(args: string[], env: Record<string, string | undefined
   }
   const { credit, admin } = createCreditClients({ baseUrl: env["CREDIT_URL"] ?? "http://127.0.0.1:50051", token: env["CREDIT_TOKEN"], caller: "credit-admin" });
   if (!account) {
-    out("usage: credit-admin balance|entries|adjust|reconcile <account> … | hash-token <token>");
+    out("usage: credit-admin balance|entries|adjust|reconcile|alert <account> … | hash-token <token>");
     return 2;
   }
   switch (command) {
@@ -70,6 +71,22 @@ export async function run(args: string[], env: Record<string, string | undefined
         expiresAt: expires ? timestampFromDate(new Date(expires)) : undefined,
       });
       out(`granted ${bucket?.granted} credits in bucket ${bucket?.bucketId}; available now ${balance?.available}`);
+      return 0;
+    }
+    case "alert": {
+      const match = /^(\d{1,16})(%?)$/.exec(rest[0] ?? "");
+      if (!match) {
+        out("usage: credit-admin alert <account> <credits>|<percent>%");
+        return 2;
+      }
+      const threshold = match[2] ? { case: "percentOfAllowance" as const, value: Number(match[1]) } : { case: "credits" as const, value: BigInt(match[1]!) };
+      const { alert, balance } = await admin.setBalanceAlert({ accountId: account, threshold });
+      const state = BalanceAlertState[alert?.state ?? BalanceAlertState.UNSPECIFIED];
+      out(
+        alert?.active
+          ? `alert below ${alert.thresholdCredits} credits (re-arms at ${alert.recoverAt}), ${state}; available now ${balance?.available}`
+          : `alert set, inactive until the account has a plan; available now ${balance?.available}`,
+      );
       return 0;
     }
     case "reconcile": {

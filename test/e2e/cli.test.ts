@@ -148,6 +148,18 @@ describe("adjust, balance, entries and reconcile", () => {
     expect(cells(lines[1])[6]).toBe("support-desk");
   });
 
+  it("alert sets a balance alert in credits or in percent of the plan's allowance and says where it stands", async () => {
+    const accountId = newAccountId("cli");
+    expect((await cli(["adjust", accountId, "300", "--reason", "fund"])).code).toBe(0);
+    expect(await cli(["alert", accountId, "500"])).toEqual({ code: 0, lines: ["alert below 500 credits (re-arms at 550), LOW; available now 300"] });
+    expect(await cli(["alert", accountId, "20%"])).toEqual({ code: 0, lines: ["alert set, inactive until the account has a plan; available now 300"] });
+    await admin.credit.changePlan({ accountId, planId: "basic-monthly" }); // 1000 a month: 20 % = 200
+    expect(await cli(["alert", accountId, "20%"], { CREDIT_TOKEN: SUPPORT_TOKEN })).toEqual({
+      code: 0,
+      lines: ["alert below 200 credits (re-arms at 220), ARMED; available now 1300"],
+    });
+  });
+
   it("reconcile says the account is consistent and returns 0", async () => {
     const accountId = newAccountId("cli");
     expect((await cli(["adjust", accountId, "300", "--reason", "fund"])).code).toBe(0);
@@ -166,6 +178,8 @@ describe("failures", () => {
     ["an unknown command", ["frobnicate", "acct-1"]],
     ["adjust without an amount or reason", ["adjust", "acct-1"]],
     ["adjust without --reason", ["adjust", "acct-1", "50"]],
+    ["alert without a threshold", ["alert", "acct-1"]],
+    ["alert with a bad threshold", ["alert", "acct-1", "ten"]],
   ])("bad usage (%s) prints a usage line and returns 2", async (_what, args) => {
     const { code, lines } = await cli(args);
     expect(code).toBe(2);
