@@ -135,6 +135,31 @@ describe("balance alerts", () => {
     expect(kindsOf(await eventsOf(noPlan), ...ALERTS)).toEqual([]);
   });
 
+  it("due work crosses the line too: an expiry found by the sweeper states BALANCE_LOW, a period reset on a test clock BALANCE_RECOVERED", async () => {
+    const expiring = newAccountId("alert-expiry");
+    await fund(expiring, 100n, new Date(t.clock.now().getTime() + DAY));
+    await fund(expiring, 20n);
+    await alertCredits(expiring, 50n);
+    t.clock.advance(DAY + 1000);
+    await t.service.sweep();
+    const events = await eventsOf(expiring);
+    const last = events.at(-1)!;
+    // The sweeper's change record: the expiry and the crossing it caused, under one sequence.
+    expect(events.filter((e) => e.accountSequence === last.accountSequence).map((e) => EventKind[e.kind])).toEqual(["CREDITS_EXPIRED", "BALANCE_LOW"]);
+    expect((last.payload.value as { available: bigint }).available).toBe(20n);
+
+    const resetting = newAccountId("alert-reset");
+    await t.credit.changePlan({ accountId: resetting, planId: "basic-monthly", idempotencyKey: newKey("plan") });
+    const spent = await reserve(resetting, 950n);
+    await t.credit.commit({ reservationId: spent.reservation!.reservationId, idempotencyKey: newKey("c"), actual: { case: "amount", value: 950n } });
+    await t.admin.advanceTestClock({ accountId: resetting, by: durationFromMs(32 * DAY), idempotencyKey: newKey("clock") });
+    const reset = await eventsOf(resetting);
+    expect(kindsOf(reset, ...ALERTS)).toEqual(["BALANCE_LOW", "BALANCE_RECOVERED"]);
+    const recovered = reset.at(-1)!;
+    expect(EventKind[recovered.kind]).toBe("BALANCE_RECOVERED");
+    expect(reset.filter((e) => e.accountSequence === recovered.accountSequence).map((e) => EventKind[e.kind])).toContain("PERIOD_RENEWED");
+  });
+
   it("refuses bad thresholds and unknown accounts, changing nothing", async () => {
     const accountId = newAccountId("alert-bad");
     await fund(accountId, 100n);
