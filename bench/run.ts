@@ -7,7 +7,7 @@ import { buildAndMigrate, fundAccounts, pgbench, pgbenchInit, type PgbenchRun, r
 
 /**
  * npm run bench [-- --quick] [-- --json]
- * npm run bench [-- --encoder-ab]
+ * npm run bench [-- --encoder-ab] [-- --no-outbox-ab]
  * Runs, on one Postgres and one server, in interleaved rounds: pgbench tpcb-like, Reserve→Commit/Release
  * cycles on many accounts (uniform) and on one (hot), GetBalance, and a no-op RPC (health
  * Check through the same server stack); then reconciles every account.
@@ -20,6 +20,11 @@ const asJson = process.argv.includes("--json");
  * of src/rpc/binary-encoder.ts, and uniform and hot cycles alternate between the two servers.
  */
 const encoderAb = process.argv.includes("--encoder-ab");
+/**
+ * The outbox A/B (on unless --no-outbox-ab): a second server with EVENT_OUTBOX_ENABLED=false (no
+ * event written, no sequencer), and uniform cycles alternating between the two on one database.
+ */
+const outboxAb = !process.argv.includes("--no-outbox-ab");
 const BASE = process.env["BENCH_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/credit_bench";
 /** The pgbench databases are named after the bench's, so that two benches on one Postgres given different BENCH_DATABASE_URLs never share one. */
 const BENCH_DB = new URL(BASE).pathname.slice(1);
@@ -126,6 +131,7 @@ async function main(): Promise<void> {
   const other = encoderAb
     ? await startServer({ ...serverEnv, BENCH_ANSWER_ENCODER: "protobuf-es" })
     : null;
+  const outboxOff = outboxAb ? await startServer({ ...serverEnv, EVENT_OUTBOX_ENABLED: "false" }) : null;
   try {
     step(`funding ${ACCOUNTS} accounts and pgbench databases`);
     await fundAccounts(BASE, "bench-u-", ACCOUNTS, 1_000_000_000n);
@@ -207,6 +213,31 @@ async function main(): Promise<void> {
       }
     }
 
+    const outboxAB: Record<string, { on: number[]; off: number[]; serverCpuMsPerCycle: { on: number; off: number }; postgresCpuMsPerCycle: { on: number; off: number }; ratio: number }> = {};
+    if (outboxOff) {
+      const offPid: Pids = { server: outboxOff.proc.pid!, redis: redis.proc.pid! };
+      const offTarget = `127.0.0.1:${outboxOff.port}`;
+      await load({ ...job("cycle", accounts, 16), target: offTarget, durationMs: 2000 }, offPid); // its warm-up
+      for (const clients of CLIENTS.filter((c) => c >= 16)) {
+        step(`${clients} clients: outbox on/off A/B, uniform (${ROUNDS} × ${SECONDS}s each, alternating)`);
+        const ab = { on: [] as Run[], off: [] as Run[] };
+        for (let round = 0; round < ROUNDS; round++) {
+          ab.on.push(await load(job("cycle", accounts, clients), pid));
+          ab.off.push(await load({ ...job("cycle", accounts, clients), target: offTarget }, offPid));
+        }
+        const rate = (r: Run) => (r.result.ops / r.result.elapsedMs) * 1000;
+        const perCycle = (rs: Run[], f: (r: Run) => number) => rs.reduce((a, r) => a + f(r), 0) / Math.max(1, rs.reduce((a, r) => a + r.result.ops, 0));
+        const total = (rs: Run[]) => rs.reduce((a, r) => a + r.result.ops, 0) / rs.reduce((a, r) => a + r.result.elapsedMs, 0);
+        outboxAB[`uniform/${clients}`] = {
+          on: ab.on.map(rate),
+          off: ab.off.map(rate),
+          serverCpuMsPerCycle: { on: perCycle(ab.on, (r) => r.serverCpuMs), off: perCycle(ab.off, (r) => r.serverCpuMs) },
+          postgresCpuMsPerCycle: { on: perCycle(ab.on, (r) => r.postgresCpuMs), off: perCycle(ab.off, (r) => r.postgresCpuMs) },
+          ratio: total(ab.on) / total(ab.off),
+        };
+      }
+    }
+
     step("reconciling every account");
     const rssMb = peakRssMb(pid.server);
     const differences = await reconcileAll(BASE);
@@ -223,9 +254,10 @@ async function main(): Promise<void> {
       const cycle = rows.find((r) => r.workload === "cycle" && r.clients === c)?.cpuMsPerOp;
       const cycleCpu = cycle ? cycle.server + cycle.postgres + cycle.redis : undefined;
       ratios[`cycle-cpu/pgbench-cpu @${c}`] = ratio(cycleCpu, pgbenchCpuMsPerTx[`uniform/${c}`]?.postgres);
+      if (outboxAB[`uniform/${c}`]) ratios[`outbox on/off @${c}`] = outboxAB[`uniform/${c}`]!.ratio;
     }
     const half = rows[rows.length - 1]!;
-    const report = { quick, seconds: SECONDS, rounds: ROUNDS, accounts: ACCOUNTS, pgbenchTps, pgbenchCpuMsPerTx, rows, ratios, serverPeakRssMb: rssMb, reconcileDifferences: differences, halfPeak: half.latency, ...(other ? { encoderAB } : {}) };
+    const report = { quick, seconds: SECONDS, rounds: ROUNDS, accounts: ACCOUNTS, pgbenchTps, pgbenchCpuMsPerTx, rows, ratios, serverPeakRssMb: rssMb, reconcileDifferences: differences, halfPeak: half.latency, ...(other ? { encoderAB } : {}), ...(outboxOff ? { outboxAB } : {}) };
     mkdirSync("bench/results", { recursive: true });
     writeFileSync(`bench/results/${quick ? "quick" : "full"}.json`, JSON.stringify(report, null, 2));
     if (asJson) console.log(JSON.stringify(report, null, 2));
@@ -243,6 +275,12 @@ async function main(): Promise<void> {
       }
       console.log("ratios:", Object.entries(ratios).map(([k, v]) => `${k} = ${fmt(v)}`).join(", "));
       console.log(`server peak RSS ${fmt(rssMb, 0)} MB; reconciliation differences: ${differences}`);
+      for (const [k, v] of Object.entries(outboxAB)) {
+        const list = (xs: number[]) => xs.map((x) => fmt(x, 0)).join("/");
+        console.log(
+          `outbox A/B ${k}: on ${list(v.on)} vs off ${list(v.off)} cycles/s (on/off ${fmt(v.ratio, 3)}); CPU ms per cycle server ${fmt(v.serverCpuMsPerCycle.on, 3)} vs ${fmt(v.serverCpuMsPerCycle.off, 3)}, Postgres ${fmt(v.postgresCpuMsPerCycle.on, 3)} vs ${fmt(v.postgresCpuMsPerCycle.off, 3)}`,
+        );
+      }
       for (const [k, v] of Object.entries(encoderAB)) {
         const list = (xs: number[]) => xs.map((x) => fmt(x, 0)).join("/");
         console.log(
@@ -258,10 +296,11 @@ async function main(): Promise<void> {
     const exited = new Promise((resolve) => proc.once("exit", resolve));
     proc.kill("SIGTERM");
     await exited; // a profile (BENCH_PROFILE) is written on exit
-    if (other) {
-      const otherExited = new Promise((resolve) => other.proc.once("exit", resolve));
-      other.proc.kill("SIGTERM");
-      await otherExited;
+    for (const extra of [other, outboxOff]) {
+      if (!extra) continue;
+      const exited = new Promise((resolve) => extra.proc.once("exit", resolve));
+      extra.proc.kill("SIGTERM");
+      await exited;
     }
     redis.proc.kill("SIGTERM");
   }

@@ -1,5 +1,5 @@
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { BalanceAlertState, BucketKind, createCreditClients, LedgerEntryKind } from "./client/index.js";
+import { BalanceAlertState, BucketKind, createCreditClients, type CreditClients, type Event, EventKind, LedgerEntryKind } from "./client/index.js";
 import { sha256 } from "./rpc/auth.js";
 
 /**
@@ -9,6 +9,7 @@ import { sha256 } from "./rpc/auth.js";
  *   credit-admin adjust <account> <amount> --reason "…" [--expires 2027-01-31T00:00:00Z]
  *   credit-admin reconcile <account>
  *   credit-admin alert <account> <credits>|<percent>%   (balance alert: a number of credits, or a percent of the plan's allowance)
+ *   credit-admin events [--account A] [--after CURSOR] [--kind HOLD_COMMITTED] [--limit 20] [--follow]
  *   credit-admin hash-token <token>            (for AUTH_TOKENS)
  * Server and token from CREDIT_URL (default http://127.0.0.1:50051) and CREDIT_TOKEN.
  */
@@ -33,9 +34,11 @@ export async function run(args: string[], env: Record<string, string | undefined
     out(sha256(account).toString("hex"));
     return 0;
   }
-  const { credit, admin } = createCreditClients({ baseUrl: env["CREDIT_URL"] ?? "http://127.0.0.1:50051", token: env["CREDIT_TOKEN"], caller: "credit-admin" });
+  const clients = createCreditClients({ baseUrl: env["CREDIT_URL"] ?? "http://127.0.0.1:50051", token: env["CREDIT_TOKEN"], caller: "credit-admin" });
+  const { credit, admin } = clients;
+  if (command === "events") return events(clients, args.slice(1), out);
   if (!account) {
-    out("usage: credit-admin balance|entries|adjust|reconcile|alert <account> … | hash-token <token>");
+    out("usage: credit-admin balance|entries|adjust|reconcile|alert <account> … | events [--account A] [--after CURSOR] [--kind K] [--limit N] [--follow] | hash-token <token>");
     return 2;
   }
   switch (command) {
@@ -98,6 +101,64 @@ export async function run(args: string[], env: Record<string, string | undefined
       out(`unknown command ${command}`);
       return 2;
   }
+}
+
+/** What an event says, in a few words. */
+function summary(event: Event): string {
+  const p = event.payload;
+  switch (p.case) {
+    case "hold": {
+      const r = p.value.reservation!;
+      return `hold ${r.reservationId} held ${r.heldAmount} captured ${r.capturedAmount} returned ${r.releasedAmount}`;
+    }
+    case "creditsGranted":
+      return `+${p.value.amount} ${BucketKind[p.value.bucket?.kind ?? 0]} ${p.value.source}`;
+    case "creditsExpired":
+      return `-${p.value.amount} from ${p.value.bucket?.bucketId}`;
+    case "creditsExpiring":
+      return `${p.value.amount} expire at ${when(p.value.expiresAt)}`;
+    case "planChanged":
+      return `${p.value.previousPlan?.planId ?? "-"} → ${p.value.plan?.planId} charge ${p.value.proratedCharge?.amountMinor ?? 0n} ${p.value.proratedCharge?.currencyCode ?? ""}`;
+    case "periodRenewed":
+      return `${p.value.plan?.planId} until ${when(p.value.periodEnd)}${p.value.billingPeriodRenewed ? ` charge ${p.value.charge?.amountMinor} ${p.value.charge?.currencyCode}` : ""}`;
+    case "balanceAlert":
+      return `available ${p.value.available} (threshold ${p.value.threshold})`;
+    case "testClockAdvanced":
+      return `+${p.value.advancedMs} ms`;
+    default:
+      return "";
+  }
+}
+
+function eventRow(e: Event): string[] {
+  return [e.cursor, when(e.occurredAt), e.accountId, String(e.accountSequence), EventKind[e.kind], summary(e)];
+}
+
+const EVENT_HEADER = ["CURSOR", "OCCURRED", "ACCOUNT", "SEQ", "KIND", "WHAT"];
+
+/** One page of the event feed as a table, or (--follow) every event as it comes, one line each, until interrupted. */
+async function events(clients: CreditClients, args: string[], out: (text: string) => void): Promise<number> {
+  const kind = option(args, "kind");
+  const code = kind ? EventKind[kind.toUpperCase().replace(/^EVENT_KIND_/, "") as keyof typeof EventKind] : undefined;
+  if (kind && code === undefined) {
+    out(`unknown event kind ${kind}`);
+    return 2;
+  }
+  const request = { afterCursor: option(args, "after") ?? "", accountId: option(args, "account") ?? "", kinds: code === undefined ? [] : [code] };
+  if (args.includes("--follow")) {
+    const stop = new AbortController();
+    process.once("SIGINT", () => stop.abort());
+    try {
+      for await (const e of clients.events.streamEvents(request, { signal: stop.signal, timeoutMs: 0 })) out(eventRow(e).join("  "));
+    } catch (err) {
+      if (!stop.signal.aborted) throw err;
+    }
+    return 0;
+  }
+  const page = await clients.events.listEvents({ ...request, pageSize: Number(option(args, "limit") ?? 20) });
+  out(table(EVENT_HEADER, page.events.map(eventRow)));
+  out(`next cursor: ${page.nextCursor}`);
+  return 0;
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

@@ -170,6 +170,7 @@ async function startOnDatabase(
   const events = new EventFeed(outbox, changes, {
     intervalMs: config.EVENT_SEQUENCER_INTERVAL_MS,
     busyRetryMs: 20,
+    wakeEveryMs: 20,
     onError: (err) => log.warn({ err: err instanceof Error ? err.message : String(err) }, "event sequencer pass failed"),
   });
   if (config.EVENT_OUTBOX_ENABLED) events.start();

@@ -5,6 +5,12 @@ export interface EventFeedOptions {
   readonly intervalMs: number;
   /** Wait before trying again when another process holds the sequencer lock. */
   readonly busyRetryMs: number;
+  /**
+   * Waiting readers are woken at most this often: under a steady write load the head moves with
+   * every pass, and each wake costs every caught-up stream a page read; a short wait lets one read
+   * take several batches.
+   */
+  readonly wakeEveryMs: number;
   readonly onError: (err: unknown) => void;
 }
 
@@ -25,6 +31,8 @@ export class EventFeed {
   private timer: NodeJS.Timeout | null = null;
   private retry: NodeJS.Timeout | null = null;
   private waiters = new Set<() => void>();
+  private lastWake = 0;
+  private wakeTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly outbox: EventOutbox,
@@ -62,7 +70,7 @@ export class EventFeed {
    * `signal` aborts or the feed stops: the caller reads again either way.
    */
   next(position: bigint, timeoutMs: number, signal?: AbortSignal): Promise<void> {
-    if (this.head > position || this.isStopped || signal?.aborted) return Promise.resolve();
+    if ((this.head > position && this.wakeTimer === null) || this.isStopped || signal?.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
@@ -71,7 +79,7 @@ export class EventFeed {
         resolve();
       };
       const check = () => {
-        if (this.head > position || this.isStopped) done();
+        if ((this.head > position && this.wakeTimer === null) || this.isStopped) done();
       };
       const timer = setTimeout(done, timeoutMs);
       signal?.addEventListener("abort", done);
@@ -122,10 +130,17 @@ export class EventFeed {
   private advance(head: bigint): void {
     if (head <= this.head) return;
     this.head = head;
-    this.wakeAll();
+    if (this.wakeTimer) return;
+    const wait = this.lastWake + this.options.wakeEveryMs - performance.now();
+    if (wait <= 0) return this.wakeAll();
+    this.wakeTimer = setTimeout(() => this.wakeAll(), wait);
+    this.wakeTimer.unref();
   }
 
   private wakeAll(): void {
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.wakeTimer = null;
+    this.lastWake = performance.now();
     for (const check of [...this.waiters]) check();
   }
 }

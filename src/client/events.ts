@@ -2,7 +2,8 @@ import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { CreditEventService, Event, EventKind } from "../gen/credit/v1/event_service_pb.js";
 
 export interface EventConsumerOptions {
-  readonly events: Client<typeof CreditEventService>;
+  /** The events client, or a function giving the one to use for each (re)connection (to fail over to another server). */
+  readonly events: Client<typeof CreditEventService> | (() => Client<typeof CreditEventService>);
   /** The cursor to resume after (the last one `saveCursor` stored), or "" for the oldest retained event. */
   readonly loadCursor: () => Promise<string> | string;
   /** Handles one event; the event counts as consumed once this resolves (a throw stops the consumer). */
@@ -20,8 +21,11 @@ export interface EventConsumerOptions {
   readonly onReconnect?: (err: ConnectError) => void;
 }
 
-/** Codes after which the stream is opened again: the server went away, or is shutting down. */
-const RECONNECT = new Set([Code.Unavailable, Code.Internal, Code.Unknown, Code.DeadlineExceeded, Code.ResourceExhausted]);
+/**
+ * Codes after which the stream is opened again: the server went away or is shutting down (a
+ * process killed mid-stream resets it: CANCELED without our own signal aborting), or is busy.
+ */
+const RECONNECT = new Set([Code.Unavailable, Code.Canceled, Code.Aborted, Code.Internal, Code.Unknown, Code.DeadlineExceeded, Code.ResourceExhausted]);
 
 /**
  * Consumes the event feed at least once: streams from the stored cursor, hands each event to
@@ -38,7 +42,8 @@ export async function consumeEvents(options: EventConsumerOptions): Promise<void
   while (!options.signal?.aborted) {
     try {
       const afterCursor = await options.loadCursor();
-      const stream = options.events.streamEvents(
+      const events = typeof options.events === "function" ? options.events() : options.events;
+      const stream = events.streamEvents(
         { afterCursor, kinds: [...(options.kinds ?? [])], accountId: options.accountId ?? "" },
         { signal: options.signal, timeoutMs: 0 },
       );

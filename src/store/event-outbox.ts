@@ -1,7 +1,7 @@
 import type pg from "pg";
 import type { EventCursor, EventOutbox, EventPage, EventQuery, FeedEvent } from "../app/ports.js";
 import type { LedgerEventKind } from "../domain/events.js";
-import { inSnapshot, inTransaction } from "./pg.js";
+import { inTransaction, type Query, queryOn } from "./pg.js";
 import type { Row } from "./rows.js";
 
 /** The advisory lock of the sequencer: one pass at a time across every server on the database. */
@@ -38,15 +38,27 @@ const FEED_STATE = `
   select pruned_through, greatest(coalesce((select max(position) from event_batches), 0), pruned_through) as head
     from event_feed_state where id = 1`;
 
+/**
+ * One page, with the feed's state, in ONE statement (one snapshot, one round trip, prepared once
+ * per connection): the retention mark and the last position, then the events after the cursor
+ * (null: the oldest retained) up to SCAN_BATCHES batches past it. With no event, one row of state alone.
+ */
 const PAGE = `
-  select b.position, b.event_count, b.recorded_at, e.batch_id, e.idx, e.account_id, e.account_sequence, e.kind, e.occurred_at, e.payload
-    from event_batches b join events e on e.batch_id = b.batch_id
-   where b.position >= ? and b.position <= ?
-     and (b.position > ? or e.idx > ?)
-     and (cardinality(?::text[]) = 0 or e.kind = any(?::text[]))
-     and (?::text is null or e.account_id = ?::text)
-   order by b.position, e.idx
-   limit ?`;
+  with state as (
+    select pruned_through, greatest(coalesce((select max(position) from event_batches), 0), pruned_through) as head
+      from event_feed_state where id = 1),
+  place as (select s.*, coalesce(?::bigint, s.pruned_through) as after_position from state s)
+  select pl.pruned_through, pl.head, p.*
+    from place pl
+    left join lateral (
+      select b.position, b.event_count, b.recorded_at, e.batch_id, e.idx, e.account_id, e.account_sequence, e.kind, e.occurred_at, e.payload
+        from event_batches b join events e on e.batch_id = b.batch_id
+       where b.position >= pl.after_position and b.position <= least(pl.after_position + ?::bigint, pl.head)
+         and (b.position > pl.after_position or e.idx > ?::int)
+         and (cardinality(?::text[]) = 0 or e.kind = any(?::text[]))
+         and (?::text is null or e.account_id = ?::text)
+       order by b.position, e.idx
+       limit ?::int) p on true`;
 
 /**
  * Retention, oldest batches first, in one statement: the numbered batches after what was removed
@@ -91,7 +103,11 @@ function whole(position: bigint): EventCursor {
 
 /** The outbox tables (migration EventOutbox) on the ledger's pool. */
 export class PostgresEventOutbox implements EventOutbox {
-  constructor(private readonly pool: pg.Pool) {}
+  private readonly q: Query;
+
+  constructor(private readonly pool: pg.Pool) {
+    this.q = queryOn(pool);
+  }
 
   async sequence(): Promise<{ numbered: number; head: bigint; more: boolean } | null> {
     return inTransaction(this.pool, async (tx) => {
@@ -103,26 +119,25 @@ export class PostgresEventOutbox implements EventOutbox {
   }
 
   async page(query: EventQuery): Promise<EventPage> {
-    return inSnapshot(this.pool, async (tx) => {
-      const [state] = await tx.query(FEED_STATE);
-      const prunedThrough = BigInt(state!["pruned_through"] as string);
-      const head = BigInt(state!["head"] as string);
-      const after = query.after ?? whole(prunedThrough);
-      // After part of a removed batch, or before the last removed one: something was removed unread.
-      const lost = after.idx === null ? after.position < prunedThrough : after.position <= prunedThrough;
-      if (lost) return { kind: "expired", oldest: whole(prunedThrough) };
-      if (after.position > head) return { kind: "ahead", head: whole(head) };
-      const until = after.position + BigInt(SCAN_BATCHES) < head ? after.position + BigInt(SCAN_BATCHES) : head;
-      const kinds = [...query.kinds];
-      const rows = await tx.query(PAGE, [
-        after.position, until, after.position, after.idx ?? WHOLE_BATCH, kinds, kinds, query.accountId, query.accountId, query.limit,
-      ]);
-      const events = rows.map(feedEvent);
-      const last = events[events.length - 1];
-      // A full page ends at its last event; a short one has read everything up to `until`.
-      const next = events.length === query.limit && last ? { position: last.position, idx: last.lastOfBatch ? null : last.idx } : whole(until);
-      return { kind: "page", events, next, head };
-    });
+    const kinds = [...query.kinds];
+    const rows = await this.q(
+      PAGE,
+      [query.after?.position ?? null, SCAN_BATCHES, query.after?.idx ?? WHOLE_BATCH, kinds, kinds, query.accountId, query.accountId, query.limit],
+      "event_page",
+    );
+    const prunedThrough = BigInt(rows[0]!["pruned_through"] as string);
+    const head = BigInt(rows[0]!["head"] as string);
+    const after = query.after ?? whole(prunedThrough);
+    // After part of a removed batch, or before the last removed one: something was removed unread.
+    const lost = after.idx === null ? after.position < prunedThrough : after.position <= prunedThrough;
+    if (lost) return { kind: "expired", oldest: whole(prunedThrough) };
+    if (after.position > head) return { kind: "ahead", head: whole(head) };
+    const until = after.position + BigInt(SCAN_BATCHES) < head ? after.position + BigInt(SCAN_BATCHES) : head;
+    const events = rows.filter((r) => r["position"] !== null).map(feedEvent);
+    const last = events[events.length - 1];
+    // A full page ends at its last event; a short one has read everything up to `until`.
+    const next = events.length === query.limit && last ? { position: last.position, idx: last.lastOfBatch ? null : last.idx } : whole(until);
+    return { kind: "page", events, next, head };
   }
 
   async prune(retentionMs: number, limit: number): Promise<number> {

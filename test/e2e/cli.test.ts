@@ -204,3 +204,27 @@ describe("failures", () => {
     expect(err instanceof ConnectError ? err.code : "succeeded").toBe(Code.NotFound);
   });
 });
+
+describe("events", () => {
+  it("prints an account's events as a table with the next cursor, and resumes after it", async () => {
+    const accountId = newAccountId("cli-events");
+    await admin.admin.adjustCredits({ accountId, amount: 300n, reason: "cli events", idempotencyKey: newKey() });
+    const held = await admin.credit.reserve({ accountId, idempotencyKey: newKey(), cost: { case: "amount", value: 40n } });
+    await admin.credit.commit({ reservationId: held.reservation!.reservationId, idempotencyKey: newKey(), actual: { case: "amount", value: 25n } });
+    // Wait for the feed to hold all three changes (the sequencer numbers them just after commit).
+    let out = await cli(["events", "--account", accountId]);
+    while (out.lines.length < 5) out = await cli(["events", "--account", accountId]);
+    expect(out.code).toBe(0);
+    expect(cells(out.lines[0])).toEqual(["CURSOR", "OCCURRED", "ACCOUNT", "SEQ", "KIND", "WHAT"]);
+    const rows = out.lines.slice(1, -1).map(cells);
+    expect(rows.map((r) => [r[2], r[3], r[4]])).toEqual([
+      [accountId, "1", "CREDITS_GRANTED"],
+      [accountId, "2", "HOLD_CREATED"],
+      [accountId, "3", "HOLD_COMMITTED"],
+    ]);
+    expect(out.lines.at(-1)).toMatch(/^next cursor: \d+(\.\d+)?$/);
+    const after = await cli(["events", "--account", accountId, "--after", rows[0]![0]!, "--kind", "HOLD_COMMITTED"]);
+    expect(after.lines.slice(1, -1).map((l) => cells(l)[4])).toEqual(["HOLD_COMMITTED"]);
+    expect((await cli(["events", "--kind", "NOPE"])).code).toBe(2);
+  });
+});
