@@ -12,7 +12,7 @@ import { CreditService } from "./gen/credit/v1/credit_service_pb.js";
 import { RedisIdempotencyCache } from "./idempotency/redis-cache.js";
 import { createRedisConnection, waitReady } from "./idempotency/redis-client.js";
 import { adminHandlers } from "./rpc/admin-handlers.js";
-import { getBalanceEncoding } from "./rpc/balance-encoding.js";
+import { getBalanceEncoding, watchBalanceResponse } from "./rpc/balance-encoding.js";
 import { creditHandlers } from "./rpc/credit-handlers.js";
 import { ANSWERS } from "./rpc/answers.js";
 import { implement } from "./rpc/grpc-adapter.js";
@@ -23,6 +23,7 @@ import { createCallInterceptor } from "./rpc/interceptor.js";
 import { DB_GAUGE_MAX_AGE_MS, Metrics, startMetricsServer } from "./observability/metrics.js";
 import { openDatabase } from "./store/database.js";
 import { BalanceCache } from "./app/balance-cache.js";
+import { BalanceWatch } from "./app/balance-watch.js";
 import { PostgresChangeFeed } from "./store/change-feed.js";
 import { createPool, listenerClient, poolBackends } from "./store/pg.js";
 import type pg from "pg";
@@ -41,6 +42,8 @@ export interface RunningService {
   /** Where /metrics is served; null when metrics are off. */
   readonly metricsPort: number | null;
   readonly store: PostgresLedgerStore;
+  /** The WatchBalance hub: accounts watched, watchers, reads made for them. */
+  readonly watch: Pick<BalanceWatch, "accounts" | "watchers" | "reads">;
   /** Runs one sweep now (tests and operators), independent of the background timer. */
   sweep(): Promise<SweepReport>;
   /** Graceful stop: NOT_SERVING, stop accepting, finish in-flight calls, stop the sweeper, close pools. */
@@ -78,8 +81,9 @@ export async function startService(config: Config, clock: Clock, log: Logger): P
       else log.warn({ err: err instanceof Error ? err.message : String(err) }, "ledger change feed lost: balance cache off until it is back");
     },
   });
-  // Not awaited: until the feed listens GetBalance reads Postgres, and it keeps retrying.
-  if (config.BALANCE_CACHE_ENTRIES > 0) void changes.start();
+  // Not awaited: until the feed listens GetBalance reads Postgres, and it keeps retrying. Started
+  // with the balance cache off too: WatchBalance learns of every server's changes through it.
+  void changes.start();
   try {
     return await startOnDatabase(config, clock, log, orm, pool, reconcilePool, changes, catalog, rateCard);
   } catch (err) {
@@ -156,10 +160,16 @@ async function startOnDatabase(
     pricing: new PostgresAccountPricing(orm),
     testClocksEnabled: config.ENVIRONMENT !== "production",
   };
+  const watch = new BalanceWatch(deps, changes, {
+    encoding: getBalanceEncoding,
+    encode: watchBalanceResponse,
+    retryMs: 1000,
+    onReadError: (accountId, err) => log.warn({ account: accountId, err: err.message }, "watched account could not be read: retrying"),
+  });
   const limits = { defaultTtlMs: config.HOLD_DEFAULT_TTL_SECONDS * 1000, maxTtlMs: config.HOLD_MAX_TTL_SECONDS * 1000 };
   const server = await startGrpcServer(
     [
-      implement(CreditService, { ...creditHandlers(deps, limits), ...planHandlers(deps), ...pricingHandlers(deps) }),
+      implement(CreditService, { ...creditHandlers(deps, limits, watch), ...planHandlers(deps), ...pricingHandlers(deps) }),
       implement(CreditAdminService, { ...adminHandlers(deps), ...planAdminHandlers(deps), ...pricingAdminHandlers(deps) }),
     ],
     {
@@ -195,6 +205,7 @@ async function startOnDatabase(
   if (config.BALANCE_CACHE_ENTRIES > 0) {
     metrics.gauge("credit_change_feed_up", "1 while this server listens for ledger changes (the balance cache is used only then).", () => (changes.live ? 1 : 0));
   }
+  metrics.gauge("credit_watched_accounts", "Accounts with a WatchBalance stream open on this server (each read once per change).", () => watch.accounts);
   metrics.gauge("credit_grpc_connections", "Open gRPC connections (GRPC_MAX_CONNECTIONS caps them).", () => server.connections);
   metrics.gauge("credit_grpc_streaming_calls", "Open streaming calls, Watch (GRPC_MAX_STREAMING_CALLS caps them).", () => server.streamingCalls);
   metrics.dbGauge("credit_holds_pending", `Reservations currently HELD (counted at most every ${DB_GAUGE_MAX_AGE_MS / 1000} s, however often scraped).`, () => store.countHeld());
@@ -234,9 +245,13 @@ async function startOnDatabase(
     port: server.port,
     metricsPort: metricsServer?.port ?? null,
     store,
+    watch,
     sweep: () => sweepOnce(store, clock.now(), sweepOptions),
     async stop() {
       clearInterval(probeTimer);
+      // Watch streams never end by themselves: they end now, UNAVAILABLE, so their clients
+      // reconnect to another server while this one drains its unary calls.
+      watch.close({ reason: "SHUTTING_DOWN", message: "the server is shutting down: reconnect", metadata: {} });
       await server.shutdown(config.SHUTDOWN_GRACE_MS);
       await sweeper?.stop();
       await metricsServer?.close();

@@ -18,6 +18,7 @@ const ADMIN = "/credit.v1.CreditAdminService/";
 
 const READS = [
   `${CREDIT}GetBalance`,
+  `${CREDIT}WatchBalance`,
   `${CREDIT}GetReservation`,
   `${CREDIT}Quote`,
   `${CREDIT}GetRateCard`,
@@ -29,9 +30,9 @@ const READS = [
 /** Which methods each role may call; admin may call everything. */
 const GRANTS: Readonly<Record<Exclude<Role, "admin">, ReadonlySet<string>>> = {
   runner: new Set(
-    ["Reserve", "Commit", "Release", "ExtendReservation", "GetReservation", "GetBalance", "Quote", "GetRateCard"].map((m) => CREDIT + m),
+    ["Reserve", "Commit", "Release", "ExtendReservation", "GetReservation", "GetBalance", "WatchBalance", "Quote", "GetRateCard"].map((m) => CREDIT + m),
   ),
-  billing: new Set(["ChangePlan", "PurchaseTopUp", "GetBalance", "ListPlans"].map((m) => CREDIT + m)),
+  billing: new Set(["ChangePlan", "PurchaseTopUp", "GetBalance", "WatchBalance", "ListPlans"].map((m) => CREDIT + m)),
   support: new Set([...READS, `${ADMIN}AdjustCredits`]),
 };
 

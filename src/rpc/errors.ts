@@ -38,6 +38,7 @@ export function codeFor(reason: FailureReason): status {
     case "TEST_CLOCK_DISABLED":
       return status.FAILED_PRECONDITION;
     case "STORE_UNAVAILABLE":
+    case "SHUTTING_DOWN":
       return status.UNAVAILABLE;
     case "READ_LIMIT_EXCEEDED":
       return status.RESOURCE_EXHAUSTED;

@@ -1,0 +1,211 @@
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code } from "@connectrpc/connect";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { CreditClients } from "../../src/client/index.js";
+import { newAccountId, newKey, startSystemClockService, startTestService, type TestService } from "../support/harness.js";
+import { StreamRecorder } from "../support/watch.js";
+
+/**
+ * WatchBalance through the real server and the generated client: the first message, then one
+ * after every change in sequence order, from this server, from another server on the same
+ * database, and from what falls due with no call at all (measured against the due instant).
+ */
+
+const open: StreamRecorder[] = [];
+afterEach(() => {
+  for (const r of open.splice(0)) r.cancel();
+});
+
+function watch(c: CreditClients, accountId: string): StreamRecorder {
+  const abort = new AbortController();
+  const recorder = new StreamRecorder(c.credit.watchBalance({ accountId }, { signal: abort.signal, timeoutMs: 0 }), abort);
+  open.push(recorder);
+  return recorder;
+}
+
+function fund(c: CreditClients, accountId: string, amount: bigint, expiresAt?: Date) {
+  return c.admin.adjustCredits({
+    accountId,
+    amount,
+    reason: "watch test funding",
+    idempotencyKey: newKey("fund"),
+    ...(expiresAt && { expiresAt: timestampFromDate(expiresAt) }),
+  });
+}
+
+function reserve(c: CreditClients, accountId: string, amount: bigint, ttlSeconds = 60n) {
+  return c.credit.reserve({ accountId, idempotencyKey: newKey("res"), cost: { case: "amount", value: amount }, ttl: { seconds: ttlSeconds } });
+}
+
+/** Sequences strictly increase from one message to the next. */
+function expectIncreasing(r: StreamRecorder): void {
+  const sequences = r.messages.map((m) => m.sequence);
+  for (let i = 1; i < sequences.length; i++) expect(sequences[i]!, `message ${i} of ${sequences.join(",")}`).toBeGreaterThan(sequences[i - 1]!);
+}
+
+describe("WatchBalance on one server", () => {
+  let t: TestService;
+  beforeAll(async () => {
+    t = await startTestService();
+  });
+  afterAll(async () => {
+    await t.stop();
+  });
+
+  it("sends the current balance and its sequence first", async () => {
+    const accountId = newAccountId("watch");
+    await fund(t, accountId, 500n);
+    await reserve(t, accountId, 20n);
+    const now = await t.credit.getBalance({ accountId });
+    const w = watch(t, accountId);
+    const first = (await w.until(() => true)).message;
+    expect(first.sequence).toBe(now.sequence);
+    expect(first.sequence).toBe(2n);
+    expect([first.balance?.accountId, first.balance?.available, first.balance?.held]).toEqual([accountId, 480n, 20n]);
+  });
+
+  it("a Reserve and its Commit arrive in order, each with the next sequence", async () => {
+    const accountId = newAccountId("watch");
+    await fund(t, accountId, 1000n);
+    const w = watch(t, accountId);
+    await w.until((m) => m.sequence === 1n);
+    const held = await reserve(t, accountId, 100n);
+    const afterHold = await w.until((m) => m.sequence === 2n);
+    expect([afterHold.message.balance?.available, afterHold.message.balance?.held]).toEqual([900n, 100n]);
+    await t.credit.commit({ reservationId: held.reservation!.reservationId, idempotencyKey: newKey("commit"), actual: { case: "amount", value: 80n } });
+    const afterCommit = await w.until((m) => m.sequence === 3n);
+    expect([afterCommit.message.balance?.available, afterCommit.message.balance?.held]).toEqual([920n, 0n]);
+    expect(w.messages.map((m) => m.sequence)).toEqual([1n, 2n, 3n]);
+  });
+
+  it("many watchers of one account share one upstream: each change is read once and reaches all of them", async () => {
+    const accountId = newAccountId("watch-many");
+    await fund(t, accountId, 1000n);
+    const accountsBefore = t.service.watch.accounts;
+    const watchers = Array.from({ length: 50 }, () => watch(t, accountId));
+    await Promise.all(watchers.map((w) => w.until((m) => m.sequence === 1n)));
+    expect(t.service.watch.accounts).toBe(accountsBefore + 1);
+    const readsBefore = t.service.watch.reads;
+    for (let i = 1n; i <= 5n; i++) await reserve(t, accountId, 10n);
+    await Promise.all(watchers.map((w) => w.until((m) => m.sequence === 6n)));
+    for (const w of watchers) {
+      expectIncreasing(w);
+      expect(w.messages.at(-1)?.balance?.held).toBe(50n);
+    }
+    // Five changes: at most one read each (fewer when changes come together), not one per watcher.
+    expect(t.service.watch.reads - readsBefore).toBeLessThanOrEqual(5);
+    for (const w of watchers) w.cancel();
+    await Promise.all(watchers.map((w) => w.end()));
+  });
+
+  it("the account is let go when its last watcher leaves", async () => {
+    const accountId = newAccountId("watch-leave");
+    await fund(t, accountId, 10n);
+    const before = t.service.watch.accounts;
+    const w = watch(t, accountId);
+    await w.until(() => true);
+    expect(t.service.watch.accounts).toBe(before + 1);
+    w.cancel();
+    await w.end();
+    // The server learns of the cancel asynchronously: wait for it, bounded.
+    const deadline = Date.now() + 5000;
+    while (t.service.watch.accounts !== before && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+    expect(t.service.watch.accounts).toBe(before);
+  });
+
+  it("AdvanceTestClock pushes the resulting balance: a hold its step made overdue is released", async () => {
+    const accountId = newAccountId("watch-clock");
+    await fund(t, accountId, 300n);
+    await reserve(t, accountId, 100n, 60n);
+    const w = watch(t, accountId);
+    await w.until((m) => m.sequence === 2n && m.balance?.held === 100n);
+    const stepped = await t.admin.advanceTestClock({ accountId, by: { seconds: 61n, nanos: 0 }, idempotencyKey: newKey("clock") });
+    const after = await w.until((m) => m.balance?.held === 0n);
+    expect(after.message.sequence).toBe(3n);
+    expect(after.message.balance?.available).toBe(300n);
+    expect(timestampDate(after.message.balance!.asOf!).getTime()).toBeGreaterThanOrEqual(timestampDate(stepped.now!).getTime());
+    expectIncreasing(w);
+  });
+
+  it("an unknown account is NOT_FOUND and a malformed id INVALID_ARGUMENT, as GetBalance", async () => {
+    const missing = watch(t, newAccountId("nobody"));
+    expect((await missing.end())?.code).toBe(Code.NotFound);
+    expect(missing.reason()).toBe("ACCOUNT_NOT_FOUND");
+    const bad = watch(t, "not an id!");
+    expect((await bad.end())?.code).toBe(Code.InvalidArgument);
+    expect(bad.reason()).toBe("INVALID_FIELD");
+    expect(missing.messages).toEqual([]);
+  });
+});
+
+describe("WatchBalance across servers", () => {
+  let a: TestService;
+  let b: TestService;
+  beforeAll(async () => {
+    [a, b] = await Promise.all([startTestService(), startTestService()]);
+  });
+  afterAll(async () => {
+    await Promise.all([a.stop(), b.stop()]);
+  });
+
+  it("a change made on server B reaches a watcher on server A", async () => {
+    const accountId = newAccountId("watch-ab");
+    await fund(a, accountId, 400n);
+    const w = watch(a, accountId);
+    await w.until((m) => m.sequence === 1n);
+    await reserve(b, accountId, 150n);
+    const pushed = await w.until((m) => m.sequence === 2n);
+    expect(pushed.message.balance?.held).toBe(150n);
+    await fund(b, accountId, 5n);
+    expect((await w.until((m) => m.sequence === 3n)).message.balance?.available).toBe(255n);
+    expectIncreasing(w);
+  });
+
+  it("server shutdown ends its streams with UNAVAILABLE (SHUTTING_DOWN)", async () => {
+    const c = await startTestService();
+    const accountId = newAccountId("watch-stop");
+    await fund(c, accountId, 10n);
+    const w = watch(c, accountId);
+    await w.until(() => true);
+    await c.stop();
+    expect((await w.end())?.code).toBe(Code.Unavailable);
+    expect(w.reason()).toBe("SHUTTING_DOWN");
+  });
+});
+
+describe("WatchBalance on what falls due with no call (system clock)", () => {
+  let t: Omit<TestService, "clock">;
+  beforeAll(async () => {
+    // The background sweeper stays off (the harness default): only the watch's own due timer acts.
+    t = await startSystemClockService();
+  });
+  afterAll(async () => {
+    await t.stop();
+  });
+
+  it("a hold reaching its TTL is pushed within 2 s of its expiry", async () => {
+    const accountId = newAccountId("watch-ttl");
+    await fund(t, accountId, 100n);
+    const held = await reserve(t, accountId, 40n, 1n);
+    const expiresAt = timestampDate(held.reservation!.expiresAt!).getTime();
+    const w = watch(t, accountId);
+    const released = await w.until((m) => m.balance?.held === 0n);
+    expect(released.message.balance?.available).toBe(100n);
+    expect(released.message.sequence).toBe(3n);
+    expect(released.receivedAtMs).toBeGreaterThanOrEqual(expiresAt);
+    expect(released.receivedAtMs - expiresAt).toBeLessThanOrEqual(2000);
+  });
+
+  it("a bucket expiring a second ahead is pushed within 2 s of its expires_at", async () => {
+    const accountId = newAccountId("watch-expiry");
+    await fund(t, accountId, 70n);
+    const expiresAt = new Date(Date.now() + 1000);
+    await fund(t, accountId, 30n, expiresAt);
+    const w = watch(t, accountId);
+    await w.until((m) => m.balance?.available === 100n);
+    const expired = await w.until((m) => m.balance?.available === 70n);
+    expect(expired.message.sequence).toBe(3n);
+    expect(expired.receivedAtMs).toBeGreaterThanOrEqual(expiresAt.getTime());
+    expect(expired.receivedAtMs - expiresAt.getTime()).toBeLessThanOrEqual(2000);
+  });
+});
