@@ -81,11 +81,17 @@ export async function startService(config: Config, clock: Clock, log: Logger): P
       else log.warn({ err: err instanceof Error ? err.message : String(err) }, "ledger change feed lost: balance cache off until it is back");
     },
   });
-  // Not awaited: until the feed listens GetBalance reads Postgres, and it keeps retrying. Started
-  // with the balance cache off too: WatchBalance learns of every server's changes through it.
-  void changes.start();
+  // Not awaited: until the feed listens GetBalance reads Postgres, and it keeps retrying. With the
+  // balance cache off it starts with the first WatchBalance, which learns of changes through it.
+  let listening = false;
+  const listen = () => {
+    if (listening) return;
+    listening = true;
+    void changes.start();
+  };
+  if (config.BALANCE_CACHE_ENTRIES > 0) listen();
   try {
-    return await startOnDatabase(config, clock, log, orm, pool, reconcilePool, changes, catalog, rateCard);
+    return await startOnDatabase(config, clock, log, orm, pool, reconcilePool, changes, listen, catalog, rateCard);
   } catch (err) {
     // A refused start leaves no connection behind.
     await changes.stop();
@@ -104,6 +110,7 @@ async function startOnDatabase(
   pool: pg.Pool,
   reconcilePool: pg.Pool,
   changes: PostgresChangeFeed,
+  listen: () => void,
   catalog: ReturnType<typeof loadPlanCatalog>,
   rateCard: ReturnType<typeof loadRateCard>,
 ): Promise<RunningService> {
@@ -164,6 +171,7 @@ async function startOnDatabase(
     encoding: getBalanceEncoding,
     encode: watchBalanceResponse,
     retryMs: 1000,
+    startFeed: listen,
     onReadError: (accountId, err) => log.warn({ account: accountId, err: err.message }, "watched account could not be read: retrying"),
   });
   const limits = { defaultTtlMs: config.HOLD_DEFAULT_TTL_SECONDS * 1000, maxTtlMs: config.HOLD_MAX_TTL_SECONDS * 1000 };

@@ -18,6 +18,8 @@ export interface BalanceWatchOptions {
   readonly encode: (body: Uint8Array, asOf: Date) => Uint8Array;
   /** A failed re-read of a watched account is tried again after this long. */
   readonly retryMs: number;
+  /** Called with each new watch: starts the change feed if nothing else has. */
+  readonly startFeed?: () => void;
   readonly onReadError?: (accountId: string, err: Failure | Error) => void;
 }
 
@@ -122,6 +124,8 @@ export class BalanceWatch {
   private readonly watched = new Map<string, Watched>();
   private closing: Failure | null = null;
   private readsDone = 0;
+  /** The feed was lost since it last listened: when it is back, watchers are sent the current state again. */
+  private feedLost = false;
 
   constructor(
     private readonly deps: AppDeps,
@@ -130,9 +134,15 @@ export class BalanceWatch {
   ) {
     feed.subscribe((accountIds) => {
       if (accountIds === null) {
-        // Lost: nothing to read yet. Regained (live again): whatever was missed meanwhile is read,
-        // and every watcher is sent the current state, so none is left silently stale.
-        if (this.feed.live) for (const w of this.watched.values()) this.refresh(w, true);
+        // Lost: nothing to read yet. Listening (again): whatever was missed meanwhile is read and,
+        // after a loss, every watcher is sent the current state, so none is left silently stale.
+        if (!this.feed.live) {
+          this.feedLost = true;
+          return;
+        }
+        const resend = this.feedLost;
+        this.feedLost = false;
+        for (const w of this.watched.values()) this.refresh(w, resend);
         return;
       }
       for (const id of accountIds) {
@@ -166,6 +176,7 @@ export class BalanceWatch {
    */
   async watch(accountId: string, signal: AbortSignal): Promise<BalanceWatcher> {
     if (this.closing) throw new FailureError(this.closing);
+    this.options.startFeed?.();
     const w = this.watched.get(accountId) ?? this.open(accountId);
     const watcher = new BalanceWatcher();
     w.watchers.add(watcher);

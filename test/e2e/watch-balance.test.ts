@@ -1,7 +1,9 @@
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
+import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { CreditClients } from "../../src/client/index.js";
+import { TEST_DATABASE_URL } from "../support/env.js";
 import { newAccountId, newKey, startSystemClockService, startTestService, type TestService } from "../support/harness.js";
 import { StreamRecorder } from "../support/watch.js";
 
@@ -141,11 +143,57 @@ describe("WatchBalance on one server", () => {
 describe("WatchBalance across servers", () => {
   let a: TestService;
   let b: TestService;
+  let sql: pg.Client;
   beforeAll(async () => {
     [a, b] = await Promise.all([startTestService(), startTestService()]);
+    sql = new pg.Client({ connectionString: TEST_DATABASE_URL });
+    await sql.connect();
   });
   afterAll(async () => {
-    await Promise.all([a.stop(), b.stop()]);
+    await Promise.all([a.stop(), b.stop(), sql.end()]);
+  });
+
+  /** Cuts every server's listening connection in this database (each reconnects after 1 s). */
+  async function cutFeeds(): Promise<void> {
+    const killed = await sql.query<{ done: boolean }>(
+      `select pg_terminate_backend(pid, 5000) as done from pg_stat_activity
+        where application_name = 'credit-service-listener' and datname = current_database()`,
+    );
+    expect(killed.rows.length).toBeGreaterThan(0);
+  }
+
+  it("a lost feed, once back, re-sends the current state, and a change made while it was lost arrives", async () => {
+    const accountId = newAccountId("watch-lost");
+    await fund(a, accountId, 100n);
+    const w = watch(a, accountId);
+    await w.until((m) => m.sequence === 1n);
+    await cutFeeds();
+    // Nothing changed: the watcher is told the current state again once A listens again.
+    const resent = await w.until((m) => m.sequence === 1n, 10_000, 1);
+    expect(resent.message.balance?.available).toBe(100n);
+    await cutFeeds();
+    // B's write goes unnoticed by A's lost listener; A reads it when its feed is back.
+    await reserve(b, accountId, 30n);
+    const missed = await w.until((m) => m.sequence === 2n);
+    expect(missed.message.balance?.held).toBe(30n);
+    const sequences = w.messages.map((m) => m.sequence);
+    for (let i = 1; i < sequences.length; i++) expect(sequences[i]!).toBeGreaterThanOrEqual(sequences[i - 1]!);
+  });
+
+  it("with the balance cache off a server still learns of other servers' changes for its watchers", async () => {
+    const c = await startTestService({ BALANCE_CACHE_ENTRIES: "0" });
+    try {
+      const accountId = newAccountId("watch-uncached");
+      await fund(a, accountId, 100n);
+      const w = watch(c, accountId);
+      await w.until((m) => m.sequence === 1n);
+      await reserve(a, accountId, 10n);
+      await reserve(b, accountId, 20n);
+      expect((await w.until((m) => m.sequence === 3n)).message.balance?.held).toBe(30n);
+      expectIncreasing(w);
+    } finally {
+      await c.stop();
+    }
   });
 
   it("a change made on server B reaches a watcher on server A", async () => {
