@@ -2,7 +2,7 @@ import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { CreditClients } from "../../src/client/index.js";
+import { type BalanceUpdate, ConnectError, createCreditClients, type CreditClients } from "../../src/client/index.js";
 import { TEST_DATABASE_URL } from "../support/env.js";
 import { newAccountId, newKey, startSystemClockService, startTestService, type TestService } from "../support/harness.js";
 import { StreamRecorder } from "../support/watch.js";
@@ -255,5 +255,89 @@ describe("WatchBalance on what falls due with no call (system clock)", () => {
     expect(expired.message.sequence).toBe(3n);
     expect(expired.receivedAtMs).toBeGreaterThanOrEqual(expiresAt.getTime());
     expect(expired.receivedAtMs - expiresAt.getTime()).toBeLessThanOrEqual(2000);
+  });
+});
+
+describe("the SDK's watchBalance", () => {
+  it("reconnects across a server restart and yields no sequence twice, nor an older one", async () => {
+    let server = await startTestService();
+    const other = await startTestService();
+    const port = server.service.port;
+    const sdk = createCreditClients({ baseUrl: `http://127.0.0.1:${port}`, caller: "watch-sdk", retry: { maxAttempts: 1 } });
+    const accountId = newAccountId("watch-sdk");
+    await fund(other, accountId, 1000n);
+    const abort = new AbortController();
+    const reconnects: (Code | null)[] = [];
+    const updates = new StreamRecorder<BalanceUpdate>(
+      sdk.watchBalance(accountId, { signal: abort.signal, initialBackoffMs: 20, maxBackoffMs: 200, onReconnect: (_n, err) => reconnects.push(err?.code ?? null) }),
+      abort,
+    );
+    open.push(updates as unknown as StreamRecorder);
+    try {
+      await updates.until((u) => u.sequence === 1n);
+      await reserve(other, accountId, 10n);
+      await updates.until((u) => u.sequence === 2n);
+
+      // The server goes (its streams end UNAVAILABLE); a change is made elsewhere meanwhile.
+      await server.stop();
+      await reserve(other, accountId, 20n);
+      server = await startTestService({ GRPC_PORT: String(port) });
+      const caughtUp = await updates.until((u) => u.sequence === 3n, 15_000);
+      expect(caughtUp.message.balance.held).toBe(30n);
+      await reserve(server, accountId, 40n);
+      await updates.until((u) => u.sequence === 4n);
+
+      // Once more with no change meanwhile: the restarted server's first message is the state the
+      // consumer already has, and is dropped; the next change comes through.
+      const before = reconnects.length;
+      await server.stop();
+      server = await startTestService({ GRPC_PORT: String(port) });
+      // Reconnected once the new server holds the stream (nothing new is yielded to tell it).
+      const deadline = Date.now() + 15_000;
+      while (server.service.watch.watchers === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      expect(server.service.watch.watchers).toBe(1);
+      await reserve(other, accountId, 5n);
+      await updates.until((u) => u.sequence === 5n);
+
+      expect(reconnects.length).toBeGreaterThan(before);
+      expect(reconnects[0]).toBe(Code.Unavailable);
+      const sequences = updates.messages.map((u) => u.sequence);
+      expect(sequences).toEqual([1n, 2n, 3n, 4n, 5n]);
+    } finally {
+      abort.abort();
+      await updates.end();
+      await Promise.all([server.stop(), other.stop()]);
+    }
+  });
+
+  it("ends with NOT_FOUND for an unknown account, and returns when the consumer breaks out", async () => {
+    const t = await startTestService();
+    try {
+      const missing = newAccountId("watch-sdk-none");
+      const err = await (async () => {
+        try {
+          for await (const _ of t.watchBalance(missing)) void _;
+        } catch (e) {
+          return ConnectError.from(e);
+        }
+        return null;
+      })();
+      expect(err?.code).toBe(Code.NotFound);
+
+      const accountId = newAccountId("watch-sdk-break");
+      await fund(t, accountId, 5n);
+      let seen: BalanceUpdate | undefined;
+      for await (const update of t.watchBalance(accountId)) {
+        seen = update;
+        break;
+      }
+      expect(seen?.balance.available).toBe(5n);
+      // Breaking out cancelled the stream: the server lets the account go.
+      const deadline = Date.now() + 5000;
+      while (t.service.watch.watchers > 0 && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+      expect(t.service.watch.watchers).toBe(0);
+    } finally {
+      await t.stop();
+    }
   });
 });
