@@ -171,6 +171,7 @@ async function startOnDatabase(
     encoding: getBalanceEncoding,
     encode: watchBalanceResponse,
     retryMs: 1000,
+    maxPerAccount: config.WATCH_MAX_PER_ACCOUNT,
     startFeed: listen,
     onReadError: (accountId, err) => log.warn({ account: accountId, err: err.message }, "watched account could not be read: retrying"),
   });

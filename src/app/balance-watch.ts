@@ -18,6 +18,8 @@ export interface BalanceWatchOptions {
   readonly encode: (body: Uint8Array, asOf: Date) => Uint8Array;
   /** A failed re-read of a watched account is tried again after this long. */
   readonly retryMs: number;
+  /** Watchers of one account at once; one more is refused (TOO_MANY_WATCHERS). */
+  readonly maxPerAccount: number;
   /** Called with each new watch: starts the change feed if nothing else has. */
   readonly startFeed?: () => void;
   readonly onReadError?: (accountId: string, err: Failure | Error) => void;
@@ -176,8 +178,14 @@ export class BalanceWatch {
    */
   async watch(accountId: string, signal: AbortSignal): Promise<BalanceWatcher> {
     if (this.closing) throw new FailureError(this.closing);
+    const existing = this.watched.get(accountId);
+    // One account's watchers cannot take the whole server's stream budget (GRPC_MAX_STREAMING_CALLS).
+    if (existing && existing.watchers.size >= this.options.maxPerAccount) {
+      const max = String(this.options.maxPerAccount);
+      throw new FailureError({ reason: "TOO_MANY_WATCHERS", message: `account ${accountId} has ${max} watchers on this server, its most`, metadata: { account_id: accountId, max } });
+    }
     this.options.startFeed?.();
-    const w = this.watched.get(accountId) ?? this.open(accountId);
+    const w = existing ?? this.open(accountId);
     const watcher = new BalanceWatcher();
     w.watchers.add(watcher);
     const leave = () => {

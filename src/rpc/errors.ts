@@ -41,6 +41,7 @@ export function codeFor(reason: FailureReason): status {
     case "SHUTTING_DOWN":
       return status.UNAVAILABLE;
     case "READ_LIMIT_EXCEEDED":
+    case "TOO_MANY_WATCHERS":
       return status.RESOURCE_EXHAUSTED;
     case "UNAUTHENTICATED":
       return status.UNAUTHENTICATED;

@@ -140,6 +140,33 @@ describe("WatchBalance on one server", () => {
   });
 });
 
+describe("WatchBalance limits", () => {
+  it("one account's watchers on one server are capped (WATCH_MAX_PER_ACCOUNT): one more is RESOURCE_EXHAUSTED", async () => {
+    const t = await startTestService({ WATCH_MAX_PER_ACCOUNT: "2" });
+    try {
+      const accountId = newAccountId("watch-cap");
+      await fund(t, accountId, 10n);
+      const [w1, w2] = [watch(t, accountId), watch(t, accountId)];
+      await Promise.all([w1.until(() => true), w2.until(() => true)]);
+      const third = watch(t, accountId);
+      expect((await third.end())?.code).toBe(Code.ResourceExhausted);
+      expect(third.reason()).toBe("TOO_MANY_WATCHERS");
+      // Another account is not affected, and a place freed is taken again.
+      const otherId = newAccountId("watch-cap");
+      await fund(t, otherId, 10n);
+      await watch(t, otherId).until(() => true);
+      w1.cancel();
+      await w1.end();
+      const deadline = Date.now() + 5000;
+      while (t.service.watch.watchers > 2 && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+      await watch(t, accountId).until(() => true);
+    } finally {
+      for (const r of open.splice(0)) r.cancel();
+      await t.stop();
+    }
+  });
+});
+
 describe("WatchBalance across servers", () => {
   let a: TestService;
   let b: TestService;
