@@ -2,7 +2,9 @@ import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type BalanceUpdate, ConnectError, createCreditClients, type CreditClients } from "../../src/client/index.js";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { type BalanceUpdate, ConnectError, createCreditClients, type CreditClients, CreditService } from "../../src/client/index.js";
 import { TEST_DATABASE_URL } from "../support/env.js";
 import { newAccountId, newKey, startSystemClockService, startTestService, type TestService } from "../support/harness.js";
 import { StreamRecorder } from "../support/watch.js";
@@ -98,6 +100,41 @@ describe("WatchBalance on one server", () => {
     expect(t.service.watch.reads - readsBefore).toBeLessThanOrEqual(5);
     for (const w of watchers) w.cancel();
     await Promise.all(watchers.map((w) => w.end()));
+  });
+
+  it("a watcher that stops reading delays nobody and, when it reads again, skips to the latest state", async () => {
+    const accountId = newAccountId("watch-slow");
+    await fund(t, accountId, 1_000_000n);
+    // A client whose HTTP/2 stream window is tiny: a handful of unread messages fill it, and the
+    // server's sends to it wait (its mailbox then keeps only the latest state).
+    const transport = createGrpcTransport({ baseUrl: `http://127.0.0.1:${t.service.port}`, nodeOptions: { settings: { initialWindowSize: 512 } } });
+    const slowAbort = new AbortController();
+    const slow = createClient(CreditService, transport).watchBalance({ accountId }, { signal: slowAbort.signal, timeoutMs: 0 })[Symbol.asyncIterator]();
+    try {
+      expect((await slow.next()).value?.sequence).toBe(1n);
+      const fast = watch(t, accountId);
+      await fast.until((m) => m.sequence === 1n);
+      const CHANGES = 150;
+      for (let i = 0; i < CHANGES; i++) await fund(t, accountId, 1n);
+      const last = BigInt(CHANGES + 1);
+      // The fast watcher saw every change through while the slow one read nothing.
+      await fast.until((m) => m.sequence === last);
+      expectIncreasing(fast);
+
+      const seen: bigint[] = [];
+      for (;;) {
+        const next = await slow.next();
+        if (next.done) break;
+        seen.push(next.value.sequence);
+        if (next.value.sequence === last) break;
+      }
+      expect(seen.at(-1)).toBe(last);
+      for (let i = 1; i < seen.length; i++) expect(seen[i]!).toBeGreaterThan(seen[i - 1]!);
+      // What was already on its way, then the latest: most intermediate states were skipped.
+      expect(seen.length).toBeLessThan(CHANGES / 2);
+    } finally {
+      slowAbort.abort();
+    }
   });
 
   it("the account is let go when its last watcher leaves", async () => {
