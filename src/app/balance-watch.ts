@@ -1,7 +1,7 @@
 import { type Failure, FailureError } from "../domain/errors.js";
 import type { AppDeps } from "./deps.js";
 import type { ChangeFeed } from "./ports.js";
-import { type BalanceEncoding, readBalance } from "./queries.js";
+import { type BalanceEncoding, type BalanceRead, readBalance } from "./queries.js";
 
 /** One state of a watched account, encoded once for every watcher. */
 export interface WatchUpdate {
@@ -251,30 +251,29 @@ export class BalanceWatch {
       w.again = false;
       const resend = w.resend;
       w.resend = false;
-      let outcome: Failure | Error | null;
+      let outcome: Failure | Error | BalanceRead;
       this.readsDone += 1;
       try {
         const read = await readBalance(this.deps, w.accountId, this.options.encoding);
-        if (read.ok) {
-          this.accept(w, read.value.body, read.value.asOf, resend);
-          this.arm(w, read.value.dueAtServerMs);
-          outcome = null;
-        } else outcome = read.failure;
+        outcome = read.ok ? read.value : read.failure;
       } catch (err) {
         outcome = err instanceof FailureError ? err.failure : err instanceof Error ? err : new Error(String(err));
       }
-      if (this.watched.get(w.accountId) !== w) break; // nobody watches it any more
-      if (outcome && w.latest === null) {
+      if (this.watched.get(w.accountId) !== w) break; // nobody watches it any more (or the hub closed)
+      if ("body" in outcome) {
+        this.accept(w, outcome.body, outcome.asOf, resend);
+        this.arm(w, outcome.dueAtServerMs);
+        w.settleReady(null);
+        continue;
+      }
+      if (w.latest === null) {
         // The first read failed (no such account, the store away): its watchers are refused.
         this.watched.delete(w.accountId);
         w.settleReady(outcome);
         break;
       }
-      if (outcome) {
-        this.options.onReadError?.(w.accountId, outcome);
-        this.arm(w, this.deps.clock.now().getTime() + this.options.retryMs);
-      }
-      w.settleReady(null);
+      this.options.onReadError?.(w.accountId, outcome);
+      this.arm(w, this.deps.clock.now().getTime() + this.options.retryMs);
     } while (w.again);
     w.reading = false;
   }
