@@ -1,4 +1,4 @@
-import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -319,6 +319,27 @@ describe("WatchBalance on what falls due with no call (system clock)", () => {
     expect(expired.message.sequence).toBe(3n);
     expect(expired.receivedAtMs).toBeGreaterThanOrEqual(expiresAt.getTime());
     expect(expired.receivedAtMs - expiresAt.getTime()).toBeLessThanOrEqual(2000);
+  });
+
+  it("a scheduled downgrade and the new period's allowance, due a second ahead on a test clock, are pushed within 2 s", async () => {
+    const accountId = newAccountId("watch-period");
+    await t.credit.changePlan({ accountId, planId: "pro-monthly", idempotencyKey: newKey("plan") });
+    const scheduled = await t.credit.changePlan({ accountId, planId: "basic-monthly", idempotencyKey: newKey("plan") });
+    const periodEnd = timestampDate(scheduled.balance!.subscription!.billingPeriodEnd!).getTime();
+    const accountNow = timestampDate(scheduled.balance!.asOf!).getTime();
+    // The account's clock to one second before its billing period ends: the account's time is
+    // server time plus the step, so the change falls due a second from now by the server's clock.
+    const stepMs = periodEnd - accountNow - 1000;
+    await t.admin.advanceTestClock({ accountId, by: durationFromMs(stepMs), idempotencyKey: newKey("clock") });
+    const dueAtServerMs = periodEnd - stepMs;
+    const w = watch(t, accountId);
+    const before = await w.until(() => true);
+    expect(before.message.balance?.subscription?.planId).toBe("pro-monthly");
+    const renewed = await w.until((m) => m.balance?.subscription?.planId === "basic-monthly");
+    expect(renewed.message.balance?.available).toBe(1000n);
+    expect(renewed.message.sequence).toBeGreaterThan(before.message.sequence);
+    expect(renewed.receivedAtMs).toBeGreaterThanOrEqual(dueAtServerMs);
+    expect(renewed.receivedAtMs - dueAtServerMs).toBeLessThanOrEqual(2000);
   });
 });
 
