@@ -193,6 +193,12 @@ const schema = z
     SWEEPER_ENABLED: bool.default(true),
     SWEEPER_INTERVAL_MS: z.coerce.number().int().min(100).default(5000),
     SWEEPER_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(200),
+    /** false: no event is written with the changes (a bench-only switch for the outbox's A/B; docs/events.md). */
+    EVENT_OUTBOX_ENABLED: bool.default(true),
+    /** Events are kept this long, then pruned by the sweeper; an older cursor is refused as CURSOR_EXPIRED. */
+    EVENT_RETENTION_DAYS: z.coerce.number().int().min(1).max(3650).default(30),
+    /** The sequencer runs after every change the feed announces, and at least this often. */
+    EVENT_SEQUENCER_INTERVAL_MS: z.coerce.number().int().min(10).max(60_000).default(1000),
     HEALTH_PROBE_INTERVAL_MS: z.coerce.number().int().min(100).default(2000),
     SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
     /** Comma-separated `name:role:sha256hex`; unset turns authentication off (development only). */

@@ -9,11 +9,16 @@ import type { Clock } from "./domain/clock.js";
 import { DEFAULT_TOP_UP_PACKS } from "./domain/top-up-packs.js";
 import { CreditAdminService } from "./gen/credit/v1/admin_service_pb.js";
 import { CreditService } from "./gen/credit/v1/credit_service_pb.js";
+import { CreditEventService } from "./gen/credit/v1/event_service_pb.js";
 import { RedisIdempotencyCache } from "./idempotency/redis-cache.js";
 import { createRedisConnection, waitReady } from "./idempotency/redis-client.js";
 import { adminHandlers } from "./rpc/admin-handlers.js";
 import { getBalanceEncoding, watchBalanceResponse } from "./rpc/balance-encoding.js";
 import { creditHandlers } from "./rpc/credit-handlers.js";
+import { eventHandlers } from "./rpc/event-handlers.js";
+import { encodeEvent } from "./rpc/event-encoding.js";
+import { EventFeed } from "./app/event-feed.js";
+import { PostgresEventOutbox } from "./store/event-outbox.js";
 import { ANSWERS } from "./rpc/answers.js";
 import { implement } from "./rpc/grpc-adapter.js";
 import { planAdminHandlers, planHandlers } from "./rpc/plan-handlers.js";
@@ -123,7 +128,7 @@ async function startOnDatabase(
     batchAcrossAccounts: config.DB_BATCH_ACROSS_ACCOUNTS,
     staggerFrom: config.DB_BATCH_STAGGER_FROM,
     onBatch: (size) => metrics.writeBatchSize.observe(size),
-    apply: createApplyStage(ANSWERS),
+    apply: createApplyStage(ANSWERS, { events: config.EVENT_OUTBOX_ENABLED ? encodeEvent : null }),
   });
   const plans = new PostgresPlanStore(orm);
   const added = await plans.syncCatalog(catalog, clock.now());
@@ -167,6 +172,14 @@ async function startOnDatabase(
     pricing: new PostgresAccountPricing(orm),
     testClocksEnabled: config.ENVIRONMENT !== "production",
   };
+  // The event feed: this server numbers committed batches as changes are announced (any server may; one at a time).
+  const outbox = new PostgresEventOutbox(pool);
+  const events = new EventFeed(outbox, changes, {
+    intervalMs: config.EVENT_SEQUENCER_INTERVAL_MS,
+    busyRetryMs: 20,
+    onError: (err) => log.warn({ err: err instanceof Error ? err.message : String(err) }, "event sequencer pass failed"),
+  });
+  if (config.EVENT_OUTBOX_ENABLED) events.start();
   const watch = new BalanceWatch(deps, changes, {
     encoding: getBalanceEncoding,
     encode: watchBalanceResponse,
@@ -180,6 +193,7 @@ async function startOnDatabase(
     [
       implement(CreditService, { ...creditHandlers(deps, limits, watch), ...planHandlers(deps), ...pricingHandlers(deps) }),
       implement(CreditAdminService, { ...adminHandlers(deps), ...planAdminHandlers(deps), ...pricingAdminHandlers(deps) }),
+      implement(CreditEventService, eventHandlers(outbox, events)),
     ],
     {
       host: config.GRPC_HOST,
@@ -232,7 +246,12 @@ async function startOnDatabase(
   await probe();
   const probeTimer = setInterval(() => void probe(), config.HEALTH_PROBE_INTERVAL_MS);
 
-  const sweepOptions = { intervalMs: config.SWEEPER_INTERVAL_MS, batchSize: config.SWEEPER_BATCH_SIZE, retentionMs: config.IDEMPOTENCY_TTL_SECONDS * 1000 };
+  const sweepOptions = {
+    intervalMs: config.SWEEPER_INTERVAL_MS,
+    batchSize: config.SWEEPER_BATCH_SIZE,
+    retentionMs: config.IDEMPOTENCY_TTL_SECONDS * 1000,
+    events: config.EVENT_OUTBOX_ENABLED ? { outbox, retentionMs: config.EVENT_RETENTION_DAYS * 24 * 60 * 60 * 1000 } : undefined,
+  };
   let sweeper: Sweeper | null = null;
   if (config.SWEEPER_ENABLED) {
     sweeper = startSweeper(
@@ -261,6 +280,8 @@ async function startOnDatabase(
       // Watch streams never end by themselves: they end now, UNAVAILABLE, so their clients
       // reconnect to another server while this one drains its unary calls.
       watch.close({ reason: "SHUTTING_DOWN", message: "the server is shutting down: reconnect", metadata: {} });
+      // Event streams end first, with UNAVAILABLE: their consumers resume from their cursor elsewhere.
+      events.stop();
       await server.shutdown(config.SHUTDOWN_GRACE_MS);
       await sweeper?.stop();
       await metricsServer?.close();

@@ -15,10 +15,12 @@ import type {
   ApplyStage,
   CommandContext,
   CommandOutcome,
+  EventEncoder,
   LoadedAccount,
   OperationRecord,
   PendingCommand,
   RecordedOperation,
+  StampedEvent,
 } from "./ports.js";
 
 /** Runs one action's rule on the locked book at the account's time `now`. */
@@ -48,12 +50,21 @@ export const runAction: ActionRunner = (book, action, now, newId) => {
   }
 };
 
+export interface ApplyOptions {
+  /** Runs each action's rule (tests substitute their own). */
+  readonly run?: ActionRunner;
+  /** Encodes events for the outbox; null: the outbox is off (a bench-only switch) and no event is written. */
+  readonly events?: EventEncoder | null;
+}
+
 /**
- * The apply stage: given an encoder per recorded action (and, for tests, another runner), the
- * function the store calls between loading and persisting a batch.
+ * The apply stage: given an encoder per recorded action and one for events, the function the
+ * store calls between loading and persisting a batch.
  */
-export function createApplyStage(encoders: AnswerEncoders, run: ActionRunner = runAction): ApplyStage {
-  return (commands, accounts, created, newId) => applyCommands(commands, accounts, created, newId, encoders, run);
+export function createApplyStage(encoders: AnswerEncoders, options: ApplyOptions = {}): ApplyStage {
+  const run = options.run ?? runAction;
+  const events = options.events ?? null;
+  return (commands, accounts, created, newId) => applyCommands(commands, accounts, created, newId, encoders, run, events);
 }
 
 /** Mutable per-account state of a batch: the book, who wrote each entry, and the account's latest time. */
@@ -65,6 +76,8 @@ interface Working {
   readonly loadedHoldExpiry: Date | null;
   settledAt: Date | null;
   readonly operations: Map<string, RecordedOperation>;
+  /** The events of its change records so far, stamped. */
+  readonly events: StampedEvent[];
 }
 
 function failed(failure: Failure): CommandOutcome<never> {
@@ -87,6 +100,7 @@ export function applyCommands(
   newId: () => string,
   encoders: AnswerEncoders,
   run: ActionRunner = runAction,
+  encodeEvent: EventEncoder | null = null,
 ): Applied {
   // An account this batch created comes into being when its first creating command runs: a
   // command that arrived before that one must not see it (as if each had its own transaction).
@@ -99,16 +113,16 @@ export function applyCommands(
     if (!account) return failed({ reason: "ACCOUNT_NOT_FOUND", message: `account ${item.accountId} not found`, metadata: { account_id: item.accountId } });
     let work = working.get(item.accountId);
     if (!work) {
-      work = { book: account.book, contexts: [], now: item.now, loadedHoldExpiry: account.nextHoldExpiry, settledAt: null, operations: account.operations };
+      work = { book: account.book, contexts: [], now: item.now, loadedHoldExpiry: account.nextHoldExpiry, settledAt: null, operations: account.operations, events: [] };
       working.set(item.accountId, work);
     }
-    return applyOne(item, work, operations, newId, encoders, run);
+    return applyOne(item, work, operations, newId, encoders, run, encodeEvent);
   });
   const books: AccountWrite[] = [];
   for (const w of working.values()) {
     // The last check before the write: a movement that broke the books never reaches Postgres.
     assertConserved(w.book);
-    books.push({ book: w.book, contexts: w.contexts, now: w.now, settledAt: w.settledAt, nextHoldExpiry: earliestHold(w) });
+    books.push({ book: w.book, contexts: w.contexts, events: w.events, now: w.now, settledAt: w.settledAt, nextHoldExpiry: earliestHold(w) });
   }
   return { outcomes, books, operations };
 }
@@ -121,6 +135,7 @@ function applyOne(
   newId: () => string,
   encoders: AnswerEncoders,
   run: ActionRunner,
+  encodeEvent: EventEncoder | null,
 ): CommandOutcome {
   const { command } = item;
   const { book } = work;
@@ -136,13 +151,15 @@ function applyOne(
   // Everything from here on (test-clock step, due work, the action) is one change record: if it
   // changed the book at all, the account's sequence moves on by exactly one (see below).
   const changesBefore = book.changeCount;
+  const eventsBefore = book.events.length;
   // A test-clock step is taken before anything falls due, so the holds due during it are released.
   const step = command.clockStepMs ?? 0;
-  if (step > 0) book.advanceClock(step);
+  if (step > 0) book.advanceClock(step, item.now);
   const at = accountTime(book.clockOffsetMs, item.now);
   applyDue(book, at, newId);
   work.settledAt = at;
   const dueEnd = book.entries.length;
+  const dueEvents = book.events.length;
   const result = run(book, command.action, at, newId);
   // Entries are stamped with the account's time after the command (a test clock may have moved).
   const ctx: CommandContext = { caller: command.caller, idempotencyKey: claim?.key ?? null, now: accountTime(book.clockOffsetMs, item.now) };
@@ -151,9 +168,18 @@ function applyOne(
   // One number per change record, under the account's lock in this transaction: a command and the
   // due work applied just before it share one; a failed command whose due work changed the book
   // leaves that due work a record of its own; a command that changed nothing gets none.
-  if (book.changeCount !== changesBefore) book.sequence += 1n;
+  if (book.changeCount !== changesBefore) {
+    book.sequence += 1n;
+    // Every change record states at least one event: a consumer of the feed sees every sequence number.
+    invariant(book.events.length > eventsBefore, `a change of account ${item.accountId} stated no event`);
+    if (encodeEvent) {
+      for (const event of book.events.slice(eventsBefore)) {
+        work.events.push({ kind: event.kind, sequence: book.sequence, occurredAt: ctx.now, payload: encodeEvent(event) });
+      }
+    }
+  }
   if (!result.ok) {
-    invariant(book.entries.length === dueEnd, "a failed command changed the book");
+    invariant(book.entries.length === dueEnd && book.events.length === dueEvents, "a failed command changed the book");
     return failed(result.failure);
   }
   const sequence = book.sequence;

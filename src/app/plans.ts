@@ -3,6 +3,7 @@ import { changePlan as decideChange } from "../domain/change-plan.js";
 import { ok, type Result } from "../domain/errors.js";
 import type { TopUpPack } from "../domain/grants.js";
 import type { Plan } from "../domain/plan.js";
+import { describe } from "../domain/subscription.js";
 import { type AppDeps, type Reply, refuse } from "./deps.js";
 import type { ActionValues, AdvanceTestClockAction, ChangePlanAction, ChangePlanResult } from "./commands.js";
 import type { Encode } from "./holds.js";
@@ -27,8 +28,13 @@ export async function changePlan(deps: AppDeps, input: ChangePlanInput): Promise
 }
 
 export function applyChangePlan(book: AccountBook, action: ChangePlanAction, now: Date, newId: () => string): Result<ChangePlanResult> {
+  const previousPlan = book.subscription?.plan ?? null;
   const changed = decideChange(book, action.plan, now, newId);
-  return changed.ok ? ok({ change: changed.value, balance: book.balance(now) }) : changed;
+  if (!changed.ok) return changed;
+  const change = changed.value;
+  const plan = change.kind === "DOWNGRADE_SCHEDULED" ? action.plan : change.subscription.plan;
+  book.emit({ kind: "PLAN_CHANGED", change: change.kind, previousPlan, plan, effectiveAt: change.effectiveAt, proratedCharge: change.proratedCharge, subscription: describe(change.subscription, now) });
+  return ok({ change, balance: book.balance(now) });
 }
 
 /** ListPlans: the public catalog. */

@@ -5,6 +5,7 @@ import type { TopUpPack } from "../domain/grants.js";
 import type { Plan } from "../domain/plan.js";
 import type { RateCard } from "../domain/pricing.js";
 import type { EntryKind } from "../domain/ledger-entry.js";
+import type { LedgerEvent, LedgerEventKind } from "../domain/events.js";
 import type { Difference } from "../domain/reconcile.js";
 import type { Reservation } from "../domain/reservation.js";
 import type { Action, ActionValues, RecordedKind } from "./commands.js";
@@ -74,10 +75,26 @@ export interface CommandContext {
   readonly now: Date;
 }
 
+/** One event of a change record, stamped and encoded: a row of the outbox (docs/events.md). */
+export interface StampedEvent {
+  readonly kind: LedgerEventKind;
+  /** The change record's number: the account's sequence after the change. */
+  readonly sequence: bigint;
+  /** When it happened by the account's clock. */
+  readonly occurredAt: Date;
+  /** The encoded payload (rpc/event-encoding.ts): the proto Event with only its payload set. */
+  readonly payload: Uint8Array;
+}
+
+/** Encodes an event's payload for the outbox; the rpc layer implements it, as it does answers. */
+export type EventEncoder = (event: LedgerEvent) => Uint8Array;
+
 /** A book to write back, with the context of each of its entries (`contexts[i]` for `book.entries[i]`). */
 export interface BookWrite {
   readonly book: AccountBook;
   readonly contexts: readonly CommandContext[];
+  /** The events of its change records, in order (empty when the outbox is off). */
+  readonly events: readonly StampedEvent[];
   /** The account's time after its last command. */
   readonly now: Date;
 }
@@ -176,6 +193,57 @@ export interface ChangeFeed {
   readonly sequence: number;
   /** `null`: anything may have changed (the feed was lost or has just been regained). */
   subscribe(listener: (accountIds: readonly string[] | null, written: readonly WrittenAccount[]) => void): void;
+}
+
+/** A place in the event feed: after event `idx` of the batch at `position`, or (idx null) after the whole batch. */
+export interface EventCursor {
+  readonly position: bigint;
+  readonly idx: number | null;
+}
+
+/** One event as the feed holds it. */
+export interface FeedEvent {
+  readonly batchId: bigint;
+  readonly position: bigint;
+  readonly idx: number;
+  /** Whether it is the last event of its batch (its cursor then covers the whole batch). */
+  readonly lastOfBatch: boolean;
+  readonly accountId: string;
+  readonly sequence: bigint;
+  readonly kind: LedgerEventKind;
+  readonly occurredAt: Date;
+  readonly recordedAt: Date;
+  readonly payload: Uint8Array;
+}
+
+export interface EventQuery {
+  /** null: from the oldest retained event. */
+  readonly after: EventCursor | null;
+  readonly limit: number;
+  /** Empty: every kind. */
+  readonly kinds: readonly LedgerEventKind[];
+  readonly accountId: string | null;
+}
+
+export type EventPage =
+  /** `next`: where the next page starts (the last event's place, or the end of what was scanned when filters skipped the rest). */
+  /** `head`: the feed's last position in the page's snapshot (a reader at it has read everything). */
+  | { readonly kind: "page"; readonly events: readonly FeedEvent[]; readonly next: EventCursor; readonly head: bigint }
+  /** The cursor points before what retention kept; `oldest` is the cursor to restart from. */
+  | { readonly kind: "expired"; readonly oldest: EventCursor }
+  /** The cursor points past the end of the feed: it was never handed out by this database. */
+  | { readonly kind: "ahead"; readonly head: EventCursor };
+
+/** The outbox as the feed reads it (store/event-outbox.ts). */
+export interface EventOutbox {
+  /**
+   * One sequencer pass: numbers committed batches; how many, the feed's last position after it,
+   * and whether it stopped at its limit (null: another process is running a pass right now).
+   */
+  sequence(): Promise<{ readonly numbered: number; readonly head: bigint; readonly more: boolean } | null>;
+  page(query: EventQuery): Promise<EventPage>;
+  /** Removes batches recorded more than `retentionMs` ago by the database's clock, oldest first, at most `limit`; how many. */
+  prune(retentionMs: number, limit: number): Promise<number>;
 }
 
 /** The narrow store the use cases need; Postgres implements it (src/store). */

@@ -1,10 +1,11 @@
 import type { Clock } from "../domain/clock.js";
-import type { LedgerStore } from "./ports.js";
+import type { EventOutbox, LedgerStore } from "./ports.js";
 
 export interface SweepReport {
   readonly accountsSettled: number;
   readonly accountsSkipped: number;
   readonly operationsPruned: number;
+  readonly eventBatchesPruned: number;
 }
 
 export interface SweeperOptions {
@@ -12,11 +13,13 @@ export interface SweeperOptions {
   readonly batchSize: number;
   /** Operation records older than this are pruned (the idempotency window). */
   readonly retentionMs: number;
+  /** The event feed's retention (by the database's clock): older batches are pruned; absent when the outbox is off. */
+  readonly events?: { readonly outbox: EventOutbox; readonly retentionMs: number };
 }
 
 /**
  * One sweep: releases overdue holds and expires expired buckets of accounts nobody is touching,
- * and prunes operation records past the idempotency window. Each account is handled in its own
+ * and prunes operation records past the idempotency window and events past their retention. Each account is handled in its own
  * transaction that skips accounts locked elsewhere, so several servers can sweep one database.
  */
 export async function sweepOnce(store: LedgerStore, now: Date, options: SweeperOptions): Promise<SweepReport> {
@@ -26,7 +29,9 @@ export async function sweepOnce(store: LedgerStore, now: Date, options: SweeperO
     if (await store.applyDueIfUnlocked(accountId, now)) settled += 1;
   }
   const pruned = await store.pruneOperations(new Date(now.getTime() - options.retentionMs), options.batchSize);
-  return { accountsSettled: settled, accountsSkipped: accounts.length - settled, operationsPruned: pruned };
+  const events = options.events;
+  const eventBatchesPruned = events ? await events.outbox.prune(events.retentionMs, options.batchSize) : 0;
+  return { accountsSettled: settled, accountsSkipped: accounts.length - settled, operationsPruned: pruned, eventBatchesPruned };
 }
 
 export interface Sweeper {

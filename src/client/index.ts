@@ -5,11 +5,14 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { CreditAdminService } from "../gen/credit/v1/admin_service_pb.js";
 import { CreditService } from "../gen/credit/v1/credit_service_pb.js";
 import { type Balance, BalanceSchema } from "../gen/credit/v1/types_pb.js";
+import { CreditEventService } from "../gen/credit/v1/event_service_pb.js";
 
 export { Code, ConnectError };
-export { CreditAdminService, CreditService };
+export { CreditAdminService, CreditEventService, CreditService };
+export { consumeEvents, type EventConsumerOptions } from "./events.js";
 export * from "../gen/credit/v1/admin_service_pb.js";
 export * from "../gen/credit/v1/credit_service_pb.js";
+export * from "../gen/credit/v1/event_service_pb.js";
 export * from "../gen/credit/v1/types_pb.js";
 export { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 
@@ -41,6 +44,8 @@ export interface CreditClientOptions {
 export interface CreditClients {
   readonly credit: Client<typeof CreditService>;
   readonly admin: Client<typeof CreditAdminService>;
+  /** The event feed (docs/events.md); `consumeEvents` runs a resumable consumer on it. */
+  readonly events: Client<typeof CreditEventService>;
   /**
    * The account's balance now, then after each of its changes (see WatchBalanceOptions): a
    * WatchBalance stream that reconnects by itself.
@@ -191,7 +196,7 @@ function headers(options: CreditClientOptions): Interceptor {
   };
 }
 
-/** Typed clients for both services over one gRPC (HTTP/2) connection, with keys, retries and a deadline. */
+/** Typed clients for the services over one gRPC (HTTP/2) connection, with keys, retries and a deadline. */
 export function createCreditClients(options: CreditClientOptions): CreditClients {
   const transport = createGrpcTransport({
     baseUrl: options.baseUrl,
@@ -203,6 +208,7 @@ export function createCreditClients(options: CreditClientOptions): CreditClients
   return {
     credit,
     admin: createClient(CreditAdminService, transport),
+    events: createClient(CreditEventService, transport),
     watchBalance: (accountId, watchOptions) => watchBalance(credit, accountId, watchOptions),
   };
 }

@@ -2,6 +2,7 @@ import { type Bucket, compareConsumption, freeCredits, isUsable } from "./bucket
 import { invariant } from "./errors.js";
 import { MAX_BALANCE_BUCKETS } from "./limits.js";
 import type { EntryDraft, EntryKind } from "./ledger-entry.js";
+import type { LedgerEvent } from "./events.js";
 import type { Reservation } from "./reservation.js";
 import { describe, type Subscription, type SubscriptionView } from "./subscription.js";
 
@@ -31,6 +32,8 @@ export interface BalanceView {
  */
 export class AccountBook {
   readonly entries: EntryDraft[] = [];
+  /** What each change stated happened (events.ts), in order; the apply stage stamps and encodes them. */
+  readonly events: LedgerEvent[] = [];
   readonly changedBuckets = new Set<string>();
   readonly newBuckets = new Set<string>();
   readonly changedReservations = new Set<string>();
@@ -139,6 +142,11 @@ export class AccountBook {
     };
   }
 
+  /** States what a change did, for the event feed; called by the rule that made the change, in the same step. */
+  emit(event: LedgerEvent): void {
+    this.events.push(event);
+  }
+
   /** Adds a bucket and grants its credits; `automatic` for grants nobody asked for (a period roll-over). */
   addBucket(bucket: Bucket, kind: "GRANT" | "ADJUST", metadata: Record<string, string>, automatic = false): void {
     invariant(!this.buckets.has(bucket.id), `bucket ${bucket.id} exists`);
@@ -146,6 +154,7 @@ export class AccountBook {
     this.buckets.set(bucket.id, bucket);
     this.newBuckets.add(bucket.id);
     this.credit(bucket, bucket.granted, kind, metadata, automatic);
+    this.emit({ kind: "CREDITS_GRANTED", bucket, amount: bucket.granted, source: bucket.sourceRef });
   }
 
   /** Grows a bucket (an upgrade's extra allowance). */
@@ -153,6 +162,7 @@ export class AccountBook {
     const bucket = this.bucket(bucketId);
     bucket.granted += amount;
     this.credit(bucket, amount, "GRANT", metadata);
+    this.emit({ kind: "CREDITS_GRANTED", bucket, amount, source: metadata["reason"] ?? bucket.sourceRef });
   }
 
   addReservation(reservation: Reservation): void {
@@ -204,14 +214,16 @@ export class AccountBook {
       metadata: reservation?.metadata ?? {},
       automatic: true,
     });
+    this.emit({ kind: "CREDITS_EXPIRED", bucket, amount, reservationId: reservation?.id ?? null });
   }
 
   /** Moves this account's test clock forward. */
-  advanceClock(byMs: number): void {
+  advanceClock(byMs: number, serverNow: Date): void {
     invariant(byMs > 0, "a clock only moves forward");
     this.clockOffsetMs += byMs;
     this.clockChanged = true;
     this.mutations++;
+    this.emit({ kind: "TEST_CLOCK_ADVANCED", advancedMs: byMs, now: new Date(serverNow.getTime() + this.clockOffsetMs) });
   }
 
   touchSubscription(): void {

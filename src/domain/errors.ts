@@ -30,6 +30,7 @@ export type FailureReason =
   | "SHUTTING_DOWN"
   | "READ_LIMIT_EXCEEDED"
   | "TOO_MANY_WATCHERS"
+  | "CURSOR_EXPIRED"
   | "UNAUTHENTICATED"
   | "PERMISSION_DENIED";
 

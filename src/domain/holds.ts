@@ -63,6 +63,7 @@ export function reserve(book: AccountBook, cmd: ReserveCommand, now: Date): Resu
   };
   book.addReservation(reservation);
   draw(book, reservation, cmd.amount, now);
+  book.emit({ kind: "HOLD_CREATED", reservation });
   return ok(reservation);
 }
 
@@ -120,6 +121,7 @@ export function commit(book: AccountBook, reservation: Reservation, actual: bigi
   reservation.releasedAmount = returnAll(book, reservation, now, false);
   reservation.capturedAmount = actual;
   settle(book, reservation, "COMMITTED", now);
+  book.emit({ kind: "HOLD_COMMITTED", reservation });
   return ok({ reservation, repeated: false });
 }
 
@@ -143,6 +145,7 @@ export function release(
   reservation.releaseReason = reason;
   reservation.releaseDetail = detail;
   settle(book, reservation, "RELEASED", now);
+  book.emit({ kind: "HOLD_RELEASED", reservation });
   return ok({ reservation, repeated: false });
 }
 
@@ -151,6 +154,7 @@ export function expireReservation(book: AccountBook, reservation: Reservation, n
   invariant(reservation.status === "HELD", "only a held reservation expires");
   reservation.releasedAmount = returnAll(book, reservation, now, true);
   settle(book, reservation, "EXPIRED", now);
+  book.emit({ kind: "HOLD_EXPIRED", reservation });
 }
 
 /** Extend pushes an open hold's expiry to now + ttl; an expiry never moves earlier. */
@@ -160,6 +164,7 @@ export function extend(book: AccountBook, reservation: Reservation, ttlMs: numbe
   if (next > reservation.expiresAt.getTime()) {
     reservation.expiresAt = new Date(next);
     book.touch(reservation);
+    book.emit({ kind: "HOLD_EXTENDED", reservation });
   }
   return ok(reservation);
 }

@@ -94,10 +94,28 @@ export function rollSubscription(book: AccountBook, now: Date, newId: () => stri
   if (!subscription) return;
   const scheduled = subscription.scheduled;
   if (scheduled && scheduled.effectiveAt.getTime() <= now.getTime()) {
+    const previousPlan = subscription.plan;
     subscription.plan = scheduled.plan;
     subscription.scheduled = null;
     book.touchSubscription();
+    const zero = { currencyCode: scheduled.plan.price.currencyCode, amountMinor: 0n };
+    book.emit({ kind: "PLAN_CHANGED", change: "SCHEDULED_CHANGE_APPLIED", previousPlan, plan: scheduled.plan, effectiveAt: scheduled.effectiveAt, proratedCharge: zero, subscription: describe(subscription, now) });
   }
   const index = allowancePeriodIndex(subscription.anchor, notBeforeAnchor(subscription, now));
-  if (index > subscription.grantedPeriod) grantPeriod(book, subscription, index, newId(), true);
+  if (index <= subscription.grantedPeriod) return;
+  const previous = allowancePeriod(subscription.anchor, subscription.grantedPeriod);
+  grantPeriod(book, subscription, index, newId(), true);
+  // Billing charges a period when a billing period began since the last granted allowance period
+  // (every month on monthly plans, every twelfth on yearly ones; a roll that skipped months
+  // untouched still renews the billing period in force once).
+  const period = allowancePeriod(subscription.anchor, index);
+  const billing = billingPeriod(subscription.anchor, subscription.plan.interval, period.start);
+  book.emit({
+    kind: "PERIOD_RENEWED",
+    plan: subscription.plan,
+    periodStart: period.start,
+    periodEnd: period.end,
+    billingRenewed: billing.start.getTime() > previous.start.getTime(),
+    billingPeriodEnd: billing.end,
+  });
 }

@@ -15,6 +15,9 @@ export interface TokenEntry extends Principal {
 
 const CREDIT = "/credit.v1.CreditService/";
 const ADMIN = "/credit.v1.CreditAdminService/";
+const EVENTS = "/credit.v1.CreditEventService/";
+/** The event feed: billing, support and admin read it; runners have no use for it. */
+const FEED = [`${EVENTS}ListEvents`, `${EVENTS}StreamEvents`];
 
 const READS = [
   `${CREDIT}GetBalance`,
@@ -32,8 +35,8 @@ const GRANTS: Readonly<Record<Exclude<Role, "admin">, ReadonlySet<string>>> = {
   runner: new Set(
     ["Reserve", "Commit", "Release", "ExtendReservation", "GetReservation", "GetBalance", "WatchBalance", "Quote", "GetRateCard"].map((m) => CREDIT + m),
   ),
-  billing: new Set(["ChangePlan", "PurchaseTopUp", "GetBalance", "WatchBalance", "ListPlans"].map((m) => CREDIT + m)),
-  support: new Set([...READS, `${ADMIN}AdjustCredits`]),
+  billing: new Set([...["ChangePlan", "PurchaseTopUp", "GetBalance", "WatchBalance", "ListPlans"].map((m) => CREDIT + m), ...FEED]),
+  support: new Set([...READS, `${ADMIN}AdjustCredits`, ...FEED]),
 };
 
 export function mayCall(role: Role, path: string): boolean {

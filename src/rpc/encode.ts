@@ -67,12 +67,13 @@ export const INTERVALS: Readonly<Record<DomainInterval, BillingInterval>> = {
   YEAR: BillingInterval.YEAR,
 };
 
-export const CHANGE_KINDS: Readonly<Record<DomainChangeKind, PlanChangeKind>> = {
+export const CHANGE_KINDS: Readonly<Record<DomainChangeKind | "SCHEDULED_CHANGE_APPLIED", PlanChangeKind>> = {
   SUBSCRIBED: PlanChangeKind.SUBSCRIBED,
   UPGRADED: PlanChangeKind.UPGRADED,
   DOWNGRADE_SCHEDULED: PlanChangeKind.DOWNGRADE_SCHEDULED,
   SCHEDULED_CHANGE_CANCELLED: PlanChangeKind.SCHEDULED_CHANGE_CANCELLED,
   INTERVAL_CHANGED: PlanChangeKind.INTERVAL_CHANGED,
+  SCHEDULED_CHANGE_APPLIED: PlanChangeKind.SCHEDULED_CHANGE_APPLIED,
 };
 
 export const GENERATION_KINDS: Readonly<Record<DomainKind, GenerationKind>> = {

@@ -43,6 +43,8 @@ export function codeFor(reason: FailureReason): status {
     case "READ_LIMIT_EXCEEDED":
     case "TOO_MANY_WATCHERS":
       return status.RESOURCE_EXHAUSTED;
+    case "CURSOR_EXPIRED":
+      return status.OUT_OF_RANGE;
     case "UNAUTHENTICATED":
       return status.UNAUTHENTICATED;
     case "PERMISSION_DENIED":

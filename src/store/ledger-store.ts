@@ -1,11 +1,9 @@
 import type { MikroORM } from "@mikro-orm/postgresql";
 import type pg from "pg";
-import type { AccountCommand, AccountSnapshot, ApplyStage, ChangeFeed, CommandOutcome, EntryListing, EntryQuery, LedgerStore, WrittenAccount } from "../app/ports.js";
+import type { AccountCommand, AccountSnapshot, ApplyStage, ChangeFeed, CommandOutcome, EntryListing, EntryQuery, LedgerStore, PendingCommand, WrittenAccount } from "../app/ports.js";
 import { FailureError } from "../domain/errors.js";
-import { applyDue } from "../domain/maintenance.js";
 import type { Difference } from "../domain/reconcile.js";
 import type { Reservation } from "../domain/reservation.js";
-import { accountTime } from "../domain/clock.js";
 import { bookFromRow, booksFromRows, loadStatement, lockStatement, nextHoldExpiry, rowsByAccount } from "./account-loader.js";
 import { type BatchLocks, GroupCommit, type Settled } from "./batching.js";
 import type { PostgresChangeFeed } from "./change-feed.js";
@@ -314,15 +312,18 @@ export class PostgresLedgerStore implements LedgerStore {
           lockStatement([accountId], "skip-locked"),
           loadStatement([{ accountId, now, reservationIds: [], idempotencyKeys: [] }]),
         ]);
-        const loaded = booksFromRows(rows!).get(accountId);
-        if (locked!.length === 0 || !loaded) return false;
-        const { book } = loaded;
-        const at = accountTime(book.clockOffsetMs, now);
-        if (!applyDue(book, at, this.newId)) return false;
-        // Due work alone is a change record of its own.
-        book.sequence += 1n;
-        const ctx = { caller: "system", idempotencyKey: null, now: at };
-        await tx.commit([persistStatement([{ book, contexts: book.entries.map(() => ctx), now: at }])!]);
+        const loaded = booksFromRows(rows!);
+        if (locked!.length === 0 || !loaded.has(accountId)) return false;
+        // Due work alone, through the apply stage like any command: a change record of its own, with its events.
+        const settle: PendingCommand = {
+          command: { target: { accountId }, createAccount: false, idempotency: null, caller: "system", action: { kind: "SettleDue", reservationId: null } },
+          now,
+          accountId,
+        };
+        const applied = this.apply([settle], loaded, new Set(), this.newId);
+        const write = persistStatement(applied.books);
+        if (!write) return false;
+        await tx.commit([write]);
         return true;
       }),
     );

@@ -19,7 +19,9 @@ function columns<T>(rows: readonly T[], pick: (row: T) => readonly unknown[], wi
  * operation records. Rows travel as
  * column arrays through `unnest`, so the text never changes with the number of rows: each
  * connection parses and plans it once (a prepared statement), and a part with no rows costs an
- * empty scan. Each CTE touches different rows, so their shared snapshot is no concern. Last, it
+ * empty scan. Each CTE touches different rows, so their shared snapshot is no concern. The
+ * batch's events (the outbox, docs/events.md) go in the same statement: one event_batches row,
+ * whose id is drawn here, after every account lock of the transaction is held. Last, it
  * notifies CHANGES_CHANNEL of the accounts whose balance may have changed (delivered at COMMIT).
  */
 const PERSIST = `
@@ -70,6 +72,16 @@ const PERSIST = `
   new_operations as (
     insert into operations (account_id, idempotency_key, method, request_hash, response, created_at)
     select * from unnest(?::text[], ?::text[], ?::text[], ?::bytea[], ?::bytea[], ?::timestamptz[])
+    returning 1),
+  new_batch as (
+    insert into event_batches (batch_id, event_count, recorded_at)
+    select nextval('event_batch_ids'), n, now() from (select ?::int as n) c where n > 0
+    returning batch_id),
+  new_events as (
+    insert into events (batch_id, idx, account_id, account_sequence, kind, occurred_at, payload)
+    select b.batch_id, v.ord - 1, v.account_id, v.account_sequence, v.kind, v.occurred_at, v.payload
+      from new_batch b, unnest(?::text[], ?::bigint[], ?::text[], ?::timestamptz[], ?::bytea[])
+        with ordinality as v(account_id, account_sequence, kind, occurred_at, payload, ord)
     returning 1)
   select pg_notify('${CHANGES_CHANNEL}', ids) from unnest(?::text[]) as ids`;
 
@@ -99,9 +111,10 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
   // Every book that changed took a new change sequence (apply.ts); its test clock travels along (unchanged or not: the book holds the locked row's value).
   const heads = books.filter((b) => b.clockChanged || b.changeCount > 0);
   for (const b of heads) invariant(b.sequence > b.loadedSequence, `account ${b.accountId} changed without a change record`);
+  const events = writes.flatMap(({ book, events }) => events.map((event) => ({ accountId: book.accountId, event })));
   const total =
     newBuckets.length + changedBuckets.length + newReservations.length + changedReservations.length + entries.length +
-    subscriptions.length + heads.length + operations.length;
+    subscriptions.length + heads.length + operations.length + events.length;
   if (total === 0) return null;
   const params = [
     ...columns(newBuckets, (b) => [b.accountId, b.id, b.kind, b.granted, b.remaining, b.held, b.validFrom, b.expiresAt, b.sourceRef, b.createdAt], 10),
@@ -140,6 +153,8 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
     ),
     ...columns(heads, (b) => [b.accountId, b.clockOffsetMs, b.sequence], 3),
     ...columns(operations, (o) => [o.accountId, o.key, o.method, o.requestHash, Buffer.from(o.response), o.createdAt], 6),
+    events.length,
+    ...columns(events, ({ accountId, event: e }) => [accountId, e.sequence, e.kind, e.occurredAt, Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength)], 5),
     changePayloads(changedAccounts(writes)),
   ];
   return { sql: PERSIST, params, name: "persist_books" };

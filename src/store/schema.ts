@@ -145,6 +145,45 @@ export const RateCardRow = defineEntity({
   },
 });
 
+/** The outbox's write transactions and their feed order (migration EventOutbox, docs/events.md). */
+export const EventBatchRow = defineEntity({
+  name: "EventBatchRow",
+  tableName: "event_batches",
+  properties: {
+    batchId: p.bigint().primary(),
+    /** null until the sequencer numbers the committed batch (store/event-feed.ts). */
+    position: p.bigint().nullable().unique(),
+    eventCount: p.integer(),
+    recordedAt: p.datetime().columnType("timestamptz"),
+  },
+});
+
+/** One event of the outbox: written in the transaction of the change it tells. */
+export const EventRow = defineEntity({
+  name: "EventRow",
+  tableName: "events",
+  properties: {
+    batchId: p.bigint().primary(),
+    idx: p.integer().primary(),
+    accountId: p.text(),
+    accountSequence: p.bigint(),
+    kind: p.text(),
+    occurredAt: p.datetime().columnType("timestamptz"),
+    /** The encoded proto Event with only its payload set (rpc/event-encoding.ts). */
+    payload: p.blob(),
+  },
+});
+
+/** The one row of feed state: the last position retention removed. */
+export const EventFeedStateRow = defineEntity({
+  name: "EventFeedStateRow",
+  tableName: "event_feed_state",
+  properties: {
+    id: p.integer().primary(),
+    prunedThrough: p.bigint(),
+  },
+});
+
 export const entities = [
   RateCardRow,
   AccountRow,
@@ -155,4 +194,7 @@ export const entities = [
   PlanRow,
   SubscriptionRow,
   AccountTopUpPackRow,
+  EventBatchRow,
+  EventRow,
+  EventFeedStateRow,
 ];

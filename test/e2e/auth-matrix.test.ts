@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   BillingInterval,
   CreditAdminService,
+  CreditEventService,
   type CreditClients,
   CreditService,
   createCreditClients,
@@ -31,6 +32,7 @@ import { newAccountId, newKey, startTestService, type TestService } from "../sup
  *   runner  = Reserve Commit Release ExtendReservation GetReservation GetBalance WatchBalance Quote GetRateCard
  *   billing = ChangePlan PurchaseTopUp GetBalance WatchBalance ListPlans
  *   support = the reads (GetBalance WatchBalance GetReservation Quote GetRateCard ListPlans ListLedgerEntries Reconcile) + AdjustCredits
+ *   billing and support also read the event feed (ListEvents StreamEvents)
  *   admin   = everything
  */
 
@@ -60,6 +62,8 @@ const EXPECTED: Record<string, Record<Who, Outcome>> = {
   "credit.v1.CreditAdminService/SetCustomPlan":     { runner: D, billing: D, support: D, admin: A, none: U, wrong: U },
   "credit.v1.CreditAdminService/SetAccountPricing": { runner: D, billing: D, support: D, admin: A, none: U, wrong: U },
   "credit.v1.CreditAdminService/AdvanceTestClock":  { runner: D, billing: D, support: D, admin: A, none: U, wrong: U },
+  "credit.v1.CreditEventService/ListEvents":        { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
+  "credit.v1.CreditEventService/StreamEvents":      { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
 };
 
 const ROLES: readonly Role[] = ["runner", "billing", "support", "admin"];
@@ -123,6 +127,19 @@ const CALLS: Record<string, (c: CreditClients, f: Fixture) => Promise<unknown>> 
   "credit.v1.CreditAdminService/SetAccountPricing": (c, f) => c.admin.setAccountPricing({ accountId: f.accountId, pricePermille: 900 }),
   "credit.v1.CreditAdminService/AdvanceTestClock": (c, f) =>
     c.admin.advanceTestClock({ accountId: f.accountId, by: durationFromMs(60_000), idempotencyKey: newKey() }),
+  "credit.v1.CreditEventService/ListEvents": (c, f) => c.events.listEvents({ accountId: f.accountId }),
+  // The stream's first event (the fixture's grant) proves the call was let through; then it is cancelled.
+  "credit.v1.CreditEventService/StreamEvents": async (c, f) => {
+    const controller = new AbortController();
+    try {
+      for await (const _ of c.events.streamEvents({ accountId: f.accountId }, { signal: controller.signal })) {
+        controller.abort();
+        return;
+      }
+    } catch (err) {
+      if (!controller.signal.aborted) throw err;
+    }
+  },
 };
 
 let t: TestService;
@@ -176,8 +193,8 @@ function describeError(err: ConnectError | null): string {
 }
 
 describe("the authorization table", () => {
-  it("names every RPC of CreditService and CreditAdminService, and nothing else", () => {
-    const methods = [...CreditService.methods, ...CreditAdminService.methods].map((m) => `${m.parent.typeName}/${m.name}`);
+  it("names every RPC of CreditService, CreditAdminService and CreditEventService, and nothing else", () => {
+    const methods = [...CreditService.methods, ...CreditAdminService.methods, ...CreditEventService.methods].map((m) => `${m.parent.typeName}/${m.name}`);
     expect(Object.keys(EXPECTED).sort()).toEqual(methods.sort());
     expect(Object.keys(CALLS).sort()).toEqual(methods.sort());
   });

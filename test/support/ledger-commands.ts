@@ -9,6 +9,7 @@ import { createHash, randomUUID } from "node:crypto";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import type pg from "pg";
 import { expect } from "vitest";
+import { encodeEvent } from "../../src/rpc/event-encoding.js";
 import { type ActionRunner, createApplyStage, runAction } from "../../src/app/apply.js";
 import type { Action } from "../../src/app/commands.js";
 import type { AccountCommand, AnswerEncoders, ApplyStage, CommandOutcome, IdempotencyClaim } from "../../src/app/ports.js";
@@ -56,7 +57,7 @@ const testRunner: ActionRunner = (book, action, now, newId) => {
 };
 
 /** The real apply stage with JSON answers and the rules withRun gave. */
-export const TEST_APPLY: ApplyStage = createApplyStage(TEST_ANSWERS, testRunner);
+export const TEST_APPLY: ApplyStage = createApplyStage(TEST_ANSWERS, { run: testRunner, events: encodeEvent });
 
 
 export interface Batch {
