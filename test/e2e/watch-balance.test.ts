@@ -6,6 +6,7 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { type BalanceUpdate, ConnectError, createCreditClients, type CreditClients, CreditService } from "../../src/client/index.js";
 import { TEST_DATABASE_URL } from "../support/env.js";
+import { spawnServer } from "../support/server-process.js";
 import { newAccountId, newKey, startSystemClockService, startTestService, type TestService } from "../support/harness.js";
 import { StreamRecorder } from "../support/watch.js";
 
@@ -392,6 +393,36 @@ describe("the SDK's watchBalance", () => {
       abort.abort();
       await updates.end();
       await Promise.all([server.stop(), other.stop()]);
+    }
+  });
+
+  it("reconnects after the server is killed (kill -9: the connection just drops) and resumes with no repeat", async () => {
+    const writer = await startSystemClockService();
+    let server = spawnServer({});
+    try {
+      const port = await server.listening;
+      const sdk = createCreditClients({ baseUrl: `http://127.0.0.1:${port}`, caller: "watch-sdk", retry: { maxAttempts: 1 } });
+      const accountId = newAccountId("watch-kill");
+      await fund(writer, accountId, 100n);
+      const abort = new AbortController();
+      const updates = new StreamRecorder<BalanceUpdate>(sdk.watchBalance(accountId, { signal: abort.signal, initialBackoffMs: 50, maxBackoffMs: 500 }), abort);
+      open.push(updates as unknown as StreamRecorder);
+      await updates.until((u) => u.sequence === 1n);
+
+      server.child.kill("SIGKILL");
+      await server.exited;
+      await reserve(writer, accountId, 25n);
+      server = spawnServer({ GRPC_PORT: String(port) });
+      await server.listening;
+      expect((await updates.until((u) => u.sequence === 2n, 30_000)).message.balance.held).toBe(25n);
+      await reserve(writer, accountId, 5n);
+      await updates.until((u) => u.sequence === 3n);
+      expect(updates.messages.map((u) => u.sequence)).toEqual([1n, 2n, 3n]);
+      abort.abort();
+      await updates.end();
+    } finally {
+      await server.stop();
+      await writer.stop();
     }
   });
 
