@@ -157,8 +157,10 @@ const schema = z
     GRPC_MAX_CONNECTIONS: z.coerce.number().int().min(1).max(1_000_000).default(1000),
     /** Calls (HTTP/2 streams) open at once on one connection; clients queue the rest. */
     GRPC_MAX_CONCURRENT_STREAMS: z.coerce.number().int().min(1).max(MAX_TIMER_MS).default(100),
-    /** Streaming calls (Watch) open at once on the whole server; one more is refused (RESOURCE_EXHAUSTED). */
+    /** Streaming calls (health Watch, WatchBalance) open at once on the whole server; one more is refused (RESOURCE_EXHAUSTED). */
     GRPC_MAX_STREAMING_CALLS: z.coerce.number().int().min(1).max(1_000_000).default(1000),
+    /** WatchBalance streams of one account open at once on one server; one more is refused (RESOURCE_EXHAUSTED). */
+    WATCH_MAX_PER_ACCOUNT: z.coerce.number().int().min(1).max(1_000_000).default(100),
     /** For the TLS handshake, for the HTTP/2 preface, and for a peer to close its side of a connection the server closed; then the socket is cut. */
     GRPC_HANDSHAKE_TIMEOUT_MS: millis(100, 10_000),
     /** A connection without an open call for this long is closed (GOAWAY). */

@@ -13,7 +13,7 @@ import { CreditEventService } from "./gen/credit/v1/event_service_pb.js";
 import { RedisIdempotencyCache } from "./idempotency/redis-cache.js";
 import { createRedisConnection, waitReady } from "./idempotency/redis-client.js";
 import { adminHandlers } from "./rpc/admin-handlers.js";
-import { getBalanceEncoding } from "./rpc/balance-encoding.js";
+import { getBalanceEncoding, watchBalanceResponse } from "./rpc/balance-encoding.js";
 import { creditHandlers } from "./rpc/credit-handlers.js";
 import { eventHandlers } from "./rpc/event-handlers.js";
 import { encodeEvent } from "./rpc/event-encoding.js";
@@ -28,6 +28,7 @@ import { createCallInterceptor } from "./rpc/interceptor.js";
 import { DB_GAUGE_MAX_AGE_MS, Metrics, startMetricsServer } from "./observability/metrics.js";
 import { openDatabase } from "./store/database.js";
 import { BalanceCache } from "./app/balance-cache.js";
+import { BalanceWatch } from "./app/balance-watch.js";
 import { PostgresChangeFeed } from "./store/change-feed.js";
 import { createPool, listenerClient, poolBackends } from "./store/pg.js";
 import type pg from "pg";
@@ -46,6 +47,8 @@ export interface RunningService {
   /** Where /metrics is served; null when metrics are off. */
   readonly metricsPort: number | null;
   readonly store: PostgresLedgerStore;
+  /** The WatchBalance hub: accounts watched, watchers, reads made for them. */
+  readonly watch: Pick<BalanceWatch, "accounts" | "watchers" | "reads">;
   /** Runs one sweep now (tests and operators), independent of the background timer. */
   sweep(): Promise<SweepReport>;
   /** Graceful stop: NOT_SERVING, stop accepting, finish in-flight calls, stop the sweeper, close pools. */
@@ -83,10 +86,17 @@ export async function startService(config: Config, clock: Clock, log: Logger): P
       else log.warn({ err: err instanceof Error ? err.message : String(err) }, "ledger change feed lost: balance cache off until it is back");
     },
   });
-  // Not awaited: until the feed listens GetBalance reads Postgres, and it keeps retrying.
-  if (config.BALANCE_CACHE_ENTRIES > 0) void changes.start();
+  // Not awaited: until the feed listens GetBalance reads Postgres, and it keeps retrying. With the
+  // balance cache off it starts with the first WatchBalance, which learns of changes through it.
+  let listening = false;
+  const listen = () => {
+    if (listening) return;
+    listening = true;
+    void changes.start();
+  };
+  if (config.BALANCE_CACHE_ENTRIES > 0) listen();
   try {
-    return await startOnDatabase(config, clock, log, orm, pool, reconcilePool, changes, catalog, rateCard);
+    return await startOnDatabase(config, clock, log, orm, pool, reconcilePool, changes, listen, catalog, rateCard);
   } catch (err) {
     // A refused start leaves no connection behind.
     await changes.stop();
@@ -105,6 +115,7 @@ async function startOnDatabase(
   pool: pg.Pool,
   reconcilePool: pg.Pool,
   changes: PostgresChangeFeed,
+  listen: () => void,
   catalog: ReturnType<typeof loadPlanCatalog>,
   rateCard: ReturnType<typeof loadRateCard>,
 ): Promise<RunningService> {
@@ -174,10 +185,18 @@ async function startOnDatabase(
     onError: (err) => log.warn({ err: err instanceof Error ? err.message : String(err) }, "event sequencer pass failed"),
   });
   if (config.EVENT_OUTBOX_ENABLED) events.start();
+  const watch = new BalanceWatch(deps, changes, {
+    encoding: getBalanceEncoding,
+    encode: watchBalanceResponse,
+    retryMs: 1000,
+    maxPerAccount: config.WATCH_MAX_PER_ACCOUNT,
+    startFeed: listen,
+    onReadError: (accountId, err) => log.warn({ account: accountId, err: err.message }, "watched account could not be read: retrying"),
+  });
   const limits = { defaultTtlMs: config.HOLD_DEFAULT_TTL_SECONDS * 1000, maxTtlMs: config.HOLD_MAX_TTL_SECONDS * 1000 };
   const server = await startGrpcServer(
     [
-      implement(CreditService, { ...creditHandlers(deps, limits), ...planHandlers(deps), ...pricingHandlers(deps) }),
+      implement(CreditService, { ...creditHandlers(deps, limits, watch), ...planHandlers(deps), ...pricingHandlers(deps) }),
       implement(CreditAdminService, { ...adminHandlers(deps), ...planAdminHandlers(deps), ...pricingAdminHandlers(deps) }),
       implement(CreditEventService, eventHandlers(outbox, events)),
     ],
@@ -214,6 +233,7 @@ async function startOnDatabase(
   if (config.BALANCE_CACHE_ENTRIES > 0) {
     metrics.gauge("credit_change_feed_up", "1 while this server listens for ledger changes (the balance cache is used only then).", () => (changes.live ? 1 : 0));
   }
+  metrics.gauge("credit_watched_accounts", "Accounts with a WatchBalance stream open on this server (each read once per change).", () => watch.accounts);
   metrics.gauge("credit_grpc_connections", "Open gRPC connections (GRPC_MAX_CONNECTIONS caps them).", () => server.connections);
   metrics.gauge("credit_grpc_streaming_calls", "Open streaming calls, Watch (GRPC_MAX_STREAMING_CALLS caps them).", () => server.streamingCalls);
   metrics.dbGauge("credit_holds_pending", `Reservations currently HELD (counted at most every ${DB_GAUGE_MAX_AGE_MS / 1000} s, however often scraped).`, () => store.countHeld());
@@ -258,10 +278,14 @@ async function startOnDatabase(
     port: server.port,
     metricsPort: metricsServer?.port ?? null,
     store,
+    watch,
     sweep: () => sweepOnce(store, clock.now(), sweepOptions),
     async stop() {
       clearInterval(probeTimer);
-      // Event streams end first, with UNAVAILABLE: their consumers resume from their cursor elsewhere.
+      // Watch streams never end by themselves: they end now, UNAVAILABLE, so their clients
+      // reconnect to another server while this one drains its unary calls.
+      watch.close({ reason: "SHUTTING_DOWN", message: "the server is shutting down: reconnect", metadata: {} });
+      // Event streams too (UNAVAILABLE, SHUTTING_DOWN): their consumers resume from their cursor elsewhere.
       events.stop();
       await server.shutdown(config.SHUTDOWN_GRACE_MS);
       await sweeper?.stop();

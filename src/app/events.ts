@@ -64,7 +64,7 @@ export async function streamEvents(
 ): Promise<Result<void>> {
   let after = query.after;
   while (!signal.aborted) {
-    if (feed.stopped) return fail("STORE_UNAVAILABLE", "the server is shutting down: resume from the last cursor on another server");
+    if (feed.stopped) return fail("SHUTTING_DOWN", "the server is shutting down: resume from the last cursor on another server");
     const page = await listEvents(outbox, { ...query, after });
     if (!page.ok) return page;
     for (const event of page.value.events) {

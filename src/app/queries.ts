@@ -1,5 +1,5 @@
 import type { BalanceView } from "../domain/account-book.js";
-import { invariant } from "../domain/errors.js";
+import { fail, invariant, ok, type Result } from "../domain/errors.js";
 import type { EntryKind } from "../domain/ledger-entry.js";
 import type { Difference } from "../domain/reconcile.js";
 import { accountTime } from "../domain/clock.js";
@@ -10,19 +10,18 @@ import { type AppDeps, type Reply, refuse } from "./deps.js";
 import type { Encode } from "./holds.js";
 import type { StoredEntry } from "./ports.js";
 
-/** Persists whatever has fallen due on the account, then encodes from the locked, current book (and its sequence after the due work). */
+/** Persists whatever has fallen due on the account; the locked, current book's values after it, and its sequence after the due work. */
 async function settleDue(
   deps: AppDeps,
   accountId: string,
   reservationId: string | null,
   now: Date,
-  encode: (value: ActionValues["SettleDue"], sequence: bigint) => Uint8Array,
-): Promise<Reply> {
+): Promise<Result<{ readonly settled: ActionValues["SettleDue"]; readonly sequence: bigint }>> {
   const command = { target: { accountId }, createAccount: false, idempotency: null, caller: "system", action: { kind: "SettleDue", reservationId } } as const;
   const outcome = await deps.store.execute(command, now);
   if (outcome.kind === "failed") return { ok: false, failure: outcome.failure };
   invariant(outcome.kind === "applied", "a command without a key is never replayed");
-  return { ok: true, bytes: encode(outcome.value as ActionValues["SettleDue"], outcome.sequence) };
+  return ok({ settled: outcome.value as ActionValues["SettleDue"], sequence: outcome.sequence });
 }
 
 /** How a balance is encoded: its body once per read, its as-of time on every answer. */
@@ -34,29 +33,55 @@ export interface BalanceEncoding {
   body(view: BalanceView, sequence: bigint): Uint8Array;
   /** The response: a body, stamped with the time it is as of. */
   stamp(body: Uint8Array, asOf: Date): Uint8Array;
+  /** The sequence a body was encoded with. */
+  sequence(body: Uint8Array): bigint;
+}
+
+/** An account's balance as one read found it. */
+export interface BalanceRead {
+  /** The encoded balance and sequence, without its as-of time (BalanceEncoding.body). */
+  readonly body: Uint8Array;
+  /** By the account's clock. */
+  readonly asOf: Date;
+  /**
+   * Server time (ms) of the first instant the balance can change by itself (something falls due);
+   * +Infinity: never; null: not known from this read (it applied due work, whose commit the change
+   * feed tells, and a read after that knows).
+   */
+  readonly dueAtServerMs: number | null;
 }
 
 /**
- * GetBalance reads without locking, and answers from the balance cache while the account is
- * unchanged and nothing has fallen due on it. If an overdue hold or an expired bucket is found,
- * the due work is applied in a locked transaction first, so the balance never counts expired credits.
+ * The balance of an account as GetBalance reads it: from the balance cache while the account is
+ * unchanged and nothing has fallen due on it, else without locking from the store. If an overdue
+ * hold or an expired bucket is found, the due work is applied in a locked transaction first (a
+ * change record of its own, told through the change feed), so the balance never counts expired credits.
  */
-export async function getBalance(deps: AppDeps, accountId: string, encoding: BalanceEncoding): Promise<Reply> {
+export async function readBalance(deps: AppDeps, accountId: string, encoding: BalanceEncoding): Promise<Result<BalanceRead>> {
   const now = deps.clock.now();
   const cached = deps.balances.get(accountId, now);
-  if (cached) return { ok: true, bytes: encoding.stamp(cached.body, accountTime(cached.clockOffsetMs, now)) };
+  if (cached) return ok({ body: cached.body, asOf: accountTime(cached.clockOffsetMs, now), dueAtServerMs: cached.until - cached.clockOffsetMs });
   const ticket = deps.balances.ticket();
   const read = await deps.store.readBook(accountId, now);
-  if (!read) return refuse("ACCOUNT_NOT_FOUND", `account ${accountId} not found`, { account_id: accountId });
+  if (!read) return fail("ACCOUNT_NOT_FOUND", `account ${accountId} not found`, { account_id: accountId });
   const { book } = read;
   const at = accountTime(book.clockOffsetMs, now);
   if (!applyDue(book, at, deps.newId)) {
     const body = encoding.body(book.balance(at), book.sequence);
     const until = nextChangeAt(book, at, read.nextHoldExpiry)?.getTime() ?? Number.POSITIVE_INFINITY;
     deps.balances.set(ticket, accountId, { body, clockOffsetMs: book.clockOffsetMs, until });
-    return { ok: true, bytes: encoding.stamp(body, at) };
+    return ok({ body, asOf: at, dueAtServerMs: until - book.clockOffsetMs });
   }
-  return settleDue(deps, accountId, null, now, ({ balance }, sequence) => encoding.stamp(encoding.body(balance, sequence), balance.asOf));
+  const settled = await settleDue(deps, accountId, null, now);
+  if (!settled.ok) return settled;
+  const { balance } = settled.value.settled;
+  return ok({ body: encoding.body(balance, settled.value.sequence), asOf: balance.asOf, dueAtServerMs: null });
+}
+
+/** GetBalance: the balance as readBalance finds it, stamped with its as-of time. */
+export async function getBalance(deps: AppDeps, accountId: string, encoding: BalanceEncoding): Promise<Reply> {
+  const read = await readBalance(deps, accountId, encoding);
+  return read.ok ? { ok: true, bytes: encoding.stamp(read.value.body, read.value.asOf) } : read;
 }
 
 /** GetReservation shows an overdue hold as EXPIRED, releasing it first. */
@@ -69,7 +94,8 @@ export async function getReservation(deps: AppDeps, reservationId: string, encod
   const read = await deps.store.readBook(reservation.accountId, now);
   const at = accountTime(read?.book.clockOffsetMs ?? 0, now);
   if (!isOverdue(reservation, at)) return { ok: true, bytes: encode(reservation) };
-  return settleDue(deps, reservation.accountId, reservationId, now, (settled) => encode(settled.reservation ?? reservation));
+  const settled = await settleDue(deps, reservation.accountId, reservationId, now);
+  return settled.ok ? { ok: true, bytes: encode(settled.value.settled.reservation ?? reservation) } : settled;
 }
 
 /**

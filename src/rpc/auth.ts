@@ -21,6 +21,7 @@ const FEED = [`${EVENTS}ListEvents`, `${EVENTS}StreamEvents`];
 
 const READS = [
   `${CREDIT}GetBalance`,
+  `${CREDIT}WatchBalance`,
   `${CREDIT}GetReservation`,
   `${CREDIT}Quote`,
   `${CREDIT}GetRateCard`,
@@ -32,10 +33,10 @@ const READS = [
 /** Which methods each role may call; admin may call everything. */
 const GRANTS: Readonly<Record<Exclude<Role, "admin">, ReadonlySet<string>>> = {
   runner: new Set(
-    ["Reserve", "Commit", "Release", "ExtendReservation", "GetReservation", "GetBalance", "Quote", "GetRateCard"].map((m) => CREDIT + m),
+    ["Reserve", "Commit", "Release", "ExtendReservation", "GetReservation", "GetBalance", "WatchBalance", "Quote", "GetRateCard"].map((m) => CREDIT + m),
   ),
   // Billing sets a customer's balance alert from the dashboard's settings; support sets one for a customer who asks.
-  billing: new Set([...["ChangePlan", "PurchaseTopUp", "GetBalance", "ListPlans"].map((m) => CREDIT + m), `${ADMIN}SetBalanceAlert`, ...FEED]),
+  billing: new Set([...["ChangePlan", "PurchaseTopUp", "GetBalance", "WatchBalance", "ListPlans"].map((m) => CREDIT + m), `${ADMIN}SetBalanceAlert`, ...FEED]),
   support: new Set([...READS, `${ADMIN}AdjustCredits`, `${ADMIN}SetBalanceAlert`, ...FEED]),
 };
 

@@ -1,9 +1,9 @@
 import { encodeMessage } from "./binary-encoder.js";
 import { create } from "@bufbuild/protobuf";
-import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { TimestampSchema, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { BalanceEncoding } from "../app/queries.js";
-import { GetBalanceResponseSchema } from "../gen/credit/v1/credit_service_pb.js";
+import { GetBalanceResponseSchema, WatchBalanceResponseSchema } from "../gen/credit/v1/credit_service_pb.js";
 import { BalanceSchema } from "../gen/credit/v1/types_pb.js";
 import { balance } from "./encode.js";
 
@@ -40,16 +40,48 @@ export const getBalanceEncoding: BalanceEncoding = {
     return Buffer.concat([before, after, tail, Uint8Array.of(after.length, tail.length)]);
   },
   stamp(body, asOf) {
+    const { balance, tail } = stamped(body, asOf);
+    return new BinaryWriter().tag(BALANCE, WireType.LengthDelimited).bytes(balance).raw(tail).finish();
+  },
+  sequence(body) {
     const tailEnd = body.length - 2;
     const tailStart = tailEnd - body[body.length - 1]!;
-    const afterStart = tailStart - body[body.length - 2]!;
-    const timestamp = encodeMessage(TimestampSchema, timestampFromDate(asOf));
-    const inner = new BinaryWriter()
-      .raw(body.subarray(0, afterStart))
-      .tag(AS_OF, WireType.LengthDelimited)
-      .bytes(timestamp)
-      .raw(body.subarray(afterStart, tailStart))
-      .finish();
-    return new BinaryWriter().tag(BALANCE, WireType.LengthDelimited).bytes(inner).raw(body.subarray(tailStart, tailEnd)).finish();
+    if (tailStart === tailEnd) return 0n;
+    const reader = new BinaryReader(body.subarray(tailStart, tailEnd));
+    reader.tag();
+    return BigInt(reader.int64());
   },
 };
+
+/** A body's Balance with `as_of` in its place, and its encoded sequence field. */
+function stamped(body: Uint8Array, asOf: Date): { balance: Uint8Array; tail: Uint8Array } {
+  const tailEnd = body.length - 2;
+  const tailStart = tailEnd - body[body.length - 1]!;
+  const afterStart = tailStart - body[body.length - 2]!;
+  const timestamp = encodeMessage(TimestampSchema, timestampFromDate(asOf));
+  const balance = new BinaryWriter()
+    .raw(body.subarray(0, afterStart))
+    .tag(AS_OF, WireType.LengthDelimited)
+    .bytes(timestamp)
+    .raw(body.subarray(afterStart, tailStart))
+    .finish();
+  return { balance, tail: body.subarray(tailStart, tailEnd) };
+}
+
+const WATCH_SEQUENCE = WatchBalanceResponseSchema.field.sequence.number;
+const WATCH_BALANCE = WatchBalanceResponseSchema.field.balance.number;
+if (WatchBalanceResponseSchema.fields.map((f) => f.localName).join() !== "sequence,balance" || WATCH_SEQUENCE >= WATCH_BALANCE) {
+  throw new Error("WatchBalanceResponse fields must be sequence, balance");
+}
+
+/**
+ * A WatchBalanceResponse from a GetBalance body (the balance cache's, shared): the sequence
+ * field, then the stamped balance, in field-number order; equal to toBinary of the message.
+ */
+export function watchBalanceResponse(body: Uint8Array, asOf: Date): Uint8Array {
+  const { balance } = stamped(body, asOf);
+  const sequence = getBalanceEncoding.sequence(body);
+  const writer = new BinaryWriter();
+  if (sequence !== 0n) writer.tag(WATCH_SEQUENCE, WireType.Varint).int64(sequence);
+  return writer.tag(WATCH_BALANCE, WireType.LengthDelimited).bytes(balance).finish();
+}

@@ -1,5 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { encodeMessage } from "./binary-encoder.js";
+import type { BalanceWatch } from "../app/balance-watch.js";
 import type { AppDeps } from "../app/deps.js";
 import { purchaseTopUp } from "../app/grants.js";
 import { commit, type Cost, extendReservation, release, reserve } from "../app/holds.js";
@@ -18,12 +19,14 @@ import {
   ReleaseRequestSchema,
   type ReserveRequest,
   ReserveRequestSchema,
+  type WatchBalanceRequest,
+  type WatchBalanceResponseSchema,
 } from "../gen/credit/v1/credit_service_pb.js";
 import { getBalanceEncoding } from "./balance-encoding.js";
 import { CreditService } from "../gen/credit/v1/credit_service_pb.js";
 import * as decode from "./decode.js";
 import * as encode from "./encode.js";
-import type { CallContext, SomeHandlers } from "./grpc-adapter.js";
+import { type CallContext, EncodedResponse, type ServerStream, type SomeHandlers } from "./grpc-adapter.js";
 import { reply } from "./reply.js";
 import { idempotencyClaim } from "./request-hash.js";
 
@@ -35,7 +38,7 @@ export interface HoldLimits {
 const RELEASE_REASONS = encode.inverse(encode.RELEASE_REASONS);
 
 /** CreditService: decode and validate → use case → encode. No rules live here. */
-export function creditHandlers(deps: AppDeps, limits: HoldLimits) {
+export function creditHandlers(deps: AppDeps, limits: HoldLimits, watch: BalanceWatch) {
   return {
     async reserve(req: ReserveRequest, ctx: CallContext) {
       const accountId = decode.id(req.accountId, "account_id");
@@ -79,6 +82,14 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits) {
       return reply(
         await getBalance(deps, accountId, getBalanceEncoding),
       );
+    },
+
+    async watchBalance(req: WatchBalanceRequest, _ctx: CallContext, stream: ServerStream<typeof WatchBalanceResponseSchema>) {
+      const accountId = decode.id(req.accountId, "account_id");
+      const watcher = await watch.watch(accountId, stream.signal);
+      // One message at a time: while a send waits for a slow client, newer states replace the
+      // one in the watcher's mailbox (the latest is what it gets next).
+      for await (const update of watcher) await stream.send(new EncodedResponse(update.bytes));
     },
 
     async getReservation(req: GetReservationRequest) {

@@ -38,8 +38,10 @@ export function codeFor(reason: FailureReason): status {
     case "TEST_CLOCK_DISABLED":
       return status.FAILED_PRECONDITION;
     case "STORE_UNAVAILABLE":
+    case "SHUTTING_DOWN":
       return status.UNAVAILABLE;
     case "READ_LIMIT_EXCEEDED":
+    case "TOO_MANY_WATCHERS":
       return status.RESOURCE_EXHAUSTED;
     case "CURSOR_EXPIRED":
       return status.OUT_OF_RANGE;

@@ -2,7 +2,7 @@ import { ServerInterceptingCall, type ServerInterceptor, status } from "@grpc/gr
 import { serviceError } from "./errors.js";
 
 /**
- * At most `max` streaming calls (health Watch; later WatchBalance, StreamEvents) open at once on
+ * At most `max` streaming calls (health Watch, WatchBalance; later StreamEvents) open at once on
  * the whole server; one more is refused with RESOURCE_EXHAUSTED TOO_MANY_STREAMS. The connection
  * cap times the streams per connection would otherwise allow 100,000 long-lived streams, over a
  * gigabyte (docs/decisions.md). Unary calls end by themselves and are not counted. It sits outside

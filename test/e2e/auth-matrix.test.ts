@@ -29,9 +29,9 @@ import { newAccountId, newKey, startTestService, type TestService } from "../sup
 /**
  * Authentication and authorization: every RPC of both services, called by each role, without a
  * token and with a wrong token. The expected table is written out by hand from the rules:
- *   runner  = Reserve Commit Release ExtendReservation GetReservation GetBalance Quote GetRateCard
- *   billing = ChangePlan PurchaseTopUp GetBalance ListPlans
- *   support = the reads (GetBalance GetReservation Quote GetRateCard ListPlans ListLedgerEntries Reconcile) + AdjustCredits
+ *   runner  = Reserve Commit Release ExtendReservation GetReservation GetBalance WatchBalance Quote GetRateCard
+ *   billing = ChangePlan PurchaseTopUp GetBalance WatchBalance ListPlans
+ *   support = the reads (GetBalance WatchBalance GetReservation Quote GetRateCard ListPlans ListLedgerEntries Reconcile) + AdjustCredits
  *   billing and support also read the event feed (ListEvents StreamEvents) and set balance alerts (SetBalanceAlert)
  *   admin   = everything
  */
@@ -48,6 +48,7 @@ const EXPECTED: Record<string, Record<Who, Outcome>> = {
   "credit.v1.CreditService/Commit":                 { runner: A, billing: D, support: D, admin: A, none: U, wrong: U },
   "credit.v1.CreditService/Release":                { runner: A, billing: D, support: D, admin: A, none: U, wrong: U },
   "credit.v1.CreditService/GetBalance":             { runner: A, billing: A, support: A, admin: A, none: U, wrong: U },
+  "credit.v1.CreditService/WatchBalance":           { runner: A, billing: A, support: A, admin: A, none: U, wrong: U },
   "credit.v1.CreditService/GetReservation":         { runner: A, billing: D, support: A, admin: A, none: U, wrong: U },
   "credit.v1.CreditService/ExtendReservation":      { runner: A, billing: D, support: D, admin: A, none: U, wrong: U },
   "credit.v1.CreditService/PurchaseTopUp":          { runner: D, billing: A, support: D, admin: A, none: U, wrong: U },
@@ -96,6 +97,11 @@ const CALLS: Record<string, (c: CreditClients, f: Fixture) => Promise<unknown>> 
   "credit.v1.CreditService/Release": (c, f) =>
     c.credit.release({ reservationId: f.reservationId, idempotencyKey: newKey(), reason: ReleaseReason.CANCELLED, detail: "auth matrix" }),
   "credit.v1.CreditService/GetBalance": (c, f) => c.credit.getBalance({ accountId: f.accountId }),
+  // A stream: allowed once its first message (the current balance) arrives; leaving it cancels it.
+  "credit.v1.CreditService/WatchBalance": async (c, f) => {
+    for await (const first of c.credit.watchBalance({ accountId: f.accountId })) return first;
+    throw new Error("the stream ended without a message");
+  },
   "credit.v1.CreditService/GetReservation": (c, f) => c.credit.getReservation({ reservationId: f.reservationId }),
   "credit.v1.CreditService/ExtendReservation": (c, f) =>
     c.credit.extendReservation({ reservationId: f.reservationId, idempotencyKey: newKey(), ttl: durationFromMs(60 * 60_000) }),

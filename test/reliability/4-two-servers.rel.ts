@@ -6,16 +6,21 @@ import { reconcileAll, reservationLedger } from "./support/checks.js";
 import { reasonOf } from "./support/load.js";
 import { byScale, Figures } from "./support/report.js";
 import { Stack } from "./support/stack.js";
+import { StreamRecorder } from "../support/watch.js";
 
 /**
  * Scenario 4 — two server processes, one database. Rounds of 200 concurrent Reserves of `a` on a
  * balance `B`, split across both servers: exactly min(200, ⌊B/a⌋) succeed, the rest fail
  * INSUFFICIENT_CREDITS, and the balance never goes negative. Then Commit, Commit (another key,
  * same amount), Release and Extend race on each hold, across both servers: one terminal outcome each.
+ * Then watchers on both servers follow concurrent writes made through either: each reaches the
+ * final state, in sequence order.
  */
 const ROUNDS = byScale(10, 100);
 const STORM = 200;
 const SETTLE_PER_ROUND = byScale(40, 60);
+const WATCH_ROUNDS = byScale(5, 20);
+const WATCH_WRITES = 100;
 const stack = new Stack();
 const figures = new Figures("4 two servers");
 let s1: CreditClients;
@@ -135,5 +140,47 @@ describe("two servers on one database", () => {
     expect(oneOutcome).toBe(settled);
     expect(reconciled.differences).toBe(0);
     expect(stack.servers.every((s) => s.crashes === 0)).toBe(true);
+  });
+
+  it(`${WATCH_ROUNDS} rounds of ${WATCH_WRITES} concurrent writes over both servers reach watchers on both`, async () => {
+    const problems: string[] = [];
+    let reached = 0;
+    let ordered = 0;
+    let messages = 0;
+    const t0 = performance.now();
+    for (let round = 0; round < WATCH_ROUNDS; round++) {
+      const accountId = `watch-${randomUUID()}`;
+      await s1.admin.adjustCredits({ accountId, amount: 1_000_000n, reason: "watch", idempotencyKey: `fund-${accountId}` });
+      const abort = new AbortController();
+      const watchers = [s1, s2].map((c) => new StreamRecorder(c.watchBalance(accountId, { signal: abort.signal }), abort));
+      try {
+        await Promise.all(watchers.map((w) => w.until(() => true)));
+        await Promise.all(
+          Array.from({ length: WATCH_WRITES }, (_, i) =>
+            (i % 2 === 0 ? s1 : s2).admin.adjustCredits({ accountId, amount: 1n, reason: "watch", idempotencyKey: `w-${i}` }),
+          ),
+        );
+        const final = await s2.credit.getBalance({ accountId });
+        for (const [i, w] of watchers.entries()) {
+          const last = await w.until((u) => u.sequence === final.sequence, 30_000);
+          if (last.message.balance.available === final.balance!.available) reached += 1;
+          else problems.push(`round ${round} server ${i + 1}: final ${final.sequence} shows ${last.message.balance.available}, not ${final.balance!.available}`);
+          const sequences = w.messages.map((u) => u.sequence);
+          if (sequences.every((s, k) => k === 0 || s > sequences[k - 1]!)) ordered += 1;
+          else problems.push(`round ${round} server ${i + 1}: sequences out of order ${sequences.join(",")}`);
+          messages += sequences.length;
+        }
+      } finally {
+        abort.abort();
+        await Promise.all(watchers.map((w) => w.end()));
+      }
+    }
+    const elapsed = performance.now() - t0;
+    figures.info("watch rounds × concurrent writes (watchers on both servers)", `${WATCH_ROUNDS} × ${WATCH_WRITES} in ${(elapsed / 1000).toFixed(1)} s, ${messages} messages`);
+    figures.check("watchers that reached the final state", `${reached}/${2 * WATCH_ROUNDS}`, "all", reached === 2 * WATCH_ROUNDS);
+    figures.check("watchers whose sequences only grew", `${ordered}/${2 * WATCH_ROUNDS}`, "all", ordered === 2 * WATCH_ROUNDS);
+    expect(problems.slice(0, 10)).toEqual([]);
+    expect(reached).toBe(2 * WATCH_ROUNDS);
+    expect(ordered).toBe(2 * WATCH_ROUNDS);
   });
 });

@@ -6,7 +6,7 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Code, ConnectError, type CreditClients, ReserveRequestSchema } from "../../src/client/index.js";
+import { Code, ConnectError, type CreditClients, ReserveRequestSchema, watchBalance } from "../../src/client/index.js";
 import { CreditAdminService } from "../../src/gen/credit/v1/admin_service_pb.js";
 import { CreditEventService } from "../../src/gen/credit/v1/event_service_pb.js";
 import { CreditService } from "../../src/gen/credit/v1/credit_service_pb.js";
@@ -36,7 +36,13 @@ beforeAll(async () => {
   clients = rawClients(stack.servers[0]!.url);
   // The SDK fills an empty idempotency key with a fresh one; the fuzz must send exactly what it built.
   const transport = createGrpcTransport({ baseUrl: stack.servers[0]!.url });
-  plain = { credit: createClient(CreditService, transport), admin: createClient(CreditAdminService, transport), events: createClient(CreditEventService, transport) };
+  const credit = createClient(CreditService, transport);
+  plain = {
+    credit,
+    admin: createClient(CreditAdminService, transport),
+    events: createClient(CreditEventService, transport),
+    watchBalance: (id, options) => watchBalance(credit, id, options),
+  };
   await clients.admin.adjustCredits({ accountId: fixture.accountId, amount: 1000n, reason: "fixture", idempotencyKey: "fixture-fund" });
   // A settled hold: a real reservation id to aim at, with nothing that could expire during the run.
   const r = await clients.credit.reserve({ accountId: fixture.accountId, idempotencyKey: "fixture-hold", cost: { case: "amount", value: 10n } });

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { pino } from "pino";
 import { type CreditClients, createCreditClients } from "../../src/client/index.js";
 import { type Config, parseConfig } from "../../src/config.js";
-import { FakeClock } from "../../src/domain/clock.js";
+import { type Clock, FakeClock, systemClock } from "../../src/domain/clock.js";
 import { type RunningService, startService } from "../../src/service.js";
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from "./env.js";
 
@@ -22,6 +22,19 @@ export const TEST_EPOCH = new Date("2030-01-15T12:00:00.000Z");
  * explicitly with `service.sweep()`.
  */
 export async function startTestService(env: Record<string, string> = {}, start = TEST_EPOCH): Promise<TestService> {
+  const clock = new FakeClock(start);
+  return { ...(await startOn(clock, env)), clock };
+}
+
+/**
+ * As startTestService, on the system clock: for what must happen in real time (a hold reaching
+ * its TTL, a bucket expiring, with nobody calling).
+ */
+export function startSystemClockService(env: Record<string, string> = {}): Promise<Omit<TestService, "clock">> {
+  return startOn(systemClock, env);
+}
+
+async function startOn(clock: Clock, env: Record<string, string>): Promise<Omit<TestService, "clock">> {
   const config = parseConfig({
     DATABASE_URL: TEST_DATABASE_URL,
     REDIS_URL: TEST_REDIS_URL,
@@ -34,7 +47,6 @@ export async function startTestService(env: Record<string, string> = {}, start =
     METRICS_PORT: "0",
     ...env,
   });
-  const clock = new FakeClock(start);
   const log = pino({ level: process.env["TEST_LOG_LEVEL"] ?? "silent" });
   const service = await startService(config, clock, log);
   // Plain clients: no generated keys and no retries, so tests see exactly what the server answers.
@@ -44,7 +56,7 @@ export async function startTestService(env: Record<string, string> = {}, start =
     generateIdempotencyKeys: false,
     retry: { maxAttempts: 1 },
   });
-  return { ...clients, service, clock, config, stop: () => service.stop() };
+  return { ...clients, service, config, stop: () => service.stop() };
 }
 
 /** A new account id for each test, so tests sharing one database never see each other's state. */

@@ -185,13 +185,14 @@ describe("configuration", () => {
         connections: c.GRPC_MAX_CONNECTIONS,
         streams: c.GRPC_MAX_CONCURRENT_STREAMS,
         streamingCalls: c.GRPC_MAX_STREAMING_CALLS,
+        watchersPerAccount: c.WATCH_MAX_PER_ACCOUNT,
         handshake: c.GRPC_HANDSHAKE_TIMEOUT_MS,
         idle: c.GRPC_CONNECTION_IDLE_MS,
         age: c.GRPC_CONNECTION_MAX_AGE_MS,
         grace: c.GRPC_CONNECTION_AGE_GRACE_MS,
         keepalive: c.GRPC_TCP_KEEPALIVE_MS,
         keepaliveTimeout: c.GRPC_TCP_KEEPALIVE_TIMEOUT_MS,
-      }).toEqual({ connections: 1000, streams: 100, streamingCalls: 1000, handshake: 10_000, idle: 300_000, age: 1_800_000, grace: 60_000, keepalive: 120_000, keepaliveTimeout: 30_000 });
+      }).toEqual({ connections: 1000, streams: 100, streamingCalls: 1000, watchersPerAccount: 100, handshake: 10_000, idle: 300_000, age: 1_800_000, grace: 60_000, keepalive: 120_000, keepaliveTimeout: 30_000 });
     });
 
     it("0 turns the idle, age and keepalive timers off", () => {
@@ -204,6 +205,7 @@ describe("configuration", () => {
       ["GRPC_MAX_CONCURRENT_STREAMS", "0"],
       ["GRPC_MAX_CONCURRENT_STREAMS", "1.5"],
       ["GRPC_MAX_STREAMING_CALLS", "0"],
+      ["WATCH_MAX_PER_ACCOUNT", "0"],
       ["GRPC_HANDSHAKE_TIMEOUT_MS", "0"],
       ["GRPC_CONNECTION_IDLE_MS", "-1"],
       // Node timers fire at once past 2^31 - 1 ms: a typo of a few zeros must not close every connection at once.

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file credit/v1/credit_service.proto.
  */
 export const file_credit_v1_credit_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5jcmVkaXQvdjEvY3JlZGl0X3NlcnZpY2UucHJvdG8SCWNyZWRpdC52MSKWAgoOUmVzZXJ2ZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSEAoGYW1vdW50GAMgASgDSAASKQoEc3BlYxgEIAEoCzIZLmNyZWRpdC52MS5HZW5lcmF0aW9uU3BlY0gAEiYKA3R0bBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI5CghtZXRhZGF0YRgGIAMoCzInLmNyZWRpdC52MS5SZXNlcnZlUmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIGCgRjb3N0ImMKD1Jlc2VydmVSZXNwb25zZRIrCgtyZXNlcnZhdGlvbhgBIAEoCzIWLmNyZWRpdC52MS5SZXNlcnZhdGlvbhIjCgdiYWxhbmNlGAIgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2UihwEKDUNvbW1pdFJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJEhAKBmFtb3VudBgDIAEoA0gAEikKBHNwZWMYBCABKAsyGS5jcmVkaXQudjEuR2VuZXJhdGlvblNwZWNIAEIICgZhY3R1YWwiYgoOQ29tbWl0UmVzcG9uc2USKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24SIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlInsKDlJlbGVhc2VSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIoCgZyZWFzb24YAyABKA4yGC5jcmVkaXQudjEuUmVsZWFzZVJlYXNvbhIOCgZkZXRhaWwYBCABKAkiYwoPUmVsZWFzZVJlc3BvbnNlEisKC3Jlc2VydmF0aW9uGAEgASgLMhYuY3JlZGl0LnYxLlJlc2VydmF0aW9uEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSInChFHZXRCYWxhbmNlUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJIksKEkdldEJhbGFuY2VSZXNwb25zZRIjCgdiYWxhbmNlGAEgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2USEAoIc2VxdWVuY2UYAiABKAMiLwoVR2V0UmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJIkUKFkdldFJlc2VydmF0aW9uUmVzcG9uc2USKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24icwoYRXh0ZW5kUmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRImCgN0dGwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iSAoZRXh0ZW5kUmVzZXJ2YXRpb25SZXNwb25zZRIrCgtyZXNlcnZhdGlvbhgBIAEoCzIWLmNyZWRpdC52MS5SZXNlcnZhdGlvbiJcCg9DdXN0b21Ub3BVcFBhY2sSDwoHY3JlZGl0cxgBIAEoAxIfCgVwcmljZRgCIAEoCzIQLmNyZWRpdC52MS5Nb25leRIXCg92YWxpZGl0eV9tb250aHMYAyABKAUikwEKFFB1cmNoYXNlVG9wVXBSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSEQoHcGFja19pZBgCIAEoCUgAEjEKC2N1c3RvbV9wYWNrGAMgASgLMhouY3JlZGl0LnYxLkN1c3RvbVRvcFVwUGFja0gAEhkKEXBheW1lbnRfcmVmZXJlbmNlGAQgASgJQgYKBHBhY2sigAEKFVB1cmNoYXNlVG9wVXBSZXNwb25zZRIhCgZidWNrZXQYASABKAsyES5jcmVkaXQudjEuQnVja2V0EiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZRIfCgVwcmljZRgDIAEoCzIQLmNyZWRpdC52MS5Nb25leSJRChFDaGFuZ2VQbGFuUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEg8KB3BsYW5faWQYAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIokCChJDaGFuZ2VQbGFuUmVzcG9uc2USLQoMc3Vic2NyaXB0aW9uGAEgASgLMhcuY3JlZGl0LnYxLlN1YnNjcmlwdGlvbhIpCgZjaGFuZ2UYAiABKA4yGS5jcmVkaXQudjEuUGxhbkNoYW5nZUtpbmQSMAoMZWZmZWN0aXZlX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCg9wcm9yYXRlZF9jaGFyZ2UYBCABKAsyEC5jcmVkaXQudjEuTW9uZXkSFwoPY3JlZGl0c19ncmFudGVkGAUgASgDEiMKB2JhbGFuY2UYBiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSISChBMaXN0UGxhbnNSZXF1ZXN0IjMKEUxpc3RQbGFuc1Jlc3BvbnNlEh4KBXBsYW5zGAEgAygLMg8uY3JlZGl0LnYxLlBsYW4iSwoMUXVvdGVSZXF1ZXN0EicKBHNwZWMYASABKAsyGS5jcmVkaXQudjEuR2VuZXJhdGlvblNwZWMSEgoKYWNjb3VudF9pZBgCIAEoCSJkCg1RdW90ZVJlc3BvbnNlEg8KB2NyZWRpdHMYASABKAMSJwoJYnJlYWtkb3duGAIgAygLMhQuY3JlZGl0LnYxLlF1b3RlTGluZRIZChFyYXRlX2NhcmRfdmVyc2lvbhgDIAEoCSIUChJHZXRSYXRlQ2FyZFJlcXVlc3QiNQoOUmVzb2x1dGlvblRpZXISEgoKbWF4X3BpeGVscxgBIAEoAxIPCgdjcmVkaXRzGAIgASgDIkQKC1F1YWxpdHlSYXRlEiMKB3F1YWxpdHkYASABKA4yEi5jcmVkaXQudjEuUXVhbGl0eRIQCghwZXJtaWxsZRgCIAEoBSLSAgoJTW9kZWxSYXRlEg0KBW1vZGVsGAEgASgJEicKBGtpbmQYAiABKA4yGS5jcmVkaXQudjEuR2VuZXJhdGlvbktpbmQSFAoMYmFzZV9jcmVkaXRzGAMgASgDEhEKCW1heF93aWR0aBgEIAEoBRISCgptYXhfaGVpZ2h0GAUgASgFEjMKEHJlc29sdXRpb25fdGllcnMYBiADKAsyGS5jcmVkaXQudjEuUmVzb2x1dGlvblRpZXISGgoSY3JlZGl0c19wZXJfc2Vjb25kGAcgASgDEhMKC21pbl9zZWNvbmRzGAggASgFEhMKC21heF9zZWNvbmRzGAkgASgFEhEKCW1heF9jb3VudBgKIAEoBRIpCglxdWFsaXRpZXMYCyADKAsyFi5jcmVkaXQudjEuUXVhbGl0eVJhdGUSFwoPbWluaW11bV9jcmVkaXRzGAwgASgDImcKCVRvcFVwUGFjaxIPCgdwYWNrX2lkGAEgASgJEg8KB2NyZWRpdHMYAiABKAMSHwoFcHJpY2UYAyABKAsyEC5jcmVkaXQudjEuTW9uZXkSFwoPdmFsaWRpdHlfbW9udGhzGAQgASgFIngKE0dldFJhdGVDYXJkUmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoCRIkCgZtb2RlbHMYAiADKAsyFC5jcmVkaXQudjEuTW9kZWxSYXRlEioKDHRvcF91cF9wYWNrcxgDIAMoCzIULmNyZWRpdC52MS5Ub3BVcFBhY2sqowIKDlBsYW5DaGFuZ2VLaW5kEiAKHFBMQU5fQ0hBTkdFX0tJTkRfVU5TUEVDSUZJRUQQABIfChtQTEFOX0NIQU5HRV9LSU5EX1NVQlNDUklCRUQQARIdChlQTEFOX0NIQU5HRV9LSU5EX1VQR1JBREVEEAISKAokUExBTl9DSEFOR0VfS0lORF9ET1dOR1JBREVfU0NIRURVTEVEEAMSLworUExBTl9DSEFOR0VfS0lORF9TQ0hFRFVMRURfQ0hBTkdFX0NBTkNFTExFRBAEEiUKIVBMQU5fQ0hBTkdFX0tJTkRfSU5URVJWQUxfQ0hBTkdFRBAFEi0KKVBMQU5fQ0hBTkdFX0tJTkRfU0NIRURVTEVEX0NIQU5HRV9BUFBMSUVEEAYy3gYKDUNyZWRpdFNlcnZpY2USQAoHUmVzZXJ2ZRIZLmNyZWRpdC52MS5SZXNlcnZlUmVxdWVzdBoaLmNyZWRpdC52MS5SZXNlcnZlUmVzcG9uc2USPQoGQ29tbWl0EhguY3JlZGl0LnYxLkNvbW1pdFJlcXVlc3QaGS5jcmVkaXQudjEuQ29tbWl0UmVzcG9uc2USQAoHUmVsZWFzZRIZLmNyZWRpdC52MS5SZWxlYXNlUmVxdWVzdBoaLmNyZWRpdC52MS5SZWxlYXNlUmVzcG9uc2USTgoKR2V0QmFsYW5jZRIcLmNyZWRpdC52MS5HZXRCYWxhbmNlUmVxdWVzdBodLmNyZWRpdC52MS5HZXRCYWxhbmNlUmVzcG9uc2UiA5ACARJaCg5HZXRSZXNlcnZhdGlvbhIgLmNyZWRpdC52MS5HZXRSZXNlcnZhdGlvblJlcXVlc3QaIS5jcmVkaXQudjEuR2V0UmVzZXJ2YXRpb25SZXNwb25zZSIDkAIBEl4KEUV4dGVuZFJlc2VydmF0aW9uEiMuY3JlZGl0LnYxLkV4dGVuZFJlc2VydmF0aW9uUmVxdWVzdBokLmNyZWRpdC52MS5FeHRlbmRSZXNlcnZhdGlvblJlc3BvbnNlElIKDVB1cmNoYXNlVG9wVXASHy5jcmVkaXQudjEuUHVyY2hhc2VUb3BVcFJlcXVlc3QaIC5jcmVkaXQudjEuUHVyY2hhc2VUb3BVcFJlc3BvbnNlEkkKCkNoYW5nZVBsYW4SHC5jcmVkaXQudjEuQ2hhbmdlUGxhblJlcXVlc3QaHS5jcmVkaXQudjEuQ2hhbmdlUGxhblJlc3BvbnNlEj8KBVF1b3RlEhcuY3JlZGl0LnYxLlF1b3RlUmVxdWVzdBoYLmNyZWRpdC52MS5RdW90ZVJlc3BvbnNlIgOQAgESUQoLR2V0UmF0ZUNhcmQSHS5jcmVkaXQudjEuR2V0UmF0ZUNhcmRSZXF1ZXN0Gh4uY3JlZGl0LnYxLkdldFJhdGVDYXJkUmVzcG9uc2UiA5ACARJLCglMaXN0UGxhbnMSGy5jcmVkaXQudjEuTGlzdFBsYW5zUmVxdWVzdBocLmNyZWRpdC52MS5MaXN0UGxhbnNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_credit_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch5jcmVkaXQvdjEvY3JlZGl0X3NlcnZpY2UucHJvdG8SCWNyZWRpdC52MSKWAgoOUmVzZXJ2ZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSEAoGYW1vdW50GAMgASgDSAASKQoEc3BlYxgEIAEoCzIZLmNyZWRpdC52MS5HZW5lcmF0aW9uU3BlY0gAEiYKA3R0bBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI5CghtZXRhZGF0YRgGIAMoCzInLmNyZWRpdC52MS5SZXNlcnZlUmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIGCgRjb3N0ImMKD1Jlc2VydmVSZXNwb25zZRIrCgtyZXNlcnZhdGlvbhgBIAEoCzIWLmNyZWRpdC52MS5SZXNlcnZhdGlvbhIjCgdiYWxhbmNlGAIgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2UihwEKDUNvbW1pdFJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJEhAKBmFtb3VudBgDIAEoA0gAEikKBHNwZWMYBCABKAsyGS5jcmVkaXQudjEuR2VuZXJhdGlvblNwZWNIAEIICgZhY3R1YWwiYgoOQ29tbWl0UmVzcG9uc2USKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24SIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlInsKDlJlbGVhc2VSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIoCgZyZWFzb24YAyABKA4yGC5jcmVkaXQudjEuUmVsZWFzZVJlYXNvbhIOCgZkZXRhaWwYBCABKAkiYwoPUmVsZWFzZVJlc3BvbnNlEisKC3Jlc2VydmF0aW9uGAEgASgLMhYuY3JlZGl0LnYxLlJlc2VydmF0aW9uEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSInChFHZXRCYWxhbmNlUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJIksKEkdldEJhbGFuY2VSZXNwb25zZRIjCgdiYWxhbmNlGAEgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2USEAoIc2VxdWVuY2UYAiABKAMiKQoTV2F0Y2hCYWxhbmNlUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJIk0KFFdhdGNoQmFsYW5jZVJlc3BvbnNlEhAKCHNlcXVlbmNlGAEgASgDEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSIvChVHZXRSZXNlcnZhdGlvblJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkiRQoWR2V0UmVzZXJ2YXRpb25SZXNwb25zZRIrCgtyZXNlcnZhdGlvbhgBIAEoCzIWLmNyZWRpdC52MS5SZXNlcnZhdGlvbiJzChhFeHRlbmRSZXNlcnZhdGlvblJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJEiYKA3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJIChlFeHRlbmRSZXNlcnZhdGlvblJlc3BvbnNlEisKC3Jlc2VydmF0aW9uGAEgASgLMhYuY3JlZGl0LnYxLlJlc2VydmF0aW9uIlwKD0N1c3RvbVRvcFVwUGFjaxIPCgdjcmVkaXRzGAEgASgDEh8KBXByaWNlGAIgASgLMhAuY3JlZGl0LnYxLk1vbmV5EhcKD3ZhbGlkaXR5X21vbnRocxgDIAEoBSKTAQoUUHVyY2hhc2VUb3BVcFJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIRCgdwYWNrX2lkGAIgASgJSAASMQoLY3VzdG9tX3BhY2sYAyABKAsyGi5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrSAASGQoRcGF5bWVudF9yZWZlcmVuY2UYBCABKAlCBgoEcGFjayKAAQoVUHVyY2hhc2VUb3BVcFJlc3BvbnNlEiEKBmJ1Y2tldBgBIAEoCzIRLmNyZWRpdC52MS5CdWNrZXQSIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlEh8KBXByaWNlGAMgASgLMhAuY3JlZGl0LnYxLk1vbmV5IlEKEUNoYW5nZVBsYW5SZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDwoHcGxhbl9pZBgCIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkiiQIKEkNoYW5nZVBsYW5SZXNwb25zZRItCgxzdWJzY3JpcHRpb24YASABKAsyFy5jcmVkaXQudjEuU3Vic2NyaXB0aW9uEikKBmNoYW5nZRgCIAEoDjIZLmNyZWRpdC52MS5QbGFuQ2hhbmdlS2luZBIwCgxlZmZlY3RpdmVfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKD3Byb3JhdGVkX2NoYXJnZRgEIAEoCzIQLmNyZWRpdC52MS5Nb25leRIXCg9jcmVkaXRzX2dyYW50ZWQYBSABKAMSIwoHYmFsYW5jZRgGIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIhIKEExpc3RQbGFuc1JlcXVlc3QiMwoRTGlzdFBsYW5zUmVzcG9uc2USHgoFcGxhbnMYASADKAsyDy5jcmVkaXQudjEuUGxhbiJLCgxRdW90ZVJlcXVlc3QSJwoEc3BlYxgBIAEoCzIZLmNyZWRpdC52MS5HZW5lcmF0aW9uU3BlYxISCgphY2NvdW50X2lkGAIgASgJImQKDVF1b3RlUmVzcG9uc2USDwoHY3JlZGl0cxgBIAEoAxInCglicmVha2Rvd24YAiADKAsyFC5jcmVkaXQudjEuUXVvdGVMaW5lEhkKEXJhdGVfY2FyZF92ZXJzaW9uGAMgASgJIhQKEkdldFJhdGVDYXJkUmVxdWVzdCI1Cg5SZXNvbHV0aW9uVGllchISCgptYXhfcGl4ZWxzGAEgASgDEg8KB2NyZWRpdHMYAiABKAMiRAoLUXVhbGl0eVJhdGUSIwoHcXVhbGl0eRgBIAEoDjISLmNyZWRpdC52MS5RdWFsaXR5EhAKCHBlcm1pbGxlGAIgASgFItICCglNb2RlbFJhdGUSDQoFbW9kZWwYASABKAkSJwoEa2luZBgCIAEoDjIZLmNyZWRpdC52MS5HZW5lcmF0aW9uS2luZBIUCgxiYXNlX2NyZWRpdHMYAyABKAMSEQoJbWF4X3dpZHRoGAQgASgFEhIKCm1heF9oZWlnaHQYBSABKAUSMwoQcmVzb2x1dGlvbl90aWVycxgGIAMoCzIZLmNyZWRpdC52MS5SZXNvbHV0aW9uVGllchIaChJjcmVkaXRzX3Blcl9zZWNvbmQYByABKAMSEwoLbWluX3NlY29uZHMYCCABKAUSEwoLbWF4X3NlY29uZHMYCSABKAUSEQoJbWF4X2NvdW50GAogASgFEikKCXF1YWxpdGllcxgLIAMoCzIWLmNyZWRpdC52MS5RdWFsaXR5UmF0ZRIXCg9taW5pbXVtX2NyZWRpdHMYDCABKAMiZwoJVG9wVXBQYWNrEg8KB3BhY2tfaWQYASABKAkSDwoHY3JlZGl0cxgCIAEoAxIfCgVwcmljZRgDIAEoCzIQLmNyZWRpdC52MS5Nb25leRIXCg92YWxpZGl0eV9tb250aHMYBCABKAUieAoTR2V0UmF0ZUNhcmRSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgJEiQKBm1vZGVscxgCIAMoCzIULmNyZWRpdC52MS5Nb2RlbFJhdGUSKgoMdG9wX3VwX3BhY2tzGAMgAygLMhQuY3JlZGl0LnYxLlRvcFVwUGFjayqjAgoOUGxhbkNoYW5nZUtpbmQSIAocUExBTl9DSEFOR0VfS0lORF9VTlNQRUNJRklFRBAAEh8KG1BMQU5fQ0hBTkdFX0tJTkRfU1VCU0NSSUJFRBABEh0KGVBMQU5fQ0hBTkdFX0tJTkRfVVBHUkFERUQQAhIoCiRQTEFOX0NIQU5HRV9LSU5EX0RPV05HUkFERV9TQ0hFRFVMRUQQAxIvCitQTEFOX0NIQU5HRV9LSU5EX1NDSEVEVUxFRF9DSEFOR0VfQ0FOQ0VMTEVEEAQSJQohUExBTl9DSEFOR0VfS0lORF9JTlRFUlZBTF9DSEFOR0VEEAUSLQopUExBTl9DSEFOR0VfS0lORF9TQ0hFRFVMRURfQ0hBTkdFX0FQUExJRUQQBjKxBwoNQ3JlZGl0U2VydmljZRJACgdSZXNlcnZlEhkuY3JlZGl0LnYxLlJlc2VydmVSZXF1ZXN0GhouY3JlZGl0LnYxLlJlc2VydmVSZXNwb25zZRI9CgZDb21taXQSGC5jcmVkaXQudjEuQ29tbWl0UmVxdWVzdBoZLmNyZWRpdC52MS5Db21taXRSZXNwb25zZRJACgdSZWxlYXNlEhkuY3JlZGl0LnYxLlJlbGVhc2VSZXF1ZXN0GhouY3JlZGl0LnYxLlJlbGVhc2VSZXNwb25zZRJOCgpHZXRCYWxhbmNlEhwuY3JlZGl0LnYxLkdldEJhbGFuY2VSZXF1ZXN0Gh0uY3JlZGl0LnYxLkdldEJhbGFuY2VSZXNwb25zZSIDkAIBElEKDFdhdGNoQmFsYW5jZRIeLmNyZWRpdC52MS5XYXRjaEJhbGFuY2VSZXF1ZXN0Gh8uY3JlZGl0LnYxLldhdGNoQmFsYW5jZVJlc3BvbnNlMAESWgoOR2V0UmVzZXJ2YXRpb24SIC5jcmVkaXQudjEuR2V0UmVzZXJ2YXRpb25SZXF1ZXN0GiEuY3JlZGl0LnYxLkdldFJlc2VydmF0aW9uUmVzcG9uc2UiA5ACARJeChFFeHRlbmRSZXNlcnZhdGlvbhIjLmNyZWRpdC52MS5FeHRlbmRSZXNlcnZhdGlvblJlcXVlc3QaJC5jcmVkaXQudjEuRXh0ZW5kUmVzZXJ2YXRpb25SZXNwb25zZRJSCg1QdXJjaGFzZVRvcFVwEh8uY3JlZGl0LnYxLlB1cmNoYXNlVG9wVXBSZXF1ZXN0GiAuY3JlZGl0LnYxLlB1cmNoYXNlVG9wVXBSZXNwb25zZRJJCgpDaGFuZ2VQbGFuEhwuY3JlZGl0LnYxLkNoYW5nZVBsYW5SZXF1ZXN0Gh0uY3JlZGl0LnYxLkNoYW5nZVBsYW5SZXNwb25zZRI/CgVRdW90ZRIXLmNyZWRpdC52MS5RdW90ZVJlcXVlc3QaGC5jcmVkaXQudjEuUXVvdGVSZXNwb25zZSIDkAIBElEKC0dldFJhdGVDYXJkEh0uY3JlZGl0LnYxLkdldFJhdGVDYXJkUmVxdWVzdBoeLmNyZWRpdC52MS5HZXRSYXRlQ2FyZFJlc3BvbnNlIgOQAgESSwoJTGlzdFBsYW5zEhsuY3JlZGl0LnYxLkxpc3RQbGFuc1JlcXVlc3QaHC5jcmVkaXQudjEuTGlzdFBsYW5zUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_credit_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Hold credits for one generation.
@@ -312,6 +312,59 @@ export const GetBalanceResponseSchema: GenMessage<GetBalanceResponse> = /*@__PUR
   messageDesc(file_credit_v1_credit_service, 7);
 
 /**
+ * Watch an account's balance.
+ *
+ * @generated from message credit.v1.WatchBalanceRequest
+ */
+export type WatchBalanceRequest = Message<"credit.v1.WatchBalanceRequest"> & {
+  /**
+   * The account to watch; it must exist.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+};
+
+/**
+ * Describes the message credit.v1.WatchBalanceRequest.
+ * Use `create(WatchBalanceRequestSchema)` to create a new message.
+ */
+export const WatchBalanceRequestSchema: GenMessage<WatchBalanceRequest> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 8);
+
+/**
+ * One state of the watched account.
+ *
+ * @generated from message credit.v1.WatchBalanceResponse
+ */
+export type WatchBalanceResponse = Message<"credit.v1.WatchBalanceResponse"> & {
+  /**
+   * The account's change record this balance is the result of (as in GetBalanceResponse). Each
+   * message has a larger sequence than the one before it, except a re-send of the current state
+   * (after the server lost and regained its view of other servers' changes, or when the balance
+   * changed with time alone, a bucket becoming valid), which repeats the sequence. A watcher that
+   * falls behind skips to the latest state.
+   *
+   * @generated from field: int64 sequence = 1;
+   */
+  sequence: bigint;
+
+  /**
+   * The balance in that state.
+   *
+   * @generated from field: credit.v1.Balance balance = 2;
+   */
+  balance?: Balance | undefined;
+};
+
+/**
+ * Describes the message credit.v1.WatchBalanceResponse.
+ * Use `create(WatchBalanceResponseSchema)` to create a new message.
+ */
+export const WatchBalanceResponseSchema: GenMessage<WatchBalanceResponse> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 9);
+
+/**
  * Read one reservation.
  *
  * @generated from message credit.v1.GetReservationRequest
@@ -330,7 +383,7 @@ export type GetReservationRequest = Message<"credit.v1.GetReservationRequest"> &
  * Use `create(GetReservationRequestSchema)` to create a new message.
  */
 export const GetReservationRequestSchema: GenMessage<GetReservationRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 8);
+  messageDesc(file_credit_v1_credit_service, 10);
 
 /**
  * One reservation.
@@ -351,7 +404,7 @@ export type GetReservationResponse = Message<"credit.v1.GetReservationResponse">
  * Use `create(GetReservationResponseSchema)` to create a new message.
  */
 export const GetReservationResponseSchema: GenMessage<GetReservationResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 9);
+  messageDesc(file_credit_v1_credit_service, 11);
 
 /**
  * Extend an open hold.
@@ -386,7 +439,7 @@ export type ExtendReservationRequest = Message<"credit.v1.ExtendReservationReque
  * Use `create(ExtendReservationRequestSchema)` to create a new message.
  */
 export const ExtendReservationRequestSchema: GenMessage<ExtendReservationRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 10);
+  messageDesc(file_credit_v1_credit_service, 12);
 
 /**
  * The extended hold.
@@ -407,7 +460,7 @@ export type ExtendReservationResponse = Message<"credit.v1.ExtendReservationResp
  * Use `create(ExtendReservationResponseSchema)` to create a new message.
  */
 export const ExtendReservationResponseSchema: GenMessage<ExtendReservationResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 11);
+  messageDesc(file_credit_v1_credit_service, 13);
 
 /**
  * A top-up pack sized and priced for one account (business custom packs).
@@ -442,7 +495,7 @@ export type CustomTopUpPack = Message<"credit.v1.CustomTopUpPack"> & {
  * Use `create(CustomTopUpPackSchema)` to create a new message.
  */
 export const CustomTopUpPackSchema: GenMessage<CustomTopUpPack> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 12);
+  messageDesc(file_credit_v1_credit_service, 14);
 
 /**
  * Buy a top-up pack.
@@ -493,7 +546,7 @@ export type PurchaseTopUpRequest = Message<"credit.v1.PurchaseTopUpRequest"> & {
  * Use `create(PurchaseTopUpRequestSchema)` to create a new message.
  */
 export const PurchaseTopUpRequestSchema: GenMessage<PurchaseTopUpRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 13);
+  messageDesc(file_credit_v1_credit_service, 15);
 
 /**
  * The new top-up bucket.
@@ -528,7 +581,7 @@ export type PurchaseTopUpResponse = Message<"credit.v1.PurchaseTopUpResponse"> &
  * Use `create(PurchaseTopUpResponseSchema)` to create a new message.
  */
 export const PurchaseTopUpResponseSchema: GenMessage<PurchaseTopUpResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 14);
+  messageDesc(file_credit_v1_credit_service, 16);
 
 /**
  * Change an account's plan.
@@ -563,7 +616,7 @@ export type ChangePlanRequest = Message<"credit.v1.ChangePlanRequest"> & {
  * Use `create(ChangePlanRequestSchema)` to create a new message.
  */
 export const ChangePlanRequestSchema: GenMessage<ChangePlanRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 15);
+  messageDesc(file_credit_v1_credit_service, 17);
 
 /**
  * The outcome of a plan change.
@@ -619,7 +672,7 @@ export type ChangePlanResponse = Message<"credit.v1.ChangePlanResponse"> & {
  * Use `create(ChangePlanResponseSchema)` to create a new message.
  */
 export const ChangePlanResponseSchema: GenMessage<ChangePlanResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 16);
+  messageDesc(file_credit_v1_credit_service, 18);
 
 /**
  * List the public plans.
@@ -634,7 +687,7 @@ export type ListPlansRequest = Message<"credit.v1.ListPlansRequest"> & {
  * Use `create(ListPlansRequestSchema)` to create a new message.
  */
 export const ListPlansRequestSchema: GenMessage<ListPlansRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 17);
+  messageDesc(file_credit_v1_credit_service, 19);
 
 /**
  * The public plan catalog.
@@ -655,7 +708,7 @@ export type ListPlansResponse = Message<"credit.v1.ListPlansResponse"> & {
  * Use `create(ListPlansResponseSchema)` to create a new message.
  */
 export const ListPlansResponseSchema: GenMessage<ListPlansResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 18);
+  messageDesc(file_credit_v1_credit_service, 20);
 
 /**
  * Price a generation.
@@ -683,7 +736,7 @@ export type QuoteRequest = Message<"credit.v1.QuoteRequest"> & {
  * Use `create(QuoteRequestSchema)` to create a new message.
  */
 export const QuoteRequestSchema: GenMessage<QuoteRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 19);
+  messageDesc(file_credit_v1_credit_service, 21);
 
 /**
  * A price and how it was made.
@@ -718,7 +771,7 @@ export type QuoteResponse = Message<"credit.v1.QuoteResponse"> & {
  * Use `create(QuoteResponseSchema)` to create a new message.
  */
 export const QuoteResponseSchema: GenMessage<QuoteResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 20);
+  messageDesc(file_credit_v1_credit_service, 22);
 
 /**
  * Read the rate card.
@@ -733,7 +786,7 @@ export type GetRateCardRequest = Message<"credit.v1.GetRateCardRequest"> & {
  * Use `create(GetRateCardRequestSchema)` to create a new message.
  */
 export const GetRateCardRequestSchema: GenMessage<GetRateCardRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 21);
+  messageDesc(file_credit_v1_credit_service, 23);
 
 /**
  * A resolution step of a model's price.
@@ -761,7 +814,7 @@ export type ResolutionTier = Message<"credit.v1.ResolutionTier"> & {
  * Use `create(ResolutionTierSchema)` to create a new message.
  */
 export const ResolutionTierSchema: GenMessage<ResolutionTier> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 22);
+  messageDesc(file_credit_v1_credit_service, 24);
 
 /**
  * The price multiplier of one quality level.
@@ -789,7 +842,7 @@ export type QualityRate = Message<"credit.v1.QualityRate"> & {
  * Use `create(QualityRateSchema)` to create a new message.
  */
 export const QualityRateSchema: GenMessage<QualityRate> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 23);
+  messageDesc(file_credit_v1_credit_service, 25);
 
 /**
  * How one model is priced.
@@ -887,7 +940,7 @@ export type ModelRate = Message<"credit.v1.ModelRate"> & {
  * Use `create(ModelRateSchema)` to create a new message.
  */
 export const ModelRateSchema: GenMessage<ModelRate> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 24);
+  messageDesc(file_credit_v1_credit_service, 26);
 
 /**
  * A top-up pack of the default catalog.
@@ -929,7 +982,7 @@ export type TopUpPack = Message<"credit.v1.TopUpPack"> & {
  * Use `create(TopUpPackSchema)` to create a new message.
  */
 export const TopUpPackSchema: GenMessage<TopUpPack> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 25);
+  messageDesc(file_credit_v1_credit_service, 27);
 
 /**
  * The current rate card.
@@ -964,7 +1017,7 @@ export type GetRateCardResponse = Message<"credit.v1.GetRateCardResponse"> & {
  * Use `create(GetRateCardResponseSchema)` to create a new message.
  */
 export const GetRateCardResponseSchema: GenMessage<GetRateCardResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 26);
+  messageDesc(file_credit_v1_credit_service, 28);
 
 /**
  * What a ChangePlan call did.
@@ -1073,6 +1126,18 @@ export const CreditService: GenService<{
     methodKind: "unary";
     input: typeof GetBalanceRequestSchema;
     output: typeof GetBalanceResponseSchema;
+  },
+  /**
+   * WatchBalance streams an account's balance: the current one first, then the new one after every
+   * change of the account (on any server, and changes that fall due by themselves: expiries,
+   * resets, scheduled plan changes, holds reaching their TTL), in sequence order.
+   *
+   * @generated from rpc credit.v1.CreditService.WatchBalance
+   */
+  watchBalance: {
+    methodKind: "server_streaming";
+    input: typeof WatchBalanceRequestSchema;
+    output: typeof WatchBalanceResponseSchema;
   },
   /**
    * GetReservation returns one reservation.
