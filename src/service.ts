@@ -190,6 +190,7 @@ async function startOnDatabase(
     encode: watchBalanceResponse,
     retryMs: 1000,
     maxPerAccount: config.WATCH_MAX_PER_ACCOUNT,
+    coalesceMs: config.WATCH_COALESCE_MS,
     startFeed: listen,
     onReadError: (accountId, err) => log.warn({ account: accountId, err: err.message }, "watched account could not be read: retrying"),
   });

@@ -20,6 +20,12 @@ export interface BalanceWatchOptions {
   readonly retryMs: number;
   /** Watchers of one account at once; one more is refused (TOO_MANY_WATCHERS). */
   readonly maxPerAccount: number;
+  /**
+   * A change of a watched account is read this long after it is told, so that changes close
+   * together (a Reserve and its Commit, a batch's commands) are read and sent once, as their
+   * latest state; 0 reads at once. Watchers skip the intermediate states, never the latest.
+   */
+  readonly coalesceMs?: number;
   /** Called with each new watch: starts the change feed if nothing else has. */
   readonly startFeed?: () => void;
   readonly onReadError?: (accountId: string, err: Failure | Error) => void;
@@ -149,7 +155,7 @@ export class BalanceWatch {
       }
       for (const id of accountIds) {
         const w = this.watched.get(id);
-        if (w) this.refresh(w, false);
+        if (w) this.refresh(w, false, this.options.coalesceMs ?? 0);
       }
     });
   }
@@ -233,20 +239,22 @@ export class BalanceWatch {
     w.timer = null;
   }
 
-  private refresh(w: Watched, resend: boolean): void {
+  private refresh(w: Watched, resend: boolean, delayMs = 0): void {
     if (resend) w.resend = true;
     if (w.reading) {
       w.again = true;
       return;
     }
     w.reading = true;
-    void this.readLoop(w);
+    void this.readLoop(w, delayMs);
   }
 
-  private async readLoop(w: Watched): Promise<void> {
+  private async readLoop(w: Watched, delayMs: number): Promise<void> {
     // Every listener of the feed event that started this read runs first (the balance cache drops
-    // or takes the account's entry in its own listener, which this read then consults).
-    await Promise.resolve();
+    // or takes the account's entry in its own listener, which this read then consults). With a
+    // coalescing delay, changes told meanwhile are taken by this read (`again` is cleared below).
+    if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+    else await Promise.resolve();
     do {
       w.again = false;
       const resend = w.resend;
