@@ -5,6 +5,7 @@ import { Migration20261125300000HotPathIndexes } from "./Migration20261125300000
 import { Migration20261201000000KeyOrder } from "./Migration20261201000000KeyOrder.js";
 import { Migration20261202000000AccountSequence } from "./Migration20261202000000AccountSequence.js";
 import { Migration20261202100000EventOutbox } from "./Migration20261202100000EventOutbox.js";
+import { Migration20261202300000EventRelay } from "./Migration20261202300000EventRelay.js";
 
 /** Checked-in migrations, in order. Listed explicitly so they run the same from src/ (tsx) and dist/. */
 export const migrations = [
@@ -15,4 +16,5 @@ export const migrations = [
   { name: "Migration20261201000000KeyOrder", class: Migration20261201000000KeyOrder },
   { name: "Migration20261202000000AccountSequence", class: Migration20261202000000AccountSequence },
   { name: "Migration20261202100000EventOutbox", class: Migration20261202100000EventOutbox },
+  { name: "Migration20261202300000EventRelay", class: Migration20261202300000EventRelay },
 ];
