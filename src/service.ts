@@ -289,7 +289,7 @@ function startRelay(config: Config, log: Logger, metrics: Metrics, outbox: Postg
     stream,
     subjectPrefix: config.EVENTS_BROKER_SUBJECT_PREFIX,
     duplicateWindowMs: config.EVENTS_BROKER_DUPLICATE_WINDOW_SECONDS * 1000,
-    ackTimeoutMs: 5000,
+    ackTimeoutMs: 2000,
     encode: (event) => feedEventBytes({ ...event, eventId: eventId(event), cursor: formatCursor(eventCursor(event)) }),
     onConnection: (state) => log.info({ broker: state }, "event broker connection"),
   });
@@ -306,6 +306,8 @@ function startRelay(config: Config, log: Logger, metrics: Metrics, outbox: Postg
     idleMs: 1000,
     onLeader: (leader) => log.info({ stream, leader }, leader ? "event relay is the leader: publishing the feed to the broker" : "event relay is no longer the leader"),
     onPublished: (outcome, count) => metrics.relayPublished.inc({ outcome }, count),
+    onResume: (stored, held) =>
+      log.info({ stored: stored === null ? null : formatCursor(stored), held: formatCursor(held) }, "event relay: the stream already holds events past the stored cursor; resuming after them"),
     onError: (err, what) => log.warn({ err: err instanceof Error ? err.message : String(err) }, what),
   });
   relay.start();

@@ -11,8 +11,8 @@ export interface RelayLease {
   readonly lost: AbortSignal;
   /** The cursor after the last event the broker acknowledged; null before the first. */
   loadCursor(): Promise<EventCursor | null>;
-  /** Stores the cursor; `published`: how many events the broker took as new since the last save. */
-  saveCursor(cursor: EventCursor, published: number): Promise<void>;
+  /** Stores the cursor, with how many events the broker took as new / dropped as duplicates since the last save. */
+  saveCursor(cursor: EventCursor, counts: { stored: number; duplicates: number }): Promise<void>;
   /** The feed cursor of an event by its event_id; null when the feed does not hold it (pruned, or not ours). */
   cursorOfEvent(eventId: string): Promise<EventCursor | null>;
   release(): Promise<void>;
@@ -53,8 +53,12 @@ export interface EventRelayOptions {
   readonly idleMs: number;
   readonly onLeader?: (leader: boolean) => void;
   readonly onPublished?: (outcome: PublishOutcome, count: number) => void;
+  /** The stream already held events past the stored cursor: the relay goes on after them. */
+  readonly onResume?: (stored: EventCursor | null, held: EventCursor) => void;
   readonly onError: (err: unknown, what: string) => void;
 }
+
+const NONE = { stored: 0, duplicates: 0 };
 
 function after(a: EventCursor, b: EventCursor | null): boolean {
   if (b === null) return true;
@@ -151,8 +155,9 @@ export class EventRelay {
         // duplicate window alone, which a long outage can outlast.
         const held = expectLast === null ? null : await lease.cursorOfEvent(expectLast);
         if (held !== null && after(held, cursor)) {
+          this.options.onResume?.(cursor, held);
           cursor = held;
-          await lease.saveCursor(cursor, 0);
+          await lease.saveCursor(cursor, NONE);
         }
       }
       const page = await this.outbox.page({ after: cursor, limit: this.options.batch, kinds: [], accountId: null });
@@ -160,7 +165,7 @@ export class EventRelay {
         // Retention removed events this relay never sent: say so loudly, and go on from what is kept.
         this.options.onError(new Error(`the relay's cursor is older than the retained events: resuming from ${page.oldest.position}`), "events were pruned before the relay published them");
         cursor = page.oldest;
-        await lease.saveCursor(cursor, 0);
+        await lease.saveCursor(cursor, NONE);
         continue;
       }
       if (page.kind === "ahead") {
@@ -178,7 +183,7 @@ export class EventRelay {
         const last = page.events[sent.count - 1]!;
         cursor = eventCursor(last);
         expectLast = eventId(last);
-        await lease.saveCursor(cursor, sent.stored);
+        await lease.saveCursor(cursor, sent);
       }
       if (sent.failure !== null) {
         this.options.onError(sent.failure, "publishing to the broker failed: the relay resends from its cursor");
@@ -189,7 +194,7 @@ export class EventRelay {
   }
 
   /** Sends a page; how many events were acknowledged in order from its start, and the first failure. */
-  private async send(events: readonly FeedEvent[], expectLast: string | null, signal: AbortSignal): Promise<{ count: number; stored: number; failure: unknown }> {
+  private async send(events: readonly FeedEvent[], expectLast: string | null, signal: AbortSignal): Promise<{ count: number; stored: number; duplicates: number; failure: unknown }> {
     const acks = this.broker.publish(events, expectLast);
     // Acknowledgements after a failure are not awaited: none may go unhandled.
     for (const ack of acks) ack.catch(() => undefined);
@@ -213,7 +218,7 @@ export class EventRelay {
     }
     if (stored > 0) this.options.onPublished?.("stored", stored);
     if (duplicates > 0) this.options.onPublished?.("duplicate", duplicates);
-    return { count, stored, failure };
+    return { count, stored, duplicates, failure };
   }
 }
 

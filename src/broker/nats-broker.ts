@@ -34,6 +34,8 @@ export class NatsEventBroker implements EventBroker {
   private connection: Promise<NatsConnection> | null = null;
   private js: JetStreamClient | null = null;
   private jsm: JetStreamManager | null = null;
+  /** Rejected when the connection drops: acknowledgements still awaited then may never come. */
+  private dropped = droppedSignal();
 
   constructor(private readonly options: NatsBrokerOptions) {}
 
@@ -79,7 +81,9 @@ export class NatsEventBroker implements EventBroker {
         ...(previous === null ? {} : { expect: { lastMsgID: previous } }),
       });
       previous = id;
-      return ack.then((a): PublishOutcome => (a.duplicate ? "duplicate" : "stored"));
+      // A message sent just before the connection dropped may be lost with it: fail the round at
+      // once rather than after the acknowledgement timeout; the relay resends from its cursor.
+      return Promise.race([ack, this.dropped.promise]).then((a): PublishOutcome => (a.duplicate ? "duplicate" : "stored"));
     });
   }
 
@@ -106,7 +110,13 @@ export class NatsEventBroker implements EventBroker {
       opening.then(
         (nc) => {
           void (async () => {
-            for await (const status of nc.status()) this.options.onConnection?.(status.type);
+            for await (const status of nc.status()) {
+              if (status.type === "disconnect") {
+                this.dropped.reject(new Error("the broker connection dropped"));
+                this.dropped = droppedSignal();
+              }
+              this.options.onConnection?.(status.type);
+            }
           })().catch(() => undefined);
           void nc.closed().then(() => {
             if (this.connection === opening) {
@@ -124,4 +134,11 @@ export class NatsEventBroker implements EventBroker {
     }
     return this.connection;
   }
+}
+
+function droppedSignal(): { promise: Promise<never>; reject: (err: Error) => void } {
+  let reject!: (err: Error) => void;
+  const promise = new Promise<never>((_, no) => (reject = no));
+  promise.catch(() => undefined);
+  return { promise, reject };
 }

@@ -30,9 +30,10 @@ const SERVER_KEEPALIVE = { idle: 2, interval: 1, count: 3 };
 
 const LOAD_CURSOR = `select position, idx from event_relay_cursors where stream = $1`;
 const SAVE_CURSOR = `
-  insert into event_relay_cursors (stream, position, idx, published, updated_at) values ($1, $2, $3, $4, now())
+  insert into event_relay_cursors (stream, position, idx, published, duplicates, updated_at) values ($1, $2, $3, $4, $5, now())
   on conflict (stream) do update set position = excluded.position, idx = excluded.idx,
-    published = event_relay_cursors.published + excluded.published, updated_at = now()`;
+    published = event_relay_cursors.published + excluded.published,
+    duplicates = event_relay_cursors.duplicates + excluded.duplicates, updated_at = now()`;
 const BATCH_OF = `select position, event_count from event_batches where batch_id = $1`;
 
 /**
@@ -74,7 +75,8 @@ export class PostgresRelayLeases implements RelayLeases {
       // The client side of the connection is watched too: a silent network must not look alive.
       keepAlive: true,
       keepAliveInitialDelayMillis: 1000,
-      application_name: "credit-service-relay",
+      // The process id tells an operator (and the reliability suite) which server holds the lock.
+      application_name: `credit-service-relay:${process.pid}`,
     });
     client.on("error", () => this.drop(client));
     client.on("end", () => this.drop(client));
@@ -120,9 +122,9 @@ class PostgresRelayLease implements RelayLease {
     return row ? { position: BigInt(row.position), idx: row.idx } : null;
   }
 
-  async saveCursor(cursor: EventCursor, published: number): Promise<void> {
+  async saveCursor(cursor: EventCursor, counts: { stored: number; duplicates: number }): Promise<void> {
     this.lost.throwIfAborted();
-    await this.client.query(SAVE_CURSOR, [this.options.stream, cursor.position.toString(), cursor.idx, published]);
+    await this.client.query(SAVE_CURSOR, [this.options.stream, cursor.position.toString(), cursor.idx, counts.stored, counts.duplicates]);
   }
 
   async cursorOfEvent(eventId: string): Promise<EventCursor | null> {

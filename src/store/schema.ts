@@ -195,6 +195,8 @@ export const EventRelayCursorRow = defineEntity({
     idx: p.integer().nullable(),
     /** Events the broker acknowledged as new (not duplicates) through this cursor, for operators. */
     published: p.bigint(),
+    /** Events the broker dropped as redeliveries of an event_id it already held. */
+    duplicates: p.bigint(),
     updatedAt: p.datetime().columnType("timestamptz"),
   },
 });
