@@ -303,12 +303,14 @@ function startRelay(config: Config, log: Logger, metrics: Metrics, outbox: Postg
   const relay = new EventRelay(outbox, feed, leases, broker, {
     batch: config.EVENTS_BROKER_BATCH,
     retryMs: config.EVENTS_BROKER_LEASE_RETRY_MS,
+    brokerRetryMs: 250,
     idleMs: 1000,
     onLeader: (leader) => log.info({ stream, leader }, leader ? "event relay is the leader: publishing the feed to the broker" : "event relay is no longer the leader"),
     onPublished: (outcome, count) => metrics.relayPublished.inc({ outcome }, count),
     onResume: (stored, held) =>
       log.info({ stored: stored === null ? null : formatCursor(stored), held: formatCursor(held) }, "event relay: the stream already holds events past the stored cursor; resuming after them"),
     onError: (err, what) => log.warn({ err: err instanceof Error ? err.message : String(err) }, what),
+    onRecovered: () => log.info({ stream }, "event relay: publishing to the broker again"),
   });
   relay.start();
   return relay;

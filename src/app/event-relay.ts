@@ -47,8 +47,10 @@ export interface EventBroker {
 export interface EventRelayOptions {
   /** Events per round: all in flight at once, their acknowledgements awaited in order. */
   readonly batch: number;
-  /** How often a relay that is not the leader tries to take the lease; the wait after a failure too. */
+  /** How often a relay that is not the leader tries to take the lease; the wait after losing it too. */
   readonly retryMs: number;
+  /** The wait before trying the broker again after it failed (a restarting broker is back within a second or so). */
+  readonly brokerRetryMs: number;
   /** Longest wait for the feed to move before reading again (the feed may miss an announcement). */
   readonly idleMs: number;
   readonly onLeader?: (leader: boolean) => void;
@@ -56,6 +58,8 @@ export interface EventRelayOptions {
   /** The stream already held events past the stored cursor: the relay goes on after them. */
   readonly onResume?: (stored: EventCursor | null, held: EventCursor) => void;
   readonly onError: (err: unknown, what: string) => void;
+  /** Publishing works again after broker trouble. */
+  readonly onRecovered?: () => void;
 }
 
 const NONE = { stored: 0, duplicates: 0 };
@@ -141,13 +145,19 @@ export class EventRelay {
     let cursor = await lease.loadCursor();
     // undefined: what the stream ends with is not known (at the start, or after a failed send).
     let expectLast: string | null | undefined;
+    // Broker trouble is told once when it starts and once when it is over, not on every retry.
+    let troubled = false;
+    const trouble = (err: unknown, what: string) => {
+      if (!troubled) this.options.onError(err, what);
+      troubled = true;
+    };
     while (!signal.aborted) {
       if (expectLast === undefined) {
         try {
           expectLast = await this.broker.prepare();
         } catch (err) {
-          this.options.onError(err, "the broker is not reachable: the relay waits");
-          await pause(this.options.retryMs, signal);
+          trouble(err, "the broker is not reachable: the relay keeps trying");
+          await pause(this.options.brokerRetryMs, signal);
           continue;
         }
         // The stream may be ahead of the stored cursor (a crash after the broker acknowledged,
@@ -184,11 +194,13 @@ export class EventRelay {
         cursor = eventCursor(last);
         expectLast = eventId(last);
         await lease.saveCursor(cursor, sent);
+        if (troubled) this.options.onRecovered?.();
+        troubled = false;
       }
       if (sent.failure !== null) {
-        this.options.onError(sent.failure, "publishing to the broker failed: the relay resends from its cursor");
+        trouble(sent.failure, "publishing to the broker failed: the relay resends from its cursor");
         expectLast = undefined;
-        await pause(this.options.retryMs, signal);
+        await pause(this.options.brokerRetryMs, signal);
       }
     }
   }

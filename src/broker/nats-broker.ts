@@ -36,11 +36,14 @@ export class NatsEventBroker implements EventBroker {
   private jsm: JetStreamManager | null = null;
   /** Rejected when the connection drops: acknowledgements still awaited then may never come. */
   private dropped = droppedSignal();
+  /** False from a disconnect until the reconnect: nothing is sent into the client's buffer meanwhile. */
+  private connected = false;
 
   constructor(private readonly options: NatsBrokerOptions) {}
 
   async prepare(): Promise<string | null> {
     const nc = await this.connect();
+    if (!this.connected) throw new Error("the broker connection is down (reconnecting)");
     const jsm = (this.jsm ??= await jetstreamManager(nc));
     this.js ??= jetstream(nc);
     const subjects = [`${this.options.subjectPrefix}.>`];
@@ -71,7 +74,9 @@ export class NatsEventBroker implements EventBroker {
 
   publish(events: readonly FeedEvent[], expectLast: string | null): Promise<PublishOutcome>[] {
     const js = this.js;
-    if (js === null) return events.map(() => Promise.reject(new Error("the broker is not prepared")));
+    // While reconnecting the client would buffer the messages and their acknowledgements would
+    // time out; the relay tries again shortly instead, once the connection is back.
+    if (js === null || !this.connected) return events.map(() => Promise.reject(new Error("the broker is not connected")));
     let previous = expectLast;
     return events.map((event) => {
       const id = eventId(event);
@@ -109,11 +114,15 @@ export class NatsEventBroker implements EventBroker {
       this.connection = opening;
       opening.then(
         (nc) => {
+          if (this.connection === opening) this.connected = true;
           void (async () => {
             for await (const status of nc.status()) {
               if (status.type === "disconnect") {
+                this.connected = false;
                 this.dropped.reject(new Error("the broker connection dropped"));
                 this.dropped = droppedSignal();
+              } else if (status.type === "reconnect") {
+                this.connected = true;
               }
               this.options.onConnection?.(status.type);
             }
@@ -121,6 +130,7 @@ export class NatsEventBroker implements EventBroker {
           void nc.closed().then(() => {
             if (this.connection === opening) {
               this.connection = null;
+              this.connected = false;
               this.js = null;
               this.jsm = null;
             }

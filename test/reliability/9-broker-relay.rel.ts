@@ -117,6 +117,7 @@ describe("kill -9 of the relay's server mid-publish and broker restarts, under l
       resumedAfterBroker.push(performance.now() - brokerDownAt);
     }
     stopping = true;
+    if (process.env["RELAY_DEBUG"]) for (const s of [a, b]) console.log(s.tail.filter((l) => /relay|broker/.test(l)).slice(-60).join("\n"));
     const results = await Promise.all(loads);
 
     // Drain: every batch numbered, and the relay's cursor at the feed's head.
