@@ -99,6 +99,7 @@ export class PostgresRelayLeases implements RelayLeases {
 class PostgresRelayLease implements RelayLease {
   private readonly controller = new AbortController();
   private readonly check: NodeJS.Timeout;
+  private closed = false;
 
   constructor(
     private readonly client: pg.Client,
@@ -137,8 +138,11 @@ class PostgresRelayLease implements RelayLease {
     return { position: BigInt(row.position), idx: idx === row.event_count - 1 ? null : idx };
   }
 
+  /** Lets go at once (unlocked before the session ends), so the next holder need not wait for the session's end. */
   async release(): Promise<void> {
     if (this.lost.aborted) return;
+    this.controller.abort(new Error("released"));
+    await this.client.query(`select pg_advisory_unlock($1, hashtext($2))`, [RELAY_LOCK_CLASS, this.options.stream]).catch(() => undefined);
     this.lose(new Error("released"));
   }
 
@@ -158,8 +162,9 @@ class PostgresRelayLease implements RelayLease {
 
   /** Stops at once: the signal aborts before anything else, then the session (and its lock) ends. */
   private lose(err: unknown): void {
-    if (this.controller.signal.aborted) return;
-    this.controller.abort(err);
+    if (this.closed) return;
+    this.closed = true;
+    if (!this.controller.signal.aborted) this.controller.abort(err);
     clearInterval(this.check);
     this.client.removeAllListeners("end");
     this.client.removeAllListeners("error");
