@@ -3,11 +3,13 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { promisify } from "node:util";
 import type { LoadJob, LoadResult } from "./load.js";
 import { peakRssMb, percentile, PostgresCpuMeter, processCpuMs } from "./proc.js";
+import { measureRelay, type RelayFigures } from "./relay.js";
 import { buildAndMigrate, fundAccounts, pgbench, pgbenchInit, type PgbenchRun, reconcileAll, recreateDatabase, startRedis, startServer } from "./setup.js";
 
 /**
  * npm run bench [-- --quick] [-- --json]
  * npm run bench [-- --encoder-ab]
+ * npm run bench [-- --relay]   (also: the broker relay's events/s beside the outbox's write rate; needs NATS JetStream at BENCH_NATS_URL)
  * Runs, on one Postgres and one server, in interleaved rounds: pgbench tpcb-like, Reserve→Commit/Release
  * cycles on many accounts (uniform) and on one (hot), GetBalance, and a no-op RPC (health
  * Check through the same server stack); then reconciles every account.
@@ -20,6 +22,9 @@ const asJson = process.argv.includes("--json");
  * of src/rpc/binary-encoder.ts, and uniform and hot cycles alternate between the two servers.
  */
 const encoderAb = process.argv.includes("--encoder-ab");
+/** --relay: the broker relay's throughput beside the outbox's write rate (bench/relay.ts), a few seconds more. */
+const relayBench = process.argv.includes("--relay");
+const NATS_URL = process.env["BENCH_NATS_URL"] ?? "nats://127.0.0.1:4222";
 const BASE = process.env["BENCH_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/credit_bench";
 /** The pgbench databases are named after the bench's, so that two benches on one Postgres given different BENCH_DATABASE_URLs never share one. */
 const BENCH_DB = new URL(BASE).pathname.slice(1);
@@ -207,6 +212,12 @@ async function main(): Promise<void> {
       }
     }
 
+    let relay: RelayFigures | null = null;
+    if (relayBench) {
+      step(`relay: outbox write rate (uniform, 16 clients, ${SECONDS}s), then the relay publishing the feed to NATS JetStream`);
+      relay = await measureRelay(BASE, NATS_URL, async () => (await load(job("cycle", accounts, 16), pid)).result, { maxEvents: quick ? 20_000 : 100_000, maxMs: 20_000 });
+    }
+
     step("reconciling every account");
     const rssMb = peakRssMb(pid.server);
     const differences = await reconcileAll(BASE);
@@ -225,7 +236,7 @@ async function main(): Promise<void> {
       ratios[`cycle-cpu/pgbench-cpu @${c}`] = ratio(cycleCpu, pgbenchCpuMsPerTx[`uniform/${c}`]?.postgres);
     }
     const half = rows[rows.length - 1]!;
-    const report = { quick, seconds: SECONDS, rounds: ROUNDS, accounts: ACCOUNTS, pgbenchTps, pgbenchCpuMsPerTx, rows, ratios, serverPeakRssMb: rssMb, reconcileDifferences: differences, halfPeak: half.latency, ...(other ? { encoderAB } : {}) };
+    const report = { quick, seconds: SECONDS, rounds: ROUNDS, accounts: ACCOUNTS, pgbenchTps, pgbenchCpuMsPerTx, rows, ratios, serverPeakRssMb: rssMb, reconcileDifferences: differences, halfPeak: half.latency, ...(other ? { encoderAB } : {}), ...(relay ? { relay } : {}) };
     mkdirSync("bench/results", { recursive: true });
     writeFileSync(`bench/results/${quick ? "quick" : "full"}.json`, JSON.stringify(report, null, 2));
     if (asJson) console.log(JSON.stringify(report, null, 2));
@@ -243,6 +254,11 @@ async function main(): Promise<void> {
       }
       console.log("ratios:", Object.entries(ratios).map(([k, v]) => `${k} = ${fmt(v)}`).join(", "));
       console.log(`server peak RSS ${fmt(rssMb, 0)} MB; reconciliation differences: ${differences}`);
+      if (relay) {
+        console.log(
+          `relay: outbox written ${fmt(relay.writtenPerSec, 0)} events/s (uniform cycles, 16 clients; ${relay.writtenEvents} events); relay published ${fmt(relay.publishedPerSec, 0)} events/s to JetStream (${relay.publishedEvents} events in ${fmt(relay.publishSeconds)} s, acks awaited, cursor stored per page); relay/written ${fmt(relay.publishedPerSec / Math.max(1, relay.writtenPerSec))}`,
+        );
+      }
       for (const [k, v] of Object.entries(encoderAB)) {
         const list = (xs: number[]) => xs.map((x) => fmt(x, 0)).join("/");
         console.log(
