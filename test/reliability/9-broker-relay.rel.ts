@@ -84,6 +84,7 @@ describe("kill -9 of the relay's server mid-publish and broker restarts, under l
     let stopping = false;
     const loads = [a, b].map((s) => runHoldLoad({ clients: () => clientsOf.get(s)!, accounts, workers: 6, abandonShare: 0, settleTtlMs: 60_000, stop: () => stopping }));
 
+    const released: number[] = [];
     const takeover: number[] = [];
     const resumedAfterKill: number[] = [];
     const resumedAfterBroker: number[] = [];
@@ -97,6 +98,9 @@ describe("kill -9 of the relay's server mid-publish and broker restarts, under l
       if (!leader) throw new Error(`the lease is held by process ${pid}, not a server of this stack`);
       const killedAt = performance.now();
       await leader.kill();
+      // Postgres ends the killed process's session (its socket closed) and with it the lock.
+      await until("the killed relay's lock to be released", async () => (await leaderPid()) !== pid);
+      released.push(performance.now() - killedAt);
       await until("another relay to take the lease", async () => {
         const now = await leaderPid();
         return now !== null && now !== pid;
@@ -163,6 +167,7 @@ describe("kill -9 of the relay's server mid-publish and broker restarts, under l
     figures.info("cycles of load completed", results.reduce((n, r) => n + r.cycles, 0));
     figures.info("events in the feed / messages in the stream", `${feed.length} / ${ids.length}`);
     figures.info("published as new / dropped by the broker as duplicates (Nats-Msg-Id), as counted by the relays", `${counts.published} / ${counts.duplicates}`);
+    figures.info("time kill -9 of the leader → Postgres released its lock, p50 / max", `${ms(percentile(released, 50))} / ${ms(Math.max(...released))}`);
     figures.check("time kill -9 of the leader → the other server holds the lease, p50 / max", `${ms(percentile(takeover, 50))} / ${ms(Math.max(...takeover))}`, "< 5 s", Math.max(...takeover) < 5000);
     figures.info("time kill -9 of the leader → the stream grows again, p50 / max", `${ms(percentile(resumedAfterKill, 50))} / ${ms(Math.max(...resumedAfterKill))}`);
     figures.info("time broker stopped → the stream grows again after its restart, p50 / max", `${ms(percentile(resumedAfterBroker, 50))} / ${ms(Math.max(...resumedAfterBroker))}`);
