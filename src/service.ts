@@ -291,7 +291,9 @@ function startRelay(config: Config, log: Logger, metrics: Metrics, outbox: Postg
     duplicateWindowMs: config.EVENTS_BROKER_DUPLICATE_WINDOW_SECONDS * 1000,
     ackTimeoutMs: 2000,
     encode: (event) => feedEventBytes({ ...event, eventId: eventId(event), cursor: formatCursor(eventCursor(event)) }),
-    onConnection: (state) => log.info({ broker: state }, "event broker connection"),
+    onConnection: (state) => {
+      if (state === "disconnect" || state === "reconnect" || state === "close") log.info({ broker: state }, "event broker connection");
+    },
   });
   const leases = new PostgresRelayLeases({
     url: config.DATABASE_URL,
