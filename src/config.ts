@@ -199,11 +199,12 @@ const schema = z
     EVENT_SEQUENCER_INTERVAL_MS: z.coerce.number().int().min(10).max(60_000).default(1000),
     /**
      * The broker relay (app/event-relay.ts): unset = off. A NATS server with JetStream, e.g.
-     * nats://127.0.0.1:4222 (tls:// for TLS); several comma-separated for a cluster.
+     * nats://127.0.0.1:4222; several comma-separated for a cluster. TLS is used when the server
+     * offers or requires it (the client upgrades the connection after the server's INFO).
      */
     EVENTS_BROKER_URL: z
       .string()
-      .regex(/^(nats|tls):\/\/[^\s,]+(,(nats|tls):\/\/[^\s,]+)*$/, "nats://host:port (or tls://), comma-separated for several")
+      .regex(/^nats:\/\/[^\s,]+(,nats:\/\/[^\s,]+)*$/, "nats://host:port, comma-separated for several")
       .optional(),
     /** The JetStream stream the relay publishes to (created, or its subjects and duplicate window updated, at start). */
     EVENTS_BROKER_STREAM: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "letters, digits, '-' and '_' (at most 64)").default("CREDIT_EVENTS"),

@@ -6,7 +6,7 @@ import type { FeedEvent } from "../app/ports.js";
 import { eventSubject } from "./subjects.js";
 
 export interface NatsBrokerOptions {
-  /** `nats://host:port`, comma-separated for several servers of a cluster. */
+  /** `nats://host:port`, comma-separated for several servers of a cluster (TLS as the server offers it). */
   readonly url: string;
   readonly stream: string;
   readonly subjectPrefix: string;
