@@ -3,11 +3,13 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { promisify } from "node:util";
 import type { LoadJob, LoadResult } from "./load.js";
 import { peakRssMb, percentile, PostgresCpuMeter, processCpuMs } from "./proc.js";
+import { measureRelay, type RelayFigures } from "./relay.js";
 import { buildAndMigrate, fundAccounts, pgbench, pgbenchInit, type PgbenchRun, reconcileAll, recreateDatabase, startRedis, startServer } from "./setup.js";
 
 /**
  * npm run bench [-- --quick] [-- --json]
  * npm run bench [-- --encoder-ab] [-- --no-outbox-ab]
+ * npm run bench [-- --relay]   (also: the broker relay's events/s beside the outbox's write rate; needs NATS JetStream at BENCH_NATS_URL)
  * Runs, on one Postgres and one server, in interleaved rounds: pgbench tpcb-like, Reserve→Commit/Release
  * cycles on many accounts (uniform) and on one (hot), GetBalance, and a no-op RPC (health
  * Check through the same server stack); then reconciles every account.
@@ -25,6 +27,9 @@ const encoderAb = process.argv.includes("--encoder-ab");
  * event written, no sequencer), and uniform cycles alternating between the two on one database.
  */
 const outboxAb = !process.argv.includes("--no-outbox-ab");
+/** --relay: the broker relay's throughput beside the outbox's write rate (bench/relay.ts), a few seconds more. */
+const relayBench = process.argv.includes("--relay");
+const NATS_URL = process.env["BENCH_NATS_URL"] ?? "nats://127.0.0.1:4222";
 const BASE = process.env["BENCH_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/credit_bench";
 /** The pgbench databases are named after the bench's, so that two benches on one Postgres given different BENCH_DATABASE_URLs never share one. */
 const BENCH_DB = new URL(BASE).pathname.slice(1);
@@ -238,6 +243,12 @@ async function main(): Promise<void> {
       }
     }
 
+    let relay: RelayFigures | null = null;
+    if (relayBench) {
+      step(`relay: outbox write rate (uniform, 16 clients, ${SECONDS}s), then the relay publishing the feed to NATS JetStream`);
+      relay = await measureRelay(BASE, NATS_URL, async () => (await load(job("cycle", accounts, 16), pid)).result, { maxEvents: quick ? 20_000 : 100_000, maxMs: 20_000 });
+    }
+
     step("reconciling every account");
     const rssMb = peakRssMb(pid.server);
     const differences = await reconcileAll(BASE);
@@ -257,7 +268,10 @@ async function main(): Promise<void> {
       if (outboxAB[`uniform/${c}`]) ratios[`outbox on/off @${c}`] = outboxAB[`uniform/${c}`]!.ratio;
     }
     const half = rows[rows.length - 1]!;
-    const report = { quick, seconds: SECONDS, rounds: ROUNDS, accounts: ACCOUNTS, pgbenchTps, pgbenchCpuMsPerTx, rows, ratios, serverPeakRssMb: rssMb, reconcileDifferences: differences, halfPeak: half.latency, ...(other ? { encoderAB } : {}), ...(outboxOff ? { outboxAB } : {}) };
+    const report = {
+      quick, seconds: SECONDS, rounds: ROUNDS, accounts: ACCOUNTS, pgbenchTps, pgbenchCpuMsPerTx, rows, ratios, serverPeakRssMb: rssMb, reconcileDifferences: differences,
+      halfPeak: half.latency, ...(other ? { encoderAB } : {}), ...(outboxOff ? { outboxAB } : {}), ...(relay ? { relay } : {}),
+    };
     mkdirSync("bench/results", { recursive: true });
     writeFileSync(`bench/results/${quick ? "quick" : "full"}.json`, JSON.stringify(report, null, 2));
     if (asJson) console.log(JSON.stringify(report, null, 2));
@@ -279,6 +293,11 @@ async function main(): Promise<void> {
         const list = (xs: number[]) => xs.map((x) => fmt(x, 0)).join("/");
         console.log(
           `outbox A/B ${k}: on ${list(v.on)} vs off ${list(v.off)} cycles/s (on/off ${fmt(v.ratio, 3)}); CPU ms per cycle server ${fmt(v.serverCpuMsPerCycle.on, 3)} vs ${fmt(v.serverCpuMsPerCycle.off, 3)}, Postgres ${fmt(v.postgresCpuMsPerCycle.on, 3)} vs ${fmt(v.postgresCpuMsPerCycle.off, 3)}`,
+        );
+      }
+      if (relay) {
+        console.log(
+          `relay: outbox written ${fmt(relay.writtenPerSec, 0)} events/s (uniform cycles, 16 clients; ${relay.writtenEvents} events); relay published ${fmt(relay.publishedPerSec, 0)} events/s to JetStream (${relay.publishedEvents} events in ${fmt(relay.publishSeconds)} s, acks awaited, cursor stored per page); relay/written ${fmt(relay.publishedPerSec / Math.max(1, relay.writtenPerSec))}`,
         );
       }
       for (const [k, v] of Object.entries(encoderAB)) {

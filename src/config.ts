@@ -205,6 +205,28 @@ const schema = z
     BALANCE_ALERT_DEFAULT_PERCENT: z.coerce.number().int().min(0).max(100).default(10),
     /** CREDITS_EXPIRING is told this many days before a top-up or adjustment bucket expires with credits unused; 0: never. */
     EXPIRY_NOTICE_DAYS: z.coerce.number().int().min(0).max(365).default(7),
+    /**
+     * The broker relay (app/event-relay.ts): unset = off. A NATS server with JetStream, e.g.
+     * nats://127.0.0.1:4222; several comma-separated for a cluster. TLS is used when the server
+     * offers or requires it (the client upgrades the connection after the server's INFO).
+     */
+    EVENTS_BROKER_URL: z
+      .string()
+      .regex(/^nats:\/\/[^\s,]+(,nats:\/\/[^\s,]+)*$/, "nats://host:port, comma-separated for several")
+      .optional(),
+    /** The JetStream stream the relay publishes to (created, or its subjects and duplicate window updated, at start). */
+    EVENTS_BROKER_STREAM: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "letters, digits, '-' and '_' (at most 64)").default("CREDIT_EVENTS"),
+    /** Subjects are `<prefix>.<kind>.<account>`; the stream takes `<prefix>.>`. */
+    EVENTS_BROKER_SUBJECT_PREFIX: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, "dot-separated tokens of letters, digits, '-' and '_'")
+      .default("credit.events"),
+    /** The stream's duplicate window: a redelivery of an event_id within it is dropped by the broker. */
+    EVENTS_BROKER_DUPLICATE_WINDOW_SECONDS: z.coerce.number().int().min(1).max(7 * 24 * 60 * 60).default(600),
+    /** Events published per round (all in flight at once, acknowledgements awaited in order). */
+    EVENTS_BROKER_BATCH: z.coerce.number().int().min(1).max(10_000).default(1000),
+    /** A server that is not the relay tries to take the relay's lock this often. */
+    EVENTS_BROKER_LEASE_RETRY_MS: millis(100, 1000),
     HEALTH_PROBE_INTERVAL_MS: z.coerce.number().int().min(100).default(2000),
     SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
     /** Comma-separated `name:role:sha256hex`; unset turns authentication off (development only). */
@@ -237,6 +259,10 @@ const schema = z
   .refine((c) => c.HOLD_DEFAULT_TTL_SECONDS <= c.HOLD_MAX_TTL_SECONDS, {
     message: "HOLD_DEFAULT_TTL_SECONDS must not exceed HOLD_MAX_TTL_SECONDS",
     path: ["HOLD_DEFAULT_TTL_SECONDS"],
+  })
+  .refine((c) => c.EVENTS_BROKER_URL === undefined || c.EVENT_OUTBOX_ENABLED, {
+    message: "the broker relay publishes the outbox: it needs EVENT_OUTBOX_ENABLED=true",
+    path: ["EVENTS_BROKER_URL"],
   })
   .superRefine(checkRedisSettings);
 

@@ -16,7 +16,11 @@ import { adminHandlers } from "./rpc/admin-handlers.js";
 import { getBalanceEncoding, watchBalanceResponse } from "./rpc/balance-encoding.js";
 import { creditHandlers } from "./rpc/credit-handlers.js";
 import { eventHandlers } from "./rpc/event-handlers.js";
-import { encodeEvent } from "./rpc/event-encoding.js";
+import { encodeEvent, feedEventBytes } from "./rpc/event-encoding.js";
+import { EventRelay } from "./app/event-relay.js";
+import { eventCursor, eventId, formatCursor } from "./app/events.js";
+import { NatsEventBroker } from "./broker/nats-broker.js";
+import { PostgresRelayLeases, relayLag } from "./store/relay-lease.js";
 import { EventFeed } from "./app/event-feed.js";
 import { PostgresEventOutbox } from "./store/event-outbox.js";
 import { ANSWERS } from "./rpc/answers.js";
@@ -194,6 +198,7 @@ async function startOnDatabase(
     startFeed: listen,
     onReadError: (accountId, err) => log.warn({ account: accountId, err: err.message }, "watched account could not be read: retrying"),
   });
+  const relay = config.EVENTS_BROKER_URL === undefined ? null : startRelay(config, log, metrics, outbox, events);
   const limits = { defaultTtlMs: config.HOLD_DEFAULT_TTL_SECONDS * 1000, maxTtlMs: config.HOLD_MAX_TTL_SECONDS * 1000 };
   const server = await startGrpcServer(
     [
@@ -239,6 +244,10 @@ async function startOnDatabase(
   metrics.gauge("credit_grpc_streaming_calls", "Open streaming calls, Watch (GRPC_MAX_STREAMING_CALLS caps them).", () => server.streamingCalls);
   metrics.dbGauge("credit_holds_pending", `Reservations currently HELD (counted at most every ${DB_GAUGE_MAX_AGE_MS / 1000} s, however often scraped).`, () => store.countHeld());
   metrics.gauge("credit_db_pool_connections_in_use", "Postgres connections checked out of the pool.", () => pool.totalCount - pool.idleCount);
+  if (relay !== null) {
+    metrics.gauge("credit_event_relay_leader", "1 while this server's relay holds the lease and publishes the event feed to the broker.", () => (relay.leader ? 1 : 0));
+    metrics.dbGauge("credit_event_relay_lag", "Feed positions (write transactions) between the feed's head and the broker relay's stored cursor.", () => relayLag(pool, config.EVENTS_BROKER_STREAM));
+  }
   const metricsServer = config.METRICS_ENABLED ? await startMetricsServer(metrics, config.METRICS_HOST, config.METRICS_PORT) : null;
 
   const probe = async () => {
@@ -288,6 +297,8 @@ async function startOnDatabase(
       watch.close({ reason: "SHUTTING_DOWN", message: "the server is shutting down: reconnect", metadata: {} });
       // Event streams too (UNAVAILABLE, SHUTTING_DOWN): their consumers resume from their cursor elsewhere.
       events.stop();
+      // The relay lets go of its lease at once, so another server takes over within its retry.
+      await relay?.stop();
       await server.shutdown(config.SHUTDOWN_GRACE_MS);
       await sweeper?.stop();
       await metricsServer?.close();
@@ -298,4 +309,41 @@ async function startOnDatabase(
       await orm.close(true);
     },
   };
+}
+
+/** The broker relay (docs/events.md "Broker relay"): every server runs one; the lease holder publishes. */
+function startRelay(config: Config, log: Logger, metrics: Metrics, outbox: PostgresEventOutbox, feed: EventFeed): EventRelay {
+  const stream = config.EVENTS_BROKER_STREAM;
+  const broker = new NatsEventBroker({
+    url: config.EVENTS_BROKER_URL!,
+    stream,
+    subjectPrefix: config.EVENTS_BROKER_SUBJECT_PREFIX,
+    duplicateWindowMs: config.EVENTS_BROKER_DUPLICATE_WINDOW_SECONDS * 1000,
+    ackTimeoutMs: 2000,
+    encode: (event) => feedEventBytes({ ...event, eventId: eventId(event), cursor: formatCursor(eventCursor(event)) }),
+    onConnection: (state) => {
+      if (state === "disconnect" || state === "reconnect" || state === "close") log.info({ broker: state }, "event broker connection");
+    },
+  });
+  const leases = new PostgresRelayLeases({
+    url: config.DATABASE_URL,
+    stream,
+    checkMs: 1000,
+    checkTimeoutMs: 2000,
+    onLost: (err) => log.warn({ err: err instanceof Error ? err.message : String(err) }, "event relay lost its lease: publishing stopped"),
+  });
+  const relay = new EventRelay(outbox, feed, leases, broker, {
+    batch: config.EVENTS_BROKER_BATCH,
+    retryMs: config.EVENTS_BROKER_LEASE_RETRY_MS,
+    brokerRetryMs: 250,
+    idleMs: 1000,
+    onLeader: (leader) => log.info({ stream, leader }, leader ? "event relay is the leader: publishing the feed to the broker" : "event relay is no longer the leader"),
+    onPublished: (outcome, count) => metrics.relayPublished.inc({ outcome }, count),
+    onResume: (stored, held) =>
+      log.info({ stored: stored === null ? null : formatCursor(stored), held: formatCursor(held) }, "event relay: the stream already holds events past the stored cursor; resuming after them"),
+    onError: (err, what) => log.warn({ err: err instanceof Error ? err.message : String(err) }, what),
+    onRecovered: () => log.info({ stream }, "event relay: publishing to the broker again"),
+  });
+  relay.start();
+  return relay;
 }

@@ -59,6 +59,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly relayPublished = new Counter({
+    name: "credit_event_relay_published_total",
+    help: "Events the broker relay had acknowledged, by outcome (stored: new in the stream; duplicate: dropped by the broker as a redelivery of its event_id).",
+    labelNames: ["outcome"] as const,
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
     this.redisUp.set(1);

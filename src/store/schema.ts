@@ -191,6 +191,23 @@ export const EventFeedStateRow = defineEntity({
   },
 });
 
+/** The broker relay's cursor, per stream (migration EventRelay; store/relay-lease.ts). */
+export const EventRelayCursorRow = defineEntity({
+  name: "EventRelayCursorRow",
+  tableName: "event_relay_cursors",
+  properties: {
+    stream: p.text().primary(),
+    position: p.bigint(),
+    /** null: after the whole batch at `position`. */
+    idx: p.integer().nullable(),
+    /** Events the broker acknowledged as new (not duplicates) through this cursor, for operators. */
+    published: p.bigint(),
+    /** Events the broker dropped as redeliveries of an event_id it already held. */
+    duplicates: p.bigint(),
+    updatedAt: p.datetime().columnType("timestamptz"),
+  },
+});
+
 export const entities = [
   RateCardRow,
   AccountRow,
@@ -204,4 +221,5 @@ export const entities = [
   EventBatchRow,
   EventRow,
   EventFeedStateRow,
+  EventRelayCursorRow,
 ];

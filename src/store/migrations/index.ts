@@ -6,6 +6,7 @@ import { Migration20261201000000KeyOrder } from "./Migration20261201000000KeyOrd
 import { Migration20261202000000AccountSequence } from "./Migration20261202000000AccountSequence.js";
 import { Migration20261202100000EventOutbox } from "./Migration20261202100000EventOutbox.js";
 import { Migration20261202200000BalanceAlerts } from "./Migration20261202200000BalanceAlerts.js";
+import { Migration20261202300000EventRelay } from "./Migration20261202300000EventRelay.js";
 
 /** Checked-in migrations, in order. Listed explicitly so they run the same from src/ (tsx) and dist/. */
 export const migrations = [
@@ -17,4 +18,5 @@ export const migrations = [
   { name: "Migration20261202000000AccountSequence", class: Migration20261202000000AccountSequence },
   { name: "Migration20261202100000EventOutbox", class: Migration20261202100000EventOutbox },
   { name: "Migration20261202200000BalanceAlerts", class: Migration20261202200000BalanceAlerts },
+  { name: "Migration20261202300000EventRelay", class: Migration20261202300000EventRelay },
 ];

@@ -185,6 +185,62 @@ export class OwnRedis {
   }
 }
 
+/**
+ * A private NATS server with JetStream (`nats-server -js`) on a free loopback port, its store in a
+ * temporary directory that survives restarts: the machine's broker is never touched.
+ */
+export class OwnNats {
+  port = 0;
+  readonly storeDir = mkdtempSync(path.join(tmpdir(), "credit-rel-nats-"));
+  private child: ChildProcess | null = null;
+
+  async start(): Promise<void> {
+    if (this.port === 0) this.port = await freePort();
+    const child = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(this.port), "-js", "-sd", this.storeDir], { stdio: ["ignore", "pipe", "pipe"] });
+    this.child = child;
+    cleanups.add(this.emergencyStop);
+    child.stdout?.resume();
+    child.stderr?.resume();
+    const deadline = performance.now() + 10_000;
+    for (;;) {
+      if (await canConnect(this.port)) return;
+      if (child.exitCode !== null) throw new Error(`nats-server exited with ${child.exitCode}`);
+      if (performance.now() > deadline) throw new Error("nats-server did not start");
+      await sleep(20);
+    }
+  }
+
+  private readonly emergencyStop = () => {
+    this.child?.kill("SIGKILL");
+    rmSync(this.storeDir, { recursive: true, force: true });
+  };
+
+  get url(): string {
+    return `nats://127.0.0.1:${this.port}`;
+  }
+
+  /**
+   * SIGTERM (a clean restart) or SIGKILL (the process crashes; what it acknowledged was already
+   * written to its store files, so it survives — a power loss, which needs fsync, is not tested).
+   */
+  async stop(signal: "SIGTERM" | "SIGKILL" = "SIGTERM"): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once("exit", r));
+    child.kill(signal);
+    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    await exited;
+    clearTimeout(timer);
+    this.child = null;
+  }
+
+  async destroy(): Promise<void> {
+    await this.stop("SIGKILL");
+    cleanups.delete(this.emergencyStop);
+    rmSync(this.storeDir, { recursive: true, force: true });
+  }
+}
+
 function canConnect(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect(port, "127.0.0.1");
@@ -217,6 +273,11 @@ export class ServerProcess {
 
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** The operating system's process id of the running server (undefined between lives). */
+  get pid(): number | undefined {
+    return this.alive ? this.child?.pid : undefined;
   }
 
   get alive(): boolean {
