@@ -8,7 +8,7 @@ import { peakRssMb, percentile, PostgresCpuMeter, processCpuMs } from "./proc.js
 import { fundAccounts, recreateDatabase, SERVER_NODE_FLAGS } from "./setup.js";
 
 /**
- * npx tsx bench/watch.ts [--streams N] [--accounts N] [--seconds N] [--writers N] [--quick]
+ * npm run bench:watch [-- --streams N] [--accounts N] [--seconds N] [--writers N] [--heap MB] [--quick]
  * WatchBalance under write load: one server process (src/main.ts, the container's heap flags)
  * on a fresh database; `streams` watchers spread evenly over `accounts` accounts, 100 per
  * connection; `writers` loops run Reserve → Commit cycles on random accounts (one cycle per
@@ -55,7 +55,10 @@ async function main(): Promise<void> {
   });
   await fundAccounts(DATABASE_URL, PREFIX, ACCOUNTS, 10n ** 12n);
 
-  const server = spawn(process.execPath, [...SERVER_NODE_FLAGS, "--import", "tsx", "src/main.ts"], {
+  // --heap N: the server's old-space cap in MB instead of the container's (SERVER_NODE_FLAGS).
+  const heap = arg("heap", 0);
+  const flags = heap > 0 ? SERVER_NODE_FLAGS.map((f) => (f.startsWith("--max-old-space-size=") ? `--max-old-space-size=${heap}` : f)) : SERVER_NODE_FLAGS;
+  const server = spawn(process.execPath, [...flags, "--import", "tsx", "src/main.ts"], {
     env: {
       ...process.env,
       DATABASE_URL,

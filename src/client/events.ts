@@ -1,4 +1,5 @@
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { pause } from "./pause.js";
 import type { CreditEventService, Event, EventKind } from "../gen/credit/v1/event_service_pb.js";
 
 export interface EventConsumerOptions {
@@ -63,15 +64,3 @@ export async function consumeEvents(options: EventConsumerOptions): Promise<void
   }
 }
 
-function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener("abort", done);
-  });
-}

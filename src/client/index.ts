@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { pause } from "./pause.js";
 import { clone, create, equals } from "@bufbuild/protobuf";
 import { type Client, Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -174,19 +175,6 @@ function retries(options: RetryOptions = {}): Interceptor {
   };
 }
 
-/** Waits `ms`, or less if the call's deadline (or cancellation) comes first. */
-function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener("abort", done);
-  });
-}
 
 function headers(options: CreditClientOptions): Interceptor {
   return (next) => (req) => {

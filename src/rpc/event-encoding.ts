@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { EventEncoder } from "../app/ports.js";
+import type { EventEncoder, FeedEvent } from "../app/ports.js";
 import type { LedgerEvent, LedgerEventKind } from "../domain/events.js";
 import { EventKind, EventSchema, type Event } from "../gen/credit/v1/event_service_pb.js";
 import { alertSetting } from "./alert-encoding.js";
@@ -102,17 +102,11 @@ function payload(event: LedgerEvent): Event["payload"] {
  */
 export const encodeEvent: EventEncoder = (event) => encodeMessage(EventSchema, create(EventSchema, { payload: payload(event) }));
 
-/** One event as the feed read it (store/event-feed.ts). */
-export interface FeedEventRow {
+/** One event as the feed read it (store/event-outbox.ts), with its id and cursor as answers carry them. */
+export type FeedEventRow = Pick<FeedEvent, "accountId" | "sequence" | "kind" | "occurredAt" | "recordedAt" | "payload"> & {
   readonly eventId: string;
   readonly cursor: string;
-  readonly accountId: string;
-  readonly sequence: bigint;
-  readonly kind: LedgerEventKind;
-  readonly occurredAt: Date;
-  readonly recordedAt: Date;
-  readonly payload: Uint8Array;
-}
+};
 
 /**
  * The encoded Event: its envelope, then the stored payload bytes. The envelope is written by hand

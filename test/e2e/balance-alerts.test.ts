@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BalanceAlertState, type Event, EventKind } from "../../src/client/index.js";
 import { failureOf } from "../support/e2e.js";
 import { newAccountId, newKey, startTestService, type TestService } from "../support/harness.js";
+import { accountEvents } from "../support/events.js";
 
 /**
  * Balance alerts and expiry notices through the real server and the generated client, read back
@@ -21,23 +22,9 @@ afterAll(async () => {
   await t.stop();
 });
 
-/** Every event of the account once the feed holds its latest change (GetBalance's sequence). */
-async function eventsOf(accountId: string): Promise<Event[]> {
-  const latest = (await t.credit.getBalance({ accountId })).sequence;
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const events: Event[] = [];
-    let cursor = "";
-    for (;;) {
-      const page = await t.events.listEvents({ afterCursor: cursor, accountId, pageSize: 1000 });
-      events.push(...page.events);
-      if (page.nextCursor === cursor) break;
-      cursor = page.nextCursor;
-    }
-    if (events.at(-1)?.accountSequence === latest) return events;
-    if (Date.now() > deadline) throw new Error(`the feed did not reach sequence ${latest} of ${accountId}: ${events.length} events`);
-    await new Promise((resolve) => setImmediate(resolve));
-  }
+/** Every event of the account once the feed holds its latest change (test/support/events.ts). */
+function eventsOf(accountId: string): Promise<Event[]> {
+  return accountEvents(t, accountId);
 }
 
 function kindsOf(events: readonly Event[], ...kinds: EventKind[]): string[] {

@@ -4,6 +4,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Event, EventKind, PlanChangeKind, ReleaseReason, ReservationState } from "../../src/client/index.js";
 import { newAccountId, newKey, startTestService, type TestService } from "../support/harness.js";
+import { accountEvents } from "../support/events.js";
 import { failureOf } from "../support/e2e.js";
 import { TEST_DATABASE_URL } from "../support/env.js";
 
@@ -22,24 +23,9 @@ afterAll(async () => {
   await t.stop();
 });
 
-/** Every event of the account, page by page, once its latest change (by GetBalance's sequence) is in the feed. */
-async function eventsOf(accountId: string, pageSize = 1000): Promise<Event[]> {
-  const latest = (await t.credit.getBalance({ accountId })).sequence;
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const events: Event[] = [];
-    let cursor = "";
-    for (;;) {
-      const page = await t.events.listEvents({ afterCursor: cursor, accountId, pageSize });
-      events.push(...page.events);
-      // Past the last event the feed answers the cursor it was given.
-      if (page.nextCursor === cursor) break;
-      cursor = page.nextCursor;
-    }
-    if (events.at(-1)?.accountSequence === latest) return events;
-    if (Date.now() > deadline) throw new Error(`the feed did not reach sequence ${latest} of ${accountId}: ${events.length} events`);
-    await new Promise((resolve) => setImmediate(resolve));
-  }
+/** Every event of the account once the feed holds its latest change (test/support/events.ts). */
+function eventsOf(accountId: string, pageSize = 1000): Promise<Event[]> {
+  return accountEvents(t, accountId, pageSize);
 }
 
 function fund(accountId: string, amount: bigint) {
