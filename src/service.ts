@@ -186,6 +186,7 @@ async function startOnDatabase(
     intervalMs: config.EVENT_SEQUENCER_INTERVAL_MS,
     busyRetryMs: 20,
     wakeEveryMs: 20,
+    passDelayMs: 5,
     onError: (err) => log.warn({ err: err instanceof Error ? err.message : String(err) }, "event sequencer pass failed"),
   });
   if (config.EVENT_OUTBOX_ENABLED) events.start();

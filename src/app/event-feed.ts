@@ -11,6 +11,12 @@ export interface EventFeedOptions {
    * take several batches.
    */
   readonly wakeEveryMs: number;
+  /**
+   * A pass asked for by an announced change starts this long after it (0: at once), so that the
+   * changes of several write transactions close together are numbered by one pass: at low write
+   * rates every transaction would otherwise cost a pass of its own (two round trips and an update).
+   */
+  readonly passDelayMs?: number;
   readonly onError: (err: unknown) => void;
 }
 
@@ -33,13 +39,14 @@ export class EventFeed {
   private waiters = new Set<() => void>();
   private lastWake = 0;
   private wakeTimer: NodeJS.Timeout | null = null;
+  private soon: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly outbox: EventOutbox,
     changes: ChangeFeed,
     private readonly options: EventFeedOptions,
   ) {
-    changes.subscribe(() => this.poke());
+    changes.subscribe(() => this.pokeSoon());
   }
 
   start(): void {
@@ -52,6 +59,7 @@ export class EventFeed {
     this.isStopped = true;
     if (this.timer) clearInterval(this.timer);
     if (this.retry) clearTimeout(this.retry);
+    if (this.soon) clearTimeout(this.soon);
     this.wakeAll();
   }
 
@@ -85,6 +93,18 @@ export class EventFeed {
       signal?.addEventListener("abort", done);
       this.waiters.add(check);
     });
+  }
+
+  /** A pass after `passDelayMs`; further requests meanwhile are taken by it. */
+  private pokeSoon(): void {
+    const delay = this.options.passDelayMs ?? 0;
+    if (delay <= 0) return this.poke();
+    if (this.soon || this.isStopped) return;
+    this.soon = setTimeout(() => {
+      this.soon = null;
+      this.poke();
+    }, delay);
+    this.soon.unref();
   }
 
   /** Asks for a pass now (one runs at a time; a request during a pass runs another after it). */
