@@ -121,6 +121,26 @@ export class OwnPostgres {
   }
 }
 
+/**
+ * Starts a server process and resolves once it accepts connections on `port` (within 10 s); its
+ * output is drained so a full pipe never blocks it; one that does not come up is killed.
+ */
+async function spawnListening(command: string, args: readonly string[], port: number): Promise<ChildProcess> {
+  const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+  child.stdout?.resume();
+  child.stderr?.resume();
+  const deadline = performance.now() + 10_000;
+  for (;;) {
+    if (await canConnect(port)) return child;
+    if (child.exitCode !== null) throw new Error(`${command} exited with ${child.exitCode}`);
+    if (performance.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`${command} did not start`);
+    }
+    await sleep(20);
+  }
+}
+
 /** A private Redis on a free loopback port, a child process that can be killed with SIGKILL. */
 export class OwnRedis {
   port = 0;
@@ -128,19 +148,8 @@ export class OwnRedis {
 
   async start(): Promise<void> {
     if (this.port === 0) this.port = await freePort();
-    const child = spawn("redis-server", ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    this.child = child;
     cleanups.add(this.emergencyStop);
-    child.stdout?.resume();
-    child.stderr?.resume();
-    const deadline = performance.now() + 10_000;
-    for (;;) {
-      if (await canConnect(this.port)) return;
-      if (performance.now() > deadline) throw new Error("redis did not start");
-      await sleep(20);
-    }
+    this.child = await spawnListening("redis-server", ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"], this.port);
   }
 
   private readonly emergencyStop = () => {
@@ -196,18 +205,8 @@ export class OwnNats {
 
   async start(): Promise<void> {
     if (this.port === 0) this.port = await freePort();
-    const child = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(this.port), "-js", "-sd", this.storeDir], { stdio: ["ignore", "pipe", "pipe"] });
-    this.child = child;
     cleanups.add(this.emergencyStop);
-    child.stdout?.resume();
-    child.stderr?.resume();
-    const deadline = performance.now() + 10_000;
-    for (;;) {
-      if (await canConnect(this.port)) return;
-      if (child.exitCode !== null) throw new Error(`nats-server exited with ${child.exitCode}`);
-      if (performance.now() > deadline) throw new Error("nats-server did not start");
-      await sleep(20);
-    }
+    this.child = await spawnListening("nats-server", ["-a", "127.0.0.1", "-p", String(this.port), "-js", "-sd", this.storeDir], this.port);
   }
 
   private readonly emergencyStop = () => {
