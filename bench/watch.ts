@@ -1,17 +1,19 @@
-import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { createInterface } from "node:readline";
-import { type Client, createClient } from "@connectrpc/connect";
+import { Worker } from "node:worker_threads";
+import { create } from "@bufbuild/protobuf";
+import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { CreditService } from "../src/gen/credit/v1/credit_service_pb.js";
+import { CreditService, WatchBalanceRequestSchema } from "../src/gen/credit/v1/credit_service_pb.js";
+import { encodeMessage } from "../src/rpc/binary-encoder.js";
+import type { WatchClientsDump, WatchClientsInput, WatchClientsMessage } from "./watch-clients.js";
 import { peakRssMb, percentile, PostgresCpuMeter, processCpuMs } from "./proc.js";
-import { fundAccounts, recreateDatabase, SERVER_NODE_FLAGS } from "./setup.js";
+import { buildAndMigrate, fundAccounts, recreateDatabase, startServer } from "./setup.js";
 
 /**
  * npm run bench:watch [-- --streams N] [--accounts N] [--seconds N] [--writers N] [--heap MB] [--quick]
- * WatchBalance under write load: one server process (src/main.ts, the container's heap flags)
+ * WatchBalance under write load: one built server process (dist/main.js, the container's heap flags)
  * on a fresh database; `streams` watchers spread evenly over `accounts` accounts, 100 per
- * connection; `writers` loops run Reserve → Commit cycles on random accounts (one cycle per
+ * connection, opened by a worker thread speaking HTTP/2 (bench/watch-clients.ts); `writers` loops run Reserve → Commit cycles on random accounts (one cycle per
  * account at a time, so each write's sequence is known). Reported: cycles/s without watchers
  * and with them, commit-to-watcher latency (a write's answer received → each watcher of its
  * account holding a state at least that new; 0 when the watcher had it first), the server's peak
@@ -34,35 +36,26 @@ const PREFIX = "watch-bench-";
 /** Keys unique to this run: Redis outlives the database the run recreates. */
 const RUN = randomUUID();
 
-interface Pending {
-  readonly sequence: bigint;
-  readonly answeredAt: number;
-}
-
-/** One account: the sequence its last answered write made, and where each of its watchers is. */
+/** One account: the sequence its last answered write made. */
 interface Account {
   readonly id: string;
+  readonly index: number;
   sequence: bigint;
   busy: boolean;
-  readonly watchers: { seen: bigint; pending: Pending[] }[];
 }
 
 async function main(): Promise<void> {
   await recreateDatabase(DATABASE_URL);
-  await new Promise<void>((resolve, reject) => {
-    const migrate = spawn(process.execPath, ["--import", "tsx", "src/migrate.ts"], { env: { ...process.env, DATABASE_URL }, stdio: "inherit" });
-    migrate.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`migrate exited ${code}`))));
-  });
+  await buildAndMigrate(DATABASE_URL);
   await fundAccounts(DATABASE_URL, PREFIX, ACCOUNTS, 10n ** 12n);
 
-  // --heap N: the server's old-space cap in MB instead of the container's (SERVER_NODE_FLAGS).
+  // --heap N: the server's old-space cap in MB instead of the container's (SERVER_NODE_FLAGS; the later flag wins).
+  // BENCH_CPU_PROF=dir: a CPU profile of the server, written there when it stops.
   const heap = arg("heap", 0);
-  const flags = heap > 0 ? SERVER_NODE_FLAGS.map((f) => (f.startsWith("--max-old-space-size=") ? `--max-old-space-size=${heap}` : f)) : SERVER_NODE_FLAGS;
-  const server = spawn(process.execPath, [...flags, "--import", "tsx", "src/main.ts"], {
-    env: {
-      ...process.env,
+  const profile = process.env["BENCH_CPU_PROF"];
+  const { proc: server, port } = await startServer(
+    {
       DATABASE_URL,
-      DB_MIGRATE: "false",
       GRPC_PORT: "0",
       METRICS_ENABLED: "false",
       LOG_LEVEL: "warn",
@@ -72,25 +65,16 @@ async function main(): Promise<void> {
       GRPC_CONNECTION_IDLE_MS: "0",
       GRPC_CONNECTION_MAX_AGE_MS: "0",
     },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+    [...(heap > 0 ? [`--max-old-space-size=${heap}`] : []), ...(profile ? ["--cpu-prof", `--cpu-prof-dir=${profile}`] : [])],
+  );
   process.on("exit", () => server.kill("SIGKILL"));
-  const port = await new Promise<number>((resolve, reject) => {
-    createInterface({ input: server.stdout! }).on("line", (line) => {
-      try {
-        const entry = JSON.parse(line) as { msg?: string; port?: number };
-        if (entry.msg === "credit service listening") resolve(entry.port!);
-      } catch {
-        // not a log line
-      }
-    });
-    server.on("exit", (code) => reject(new Error(`server exited with ${code}`)));
-  });
   const baseUrl = `http://127.0.0.1:${port}`;
   const writer = createClient(CreditService, createGrpcTransport({ baseUrl }));
-  const accounts: Account[] = Array.from({ length: ACCOUNTS }, (_, i) => ({ id: `${PREFIX}${i + 1}`, sequence: 0n, busy: false, watchers: [] }));
+  const accounts: Account[] = Array.from({ length: ACCOUNTS }, (_, i) => ({ id: `${PREFIX}${i + 1}`, index: i, sequence: 0n, busy: false }));
 
-  const latencies: number[] = [];
+  /** Each account's writes answered in the measured window: the sequence each made and when (absolute ms). */
+  const answers: { sequence: number; at: number }[][] = accounts.map(() => []);
+  let measuring = false;
   /** CPU ms per cycle of the server, of this process (the clients: writers and watchers) and of Postgres. */
   let cpu = "";
   const cycles = async (seconds: number): Promise<number> => {
@@ -101,7 +85,8 @@ async function main(): Promise<void> {
     const loop = async () => {
       while (performance.now() < end) {
         const free = accounts.filter((a) => !a.busy);
-        const account = free[Math.floor(Math.random() * free.length)]!;
+        const index = Math.floor(Math.random() * free.length);
+        const account = free[index]!;
         account.busy = true;
         try {
           // Each answered write is the account's next change record: its sequence is known.
@@ -124,13 +109,8 @@ async function main(): Promise<void> {
     cpu = `CPU ms per cycle: server ${per[0]}, clients ${per[1]}, postgres ${per[2]}`;
     return done / seconds;
   };
-  /** A write was answered: watchers already past it count 0, the others wait for it. */
   const answered = (account: Account) => {
-    const now = performance.now();
-    for (const w of account.watchers) {
-      if (w.seen >= account.sequence) latencies.push(0);
-      else w.pending.push({ sequence: account.sequence, answeredAt: now });
-    }
+    if (measuring) answers[account.index]!.push({ sequence: Number(account.sequence), at: performance.timeOrigin + performance.now() });
   };
 
   // Warm up, then the write rate with no watcher.
@@ -138,44 +118,65 @@ async function main(): Promise<void> {
   const without = await cycles(SECONDS);
   console.log(`without watchers: ${without.toFixed(0)} cycles/s; ${cpu}`);
 
-  // The watchers: STREAMS over the accounts, PER_CONNECTION per connection.
-  const clients: Client<typeof CreditService>[] = [];
-  for (let i = 0; i < Math.ceil(STREAMS / PER_CONNECTION); i++) clients.push(createClient(CreditService, createGrpcTransport({ baseUrl })));
-  const abort = new AbortController();
-  const firsts: Promise<void>[] = [];
-  for (let i = 0; i < STREAMS; i++) {
-    const account = accounts[i % ACCOUNTS]!;
-    const watcher = { seen: -1n, pending: [] as Pending[] };
-    account.watchers.push(watcher);
-    let first!: () => void;
-    firsts.push(new Promise<void>((r) => (first = r)));
-    void (async () => {
-      try {
-        for await (const m of clients[Math.floor(i / PER_CONNECTION)]!.watchBalance({ accountId: account.id }, { signal: abort.signal, timeoutMs: 0 })) {
-          const now = performance.now();
-          watcher.seen = m.sequence;
-          while (watcher.pending.length > 0 && watcher.pending[0]!.sequence <= m.sequence) latencies.push(now - watcher.pending.shift()!.answeredAt);
-          first();
-        }
-      } catch (err) {
-        if (!abort.signal.aborted) console.log(`a watcher ended: ${String(err)}`);
-      }
-    })();
-  }
-  const t0 = performance.now();
-  await Promise.all(firsts);
-  console.log(`${STREAMS} watchers over ${ACCOUNTS} accounts open in ${((performance.now() - t0) / 1000).toFixed(1)} s; server peak RSS ${peakRssMb(server.pid!).toFixed(0)} MB`);
-
-  latencies.length = 0;
-  const withWatchers = await cycles(SECONDS);
-  const sorted = latencies.sort((a, b) => a - b);
-  const unreached = accounts.reduce((n, a) => n + a.watchers.reduce((m, w) => m + w.pending.length, 0), 0);
-  console.log(`with watchers: ${withWatchers.toFixed(0)} cycles/s (${(withWatchers / without).toFixed(2)} × without); ${cpu}`);
-  console.log(
-    `commit-to-watcher latency over ${sorted.length} deliveries: p50 ${percentile(sorted, 50).toFixed(1)} ms, p99 ${percentile(sorted, 99).toFixed(1)} ms, max ${(sorted.at(-1) ?? 0).toFixed(1)} ms; ${unreached} still on their way at the end`,
+  // The watchers: STREAMS over the accounts, PER_CONNECTION per connection, in a worker thread.
+  const requests = accounts.map((a) => {
+    const body = encodeMessage(WatchBalanceRequestSchema, create(WatchBalanceRequestSchema, { accountId: a.id }));
+    const framed = new Uint8Array(5 + body.length);
+    new DataView(framed.buffer).setUint32(1, body.length);
+    framed.set(body, 5);
+    return framed;
+  });
+  const worker = new Worker(new URL("./watch-clients.ts", import.meta.url), {
+    workerData: { authority: baseUrl, requests, streams: STREAMS, perConnection: PER_CONNECTION } satisfies WatchClientsInput,
+  });
+  let records: ((m: Extract<WatchClientsMessage, { type: "records" }>) => void) | null = null;
+  const opened = new Promise<number>((resolve) =>
+    worker.on("message", (m: WatchClientsMessage) => {
+      if (m.type === "open") resolve(m.ms);
+      else if (m.type === "ended") console.log(`watcher ${m.watcher} ended: ${m.why}`);
+      else records?.(m);
+    }),
   );
+  worker.on("error", (err) => {
+    console.error(err);
+    process.exit(1);
+  });
+  const dump = (targets: number[], timeoutMs: number) =>
+    new Promise<Extract<WatchClientsMessage, { type: "records" }>>((resolve) => {
+      records = resolve;
+      worker.postMessage({ type: "dump", targets, timeoutMs } satisfies WatchClientsDump);
+    });
+  const openMs = await opened;
+  console.log(`${STREAMS} watchers over ${ACCOUNTS} accounts open in ${(openMs / 1000).toFixed(1)} s; server peak RSS ${peakRssMb(server.pid!).toFixed(0)} MB`);
+
+  await dump([], 0); // what the watchers got while opening is not measured
+  measuring = true;
+  const withWatchers = await cycles(SECONDS);
+  measuring = false;
+  console.log(`with watchers: ${withWatchers.toFixed(0)} cycles/s (${(withWatchers / without).toFixed(2)} × without); ${cpu}`);
+  // Every watcher's records, once each has its account's last write (or 5 s later).
+  const got = await dump(accounts.map((a) => Number(a.sequence)), 5000);
+  const latencies: number[] = [];
+  let unreached = 0;
+  const messages = got.sequences.reduce((n, s) => n + s.length, 0);
+  for (let w = 0; w < STREAMS; w++) {
+    const sequences = got.sequences[w]!;
+    const times = got.times[w]!;
+    let j = 0;
+    // A write's latency for this watcher: from its answer to the first message at least as new (0 if that came first).
+    for (const answer of answers[w % ACCOUNTS]!) {
+      while (j < sequences.length && sequences[j]! < answer.sequence) j++;
+      if (j === sequences.length) unreached += 1;
+      else latencies.push(Math.max(0, times[j]! - answer.at));
+    }
+  }
+  const sorted = latencies.sort((a, b) => a - b);
+  console.log(
+    `commit-to-watcher latency over ${sorted.length} deliveries: p50 ${percentile(sorted, 50).toFixed(1)} ms, p99 ${percentile(sorted, 99).toFixed(1)} ms, max ${(sorted.at(-1) ?? 0).toFixed(1)} ms; ${unreached} not delivered within 5 s of the end`,
+  );
+  console.log(`messages received: ${messages} (${(messages / (withWatchers * SECONDS)).toFixed(1)} per cycle, ${(messages / STREAMS).toFixed(1)} per watcher)`);
   console.log(`server peak RSS ${peakRssMb(server.pid!).toFixed(0)} MB`);
-  abort.abort();
+  worker.postMessage({ type: "close" });
   server.kill("SIGTERM");
   await new Promise((r) => server.once("exit", r));
   process.exit(0);

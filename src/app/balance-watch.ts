@@ -43,17 +43,30 @@ const MAX_TIMER_MS = 6 * 60 * 60 * 1000;
 
 const equalBytes = (a: Uint8Array, b: Uint8Array) => a.length === b.length && Buffer.compare(a, b) === 0;
 
+/** Where a watcher's states go: the stream to its client. */
+export interface WatchSink {
+  /** Sends a state now; false when the client is behind: nothing more is written until `drained()` resolves. */
+  write(update: WatchUpdate): boolean;
+  /** Resolves once the client has caught up (or its stream ended). */
+  drained(): Promise<void>;
+}
+
 /**
- * One watcher's mailbox: one slot, holding the latest state not yet taken. A new state replaces
- * the one waiting, so a slow watcher skips intermediate states, never delays the others and never
- * holds more than one message.
+ * One watcher's mailbox: a state offered is written to the watcher's stream at once (no task, no
+ * promise per message: a change reaches every watcher of the account in the loop that offers it),
+ * unless the client is behind; then it waits in one slot, and a newer state replaces the one
+ * waiting. So a slow watcher skips intermediate states, never delays the others and never holds
+ * more than one message.
  */
-export class BalanceWatcher implements AsyncIterable<WatchUpdate> {
+export class BalanceWatcher {
   private slot: WatchUpdate | null = null;
   /** The latest state accepted (sent or waiting): nothing older, and no repeat of it, is accepted. */
   private last: WatchUpdate | null = null;
   private ended: Failure | "done" | null = null;
-  private wake: (() => void) | null = null;
+  private sink: WatchSink | null = null;
+  /** The sink said it is behind: the next write waits for its drain. */
+  private blocked = false;
+  private settle: { resolve: () => void; reject: (err: Error) => void } | null = null;
 
   /** `resend`: accept the current state even if it is the one accepted last (the feed was regained). */
   offer(update: WatchUpdate, resend: boolean): void {
@@ -63,35 +76,56 @@ export class BalanceWatcher implements AsyncIterable<WatchUpdate> {
     if (last && update.sequence === last.sequence && !resend && equalBytes(update.body, last.body)) return;
     this.last = update;
     this.slot = update;
-    this.notify();
+    this.flush();
   }
 
-  /** Ends the stream: after the waiting state is taken with a failure, or at once when the watcher left. */
+  /** Ends the delivery: after the waiting state is written with a failure, or at once when the watcher left. */
   end(how: Failure | "done"): void {
     if (this.ended) return;
     this.ended = how;
     if (how === "done") this.slot = null;
-    this.notify();
+    this.flush();
   }
 
-  private notify(): void {
-    const wake = this.wake;
-    this.wake = null;
-    wake?.();
+  /**
+   * Writes every state accepted, from the one waiting now, to `sink` until the watcher ends:
+   * resolves when it left, rejects (FailureError) with the failure that ended it once the state
+   * waiting then has been written.
+   */
+  deliver(sink: WatchSink): Promise<void> {
+    this.sink = sink;
+    return new Promise<void>((resolve, reject) => {
+      this.settle = { resolve, reject };
+      this.flush();
+    });
   }
 
-  async *[Symbol.asyncIterator](): AsyncIterator<WatchUpdate> {
-    for (;;) {
-      if (this.slot) {
-        const update = this.slot;
-        this.slot = null;
-        yield update;
-        continue;
+  private flush(): void {
+    const sink = this.sink;
+    if (!sink) return;
+    if (this.ended === "done") return this.finish();
+    if (this.blocked) return;
+    const update = this.slot;
+    if (update) {
+      this.slot = null;
+      if (!sink.write(update)) {
+        this.blocked = true;
+        void sink.drained().then(() => {
+          this.blocked = false;
+          this.flush();
+        });
+        return;
       }
-      if (this.ended === "done") return;
-      if (this.ended) throw new FailureError(this.ended);
-      await new Promise<void>((resolve) => (this.wake = resolve));
     }
+    if (this.ended) this.finish();
+  }
+
+  private finish(): void {
+    const settle = this.settle;
+    this.settle = null;
+    if (!settle) return;
+    if (this.ended === "done" || this.ended === null) settle.resolve();
+    else settle.reject(new FailureError(this.ended));
   }
 }
 

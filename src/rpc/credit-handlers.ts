@@ -87,9 +87,9 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits, watch: Balance
     async watchBalance(req: WatchBalanceRequest, _ctx: CallContext, stream: ServerStream<typeof WatchBalanceResponseSchema>) {
       const accountId = decode.id(req.accountId, "account_id");
       const watcher = await watch.watch(accountId, stream.signal);
-      // One message at a time: while a send waits for a slow client, newer states replace the
-      // one in the watcher's mailbox (the latest is what it gets next).
-      for await (const update of watcher) await stream.send(new EncodedResponse(update.bytes));
+      // Each state is written as it is offered; while a slow client drains, newer states replace
+      // the one in the watcher's mailbox (the latest is what it gets next).
+      await watcher.deliver({ write: (update) => stream.write(new EncodedResponse(update.bytes)), drained: () => stream.drained() });
     },
 
     async getReservation(req: GetReservationRequest) {

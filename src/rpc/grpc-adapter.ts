@@ -41,6 +41,14 @@ export interface ServerStream<O extends DescMessage> {
    * (the handler learns of the end from `signal`).
    */
   send(message: MessageShape<O> | EncodedResponse): Promise<void>;
+  /**
+   * Sends one message at once, without a promise: false when grpc-js' buffer is now past its
+   * high-water mark, and the caller writes nothing more until `drained()` resolves. After the call
+   * has ended it sends nothing and returns true.
+   */
+  write(message: MessageShape<O> | EncodedResponse): boolean;
+  /** Resolves once grpc-js' buffer has drained, or the call has ended. */
+  drained(): Promise<void>;
   /** Aborted when the client cancels, the connection goes, or the call has ended. */
   readonly signal: AbortSignal;
 }
@@ -118,23 +126,24 @@ function serverStream(call: ServerWritableStream<unknown, unknown>): ServerStrea
   call.once("cancelled", end);
   call.once("close", end);
   if (call.cancelled || call.destroyed) end();
+  const drained = () =>
+    new Promise<void>((resolve) => {
+      if (ended.signal.aborted) return resolve();
+      // 'drain', or the end of the call: a client that stops reading and then goes never drains.
+      const done = () => {
+        call.off("drain", done);
+        ended.signal.removeEventListener("abort", done);
+        resolve();
+      };
+      call.once("drain", done);
+      ended.signal.addEventListener("abort", done, { once: true });
+    });
+  const write = (message: MessageShape<DescMessage> | EncodedResponse) => ended.signal.aborted || call.writableEnded || call.write(message);
   return {
     signal: ended.signal,
-    send(message) {
-      if (ended.signal.aborted || call.writableEnded) return Promise.resolve();
-      // write() returns false when grpc-js' buffer is past its high-water mark: wait for 'drain',
-      // or for the end of the call (a client that stops reading and then goes never drains).
-      if (call.write(message)) return Promise.resolve();
-      return new Promise<void>((resolve) => {
-        const done = () => {
-          call.off("drain", done);
-          ended.signal.removeEventListener("abort", done);
-          resolve();
-        };
-        call.once("drain", done);
-        ended.signal.addEventListener("abort", done, { once: true });
-      });
-    },
+    write,
+    drained,
+    send: (message) => (write(message) ? Promise.resolve() : drained()),
   };
 }
 

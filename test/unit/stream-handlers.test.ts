@@ -122,8 +122,10 @@ describe("typed streaming handler maps", () => {
       await stream.send(SERVING);
       // @ts-expect-error a stream sends its method's output message, not another one
       await stream.send(create(HealthListResponseSchema));
-      // @ts-expect-error the stream offers send and signal only, nothing of grpc-js
-      stream.write(SERVING);
+      // @ts-expect-error write takes its method's output message too
+      stream.write(create(HealthListResponseSchema));
+      // @ts-expect-error the stream offers send, write, drained and signal only, nothing of grpc-js
+      stream.end();
     };
     const bindings = [
       implement(Health, { check: unaryAnswer, watch, list: unused }),
