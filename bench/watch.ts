@@ -10,7 +10,7 @@ import { peakRssMb, percentile, PostgresCpuMeter, processCpuMs } from "./proc.js
 import { buildAndMigrate, fundAccounts, recreateDatabase, startServer } from "./setup.js";
 
 /**
- * npm run bench:watch [-- --streams N] [--accounts N] [--seconds N] [--writers N] [--heap MB] [--quick]
+ * npm run bench:watch [-- --streams N] [--accounts N] [--seconds N] [--writers N] [--heap MB] [--semi MB] [--quick]
  * WatchBalance under write load: one built server process (dist/main.js, the container's heap flags)
  * on a fresh database; `streams` watchers spread evenly over `accounts` accounts, 100 per
  * connection, opened by a worker thread speaking HTTP/2 (bench/watch-clients.ts); `writers` loops run Reserve → Commit cycles on random accounts (one cycle per
@@ -49,9 +49,10 @@ async function main(): Promise<void> {
   await buildAndMigrate(DATABASE_URL);
   await fundAccounts(DATABASE_URL, PREFIX, ACCOUNTS, 10n ** 12n);
 
-  // --heap N: the server's old-space cap in MB instead of the container's (SERVER_NODE_FLAGS; the later flag wins).
+  // --heap N, --semi N: the server's old-space and semi-space caps in MB instead of the container's (SERVER_NODE_FLAGS; the later flag wins).
   // BENCH_CPU_PROF=dir: a CPU profile of the server, written there when it stops.
   const heap = arg("heap", 0);
+  const semi = arg("semi", 0);
   const profile = process.env["BENCH_CPU_PROF"];
   const { proc: server, port } = await startServer(
     {
@@ -65,7 +66,7 @@ async function main(): Promise<void> {
       GRPC_CONNECTION_IDLE_MS: "0",
       GRPC_CONNECTION_MAX_AGE_MS: "0",
     },
-    [...(heap > 0 ? [`--max-old-space-size=${heap}`] : []), ...(profile ? ["--cpu-prof", `--cpu-prof-dir=${profile}`] : [])],
+    [...(heap > 0 ? [`--max-old-space-size=${heap}`] : []), ...(semi > 0 ? [`--max-semi-space-size=${semi}`] : []), ...(profile ? ["--cpu-prof", `--cpu-prof-dir=${profile}`] : [])],
   );
   process.on("exit", () => server.kill("SIGKILL"));
   const baseUrl = `http://127.0.0.1:${port}`;

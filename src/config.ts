@@ -161,7 +161,7 @@ const schema = z
     GRPC_MAX_STREAMING_CALLS: z.coerce.number().int().min(1).max(1_000_000).default(1000),
     /** WatchBalance streams of one account open at once on one server; one more is refused (RESOURCE_EXHAUSTED). */
     WATCH_MAX_PER_ACCOUNT: z.coerce.number().int().min(1).max(1_000_000).default(100),
-    /** A watched account's change is read (and sent) this long after it is told, so that changes close together go out once; 0: at once. */
+    /** A watched account is read (and sent) at most once this often: a change after a quiet spell at once, closer changes once at the window's end; 0: every change at once. */
     WATCH_COALESCE_MS: z.coerce.number().int().min(0).max(1000).default(20),
     /** For the TLS handshake, for the HTTP/2 preface, and for a peer to close its side of a connection the server closed; then the socket is cut. */
     GRPC_HANDSHAKE_TIMEOUT_MS: millis(100, 10_000),

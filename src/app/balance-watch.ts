@@ -21,9 +21,10 @@ export interface BalanceWatchOptions {
   /** Watchers of one account at once; one more is refused (TOO_MANY_WATCHERS). */
   readonly maxPerAccount: number;
   /**
-   * A change of a watched account is read this long after it is told, so that changes close
-   * together (a Reserve and its Commit, a batch's commands) are read and sent once, as their
-   * latest state; 0 reads at once. Watchers skip the intermediate states, never the latest.
+   * The least time between two reads of a watched account: a change after a quiet spell is read
+   * (and sent) at once; changes told within this long of the last read are read once, at the
+   * window's end, as their latest state. So a burst of changes (a batch's commands, a storm of
+   * holds) costs each watcher at most one message per window; 0 reads every change at once.
    */
   readonly coalesceMs?: number;
   /** Called with each new watch: starts the change feed if nothing else has. */
@@ -145,6 +146,8 @@ interface Watched {
   timer: NodeJS.Timeout | null;
   /** The last timer was set for an instant already past. */
   overdue: boolean;
+  /** When the last read started (performance.now()): the next waits until coalesceMs after it. */
+  lastReadAt: number;
 }
 
 /**
@@ -189,7 +192,7 @@ export class BalanceWatch {
       }
       for (const id of accountIds) {
         const w = this.watched.get(id);
-        if (w) this.refresh(w, false, this.options.coalesceMs ?? 0);
+        if (w) this.refresh(w, false);
       }
     });
   }
@@ -259,7 +262,7 @@ export class BalanceWatch {
   private open(accountId: string): Watched {
     let settleReady!: (outcome: Failure | Error | null) => void;
     const ready = new Promise<Failure | Error | null>((resolve) => (settleReady = resolve));
-    const w: Watched = { accountId, watchers: new Set(), latest: null, ready, settleReady, reading: false, again: false, resend: false, timer: null, overdue: false };
+    const w: Watched = { accountId, watchers: new Set(), latest: null, ready, settleReady, reading: false, again: false, resend: false, timer: null, overdue: false, lastReadAt: -Infinity };
     this.watched.set(accountId, w);
     this.refresh(w, false);
     return w;
@@ -273,23 +276,27 @@ export class BalanceWatch {
     w.timer = null;
   }
 
-  private refresh(w: Watched, resend: boolean, delayMs = 0): void {
+  private refresh(w: Watched, resend: boolean): void {
     if (resend) w.resend = true;
     if (w.reading) {
       w.again = true;
       return;
     }
     w.reading = true;
-    void this.readLoop(w, delayMs);
+    void this.readLoop(w);
   }
 
-  private async readLoop(w: Watched, delayMs: number): Promise<void> {
-    // Every listener of the feed event that started this read runs first (the balance cache drops
-    // or takes the account's entry in its own listener, which this read then consults). With a
-    // coalescing delay, changes told meanwhile are taken by this read (`again` is cleared below).
-    if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
-    else await Promise.resolve();
+  private async readLoop(w: Watched): Promise<void> {
     do {
+      // Within the pacing window of the last read, wait for its end: changes told meanwhile are
+      // taken by this read (`again` is cleared below). Otherwise every listener of the feed event
+      // that started this read runs first (the balance cache drops or takes the account's entry
+      // in its own listener, which this read then consults).
+      const wait = w.lastReadAt + (this.options.coalesceMs ?? 0) - performance.now();
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      else await Promise.resolve();
+      if (this.watched.get(w.accountId) !== w) break; // nobody watches it any more (or the hub closed)
+      w.lastReadAt = performance.now();
       w.again = false;
       const resend = w.resend;
       w.resend = false;

@@ -1,0 +1,16 @@
+import { readFileSync } from "node:fs";
+import { Worker } from "node:worker_threads";
+import { create } from "@bufbuild/protobuf";
+import { WatchBalanceRequestSchema } from "../src/gen/credit/v1/credit_service_pb.js";
+import { encodeMessage } from "../src/rpc/binary-encoder.js";
+import { startServer } from "./setup.js";
+const N = Number(process.argv[2] ?? 2000);
+const { proc: server, port } = await startServer({ DATABASE_URL: "postgres://postgres@127.0.0.1:5432/credit_bench_watch", GRPC_PORT: "0", METRICS_ENABLED: "false", LOG_LEVEL: "warn", SWEEPER_ENABLED: "false", GRPC_MAX_STREAMING_CALLS: String(N + 100), GRPC_MAX_CONNECTIONS: "1000", GRPC_CONNECTION_IDLE_MS: "0", GRPC_CONNECTION_MAX_AGE_MS: "0" }, ["--max-old-space-size=384", "--heapsnapshot-signal=SIGUSR2", `--diagnostic-dir=${process.env.HEAPDIR}`]);
+const requests = Array.from({ length: 1000 }, (_, i) => { const b = encodeMessage(WatchBalanceRequestSchema, create(WatchBalanceRequestSchema, { accountId: `watch-bench-${i + 1}` })); const f = new Uint8Array(5 + b.length); new DataView(f.buffer).setUint32(1, b.length); f.set(b, 5); return f; });
+const worker = new Worker(new URL("./watch-clients.ts", import.meta.url), { workerData: { authority: `http://127.0.0.1:${port}`, requests, streams: N, perConnection: 100 } });
+await new Promise<void>((r) => worker.on("message", (m) => { if (m.type === "open") r(); else console.log(m); }));
+console.log("open; rss MB", Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${server.pid}/status`, "utf8"))![1]) / 1024);
+server.kill("SIGUSR2");
+await new Promise((r) => setTimeout(r, 12000));
+server.kill("SIGKILL");
+process.exit(0);
