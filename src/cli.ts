@@ -9,6 +9,7 @@ import { sha256 } from "./rpc/auth.js";
  *   credit-admin adjust <account> <amount> --reason "…" [--expires 2027-01-31T00:00:00Z]
  *   credit-admin reconcile <account>
  *   credit-admin alert <account> <credits>|<percent>%   (balance alert: a number of credits, or a percent of the plan's allowance)
+ *   credit-admin watch <account> [--count N]   (the balance now, then after each change, until N lines or Ctrl-C)
  *   credit-admin events [--account A] [--after CURSOR] [--kind HOLD_COMMITTED] [--limit 20] [--follow]
  *   credit-admin hash-token <token>            (for AUTH_TOKENS)
  * Server and token from CREDIT_URL (default http://127.0.0.1:50051) and CREDIT_TOKEN.
@@ -38,7 +39,7 @@ export async function run(args: string[], env: Record<string, string | undefined
   const { credit, admin } = clients;
   if (command === "events") return events(clients, args.slice(1), out);
   if (!account) {
-    out("usage: credit-admin balance|entries|adjust|reconcile|alert <account> … | events [--account A] [--after CURSOR] [--kind K] [--limit N] [--follow] | hash-token <token>");
+    out("usage: credit-admin balance|entries|adjust|reconcile|alert|watch <account> … | events [--account A] [--after CURSOR] [--kind K] [--limit N] [--follow] | hash-token <token>");
     return 2;
   }
   switch (command) {
@@ -49,6 +50,23 @@ export async function run(args: string[], env: Record<string, string | undefined
       const rows = (balance?.buckets ?? []).map((b) => [b.bucketId, BucketKind[b.kind], String(b.granted), String(b.remaining), String(b.held), when(b.expiresAt)]);
       out(table(["BUCKET", "KIND", "GRANTED", "REMAINING", "HELD", "EXPIRES"], rows));
       if (balance?.bucketsTruncated) out(`(the first ${rows.length} of ${balance.bucketCount} buckets, in consumption order)`);
+      return 0;
+    }
+    case "watch": {
+      // One line per state, from WatchBalance through the SDK (which reconnects by itself).
+      const count = Number(option(rest, "count") ?? 0);
+      const stop = new AbortController();
+      process.once("SIGINT", () => stop.abort());
+      let printed = 0;
+      try {
+        for await (const u of clients.watchBalance(account, { signal: stop.signal })) {
+          out(`sequence ${u.sequence}  available ${u.balance.available}  held ${u.balance.held}  as of ${when(u.balance.asOf)}`);
+          printed += 1;
+          if (count > 0 && printed >= count) break;
+        }
+      } catch (err) {
+        if (!stop.signal.aborted) throw err;
+      }
       return 0;
     }
     case "entries": {

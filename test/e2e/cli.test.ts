@@ -205,6 +205,23 @@ describe("failures", () => {
   });
 });
 
+describe("watch", () => {
+  it("prints the balance now, then the state after each change, and stops after --count lines", async () => {
+    const accountId = newAccountId("cli-watch");
+    await admin.admin.adjustCredits({ accountId, amount: 300n, reason: "cli watch", idempotencyKey: newKey() });
+    const printed: string[] = [];
+    const watching = run(["watch", accountId, "--count", "2"], env, (text) => printed.push(text));
+    while (printed.length === 0) await new Promise((r) => setTimeout(r, 10)); // the first state is there
+    await admin.credit.reserve({ accountId, idempotencyKey: newKey(), cost: { case: "amount", value: 40n } });
+    expect(await watching).toBe(0);
+    expect(printed.map((l) => l.split("  ").slice(0, 3))).toEqual([
+      ["sequence 1", "available 300", "held 0"],
+      ["sequence 2", "available 260", "held 40"],
+    ]);
+    expect(printed[0]).toMatch(/as of \d{4}-\d\d-\d\dT/);
+  });
+});
+
 describe("events", () => {
   it("prints an account's events as a table with the next cursor, and resumes after it", async () => {
     const accountId = newAccountId("cli-events");
