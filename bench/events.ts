@@ -56,6 +56,7 @@ function samplePayload(): Buffer {
     releaseReason: null,
     releaseDetail: "",
     pricing: null,
+    memberId: "",
   };
   return Buffer.from(encodeEvent({ kind: "HOLD_CREATED", reservation }));
 }

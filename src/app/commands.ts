@@ -39,6 +39,8 @@ export interface ReserveAction {
   readonly cost: PricedCost;
   readonly ttlMs: number;
   readonly metadata: Readonly<Record<string, string>>;
+  /** The member the hold is for; "" for none. */
+  readonly memberId: string;
 }
 
 export interface CommitAction {

@@ -22,6 +22,8 @@ export interface ReserveInput extends Mutation {
   readonly cost: Cost;
   readonly ttlMs: number;
   readonly metadata: Readonly<Record<string, string>>;
+  /** "" when the hold is for no member in particular. */
+  readonly memberId: string;
 }
 
 /** Reserve: hold credits before a generation (all or nothing); a spec is priced and held in one transaction. */
@@ -33,7 +35,7 @@ export async function reserve(deps: AppDeps, input: ReserveInput): Promise<Reply
     if (!check.ok) return { ok: false, failure: check.failure };
   }
   const cost = "spec" in input.cost ? { spec: input.cost.spec, card } : input.cost;
-  const action: ReserveAction = { kind: "Reserve", reservationId: deps.newId(), cost, ttlMs: input.ttlMs, metadata: input.metadata };
+  const action: ReserveAction = { kind: "Reserve", reservationId: deps.newId(), cost, ttlMs: input.ttlMs, metadata: input.metadata, memberId: input.memberId };
   return mutate(deps, { target: { accountId: input.accountId }, createAccount: false, idempotency: input.claim, caller: input.caller, action });
 }
 
@@ -49,7 +51,7 @@ export function applyReserve(book: AccountBook, action: ReserveAction, now: Date
   } else {
     amount = action.cost.amount;
   }
-  const held = reserveHold(book, { reservationId: action.reservationId, amount, ttlMs: action.ttlMs, metadata: action.metadata, pricing }, now);
+  const held = reserveHold(book, { reservationId: action.reservationId, amount, ttlMs: action.ttlMs, metadata: action.metadata, pricing, memberId: action.memberId }, now);
   return held.ok ? ok({ reservation: held.value, balance: book.balance(now) }) : held;
 }
 

@@ -144,6 +144,8 @@ export interface StoredEntry {
   readonly caller: string;
   readonly metadata: Readonly<Record<string, string>>;
   readonly createdAt: Date;
+  /** The reservation's member ("" for none). */
+  readonly memberId: string;
 }
 
 export interface EntryQuery {

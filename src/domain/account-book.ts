@@ -220,6 +220,7 @@ export class AccountBook {
       amount,
       metadata: reservation?.metadata ?? {},
       automatic: true,
+      memberId: reservation?.memberId ?? "",
     });
     this.emit({ kind: "CREDITS_EXPIRED", bucket, amount, reservationId: reservation?.id ?? null });
   }
@@ -283,7 +284,7 @@ export class AccountBook {
     bucket.remaining += amount;
     this.changedBuckets.add(bucket.id);
     this.mutations++;
-    this.entries.push({ kind, bucketId: bucket.id, reservationId: null, amount, metadata, automatic });
+    this.entries.push({ kind, bucketId: bucket.id, reservationId: null, amount, metadata, automatic, memberId: "" });
   }
 
   private takeFromAllocation(reservation: Reservation, bucketId: string, amount: bigint): Bucket {
@@ -305,6 +306,7 @@ export class AccountBook {
       amount,
       metadata: reservation.metadata,
       automatic,
+      memberId: reservation.memberId,
     });
   }
 }

@@ -9,6 +9,8 @@ export interface ReserveCommand {
   readonly ttlMs: number;
   readonly metadata: Readonly<Record<string, string>>;
   readonly pricing?: ReservationPricing | null;
+  /** "" when the hold is for no member in particular. */
+  readonly memberId?: string;
 }
 
 /** A settlement result: `repeated` is true when the hold was already in the asked-for state. */
@@ -60,6 +62,7 @@ export function reserve(book: AccountBook, cmd: ReserveCommand, now: Date): Resu
     releaseReason: null,
     releaseDetail: "",
     pricing: cmd.pricing ?? null,
+    memberId: cmd.memberId ?? "",
   };
   book.addReservation(reservation);
   draw(book, reservation, cmd.amount, now);

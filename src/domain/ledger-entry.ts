@@ -20,4 +20,6 @@ export interface EntryDraft {
   readonly amount: bigint;
   readonly metadata: Readonly<Record<string, string>>;
   readonly automatic: boolean;
+  /** The reservation's member ("" for movements of no member's hold). */
+  readonly memberId: string;
 }

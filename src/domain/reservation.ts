@@ -37,6 +37,8 @@ export interface Reservation {
   releaseDetail: string;
   /** Set when the hold was reserved by spec. */
   readonly pricing: ReservationPricing | null;
+  /** The customer's member or API key the hold is for ("" when none was given): limits count by it. */
+  readonly memberId: string;
 }
 
 /** Credits the reservation holds right now. */

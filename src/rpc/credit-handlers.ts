@@ -46,8 +46,9 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits, watch: Balance
       const cost = decodeCost(req.cost, false);
       const ttlMs = decode.ttl(req.ttl, "ttl", limits.defaultTtlMs, limits.maxTtlMs);
       const metadata = decode.metadata(req.metadata);
+      const memberId = decode.optionalId(req.memberId, "member_id");
       const claim = idempotencyClaim(ctx.method, ReserveRequestSchema, req, key);
-      return reply(await reserve(deps, { accountId, cost, ttlMs, metadata, claim, caller: ctx.caller }));
+      return reply(await reserve(deps, { accountId, cost, ttlMs, metadata, memberId, claim, caller: ctx.caller }));
     },
 
     async commit(req: CommitRequest, ctx: CallContext) {

@@ -30,6 +30,11 @@ export function id(value: string, field: string): string {
   return value;
 }
 
+/** An optional id (a member): empty is "none"; otherwise the rules of `id`. */
+export function optionalId(value: string, field: string): string {
+  return value.length === 0 ? "" : id(value, field);
+}
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function uuid(value: string, field: string): string {

@@ -223,6 +223,7 @@ export function reservation(value: DomainReservation): Reservation {
     releaseReason: value.releaseReason ? RELEASE_REASONS[value.releaseReason] : ReleaseReason.UNSPECIFIED,
     releaseDetail: value.releaseDetail,
     pricing: value.pricing ? pricing(value.pricing) : undefined,
+    memberId: value.memberId,
   });
 }
 
@@ -238,5 +239,6 @@ export function ledgerEntry(value: StoredEntry): LedgerEntry {
     caller: value.caller,
     metadata: { ...value.metadata },
     createdAt: timestampFromDate(value.createdAt),
+    memberId: value.memberId,
   });
 }

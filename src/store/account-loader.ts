@@ -33,7 +33,7 @@ export type LoadedBook = LoadedAccount;
 const BUCKET_COLUMNS = `account_id, bucket_id, kind, granted::text as granted, remaining::text as remaining, held::text as held,
   valid_from, expires_at, source_ref, created_at, expiry_noticed`;
 const RESERVATION_COLUMNS = `account_id, reservation_id, state, held_amount::text as held_amount, captured_amount::text as captured_amount,
-  released_amount::text as released_amount, allocations, expires_at, created_at, settled_at, metadata, release_reason, release_detail, pricing`;
+  released_amount::text as released_amount, allocations, expires_at, created_at, settled_at, metadata, release_reason, release_detail, pricing, member_id`;
 
 /**
  * The working sets of several accounts in ONE statement (one snapshot, one round trip): per

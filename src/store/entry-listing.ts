@@ -19,7 +19,7 @@ export const LISTING_MAX_WAIT_MS = 10_000;
  * around key and value against at most 9), and under 130 bytes on the fixed-size fields (entry and
  * bucket ids, amount, kind, time, framing); 256 covers both for up to 126 metadata pairs.
  */
-const ENTRY_BYTES = `(octet_length(e.metadata::text) + octet_length(e.account_id) + octet_length(e.caller) + coalesce(octet_length(e.idempotency_key), 0) + 256)`;
+const ENTRY_BYTES = `(octet_length(e.metadata::text) + octet_length(e.account_id) + octet_length(e.caller) + coalesce(octet_length(e.idempotency_key), 0) + octet_length(e.member_id) + 256)`;
 
 /**
  * One page of an account's entries in one statement: up to `limit` + 1 entries (the one after the

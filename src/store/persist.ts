@@ -38,9 +38,9 @@ const PERSIST = `
     returning 1),
   new_reservations as (
     insert into reservations (account_id, reservation_id, state, held_amount, captured_amount, released_amount,
-      allocations, expires_at, created_at, settled_at, metadata, release_reason, release_detail, pricing)
+      allocations, expires_at, created_at, settled_at, metadata, release_reason, release_detail, pricing, member_id)
     select * from unnest(?::text[], ?::uuid[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[],
-      ?::jsonb[], ?::timestamptz[], ?::timestamptz[], ?::timestamptz[], ?::jsonb[], ?::text[], ?::text[], ?::jsonb[])
+      ?::jsonb[], ?::timestamptz[], ?::timestamptz[], ?::timestamptz[], ?::jsonb[], ?::text[], ?::text[], ?::jsonb[], ?::text[])
     returning 1),
   changed_reservations as (
     update reservations r set state = v.state, captured_amount = v.captured_amount, released_amount = v.released_amount,
@@ -51,8 +51,8 @@ const PERSIST = `
      where r.account_id = v.account_id and r.reservation_id = v.reservation_id
     returning 1),
   new_entries as (
-    insert into ledger_entries (account_id, kind, bucket_id, reservation_id, amount, idempotency_key, caller, metadata, created_at)
-    select * from unnest(?::text[], ?::text[], ?::uuid[], ?::uuid[], ?::bigint[], ?::text[], ?::text[], ?::jsonb[], ?::timestamptz[])
+    insert into ledger_entries (account_id, kind, bucket_id, reservation_id, amount, idempotency_key, caller, metadata, created_at, member_id)
+    select * from unnest(?::text[], ?::text[], ?::uuid[], ?::uuid[], ?::bigint[], ?::text[], ?::text[], ?::jsonb[], ?::timestamptz[], ?::text[])
     returning 1),
   subscriptions_saved as (
     insert into subscriptions (account_id, plan_id, plan_version, plan, anchor, granted_period, granted_period_end,
@@ -126,9 +126,9 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
       newReservations,
       (r) => [
         r.accountId, r.id, r.status, r.heldAmount, r.capturedAmount, r.releasedAmount, allocationsJson(r),
-        r.expiresAt, r.createdAt, r.settledAt, JSON.stringify(r.metadata), r.releaseReason, r.releaseDetail, pricingJson(r),
+        r.expiresAt, r.createdAt, r.settledAt, JSON.stringify(r.metadata), r.releaseReason, r.releaseDetail, pricingJson(r), r.memberId,
       ],
-      14,
+      15,
     ),
     ...columns(
       changedReservations,
@@ -139,9 +139,9 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
       entries,
       ({ accountId, entry: e, ctx }) => [
         accountId, e.kind, e.bucketId, e.reservationId, e.amount,
-        e.automatic ? null : ctx.idempotencyKey, e.automatic ? "system" : ctx.caller, JSON.stringify(e.metadata), ctx.now,
+        e.automatic ? null : ctx.idempotencyKey, e.automatic ? "system" : ctx.caller, JSON.stringify(e.metadata), ctx.now, e.memberId,
       ],
-      9,
+      10,
     ),
     ...columns(
       subscriptions,

@@ -88,6 +88,7 @@ export function reservationFromRow(row: Row): Reservation {
     releaseReason: (row["release_reason"] ?? null) as ReleaseReason | null,
     releaseDetail: str(row, "release_detail"),
     pricing: pricingFromJson(row["pricing"]),
+    memberId: str(row, "member_id"),
   };
 }
 
@@ -103,6 +104,7 @@ export function entryFromRow(row: Row): StoredEntry {
     caller: str(row, "caller"),
     metadata: (row["metadata"] ?? {}) as Record<string, string>,
     createdAt: date(row, "created_at"),
+    memberId: str(row, "member_id"),
   };
 }
 

@@ -62,6 +62,8 @@ export const ReservationRow = defineEntity({
     releaseReason: p.text().nullable(),
     releaseDetail: p.text(),
     pricing: p.json<Record<string, unknown>>().nullable(),
+    /** The member the hold is for ("" for none; migration Members). */
+    memberId: p.text(),
   },
 });
 
@@ -79,6 +81,8 @@ export const LedgerEntryRow = defineEntity({
     caller: p.text(),
     metadata: p.json<Record<string, string>>(),
     createdAt: p.datetime().columnType("timestamptz"),
+    /** The reservation's member ("" for none; migration Members). */
+    memberId: p.text(),
   },
 });
 

@@ -50,7 +50,7 @@ describe("conservation before the write", () => {
 
   it("fails when an entry claims a movement the bucket did not make", () => {
     const { book } = loadedBook();
-    book.entries.push({ kind: "GRANT", bucketId: "b1", reservationId: null, amount: 7n, metadata: {}, automatic: false });
+    book.entries.push({ kind: "GRANT", bucketId: "b1", reservationId: null, amount: 7n, metadata: {}, automatic: false, memberId: "" });
     book.changedBuckets.add("b1");
     expect(() => assertConserved(book)).toThrow(/bucket b1 is not conserved/);
   });
@@ -61,7 +61,7 @@ describe("conservation before the write", () => {
     expect(r.heldAmount).toBe(50n);
     bucket.held += 1n;
     bucket.remaining += 0n;
-    book.entries.push({ kind: "HOLD", bucketId: "b1", reservationId: "r1", amount: 1n, metadata: {}, automatic: false });
+    book.entries.push({ kind: "HOLD", bucketId: "b1", reservationId: "r1", amount: 1n, metadata: {}, automatic: false, memberId: "" });
     expect(() => assertConserved(book)).toThrow(/bucket b1 is out of bounds/);
   });
 });

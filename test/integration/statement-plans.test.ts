@@ -75,7 +75,7 @@ function reserveItem(accountId: string): { item: QueuedCommand; reservationId: s
     createAccount: false,
     idempotency: claim("Reserve"),
     caller: "plans-test",
-    action: { kind: "Reserve", reservationId, cost: { amount: 5n }, ttlMs: 3_600_000, metadata: {} },
+    action: { kind: "Reserve", reservationId, cost: { amount: 5n }, ttlMs: 3_600_000, metadata: {}, memberId: "" },
   };
   return { item: { command, now: new Date(), accountId, reservationId: null }, reservationId };
 }

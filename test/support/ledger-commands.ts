@@ -152,7 +152,7 @@ export function reserveCommand(accountId: string, amount: bigint, o: ReserveOpti
     createAccount: false,
     idempotency: claim(key, o.request ?? `reserve:${accountId}:${amount}:${randomUUID()}`),
     caller: o.caller ?? "gc-test",
-    action: { kind: "Reserve", reservationId, cost: { amount }, ttlMs: HOUR, metadata: o.metadata ?? { test: "group-commit" } },
+    action: { kind: "Reserve", reservationId, cost: { amount }, ttlMs: HOUR, metadata: o.metadata ?? { test: "group-commit" }, memberId: "" },
   };
   const counted = o.probe || o.after ? withRun(command, (book, _now, real) => {
     o.probe?.ran();

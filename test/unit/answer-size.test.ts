@@ -127,6 +127,7 @@ function worstReservation(): Reservation {
       accountPermille: INT32_MAX,
       quotedCredits: INT64_MAX,
     },
+    memberId: "u".repeat(MAX_ID_LENGTH),
   };
 }
 
@@ -142,6 +143,7 @@ function worstEntry(): StoredEntry {
     caller: "c".repeat(MAX_ID_LENGTH),
     metadata: worstMetadata(),
     createdAt: LATE,
+    memberId: "u".repeat(MAX_ID_LENGTH),
   };
 }
 

@@ -7,6 +7,7 @@ import { Migration20261202000000AccountSequence } from "./Migration2026120200000
 import { Migration20261202100000EventOutbox } from "./Migration20261202100000EventOutbox.js";
 import { Migration20261202200000BalanceAlerts } from "./Migration20261202200000BalanceAlerts.js";
 import { Migration20261202300000EventRelay } from "./Migration20261202300000EventRelay.js";
+import { Migration20261202400000Members } from "./Migration20261202400000Members.js";
 
 /** Checked-in migrations, in order. Listed explicitly so they run the same from src/ (tsx) and dist/. */
 export const migrations = [
@@ -19,4 +20,5 @@ export const migrations = [
   { name: "Migration20261202100000EventOutbox", class: Migration20261202100000EventOutbox },
   { name: "Migration20261202200000BalanceAlerts", class: Migration20261202200000BalanceAlerts },
   { name: "Migration20261202300000EventRelay", class: Migration20261202300000EventRelay },
+  { name: "Migration20261202400000Members", class: Migration20261202400000Members },
 ];
