@@ -99,6 +99,7 @@ describe("purchaseTopUp expiry", () => {
         amount: 500n,
         metadata: { pack_id: "pack-500", payment_reference: "pay-b1", price: "500 USD" },
         automatic: false,
+        memberId: "",
       },
     ]);
   });
