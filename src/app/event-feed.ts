@@ -43,13 +43,13 @@ export class EventFeed {
 
   constructor(
     private readonly outbox: EventOutbox,
-    changes: ChangeFeed,
+    private readonly changes: ChangeFeed,
     private readonly options: EventFeedOptions,
-  ) {
-    changes.subscribe(() => this.pokeSoon());
-  }
+  ) {}
 
+  /** Passes from now on: after every announced change, and every `intervalMs`. Not started, it numbers nothing (the outbox off). */
   start(): void {
+    this.changes.subscribe(() => this.pokeSoon());
     this.timer = setInterval(() => this.poke(), this.options.intervalMs);
     this.timer.unref();
     this.poke();

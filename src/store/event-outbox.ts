@@ -17,9 +17,15 @@ export const SCAN_BATCHES = 20_000;
 const WHOLE_BATCH = 2_147_483_647;
 
 /**
+ * The sequencer's lock, for the rest of the transaction, and whether it was taken, in a setting
+ * local to the transaction that NUMBER_BATCHES reads: the two can go in one round trip.
+ */
+const TAKE_SEQUENCER_LOCK = `select set_config('credit.sequencer_lock', pg_try_advisory_xact_lock(?)::text, true) as got`;
+
+/**
  * Numbers committed batches: under the advisory lock, taken in its own statement before the
  * numbering statement reads anything, so that statement's snapshot sees every number an earlier
- * pass gave. It numbers what it sees in batch_id order, after the highest number given (or what
+ * pass gave (without the lock it numbers nothing). It numbers what it sees in batch_id order, after the highest number given (or what
  * retention removed). Why that is enough for a cursor and for per-account order: docs/events.md.
  */
 const NUMBER_BATCHES = `
@@ -28,7 +34,9 @@ const NUMBER_BATCHES = `
                     (select pruned_through from event_feed_state where id = 1)) as p),
   pending as (
     select batch_id, row_number() over (order by batch_id) as n
-      from (select batch_id from event_batches where position is null order by batch_id limit ?) t)
+      from (select batch_id from event_batches
+             where position is null and current_setting('credit.sequencer_lock') = 'true'
+             order by batch_id limit ?) t)
   update event_batches b set position = base.p + pending.n
     from base, pending
    where b.batch_id = pending.batch_id
@@ -111,9 +119,15 @@ export class PostgresEventOutbox implements EventOutbox {
 
   async sequence(): Promise<{ numbered: number; head: bigint; more: boolean } | null> {
     return inTransaction(this.pool, async (tx) => {
-      const [lock] = await tx.query(`select pg_try_advisory_xact_lock(?) as got`, [SEQUENCER_LOCK]);
-      if (lock?.["got"] !== true) return null;
-      const [numbered, state] = await tx.commit([{ sql: NUMBER_BATCHES, params: [PASS_LIMIT] }, { sql: FEED_STATE }]);
+      // One round trip: BEGIN, the lock, the numbering (which does nothing without the lock),
+      // the feed's state, COMMIT. Pipelined statements still run one after another, each with a
+      // snapshot of its own, so the numbering sees every number a pass before the lock gave.
+      const [lock, numbered, state] = await tx.commit([
+        { sql: TAKE_SEQUENCER_LOCK, params: [SEQUENCER_LOCK] },
+        { sql: NUMBER_BATCHES, params: [PASS_LIMIT] },
+        { sql: FEED_STATE },
+      ]);
+      if (lock![0]?.["got"] !== "true") return null;
       return { numbered: numbered!.length, head: BigInt(state![0]!["head"] as string), more: numbered!.length >= PASS_LIMIT };
     });
   }

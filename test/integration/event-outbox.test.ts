@@ -96,17 +96,22 @@ describe("the sequencer", () => {
     expect(p.events.map((e) => e.position)).toEqual(batches.map((_, i) => head + BigInt(i + 1)));
   });
 
-  it("answers null while another pass holds the lock", async () => {
+  it("answers null while another pass holds the lock, and numbers nothing then", async () => {
+    const waiting = await openBatch("acct-busy", 1);
+    await waiting.commit();
+    const positionOf = async () => (await pool.query("select position from event_batches where batch_id = $1", [String(waiting.batchId)])).rows[0]?.position as string | null;
     const other = await pool.connect();
     try {
       await other.query("begin");
       await other.query("select pg_advisory_xact_lock($1)", [SEQUENCER_LOCK]);
       expect(await outbox.sequence()).toBeNull();
+      expect(await positionOf()).toBeNull();
     } finally {
       await other.query("rollback");
       other.release();
     }
     expect(await outbox.sequence()).not.toBeNull();
+    expect(await positionOf()).not.toBeNull();
   });
 });
 
