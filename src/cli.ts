@@ -9,6 +9,7 @@ import { sha256 } from "./rpc/auth.js";
  *   credit-admin adjust <account> <amount> --reason "…" [--expires 2027-01-31T00:00:00Z]
  *   credit-admin reconcile <account>
  *   credit-admin alert <account> <credits>|<percent>%   (balance alert: a number of credits, or a percent of the plan's allowance)
+ *   credit-admin caps <account> [--member M] [--holds N] [--credits N]   (caps on running holds; 0: no cap)
  *   credit-admin watch <account> [--count N]   (the balance now, then after each change, until N lines or Ctrl-C)
  *   credit-admin events [--account A] [--after CURSOR] [--kind HOLD_COMMITTED] [--limit 20] [--follow]
  *   credit-admin hash-token <token>            (for AUTH_TOKENS)
@@ -39,7 +40,7 @@ export async function run(args: string[], env: Record<string, string | undefined
   const { credit, admin } = clients;
   if (command === "events") return events(clients, args.slice(1), out);
   if (!account) {
-    out("usage: credit-admin balance|entries|adjust|reconcile|alert|watch <account> … | events [--account A] [--after CURSOR] [--kind K] [--limit N] [--follow] | hash-token <token>");
+    out("usage: credit-admin balance|entries|adjust|reconcile|alert|caps|watch <account> … | events [--account A] [--after CURSOR] [--kind K] [--limit N] [--follow] | hash-token <token>");
     return 2;
   }
   switch (command) {
@@ -92,6 +93,22 @@ export async function run(args: string[], env: Record<string, string | undefined
         expiresAt: expires ? timestampFromDate(new Date(expires)) : undefined,
       });
       out(`granted ${bucket?.granted} credits in bucket ${bucket?.bucketId}; available now ${balance?.available}`);
+      return 0;
+    }
+    case "caps": {
+      // Caps on running holds: --holds N and --credits N (0 or absent: no cap), for --member M or the whole account.
+      const holds = option(rest, "holds") ?? "0";
+      const credits = option(rest, "credits") ?? "0";
+      if (!/^\d{1,7}$/.test(holds) || !/^\d{1,18}$/.test(credits)) {
+        out("usage: credit-admin caps <account> [--member M] [--holds N] [--credits N]");
+        return 2;
+      }
+      const memberId = option(rest, "member") ?? "";
+      const { limit } = await admin.setConcurrencyLimit({ accountId: account, memberId, maxOpenHolds: Number(holds), maxHeldCredits: BigInt(credits) });
+      const scope = memberId ? `member ${memberId}` : "the account";
+      const count = limit?.maxOpenHolds ? `at most ${limit.maxOpenHolds} holds` : "any number of holds";
+      const held = limit?.maxHeldCredits ? `at most ${limit.maxHeldCredits} credits held` : "no cap on credits held";
+      out(`${scope}: ${count} running, ${held}; running now: ${limit?.openHolds ?? 0} holds holding ${limit?.heldCredits ?? 0n} credits`);
       return 0;
     }
     case "alert": {

@@ -9,6 +9,7 @@ import type { Action, ActionValues } from "./commands.js";
 import { applyAdjustCredits, applyPurchaseTopUp } from "./grants.js";
 import { applyCommit, applyExtend, applyRelease, applyReserve } from "./holds.js";
 import { applySetBalanceAlert } from "./alerts.js";
+import { applySetConcurrencyLimit } from "./concurrency-limits.js";
 import { applyAdvanceTestClock, applyChangePlan } from "./plans.js";
 import type {
   AccountWrite,
@@ -49,6 +50,8 @@ export const runAction: ActionRunner = (book, action, now, newId) => {
       return applyAdvanceTestClock(book, now);
     case "SetBalanceAlert":
       return applySetBalanceAlert(book, action, now);
+    case "SetConcurrencyLimit":
+      return applySetConcurrencyLimit(book, action);
     case "SettleDue":
       return ok({ balance: book.balance(now), reservation: action.reservationId ? (book.reservation(action.reservationId) ?? null) : null } satisfies ActionValues["SettleDue"]);
   }

@@ -1,3 +1,4 @@
+import type { ConcurrencyLimit, ConcurrencyView } from "../domain/concurrency-limit.js";
 import type { BalanceView } from "../domain/account-book.js";
 import type { AlertPolicy, AlertThreshold, AlertView } from "../domain/balance-alert.js";
 import type { Bucket } from "../domain/bucket.js";
@@ -23,6 +24,7 @@ export type Action =
   | ChangePlanAction
   | AdvanceTestClockAction
   | SetBalanceAlertAction
+  | SetConcurrencyLimitAction
   | SettleDueAction;
 
 /** A raw amount of credits, or a generation the rate card prices. */
@@ -96,6 +98,11 @@ export interface SetBalanceAlertAction {
   readonly policy: AlertPolicy;
 }
 
+export interface SetConcurrencyLimitAction {
+  readonly kind: "SetConcurrencyLimit";
+  readonly limit: ConcurrencyLimit;
+}
+
 /** Nothing but the due work (a read found an overdue hold or an expired bucket); never recorded. */
 export interface SettleDueAction {
   readonly kind: "SettleDue";
@@ -132,6 +139,7 @@ export interface ActionValues {
   readonly ChangePlan: ChangePlanResult;
   readonly AdvanceTestClock: { readonly now: Date; readonly balance: BalanceView };
   readonly SetBalanceAlert: { readonly alert: AlertView; readonly balance: BalanceView };
+  readonly SetConcurrencyLimit: { readonly limit: ConcurrencyView };
   readonly SettleDue: { readonly balance: BalanceView; readonly reservation: Reservation | null };
 }
 

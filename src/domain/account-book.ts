@@ -1,6 +1,7 @@
 import type { AlertState, AlertThreshold, BalanceAlert } from "./balance-alert.js";
 import { type Bucket, compareConsumption, freeCredits, isUsable } from "./bucket.js";
-import { invariant } from "./errors.js";
+import type { AccountConcurrency, ConcurrencyLimit } from "./concurrency-limit.js";
+import { invariant, type Result } from "./errors.js";
 import { MAX_BALANCE_BUCKETS } from "./limits.js";
 import type { EntryDraft, EntryKind } from "./ledger-entry.js";
 import type { LedgerEvent } from "./events.js";
@@ -73,6 +74,8 @@ export class AccountBook {
     pricingPermille = 1000,
     sequence = 0n,
     alert: BalanceAlert = { threshold: null, state: "ARMED" },
+    /** The caps on running holds and what runs, when the account has a cap (or is about to): else null. */
+    readonly concurrency: AccountConcurrency | null = null,
   ) {
     this.alert = { ...alert };
     this.sequence = sequence;
@@ -232,6 +235,16 @@ export class AccountBook {
     this.clockChanged = true;
     this.mutations++;
     this.emit({ kind: "TEST_CLOCK_ADVANCED", advancedMs: byMs, now: new Date(serverNow.getTime() + this.clockOffsetMs) });
+  }
+
+  /** Sets the caps on running holds of a member or the account (SetConcurrencyLimit). */
+  setConcurrencyLimit(limit: ConcurrencyLimit): Result<void> {
+    invariant(this.concurrency, "the account's running holds were loaded for SetConcurrencyLimit");
+    const set = this.concurrency.set(limit);
+    if (!set.ok) return set;
+    this.mutations++;
+    this.emit({ kind: "CONCURRENCY_LIMIT_SET", limit });
+    return set;
   }
 
   /** Sets the account's own alert threshold (SetBalanceAlert). */

@@ -1,5 +1,6 @@
 import type { AlertView } from "./balance-alert.js";
 import type { Bucket } from "./bucket.js";
+import type { ConcurrencyLimit } from "./concurrency-limit.js";
 import type { Money } from "./grants.js";
 import type { Plan } from "./plan.js";
 import type { Reservation } from "./reservation.js";
@@ -42,7 +43,9 @@ export type LedgerEvent =
       readonly billingRenewed: boolean;
       readonly billingPeriodEnd: Date;
     }
-  | { readonly kind: "TEST_CLOCK_ADVANCED"; readonly advancedMs: number; readonly now: Date };
+  | { readonly kind: "TEST_CLOCK_ADVANCED"; readonly advancedMs: number; readonly now: Date }
+  /** New caps on running holds (domain/concurrency-limit.ts). */
+  | { readonly kind: "CONCURRENCY_LIMIT_SET"; readonly limit: ConcurrencyLimit };
 
 export type LedgerEventKind = LedgerEvent["kind"];
 
@@ -63,4 +66,5 @@ export const EVENT_KINDS: readonly LedgerEventKind[] = [
   "BALANCE_RECOVERED",
   "TEST_CLOCK_ADVANCED",
   "BALANCE_ALERT_SET",
+  "CONCURRENCY_LIMIT_SET",
 ];

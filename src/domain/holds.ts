@@ -47,6 +47,8 @@ function insufficient(requested: bigint, available: bigint): Result<never> {
 export function reserve(book: AccountBook, cmd: ReserveCommand, now: Date): Result<Reservation> {
   const available = book.available(now);
   if (available < cmd.amount) return insufficient(cmd.amount, available);
+  const admitted = book.concurrency?.admits(cmd.memberId ?? "", cmd.amount);
+  if (admitted && !admitted.ok) return admitted;
   const reservation: Reservation = {
     id: cmd.reservationId,
     accountId: book.accountId,
@@ -65,6 +67,7 @@ export function reserve(book: AccountBook, cmd: ReserveCommand, now: Date): Resu
     memberId: cmd.memberId ?? "",
   };
   book.addReservation(reservation);
+  book.concurrency?.count(reservation.memberId, reservation.heldAmount, 1);
   draw(book, reservation, cmd.amount, now);
   book.emit({ kind: "HOLD_CREATED", reservation });
   return ok(reservation);
@@ -175,6 +178,8 @@ export function extend(book: AccountBook, reservation: Reservation, ttlMs: numbe
 function settle(book: AccountBook, reservation: Reservation, status: "COMMITTED" | "RELEASED" | "EXPIRED", now: Date): void {
   invariant(reservation.allocations.length === 0, "a settled reservation holds nothing");
   reservation.status = status;
+  // It no longer runs: the next Reserve of this batch sees the room it left under the caps.
+  book.concurrency?.count(reservation.memberId, reservation.heldAmount, -1);
   reservation.settledAt = now;
   book.touch(reservation);
 }

@@ -2,6 +2,8 @@ import { create } from "@bufbuild/protobuf";
 import { encodeMessage } from "./binary-encoder.js";
 import type { AppDeps } from "../app/deps.js";
 import { setBalanceAlert } from "../app/alerts.js";
+import { setConcurrencyLimit } from "../app/concurrency-limits.js";
+import { MAX_OPEN_HOLDS_CAP } from "../domain/concurrency-limit.js";
 import { adjustCredits } from "../app/grants.js";
 import { listLedgerEntries, reconcile } from "../app/queries.js";
 import {
@@ -13,6 +15,8 @@ import {
   type ListLedgerEntriesRequest,
   type SetBalanceAlertRequest,
   SetBalanceAlertRequestSchema,
+  type SetConcurrencyLimitRequest,
+  SetConcurrencyLimitRequestSchema,
   ListLedgerEntriesResponseSchema,
 } from "../gen/credit/v1/admin_service_pb.js";
 import { CreditAdminService } from "../gen/credit/v1/admin_service_pb.js";
@@ -60,6 +64,17 @@ export function adminHandlers(deps: AppDeps) {
       const key = decode.id(req.idempotencyKey, "idempotency_key");
       const claim = idempotencyClaim(ctx.method, SetBalanceAlertRequestSchema, req, key);
       return reply(await setBalanceAlert(deps, { accountId, threshold, claim, caller: ctx.caller }));
+    },
+
+    async setConcurrencyLimit(req: SetConcurrencyLimitRequest, ctx: CallContext) {
+      const accountId = decode.id(req.accountId, "account_id");
+      const memberId = decode.optionalId(req.memberId, "member_id");
+      if (req.maxOpenHolds > MAX_OPEN_HOLDS_CAP) throw decode.invalid("max_open_holds", `must be at most ${MAX_OPEN_HOLDS_CAP} (0: no cap)`);
+      const maxHeldCredits = decode.credits(req.maxHeldCredits, "max_held_credits", { allowZero: true });
+      const key = decode.id(req.idempotencyKey, "idempotency_key");
+      const claim = idempotencyClaim(ctx.method, SetConcurrencyLimitRequestSchema, req, key);
+      const limit = { memberId, maxOpenHolds: req.maxOpenHolds, maxHeldCredits };
+      return reply(await setConcurrencyLimit(deps, { accountId, limit, claim, caller: ctx.caller }));
     },
 
     async reconcile(req: ReconcileRequest) {

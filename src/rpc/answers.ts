@@ -2,7 +2,13 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HoldResult } from "../app/commands.js";
 import type { AnswerEncoders } from "../app/ports.js";
-import { AdjustCreditsResponseSchema, AdvanceTestClockResponseSchema, SetBalanceAlertResponseSchema } from "../gen/credit/v1/admin_service_pb.js";
+import {
+  AdjustCreditsResponseSchema,
+  AdvanceTestClockResponseSchema,
+  ConcurrencyLimitSchema,
+  SetBalanceAlertResponseSchema,
+  SetConcurrencyLimitResponseSchema,
+} from "../gen/credit/v1/admin_service_pb.js";
 import { alertSetting } from "./alert-encoding.js";
 import {
   ChangePlanResponseSchema,
@@ -55,4 +61,17 @@ export const ANSWERS: AnswerEncoders = {
     encodeMessage(AdvanceTestClockResponseSchema, create(AdvanceTestClockResponseSchema, { now: timestampFromDate(now), balance: encode.balance(balance) })),
   SetBalanceAlert: ({ alert, balance }) =>
     encodeMessage(SetBalanceAlertResponseSchema, create(SetBalanceAlertResponseSchema, { alert: alertSetting(alert), balance: encode.balance(balance) })),
+  SetConcurrencyLimit: ({ limit }) =>
+    encodeMessage(
+      SetConcurrencyLimitResponseSchema,
+      create(SetConcurrencyLimitResponseSchema, {
+        limit: create(ConcurrencyLimitSchema, {
+          memberId: limit.memberId,
+          maxOpenHolds: limit.maxOpenHolds,
+          maxHeldCredits: limit.maxHeldCredits,
+          openHolds: limit.openHolds,
+          heldCredits: limit.heldCredits,
+        }),
+      }),
+    ),
 };

@@ -36,8 +36,14 @@ const GRANTS: Readonly<Record<Exclude<Role, "admin">, ReadonlySet<string>>> = {
     ["Reserve", "Commit", "Release", "ExtendReservation", "GetReservation", "GetBalance", "WatchBalance", "Quote", "GetRateCard"].map((m) => CREDIT + m),
   ),
   // Billing sets a customer's balance alert from the dashboard's settings; support sets one for a customer who asks.
-  billing: new Set([...["ChangePlan", "PurchaseTopUp", "GetBalance", "WatchBalance", "ListPlans"].map((m) => CREDIT + m), `${ADMIN}SetBalanceAlert`, ...FEED]),
-  support: new Set([...READS, `${ADMIN}AdjustCredits`, `${ADMIN}SetBalanceAlert`, ...FEED]),
+  // Caps on running holds are team settings too (the dashboard, through billing; support on request).
+  billing: new Set([
+    ...["ChangePlan", "PurchaseTopUp", "GetBalance", "WatchBalance", "ListPlans"].map((m) => CREDIT + m),
+    `${ADMIN}SetBalanceAlert`,
+    `${ADMIN}SetConcurrencyLimit`,
+    ...FEED,
+  ]),
+  support: new Set([...READS, `${ADMIN}AdjustCredits`, `${ADMIN}SetBalanceAlert`, `${ADMIN}SetConcurrencyLimit`, ...FEED]),
 };
 
 export function mayCall(role: Role, path: string): boolean {

@@ -42,6 +42,8 @@ export function codeFor(reason: FailureReason): status {
       return status.UNAVAILABLE;
     case "READ_LIMIT_EXCEEDED":
     case "TOO_MANY_WATCHERS":
+    // Retryable once a hold of that scope settles.
+    case "CONCURRENCY_LIMIT_EXCEEDED":
       return status.RESOURCE_EXHAUSTED;
     case "CURSOR_EXPIRED":
       return status.OUT_OF_RANGE;

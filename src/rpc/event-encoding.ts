@@ -23,6 +23,7 @@ export const EVENT_KIND_CODES: Readonly<Record<LedgerEventKind, EventKind>> = {
   BALANCE_RECOVERED: EventKind.BALANCE_RECOVERED,
   TEST_CLOCK_ADVANCED: EventKind.TEST_CLOCK_ADVANCED,
   BALANCE_ALERT_SET: EventKind.BALANCE_ALERT_SET,
+  CONCURRENCY_LIMIT_SET: EventKind.CONCURRENCY_LIMIT_SET,
 };
 
 export const EVENT_KIND_NAMES = encode.inverse(EVENT_KIND_CODES);
@@ -91,6 +92,16 @@ function payload(event: LedgerEvent): Event["payload"] {
       return {
         case: "testClockAdvanced",
         value: { $typeName: "credit.v1.TestClockAdvanced", advancedMs: BigInt(event.advancedMs), now: timestampFromDate(event.now) },
+      };
+    case "CONCURRENCY_LIMIT_SET":
+      return {
+        case: "concurrencyLimitSet",
+        value: {
+          $typeName: "credit.v1.ConcurrencyLimitSet",
+          memberId: event.limit.memberId,
+          maxOpenHolds: event.limit.maxOpenHolds,
+          maxHeldCredits: event.limit.maxHeldCredits,
+        },
       };
   }
 }

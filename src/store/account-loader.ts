@@ -1,7 +1,7 @@
 import type { LoadedAccount, RecordedOperation } from "../app/ports.js";
 import { AccountBook } from "../domain/account-book.js";
 import type { Statement } from "./pg.js";
-import { alertFromRow, bucketFromRow, reservationFromRow, type Row, subscriptionFromRow } from "./rows.js";
+import { alertFromRow, bucketFromRow, concurrencyFromRow, reservationFromRow, type Row, subscriptionFromRow } from "./rows.js";
 
 export type LockMode = "wait" | "skip-locked";
 
@@ -25,6 +25,8 @@ export interface BookRequest {
   readonly reservationIds: readonly string[];
   /** Idempotency keys whose operation records to load. */
   readonly idempotencyKeys: readonly string[];
+  /** Load the running holds per member even if the account has no concurrency limit yet (SetConcurrencyLimit). */
+  readonly concurrency?: boolean;
 }
 
 /** A loaded, locked account, as the apply stage takes it. */
@@ -42,7 +44,9 @@ const RESERVATION_COLUMNS = `account_id, reservation_id, state, held_amount::tex
  * upgrade can grow it), the holds
  * overdue by the account's own time, the named reservations in any state (a hold both overdue and named comes
  * twice; the book keeps one), and the operation
- * records of the named keys. Each branch is an index lookup (buckets_live, the primary keys,
+ * records of the named keys, and for an account with concurrency limits (or about to set one) the
+ * limits and its running holds summed per member (the reservations_account_due range: open holds
+ * only). Each branch is an index lookup (buckets_live, the primary keys,
  * reservations_account_due); named reservations and keys are probed one (account, id) pair at a
  * time (LATERAL), never by scanning an account's history, which for a hot account is long. Amounts travel as text, so bigints stay exact. Accounts that do
  * not exist are absent from the result.
@@ -66,9 +70,18 @@ const LOAD_BOOKS = `
     (select json_agg(json_build_object('key', o.idempotency_key, 'hash', encode(o.request_hash, 'hex'), 'response', encode(o.response, 'base64')))
        from operations o
       where o.account_id = a.account_id and o.idempotency_key = any(array(
-        select k.idempotency_key from unnest(?::text[], ?::text[]) as k(account_id, idempotency_key) where k.account_id = a.account_id))) as operations
+        select k.idempotency_key from unnest(?::text[], ?::text[]) as k(account_id, idempotency_key) where k.account_id = a.account_id))) as operations,
+    cl.tracked as concurrency_tracked,
+    (select json_agg(json_build_object('member', c.member_id, 'open', c.max_open_holds, 'held', c.max_held_credits::text))
+       from concurrency_limits c where c.account_id = a.account_id) as concurrency_limits,
+    (select json_agg(json_build_object('member', g.member_id, 'open', g.n, 'held', g.held::text)) from (
+        select member_id, count(*) as n, sum(held_amount) as held from reservations
+         where cl.tracked and account_id = a.account_id and state = 'HELD'
+         group by member_id) g) as running_holds
   from unnest(?::text[], ?::timestamptz[]) as u(account_id, at)
   join accounts a on a.account_id = u.account_id
+  cross join lateral (
+    select a.account_id = any(?::text[]) or exists (select 1 from concurrency_limits c where c.account_id = a.account_id) as tracked) cl
   left join subscriptions s on s.account_id = a.account_id`;
 
 /** The statement of loadBooks; run it after the lock statement (in the same pipeline is fine: it takes a new snapshot). */
@@ -83,6 +96,7 @@ export function loadStatement(requests: readonly BookRequest[]): Statement {
       requests.flatMap((r) => r.idempotencyKeys),
       requests.map((r) => r.accountId),
       requests.map((r) => r.now),
+      requests.filter((r) => r.concurrency === true).map((r) => r.accountId),
     ],
     name: "load_books",
   };
@@ -122,5 +136,6 @@ export function bookFromRow(accountId: string, row: Row): AccountBook {
     Number(row["pricing_permille"] ?? 1000),
     BigInt((row["sequence"] as string | undefined) ?? "0"),
     alertFromRow(row),
+    concurrencyFromRow(row),
   );
 }

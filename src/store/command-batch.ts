@@ -64,6 +64,7 @@ export async function runCommandBatch(
       now: new Date(Math.max(...mine.map((i) => i.now.getTime())) + steps),
       reservationIds: mine.flatMap((i) => (i.reservationId ? [i.reservationId] : [])),
       idempotencyKeys: mine.flatMap((i) => (i.command.idempotency ? [i.command.idempotency.key] : [])),
+      concurrency: mine.some((i) => i.command.action.kind === "SetConcurrencyLimit"),
     };
   });
   const toCreate = [...new Set(items.filter((i) => i.command.createAccount).map((i) => i.accountId))].sort();

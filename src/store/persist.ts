@@ -16,7 +16,7 @@ function columns<T>(rows: readonly T[], pick: (row: T) => readonly unknown[], wi
 /**
  * Every write of a batch in ONE fixed statement of data-modifying CTEs: new and changed buckets
  * and reservations, ledger entries, subscriptions, account heads (test clock, change sequence, balance alert),
- * operation records. Rows travel as
+ * concurrency limits set, operation records. Rows travel as
  * column arrays through `unnest`, so the text never changes with the number of rows: each
  * connection parses and plans it once (a prepared statement), and a part with no rows costs an
  * empty scan. Each CTE touches different rows, so their shared snapshot is no concern. The
@@ -72,6 +72,12 @@ const PERSIST = `
         as v(account_id, offset_ms, sequence, alert_credits, alert_percent, alert_state)
      where a.account_id = v.account_id
     returning 1),
+  concurrency_saved as (
+    insert into concurrency_limits (account_id, member_id, max_open_holds, max_held_credits, updated_at)
+    select * from unnest(?::text[], ?::text[], ?::int[], ?::bigint[], ?::timestamptz[])
+    on conflict (account_id, member_id) do update set max_open_holds = excluded.max_open_holds,
+      max_held_credits = excluded.max_held_credits, updated_at = excluded.updated_at
+    returning 1),
   new_operations as (
     insert into operations (account_id, idempotency_key, method, request_hash, response, created_at)
     select * from unnest(?::text[], ?::text[], ?::text[], ?::bytea[], ?::bytea[], ?::timestamptz[])
@@ -94,7 +100,8 @@ export function changedAccounts(writes: readonly BookWrite[]): Set<string> {
   for (const { book } of writes) {
     const changed =
       book.entries.length > 0 || book.newBuckets.size > 0 || book.changedBuckets.size > 0 || book.newReservations.size > 0 ||
-      book.changedReservations.size > 0 || book.subscriptionChanged || book.clockChanged || book.alertChanged;
+      book.changedReservations.size > 0 || book.subscriptionChanged || book.clockChanged || book.alertChanged ||
+      (book.concurrency?.changed.size ?? 0) > 0;
     if (changed) out.add(book.accountId);
   }
   return out;
@@ -115,9 +122,10 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
   const heads = books.filter((b) => b.clockChanged || b.changeCount > 0);
   for (const b of heads) invariant(b.sequence > b.loadedSequence, `account ${b.accountId} changed without a change record`);
   const events = writes.flatMap(({ book, events }) => events.map((event) => ({ accountId: book.accountId, event })));
+  const limits = writes.flatMap(({ book, now }) => [...(book.concurrency?.changed ?? [])].map((member) => ({ book, now, limit: book.concurrency!.limits.get(member)! })));
   const total =
     newBuckets.length + changedBuckets.length + newReservations.length + changedReservations.length + entries.length +
-    subscriptions.length + heads.length + operations.length + events.length;
+    subscriptions.length + heads.length + limits.length + operations.length + events.length;
   if (total === 0) return null;
   const params = [
     ...columns(newBuckets, (b) => [b.accountId, b.id, b.kind, b.granted, b.remaining, b.held, b.validFrom, b.expiresAt, b.sourceRef, b.createdAt, b.expiryNoticed === true], 11),
@@ -158,6 +166,7 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
       const t = b.alert.threshold;
       return [b.accountId, b.clockOffsetMs, b.sequence, t?.kind === "credits" ? t.credits : null, t?.kind === "percent" ? t.percent : null, b.alert.state];
     }, 6),
+    ...columns(limits, ({ book, now, limit }) => [book.accountId, limit.memberId, limit.maxOpenHolds, limit.maxHeldCredits, now], 5),
     ...columns(operations, (o) => [o.accountId, o.key, o.method, o.requestHash, Buffer.from(o.response), o.createdAt], 6),
     events.length,
     ...columns(events, ({ accountId, event: e }) => [accountId, e.sequence, e.kind, e.occurredAt, Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength)], 5),

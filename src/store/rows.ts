@@ -1,3 +1,4 @@
+import { AccountConcurrency, type Running } from "../domain/concurrency-limit.js";
 import type { StoredEntry } from "../app/ports.js";
 import type { AlertState, AlertThreshold, BalanceAlert } from "../domain/balance-alert.js";
 import type { Bucket, BucketKind } from "../domain/bucket.js";
@@ -65,6 +66,30 @@ export function alertFromRow(row: Row): BalanceAlert {
         ? { kind: "percent", percent: Number(percent) }
         : null;
   return { threshold, state: ((row["alert_state"] as AlertState | undefined) ?? "ARMED") };
+}
+
+/**
+ * An account's concurrency limits and running holds per member (account-loader.ts), or null when
+ * neither was loaded (the account has no limit and none is being set).
+ */
+export function concurrencyFromRow(row: Row): AccountConcurrency | null {
+  if (row["concurrency_tracked"] !== true) return null;
+  const limits = row["concurrency_limits"] as { member: string; open: number; held: string }[] | null | undefined;
+  const running = row["running_holds"] as { member: string; open: number; held: string }[] | null | undefined;
+  const perMember = new Map<string, Running>();
+  const total: Running = { openHolds: 0, heldCredits: 0n };
+  for (const r of running ?? []) {
+    const held = BigInt(r.held);
+    perMember.set(r.member, { openHolds: Number(r.open), heldCredits: held });
+    total.openHolds += Number(r.open);
+    total.heldCredits += held;
+  }
+  // "" is the account's scope: every member's holds (and the holds of no member) together.
+  perMember.set("", total);
+  return new AccountConcurrency(
+    (limits ?? []).map((l) => ({ memberId: l.member, maxOpenHolds: Number(l.open), maxHeldCredits: BigInt(l.held) })),
+    perMember,
+  );
 }
 
 /** A reservation's allocations as stored (jsonb, amounts as text so they stay exact). */

@@ -32,7 +32,8 @@ import { newAccountId, newKey, startTestService, type TestService } from "../sup
  *   runner  = Reserve Commit Release ExtendReservation GetReservation GetBalance WatchBalance Quote GetRateCard
  *   billing = ChangePlan PurchaseTopUp GetBalance WatchBalance ListPlans
  *   support = the reads (GetBalance WatchBalance GetReservation Quote GetRateCard ListPlans ListLedgerEntries Reconcile) + AdjustCredits
- *   billing and support also read the event feed (ListEvents StreamEvents) and set balance alerts (SetBalanceAlert)
+ *   billing and support also read the event feed (ListEvents StreamEvents), set balance alerts (SetBalanceAlert)
+ *   and caps on running holds (SetConcurrencyLimit)
  *   admin   = everything
  */
 
@@ -63,6 +64,7 @@ const EXPECTED: Record<string, Record<Who, Outcome>> = {
   "credit.v1.CreditAdminService/SetAccountPricing": { runner: D, billing: D, support: D, admin: A, none: U, wrong: U },
   "credit.v1.CreditAdminService/AdvanceTestClock":  { runner: D, billing: D, support: D, admin: A, none: U, wrong: U },
   "credit.v1.CreditAdminService/SetBalanceAlert":   { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
+  "credit.v1.CreditAdminService/SetConcurrencyLimit": { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
   "credit.v1.CreditEventService/ListEvents":        { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
   "credit.v1.CreditEventService/StreamEvents":      { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
 };
@@ -130,6 +132,8 @@ const CALLS: Record<string, (c: CreditClients, f: Fixture) => Promise<unknown>> 
     c.admin.advanceTestClock({ accountId: f.accountId, by: durationFromMs(60_000), idempotencyKey: newKey() }),
   "credit.v1.CreditAdminService/SetBalanceAlert": (c, f) =>
     c.admin.setBalanceAlert({ accountId: f.accountId, threshold: { case: "percentOfAllowance", value: 15 }, idempotencyKey: newKey() }),
+  "credit.v1.CreditAdminService/SetConcurrencyLimit": (c, f) =>
+    c.admin.setConcurrencyLimit({ accountId: f.accountId, memberId: "matrix", maxOpenHolds: 100, idempotencyKey: newKey() }),
   "credit.v1.CreditEventService/ListEvents": (c, f) => c.events.listEvents({ accountId: f.accountId }),
   // The stream's first event (the fixture's grant) proves the call was let through; then it is cancelled.
   "credit.v1.CreditEventService/StreamEvents": async (c, f) => {

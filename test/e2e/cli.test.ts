@@ -205,6 +205,19 @@ describe("failures", () => {
   });
 });
 
+describe("caps", () => {
+  it("sets caps on running holds for a member and says what runs; Reserve beyond them is refused", async () => {
+    const accountId = newAccountId("cli-caps");
+    await admin.admin.adjustCredits({ accountId, amount: 300n, reason: "cli caps", idempotencyKey: newKey() });
+    await admin.credit.reserve({ accountId, idempotencyKey: newKey(), memberId: "gina", cost: { case: "amount", value: 40n } });
+    const out = await cli(["caps", accountId, "--member", "gina", "--holds", "1", "--credits", "100"]);
+    expect(out.code).toBe(0);
+    expect(out.lines).toEqual(["member gina: at most 1 holds running, at most 100 credits held; running now: 1 holds holding 40 credits"]);
+    await expect(admin.credit.reserve({ accountId, idempotencyKey: newKey(), memberId: "gina", cost: { case: "amount", value: 1n } })).rejects.toThrow(/CONCURRENCY_LIMIT_EXCEEDED|running/);
+    expect((await cli(["caps", accountId, "--holds", "-1"])).code).toBe(2);
+  });
+});
+
 describe("watch", () => {
   it("prints the balance now, then the state after each change, and stops after --count lines", async () => {
     const accountId = newAccountId("cli-watch");

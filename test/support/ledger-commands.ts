@@ -37,6 +37,7 @@ export const TEST_ANSWERS: AnswerEncoders = {
   ChangePlan: (c) => json({ change: c.change.kind, available: c.balance.available }),
   AdvanceTestClock: (c) => json({ at: c.now.toISOString() }),
   SetBalanceAlert: (a) => json({ state: a.alert.state, threshold: a.alert.thresholdCredits, available: a.balance.available }),
+  SetConcurrencyLimit: (v) => json({ member: v.limit.memberId, open: v.limit.openHolds, held: v.limit.heldCredits }),
 };
 
 /** A command's own rule, in place of its action's: `real` runs the action's rule. */

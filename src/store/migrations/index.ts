@@ -8,6 +8,7 @@ import { Migration20261202100000EventOutbox } from "./Migration20261202100000Eve
 import { Migration20261202200000BalanceAlerts } from "./Migration20261202200000BalanceAlerts.js";
 import { Migration20261202300000EventRelay } from "./Migration20261202300000EventRelay.js";
 import { Migration20261202400000Members } from "./Migration20261202400000Members.js";
+import { Migration20261202500000ConcurrencyLimits } from "./Migration20261202500000ConcurrencyLimits.js";
 
 /** Checked-in migrations, in order. Listed explicitly so they run the same from src/ (tsx) and dist/. */
 export const migrations = [
@@ -21,4 +22,5 @@ export const migrations = [
   { name: "Migration20261202200000BalanceAlerts", class: Migration20261202200000BalanceAlerts },
   { name: "Migration20261202300000EventRelay", class: Migration20261202300000EventRelay },
   { name: "Migration20261202400000Members", class: Migration20261202400000Members },
+  { name: "Migration20261202500000ConcurrencyLimits", class: Migration20261202500000ConcurrencyLimits },
 ];

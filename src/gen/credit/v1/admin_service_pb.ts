@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file credit/v1/admin_service.proto.
  */
 export const file_credit_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1jcmVkaXQvdjEvYWRtaW5fc2VydmljZS5wcm90bxIJY3JlZGl0LnYxInIKFEN1c3RvbVRvcFVwUGFja09mZmVyEg8KB3BhY2tfaWQYASABKAkSDwoHY3JlZGl0cxgCIAEoAxIfCgVwcmljZRgDIAEoCzIQLmNyZWRpdC52MS5Nb25leRIXCg92YWxpZGl0eV9tb250aHMYBCABKAUi6gEKFFNldEN1c3RvbVBsYW5SZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDwoHcGxhbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEhkKEW1vbnRobHlfYWxsb3dhbmNlGAQgASgDEh8KBXByaWNlGAUgASgLMhAuY3JlZGl0LnYxLk1vbmV5EiwKCGludGVydmFsGAYgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBI1Cgx0b3BfdXBfcGFja3MYByADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoVU2V0Q3VzdG9tUGxhblJlc3BvbnNlEh0KBHBsYW4YASABKAsyDy5jcmVkaXQudjEuUGxhbhI1Cgx0b3BfdXBfcGFja3MYAiADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoXQWR2YW5jZVRlc3RDbG9ja1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIlCgJieRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkiaAoYQWR2YW5jZVRlc3RDbG9ja1Jlc3BvbnNlEicKA25vdxgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIoUBChZTZXRCYWxhbmNlQWxlcnRSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSEQoHY3JlZGl0cxgCIAEoA0gAEh4KFHBlcmNlbnRfb2ZfYWxsb3dhbmNlGAMgASgNSAASFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJQgsKCXRocmVzaG9sZCJtChdTZXRCYWxhbmNlQWxlcnRSZXNwb25zZRItCgVhbGVydBgBIAEoCzIeLmNyZWRpdC52MS5CYWxhbmNlQWxlcnRTZXR0aW5nEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSKTAQoUQWRqdXN0Q3JlZGl0c1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIOCgZhbW91bnQYAiABKAMSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVhc29uGAQgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgFIAEoCSJfChVBZGp1c3RDcmVkaXRzUmVzcG9uc2USIQoGYnVja2V0GAEgASgLMhEuY3JlZGl0LnYxLkJ1Y2tldBIjCgdiYWxhbmNlGAIgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2Ui7QIKC0xlZGdlckVudHJ5EhAKCGVudHJ5X2lkGAEgASgDEhIKCmFjY291bnRfaWQYAiABKAkSKAoEa2luZBgDIAEoDjIaLmNyZWRpdC52MS5MZWRnZXJFbnRyeUtpbmQSEQoJYnVja2V0X2lkGAQgASgJEhYKDnJlc2VydmF0aW9uX2lkGAUgASgJEg4KBmFtb3VudBgGIAEoAxIXCg9pZGVtcG90ZW5jeV9rZXkYByABKAkSDgoGY2FsbGVyGAggASgJEjYKCG1ldGFkYXRhGAkgAygLMiQuY3JlZGl0LnYxLkxlZGdlckVudHJ5Lk1ldGFkYXRhRW50cnkSLgoKY3JlYXRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJbWVtYmVyX2lkGAsgASgJGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLeAQoYTGlzdExlZGdlckVudHJpZXNSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkSLgoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBWtpbmRzGAYgAygOMhouY3JlZGl0LnYxLkxlZGdlckVudHJ5S2luZCJdChlMaXN0TGVkZ2VyRW50cmllc1Jlc3BvbnNlEicKB2VudHJpZXMYASADKAsyFi5jcmVkaXQudjEuTGVkZ2VyRW50cnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkYKGFNldEFjY291bnRQcmljaW5nUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhYKDnByaWNlX3Blcm1pbGxlGAIgASgFIjMKGVNldEFjY291bnRQcmljaW5nUmVzcG9uc2USFgoOcHJpY2VfcGVybWlsbGUYASABKAUiJgoQUmVjb25jaWxlUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJIlsKE1JlY29uY2lsZURpZmZlcmVuY2USDwoHc3ViamVjdBgBIAEoCRINCgVmaWVsZBgCIAEoCRIOCgZzdG9yZWQYAyABKAMSFAoMZnJvbV9lbnRyaWVzGAQgASgDIlwKEVJlY29uY2lsZVJlc3BvbnNlEjMKC2RpZmZlcmVuY2VzGAEgAygLMh4uY3JlZGl0LnYxLlJlY29uY2lsZURpZmZlcmVuY2USEgoKY29uc2lzdGVudBgCIAEoCCrnAQoPTGVkZ2VyRW50cnlLaW5kEiEKHUxFREdFUl9FTlRSWV9LSU5EX1VOU1BFQ0lGSUVEEAASGwoXTEVER0VSX0VOVFJZX0tJTkRfR1JBTlQQARIaChZMRURHRVJfRU5UUllfS0lORF9IT0xEEAISHQoZTEVER0VSX0VOVFJZX0tJTkRfQ0FQVFVSRRADEh0KGUxFREdFUl9FTlRSWV9LSU5EX1JFTEVBU0UQBBIcChhMRURHRVJfRU5UUllfS0lORF9FWFBJUkUQBRIcChhMRURHRVJfRU5UUllfS0lORF9BREpVU1QQBjKPBQoSQ3JlZGl0QWRtaW5TZXJ2aWNlElIKDUFkanVzdENyZWRpdHMSHy5jcmVkaXQudjEuQWRqdXN0Q3JlZGl0c1JlcXVlc3QaIC5jcmVkaXQudjEuQWRqdXN0Q3JlZGl0c1Jlc3BvbnNlEmMKEUxpc3RMZWRnZXJFbnRyaWVzEiMuY3JlZGl0LnYxLkxpc3RMZWRnZXJFbnRyaWVzUmVxdWVzdBokLmNyZWRpdC52MS5MaXN0TGVkZ2VyRW50cmllc1Jlc3BvbnNlIgOQAgESSwoJUmVjb25jaWxlEhsuY3JlZGl0LnYxLlJlY29uY2lsZVJlcXVlc3QaHC5jcmVkaXQudjEuUmVjb25jaWxlUmVzcG9uc2UiA5ACARJXCg1TZXRDdXN0b21QbGFuEh8uY3JlZGl0LnYxLlNldEN1c3RvbVBsYW5SZXF1ZXN0GiAuY3JlZGl0LnYxLlNldEN1c3RvbVBsYW5SZXNwb25zZSIDkAICEmMKEVNldEFjY291bnRQcmljaW5nEiMuY3JlZGl0LnYxLlNldEFjY291bnRQcmljaW5nUmVxdWVzdBokLmNyZWRpdC52MS5TZXRBY2NvdW50UHJpY2luZ1Jlc3BvbnNlIgOQAgISWwoQQWR2YW5jZVRlc3RDbG9jaxIiLmNyZWRpdC52MS5BZHZhbmNlVGVzdENsb2NrUmVxdWVzdBojLmNyZWRpdC52MS5BZHZhbmNlVGVzdENsb2NrUmVzcG9uc2USWAoPU2V0QmFsYW5jZUFsZXJ0EiEuY3JlZGl0LnYxLlNldEJhbGFuY2VBbGVydFJlcXVlc3QaIi5jcmVkaXQudjEuU2V0QmFsYW5jZUFsZXJ0UmVzcG9uc2ViBnByb3RvMw", [file_credit_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch1jcmVkaXQvdjEvYWRtaW5fc2VydmljZS5wcm90bxIJY3JlZGl0LnYxInIKFEN1c3RvbVRvcFVwUGFja09mZmVyEg8KB3BhY2tfaWQYASABKAkSDwoHY3JlZGl0cxgCIAEoAxIfCgVwcmljZRgDIAEoCzIQLmNyZWRpdC52MS5Nb25leRIXCg92YWxpZGl0eV9tb250aHMYBCABKAUi6gEKFFNldEN1c3RvbVBsYW5SZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDwoHcGxhbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEhkKEW1vbnRobHlfYWxsb3dhbmNlGAQgASgDEh8KBXByaWNlGAUgASgLMhAuY3JlZGl0LnYxLk1vbmV5EiwKCGludGVydmFsGAYgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBI1Cgx0b3BfdXBfcGFja3MYByADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoVU2V0Q3VzdG9tUGxhblJlc3BvbnNlEh0KBHBsYW4YASABKAsyDy5jcmVkaXQudjEuUGxhbhI1Cgx0b3BfdXBfcGFja3MYAiADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoXQWR2YW5jZVRlc3RDbG9ja1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIlCgJieRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkiaAoYQWR2YW5jZVRlc3RDbG9ja1Jlc3BvbnNlEicKA25vdxgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIoUBChZTZXRCYWxhbmNlQWxlcnRSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSEQoHY3JlZGl0cxgCIAEoA0gAEh4KFHBlcmNlbnRfb2ZfYWxsb3dhbmNlGAMgASgNSAASFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJQgsKCXRocmVzaG9sZCJtChdTZXRCYWxhbmNlQWxlcnRSZXNwb25zZRItCgVhbGVydBgBIAEoCzIeLmNyZWRpdC52MS5CYWxhbmNlQWxlcnRTZXR0aW5nEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSKOAQoaU2V0Q29uY3VycmVuY3lMaW1pdFJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIRCgltZW1iZXJfaWQYAiABKAkSFgoObWF4X29wZW5faG9sZHMYAyABKA0SGAoQbWF4X2hlbGRfY3JlZGl0cxgEIAEoAxIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkiSQobU2V0Q29uY3VycmVuY3lMaW1pdFJlc3BvbnNlEioKBWxpbWl0GAEgASgLMhsuY3JlZGl0LnYxLkNvbmN1cnJlbmN5TGltaXQigQEKEENvbmN1cnJlbmN5TGltaXQSEQoJbWVtYmVyX2lkGAEgASgJEhYKDm1heF9vcGVuX2hvbGRzGAIgASgNEhgKEG1heF9oZWxkX2NyZWRpdHMYAyABKAMSEgoKb3Blbl9ob2xkcxgEIAEoDRIUCgxoZWxkX2NyZWRpdHMYBSABKAMikwEKFEFkanVzdENyZWRpdHNSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDgoGYW1vdW50GAIgASgDEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnJlYXNvbhgEIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkiXwoVQWRqdXN0Q3JlZGl0c1Jlc3BvbnNlEiEKBmJ1Y2tldBgBIAEoCzIRLmNyZWRpdC52MS5CdWNrZXQSIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIu0CCgtMZWRnZXJFbnRyeRIQCghlbnRyeV9pZBgBIAEoAxISCgphY2NvdW50X2lkGAIgASgJEigKBGtpbmQYAyABKA4yGi5jcmVkaXQudjEuTGVkZ2VyRW50cnlLaW5kEhEKCWJ1Y2tldF9pZBgEIAEoCRIWCg5yZXNlcnZhdGlvbl9pZBgFIAEoCRIOCgZhbW91bnQYBiABKAMSFwoPaWRlbXBvdGVuY3lfa2V5GAcgASgJEg4KBmNhbGxlchgIIAEoCRI2CghtZXRhZGF0YRgJIAMoCzIkLmNyZWRpdC52MS5MZWRnZXJFbnRyeS5NZXRhZGF0YUVudHJ5Ei4KCmNyZWF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCW1lbWJlcl9pZBgLIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi3gEKGExpc3RMZWRnZXJFbnRyaWVzUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgVraW5kcxgGIAMoDjIaLmNyZWRpdC52MS5MZWRnZXJFbnRyeUtpbmQiXQoZTGlzdExlZGdlckVudHJpZXNSZXNwb25zZRInCgdlbnRyaWVzGAEgAygLMhYuY3JlZGl0LnYxLkxlZGdlckVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJGChhTZXRBY2NvdW50UHJpY2luZ1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIWCg5wcmljZV9wZXJtaWxsZRgCIAEoBSIzChlTZXRBY2NvdW50UHJpY2luZ1Jlc3BvbnNlEhYKDnByaWNlX3Blcm1pbGxlGAEgASgFIiYKEFJlY29uY2lsZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCSJbChNSZWNvbmNpbGVEaWZmZXJlbmNlEg8KB3N1YmplY3QYASABKAkSDQoFZmllbGQYAiABKAkSDgoGc3RvcmVkGAMgASgDEhQKDGZyb21fZW50cmllcxgEIAEoAyJcChFSZWNvbmNpbGVSZXNwb25zZRIzCgtkaWZmZXJlbmNlcxgBIAMoCzIeLmNyZWRpdC52MS5SZWNvbmNpbGVEaWZmZXJlbmNlEhIKCmNvbnNpc3RlbnQYAiABKAgq5wEKD0xlZGdlckVudHJ5S2luZBIhCh1MRURHRVJfRU5UUllfS0lORF9VTlNQRUNJRklFRBAAEhsKF0xFREdFUl9FTlRSWV9LSU5EX0dSQU5UEAESGgoWTEVER0VSX0VOVFJZX0tJTkRfSE9MRBACEh0KGUxFREdFUl9FTlRSWV9LSU5EX0NBUFRVUkUQAxIdChlMRURHRVJfRU5UUllfS0lORF9SRUxFQVNFEAQSHAoYTEVER0VSX0VOVFJZX0tJTkRfRVhQSVJFEAUSHAoYTEVER0VSX0VOVFJZX0tJTkRfQURKVVNUEAYy9QUKEkNyZWRpdEFkbWluU2VydmljZRJSCg1BZGp1c3RDcmVkaXRzEh8uY3JlZGl0LnYxLkFkanVzdENyZWRpdHNSZXF1ZXN0GiAuY3JlZGl0LnYxLkFkanVzdENyZWRpdHNSZXNwb25zZRJjChFMaXN0TGVkZ2VyRW50cmllcxIjLmNyZWRpdC52MS5MaXN0TGVkZ2VyRW50cmllc1JlcXVlc3QaJC5jcmVkaXQudjEuTGlzdExlZGdlckVudHJpZXNSZXNwb25zZSIDkAIBEksKCVJlY29uY2lsZRIbLmNyZWRpdC52MS5SZWNvbmNpbGVSZXF1ZXN0GhwuY3JlZGl0LnYxLlJlY29uY2lsZVJlc3BvbnNlIgOQAgESVwoNU2V0Q3VzdG9tUGxhbhIfLmNyZWRpdC52MS5TZXRDdXN0b21QbGFuUmVxdWVzdBogLmNyZWRpdC52MS5TZXRDdXN0b21QbGFuUmVzcG9uc2UiA5ACAhJjChFTZXRBY2NvdW50UHJpY2luZxIjLmNyZWRpdC52MS5TZXRBY2NvdW50UHJpY2luZ1JlcXVlc3QaJC5jcmVkaXQudjEuU2V0QWNjb3VudFByaWNpbmdSZXNwb25zZSIDkAICElsKEEFkdmFuY2VUZXN0Q2xvY2sSIi5jcmVkaXQudjEuQWR2YW5jZVRlc3RDbG9ja1JlcXVlc3QaIy5jcmVkaXQudjEuQWR2YW5jZVRlc3RDbG9ja1Jlc3BvbnNlElgKD1NldEJhbGFuY2VBbGVydBIhLmNyZWRpdC52MS5TZXRCYWxhbmNlQWxlcnRSZXF1ZXN0GiIuY3JlZGl0LnYxLlNldEJhbGFuY2VBbGVydFJlc3BvbnNlEmQKE1NldENvbmN1cnJlbmN5TGltaXQSJS5jcmVkaXQudjEuU2V0Q29uY3VycmVuY3lMaW1pdFJlcXVlc3QaJi5jcmVkaXQudjEuU2V0Q29uY3VycmVuY3lMaW1pdFJlc3BvbnNlYgZwcm90bzM", [file_credit_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A top-up pack offered to one business account.
@@ -292,6 +292,123 @@ export const SetBalanceAlertResponseSchema: GenMessage<SetBalanceAlertResponse> 
   messageDesc(file_credit_v1_admin_service, 6);
 
 /**
+ * Caps on running holds for one member of an account, or for the whole account.
+ *
+ * @generated from message credit.v1.SetConcurrencyLimitRequest
+ */
+export type SetConcurrencyLimitRequest = Message<"credit.v1.SetConcurrencyLimitRequest"> & {
+  /**
+   * The account; it must exist.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * The member (the id Reserve's member_id carries); empty: the whole account, every member's holds together.
+   *
+   * @generated from field: string member_id = 2;
+   */
+  memberId: string;
+
+  /**
+   * Holds that may run at once; 0: no cap.
+   *
+   * @generated from field: uint32 max_open_holds = 3;
+   */
+  maxOpenHolds: number;
+
+  /**
+   * Credits those holds may hold together; 0: no cap.
+   *
+   * @generated from field: int64 max_held_credits = 4;
+   */
+  maxHeldCredits: bigint;
+
+  /**
+   * Client-chosen key, unique per account and logical call; a retry reuses it.
+   *
+   * @generated from field: string idempotency_key = 5;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message credit.v1.SetConcurrencyLimitRequest.
+ * Use `create(SetConcurrencyLimitRequestSchema)` to create a new message.
+ */
+export const SetConcurrencyLimitRequestSchema: GenMessage<SetConcurrencyLimitRequest> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 7);
+
+/**
+ * The caps after the call and where the scope stands.
+ *
+ * @generated from message credit.v1.SetConcurrencyLimitResponse
+ */
+export type SetConcurrencyLimitResponse = Message<"credit.v1.SetConcurrencyLimitResponse"> & {
+  /**
+   * @generated from field: credit.v1.ConcurrencyLimit limit = 1;
+   */
+  limit?: ConcurrencyLimit | undefined;
+};
+
+/**
+ * Describes the message credit.v1.SetConcurrencyLimitResponse.
+ * Use `create(SetConcurrencyLimitResponseSchema)` to create a new message.
+ */
+export const SetConcurrencyLimitResponseSchema: GenMessage<SetConcurrencyLimitResponse> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 8);
+
+/**
+ * Caps on running holds of one scope, and its running holds now.
+ *
+ * @generated from message credit.v1.ConcurrencyLimit
+ */
+export type ConcurrencyLimit = Message<"credit.v1.ConcurrencyLimit"> & {
+  /**
+   * The member; empty for the whole account.
+   *
+   * @generated from field: string member_id = 1;
+   */
+  memberId: string;
+
+  /**
+   * 0: no cap.
+   *
+   * @generated from field: uint32 max_open_holds = 2;
+   */
+  maxOpenHolds: number;
+
+  /**
+   * 0: no cap.
+   *
+   * @generated from field: int64 max_held_credits = 3;
+   */
+  maxHeldCredits: bigint;
+
+  /**
+   * Holds of the scope running now.
+   *
+   * @generated from field: uint32 open_holds = 4;
+   */
+  openHolds: number;
+
+  /**
+   * Credits they hold.
+   *
+   * @generated from field: int64 held_credits = 5;
+   */
+  heldCredits: bigint;
+};
+
+/**
+ * Describes the message credit.v1.ConcurrencyLimit.
+ * Use `create(ConcurrencyLimitSchema)` to create a new message.
+ */
+export const ConcurrencyLimitSchema: GenMessage<ConcurrencyLimit> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 9);
+
+/**
  * Grant credits by hand.
  *
  * @generated from message credit.v1.AdjustCreditsRequest
@@ -338,7 +455,7 @@ export type AdjustCreditsRequest = Message<"credit.v1.AdjustCreditsRequest"> & {
  * Use `create(AdjustCreditsRequestSchema)` to create a new message.
  */
 export const AdjustCreditsRequestSchema: GenMessage<AdjustCreditsRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 7);
+  messageDesc(file_credit_v1_admin_service, 10);
 
 /**
  * The adjustment bucket.
@@ -366,7 +483,7 @@ export type AdjustCreditsResponse = Message<"credit.v1.AdjustCreditsResponse"> &
  * Use `create(AdjustCreditsResponseSchema)` to create a new message.
  */
 export const AdjustCreditsResponseSchema: GenMessage<AdjustCreditsResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 8);
+  messageDesc(file_credit_v1_admin_service, 11);
 
 /**
  * One append-only ledger movement.
@@ -457,7 +574,7 @@ export type LedgerEntry = Message<"credit.v1.LedgerEntry"> & {
  * Use `create(LedgerEntrySchema)` to create a new message.
  */
 export const LedgerEntrySchema: GenMessage<LedgerEntry> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 9);
+  messageDesc(file_credit_v1_admin_service, 12);
 
 /**
  * Page through an account's entries.
@@ -513,7 +630,7 @@ export type ListLedgerEntriesRequest = Message<"credit.v1.ListLedgerEntriesReque
  * Use `create(ListLedgerEntriesRequestSchema)` to create a new message.
  */
 export const ListLedgerEntriesRequestSchema: GenMessage<ListLedgerEntriesRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 10);
+  messageDesc(file_credit_v1_admin_service, 13);
 
 /**
  * One page of entries.
@@ -541,7 +658,7 @@ export type ListLedgerEntriesResponse = Message<"credit.v1.ListLedgerEntriesResp
  * Use `create(ListLedgerEntriesResponseSchema)` to create a new message.
  */
 export const ListLedgerEntriesResponseSchema: GenMessage<ListLedgerEntriesResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 11);
+  messageDesc(file_credit_v1_admin_service, 14);
 
 /**
  * Tailor an account's prices.
@@ -569,7 +686,7 @@ export type SetAccountPricingRequest = Message<"credit.v1.SetAccountPricingReque
  * Use `create(SetAccountPricingRequestSchema)` to create a new message.
  */
 export const SetAccountPricingRequestSchema: GenMessage<SetAccountPricingRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 12);
+  messageDesc(file_credit_v1_admin_service, 15);
 
 /**
  * The account's pricing as stored.
@@ -590,7 +707,7 @@ export type SetAccountPricingResponse = Message<"credit.v1.SetAccountPricingResp
  * Use `create(SetAccountPricingResponseSchema)` to create a new message.
  */
 export const SetAccountPricingResponseSchema: GenMessage<SetAccountPricingResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 13);
+  messageDesc(file_credit_v1_admin_service, 16);
 
 /**
  * Check one account's stored state against its ledger.
@@ -611,7 +728,7 @@ export type ReconcileRequest = Message<"credit.v1.ReconcileRequest"> & {
  * Use `create(ReconcileRequestSchema)` to create a new message.
  */
 export const ReconcileRequestSchema: GenMessage<ReconcileRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 14);
+  messageDesc(file_credit_v1_admin_service, 17);
 
 /**
  * One field whose stored value differs from what the entries add up to.
@@ -653,7 +770,7 @@ export type ReconcileDifference = Message<"credit.v1.ReconcileDifference"> & {
  * Use `create(ReconcileDifferenceSchema)` to create a new message.
  */
 export const ReconcileDifferenceSchema: GenMessage<ReconcileDifference> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 15);
+  messageDesc(file_credit_v1_admin_service, 18);
 
 /**
  * The outcome of a reconciliation.
@@ -681,7 +798,7 @@ export type ReconcileResponse = Message<"credit.v1.ReconcileResponse"> & {
  * Use `create(ReconcileResponseSchema)` to create a new message.
  */
 export const ReconcileResponseSchema: GenMessage<ReconcileResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 16);
+  messageDesc(file_credit_v1_admin_service, 19);
 
 /**
  * The kind of movement a ledger entry records.
@@ -820,6 +937,17 @@ export const CreditAdminService: GenService<{
     methodKind: "unary";
     input: typeof SetBalanceAlertRequestSchema;
     output: typeof SetBalanceAlertResponseSchema;
+  },
+  /**
+   * SetConcurrencyLimit caps the holds one member (or, with member_id empty, the whole account)
+   * may have running at once, by count and by credits held; Reserve beyond a cap is refused.
+   *
+   * @generated from rpc credit.v1.CreditAdminService.SetConcurrencyLimit
+   */
+  setConcurrencyLimit: {
+    methodKind: "unary";
+    input: typeof SetConcurrencyLimitRequestSchema;
+    output: typeof SetConcurrencyLimitResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_credit_v1_admin_service, 0);

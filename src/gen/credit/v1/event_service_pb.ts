@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file credit/v1/event_service.proto.
  */
 export const file_credit_v1_event_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1jcmVkaXQvdjEvZXZlbnRfc2VydmljZS5wcm90bxIJY3JlZGl0LnYxIoUFCgVFdmVudBIQCghldmVudF9pZBgBIAEoCRIOCgZjdXJzb3IYAiABKAkSEgoKYWNjb3VudF9pZBgDIAEoCRIYChBhY2NvdW50X3NlcXVlbmNlGAQgASgDEiIKBGtpbmQYBSABKA4yFC5jcmVkaXQudjEuRXZlbnRLaW5kEi8KC29jY3VycmVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWNvcmRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoEaG9sZBgKIAEoCzIULmNyZWRpdC52MS5Ib2xkRXZlbnRIABI0Cg9jcmVkaXRzX2dyYW50ZWQYCyABKAsyGS5jcmVkaXQudjEuQ3JlZGl0c0dyYW50ZWRIABI0Cg9jcmVkaXRzX2V4cGlyZWQYDCABKAsyGS5jcmVkaXQudjEuQ3JlZGl0c0V4cGlyZWRIABI2ChBjcmVkaXRzX2V4cGlyaW5nGA0gASgLMhouY3JlZGl0LnYxLkNyZWRpdHNFeHBpcmluZ0gAEi4KDHBsYW5fY2hhbmdlZBgOIAEoCzIWLmNyZWRpdC52MS5QbGFuQ2hhbmdlZEgAEjIKDnBlcmlvZF9yZW5ld2VkGA8gASgLMhguY3JlZGl0LnYxLlBlcmlvZFJlbmV3ZWRIABIwCg1iYWxhbmNlX2FsZXJ0GBAgASgLMhcuY3JlZGl0LnYxLkJhbGFuY2VBbGVydEgAEjsKE3Rlc3RfY2xvY2tfYWR2YW5jZWQYESABKAsyHC5jcmVkaXQudjEuVGVzdENsb2NrQWR2YW5jZWRIAEIJCgdwYXlsb2FkIjgKCUhvbGRFdmVudBIrCgtyZXNlcnZhdGlvbhgBIAEoCzIWLmNyZWRpdC52MS5SZXNlcnZhdGlvbiJTCg5DcmVkaXRzR3JhbnRlZBIhCgZidWNrZXQYASABKAsyES5jcmVkaXQudjEuQnVja2V0Eg4KBmFtb3VudBgCIAEoAxIOCgZzb3VyY2UYAyABKAkiWwoOQ3JlZGl0c0V4cGlyZWQSIQoGYnVja2V0GAEgASgLMhEuY3JlZGl0LnYxLkJ1Y2tldBIOCgZhbW91bnQYAiABKAMSFgoOcmVzZXJ2YXRpb25faWQYAyABKAkidAoPQ3JlZGl0c0V4cGlyaW5nEiEKBmJ1Y2tldBgBIAEoCzIRLmNyZWRpdC52MS5CdWNrZXQSDgoGYW1vdW50GAIgASgDEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIosCCgtQbGFuQ2hhbmdlZBIpCgZjaGFuZ2UYASABKA4yGS5jcmVkaXQudjEuUGxhbkNoYW5nZUtpbmQSJgoNcHJldmlvdXNfcGxhbhgCIAEoCzIPLmNyZWRpdC52MS5QbGFuEh0KBHBsYW4YAyABKAsyDy5jcmVkaXQudjEuUGxhbhIwCgxlZmZlY3RpdmVfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKD3Byb3JhdGVkX2NoYXJnZRgFIAEoCzIQLmNyZWRpdC52MS5Nb25leRItCgxzdWJzY3JpcHRpb24YBiABKAsyFy5jcmVkaXQudjEuU3Vic2NyaXB0aW9uIooCCg1QZXJpb2RSZW5ld2VkEh0KBHBsYW4YASABKAsyDy5jcmVkaXQudjEuUGxhbhIwCgxwZXJpb2Rfc3RhcnQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnBlcmlvZF9lbmQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEh4KFmJpbGxpbmdfcGVyaW9kX3JlbmV3ZWQYBCABKAgSIAoGY2hhcmdlGAUgASgLMhAuY3JlZGl0LnYxLk1vbmV5EjYKEmJpbGxpbmdfcGVyaW9kX2VuZBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAieQoMQmFsYW5jZUFsZXJ0EhEKCWF2YWlsYWJsZRgBIAEoAxIRCgl0aHJlc2hvbGQYAiABKAMSEgoKcmVjb3Zlcl9hdBgDIAEoAxIvCgdzZXR0aW5nGAQgASgLMh4uY3JlZGl0LnYxLkJhbGFuY2VBbGVydFNldHRpbmciUQoRVGVzdENsb2NrQWR2YW5jZWQSEwoLYWR2YW5jZWRfbXMYASABKAMSJwoDbm93GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ1ChFMaXN0RXZlbnRzUmVxdWVzdBIUCgxhZnRlcl9jdXJzb3IYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEiMKBWtpbmRzGAMgAygOMhQuY3JlZGl0LnYxLkV2ZW50S2luZBISCgphY2NvdW50X2lkGAQgASgJIksKEkxpc3RFdmVudHNSZXNwb25zZRIgCgZldmVudHMYASADKAsyEC5jcmVkaXQudjEuRXZlbnQSEwoLbmV4dF9jdXJzb3IYAiABKAkiZAoTU3RyZWFtRXZlbnRzUmVxdWVzdBIUCgxhZnRlcl9jdXJzb3IYASABKAkSIwoFa2luZHMYAiADKA4yFC5jcmVkaXQudjEuRXZlbnRLaW5kEhIKCmFjY291bnRfaWQYAyABKAkq/wMKCUV2ZW50S2luZBIaChZFVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASGwoXRVZFTlRfS0lORF9IT0xEX0NSRUFURUQQARIdChlFVkVOVF9LSU5EX0hPTERfQ09NTUlUVEVEEAISHAoYRVZFTlRfS0lORF9IT0xEX1JFTEVBU0VEEAMSGwoXRVZFTlRfS0lORF9IT0xEX0VYUElSRUQQBBIcChhFVkVOVF9LSU5EX0hPTERfRVhURU5ERUQQBRIeChpFVkVOVF9LSU5EX0NSRURJVFNfR1JBTlRFRBAGEh4KGkVWRU5UX0tJTkRfQ1JFRElUU19FWFBJUkVEEAcSHwobRVZFTlRfS0lORF9DUkVESVRTX0VYUElSSU5HEAgSGwoXRVZFTlRfS0lORF9QTEFOX0NIQU5HRUQQCRIdChlFVkVOVF9LSU5EX1BFUklPRF9SRU5FV0VEEAoSGgoWRVZFTlRfS0lORF9CQUxBTkNFX0xPVxALEiAKHEVWRU5UX0tJTkRfQkFMQU5DRV9FWEhBVVNURUQQDBIgChxFVkVOVF9LSU5EX0JBTEFOQ0VfUkVDT1ZFUkVEEA0SIgoeRVZFTlRfS0lORF9URVNUX0NMT0NLX0FEVkFOQ0VEEA4SIAocRVZFTlRfS0lORF9CQUxBTkNFX0FMRVJUX1NFVBAPMq0BChJDcmVkaXRFdmVudFNlcnZpY2USTgoKTGlzdEV2ZW50cxIcLmNyZWRpdC52MS5MaXN0RXZlbnRzUmVxdWVzdBodLmNyZWRpdC52MS5MaXN0RXZlbnRzUmVzcG9uc2UiA5ACARJHCgxTdHJlYW1FdmVudHMSHi5jcmVkaXQudjEuU3RyZWFtRXZlbnRzUmVxdWVzdBoQLmNyZWRpdC52MS5FdmVudCIDkAIBMAFiBnByb3RvMw", [file_credit_v1_credit_service, file_credit_v1_types, file_google_protobuf_timestamp]);
+  fileDesc("Ch1jcmVkaXQvdjEvZXZlbnRfc2VydmljZS5wcm90bxIJY3JlZGl0LnYxIsYFCgVFdmVudBIQCghldmVudF9pZBgBIAEoCRIOCgZjdXJzb3IYAiABKAkSEgoKYWNjb3VudF9pZBgDIAEoCRIYChBhY2NvdW50X3NlcXVlbmNlGAQgASgDEiIKBGtpbmQYBSABKA4yFC5jcmVkaXQudjEuRXZlbnRLaW5kEi8KC29jY3VycmVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWNvcmRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoEaG9sZBgKIAEoCzIULmNyZWRpdC52MS5Ib2xkRXZlbnRIABI0Cg9jcmVkaXRzX2dyYW50ZWQYCyABKAsyGS5jcmVkaXQudjEuQ3JlZGl0c0dyYW50ZWRIABI0Cg9jcmVkaXRzX2V4cGlyZWQYDCABKAsyGS5jcmVkaXQudjEuQ3JlZGl0c0V4cGlyZWRIABI2ChBjcmVkaXRzX2V4cGlyaW5nGA0gASgLMhouY3JlZGl0LnYxLkNyZWRpdHNFeHBpcmluZ0gAEi4KDHBsYW5fY2hhbmdlZBgOIAEoCzIWLmNyZWRpdC52MS5QbGFuQ2hhbmdlZEgAEjIKDnBlcmlvZF9yZW5ld2VkGA8gASgLMhguY3JlZGl0LnYxLlBlcmlvZFJlbmV3ZWRIABIwCg1iYWxhbmNlX2FsZXJ0GBAgASgLMhcuY3JlZGl0LnYxLkJhbGFuY2VBbGVydEgAEjsKE3Rlc3RfY2xvY2tfYWR2YW5jZWQYESABKAsyHC5jcmVkaXQudjEuVGVzdENsb2NrQWR2YW5jZWRIABI/ChVjb25jdXJyZW5jeV9saW1pdF9zZXQYEiABKAsyHi5jcmVkaXQudjEuQ29uY3VycmVuY3lMaW1pdFNldEgAQgkKB3BheWxvYWQiOAoJSG9sZEV2ZW50EisKC3Jlc2VydmF0aW9uGAEgASgLMhYuY3JlZGl0LnYxLlJlc2VydmF0aW9uIlMKDkNyZWRpdHNHcmFudGVkEiEKBmJ1Y2tldBgBIAEoCzIRLmNyZWRpdC52MS5CdWNrZXQSDgoGYW1vdW50GAIgASgDEg4KBnNvdXJjZRgDIAEoCSJbCg5DcmVkaXRzRXhwaXJlZBIhCgZidWNrZXQYASABKAsyES5jcmVkaXQudjEuQnVja2V0Eg4KBmFtb3VudBgCIAEoAxIWCg5yZXNlcnZhdGlvbl9pZBgDIAEoCSJ0Cg9DcmVkaXRzRXhwaXJpbmcSIQoGYnVja2V0GAEgASgLMhEuY3JlZGl0LnYxLkJ1Y2tldBIOCgZhbW91bnQYAiABKAMSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiiwIKC1BsYW5DaGFuZ2VkEikKBmNoYW5nZRgBIAEoDjIZLmNyZWRpdC52MS5QbGFuQ2hhbmdlS2luZBImCg1wcmV2aW91c19wbGFuGAIgASgLMg8uY3JlZGl0LnYxLlBsYW4SHQoEcGxhbhgDIAEoCzIPLmNyZWRpdC52MS5QbGFuEjAKDGVmZmVjdGl2ZV9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoPcHJvcmF0ZWRfY2hhcmdlGAUgASgLMhAuY3JlZGl0LnYxLk1vbmV5Ei0KDHN1YnNjcmlwdGlvbhgGIAEoCzIXLmNyZWRpdC52MS5TdWJzY3JpcHRpb24iigIKDVBlcmlvZFJlbmV3ZWQSHQoEcGxhbhgBIAEoCzIPLmNyZWRpdC52MS5QbGFuEjAKDHBlcmlvZF9zdGFydBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcGVyaW9kX2VuZBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHgoWYmlsbGluZ19wZXJpb2RfcmVuZXdlZBgEIAEoCBIgCgZjaGFyZ2UYBSABKAsyEC5jcmVkaXQudjEuTW9uZXkSNgoSYmlsbGluZ19wZXJpb2RfZW5kGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ5CgxCYWxhbmNlQWxlcnQSEQoJYXZhaWxhYmxlGAEgASgDEhEKCXRocmVzaG9sZBgCIAEoAxISCgpyZWNvdmVyX2F0GAMgASgDEi8KB3NldHRpbmcYBCABKAsyHi5jcmVkaXQudjEuQmFsYW5jZUFsZXJ0U2V0dGluZyJaChNDb25jdXJyZW5jeUxpbWl0U2V0EhEKCW1lbWJlcl9pZBgBIAEoCRIWCg5tYXhfb3Blbl9ob2xkcxgCIAEoDRIYChBtYXhfaGVsZF9jcmVkaXRzGAMgASgDIlEKEVRlc3RDbG9ja0FkdmFuY2VkEhMKC2FkdmFuY2VkX21zGAEgASgDEicKA25vdxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAidQoRTGlzdEV2ZW50c1JlcXVlc3QSFAoMYWZ0ZXJfY3Vyc29yGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRIjCgVraW5kcxgDIAMoDjIULmNyZWRpdC52MS5FdmVudEtpbmQSEgoKYWNjb3VudF9pZBgEIAEoCSJLChJMaXN0RXZlbnRzUmVzcG9uc2USIAoGZXZlbnRzGAEgAygLMhAuY3JlZGl0LnYxLkV2ZW50EhMKC25leHRfY3Vyc29yGAIgASgJImQKE1N0cmVhbUV2ZW50c1JlcXVlc3QSFAoMYWZ0ZXJfY3Vyc29yGAEgASgJEiMKBWtpbmRzGAIgAygOMhQuY3JlZGl0LnYxLkV2ZW50S2luZBISCgphY2NvdW50X2lkGAMgASgJKqUECglFdmVudEtpbmQSGgoWRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEhsKF0VWRU5UX0tJTkRfSE9MRF9DUkVBVEVEEAESHQoZRVZFTlRfS0lORF9IT0xEX0NPTU1JVFRFRBACEhwKGEVWRU5UX0tJTkRfSE9MRF9SRUxFQVNFRBADEhsKF0VWRU5UX0tJTkRfSE9MRF9FWFBJUkVEEAQSHAoYRVZFTlRfS0lORF9IT0xEX0VYVEVOREVEEAUSHgoaRVZFTlRfS0lORF9DUkVESVRTX0dSQU5URUQQBhIeChpFVkVOVF9LSU5EX0NSRURJVFNfRVhQSVJFRBAHEh8KG0VWRU5UX0tJTkRfQ1JFRElUU19FWFBJUklORxAIEhsKF0VWRU5UX0tJTkRfUExBTl9DSEFOR0VEEAkSHQoZRVZFTlRfS0lORF9QRVJJT0RfUkVORVdFRBAKEhoKFkVWRU5UX0tJTkRfQkFMQU5DRV9MT1cQCxIgChxFVkVOVF9LSU5EX0JBTEFOQ0VfRVhIQVVTVEVEEAwSIAocRVZFTlRfS0lORF9CQUxBTkNFX1JFQ09WRVJFRBANEiIKHkVWRU5UX0tJTkRfVEVTVF9DTE9DS19BRFZBTkNFRBAOEiAKHEVWRU5UX0tJTkRfQkFMQU5DRV9BTEVSVF9TRVQQDxIkCiBFVkVOVF9LSU5EX0NPTkNVUlJFTkNZX0xJTUlUX1NFVBAQMq0BChJDcmVkaXRFdmVudFNlcnZpY2USTgoKTGlzdEV2ZW50cxIcLmNyZWRpdC52MS5MaXN0RXZlbnRzUmVxdWVzdBodLmNyZWRpdC52MS5MaXN0RXZlbnRzUmVzcG9uc2UiA5ACARJHCgxTdHJlYW1FdmVudHMSHi5jcmVkaXQudjEuU3RyZWFtRXZlbnRzUmVxdWVzdBoQLmNyZWRpdC52MS5FdmVudCIDkAIBMAFiBnByb3RvMw", [file_credit_v1_credit_service, file_credit_v1_types, file_google_protobuf_timestamp]);
 
 /**
  * One committed change of one account (a change may emit several events; they share its sequence).
@@ -142,6 +142,14 @@ export type Event = Message<"credit.v1.Event"> & {
      */
     value: TestClockAdvanced;
     case: "testClockAdvanced";
+  } | {
+    /**
+     * CONCURRENCY_LIMIT_SET.
+     *
+     * @generated from field: credit.v1.ConcurrencyLimitSet concurrency_limit_set = 18;
+     */
+    value: ConcurrencyLimitSet;
+    case: "concurrencyLimitSet";
   } | { case: undefined; value?: undefined };
 };
 
@@ -433,6 +441,41 @@ export const BalanceAlertSchema: GenMessage<BalanceAlert> = /*@__PURE__*/
   messageDesc(file_credit_v1_event_service, 7);
 
 /**
+ * New caps on running holds.
+ *
+ * @generated from message credit.v1.ConcurrencyLimitSet
+ */
+export type ConcurrencyLimitSet = Message<"credit.v1.ConcurrencyLimitSet"> & {
+  /**
+   * The member; empty for the whole account.
+   *
+   * @generated from field: string member_id = 1;
+   */
+  memberId: string;
+
+  /**
+   * 0: no cap.
+   *
+   * @generated from field: uint32 max_open_holds = 2;
+   */
+  maxOpenHolds: number;
+
+  /**
+   * 0: no cap.
+   *
+   * @generated from field: int64 max_held_credits = 3;
+   */
+  maxHeldCredits: bigint;
+};
+
+/**
+ * Describes the message credit.v1.ConcurrencyLimitSet.
+ * Use `create(ConcurrencyLimitSetSchema)` to create a new message.
+ */
+export const ConcurrencyLimitSetSchema: GenMessage<ConcurrencyLimitSet> = /*@__PURE__*/
+  messageDesc(file_credit_v1_event_service, 8);
+
+/**
  * A test-clock step.
  *
  * @generated from message credit.v1.TestClockAdvanced
@@ -458,7 +501,7 @@ export type TestClockAdvanced = Message<"credit.v1.TestClockAdvanced"> & {
  * Use `create(TestClockAdvancedSchema)` to create a new message.
  */
 export const TestClockAdvancedSchema: GenMessage<TestClockAdvanced> = /*@__PURE__*/
-  messageDesc(file_credit_v1_event_service, 8);
+  messageDesc(file_credit_v1_event_service, 9);
 
 /**
  * A page of events.
@@ -500,7 +543,7 @@ export type ListEventsRequest = Message<"credit.v1.ListEventsRequest"> & {
  * Use `create(ListEventsRequestSchema)` to create a new message.
  */
 export const ListEventsRequestSchema: GenMessage<ListEventsRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_event_service, 9);
+  messageDesc(file_credit_v1_event_service, 10);
 
 /**
  * @generated from message credit.v1.ListEventsResponse
@@ -526,7 +569,7 @@ export type ListEventsResponse = Message<"credit.v1.ListEventsResponse"> & {
  * Use `create(ListEventsResponseSchema)` to create a new message.
  */
 export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_event_service, 10);
+  messageDesc(file_credit_v1_event_service, 11);
 
 /**
  * Stream every event after a cursor, then new ones as they commit.
@@ -561,7 +604,7 @@ export type StreamEventsRequest = Message<"credit.v1.StreamEventsRequest"> & {
  * Use `create(StreamEventsRequestSchema)` to create a new message.
  */
 export const StreamEventsRequestSchema: GenMessage<StreamEventsRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_event_service, 11);
+  messageDesc(file_credit_v1_event_service, 12);
 
 /**
  * What an event tells.
@@ -680,6 +723,13 @@ export enum EventKind {
    * @generated from enum value: EVENT_KIND_BALANCE_ALERT_SET = 15;
    */
   BALANCE_ALERT_SET = 15,
+
+  /**
+   * SetConcurrencyLimit changed the caps on running holds of a member or the account (payload: concurrency_limit_set).
+   *
+   * @generated from enum value: EVENT_KIND_CONCURRENCY_LIMIT_SET = 16;
+   */
+  CONCURRENCY_LIMIT_SET = 16,
 }
 
 /**
