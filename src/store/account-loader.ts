@@ -71,21 +71,25 @@ const LOAD_BOOKS = `
        from operations o
       where o.account_id = a.account_id and o.idempotency_key = any(array(
         select k.idempotency_key from unnest(?::text[], ?::text[]) as k(account_id, idempotency_key) where k.account_id = a.account_id))) as operations,
-    cl.tracked as concurrency_tracked,
-    (select json_agg(json_build_object('member', c.member_id, 'open', c.max_open_holds, 'held', c.max_held_credits::text))
-       from concurrency_limits c where c.account_id = a.account_id) as concurrency_limits,
-    (select json_agg(json_build_object('member', g.member_id, 'open', g.n, 'held', g.held::text)) from (
-        select member_id, count(*) as n, sum(held_amount) as held from reservations
-         where cl.tracked and account_id = a.account_id and state = 'HELD'
-         group by member_id) g) as running_holds
+    cl.limits as concurrency_limits,
+    cl.limits is not null or a.account_id = any(?::text[]) as concurrency_tracked,
+    -- CASE: an account without a limit never runs the sum (a sub-select in a WHEN branch not taken is not executed).
+    case when cl.limits is not null or a.account_id = any(?::text[]) then
+      (select json_agg(json_build_object('member', g.member_id, 'open', g.n, 'held', g.held::text)) from (
+          select member_id, count(*) as n, sum(held_amount) as held from reservations
+           where account_id = a.account_id and state = 'HELD'
+           group by member_id) g)
+    end as running_holds
   from unnest(?::text[], ?::timestamptz[]) as u(account_id, at)
   join accounts a on a.account_id = u.account_id
   cross join lateral (
-    select a.account_id = any(?::text[]) or exists (select 1 from concurrency_limits c where c.account_id = a.account_id) as tracked) cl
+    select json_agg(json_build_object('member', c.member_id, 'open', c.max_open_holds, 'held', c.max_held_credits::text)) as limits
+      from concurrency_limits c where c.account_id = a.account_id) cl
   left join subscriptions s on s.account_id = a.account_id`;
 
 /** The statement of loadBooks; run it after the lock statement (in the same pipeline is fine: it takes a new snapshot). */
 export function loadStatement(requests: readonly BookRequest[]): Statement {
+  const tracked = requests.filter((r) => r.concurrency === true).map((r) => r.accountId);
   return {
     sql: LOAD_BOOKS,
     // Named reservations and keys travel as (account, id) pairs: each account probes only its own.
@@ -94,9 +98,10 @@ export function loadStatement(requests: readonly BookRequest[]): Statement {
       requests.flatMap((r) => r.reservationIds),
       requests.flatMap((r) => r.idempotencyKeys.map(() => r.accountId)),
       requests.flatMap((r) => r.idempotencyKeys),
+      tracked,
+      tracked,
       requests.map((r) => r.accountId),
       requests.map((r) => r.now),
-      requests.filter((r) => r.concurrency === true).map((r) => r.accountId),
     ],
     name: "load_books",
   };
