@@ -40,9 +40,9 @@ export function codeFor(reason: FailureReason): status {
     case "STORE_UNAVAILABLE":
     case "SHUTTING_DOWN":
       return status.UNAVAILABLE;
+    // Each retryable later: a read finishing, a stream closing, a hold of that scope settling.
     case "READ_LIMIT_EXCEEDED":
     case "TOO_MANY_WATCHERS":
-    // Retryable once a hold of that scope settles.
     case "CONCURRENCY_LIMIT_EXCEEDED":
       return status.RESOURCE_EXHAUSTED;
     case "CURSOR_EXPIRED":
