@@ -10,6 +10,7 @@ import { applyAdjustCredits, applyPurchaseTopUp } from "./grants.js";
 import { applyCommit, applyExtend, applyRelease, applyReserve } from "./holds.js";
 import { applySetBalanceAlert } from "./alerts.js";
 import { applySetConcurrencyLimit } from "./concurrency-limits.js";
+import { applyRemoveSpendLimit, applySetSpendLimit } from "./spend-limits.js";
 import { applyAdvanceTestClock, applyChangePlan } from "./plans.js";
 import type {
   AccountWrite,
@@ -52,6 +53,10 @@ export const runAction: ActionRunner = (book, action, now, newId) => {
       return applySetBalanceAlert(book, action, now);
     case "SetConcurrencyLimit":
       return applySetConcurrencyLimit(book, action);
+    case "SetSpendLimit":
+      return applySetSpendLimit(book, action, now);
+    case "RemoveSpendLimit":
+      return applyRemoveSpendLimit(book, action, now);
     case "SettleDue":
       return ok({ balance: book.balance(now), reservation: action.reservationId ? (book.reservation(action.reservationId) ?? null) : null } satisfies ActionValues["SettleDue"]);
   }

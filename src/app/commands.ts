@@ -1,4 +1,5 @@
 import type { ConcurrencyLimit, ConcurrencyView } from "../domain/concurrency-limit.js";
+import type { SpendLimitSpec, SpendPeriod, SpendView } from "../domain/spend-limit.js";
 import type { BalanceView } from "../domain/account-book.js";
 import type { AlertPolicy, AlertThreshold, AlertView } from "../domain/balance-alert.js";
 import type { Bucket } from "../domain/bucket.js";
@@ -25,6 +26,8 @@ export type Action =
   | AdvanceTestClockAction
   | SetBalanceAlertAction
   | SetConcurrencyLimitAction
+  | SetSpendLimitAction
+  | RemoveSpendLimitAction
   | SettleDueAction;
 
 /** A raw amount of credits, or a generation the rate card prices. */
@@ -103,6 +106,17 @@ export interface SetConcurrencyLimitAction {
   readonly limit: ConcurrencyLimit;
 }
 
+export interface SetSpendLimitAction {
+  readonly kind: "SetSpendLimit";
+  readonly limit: SpendLimitSpec;
+}
+
+export interface RemoveSpendLimitAction {
+  readonly kind: "RemoveSpendLimit";
+  readonly memberId: string;
+  readonly period: SpendPeriod;
+}
+
 /** Nothing but the due work (a read found an overdue hold or an expired bucket); never recorded. */
 export interface SettleDueAction {
   readonly kind: "SettleDue";
@@ -140,6 +154,8 @@ export interface ActionValues {
   readonly AdvanceTestClock: { readonly now: Date; readonly balance: BalanceView };
   readonly SetBalanceAlert: { readonly alert: AlertView; readonly balance: BalanceView };
   readonly SetConcurrencyLimit: { readonly limit: ConcurrencyView };
+  readonly SetSpendLimit: { readonly limit: SpendView };
+  readonly RemoveSpendLimit: { readonly removed: SpendView };
   readonly SettleDue: { readonly balance: BalanceView; readonly reservation: Reservation | null };
 }
 

@@ -1,6 +1,7 @@
 import type { AlertState, AlertThreshold, BalanceAlert } from "./balance-alert.js";
 import { type Bucket, compareConsumption, freeCredits, isUsable } from "./bucket.js";
-import type { AccountConcurrency, ConcurrencyLimit } from "./concurrency-limit.js";
+import type { AccountConcurrency, ConcurrencyLimit, Running } from "./concurrency-limit.js";
+import { type AccountSpend, limitKey, type SpendLimitSpec, type SpendPeriod, type SpendView } from "./spend-limit.js";
 import { invariant, type Result } from "./errors.js";
 import { MAX_BALANCE_BUCKETS } from "./limits.js";
 import type { EntryDraft, EntryKind } from "./ledger-entry.js";
@@ -76,7 +77,10 @@ export class AccountBook {
     alert: BalanceAlert = { threshold: null, state: "ARMED" },
     /** The caps on running holds and what runs, when the account has a cap (or is about to): else null. */
     readonly concurrency: AccountConcurrency | null = null,
+    /** The spend limits and their counters, when the account has a limit (or is about to): else null. Needs `concurrency` (the held part). */
+    readonly spend: AccountSpend | null = null,
   ) {
+    invariant(spend === null || concurrency !== null, "spend limits need the running holds");
     this.alert = { ...alert };
     this.sequence = sequence;
     this.loadedSequence = sequence;
@@ -245,6 +249,49 @@ export class AccountBook {
     this.mutations++;
     this.emit({ kind: "CONCURRENCY_LIMIT_SET", limit });
     return set;
+  }
+
+  /** Running holds of a scope ("" = the account); only known on a book loaded with them. */
+  readonly running = (scope: string): Running => {
+    invariant(this.concurrency, "the account's running holds were not loaded");
+    return this.concurrency.runningOf(scope);
+  };
+
+  /** A spend limit as it stands at `at`. */
+  spendView(memberId: string, period: SpendPeriod, at: Date): SpendView | null {
+    const limit = this.spend?.limits.get(limitKey(memberId, period));
+    return limit && this.spend ? this.spend.view(limit, at, this.subscription, this.running) : null;
+  }
+
+  /** Creates or replaces a spend limit (SetSpendLimit). */
+  setSpendLimit(spec: SpendLimitSpec, at: Date): Result<SpendView> {
+    invariant(this.spend, "the account's spend limits were loaded for SetSpendLimit");
+    const set = this.spend.set(spec, at, this.subscription);
+    if (!set.ok) return set;
+    this.mutations++;
+    const limit = this.spend.view(set.value, at, this.subscription, this.running);
+    this.emit({ kind: "SPEND_LIMIT_SET", limit });
+    return { ok: true, value: limit };
+  }
+
+  /** Removes a spend limit (RemoveSpendLimit). */
+  removeSpendLimit(memberId: string, period: SpendPeriod, at: Date): Result<SpendView> {
+    invariant(this.spend, "the account's spend limits were loaded for RemoveSpendLimit");
+    const removed = this.spend.remove(memberId, period);
+    if (!removed.ok) return removed;
+    this.mutations++;
+    const limit = this.spend.view(removed.value, at, this.subscription, this.running);
+    this.emit({ kind: "SPEND_LIMIT_REMOVED", limit });
+    return { ok: true, value: limit };
+  }
+
+  /** States the SOFT limits a new hold (counted in the running sums already) took past their max for the first time this period. */
+  passSoftLimits(reservation: Reservation, at: Date): void {
+    if (!this.spend) return;
+    for (const { limit, requested } of this.spend.passSoft(reservation.memberId, reservation.heldAmount, at, this.subscription, this.running)) {
+      this.mutations++;
+      this.emit({ kind: "SPEND_LIMIT_REACHED", limit, requested, reservationId: reservation.id, memberId: reservation.memberId });
+    }
   }
 
   /** Sets the account's own alert threshold (SetBalanceAlert). */

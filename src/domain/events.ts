@@ -1,6 +1,7 @@
 import type { AlertView } from "./balance-alert.js";
 import type { Bucket } from "./bucket.js";
 import type { ConcurrencyLimit } from "./concurrency-limit.js";
+import type { SpendView } from "./spend-limit.js";
 import type { Money } from "./grants.js";
 import type { Plan } from "./plan.js";
 import type { Reservation } from "./reservation.js";
@@ -45,7 +46,11 @@ export type LedgerEvent =
     }
   | { readonly kind: "TEST_CLOCK_ADVANCED"; readonly advancedMs: number; readonly now: Date }
   /** New caps on running holds (domain/concurrency-limit.ts). */
-  | { readonly kind: "CONCURRENCY_LIMIT_SET"; readonly limit: ConcurrencyLimit };
+  | { readonly kind: "CONCURRENCY_LIMIT_SET"; readonly limit: ConcurrencyLimit }
+  /** A spend limit created, replaced or removed (domain/spend-limit.ts), with its figures then. */
+  | { readonly kind: "SPEND_LIMIT_SET" | "SPEND_LIMIT_REMOVED"; readonly limit: SpendView }
+  /** A Reserve took a scope past a SOFT limit (the limit's figures before it). */
+  | { readonly kind: "SPEND_LIMIT_REACHED"; readonly limit: SpendView; readonly requested: bigint; readonly reservationId: string; readonly memberId: string };
 
 export type LedgerEventKind = LedgerEvent["kind"];
 
@@ -67,4 +72,7 @@ export const EVENT_KINDS: readonly LedgerEventKind[] = [
   "TEST_CLOCK_ADVANCED",
   "BALANCE_ALERT_SET",
   "CONCURRENCY_LIMIT_SET",
+  "SPEND_LIMIT_SET",
+  "SPEND_LIMIT_REMOVED",
+  "SPEND_LIMIT_REACHED",
 ];

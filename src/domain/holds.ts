@@ -49,6 +49,8 @@ export function reserve(book: AccountBook, cmd: ReserveCommand, now: Date): Resu
   if (available < cmd.amount) return insufficient(cmd.amount, available);
   const admitted = book.concurrency?.admits(cmd.memberId ?? "", cmd.amount);
   if (admitted && !admitted.ok) return admitted;
+  const withinLimits = book.spend?.admits(cmd.memberId ?? "", cmd.amount, now, book.subscription, book.running);
+  if (withinLimits && !withinLimits.ok) return withinLimits;
   const reservation: Reservation = {
     id: cmd.reservationId,
     accountId: book.accountId,
@@ -70,6 +72,7 @@ export function reserve(book: AccountBook, cmd: ReserveCommand, now: Date): Resu
   book.concurrency?.count(reservation.memberId, reservation.heldAmount, 1);
   draw(book, reservation, cmd.amount, now);
   book.emit({ kind: "HOLD_CREATED", reservation });
+  book.passSoftLimits(reservation, now);
   return ok(reservation);
 }
 
@@ -115,6 +118,9 @@ export function commit(book: AccountBook, reservation: Reservation, actual: bigi
   if (actual > held) {
     const available = book.available(now);
     if (available < actual - held) return insufficient(actual - held, available);
+    // The extra counts against the hold's HARD limits like a Reserve of it: over one, the hold stays open.
+    const withinLimits = book.spend?.admits(reservation.memberId, actual - held, now, book.subscription, book.running);
+    if (withinLimits && !withinLimits.ok) return withinLimits;
     draw(book, reservation, actual - held, now);
   }
   let toCapture = actual;
@@ -126,6 +132,7 @@ export function commit(book: AccountBook, reservation: Reservation, actual: bigi
   invariant(toCapture === 0n, "captured less than actual");
   reservation.releasedAmount = returnAll(book, reservation, now, false);
   reservation.capturedAmount = actual;
+  book.spend?.count(reservation.memberId, reservation.createdAt, actual, now, book.subscription);
   settle(book, reservation, "COMMITTED", now);
   book.emit({ kind: "HOLD_COMMITTED", reservation });
   return ok({ reservation, repeated: false });

@@ -3,6 +3,8 @@ import { encodeMessage } from "./binary-encoder.js";
 import type { AppDeps } from "../app/deps.js";
 import { setBalanceAlert } from "../app/alerts.js";
 import { setConcurrencyLimit } from "../app/concurrency-limits.js";
+import { removeSpendLimit, setSpendLimit } from "../app/spend-limits.js";
+import * as spend from "./spend-encoding.js";
 import { MAX_OPEN_HOLDS_CAP } from "../domain/concurrency-limit.js";
 import { adjustCredits } from "../app/grants.js";
 import { listLedgerEntries, reconcile } from "../app/queries.js";
@@ -17,6 +19,10 @@ import {
   SetBalanceAlertRequestSchema,
   type SetConcurrencyLimitRequest,
   SetConcurrencyLimitRequestSchema,
+  type SetSpendLimitRequest,
+  SetSpendLimitRequestSchema,
+  type RemoveSpendLimitRequest,
+  RemoveSpendLimitRequestSchema,
   ListLedgerEntriesResponseSchema,
 } from "../gen/credit/v1/admin_service_pb.js";
 import { CreditAdminService } from "../gen/credit/v1/admin_service_pb.js";
@@ -75,6 +81,23 @@ export function adminHandlers(deps: AppDeps) {
       const claim = idempotencyClaim(ctx.method, SetConcurrencyLimitRequestSchema, req, key);
       const limit = { memberId, maxOpenHolds: req.maxOpenHolds, maxHeldCredits };
       return reply(await setConcurrencyLimit(deps, { accountId, limit, claim, caller: ctx.caller }));
+    },
+
+    async setSpendLimit(req: SetSpendLimitRequest, ctx: CallContext) {
+      const accountId = decode.id(req.accountId, "account_id");
+      const limit = spend.spec(req);
+      const key = decode.id(req.idempotencyKey, "idempotency_key");
+      const claim = idempotencyClaim(ctx.method, SetSpendLimitRequestSchema, req, key);
+      return reply(await setSpendLimit(deps, { accountId, limit, claim, caller: ctx.caller }));
+    },
+
+    async removeSpendLimit(req: RemoveSpendLimitRequest, ctx: CallContext) {
+      const accountId = decode.id(req.accountId, "account_id");
+      const memberId = decode.optionalId(req.memberId, "member_id");
+      const period = spend.period(req.period);
+      const key = decode.id(req.idempotencyKey, "idempotency_key");
+      const claim = idempotencyClaim(ctx.method, RemoveSpendLimitRequestSchema, req, key);
+      return reply(await removeSpendLimit(deps, { accountId, memberId, period, claim, caller: ctx.caller }));
     },
 
     async reconcile(req: ReconcileRequest) {

@@ -8,7 +8,10 @@ import {
   ConcurrencyLimitSchema,
   SetBalanceAlertResponseSchema,
   SetConcurrencyLimitResponseSchema,
+  RemoveSpendLimitResponseSchema,
+  SetSpendLimitResponseSchema,
 } from "../gen/credit/v1/admin_service_pb.js";
+import { spendLimit } from "./spend-encoding.js";
 import { alertSetting } from "./alert-encoding.js";
 import {
   ChangePlanResponseSchema,
@@ -74,4 +77,6 @@ export const ANSWERS: AnswerEncoders = {
         }),
       }),
     ),
+  SetSpendLimit: ({ limit }) => encodeMessage(SetSpendLimitResponseSchema, create(SetSpendLimitResponseSchema, { limit: spendLimit(limit) })),
+  RemoveSpendLimit: ({ removed }) => encodeMessage(RemoveSpendLimitResponseSchema, create(RemoveSpendLimitResponseSchema, { removed: spendLimit(removed) })),
 };

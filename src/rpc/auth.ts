@@ -22,6 +22,7 @@ const FEED = [`${EVENTS}ListEvents`, `${EVENTS}StreamEvents`];
 const READS = [
   `${CREDIT}GetBalance`,
   `${CREDIT}WatchBalance`,
+  `${CREDIT}GetSpendLimits`,
   `${CREDIT}GetReservation`,
   `${CREDIT}Quote`,
   `${CREDIT}GetRateCard`,
@@ -30,20 +31,21 @@ const READS = [
   `${ADMIN}Reconcile`,
 ];
 
+const TEAM_SETTINGS = [`${ADMIN}SetBalanceAlert`, `${ADMIN}SetConcurrencyLimit`, `${ADMIN}SetSpendLimit`, `${ADMIN}RemoveSpendLimit`];
+
 /** Which methods each role may call; admin may call everything. */
 const GRANTS: Readonly<Record<Exclude<Role, "admin">, ReadonlySet<string>>> = {
   runner: new Set(
-    ["Reserve", "Commit", "Release", "ExtendReservation", "GetReservation", "GetBalance", "WatchBalance", "Quote", "GetRateCard"].map((m) => CREDIT + m),
+    ["Reserve", "Commit", "Release", "ExtendReservation", "GetReservation", "GetBalance", "WatchBalance", "GetSpendLimits", "Quote", "GetRateCard"].map((m) => CREDIT + m),
   ),
   // Billing sets a customer's balance alert from the dashboard's settings; support sets one for a customer who asks.
-  // Caps on running holds are team settings too (the dashboard, through billing; support on request).
+  // Caps on running holds and spend limits are team settings too (the dashboard, through billing; support on request).
   billing: new Set([
-    ...["ChangePlan", "PurchaseTopUp", "GetBalance", "WatchBalance", "ListPlans"].map((m) => CREDIT + m),
-    `${ADMIN}SetBalanceAlert`,
-    `${ADMIN}SetConcurrencyLimit`,
+    ...["ChangePlan", "PurchaseTopUp", "GetBalance", "WatchBalance", "GetSpendLimits", "ListPlans"].map((m) => CREDIT + m),
+    ...TEAM_SETTINGS,
     ...FEED,
   ]),
-  support: new Set([...READS, `${ADMIN}AdjustCredits`, `${ADMIN}SetBalanceAlert`, `${ADMIN}SetConcurrencyLimit`, ...FEED]),
+  support: new Set([...READS, `${ADMIN}AdjustCredits`, ...TEAM_SETTINGS, ...FEED]),
 };
 
 export function mayCall(role: Role, path: string): boolean {

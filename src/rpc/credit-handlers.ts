@@ -5,6 +5,9 @@ import type { AppDeps } from "../app/deps.js";
 import { purchaseTopUp } from "../app/grants.js";
 import { commit, type Cost, extendReservation, release, reserve } from "../app/holds.js";
 import { getBalance, getReservation } from "../app/queries.js";
+import { getSpendLimits } from "../app/spend-limits.js";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { spendLimit } from "./spend-encoding.js";
 import {
   type CommitRequest,
   CommitRequestSchema,
@@ -12,6 +15,8 @@ import {
   ExtendReservationRequestSchema,
   type GetBalanceRequest,
   type GetReservationRequest,
+  type GetSpendLimitsRequest,
+  GetSpendLimitsResponseSchema,
   GetReservationResponseSchema,
   type PurchaseTopUpRequest,
   PurchaseTopUpRequestSchema,
@@ -99,6 +104,17 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits, watch: Balance
         await getReservation(deps, reservationId, (r) =>
           encodeMessage(GetReservationResponseSchema, create(GetReservationResponseSchema, { reservation: encode.reservation(r) })),
         ),
+      );
+    },
+
+    async getSpendLimits(req: GetSpendLimitsRequest) {
+      const accountId = decode.id(req.accountId, "account_id");
+      const memberId = decode.optionalId(req.memberId, "member_id");
+      const read = await getSpendLimits(deps, accountId, memberId);
+      if (!read.ok) return reply(read);
+      const { limits, asOf } = read.value;
+      return new EncodedResponse(
+        encodeMessage(GetSpendLimitsResponseSchema, create(GetSpendLimitsResponseSchema, { limits: limits.map(spendLimit), asOf: timestampFromDate(asOf) })),
       );
     },
 

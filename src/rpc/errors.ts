@@ -28,8 +28,10 @@ export function codeFor(reason: FailureReason): status {
     case "PACK_NOT_FOUND":
     case "PLAN_NOT_FOUND":
     case "RATE_CARD_NOT_FOUND":
+    case "SPEND_LIMIT_NOT_FOUND":
       return status.NOT_FOUND;
     case "INSUFFICIENT_CREDITS":
+    case "SPEND_LIMIT_EXCEEDED":
     case "BALANCE_LIMIT":
     case "RESERVATION_NOT_HELD":
     case "RESERVATION_EXPIRED":

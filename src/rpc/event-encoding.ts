@@ -5,6 +5,7 @@ import type { LedgerEvent, LedgerEventKind } from "../domain/events.js";
 import { EventKind, EventSchema, type Event } from "../gen/credit/v1/event_service_pb.js";
 import { alertSetting } from "./alert-encoding.js";
 import { encodeMessage } from "./binary-encoder.js";
+import { spendLimit } from "./spend-encoding.js";
 import * as encode from "./encode.js";
 
 export const EVENT_KIND_CODES: Readonly<Record<LedgerEventKind, EventKind>> = {
@@ -24,6 +25,9 @@ export const EVENT_KIND_CODES: Readonly<Record<LedgerEventKind, EventKind>> = {
   TEST_CLOCK_ADVANCED: EventKind.TEST_CLOCK_ADVANCED,
   BALANCE_ALERT_SET: EventKind.BALANCE_ALERT_SET,
   CONCURRENCY_LIMIT_SET: EventKind.CONCURRENCY_LIMIT_SET,
+  SPEND_LIMIT_SET: EventKind.SPEND_LIMIT_SET,
+  SPEND_LIMIT_REMOVED: EventKind.SPEND_LIMIT_REMOVED,
+  SPEND_LIMIT_REACHED: EventKind.SPEND_LIMIT_REACHED,
 };
 
 export const EVENT_KIND_NAMES = encode.inverse(EVENT_KIND_CODES);
@@ -101,6 +105,20 @@ function payload(event: LedgerEvent): Event["payload"] {
           memberId: event.limit.memberId,
           maxOpenHolds: event.limit.maxOpenHolds,
           maxHeldCredits: event.limit.maxHeldCredits,
+        },
+      };
+    case "SPEND_LIMIT_SET":
+    case "SPEND_LIMIT_REMOVED":
+      return { case: "spendLimit", value: spendLimit(event.limit) };
+    case "SPEND_LIMIT_REACHED":
+      return {
+        case: "spendLimitReached",
+        value: {
+          $typeName: "credit.v1.SpendLimitReached",
+          limit: spendLimit(event.limit),
+          requested: event.requested,
+          reservationId: event.reservationId,
+          memberId: event.memberId,
         },
       };
   }

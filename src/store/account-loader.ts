@@ -1,7 +1,7 @@
 import type { LoadedAccount, RecordedOperation } from "../app/ports.js";
 import { AccountBook } from "../domain/account-book.js";
 import type { Statement } from "./pg.js";
-import { alertFromRow, bucketFromRow, concurrencyFromRow, reservationFromRow, type Row, subscriptionFromRow } from "./rows.js";
+import { alertFromRow, bucketFromRow, concurrencyFromRow, reservationFromRow, type Row, spendFromRow, subscriptionFromRow } from "./rows.js";
 
 export type LockMode = "wait" | "skip-locked";
 
@@ -25,8 +25,11 @@ export interface BookRequest {
   readonly reservationIds: readonly string[];
   /** Idempotency keys whose operation records to load. */
   readonly idempotencyKeys: readonly string[];
-  /** Load the running holds per member even if the account has no concurrency limit yet (SetConcurrencyLimit). */
-  readonly concurrency?: boolean;
+  /**
+   * Load the team controls (caps, spend limits, running holds per member) even if the account has
+   * no cap or limit yet (SetConcurrencyLimit, SetSpendLimit, RemoveSpendLimit).
+   */
+  readonly controls?: boolean;
 }
 
 /** A loaded, locked account, as the apply stage takes it. */
@@ -44,7 +47,7 @@ const RESERVATION_COLUMNS = `account_id, reservation_id, state, held_amount::tex
  * upgrade can grow it), the holds
  * overdue by the account's own time, the named reservations in any state (a hold both overdue and named comes
  * twice; the book keeps one), and the operation
- * records of the named keys, and for an account with concurrency limits (or about to set one) the
+ * records of the named keys, and for an account with concurrency or spend limits (or about to set one) the
  * limits and its running holds summed per member (the reservations_account_due range: open holds
  * only). Each branch is an index lookup (buckets_live, the primary keys,
  * reservations_account_due); named reservations and keys are probed one (account, id) pair at a
@@ -72,9 +75,10 @@ const LOAD_BOOKS = `
       where o.account_id = a.account_id and o.idempotency_key = any(array(
         select k.idempotency_key from unnest(?::text[], ?::text[]) as k(account_id, idempotency_key) where k.account_id = a.account_id))) as operations,
     cl.limits as concurrency_limits,
-    cl.limits is not null or a.account_id = any(?::text[]) as concurrency_tracked,
+    sl.limits as spend_limits,
+    cl.limits is not null or sl.limits is not null or a.account_id = any(?::text[]) as controls_tracked,
     -- CASE: an account without a limit never runs the sum (a sub-select in a WHEN branch not taken is not executed).
-    case when cl.limits is not null or a.account_id = any(?::text[]) then
+    case when cl.limits is not null or sl.limits is not null or a.account_id = any(?::text[]) then
       (select json_agg(json_build_object('member', g.member_id, 'open', g.n, 'held', g.held::text)) from (
           select member_id, count(*) as n, sum(held_amount) as held from reservations
            where account_id = a.account_id and state = 'HELD'
@@ -85,11 +89,15 @@ const LOAD_BOOKS = `
   cross join lateral (
     select json_agg(json_build_object('member', c.member_id, 'open', c.max_open_holds, 'held', c.max_held_credits::text)) as limits
       from concurrency_limits c where c.account_id = a.account_id) cl
+  cross join lateral (
+    select json_agg(json_build_object('member', l.member_id, 'period', l.period, 'max', l.max_credits::text, 'mode', l.mode,
+        'zone', l.time_zone, 'start', l.period_start, 'used', l.used::text, 'reached', l.reached)) as limits
+      from spend_limits l where l.account_id = a.account_id) sl
   left join subscriptions s on s.account_id = a.account_id`;
 
 /** The statement of loadBooks; run it after the lock statement (in the same pipeline is fine: it takes a new snapshot). */
 export function loadStatement(requests: readonly BookRequest[]): Statement {
-  const tracked = requests.filter((r) => r.concurrency === true).map((r) => r.accountId);
+  const tracked = requests.filter((r) => r.controls === true).map((r) => r.accountId);
   return {
     sql: LOAD_BOOKS,
     // Named reservations and keys travel as (account, id) pairs: each account probes only its own.
@@ -142,5 +150,6 @@ export function bookFromRow(accountId: string, row: Row): AccountBook {
     BigInt((row["sequence"] as string | undefined) ?? "0"),
     alertFromRow(row),
     concurrencyFromRow(row),
+    spendFromRow(row),
   );
 }

@@ -1,7 +1,9 @@
 import type { AccountWrite, ApplyStage, CommandOutcome, PendingCommand } from "../app/ports.js";
 import type { AccountBook } from "../domain/account-book.js";
-import { type BookRequest, booksFromRows, loadStatement, lockStatement } from "./account-loader.js";
+import { type BookRequest, booksFromRows, type LoadedBook, loadStatement, lockStatement } from "./account-loader.js";
 import { persistStatement } from "./persist.js";
+import { accountTime } from "../domain/clock.js";
+import { spendWindow } from "../domain/spend-limit.js";
 import type { Statement, Transaction } from "./pg.js";
 
 /** A command waiting for its batch; the account it locks is already known. */
@@ -64,7 +66,7 @@ export async function runCommandBatch(
       now: new Date(Math.max(...mine.map((i) => i.now.getTime())) + steps),
       reservationIds: mine.flatMap((i) => (i.reservationId ? [i.reservationId] : [])),
       idempotencyKeys: mine.flatMap((i) => (i.command.idempotency ? [i.command.idempotency.key] : [])),
-      concurrency: mine.some((i) => i.command.action.kind === "SetConcurrencyLimit"),
+      controls: mine.some((i) => CONTROL_KINDS.has(i.command.action.kind)),
     };
   });
   const toCreate = [...new Set(items.filter((i) => i.command.createAccount).map((i) => i.accountId))].sort();
@@ -87,6 +89,7 @@ export async function runCommandBatch(
   loaded(leftOut); // the next batch may load while this one computes and writes
   const created = new Set<string>(create.length > 0 ? results[0]!.map((r) => r["account_id"] as string) : []);
   const included = items.filter((item) => !heldElsewhere(item.accountId));
+  await readBackfill(tx, included, loadedBooks);
   const applied = apply(included, loadedBooks, created, newId);
   // One round trip: every write and COMMIT.
   const write = persistStatement(applied.books, applied.operations);
@@ -96,6 +99,46 @@ export async function runCommandBatch(
   const newReservations = applied.books.flatMap(({ book }) => [...book.newReservations].map((id) => [id, book.accountId] as const));
   const books = applied.books.flatMap((w: AccountWrite) => (w.settledAt ? [{ book: w.book, at: w.settledAt, nextHoldExpiry: w.nextHoldExpiry }] : []));
   return { outcomes, newReservations, books };
+}
+
+/** Commands that set an account's team controls: the book is loaded with them and its running holds even when it has none yet. */
+const CONTROL_KINDS: ReadonlySet<string> = new Set(["SetConcurrencyLimit", "SetSpendLimit", "RemoveSpendLimit"]);
+
+/**
+ * A spend limit set for the first time starts from what its scope's Commits already captured in the
+ * current period (domain/spend-limit.ts). The period needs the locked book (its test clock, its
+ * plan), so only a batch with a SetSpendLimit takes this extra round trip, under the same locks,
+ * before anything applies: the sum of captured credits per (account, member, period start), for
+ * the period start at the command's time with and without the batch's test-clock steps. The scan
+ * covers the account's holds (an admin path; the hot path never runs it).
+ */
+async function readBackfill(tx: Transaction, items: readonly QueuedCommand[], books: ReadonlyMap<string, LoadedBook>): Promise<void> {
+  const wanted = new Map<string, { accountId: string; memberId: string; since: Date }>();
+  for (const item of items) {
+    const action = item.command.action;
+    if (action.kind !== "SetSpendLimit") continue;
+    const book = books.get(item.accountId)?.book;
+    if (!book) continue;
+    const steps = items.filter((i) => i.accountId === item.accountId).reduce((sum, i) => sum + (i.command.clockStepMs ?? 0), 0);
+    for (const offset of new Set([book.clockOffsetMs, book.clockOffsetMs + steps])) {
+      const since = spendWindow(action.limit, accountTime(offset, item.now), book.subscription).start;
+      wanted.set(`${item.accountId}\u0000${action.limit.memberId}\u0000${since.getTime()}`, { accountId: item.accountId, memberId: action.limit.memberId, since });
+    }
+  }
+  if (wanted.size === 0) return;
+  const asked = [...wanted.values()];
+  const [rows] = await tx.run([
+    {
+      sql: `select (select coalesce(sum(r.captured_amount), 0) from reservations r
+                     where r.account_id = q.account_id and r.state = 'COMMITTED' and r.created_at >= q.since
+                       and (q.member_id = '' or r.member_id = q.member_id))::text as captured
+              from unnest(?::text[], ?::text[], ?::timestamptz[]) with ordinality as q(account_id, member_id, since, ord)
+             order by q.ord`,
+      params: [asked.map((a) => a.accountId), asked.map((a) => a.memberId), asked.map((a) => a.since)],
+      name: "spend_backfill",
+    },
+  ]);
+  asked.forEach((a, i) => books.get(a.accountId)!.book.spend!.learnCaptured(a.memberId, a.since, BigInt(rows![i]!["captured"] as string)));
 }
 
 /**

@@ -16,7 +16,7 @@ function columns<T>(rows: readonly T[], pick: (row: T) => readonly unknown[], wi
 /**
  * Every write of a batch in ONE fixed statement of data-modifying CTEs: new and changed buckets
  * and reservations, ledger entries, subscriptions, account heads (test clock, change sequence, balance alert),
- * concurrency limits set, operation records. Rows travel as
+ * concurrency and spend limits set (or removed), operation records. Rows travel as
  * column arrays through `unnest`, so the text never changes with the number of rows: each
  * connection parses and plans it once (a prepared statement), and a part with no rows costs an
  * empty scan. Each CTE touches different rows, so their shared snapshot is no concern. The
@@ -78,6 +78,17 @@ const PERSIST = `
     on conflict (account_id, member_id) do update set max_open_holds = excluded.max_open_holds,
       max_held_credits = excluded.max_held_credits, updated_at = excluded.updated_at
     returning 1),
+  spend_saved as (
+    insert into spend_limits (account_id, member_id, period, max_credits, mode, time_zone, period_start, used, reached, updated_at)
+    select * from unnest(?::text[], ?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::timestamptz[], ?::bigint[], ?::boolean[], ?::timestamptz[])
+    on conflict (account_id, member_id, period) do update set max_credits = excluded.max_credits, mode = excluded.mode,
+      time_zone = excluded.time_zone, period_start = excluded.period_start, used = excluded.used, reached = excluded.reached,
+      updated_at = excluded.updated_at
+    returning 1),
+  spend_removed as (
+    delete from spend_limits l using unnest(?::text[], ?::text[], ?::text[]) as v(account_id, member_id, period)
+     where l.account_id = v.account_id and l.member_id = v.member_id and l.period = v.period
+    returning 1),
   new_operations as (
     insert into operations (account_id, idempotency_key, method, request_hash, response, created_at)
     select * from unnest(?::text[], ?::text[], ?::text[], ?::bytea[], ?::bytea[], ?::timestamptz[])
@@ -101,7 +112,7 @@ export function changedAccounts(writes: readonly BookWrite[]): Set<string> {
     const changed =
       book.entries.length > 0 || book.newBuckets.size > 0 || book.changedBuckets.size > 0 || book.newReservations.size > 0 ||
       book.changedReservations.size > 0 || book.subscriptionChanged || book.clockChanged || book.alertChanged ||
-      (book.concurrency?.changed.size ?? 0) > 0;
+      (book.concurrency?.changed.size ?? 0) > 0 || (book.spend?.changed.size ?? 0) > 0 || (book.spend?.removed.size ?? 0) > 0;
     if (changed) out.add(book.accountId);
   }
   return out;
@@ -123,9 +134,11 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
   for (const b of heads) invariant(b.sequence > b.loadedSequence, `account ${b.accountId} changed without a change record`);
   const events = writes.flatMap(({ book, events }) => events.map((event) => ({ accountId: book.accountId, event })));
   const limits = writes.flatMap(({ book, now }) => [...(book.concurrency?.changed ?? [])].map((member) => ({ book, now, limit: book.concurrency!.limits.get(member)! })));
+  const spendSaved = writes.flatMap(({ book, now }) => [...(book.spend?.changed ?? [])].map((key) => ({ book, now, limit: book.spend!.limits.get(key)! })));
+  const spendRemoved = books.flatMap((book) => [...(book.spend?.removed.values() ?? [])].map((limit) => ({ book, limit })));
   const total =
     newBuckets.length + changedBuckets.length + newReservations.length + changedReservations.length + entries.length +
-    subscriptions.length + heads.length + limits.length + operations.length + events.length;
+    subscriptions.length + heads.length + limits.length + spendSaved.length + spendRemoved.length + operations.length + events.length;
   if (total === 0) return null;
   const params = [
     ...columns(newBuckets, (b) => [b.accountId, b.id, b.kind, b.granted, b.remaining, b.held, b.validFrom, b.expiresAt, b.sourceRef, b.createdAt, b.expiryNoticed === true], 11),
@@ -167,6 +180,12 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
       return [b.accountId, b.clockOffsetMs, b.sequence, t?.kind === "credits" ? t.credits : null, t?.kind === "percent" ? t.percent : null, b.alert.state];
     }, 6),
     ...columns(limits, ({ book, now, limit }) => [book.accountId, limit.memberId, limit.maxOpenHolds, limit.maxHeldCredits, now], 5),
+    ...columns(
+      spendSaved,
+      ({ book, now, limit: l }) => [book.accountId, l.memberId, l.period, l.maxCredits, l.mode, l.timeZone, l.periodStart, l.used, l.reached, now],
+      10,
+    ),
+    ...columns(spendRemoved, ({ book, limit }) => [book.accountId, limit.memberId, limit.period], 3),
     ...columns(operations, (o) => [o.accountId, o.key, o.method, o.requestHash, Buffer.from(o.response), o.createdAt], 6),
     events.length,
     ...columns(events, ({ accountId, event: e }) => [accountId, e.sequence, e.kind, e.occurredAt, Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength)], 5),

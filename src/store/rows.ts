@@ -1,4 +1,5 @@
 import { AccountConcurrency, type Running } from "../domain/concurrency-limit.js";
+import { AccountSpend, type LimitMode, type SpendPeriod } from "../domain/spend-limit.js";
 import type { StoredEntry } from "../app/ports.js";
 import type { AlertState, AlertThreshold, BalanceAlert } from "../domain/balance-alert.js";
 import type { Bucket, BucketKind } from "../domain/bucket.js";
@@ -73,7 +74,7 @@ export function alertFromRow(row: Row): BalanceAlert {
  * neither was loaded (the account has no limit and none is being set).
  */
 export function concurrencyFromRow(row: Row): AccountConcurrency | null {
-  if (row["concurrency_tracked"] !== true) return null;
+  if (row["controls_tracked"] !== true) return null;
   const limits = row["concurrency_limits"] as { member: string; open: number; held: string }[] | null | undefined;
   const running = row["running_holds"] as { member: string; open: number; held: string }[] | null | undefined;
   const perMember = new Map<string, Running>();
@@ -89,6 +90,27 @@ export function concurrencyFromRow(row: Row): AccountConcurrency | null {
   return new AccountConcurrency(
     (limits ?? []).map((l) => ({ memberId: l.member, maxOpenHolds: Number(l.open), maxHeldCredits: BigInt(l.held) })),
     perMember,
+  );
+}
+
+/** An account's spend limits with their counters (account-loader.ts), or null when the controls were not loaded. */
+export function spendFromRow(row: Row): AccountSpend | null {
+  if (row["controls_tracked"] !== true) return null;
+  const limits = row["spend_limits"] as
+    | { member: string; period: SpendPeriod; max: string; mode: LimitMode; zone: string; start: string; used: string; reached: boolean }[]
+    | null
+    | undefined;
+  return new AccountSpend(
+    (limits ?? []).map((l) => ({
+      memberId: l.member,
+      period: l.period,
+      maxCredits: BigInt(l.max),
+      mode: l.mode,
+      timeZone: l.zone,
+      periodStart: new Date(l.start),
+      used: BigInt(l.used),
+      reached: l.reached,
+    })),
   );
 }
 

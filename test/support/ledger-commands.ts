@@ -38,6 +38,8 @@ export const TEST_ANSWERS: AnswerEncoders = {
   AdvanceTestClock: (c) => json({ at: c.now.toISOString() }),
   SetBalanceAlert: (a) => json({ state: a.alert.state, threshold: a.alert.thresholdCredits, available: a.balance.available }),
   SetConcurrencyLimit: (v) => json({ member: v.limit.memberId, open: v.limit.openHolds, held: v.limit.heldCredits }),
+  SetSpendLimit: (v) => json({ member: v.limit.memberId, period: v.limit.period, used: v.limit.used }),
+  RemoveSpendLimit: (v) => json({ member: v.removed.memberId, period: v.removed.period }),
 };
 
 /** A command's own rule, in place of its action's: `real` runs the action's rule. */

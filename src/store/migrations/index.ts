@@ -9,6 +9,7 @@ import { Migration20261202200000BalanceAlerts } from "./Migration20261202200000B
 import { Migration20261202300000EventRelay } from "./Migration20261202300000EventRelay.js";
 import { Migration20261202400000Members } from "./Migration20261202400000Members.js";
 import { Migration20261202500000ConcurrencyLimits } from "./Migration20261202500000ConcurrencyLimits.js";
+import { Migration20261202600000SpendLimits } from "./Migration20261202600000SpendLimits.js";
 
 /** Checked-in migrations, in order. Listed explicitly so they run the same from src/ (tsx) and dist/. */
 export const migrations = [
@@ -23,4 +24,5 @@ export const migrations = [
   { name: "Migration20261202300000EventRelay", class: Migration20261202300000EventRelay },
   { name: "Migration20261202400000Members", class: Migration20261202400000Members },
   { name: "Migration20261202500000ConcurrencyLimits", class: Migration20261202500000ConcurrencyLimits },
+  { name: "Migration20261202600000SpendLimits", class: Migration20261202600000SpendLimits },
 ];

@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Balance, BalanceAlertSetting, BillingInterval, Bucket, Money, Plan } from "./types_pb.js";
+import type { Balance, BalanceAlertSetting, BillingInterval, Bucket, LimitMode, Money, Plan, SpendLimit, SpendPeriod } from "./types_pb.js";
 import { file_credit_v1_types } from "./types_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file credit/v1/admin_service.proto.
  */
 export const file_credit_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1jcmVkaXQvdjEvYWRtaW5fc2VydmljZS5wcm90bxIJY3JlZGl0LnYxInIKFEN1c3RvbVRvcFVwUGFja09mZmVyEg8KB3BhY2tfaWQYASABKAkSDwoHY3JlZGl0cxgCIAEoAxIfCgVwcmljZRgDIAEoCzIQLmNyZWRpdC52MS5Nb25leRIXCg92YWxpZGl0eV9tb250aHMYBCABKAUi6gEKFFNldEN1c3RvbVBsYW5SZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDwoHcGxhbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEhkKEW1vbnRobHlfYWxsb3dhbmNlGAQgASgDEh8KBXByaWNlGAUgASgLMhAuY3JlZGl0LnYxLk1vbmV5EiwKCGludGVydmFsGAYgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBI1Cgx0b3BfdXBfcGFja3MYByADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoVU2V0Q3VzdG9tUGxhblJlc3BvbnNlEh0KBHBsYW4YASABKAsyDy5jcmVkaXQudjEuUGxhbhI1Cgx0b3BfdXBfcGFja3MYAiADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoXQWR2YW5jZVRlc3RDbG9ja1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIlCgJieRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkiaAoYQWR2YW5jZVRlc3RDbG9ja1Jlc3BvbnNlEicKA25vdxgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIoUBChZTZXRCYWxhbmNlQWxlcnRSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSEQoHY3JlZGl0cxgCIAEoA0gAEh4KFHBlcmNlbnRfb2ZfYWxsb3dhbmNlGAMgASgNSAASFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJQgsKCXRocmVzaG9sZCJtChdTZXRCYWxhbmNlQWxlcnRSZXNwb25zZRItCgVhbGVydBgBIAEoCzIeLmNyZWRpdC52MS5CYWxhbmNlQWxlcnRTZXR0aW5nEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSKOAQoaU2V0Q29uY3VycmVuY3lMaW1pdFJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIRCgltZW1iZXJfaWQYAiABKAkSFgoObWF4X29wZW5faG9sZHMYAyABKA0SGAoQbWF4X2hlbGRfY3JlZGl0cxgEIAEoAxIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkiSQobU2V0Q29uY3VycmVuY3lMaW1pdFJlc3BvbnNlEioKBWxpbWl0GAEgASgLMhsuY3JlZGl0LnYxLkNvbmN1cnJlbmN5TGltaXQigQEKEENvbmN1cnJlbmN5TGltaXQSEQoJbWVtYmVyX2lkGAEgASgJEhYKDm1heF9vcGVuX2hvbGRzGAIgASgNEhgKEG1heF9oZWxkX2NyZWRpdHMYAyABKAMSEgoKb3Blbl9ob2xkcxgEIAEoDRIUCgxoZWxkX2NyZWRpdHMYBSABKAMikwEKFEFkanVzdENyZWRpdHNSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDgoGYW1vdW50GAIgASgDEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnJlYXNvbhgEIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkiXwoVQWRqdXN0Q3JlZGl0c1Jlc3BvbnNlEiEKBmJ1Y2tldBgBIAEoCzIRLmNyZWRpdC52MS5CdWNrZXQSIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIu0CCgtMZWRnZXJFbnRyeRIQCghlbnRyeV9pZBgBIAEoAxISCgphY2NvdW50X2lkGAIgASgJEigKBGtpbmQYAyABKA4yGi5jcmVkaXQudjEuTGVkZ2VyRW50cnlLaW5kEhEKCWJ1Y2tldF9pZBgEIAEoCRIWCg5yZXNlcnZhdGlvbl9pZBgFIAEoCRIOCgZhbW91bnQYBiABKAMSFwoPaWRlbXBvdGVuY3lfa2V5GAcgASgJEg4KBmNhbGxlchgIIAEoCRI2CghtZXRhZGF0YRgJIAMoCzIkLmNyZWRpdC52MS5MZWRnZXJFbnRyeS5NZXRhZGF0YUVudHJ5Ei4KCmNyZWF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCW1lbWJlcl9pZBgLIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi3gEKGExpc3RMZWRnZXJFbnRyaWVzUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgVraW5kcxgGIAMoDjIaLmNyZWRpdC52MS5MZWRnZXJFbnRyeUtpbmQiXQoZTGlzdExlZGdlckVudHJpZXNSZXNwb25zZRInCgdlbnRyaWVzGAEgAygLMhYuY3JlZGl0LnYxLkxlZGdlckVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJGChhTZXRBY2NvdW50UHJpY2luZ1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIWCg5wcmljZV9wZXJtaWxsZRgCIAEoBSIzChlTZXRBY2NvdW50UHJpY2luZ1Jlc3BvbnNlEhYKDnByaWNlX3Blcm1pbGxlGAEgASgFIiYKEFJlY29uY2lsZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCSJbChNSZWNvbmNpbGVEaWZmZXJlbmNlEg8KB3N1YmplY3QYASABKAkSDQoFZmllbGQYAiABKAkSDgoGc3RvcmVkGAMgASgDEhQKDGZyb21fZW50cmllcxgEIAEoAyJcChFSZWNvbmNpbGVSZXNwb25zZRIzCgtkaWZmZXJlbmNlcxgBIAMoCzIeLmNyZWRpdC52MS5SZWNvbmNpbGVEaWZmZXJlbmNlEhIKCmNvbnNpc3RlbnQYAiABKAgq5wEKD0xlZGdlckVudHJ5S2luZBIhCh1MRURHRVJfRU5UUllfS0lORF9VTlNQRUNJRklFRBAAEhsKF0xFREdFUl9FTlRSWV9LSU5EX0dSQU5UEAESGgoWTEVER0VSX0VOVFJZX0tJTkRfSE9MRBACEh0KGUxFREdFUl9FTlRSWV9LSU5EX0NBUFRVUkUQAxIdChlMRURHRVJfRU5UUllfS0lORF9SRUxFQVNFEAQSHAoYTEVER0VSX0VOVFJZX0tJTkRfRVhQSVJFEAUSHAoYTEVER0VSX0VOVFJZX0tJTkRfQURKVVNUEAYy9QUKEkNyZWRpdEFkbWluU2VydmljZRJSCg1BZGp1c3RDcmVkaXRzEh8uY3JlZGl0LnYxLkFkanVzdENyZWRpdHNSZXF1ZXN0GiAuY3JlZGl0LnYxLkFkanVzdENyZWRpdHNSZXNwb25zZRJjChFMaXN0TGVkZ2VyRW50cmllcxIjLmNyZWRpdC52MS5MaXN0TGVkZ2VyRW50cmllc1JlcXVlc3QaJC5jcmVkaXQudjEuTGlzdExlZGdlckVudHJpZXNSZXNwb25zZSIDkAIBEksKCVJlY29uY2lsZRIbLmNyZWRpdC52MS5SZWNvbmNpbGVSZXF1ZXN0GhwuY3JlZGl0LnYxLlJlY29uY2lsZVJlc3BvbnNlIgOQAgESVwoNU2V0Q3VzdG9tUGxhbhIfLmNyZWRpdC52MS5TZXRDdXN0b21QbGFuUmVxdWVzdBogLmNyZWRpdC52MS5TZXRDdXN0b21QbGFuUmVzcG9uc2UiA5ACAhJjChFTZXRBY2NvdW50UHJpY2luZxIjLmNyZWRpdC52MS5TZXRBY2NvdW50UHJpY2luZ1JlcXVlc3QaJC5jcmVkaXQudjEuU2V0QWNjb3VudFByaWNpbmdSZXNwb25zZSIDkAICElsKEEFkdmFuY2VUZXN0Q2xvY2sSIi5jcmVkaXQudjEuQWR2YW5jZVRlc3RDbG9ja1JlcXVlc3QaIy5jcmVkaXQudjEuQWR2YW5jZVRlc3RDbG9ja1Jlc3BvbnNlElgKD1NldEJhbGFuY2VBbGVydBIhLmNyZWRpdC52MS5TZXRCYWxhbmNlQWxlcnRSZXF1ZXN0GiIuY3JlZGl0LnYxLlNldEJhbGFuY2VBbGVydFJlc3BvbnNlEmQKE1NldENvbmN1cnJlbmN5TGltaXQSJS5jcmVkaXQudjEuU2V0Q29uY3VycmVuY3lMaW1pdFJlcXVlc3QaJi5jcmVkaXQudjEuU2V0Q29uY3VycmVuY3lMaW1pdFJlc3BvbnNlYgZwcm90bzM", [file_credit_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch1jcmVkaXQvdjEvYWRtaW5fc2VydmljZS5wcm90bxIJY3JlZGl0LnYxInIKFEN1c3RvbVRvcFVwUGFja09mZmVyEg8KB3BhY2tfaWQYASABKAkSDwoHY3JlZGl0cxgCIAEoAxIfCgVwcmljZRgDIAEoCzIQLmNyZWRpdC52MS5Nb25leRIXCg92YWxpZGl0eV9tb250aHMYBCABKAUi6gEKFFNldEN1c3RvbVBsYW5SZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDwoHcGxhbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEhkKEW1vbnRobHlfYWxsb3dhbmNlGAQgASgDEh8KBXByaWNlGAUgASgLMhAuY3JlZGl0LnYxLk1vbmV5EiwKCGludGVydmFsGAYgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBI1Cgx0b3BfdXBfcGFja3MYByADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoVU2V0Q3VzdG9tUGxhblJlc3BvbnNlEh0KBHBsYW4YASABKAsyDy5jcmVkaXQudjEuUGxhbhI1Cgx0b3BfdXBfcGFja3MYAiADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoXQWR2YW5jZVRlc3RDbG9ja1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIlCgJieRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkiaAoYQWR2YW5jZVRlc3RDbG9ja1Jlc3BvbnNlEicKA25vdxgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIoUBChZTZXRCYWxhbmNlQWxlcnRSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSEQoHY3JlZGl0cxgCIAEoA0gAEh4KFHBlcmNlbnRfb2ZfYWxsb3dhbmNlGAMgASgNSAASFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJQgsKCXRocmVzaG9sZCJtChdTZXRCYWxhbmNlQWxlcnRSZXNwb25zZRItCgVhbGVydBgBIAEoCzIeLmNyZWRpdC52MS5CYWxhbmNlQWxlcnRTZXR0aW5nEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSKOAQoaU2V0Q29uY3VycmVuY3lMaW1pdFJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIRCgltZW1iZXJfaWQYAiABKAkSFgoObWF4X29wZW5faG9sZHMYAyABKA0SGAoQbWF4X2hlbGRfY3JlZGl0cxgEIAEoAxIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkiSQobU2V0Q29uY3VycmVuY3lMaW1pdFJlc3BvbnNlEioKBWxpbWl0GAEgASgLMhsuY3JlZGl0LnYxLkNvbmN1cnJlbmN5TGltaXQigQEKEENvbmN1cnJlbmN5TGltaXQSEQoJbWVtYmVyX2lkGAEgASgJEhYKDm1heF9vcGVuX2hvbGRzGAIgASgNEhgKEG1heF9oZWxkX2NyZWRpdHMYAyABKAMSEgoKb3Blbl9ob2xkcxgEIAEoDRIUCgxoZWxkX2NyZWRpdHMYBSABKAMiygEKFFNldFNwZW5kTGltaXRSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSEQoJbWVtYmVyX2lkGAIgASgJEiYKBnBlcmlvZBgDIAEoDjIWLmNyZWRpdC52MS5TcGVuZFBlcmlvZBITCgttYXhfY3JlZGl0cxgEIAEoAxIiCgRtb2RlGAUgASgOMhQuY3JlZGl0LnYxLkxpbWl0TW9kZRIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkSEQoJdGltZV96b25lGAcgASgJIj0KFVNldFNwZW5kTGltaXRSZXNwb25zZRIkCgVsaW1pdBgBIAEoCzIVLmNyZWRpdC52MS5TcGVuZExpbWl0IoEBChdSZW1vdmVTcGVuZExpbWl0UmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKCW1lbWJlcl9pZBgCIAEoCRImCgZwZXJpb2QYAyABKA4yFi5jcmVkaXQudjEuU3BlbmRQZXJpb2QSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJIkIKGFJlbW92ZVNwZW5kTGltaXRSZXNwb25zZRImCgdyZW1vdmVkGAEgASgLMhUuY3JlZGl0LnYxLlNwZW5kTGltaXQikwEKFEFkanVzdENyZWRpdHNSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDgoGYW1vdW50GAIgASgDEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnJlYXNvbhgEIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkiXwoVQWRqdXN0Q3JlZGl0c1Jlc3BvbnNlEiEKBmJ1Y2tldBgBIAEoCzIRLmNyZWRpdC52MS5CdWNrZXQSIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIu0CCgtMZWRnZXJFbnRyeRIQCghlbnRyeV9pZBgBIAEoAxISCgphY2NvdW50X2lkGAIgASgJEigKBGtpbmQYAyABKA4yGi5jcmVkaXQudjEuTGVkZ2VyRW50cnlLaW5kEhEKCWJ1Y2tldF9pZBgEIAEoCRIWCg5yZXNlcnZhdGlvbl9pZBgFIAEoCRIOCgZhbW91bnQYBiABKAMSFwoPaWRlbXBvdGVuY3lfa2V5GAcgASgJEg4KBmNhbGxlchgIIAEoCRI2CghtZXRhZGF0YRgJIAMoCzIkLmNyZWRpdC52MS5MZWRnZXJFbnRyeS5NZXRhZGF0YUVudHJ5Ei4KCmNyZWF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCW1lbWJlcl9pZBgLIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi3gEKGExpc3RMZWRnZXJFbnRyaWVzUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgVraW5kcxgGIAMoDjIaLmNyZWRpdC52MS5MZWRnZXJFbnRyeUtpbmQiXQoZTGlzdExlZGdlckVudHJpZXNSZXNwb25zZRInCgdlbnRyaWVzGAEgAygLMhYuY3JlZGl0LnYxLkxlZGdlckVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJGChhTZXRBY2NvdW50UHJpY2luZ1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIWCg5wcmljZV9wZXJtaWxsZRgCIAEoBSIzChlTZXRBY2NvdW50UHJpY2luZ1Jlc3BvbnNlEhYKDnByaWNlX3Blcm1pbGxlGAEgASgFIiYKEFJlY29uY2lsZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCSJbChNSZWNvbmNpbGVEaWZmZXJlbmNlEg8KB3N1YmplY3QYASABKAkSDQoFZmllbGQYAiABKAkSDgoGc3RvcmVkGAMgASgDEhQKDGZyb21fZW50cmllcxgEIAEoAyJcChFSZWNvbmNpbGVSZXNwb25zZRIzCgtkaWZmZXJlbmNlcxgBIAMoCzIeLmNyZWRpdC52MS5SZWNvbmNpbGVEaWZmZXJlbmNlEhIKCmNvbnNpc3RlbnQYAiABKAgq5wEKD0xlZGdlckVudHJ5S2luZBIhCh1MRURHRVJfRU5UUllfS0lORF9VTlNQRUNJRklFRBAAEhsKF0xFREdFUl9FTlRSWV9LSU5EX0dSQU5UEAESGgoWTEVER0VSX0VOVFJZX0tJTkRfSE9MRBACEh0KGUxFREdFUl9FTlRSWV9LSU5EX0NBUFRVUkUQAxIdChlMRURHRVJfRU5UUllfS0lORF9SRUxFQVNFEAQSHAoYTEVER0VSX0VOVFJZX0tJTkRfRVhQSVJFEAUSHAoYTEVER0VSX0VOVFJZX0tJTkRfQURKVVNUEAYypgcKEkNyZWRpdEFkbWluU2VydmljZRJSCg1BZGp1c3RDcmVkaXRzEh8uY3JlZGl0LnYxLkFkanVzdENyZWRpdHNSZXF1ZXN0GiAuY3JlZGl0LnYxLkFkanVzdENyZWRpdHNSZXNwb25zZRJjChFMaXN0TGVkZ2VyRW50cmllcxIjLmNyZWRpdC52MS5MaXN0TGVkZ2VyRW50cmllc1JlcXVlc3QaJC5jcmVkaXQudjEuTGlzdExlZGdlckVudHJpZXNSZXNwb25zZSIDkAIBEksKCVJlY29uY2lsZRIbLmNyZWRpdC52MS5SZWNvbmNpbGVSZXF1ZXN0GhwuY3JlZGl0LnYxLlJlY29uY2lsZVJlc3BvbnNlIgOQAgESVwoNU2V0Q3VzdG9tUGxhbhIfLmNyZWRpdC52MS5TZXRDdXN0b21QbGFuUmVxdWVzdBogLmNyZWRpdC52MS5TZXRDdXN0b21QbGFuUmVzcG9uc2UiA5ACAhJjChFTZXRBY2NvdW50UHJpY2luZxIjLmNyZWRpdC52MS5TZXRBY2NvdW50UHJpY2luZ1JlcXVlc3QaJC5jcmVkaXQudjEuU2V0QWNjb3VudFByaWNpbmdSZXNwb25zZSIDkAICElsKEEFkdmFuY2VUZXN0Q2xvY2sSIi5jcmVkaXQudjEuQWR2YW5jZVRlc3RDbG9ja1JlcXVlc3QaIy5jcmVkaXQudjEuQWR2YW5jZVRlc3RDbG9ja1Jlc3BvbnNlElgKD1NldEJhbGFuY2VBbGVydBIhLmNyZWRpdC52MS5TZXRCYWxhbmNlQWxlcnRSZXF1ZXN0GiIuY3JlZGl0LnYxLlNldEJhbGFuY2VBbGVydFJlc3BvbnNlEmQKE1NldENvbmN1cnJlbmN5TGltaXQSJS5jcmVkaXQudjEuU2V0Q29uY3VycmVuY3lMaW1pdFJlcXVlc3QaJi5jcmVkaXQudjEuU2V0Q29uY3VycmVuY3lMaW1pdFJlc3BvbnNlElIKDVNldFNwZW5kTGltaXQSHy5jcmVkaXQudjEuU2V0U3BlbmRMaW1pdFJlcXVlc3QaIC5jcmVkaXQudjEuU2V0U3BlbmRMaW1pdFJlc3BvbnNlElsKEFJlbW92ZVNwZW5kTGltaXQSIi5jcmVkaXQudjEuUmVtb3ZlU3BlbmRMaW1pdFJlcXVlc3QaIy5jcmVkaXQudjEuUmVtb3ZlU3BlbmRMaW1pdFJlc3BvbnNlYgZwcm90bzM", [file_credit_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A top-up pack offered to one business account.
@@ -409,6 +409,149 @@ export const ConcurrencyLimitSchema: GenMessage<ConcurrencyLimit> = /*@__PURE__*
   messageDesc(file_credit_v1_admin_service, 9);
 
 /**
+ * A limit on what one member of an account, or the whole account, may spend per period.
+ *
+ * @generated from message credit.v1.SetSpendLimitRequest
+ */
+export type SetSpendLimitRequest = Message<"credit.v1.SetSpendLimitRequest"> & {
+  /**
+   * The account; it must exist.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * The member (the id Reserve's member_id carries); empty: the whole account.
+   *
+   * @generated from field: string member_id = 2;
+   */
+  memberId: string;
+
+  /**
+   * DAY, WEEK, BILLING_PERIOD or LIFETIME; one limit per (member, period).
+   *
+   * @generated from field: credit.v1.SpendPeriod period = 3;
+   */
+  period: SpendPeriod;
+
+  /**
+   * Credits the scope may spend in a period, counting running holds; 0 blocks every hold.
+   *
+   * @generated from field: int64 max_credits = 4;
+   */
+  maxCredits: bigint;
+
+  /**
+   * HARD (the default) or SOFT.
+   *
+   * @generated from field: credit.v1.LimitMode mode = 5;
+   */
+  mode: LimitMode;
+
+  /**
+   * Client-chosen key, unique per account and logical call; a retry reuses it.
+   *
+   * @generated from field: string idempotency_key = 6;
+   */
+  idempotencyKey: string;
+
+  /**
+   * IANA time zone of day and week boundaries ("Europe/Paris"); empty: UTC.
+   *
+   * @generated from field: string time_zone = 7;
+   */
+  timeZone: string;
+};
+
+/**
+ * Describes the message credit.v1.SetSpendLimitRequest.
+ * Use `create(SetSpendLimitRequestSchema)` to create a new message.
+ */
+export const SetSpendLimitRequestSchema: GenMessage<SetSpendLimitRequest> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 10);
+
+/**
+ * The limit as set, with where its scope stands.
+ *
+ * @generated from message credit.v1.SetSpendLimitResponse
+ */
+export type SetSpendLimitResponse = Message<"credit.v1.SetSpendLimitResponse"> & {
+  /**
+   * @generated from field: credit.v1.SpendLimit limit = 1;
+   */
+  limit?: SpendLimit | undefined;
+};
+
+/**
+ * Describes the message credit.v1.SetSpendLimitResponse.
+ * Use `create(SetSpendLimitResponseSchema)` to create a new message.
+ */
+export const SetSpendLimitResponseSchema: GenMessage<SetSpendLimitResponse> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 11);
+
+/**
+ * Remove the limit of one (member, period).
+ *
+ * @generated from message credit.v1.RemoveSpendLimitRequest
+ */
+export type RemoveSpendLimitRequest = Message<"credit.v1.RemoveSpendLimitRequest"> & {
+  /**
+   * The account; it must exist.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * The member; empty: the account-wide limit.
+   *
+   * @generated from field: string member_id = 2;
+   */
+  memberId: string;
+
+  /**
+   * Which of the scope's limits.
+   *
+   * @generated from field: credit.v1.SpendPeriod period = 3;
+   */
+  period: SpendPeriod;
+
+  /**
+   * Client-chosen key, unique per account and logical call; a retry reuses it.
+   *
+   * @generated from field: string idempotency_key = 4;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message credit.v1.RemoveSpendLimitRequest.
+ * Use `create(RemoveSpendLimitRequestSchema)` to create a new message.
+ */
+export const RemoveSpendLimitRequestSchema: GenMessage<RemoveSpendLimitRequest> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 12);
+
+/**
+ * The limit that was removed, as it stood.
+ *
+ * @generated from message credit.v1.RemoveSpendLimitResponse
+ */
+export type RemoveSpendLimitResponse = Message<"credit.v1.RemoveSpendLimitResponse"> & {
+  /**
+   * @generated from field: credit.v1.SpendLimit removed = 1;
+   */
+  removed?: SpendLimit | undefined;
+};
+
+/**
+ * Describes the message credit.v1.RemoveSpendLimitResponse.
+ * Use `create(RemoveSpendLimitResponseSchema)` to create a new message.
+ */
+export const RemoveSpendLimitResponseSchema: GenMessage<RemoveSpendLimitResponse> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 13);
+
+/**
  * Grant credits by hand.
  *
  * @generated from message credit.v1.AdjustCreditsRequest
@@ -455,7 +598,7 @@ export type AdjustCreditsRequest = Message<"credit.v1.AdjustCreditsRequest"> & {
  * Use `create(AdjustCreditsRequestSchema)` to create a new message.
  */
 export const AdjustCreditsRequestSchema: GenMessage<AdjustCreditsRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 10);
+  messageDesc(file_credit_v1_admin_service, 14);
 
 /**
  * The adjustment bucket.
@@ -483,7 +626,7 @@ export type AdjustCreditsResponse = Message<"credit.v1.AdjustCreditsResponse"> &
  * Use `create(AdjustCreditsResponseSchema)` to create a new message.
  */
 export const AdjustCreditsResponseSchema: GenMessage<AdjustCreditsResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 11);
+  messageDesc(file_credit_v1_admin_service, 15);
 
 /**
  * One append-only ledger movement.
@@ -574,7 +717,7 @@ export type LedgerEntry = Message<"credit.v1.LedgerEntry"> & {
  * Use `create(LedgerEntrySchema)` to create a new message.
  */
 export const LedgerEntrySchema: GenMessage<LedgerEntry> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 12);
+  messageDesc(file_credit_v1_admin_service, 16);
 
 /**
  * Page through an account's entries.
@@ -630,7 +773,7 @@ export type ListLedgerEntriesRequest = Message<"credit.v1.ListLedgerEntriesReque
  * Use `create(ListLedgerEntriesRequestSchema)` to create a new message.
  */
 export const ListLedgerEntriesRequestSchema: GenMessage<ListLedgerEntriesRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 13);
+  messageDesc(file_credit_v1_admin_service, 17);
 
 /**
  * One page of entries.
@@ -658,7 +801,7 @@ export type ListLedgerEntriesResponse = Message<"credit.v1.ListLedgerEntriesResp
  * Use `create(ListLedgerEntriesResponseSchema)` to create a new message.
  */
 export const ListLedgerEntriesResponseSchema: GenMessage<ListLedgerEntriesResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 14);
+  messageDesc(file_credit_v1_admin_service, 18);
 
 /**
  * Tailor an account's prices.
@@ -686,7 +829,7 @@ export type SetAccountPricingRequest = Message<"credit.v1.SetAccountPricingReque
  * Use `create(SetAccountPricingRequestSchema)` to create a new message.
  */
 export const SetAccountPricingRequestSchema: GenMessage<SetAccountPricingRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 15);
+  messageDesc(file_credit_v1_admin_service, 19);
 
 /**
  * The account's pricing as stored.
@@ -707,7 +850,7 @@ export type SetAccountPricingResponse = Message<"credit.v1.SetAccountPricingResp
  * Use `create(SetAccountPricingResponseSchema)` to create a new message.
  */
 export const SetAccountPricingResponseSchema: GenMessage<SetAccountPricingResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 16);
+  messageDesc(file_credit_v1_admin_service, 20);
 
 /**
  * Check one account's stored state against its ledger.
@@ -728,7 +871,7 @@ export type ReconcileRequest = Message<"credit.v1.ReconcileRequest"> & {
  * Use `create(ReconcileRequestSchema)` to create a new message.
  */
 export const ReconcileRequestSchema: GenMessage<ReconcileRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 17);
+  messageDesc(file_credit_v1_admin_service, 21);
 
 /**
  * One field whose stored value differs from what the entries add up to.
@@ -770,7 +913,7 @@ export type ReconcileDifference = Message<"credit.v1.ReconcileDifference"> & {
  * Use `create(ReconcileDifferenceSchema)` to create a new message.
  */
 export const ReconcileDifferenceSchema: GenMessage<ReconcileDifference> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 18);
+  messageDesc(file_credit_v1_admin_service, 22);
 
 /**
  * The outcome of a reconciliation.
@@ -798,7 +941,7 @@ export type ReconcileResponse = Message<"credit.v1.ReconcileResponse"> & {
  * Use `create(ReconcileResponseSchema)` to create a new message.
  */
 export const ReconcileResponseSchema: GenMessage<ReconcileResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_admin_service, 19);
+  messageDesc(file_credit_v1_admin_service, 23);
 
 /**
  * The kind of movement a ledger entry records.
@@ -948,6 +1091,27 @@ export const CreditAdminService: GenService<{
     methodKind: "unary";
     input: typeof SetConcurrencyLimitRequestSchema;
     output: typeof SetConcurrencyLimitResponseSchema;
+  },
+  /**
+   * SetSpendLimit creates or replaces the limit on what one member (or, with member_id empty, the
+   * whole account) may spend per period; Reserve checks it under the account's lock.
+   *
+   * @generated from rpc credit.v1.CreditAdminService.SetSpendLimit
+   */
+  setSpendLimit: {
+    methodKind: "unary";
+    input: typeof SetSpendLimitRequestSchema;
+    output: typeof SetSpendLimitResponseSchema;
+  },
+  /**
+   * RemoveSpendLimit removes the limit of one (member, period).
+   *
+   * @generated from rpc credit.v1.CreditAdminService.RemoveSpendLimit
+   */
+  removeSpendLimit: {
+    methodKind: "unary";
+    input: typeof RemoveSpendLimitRequestSchema;
+    output: typeof RemoveSpendLimitResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_credit_v1_admin_service, 0);

@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Balance, Bucket, GenerationKind, GenerationSpec, Money, Plan, Quality, QuoteLine, ReleaseReason, Reservation, Subscription } from "./types_pb.js";
+import type { Balance, Bucket, GenerationKind, GenerationSpec, Money, Plan, Quality, QuoteLine, ReleaseReason, Reservation, SpendLimit, Subscription } from "./types_pb.js";
 import { file_credit_v1_types } from "./types_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file credit/v1/credit_service.proto.
  */
 export const file_credit_v1_credit_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5jcmVkaXQvdjEvY3JlZGl0X3NlcnZpY2UucHJvdG8SCWNyZWRpdC52MSKpAgoOUmVzZXJ2ZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSEAoGYW1vdW50GAMgASgDSAASKQoEc3BlYxgEIAEoCzIZLmNyZWRpdC52MS5HZW5lcmF0aW9uU3BlY0gAEiYKA3R0bBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI5CghtZXRhZGF0YRgGIAMoCzInLmNyZWRpdC52MS5SZXNlcnZlUmVxdWVzdC5NZXRhZGF0YUVudHJ5EhEKCW1lbWJlcl9pZBgHIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCBgoEY29zdCJjCg9SZXNlcnZlUmVzcG9uc2USKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24SIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIocBCg1Db21taXRSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIQCgZhbW91bnQYAyABKANIABIpCgRzcGVjGAQgASgLMhkuY3JlZGl0LnYxLkdlbmVyYXRpb25TcGVjSABCCAoGYWN0dWFsImIKDkNvbW1pdFJlc3BvbnNlEisKC3Jlc2VydmF0aW9uGAEgASgLMhYuY3JlZGl0LnYxLlJlc2VydmF0aW9uEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSJ7Cg5SZWxlYXNlUmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSKAoGcmVhc29uGAMgASgOMhguY3JlZGl0LnYxLlJlbGVhc2VSZWFzb24SDgoGZGV0YWlsGAQgASgJImMKD1JlbGVhc2VSZXNwb25zZRIrCgtyZXNlcnZhdGlvbhgBIAEoCzIWLmNyZWRpdC52MS5SZXNlcnZhdGlvbhIjCgdiYWxhbmNlGAIgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2UiJwoRR2V0QmFsYW5jZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCSJLChJHZXRCYWxhbmNlUmVzcG9uc2USIwoHYmFsYW5jZRgBIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlEhAKCHNlcXVlbmNlGAIgASgDIikKE1dhdGNoQmFsYW5jZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCSJNChRXYXRjaEJhbGFuY2VSZXNwb25zZRIQCghzZXF1ZW5jZRgBIAEoAxIjCgdiYWxhbmNlGAIgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2UiLwoVR2V0UmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJIkUKFkdldFJlc2VydmF0aW9uUmVzcG9uc2USKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24icwoYRXh0ZW5kUmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRImCgN0dGwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iSAoZRXh0ZW5kUmVzZXJ2YXRpb25SZXNwb25zZRIrCgtyZXNlcnZhdGlvbhgBIAEoCzIWLmNyZWRpdC52MS5SZXNlcnZhdGlvbiJcCg9DdXN0b21Ub3BVcFBhY2sSDwoHY3JlZGl0cxgBIAEoAxIfCgVwcmljZRgCIAEoCzIQLmNyZWRpdC52MS5Nb25leRIXCg92YWxpZGl0eV9tb250aHMYAyABKAUikwEKFFB1cmNoYXNlVG9wVXBSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSEQoHcGFja19pZBgCIAEoCUgAEjEKC2N1c3RvbV9wYWNrGAMgASgLMhouY3JlZGl0LnYxLkN1c3RvbVRvcFVwUGFja0gAEhkKEXBheW1lbnRfcmVmZXJlbmNlGAQgASgJQgYKBHBhY2sigAEKFVB1cmNoYXNlVG9wVXBSZXNwb25zZRIhCgZidWNrZXQYASABKAsyES5jcmVkaXQudjEuQnVja2V0EiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZRIfCgVwcmljZRgDIAEoCzIQLmNyZWRpdC52MS5Nb25leSJRChFDaGFuZ2VQbGFuUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEg8KB3BsYW5faWQYAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIokCChJDaGFuZ2VQbGFuUmVzcG9uc2USLQoMc3Vic2NyaXB0aW9uGAEgASgLMhcuY3JlZGl0LnYxLlN1YnNjcmlwdGlvbhIpCgZjaGFuZ2UYAiABKA4yGS5jcmVkaXQudjEuUGxhbkNoYW5nZUtpbmQSMAoMZWZmZWN0aXZlX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCg9wcm9yYXRlZF9jaGFyZ2UYBCABKAsyEC5jcmVkaXQudjEuTW9uZXkSFwoPY3JlZGl0c19ncmFudGVkGAUgASgDEiMKB2JhbGFuY2UYBiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSISChBMaXN0UGxhbnNSZXF1ZXN0IjMKEUxpc3RQbGFuc1Jlc3BvbnNlEh4KBXBsYW5zGAEgAygLMg8uY3JlZGl0LnYxLlBsYW4iSwoMUXVvdGVSZXF1ZXN0EicKBHNwZWMYASABKAsyGS5jcmVkaXQudjEuR2VuZXJhdGlvblNwZWMSEgoKYWNjb3VudF9pZBgCIAEoCSJkCg1RdW90ZVJlc3BvbnNlEg8KB2NyZWRpdHMYASABKAMSJwoJYnJlYWtkb3duGAIgAygLMhQuY3JlZGl0LnYxLlF1b3RlTGluZRIZChFyYXRlX2NhcmRfdmVyc2lvbhgDIAEoCSIUChJHZXRSYXRlQ2FyZFJlcXVlc3QiNQoOUmVzb2x1dGlvblRpZXISEgoKbWF4X3BpeGVscxgBIAEoAxIPCgdjcmVkaXRzGAIgASgDIkQKC1F1YWxpdHlSYXRlEiMKB3F1YWxpdHkYASABKA4yEi5jcmVkaXQudjEuUXVhbGl0eRIQCghwZXJtaWxsZRgCIAEoBSLSAgoJTW9kZWxSYXRlEg0KBW1vZGVsGAEgASgJEicKBGtpbmQYAiABKA4yGS5jcmVkaXQudjEuR2VuZXJhdGlvbktpbmQSFAoMYmFzZV9jcmVkaXRzGAMgASgDEhEKCW1heF93aWR0aBgEIAEoBRISCgptYXhfaGVpZ2h0GAUgASgFEjMKEHJlc29sdXRpb25fdGllcnMYBiADKAsyGS5jcmVkaXQudjEuUmVzb2x1dGlvblRpZXISGgoSY3JlZGl0c19wZXJfc2Vjb25kGAcgASgDEhMKC21pbl9zZWNvbmRzGAggASgFEhMKC21heF9zZWNvbmRzGAkgASgFEhEKCW1heF9jb3VudBgKIAEoBRIpCglxdWFsaXRpZXMYCyADKAsyFi5jcmVkaXQudjEuUXVhbGl0eVJhdGUSFwoPbWluaW11bV9jcmVkaXRzGAwgASgDImcKCVRvcFVwUGFjaxIPCgdwYWNrX2lkGAEgASgJEg8KB2NyZWRpdHMYAiABKAMSHwoFcHJpY2UYAyABKAsyEC5jcmVkaXQudjEuTW9uZXkSFwoPdmFsaWRpdHlfbW9udGhzGAQgASgFIngKE0dldFJhdGVDYXJkUmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoCRIkCgZtb2RlbHMYAiADKAsyFC5jcmVkaXQudjEuTW9kZWxSYXRlEioKDHRvcF91cF9wYWNrcxgDIAMoCzIULmNyZWRpdC52MS5Ub3BVcFBhY2sqowIKDlBsYW5DaGFuZ2VLaW5kEiAKHFBMQU5fQ0hBTkdFX0tJTkRfVU5TUEVDSUZJRUQQABIfChtQTEFOX0NIQU5HRV9LSU5EX1NVQlNDUklCRUQQARIdChlQTEFOX0NIQU5HRV9LSU5EX1VQR1JBREVEEAISKAokUExBTl9DSEFOR0VfS0lORF9ET1dOR1JBREVfU0NIRURVTEVEEAMSLworUExBTl9DSEFOR0VfS0lORF9TQ0hFRFVMRURfQ0hBTkdFX0NBTkNFTExFRBAEEiUKIVBMQU5fQ0hBTkdFX0tJTkRfSU5URVJWQUxfQ0hBTkdFRBAFEi0KKVBMQU5fQ0hBTkdFX0tJTkRfU0NIRURVTEVEX0NIQU5HRV9BUFBMSUVEEAYysQcKDUNyZWRpdFNlcnZpY2USQAoHUmVzZXJ2ZRIZLmNyZWRpdC52MS5SZXNlcnZlUmVxdWVzdBoaLmNyZWRpdC52MS5SZXNlcnZlUmVzcG9uc2USPQoGQ29tbWl0EhguY3JlZGl0LnYxLkNvbW1pdFJlcXVlc3QaGS5jcmVkaXQudjEuQ29tbWl0UmVzcG9uc2USQAoHUmVsZWFzZRIZLmNyZWRpdC52MS5SZWxlYXNlUmVxdWVzdBoaLmNyZWRpdC52MS5SZWxlYXNlUmVzcG9uc2USTgoKR2V0QmFsYW5jZRIcLmNyZWRpdC52MS5HZXRCYWxhbmNlUmVxdWVzdBodLmNyZWRpdC52MS5HZXRCYWxhbmNlUmVzcG9uc2UiA5ACARJRCgxXYXRjaEJhbGFuY2USHi5jcmVkaXQudjEuV2F0Y2hCYWxhbmNlUmVxdWVzdBofLmNyZWRpdC52MS5XYXRjaEJhbGFuY2VSZXNwb25zZTABEloKDkdldFJlc2VydmF0aW9uEiAuY3JlZGl0LnYxLkdldFJlc2VydmF0aW9uUmVxdWVzdBohLmNyZWRpdC52MS5HZXRSZXNlcnZhdGlvblJlc3BvbnNlIgOQAgESXgoRRXh0ZW5kUmVzZXJ2YXRpb24SIy5jcmVkaXQudjEuRXh0ZW5kUmVzZXJ2YXRpb25SZXF1ZXN0GiQuY3JlZGl0LnYxLkV4dGVuZFJlc2VydmF0aW9uUmVzcG9uc2USUgoNUHVyY2hhc2VUb3BVcBIfLmNyZWRpdC52MS5QdXJjaGFzZVRvcFVwUmVxdWVzdBogLmNyZWRpdC52MS5QdXJjaGFzZVRvcFVwUmVzcG9uc2USSQoKQ2hhbmdlUGxhbhIcLmNyZWRpdC52MS5DaGFuZ2VQbGFuUmVxdWVzdBodLmNyZWRpdC52MS5DaGFuZ2VQbGFuUmVzcG9uc2USPwoFUXVvdGUSFy5jcmVkaXQudjEuUXVvdGVSZXF1ZXN0GhguY3JlZGl0LnYxLlF1b3RlUmVzcG9uc2UiA5ACARJRCgtHZXRSYXRlQ2FyZBIdLmNyZWRpdC52MS5HZXRSYXRlQ2FyZFJlcXVlc3QaHi5jcmVkaXQudjEuR2V0UmF0ZUNhcmRSZXNwb25zZSIDkAIBEksKCUxpc3RQbGFucxIbLmNyZWRpdC52MS5MaXN0UGxhbnNSZXF1ZXN0GhwuY3JlZGl0LnYxLkxpc3RQbGFuc1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_credit_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch5jcmVkaXQvdjEvY3JlZGl0X3NlcnZpY2UucHJvdG8SCWNyZWRpdC52MSKpAgoOUmVzZXJ2ZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSEAoGYW1vdW50GAMgASgDSAASKQoEc3BlYxgEIAEoCzIZLmNyZWRpdC52MS5HZW5lcmF0aW9uU3BlY0gAEiYKA3R0bBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI5CghtZXRhZGF0YRgGIAMoCzInLmNyZWRpdC52MS5SZXNlcnZlUmVxdWVzdC5NZXRhZGF0YUVudHJ5EhEKCW1lbWJlcl9pZBgHIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCBgoEY29zdCJjCg9SZXNlcnZlUmVzcG9uc2USKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24SIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIocBCg1Db21taXRSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIQCgZhbW91bnQYAyABKANIABIpCgRzcGVjGAQgASgLMhkuY3JlZGl0LnYxLkdlbmVyYXRpb25TcGVjSABCCAoGYWN0dWFsImIKDkNvbW1pdFJlc3BvbnNlEisKC3Jlc2VydmF0aW9uGAEgASgLMhYuY3JlZGl0LnYxLlJlc2VydmF0aW9uEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSJ7Cg5SZWxlYXNlUmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSKAoGcmVhc29uGAMgASgOMhguY3JlZGl0LnYxLlJlbGVhc2VSZWFzb24SDgoGZGV0YWlsGAQgASgJImMKD1JlbGVhc2VSZXNwb25zZRIrCgtyZXNlcnZhdGlvbhgBIAEoCzIWLmNyZWRpdC52MS5SZXNlcnZhdGlvbhIjCgdiYWxhbmNlGAIgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2UiJwoRR2V0QmFsYW5jZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCSJLChJHZXRCYWxhbmNlUmVzcG9uc2USIwoHYmFsYW5jZRgBIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlEhAKCHNlcXVlbmNlGAIgASgDIj4KFUdldFNwZW5kTGltaXRzUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKCW1lbWJlcl9pZBgCIAEoCSJqChZHZXRTcGVuZExpbWl0c1Jlc3BvbnNlEiUKBmxpbWl0cxgBIAMoCzIVLmNyZWRpdC52MS5TcGVuZExpbWl0EikKBWFzX29mGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIpChNXYXRjaEJhbGFuY2VSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkiTQoUV2F0Y2hCYWxhbmNlUmVzcG9uc2USEAoIc2VxdWVuY2UYASABKAMSIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIi8KFUdldFJlc2VydmF0aW9uUmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCSJFChZHZXRSZXNlcnZhdGlvblJlc3BvbnNlEisKC3Jlc2VydmF0aW9uGAEgASgLMhYuY3JlZGl0LnYxLlJlc2VydmF0aW9uInMKGEV4dGVuZFJlc2VydmF0aW9uUmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSJgoDdHRsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkgKGUV4dGVuZFJlc2VydmF0aW9uUmVzcG9uc2USKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24iXAoPQ3VzdG9tVG9wVXBQYWNrEg8KB2NyZWRpdHMYASABKAMSHwoFcHJpY2UYAiABKAsyEC5jcmVkaXQudjEuTW9uZXkSFwoPdmFsaWRpdHlfbW9udGhzGAMgASgFIpMBChRQdXJjaGFzZVRvcFVwUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKB3BhY2tfaWQYAiABKAlIABIxCgtjdXN0b21fcGFjaxgDIAEoCzIaLmNyZWRpdC52MS5DdXN0b21Ub3BVcFBhY2tIABIZChFwYXltZW50X3JlZmVyZW5jZRgEIAEoCUIGCgRwYWNrIoABChVQdXJjaGFzZVRvcFVwUmVzcG9uc2USIQoGYnVja2V0GAEgASgLMhEuY3JlZGl0LnYxLkJ1Y2tldBIjCgdiYWxhbmNlGAIgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2USHwoFcHJpY2UYAyABKAsyEC5jcmVkaXQudjEuTW9uZXkiUQoRQ2hhbmdlUGxhblJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIPCgdwbGFuX2lkGAIgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCSKJAgoSQ2hhbmdlUGxhblJlc3BvbnNlEi0KDHN1YnNjcmlwdGlvbhgBIAEoCzIXLmNyZWRpdC52MS5TdWJzY3JpcHRpb24SKQoGY2hhbmdlGAIgASgOMhkuY3JlZGl0LnYxLlBsYW5DaGFuZ2VLaW5kEjAKDGVmZmVjdGl2ZV9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoPcHJvcmF0ZWRfY2hhcmdlGAQgASgLMhAuY3JlZGl0LnYxLk1vbmV5EhcKD2NyZWRpdHNfZ3JhbnRlZBgFIAEoAxIjCgdiYWxhbmNlGAYgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2UiEgoQTGlzdFBsYW5zUmVxdWVzdCIzChFMaXN0UGxhbnNSZXNwb25zZRIeCgVwbGFucxgBIAMoCzIPLmNyZWRpdC52MS5QbGFuIksKDFF1b3RlUmVxdWVzdBInCgRzcGVjGAEgASgLMhkuY3JlZGl0LnYxLkdlbmVyYXRpb25TcGVjEhIKCmFjY291bnRfaWQYAiABKAkiZAoNUXVvdGVSZXNwb25zZRIPCgdjcmVkaXRzGAEgASgDEicKCWJyZWFrZG93bhgCIAMoCzIULmNyZWRpdC52MS5RdW90ZUxpbmUSGQoRcmF0ZV9jYXJkX3ZlcnNpb24YAyABKAkiFAoSR2V0UmF0ZUNhcmRSZXF1ZXN0IjUKDlJlc29sdXRpb25UaWVyEhIKCm1heF9waXhlbHMYASABKAMSDwoHY3JlZGl0cxgCIAEoAyJECgtRdWFsaXR5UmF0ZRIjCgdxdWFsaXR5GAEgASgOMhIuY3JlZGl0LnYxLlF1YWxpdHkSEAoIcGVybWlsbGUYAiABKAUi0gIKCU1vZGVsUmF0ZRINCgVtb2RlbBgBIAEoCRInCgRraW5kGAIgASgOMhkuY3JlZGl0LnYxLkdlbmVyYXRpb25LaW5kEhQKDGJhc2VfY3JlZGl0cxgDIAEoAxIRCgltYXhfd2lkdGgYBCABKAUSEgoKbWF4X2hlaWdodBgFIAEoBRIzChByZXNvbHV0aW9uX3RpZXJzGAYgAygLMhkuY3JlZGl0LnYxLlJlc29sdXRpb25UaWVyEhoKEmNyZWRpdHNfcGVyX3NlY29uZBgHIAEoAxITCgttaW5fc2Vjb25kcxgIIAEoBRITCgttYXhfc2Vjb25kcxgJIAEoBRIRCgltYXhfY291bnQYCiABKAUSKQoJcXVhbGl0aWVzGAsgAygLMhYuY3JlZGl0LnYxLlF1YWxpdHlSYXRlEhcKD21pbmltdW1fY3JlZGl0cxgMIAEoAyJnCglUb3BVcFBhY2sSDwoHcGFja19pZBgBIAEoCRIPCgdjcmVkaXRzGAIgASgDEh8KBXByaWNlGAMgASgLMhAuY3JlZGl0LnYxLk1vbmV5EhcKD3ZhbGlkaXR5X21vbnRocxgEIAEoBSJ4ChNHZXRSYXRlQ2FyZFJlc3BvbnNlEg8KB3ZlcnNpb24YASABKAkSJAoGbW9kZWxzGAIgAygLMhQuY3JlZGl0LnYxLk1vZGVsUmF0ZRIqCgx0b3BfdXBfcGFja3MYAyADKAsyFC5jcmVkaXQudjEuVG9wVXBQYWNrKqMCCg5QbGFuQ2hhbmdlS2luZBIgChxQTEFOX0NIQU5HRV9LSU5EX1VOU1BFQ0lGSUVEEAASHwobUExBTl9DSEFOR0VfS0lORF9TVUJTQ1JJQkVEEAESHQoZUExBTl9DSEFOR0VfS0lORF9VUEdSQURFRBACEigKJFBMQU5fQ0hBTkdFX0tJTkRfRE9XTkdSQURFX1NDSEVEVUxFRBADEi8KK1BMQU5fQ0hBTkdFX0tJTkRfU0NIRURVTEVEX0NIQU5HRV9DQU5DRUxMRUQQBBIlCiFQTEFOX0NIQU5HRV9LSU5EX0lOVEVSVkFMX0NIQU5HRUQQBRItCilQTEFOX0NIQU5HRV9LSU5EX1NDSEVEVUxFRF9DSEFOR0VfQVBQTElFRBAGMo0ICg1DcmVkaXRTZXJ2aWNlEkAKB1Jlc2VydmUSGS5jcmVkaXQudjEuUmVzZXJ2ZVJlcXVlc3QaGi5jcmVkaXQudjEuUmVzZXJ2ZVJlc3BvbnNlEj0KBkNvbW1pdBIYLmNyZWRpdC52MS5Db21taXRSZXF1ZXN0GhkuY3JlZGl0LnYxLkNvbW1pdFJlc3BvbnNlEkAKB1JlbGVhc2USGS5jcmVkaXQudjEuUmVsZWFzZVJlcXVlc3QaGi5jcmVkaXQudjEuUmVsZWFzZVJlc3BvbnNlEk4KCkdldEJhbGFuY2USHC5jcmVkaXQudjEuR2V0QmFsYW5jZVJlcXVlc3QaHS5jcmVkaXQudjEuR2V0QmFsYW5jZVJlc3BvbnNlIgOQAgESUQoMV2F0Y2hCYWxhbmNlEh4uY3JlZGl0LnYxLldhdGNoQmFsYW5jZVJlcXVlc3QaHy5jcmVkaXQudjEuV2F0Y2hCYWxhbmNlUmVzcG9uc2UwARJaCg5HZXRSZXNlcnZhdGlvbhIgLmNyZWRpdC52MS5HZXRSZXNlcnZhdGlvblJlcXVlc3QaIS5jcmVkaXQudjEuR2V0UmVzZXJ2YXRpb25SZXNwb25zZSIDkAIBEl4KEUV4dGVuZFJlc2VydmF0aW9uEiMuY3JlZGl0LnYxLkV4dGVuZFJlc2VydmF0aW9uUmVxdWVzdBokLmNyZWRpdC52MS5FeHRlbmRSZXNlcnZhdGlvblJlc3BvbnNlElIKDVB1cmNoYXNlVG9wVXASHy5jcmVkaXQudjEuUHVyY2hhc2VUb3BVcFJlcXVlc3QaIC5jcmVkaXQudjEuUHVyY2hhc2VUb3BVcFJlc3BvbnNlEkkKCkNoYW5nZVBsYW4SHC5jcmVkaXQudjEuQ2hhbmdlUGxhblJlcXVlc3QaHS5jcmVkaXQudjEuQ2hhbmdlUGxhblJlc3BvbnNlEj8KBVF1b3RlEhcuY3JlZGl0LnYxLlF1b3RlUmVxdWVzdBoYLmNyZWRpdC52MS5RdW90ZVJlc3BvbnNlIgOQAgESUQoLR2V0UmF0ZUNhcmQSHS5jcmVkaXQudjEuR2V0UmF0ZUNhcmRSZXF1ZXN0Gh4uY3JlZGl0LnYxLkdldFJhdGVDYXJkUmVzcG9uc2UiA5ACARJaCg5HZXRTcGVuZExpbWl0cxIgLmNyZWRpdC52MS5HZXRTcGVuZExpbWl0c1JlcXVlc3QaIS5jcmVkaXQudjEuR2V0U3BlbmRMaW1pdHNSZXNwb25zZSIDkAIBEksKCUxpc3RQbGFucxIbLmNyZWRpdC52MS5MaXN0UGxhbnNSZXF1ZXN0GhwuY3JlZGl0LnYxLkxpc3RQbGFuc1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_credit_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Hold credits for one generation.
@@ -321,6 +321,60 @@ export const GetBalanceResponseSchema: GenMessage<GetBalanceResponse> = /*@__PUR
   messageDesc(file_credit_v1_credit_service, 7);
 
 /**
+ * The spend limits that apply to one member.
+ *
+ * @generated from message credit.v1.GetSpendLimitsRequest
+ */
+export type GetSpendLimitsRequest = Message<"credit.v1.GetSpendLimitsRequest"> & {
+  /**
+   * The account; it must exist.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * The member; empty: the account-wide limits only.
+   *
+   * @generated from field: string member_id = 2;
+   */
+  memberId: string;
+};
+
+/**
+ * Describes the message credit.v1.GetSpendLimitsRequest.
+ * Use `create(GetSpendLimitsRequestSchema)` to create a new message.
+ */
+export const GetSpendLimitsRequestSchema: GenMessage<GetSpendLimitsRequest> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 8);
+
+/**
+ * Account-wide limits first, then the member's own; each by period (DAY, WEEK, BILLING_PERIOD, LIFETIME).
+ *
+ * @generated from message credit.v1.GetSpendLimitsResponse
+ */
+export type GetSpendLimitsResponse = Message<"credit.v1.GetSpendLimitsResponse"> & {
+  /**
+   * @generated from field: repeated credit.v1.SpendLimit limits = 1;
+   */
+  limits: SpendLimit[];
+
+  /**
+   * By the account's clock.
+   *
+   * @generated from field: google.protobuf.Timestamp as_of = 2;
+   */
+  asOf?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message credit.v1.GetSpendLimitsResponse.
+ * Use `create(GetSpendLimitsResponseSchema)` to create a new message.
+ */
+export const GetSpendLimitsResponseSchema: GenMessage<GetSpendLimitsResponse> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 9);
+
+/**
  * Watch an account's balance.
  *
  * @generated from message credit.v1.WatchBalanceRequest
@@ -339,7 +393,7 @@ export type WatchBalanceRequest = Message<"credit.v1.WatchBalanceRequest"> & {
  * Use `create(WatchBalanceRequestSchema)` to create a new message.
  */
 export const WatchBalanceRequestSchema: GenMessage<WatchBalanceRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 8);
+  messageDesc(file_credit_v1_credit_service, 10);
 
 /**
  * One state of the watched account.
@@ -371,7 +425,7 @@ export type WatchBalanceResponse = Message<"credit.v1.WatchBalanceResponse"> & {
  * Use `create(WatchBalanceResponseSchema)` to create a new message.
  */
 export const WatchBalanceResponseSchema: GenMessage<WatchBalanceResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 9);
+  messageDesc(file_credit_v1_credit_service, 11);
 
 /**
  * Read one reservation.
@@ -392,7 +446,7 @@ export type GetReservationRequest = Message<"credit.v1.GetReservationRequest"> &
  * Use `create(GetReservationRequestSchema)` to create a new message.
  */
 export const GetReservationRequestSchema: GenMessage<GetReservationRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 10);
+  messageDesc(file_credit_v1_credit_service, 12);
 
 /**
  * One reservation.
@@ -413,7 +467,7 @@ export type GetReservationResponse = Message<"credit.v1.GetReservationResponse">
  * Use `create(GetReservationResponseSchema)` to create a new message.
  */
 export const GetReservationResponseSchema: GenMessage<GetReservationResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 11);
+  messageDesc(file_credit_v1_credit_service, 13);
 
 /**
  * Extend an open hold.
@@ -448,7 +502,7 @@ export type ExtendReservationRequest = Message<"credit.v1.ExtendReservationReque
  * Use `create(ExtendReservationRequestSchema)` to create a new message.
  */
 export const ExtendReservationRequestSchema: GenMessage<ExtendReservationRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 12);
+  messageDesc(file_credit_v1_credit_service, 14);
 
 /**
  * The extended hold.
@@ -469,7 +523,7 @@ export type ExtendReservationResponse = Message<"credit.v1.ExtendReservationResp
  * Use `create(ExtendReservationResponseSchema)` to create a new message.
  */
 export const ExtendReservationResponseSchema: GenMessage<ExtendReservationResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 13);
+  messageDesc(file_credit_v1_credit_service, 15);
 
 /**
  * A top-up pack sized and priced for one account (business custom packs).
@@ -504,7 +558,7 @@ export type CustomTopUpPack = Message<"credit.v1.CustomTopUpPack"> & {
  * Use `create(CustomTopUpPackSchema)` to create a new message.
  */
 export const CustomTopUpPackSchema: GenMessage<CustomTopUpPack> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 14);
+  messageDesc(file_credit_v1_credit_service, 16);
 
 /**
  * Buy a top-up pack.
@@ -555,7 +609,7 @@ export type PurchaseTopUpRequest = Message<"credit.v1.PurchaseTopUpRequest"> & {
  * Use `create(PurchaseTopUpRequestSchema)` to create a new message.
  */
 export const PurchaseTopUpRequestSchema: GenMessage<PurchaseTopUpRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 15);
+  messageDesc(file_credit_v1_credit_service, 17);
 
 /**
  * The new top-up bucket.
@@ -590,7 +644,7 @@ export type PurchaseTopUpResponse = Message<"credit.v1.PurchaseTopUpResponse"> &
  * Use `create(PurchaseTopUpResponseSchema)` to create a new message.
  */
 export const PurchaseTopUpResponseSchema: GenMessage<PurchaseTopUpResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 16);
+  messageDesc(file_credit_v1_credit_service, 18);
 
 /**
  * Change an account's plan.
@@ -625,7 +679,7 @@ export type ChangePlanRequest = Message<"credit.v1.ChangePlanRequest"> & {
  * Use `create(ChangePlanRequestSchema)` to create a new message.
  */
 export const ChangePlanRequestSchema: GenMessage<ChangePlanRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 17);
+  messageDesc(file_credit_v1_credit_service, 19);
 
 /**
  * The outcome of a plan change.
@@ -681,7 +735,7 @@ export type ChangePlanResponse = Message<"credit.v1.ChangePlanResponse"> & {
  * Use `create(ChangePlanResponseSchema)` to create a new message.
  */
 export const ChangePlanResponseSchema: GenMessage<ChangePlanResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 18);
+  messageDesc(file_credit_v1_credit_service, 20);
 
 /**
  * List the public plans.
@@ -696,7 +750,7 @@ export type ListPlansRequest = Message<"credit.v1.ListPlansRequest"> & {
  * Use `create(ListPlansRequestSchema)` to create a new message.
  */
 export const ListPlansRequestSchema: GenMessage<ListPlansRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 19);
+  messageDesc(file_credit_v1_credit_service, 21);
 
 /**
  * The public plan catalog.
@@ -717,7 +771,7 @@ export type ListPlansResponse = Message<"credit.v1.ListPlansResponse"> & {
  * Use `create(ListPlansResponseSchema)` to create a new message.
  */
 export const ListPlansResponseSchema: GenMessage<ListPlansResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 20);
+  messageDesc(file_credit_v1_credit_service, 22);
 
 /**
  * Price a generation.
@@ -745,7 +799,7 @@ export type QuoteRequest = Message<"credit.v1.QuoteRequest"> & {
  * Use `create(QuoteRequestSchema)` to create a new message.
  */
 export const QuoteRequestSchema: GenMessage<QuoteRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 21);
+  messageDesc(file_credit_v1_credit_service, 23);
 
 /**
  * A price and how it was made.
@@ -780,7 +834,7 @@ export type QuoteResponse = Message<"credit.v1.QuoteResponse"> & {
  * Use `create(QuoteResponseSchema)` to create a new message.
  */
 export const QuoteResponseSchema: GenMessage<QuoteResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 22);
+  messageDesc(file_credit_v1_credit_service, 24);
 
 /**
  * Read the rate card.
@@ -795,7 +849,7 @@ export type GetRateCardRequest = Message<"credit.v1.GetRateCardRequest"> & {
  * Use `create(GetRateCardRequestSchema)` to create a new message.
  */
 export const GetRateCardRequestSchema: GenMessage<GetRateCardRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 23);
+  messageDesc(file_credit_v1_credit_service, 25);
 
 /**
  * A resolution step of a model's price.
@@ -823,7 +877,7 @@ export type ResolutionTier = Message<"credit.v1.ResolutionTier"> & {
  * Use `create(ResolutionTierSchema)` to create a new message.
  */
 export const ResolutionTierSchema: GenMessage<ResolutionTier> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 24);
+  messageDesc(file_credit_v1_credit_service, 26);
 
 /**
  * The price multiplier of one quality level.
@@ -851,7 +905,7 @@ export type QualityRate = Message<"credit.v1.QualityRate"> & {
  * Use `create(QualityRateSchema)` to create a new message.
  */
 export const QualityRateSchema: GenMessage<QualityRate> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 25);
+  messageDesc(file_credit_v1_credit_service, 27);
 
 /**
  * How one model is priced.
@@ -949,7 +1003,7 @@ export type ModelRate = Message<"credit.v1.ModelRate"> & {
  * Use `create(ModelRateSchema)` to create a new message.
  */
 export const ModelRateSchema: GenMessage<ModelRate> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 26);
+  messageDesc(file_credit_v1_credit_service, 28);
 
 /**
  * A top-up pack of the default catalog.
@@ -991,7 +1045,7 @@ export type TopUpPack = Message<"credit.v1.TopUpPack"> & {
  * Use `create(TopUpPackSchema)` to create a new message.
  */
 export const TopUpPackSchema: GenMessage<TopUpPack> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 27);
+  messageDesc(file_credit_v1_credit_service, 29);
 
 /**
  * The current rate card.
@@ -1026,7 +1080,7 @@ export type GetRateCardResponse = Message<"credit.v1.GetRateCardResponse"> & {
  * Use `create(GetRateCardResponseSchema)` to create a new message.
  */
 export const GetRateCardResponseSchema: GenMessage<GetRateCardResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 28);
+  messageDesc(file_credit_v1_credit_service, 30);
 
 /**
  * What a ChangePlan call did.
@@ -1207,6 +1261,17 @@ export const CreditService: GenService<{
     methodKind: "unary";
     input: typeof GetRateCardRequestSchema;
     output: typeof GetRateCardResponseSchema;
+  },
+  /**
+   * GetSpendLimits lists every spend limit that applies to a member (its own and the account's),
+   * with what is used, held and left in the current period.
+   *
+   * @generated from rpc credit.v1.CreditService.GetSpendLimits
+   */
+  getSpendLimits: {
+    methodKind: "unary";
+    input: typeof GetSpendLimitsRequestSchema;
+    output: typeof GetSpendLimitsResponseSchema;
   },
   /**
    * ListPlans returns the public plan catalog (the latest version of each plan).

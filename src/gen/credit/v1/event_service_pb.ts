@@ -6,7 +6,7 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { PlanChangeKind } from "./credit_service_pb.js";
 import { file_credit_v1_credit_service } from "./credit_service_pb.js";
-import type { BalanceAlertSetting, Bucket, Money, Plan, Reservation, Subscription } from "./types_pb.js";
+import type { BalanceAlertSetting, Bucket, Money, Plan, Reservation, SpendLimit, Subscription } from "./types_pb.js";
 import { file_credit_v1_types } from "./types_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file credit/v1/event_service.proto.
  */
 export const file_credit_v1_event_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1jcmVkaXQvdjEvZXZlbnRfc2VydmljZS5wcm90bxIJY3JlZGl0LnYxIsYFCgVFdmVudBIQCghldmVudF9pZBgBIAEoCRIOCgZjdXJzb3IYAiABKAkSEgoKYWNjb3VudF9pZBgDIAEoCRIYChBhY2NvdW50X3NlcXVlbmNlGAQgASgDEiIKBGtpbmQYBSABKA4yFC5jcmVkaXQudjEuRXZlbnRLaW5kEi8KC29jY3VycmVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWNvcmRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoEaG9sZBgKIAEoCzIULmNyZWRpdC52MS5Ib2xkRXZlbnRIABI0Cg9jcmVkaXRzX2dyYW50ZWQYCyABKAsyGS5jcmVkaXQudjEuQ3JlZGl0c0dyYW50ZWRIABI0Cg9jcmVkaXRzX2V4cGlyZWQYDCABKAsyGS5jcmVkaXQudjEuQ3JlZGl0c0V4cGlyZWRIABI2ChBjcmVkaXRzX2V4cGlyaW5nGA0gASgLMhouY3JlZGl0LnYxLkNyZWRpdHNFeHBpcmluZ0gAEi4KDHBsYW5fY2hhbmdlZBgOIAEoCzIWLmNyZWRpdC52MS5QbGFuQ2hhbmdlZEgAEjIKDnBlcmlvZF9yZW5ld2VkGA8gASgLMhguY3JlZGl0LnYxLlBlcmlvZFJlbmV3ZWRIABIwCg1iYWxhbmNlX2FsZXJ0GBAgASgLMhcuY3JlZGl0LnYxLkJhbGFuY2VBbGVydEgAEjsKE3Rlc3RfY2xvY2tfYWR2YW5jZWQYESABKAsyHC5jcmVkaXQudjEuVGVzdENsb2NrQWR2YW5jZWRIABI/ChVjb25jdXJyZW5jeV9saW1pdF9zZXQYEiABKAsyHi5jcmVkaXQudjEuQ29uY3VycmVuY3lMaW1pdFNldEgAQgkKB3BheWxvYWQiOAoJSG9sZEV2ZW50EisKC3Jlc2VydmF0aW9uGAEgASgLMhYuY3JlZGl0LnYxLlJlc2VydmF0aW9uIlMKDkNyZWRpdHNHcmFudGVkEiEKBmJ1Y2tldBgBIAEoCzIRLmNyZWRpdC52MS5CdWNrZXQSDgoGYW1vdW50GAIgASgDEg4KBnNvdXJjZRgDIAEoCSJbCg5DcmVkaXRzRXhwaXJlZBIhCgZidWNrZXQYASABKAsyES5jcmVkaXQudjEuQnVja2V0Eg4KBmFtb3VudBgCIAEoAxIWCg5yZXNlcnZhdGlvbl9pZBgDIAEoCSJ0Cg9DcmVkaXRzRXhwaXJpbmcSIQoGYnVja2V0GAEgASgLMhEuY3JlZGl0LnYxLkJ1Y2tldBIOCgZhbW91bnQYAiABKAMSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiiwIKC1BsYW5DaGFuZ2VkEikKBmNoYW5nZRgBIAEoDjIZLmNyZWRpdC52MS5QbGFuQ2hhbmdlS2luZBImCg1wcmV2aW91c19wbGFuGAIgASgLMg8uY3JlZGl0LnYxLlBsYW4SHQoEcGxhbhgDIAEoCzIPLmNyZWRpdC52MS5QbGFuEjAKDGVmZmVjdGl2ZV9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoPcHJvcmF0ZWRfY2hhcmdlGAUgASgLMhAuY3JlZGl0LnYxLk1vbmV5Ei0KDHN1YnNjcmlwdGlvbhgGIAEoCzIXLmNyZWRpdC52MS5TdWJzY3JpcHRpb24iigIKDVBlcmlvZFJlbmV3ZWQSHQoEcGxhbhgBIAEoCzIPLmNyZWRpdC52MS5QbGFuEjAKDHBlcmlvZF9zdGFydBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcGVyaW9kX2VuZBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHgoWYmlsbGluZ19wZXJpb2RfcmVuZXdlZBgEIAEoCBIgCgZjaGFyZ2UYBSABKAsyEC5jcmVkaXQudjEuTW9uZXkSNgoSYmlsbGluZ19wZXJpb2RfZW5kGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ5CgxCYWxhbmNlQWxlcnQSEQoJYXZhaWxhYmxlGAEgASgDEhEKCXRocmVzaG9sZBgCIAEoAxISCgpyZWNvdmVyX2F0GAMgASgDEi8KB3NldHRpbmcYBCABKAsyHi5jcmVkaXQudjEuQmFsYW5jZUFsZXJ0U2V0dGluZyJaChNDb25jdXJyZW5jeUxpbWl0U2V0EhEKCW1lbWJlcl9pZBgBIAEoCRIWCg5tYXhfb3Blbl9ob2xkcxgCIAEoDRIYChBtYXhfaGVsZF9jcmVkaXRzGAMgASgDIlEKEVRlc3RDbG9ja0FkdmFuY2VkEhMKC2FkdmFuY2VkX21zGAEgASgDEicKA25vdxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAidQoRTGlzdEV2ZW50c1JlcXVlc3QSFAoMYWZ0ZXJfY3Vyc29yGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRIjCgVraW5kcxgDIAMoDjIULmNyZWRpdC52MS5FdmVudEtpbmQSEgoKYWNjb3VudF9pZBgEIAEoCSJLChJMaXN0RXZlbnRzUmVzcG9uc2USIAoGZXZlbnRzGAEgAygLMhAuY3JlZGl0LnYxLkV2ZW50EhMKC25leHRfY3Vyc29yGAIgASgJImQKE1N0cmVhbUV2ZW50c1JlcXVlc3QSFAoMYWZ0ZXJfY3Vyc29yGAEgASgJEiMKBWtpbmRzGAIgAygOMhQuY3JlZGl0LnYxLkV2ZW50S2luZBISCgphY2NvdW50X2lkGAMgASgJKqUECglFdmVudEtpbmQSGgoWRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEhsKF0VWRU5UX0tJTkRfSE9MRF9DUkVBVEVEEAESHQoZRVZFTlRfS0lORF9IT0xEX0NPTU1JVFRFRBACEhwKGEVWRU5UX0tJTkRfSE9MRF9SRUxFQVNFRBADEhsKF0VWRU5UX0tJTkRfSE9MRF9FWFBJUkVEEAQSHAoYRVZFTlRfS0lORF9IT0xEX0VYVEVOREVEEAUSHgoaRVZFTlRfS0lORF9DUkVESVRTX0dSQU5URUQQBhIeChpFVkVOVF9LSU5EX0NSRURJVFNfRVhQSVJFRBAHEh8KG0VWRU5UX0tJTkRfQ1JFRElUU19FWFBJUklORxAIEhsKF0VWRU5UX0tJTkRfUExBTl9DSEFOR0VEEAkSHQoZRVZFTlRfS0lORF9QRVJJT0RfUkVORVdFRBAKEhoKFkVWRU5UX0tJTkRfQkFMQU5DRV9MT1cQCxIgChxFVkVOVF9LSU5EX0JBTEFOQ0VfRVhIQVVTVEVEEAwSIAocRVZFTlRfS0lORF9CQUxBTkNFX1JFQ09WRVJFRBANEiIKHkVWRU5UX0tJTkRfVEVTVF9DTE9DS19BRFZBTkNFRBAOEiAKHEVWRU5UX0tJTkRfQkFMQU5DRV9BTEVSVF9TRVQQDxIkCiBFVkVOVF9LSU5EX0NPTkNVUlJFTkNZX0xJTUlUX1NFVBAQMq0BChJDcmVkaXRFdmVudFNlcnZpY2USTgoKTGlzdEV2ZW50cxIcLmNyZWRpdC52MS5MaXN0RXZlbnRzUmVxdWVzdBodLmNyZWRpdC52MS5MaXN0RXZlbnRzUmVzcG9uc2UiA5ACARJHCgxTdHJlYW1FdmVudHMSHi5jcmVkaXQudjEuU3RyZWFtRXZlbnRzUmVxdWVzdBoQLmNyZWRpdC52MS5FdmVudCIDkAIBMAFiBnByb3RvMw", [file_credit_v1_credit_service, file_credit_v1_types, file_google_protobuf_timestamp]);
+  fileDesc("Ch1jcmVkaXQvdjEvZXZlbnRfc2VydmljZS5wcm90bxIJY3JlZGl0LnYxIrEGCgVFdmVudBIQCghldmVudF9pZBgBIAEoCRIOCgZjdXJzb3IYAiABKAkSEgoKYWNjb3VudF9pZBgDIAEoCRIYChBhY2NvdW50X3NlcXVlbmNlGAQgASgDEiIKBGtpbmQYBSABKA4yFC5jcmVkaXQudjEuRXZlbnRLaW5kEi8KC29jY3VycmVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWNvcmRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoEaG9sZBgKIAEoCzIULmNyZWRpdC52MS5Ib2xkRXZlbnRIABI0Cg9jcmVkaXRzX2dyYW50ZWQYCyABKAsyGS5jcmVkaXQudjEuQ3JlZGl0c0dyYW50ZWRIABI0Cg9jcmVkaXRzX2V4cGlyZWQYDCABKAsyGS5jcmVkaXQudjEuQ3JlZGl0c0V4cGlyZWRIABI2ChBjcmVkaXRzX2V4cGlyaW5nGA0gASgLMhouY3JlZGl0LnYxLkNyZWRpdHNFeHBpcmluZ0gAEi4KDHBsYW5fY2hhbmdlZBgOIAEoCzIWLmNyZWRpdC52MS5QbGFuQ2hhbmdlZEgAEjIKDnBlcmlvZF9yZW5ld2VkGA8gASgLMhguY3JlZGl0LnYxLlBlcmlvZFJlbmV3ZWRIABIwCg1iYWxhbmNlX2FsZXJ0GBAgASgLMhcuY3JlZGl0LnYxLkJhbGFuY2VBbGVydEgAEjsKE3Rlc3RfY2xvY2tfYWR2YW5jZWQYESABKAsyHC5jcmVkaXQudjEuVGVzdENsb2NrQWR2YW5jZWRIABI/ChVjb25jdXJyZW5jeV9saW1pdF9zZXQYEiABKAsyHi5jcmVkaXQudjEuQ29uY3VycmVuY3lMaW1pdFNldEgAEiwKC3NwZW5kX2xpbWl0GBMgASgLMhUuY3JlZGl0LnYxLlNwZW5kTGltaXRIABI7ChNzcGVuZF9saW1pdF9yZWFjaGVkGBQgASgLMhwuY3JlZGl0LnYxLlNwZW5kTGltaXRSZWFjaGVkSABCCQoHcGF5bG9hZCI4CglIb2xkRXZlbnQSKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24iUwoOQ3JlZGl0c0dyYW50ZWQSIQoGYnVja2V0GAEgASgLMhEuY3JlZGl0LnYxLkJ1Y2tldBIOCgZhbW91bnQYAiABKAMSDgoGc291cmNlGAMgASgJIlsKDkNyZWRpdHNFeHBpcmVkEiEKBmJ1Y2tldBgBIAEoCzIRLmNyZWRpdC52MS5CdWNrZXQSDgoGYW1vdW50GAIgASgDEhYKDnJlc2VydmF0aW9uX2lkGAMgASgJInQKD0NyZWRpdHNFeHBpcmluZxIhCgZidWNrZXQYASABKAsyES5jcmVkaXQudjEuQnVja2V0Eg4KBmFtb3VudBgCIAEoAxIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKLAgoLUGxhbkNoYW5nZWQSKQoGY2hhbmdlGAEgASgOMhkuY3JlZGl0LnYxLlBsYW5DaGFuZ2VLaW5kEiYKDXByZXZpb3VzX3BsYW4YAiABKAsyDy5jcmVkaXQudjEuUGxhbhIdCgRwbGFuGAMgASgLMg8uY3JlZGl0LnYxLlBsYW4SMAoMZWZmZWN0aXZlX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCg9wcm9yYXRlZF9jaGFyZ2UYBSABKAsyEC5jcmVkaXQudjEuTW9uZXkSLQoMc3Vic2NyaXB0aW9uGAYgASgLMhcuY3JlZGl0LnYxLlN1YnNjcmlwdGlvbiKKAgoNUGVyaW9kUmVuZXdlZBIdCgRwbGFuGAEgASgLMg8uY3JlZGl0LnYxLlBsYW4SMAoMcGVyaW9kX3N0YXJ0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpwZXJpb2RfZW5kGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIeChZiaWxsaW5nX3BlcmlvZF9yZW5ld2VkGAQgASgIEiAKBmNoYXJnZRgFIAEoCzIQLmNyZWRpdC52MS5Nb25leRI2ChJiaWxsaW5nX3BlcmlvZF9lbmQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wInkKDEJhbGFuY2VBbGVydBIRCglhdmFpbGFibGUYASABKAMSEQoJdGhyZXNob2xkGAIgASgDEhIKCnJlY292ZXJfYXQYAyABKAMSLwoHc2V0dGluZxgEIAEoCzIeLmNyZWRpdC52MS5CYWxhbmNlQWxlcnRTZXR0aW5nIloKE0NvbmN1cnJlbmN5TGltaXRTZXQSEQoJbWVtYmVyX2lkGAEgASgJEhYKDm1heF9vcGVuX2hvbGRzGAIgASgNEhgKEG1heF9oZWxkX2NyZWRpdHMYAyABKAMidwoRU3BlbmRMaW1pdFJlYWNoZWQSJAoFbGltaXQYASABKAsyFS5jcmVkaXQudjEuU3BlbmRMaW1pdBIRCglyZXF1ZXN0ZWQYAiABKAMSFgoOcmVzZXJ2YXRpb25faWQYAyABKAkSEQoJbWVtYmVyX2lkGAQgASgJIlEKEVRlc3RDbG9ja0FkdmFuY2VkEhMKC2FkdmFuY2VkX21zGAEgASgDEicKA25vdxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAidQoRTGlzdEV2ZW50c1JlcXVlc3QSFAoMYWZ0ZXJfY3Vyc29yGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRIjCgVraW5kcxgDIAMoDjIULmNyZWRpdC52MS5FdmVudEtpbmQSEgoKYWNjb3VudF9pZBgEIAEoCSJLChJMaXN0RXZlbnRzUmVzcG9uc2USIAoGZXZlbnRzGAEgAygLMhAuY3JlZGl0LnYxLkV2ZW50EhMKC25leHRfY3Vyc29yGAIgASgJImQKE1N0cmVhbUV2ZW50c1JlcXVlc3QSFAoMYWZ0ZXJfY3Vyc29yGAEgASgJEiMKBWtpbmRzGAIgAygOMhQuY3JlZGl0LnYxLkV2ZW50S2luZBISCgphY2NvdW50X2lkGAMgASgJKo0FCglFdmVudEtpbmQSGgoWRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEhsKF0VWRU5UX0tJTkRfSE9MRF9DUkVBVEVEEAESHQoZRVZFTlRfS0lORF9IT0xEX0NPTU1JVFRFRBACEhwKGEVWRU5UX0tJTkRfSE9MRF9SRUxFQVNFRBADEhsKF0VWRU5UX0tJTkRfSE9MRF9FWFBJUkVEEAQSHAoYRVZFTlRfS0lORF9IT0xEX0VYVEVOREVEEAUSHgoaRVZFTlRfS0lORF9DUkVESVRTX0dSQU5URUQQBhIeChpFVkVOVF9LSU5EX0NSRURJVFNfRVhQSVJFRBAHEh8KG0VWRU5UX0tJTkRfQ1JFRElUU19FWFBJUklORxAIEhsKF0VWRU5UX0tJTkRfUExBTl9DSEFOR0VEEAkSHQoZRVZFTlRfS0lORF9QRVJJT0RfUkVORVdFRBAKEhoKFkVWRU5UX0tJTkRfQkFMQU5DRV9MT1cQCxIgChxFVkVOVF9LSU5EX0JBTEFOQ0VfRVhIQVVTVEVEEAwSIAocRVZFTlRfS0lORF9CQUxBTkNFX1JFQ09WRVJFRBANEiIKHkVWRU5UX0tJTkRfVEVTVF9DTE9DS19BRFZBTkNFRBAOEiAKHEVWRU5UX0tJTkRfQkFMQU5DRV9BTEVSVF9TRVQQDxIkCiBFVkVOVF9LSU5EX0NPTkNVUlJFTkNZX0xJTUlUX1NFVBAQEh4KGkVWRU5UX0tJTkRfU1BFTkRfTElNSVRfU0VUEBESIgoeRVZFTlRfS0lORF9TUEVORF9MSU1JVF9SRU1PVkVEEBISIgoeRVZFTlRfS0lORF9TUEVORF9MSU1JVF9SRUFDSEVEEBMyrQEKEkNyZWRpdEV2ZW50U2VydmljZRJOCgpMaXN0RXZlbnRzEhwuY3JlZGl0LnYxLkxpc3RFdmVudHNSZXF1ZXN0Gh0uY3JlZGl0LnYxLkxpc3RFdmVudHNSZXNwb25zZSIDkAIBEkcKDFN0cmVhbUV2ZW50cxIeLmNyZWRpdC52MS5TdHJlYW1FdmVudHNSZXF1ZXN0GhAuY3JlZGl0LnYxLkV2ZW50IgOQAgEwAWIGcHJvdG8z", [file_credit_v1_credit_service, file_credit_v1_types, file_google_protobuf_timestamp]);
 
 /**
  * One committed change of one account (a change may emit several events; they share its sequence).
@@ -150,6 +150,22 @@ export type Event = Message<"credit.v1.Event"> & {
      */
     value: ConcurrencyLimitSet;
     case: "concurrencyLimitSet";
+  } | {
+    /**
+     * SPEND_LIMIT_SET, SPEND_LIMIT_REMOVED.
+     *
+     * @generated from field: credit.v1.SpendLimit spend_limit = 19;
+     */
+    value: SpendLimit;
+    case: "spendLimit";
+  } | {
+    /**
+     * SPEND_LIMIT_REACHED.
+     *
+     * @generated from field: credit.v1.SpendLimitReached spend_limit_reached = 20;
+     */
+    value: SpendLimitReached;
+    case: "spendLimitReached";
   } | { case: undefined; value?: undefined };
 };
 
@@ -476,6 +492,48 @@ export const ConcurrencyLimitSetSchema: GenMessage<ConcurrencyLimitSet> = /*@__P
   messageDesc(file_credit_v1_event_service, 8);
 
 /**
+ * A soft spend limit passed.
+ *
+ * @generated from message credit.v1.SpendLimitReached
+ */
+export type SpendLimitReached = Message<"credit.v1.SpendLimitReached"> & {
+  /**
+   * The limit with used and held as they were before the Reserve.
+   *
+   * @generated from field: credit.v1.SpendLimit limit = 1;
+   */
+  limit?: SpendLimit | undefined;
+
+  /**
+   * The Reserve's amount, which took used + held past max_credits.
+   *
+   * @generated from field: int64 requested = 2;
+   */
+  requested: bigint;
+
+  /**
+   * The hold that passed it.
+   *
+   * @generated from field: string reservation_id = 3;
+   */
+  reservationId: string;
+
+  /**
+   * The member the hold is for.
+   *
+   * @generated from field: string member_id = 4;
+   */
+  memberId: string;
+};
+
+/**
+ * Describes the message credit.v1.SpendLimitReached.
+ * Use `create(SpendLimitReachedSchema)` to create a new message.
+ */
+export const SpendLimitReachedSchema: GenMessage<SpendLimitReached> = /*@__PURE__*/
+  messageDesc(file_credit_v1_event_service, 9);
+
+/**
  * A test-clock step.
  *
  * @generated from message credit.v1.TestClockAdvanced
@@ -501,7 +559,7 @@ export type TestClockAdvanced = Message<"credit.v1.TestClockAdvanced"> & {
  * Use `create(TestClockAdvancedSchema)` to create a new message.
  */
 export const TestClockAdvancedSchema: GenMessage<TestClockAdvanced> = /*@__PURE__*/
-  messageDesc(file_credit_v1_event_service, 9);
+  messageDesc(file_credit_v1_event_service, 10);
 
 /**
  * A page of events.
@@ -543,7 +601,7 @@ export type ListEventsRequest = Message<"credit.v1.ListEventsRequest"> & {
  * Use `create(ListEventsRequestSchema)` to create a new message.
  */
 export const ListEventsRequestSchema: GenMessage<ListEventsRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_event_service, 10);
+  messageDesc(file_credit_v1_event_service, 11);
 
 /**
  * @generated from message credit.v1.ListEventsResponse
@@ -569,7 +627,7 @@ export type ListEventsResponse = Message<"credit.v1.ListEventsResponse"> & {
  * Use `create(ListEventsResponseSchema)` to create a new message.
  */
 export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_event_service, 11);
+  messageDesc(file_credit_v1_event_service, 12);
 
 /**
  * Stream every event after a cursor, then new ones as they commit.
@@ -604,7 +662,7 @@ export type StreamEventsRequest = Message<"credit.v1.StreamEventsRequest"> & {
  * Use `create(StreamEventsRequestSchema)` to create a new message.
  */
 export const StreamEventsRequestSchema: GenMessage<StreamEventsRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_event_service, 12);
+  messageDesc(file_credit_v1_event_service, 13);
 
 /**
  * What an event tells.
@@ -730,6 +788,27 @@ export enum EventKind {
    * @generated from enum value: EVENT_KIND_CONCURRENCY_LIMIT_SET = 16;
    */
   CONCURRENCY_LIMIT_SET = 16,
+
+  /**
+   * SetSpendLimit created or replaced a spend limit (payload: spend_limit, used and held as of the change).
+   *
+   * @generated from enum value: EVENT_KIND_SPEND_LIMIT_SET = 17;
+   */
+  SPEND_LIMIT_SET = 17,
+
+  /**
+   * RemoveSpendLimit removed a spend limit (payload: spend_limit, as it stood).
+   *
+   * @generated from enum value: EVENT_KIND_SPEND_LIMIT_REMOVED = 18;
+   */
+  SPEND_LIMIT_REMOVED = 18,
+
+  /**
+   * A Reserve took a scope past a SOFT limit: once per limit per period (payload: spend_limit_reached).
+   *
+   * @generated from enum value: EVENT_KIND_SPEND_LIMIT_REACHED = 19;
+   */
+  SPEND_LIMIT_REACHED = 19,
 }
 
 /**

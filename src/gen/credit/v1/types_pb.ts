@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file credit/v1/types.proto.
  */
 export const file_credit_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("ChVjcmVkaXQvdjEvdHlwZXMucHJvdG8SCWNyZWRpdC52MSI0CgVNb25leRIVCg1jdXJyZW5jeV9jb2RlGAEgASgJEhQKDGFtb3VudF9taW5vchgCIAEoAyLmAQoGQnVja2V0EhEKCWJ1Y2tldF9pZBgBIAEoCRIjCgRraW5kGAIgASgOMhUuY3JlZGl0LnYxLkJ1Y2tldEtpbmQSDwoHZ3JhbnRlZBgDIAEoAxIRCglyZW1haW5pbmcYBCABKAMSLgoKdmFsaWRfZnJvbRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc291cmNlX3JlZhgHIAEoCRIMCgRoZWxkGAggASgDIu0BCgdCYWxhbmNlEhIKCmFjY291bnRfaWQYASABKAkSEQoJYXZhaWxhYmxlGAIgASgDEgwKBGhlbGQYAyABKAMSIgoHYnVja2V0cxgEIAMoCzIRLmNyZWRpdC52MS5CdWNrZXQSLQoMc3Vic2NyaXB0aW9uGAUgASgLMhcuY3JlZGl0LnYxLlN1YnNjcmlwdGlvbhIpCgVhc19vZhgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRYnVja2V0c190cnVuY2F0ZWQYByABKAgSFAoMYnVja2V0X2NvdW50GAggASgFIqcECgtSZXNlcnZhdGlvbhIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRISCgphY2NvdW50X2lkGAIgASgJEioKBXN0YXRlGAMgASgOMhsuY3JlZGl0LnYxLlJlc2VydmF0aW9uU3RhdGUSEwoLaGVsZF9hbW91bnQYBCABKAMSFwoPY2FwdHVyZWRfYW1vdW50GAUgASgDEi4KCmV4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKCG1ldGFkYXRhGAggAygLMiQuY3JlZGl0LnYxLlJlc2VydmF0aW9uLk1ldGFkYXRhRW50cnkSLgoKc2V0dGxlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPcmVsZWFzZWRfYW1vdW50GAogASgDEjAKDnJlbGVhc2VfcmVhc29uGAsgASgOMhguY3JlZGl0LnYxLlJlbGVhc2VSZWFzb24SFgoOcmVsZWFzZV9kZXRhaWwYDCABKAkSIwoHcHJpY2luZxgNIAEoCzISLmNyZWRpdC52MS5QcmljaW5nEhEKCW1lbWJlcl9pZBgOIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiyAEKDkdlbmVyYXRpb25TcGVjEg0KBW1vZGVsGAEgASgJEicKBGtpbmQYAiABKA4yGS5jcmVkaXQudjEuR2VuZXJhdGlvbktpbmQSDQoFd2lkdGgYAyABKAUSDgoGaGVpZ2h0GAQgASgFEisKCGR1cmF0aW9uGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBWNvdW50GAYgASgFEiMKB3F1YWxpdHkYByABKA4yEi5jcmVkaXQudjEuUXVhbGl0eSI6CglRdW90ZUxpbmUSDAoEaXRlbRgBIAEoCRIPCgdjcmVkaXRzGAIgASgDEg4KBmRldGFpbBgDIAEoCSKFAQoHUHJpY2luZxInCgRzcGVjGAEgASgLMhkuY3JlZGl0LnYxLkdlbmVyYXRpb25TcGVjEhkKEXJhdGVfY2FyZF92ZXJzaW9uGAIgASgJEh4KFmFjY291bnRfcHJpY2VfcGVybWlsbGUYAyABKAUSFgoOcXVvdGVkX2NyZWRpdHMYBCABKAMitAEKBFBsYW4SDwoHcGxhbl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEiwKCGludGVydmFsGAMgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBIZChFtb250aGx5X2FsbG93YW5jZRgEIAEoAxIfCgVwcmljZRgFIAEoCzIQLmNyZWRpdC52MS5Nb25leRIPCgd2ZXJzaW9uGAYgASgFEhIKCmFjY291bnRfaWQYByABKAkiagoPU2NoZWR1bGVkQ2hhbmdlEg8KB3BsYW5faWQYASABKAkSMAoMZWZmZWN0aXZlX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxwbGFuX3ZlcnNpb24YAyABKAUiggMKDFN1YnNjcmlwdGlvbhIPCgdwbGFuX2lkGAEgASgJEiwKCGludGVydmFsGAIgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBIwCgxwZXJpb2Rfc3RhcnQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnBlcmlvZF9lbmQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEmJpbGxpbmdfcGVyaW9kX2VuZBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQc2NoZWR1bGVkX2NoYW5nZRgGIAEoCzIaLmNyZWRpdC52MS5TY2hlZHVsZWRDaGFuZ2USFAoMcGxhbl92ZXJzaW9uGAcgASgFEjIKDmJpbGxpbmdfYW5jaG9yGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFtb250aGx5X2FsbG93YW5jZRgJIAEoAyLVAQoTQmFsYW5jZUFsZXJ0U2V0dGluZxIRCgdjcmVkaXRzGAEgASgDSAASHgoUcGVyY2VudF9vZl9hbGxvd2FuY2UYAiABKA1IABISCgppc19kZWZhdWx0GAMgASgIEg4KBmFjdGl2ZRgEIAEoCBIZChF0aHJlc2hvbGRfY3JlZGl0cxgFIAEoAxISCgpyZWNvdmVyX2F0GAYgASgDEisKBXN0YXRlGAcgASgOMhwuY3JlZGl0LnYxLkJhbGFuY2VBbGVydFN0YXRlQgsKCXRocmVzaG9sZCp7CgpCdWNrZXRLaW5kEhsKF0JVQ0tFVF9LSU5EX1VOU1BFQ0lGSUVEEAASHAoYQlVDS0VUX0tJTkRfU1VCU0NSSVBUSU9OEAESFgoSQlVDS0VUX0tJTkRfVE9QX1VQEAISGgoWQlVDS0VUX0tJTkRfQURKVVNUTUVOVBADKrEBChBSZXNlcnZhdGlvblN0YXRlEiEKHVJFU0VSVkFUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWUkVTRVJWQVRJT05fU1RBVEVfSEVMRBABEh8KG1JFU0VSVkFUSU9OX1NUQVRFX0NPTU1JVFRFRBACEh4KGlJFU0VSVkFUSU9OX1NUQVRFX1JFTEVBU0VEEAMSHQoZUkVTRVJWQVRJT05fU1RBVEVfRVhQSVJFRBAEKq0BCg1SZWxlYXNlUmVhc29uEh4KGlJFTEVBU0VfUkVBU09OX1VOU1BFQ0lGSUVEEAASJAogUkVMRUFTRV9SRUFTT05fR0VORVJBVElPTl9GQUlMRUQQARIeChpSRUxFQVNFX1JFQVNPTl9JTlRFUlJVUFRFRBACEhwKGFJFTEVBU0VfUkVBU09OX0NBTkNFTExFRBADEhgKFFJFTEVBU0VfUkVBU09OX09USEVSEAQqvgEKDkdlbmVyYXRpb25LaW5kEh8KG0dFTkVSQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEhkKFUdFTkVSQVRJT05fS0lORF9JTUFHRRABEhkKFUdFTkVSQVRJT05fS0lORF9WSURFTxACEh0KGUdFTkVSQVRJT05fS0lORF9BTklNQVRJT04QAxIZChVHRU5FUkFUSU9OX0tJTkRfQVVESU8QBBIbChdHRU5FUkFUSU9OX0tJTkRfVVBTQ0FMRRAFKnAKB1F1YWxpdHkSFwoTUVVBTElUWV9VTlNQRUNJRklFRBAAEhEKDVFVQUxJVFlfRFJBRlQQARIUChBRVUFMSVRZX1NUQU5EQVJEEAISEAoMUVVBTElUWV9ISUdIEAMSEQoNUVVBTElUWV9VTFRSQRAEKmoKD0JpbGxpbmdJbnRlcnZhbBIgChxCSUxMSU5HX0lOVEVSVkFMX1VOU1BFQ0lGSUVEEAASGgoWQklMTElOR19JTlRFUlZBTF9NT05USBABEhkKFUJJTExJTkdfSU5URVJWQUxfWUVBUhACKpcBChFCYWxhbmNlQWxlcnRTdGF0ZRIjCh9CQUxBTkNFX0FMRVJUX1NUQVRFX1VOU1BFQ0lGSUVEEAASHQoZQkFMQU5DRV9BTEVSVF9TVEFURV9BUk1FRBABEhsKF0JBTEFOQ0VfQUxFUlRfU1RBVEVfTE9XEAISIQodQkFMQU5DRV9BTEVSVF9TVEFURV9FWEhBVVNURUQQA2IGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChVjcmVkaXQvdjEvdHlwZXMucHJvdG8SCWNyZWRpdC52MSI0CgVNb25leRIVCg1jdXJyZW5jeV9jb2RlGAEgASgJEhQKDGFtb3VudF9taW5vchgCIAEoAyLmAQoGQnVja2V0EhEKCWJ1Y2tldF9pZBgBIAEoCRIjCgRraW5kGAIgASgOMhUuY3JlZGl0LnYxLkJ1Y2tldEtpbmQSDwoHZ3JhbnRlZBgDIAEoAxIRCglyZW1haW5pbmcYBCABKAMSLgoKdmFsaWRfZnJvbRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc291cmNlX3JlZhgHIAEoCRIMCgRoZWxkGAggASgDIu0BCgdCYWxhbmNlEhIKCmFjY291bnRfaWQYASABKAkSEQoJYXZhaWxhYmxlGAIgASgDEgwKBGhlbGQYAyABKAMSIgoHYnVja2V0cxgEIAMoCzIRLmNyZWRpdC52MS5CdWNrZXQSLQoMc3Vic2NyaXB0aW9uGAUgASgLMhcuY3JlZGl0LnYxLlN1YnNjcmlwdGlvbhIpCgVhc19vZhgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRYnVja2V0c190cnVuY2F0ZWQYByABKAgSFAoMYnVja2V0X2NvdW50GAggASgFIqcECgtSZXNlcnZhdGlvbhIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRISCgphY2NvdW50X2lkGAIgASgJEioKBXN0YXRlGAMgASgOMhsuY3JlZGl0LnYxLlJlc2VydmF0aW9uU3RhdGUSEwoLaGVsZF9hbW91bnQYBCABKAMSFwoPY2FwdHVyZWRfYW1vdW50GAUgASgDEi4KCmV4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKCG1ldGFkYXRhGAggAygLMiQuY3JlZGl0LnYxLlJlc2VydmF0aW9uLk1ldGFkYXRhRW50cnkSLgoKc2V0dGxlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPcmVsZWFzZWRfYW1vdW50GAogASgDEjAKDnJlbGVhc2VfcmVhc29uGAsgASgOMhguY3JlZGl0LnYxLlJlbGVhc2VSZWFzb24SFgoOcmVsZWFzZV9kZXRhaWwYDCABKAkSIwoHcHJpY2luZxgNIAEoCzISLmNyZWRpdC52MS5QcmljaW5nEhEKCW1lbWJlcl9pZBgOIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiyAEKDkdlbmVyYXRpb25TcGVjEg0KBW1vZGVsGAEgASgJEicKBGtpbmQYAiABKA4yGS5jcmVkaXQudjEuR2VuZXJhdGlvbktpbmQSDQoFd2lkdGgYAyABKAUSDgoGaGVpZ2h0GAQgASgFEisKCGR1cmF0aW9uGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBWNvdW50GAYgASgFEiMKB3F1YWxpdHkYByABKA4yEi5jcmVkaXQudjEuUXVhbGl0eSI6CglRdW90ZUxpbmUSDAoEaXRlbRgBIAEoCRIPCgdjcmVkaXRzGAIgASgDEg4KBmRldGFpbBgDIAEoCSKFAQoHUHJpY2luZxInCgRzcGVjGAEgASgLMhkuY3JlZGl0LnYxLkdlbmVyYXRpb25TcGVjEhkKEXJhdGVfY2FyZF92ZXJzaW9uGAIgASgJEh4KFmFjY291bnRfcHJpY2VfcGVybWlsbGUYAyABKAUSFgoOcXVvdGVkX2NyZWRpdHMYBCABKAMitAEKBFBsYW4SDwoHcGxhbl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEiwKCGludGVydmFsGAMgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBIZChFtb250aGx5X2FsbG93YW5jZRgEIAEoAxIfCgVwcmljZRgFIAEoCzIQLmNyZWRpdC52MS5Nb25leRIPCgd2ZXJzaW9uGAYgASgFEhIKCmFjY291bnRfaWQYByABKAkiagoPU2NoZWR1bGVkQ2hhbmdlEg8KB3BsYW5faWQYASABKAkSMAoMZWZmZWN0aXZlX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxwbGFuX3ZlcnNpb24YAyABKAUiggMKDFN1YnNjcmlwdGlvbhIPCgdwbGFuX2lkGAEgASgJEiwKCGludGVydmFsGAIgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBIwCgxwZXJpb2Rfc3RhcnQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnBlcmlvZF9lbmQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEmJpbGxpbmdfcGVyaW9kX2VuZBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQc2NoZWR1bGVkX2NoYW5nZRgGIAEoCzIaLmNyZWRpdC52MS5TY2hlZHVsZWRDaGFuZ2USFAoMcGxhbl92ZXJzaW9uGAcgASgFEjIKDmJpbGxpbmdfYW5jaG9yGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFtb250aGx5X2FsbG93YW5jZRgJIAEoAyLVAQoTQmFsYW5jZUFsZXJ0U2V0dGluZxIRCgdjcmVkaXRzGAEgASgDSAASHgoUcGVyY2VudF9vZl9hbGxvd2FuY2UYAiABKA1IABISCgppc19kZWZhdWx0GAMgASgIEg4KBmFjdGl2ZRgEIAEoCBIZChF0aHJlc2hvbGRfY3JlZGl0cxgFIAEoAxISCgpyZWNvdmVyX2F0GAYgASgDEisKBXN0YXRlGAcgASgOMhwuY3JlZGl0LnYxLkJhbGFuY2VBbGVydFN0YXRlQgsKCXRocmVzaG9sZCKjAgoKU3BlbmRMaW1pdBIRCgltZW1iZXJfaWQYASABKAkSJgoGcGVyaW9kGAIgASgOMhYuY3JlZGl0LnYxLlNwZW5kUGVyaW9kEhMKC21heF9jcmVkaXRzGAMgASgDEiIKBG1vZGUYBCABKA4yFC5jcmVkaXQudjEuTGltaXRNb2RlEhEKCXRpbWVfem9uZRgFIAEoCRIMCgR1c2VkGAYgASgDEgwKBGhlbGQYByABKAMSEQoJcmVtYWluaW5nGAggASgDEjAKDHBlcmlvZF9zdGFydBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJcmVzZXRzX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCp7CgpCdWNrZXRLaW5kEhsKF0JVQ0tFVF9LSU5EX1VOU1BFQ0lGSUVEEAASHAoYQlVDS0VUX0tJTkRfU1VCU0NSSVBUSU9OEAESFgoSQlVDS0VUX0tJTkRfVE9QX1VQEAISGgoWQlVDS0VUX0tJTkRfQURKVVNUTUVOVBADKrEBChBSZXNlcnZhdGlvblN0YXRlEiEKHVJFU0VSVkFUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWUkVTRVJWQVRJT05fU1RBVEVfSEVMRBABEh8KG1JFU0VSVkFUSU9OX1NUQVRFX0NPTU1JVFRFRBACEh4KGlJFU0VSVkFUSU9OX1NUQVRFX1JFTEVBU0VEEAMSHQoZUkVTRVJWQVRJT05fU1RBVEVfRVhQSVJFRBAEKq0BCg1SZWxlYXNlUmVhc29uEh4KGlJFTEVBU0VfUkVBU09OX1VOU1BFQ0lGSUVEEAASJAogUkVMRUFTRV9SRUFTT05fR0VORVJBVElPTl9GQUlMRUQQARIeChpSRUxFQVNFX1JFQVNPTl9JTlRFUlJVUFRFRBACEhwKGFJFTEVBU0VfUkVBU09OX0NBTkNFTExFRBADEhgKFFJFTEVBU0VfUkVBU09OX09USEVSEAQqvgEKDkdlbmVyYXRpb25LaW5kEh8KG0dFTkVSQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEhkKFUdFTkVSQVRJT05fS0lORF9JTUFHRRABEhkKFUdFTkVSQVRJT05fS0lORF9WSURFTxACEh0KGUdFTkVSQVRJT05fS0lORF9BTklNQVRJT04QAxIZChVHRU5FUkFUSU9OX0tJTkRfQVVESU8QBBIbChdHRU5FUkFUSU9OX0tJTkRfVVBTQ0FMRRAFKnAKB1F1YWxpdHkSFwoTUVVBTElUWV9VTlNQRUNJRklFRBAAEhEKDVFVQUxJVFlfRFJBRlQQARIUChBRVUFMSVRZX1NUQU5EQVJEEAISEAoMUVVBTElUWV9ISUdIEAMSEQoNUVVBTElUWV9VTFRSQRAEKmoKD0JpbGxpbmdJbnRlcnZhbBIgChxCSUxMSU5HX0lOVEVSVkFMX1VOU1BFQ0lGSUVEEAASGgoWQklMTElOR19JTlRFUlZBTF9NT05USBABEhkKFUJJTExJTkdfSU5URVJWQUxfWUVBUhACKpcBChFCYWxhbmNlQWxlcnRTdGF0ZRIjCh9CQUxBTkNFX0FMRVJUX1NUQVRFX1VOU1BFQ0lGSUVEEAASHQoZQkFMQU5DRV9BTEVSVF9TVEFURV9BUk1FRBABEhsKF0JBTEFOQ0VfQUxFUlRfU1RBVEVfTE9XEAISIQodQkFMQU5DRV9BTEVSVF9TVEFURV9FWEhBVVNURUQQAyqUAQoLU3BlbmRQZXJpb2QSHAoYU1BFTkRfUEVSSU9EX1VOU1BFQ0lGSUVEEAASFAoQU1BFTkRfUEVSSU9EX0RBWRABEhUKEVNQRU5EX1BFUklPRF9XRUVLEAISHwobU1BFTkRfUEVSSU9EX0JJTExJTkdfUEVSSU9EEAMSGQoVU1BFTkRfUEVSSU9EX0xJRkVUSU1FEAQqUQoJTGltaXRNb2RlEhoKFkxJTUlUX01PREVfVU5TUEVDSUZJRUQQABITCg9MSU1JVF9NT0RFX0hBUkQQARITCg9MSU1JVF9NT0RFX1NPRlQQAmIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Money is an integer amount of minor units (cents) in one ISO 4217 currency; never fractional.
@@ -682,6 +682,90 @@ export const BalanceAlertSettingSchema: GenMessage<BalanceAlertSetting> = /*@__P
   messageDesc(file_credit_v1_types, 10);
 
 /**
+ * A spend limit and where its scope stands in the current period.
+ *
+ * @generated from message credit.v1.SpendLimit
+ */
+export type SpendLimit = Message<"credit.v1.SpendLimit"> & {
+  /**
+   * The member it limits; empty: the whole account (every member's holds together).
+   *
+   * @generated from field: string member_id = 1;
+   */
+  memberId: string;
+
+  /**
+   * The period it counts over.
+   *
+   * @generated from field: credit.v1.SpendPeriod period = 2;
+   */
+  period: SpendPeriod;
+
+  /**
+   * Credits the scope may spend in a period (used + held); 0 blocks every hold.
+   *
+   * @generated from field: int64 max_credits = 3;
+   */
+  maxCredits: bigint;
+
+  /**
+   * HARD or SOFT.
+   *
+   * @generated from field: credit.v1.LimitMode mode = 4;
+   */
+  mode: LimitMode;
+
+  /**
+   * IANA time zone of DAY and WEEK boundaries (and of the calendar month of BILLING_PERIOD on an account without a plan).
+   *
+   * @generated from field: string time_zone = 5;
+   */
+  timeZone: string;
+
+  /**
+   * Credits captured in this period by Commits of holds that started in it.
+   *
+   * @generated from field: int64 used = 6;
+   */
+  used: bigint;
+
+  /**
+   * Credits the scope's running holds hold now (whenever they started).
+   *
+   * @generated from field: int64 held = 7;
+   */
+  held: bigint;
+
+  /**
+   * max_credits − used − held, never below 0.
+   *
+   * @generated from field: int64 remaining = 8;
+   */
+  remaining: bigint;
+
+  /**
+   * Start of the current period (by the account's clock).
+   *
+   * @generated from field: google.protobuf.Timestamp period_start = 9;
+   */
+  periodStart?: Timestamp | undefined;
+
+  /**
+   * When the period ends and `used` starts again from 0; unset for LIFETIME.
+   *
+   * @generated from field: google.protobuf.Timestamp resets_at = 10;
+   */
+  resetsAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message credit.v1.SpendLimit.
+ * Use `create(SpendLimitSchema)` to create a new message.
+ */
+export const SpendLimitSchema: GenMessage<SpendLimit> = /*@__PURE__*/
+  messageDesc(file_credit_v1_types, 11);
+
+/**
  * The origin of a bucket's credits, which also decides its place in the consumption order.
  *
  * @generated from enum credit.v1.BucketKind
@@ -995,4 +1079,87 @@ export enum BalanceAlertState {
  */
 export const BalanceAlertStateSchema: GenEnum<BalanceAlertState> = /*@__PURE__*/
   enumDesc(file_credit_v1_types, 6);
+
+/**
+ * The period a spend limit counts over.
+ *
+ * @generated from enum credit.v1.SpendPeriod
+ */
+export enum SpendPeriod {
+  /**
+   * Not a valid period.
+   *
+   * @generated from enum value: SPEND_PERIOD_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A calendar day in the limit's time zone (midnight to midnight).
+   *
+   * @generated from enum value: SPEND_PERIOD_DAY = 1;
+   */
+  DAY = 1,
+
+  /**
+   * A calendar week in the limit's time zone, from Monday 00:00.
+   *
+   * @generated from enum value: SPEND_PERIOD_WEEK = 2;
+   */
+  WEEK = 2,
+
+  /**
+   * The account's allowance period (monthly from its billing anchor); a calendar month in the
+   * limit's time zone while the account has no plan.
+   *
+   * @generated from enum value: SPEND_PERIOD_BILLING_PERIOD = 3;
+   */
+  BILLING_PERIOD = 3,
+
+  /**
+   * Since the limit was first set: it never resets.
+   *
+   * @generated from enum value: SPEND_PERIOD_LIFETIME = 4;
+   */
+  LIFETIME = 4,
+}
+
+/**
+ * Describes the enum credit.v1.SpendPeriod.
+ */
+export const SpendPeriodSchema: GenEnum<SpendPeriod> = /*@__PURE__*/
+  enumDesc(file_credit_v1_types, 7);
+
+/**
+ * What a spend limit does when a hold would take the scope past it.
+ *
+ * @generated from enum credit.v1.LimitMode
+ */
+export enum LimitMode {
+  /**
+   * Not sent: HARD.
+   *
+   * @generated from enum value: LIMIT_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Reserve (and a Commit above its hold) is refused with SPEND_LIMIT_EXCEEDED.
+   *
+   * @generated from enum value: LIMIT_MODE_HARD = 1;
+   */
+  HARD = 1,
+
+  /**
+   * Reserve is allowed; the first one past the limit in a period records SPEND_LIMIT_REACHED.
+   *
+   * @generated from enum value: LIMIT_MODE_SOFT = 2;
+   */
+  SOFT = 2,
+}
+
+/**
+ * Describes the enum credit.v1.LimitMode.
+ */
+export const LimitModeSchema: GenEnum<LimitMode> = /*@__PURE__*/
+  enumDesc(file_credit_v1_types, 8);
 

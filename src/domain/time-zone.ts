@@ -1,0 +1,101 @@
+/**
+ * Calendar boundaries in an IANA time zone (a day, a Monday-based week, a month), from the
+ * runtime's own time-zone data (Intl). A boundary is the first instant of that local date: on a
+ * day whose midnight a daylight-saving change skips (00:00 → 01:00), the day starts at 01:00; on
+ * one whose midnight comes twice, at the first. Days are therefore 23, 24 or 25 hours long.
+ */
+
+const DAY_MS = 86_400_000;
+
+/** A local calendar date (month 1–12). */
+interface LocalDate {
+  readonly year: number;
+  readonly month: number;
+  readonly day: number;
+}
+
+const formatters = new Map<string, Intl.DateTimeFormat>();
+
+function formatter(zone: string): Intl.DateTimeFormat {
+  let f = formatters.get(zone);
+  if (!f) {
+    f = new Intl.DateTimeFormat("en-US", {
+      timeZone: zone,
+      hourCycle: "h23",
+      year: "numeric",
+      month: "numeric",
+      day: "numeric",
+      hour: "numeric",
+      minute: "numeric",
+      second: "numeric",
+    });
+    formatters.set(zone, f);
+  }
+  return f;
+}
+
+/** True for a zone name this runtime knows ("UTC", "Europe/Paris"); checked at the edge. */
+export function isTimeZone(zone: string): boolean {
+  if (zone.length === 0 || zone.length > 64) return false;
+  try {
+    formatter(zone);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The local wall-clock time of `ms` in `zone`, as if it were UTC (ms). */
+function wallClock(zone: string, ms: number): number {
+  const parts = formatter(zone).formatToParts(new Date(ms));
+  const get = (type: Intl.DateTimeFormatPartTypes) => Number(parts.find((p) => p.type === type)!.value);
+  return Date.UTC(get("year"), get("month") - 1, get("day"), get("hour"), get("minute"), get("second")) + (ms % 1000 + 1000) % 1000;
+}
+
+function localDate(zone: string, ms: number): LocalDate {
+  const wall = new Date(wallClock(zone, ms));
+  return { year: wall.getUTCFullYear(), month: wall.getUTCMonth() + 1, day: wall.getUTCDate() };
+}
+
+function sameDate(a: LocalDate, b: LocalDate): boolean {
+  return a.year === b.year && a.month === b.month && a.day === b.day;
+}
+
+/**
+ * The first instant of a local date. Local midnight minus the zone's offset just before, or just
+ * after, that midnight: the earlier candidate that still falls on the date (an offset change never
+ * happens twice within a day).
+ */
+function startOfDate(zone: string, date: LocalDate): Date {
+  // Date.UTC normalises day overflow (Jan 32 → Feb 1), so callers may step days freely.
+  const midnight = Date.UTC(date.year, date.month - 1, date.day);
+  const target = localDate("UTC", midnight);
+  const candidates = [midnight - (wallClock(zone, midnight - DAY_MS) - (midnight - DAY_MS)), midnight - (wallClock(zone, midnight + DAY_MS) - (midnight + DAY_MS))].sort((a, b) => a - b);
+  for (const c of candidates) if (sameDate(localDate(zone, c), target)) return new Date(c);
+  return new Date(candidates[1]!);
+}
+
+export interface Span {
+  readonly start: Date;
+  readonly end: Date;
+}
+
+/** The local day containing `at`. */
+export function dayOf(zone: string, at: Date): Span {
+  const d = localDate(zone, at.getTime());
+  return { start: startOfDate(zone, d), end: startOfDate(zone, { ...d, day: d.day + 1 }) };
+}
+
+/** The local week (Monday 00:00 to the next Monday) containing `at`. */
+export function weekOf(zone: string, at: Date): Span {
+  const d = localDate(zone, at.getTime());
+  const weekday = new Date(Date.UTC(d.year, d.month - 1, d.day)).getUTCDay(); // 0 = Sunday
+  const monday = d.day - ((weekday + 6) % 7);
+  return { start: startOfDate(zone, { ...d, day: monday }), end: startOfDate(zone, { ...d, day: monday + 7 }) };
+}
+
+/** The local calendar month containing `at`. */
+export function monthOf(zone: string, at: Date): Span {
+  const d = localDate(zone, at.getTime());
+  return { start: startOfDate(zone, { ...d, day: 1 }), end: startOfDate(zone, { year: d.year, month: d.month + 1, day: 1 }) };
+}
