@@ -177,6 +177,7 @@ export class AccountSpend {
       if (limit.reached && limit.periodStart.getTime() === v.periodStart.getTime()) continue;
       this.roll(limit, v.periodStart, v.used);
       limit.reached = true;
+      this.changed.add(limitKey(limit.memberId, limit.period));
       // The figures before this hold: what a reader compares the request with.
       out.push({ limit: { ...v, held: v.held - amount, remaining: clamp(limit.maxCredits - v.used - v.held + amount) }, requested: amount });
     }

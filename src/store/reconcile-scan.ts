@@ -132,6 +132,34 @@ export const RECONCILE_SETTINGS: readonly Statement[] = [
   { sql: "set local work_mem = '32MB'" },
 ];
 
+/**
+ * Each spend limit's counter against the ledger: the CAPTURE entries of the scope's holds that
+ * started at or after the counter's period start (domain/spend-limit.ts). The counter of a period
+ * that has ended still agrees: a Commit after the end moves it to the new period first. The
+ * captures are read once (materialized) whatever the number of limits, and only for an account
+ * that has one.
+ */
+export const RECONCILE_SPEND = `
+  with captures as materialized (
+    select r.member_id, r.created_at, e.amount
+      from ledger_entries e join reservations r on r.account_id = e.account_id and r.reservation_id = e.reservation_id
+     where e.account_id = ? and e.kind = 'CAPTURE')
+  select l.member_id, l.period, l.used::text as used,
+    (select coalesce(sum(c.amount), 0) from captures c
+      where c.created_at >= l.period_start and (l.member_id = '' or c.member_id = l.member_id))::text as from_entries
+    from spend_limits l where l.account_id = ?
+   order by l.member_id, l.period`;
+
+function spendFrom(rows: readonly Row[]): Difference[] {
+  return rows.flatMap((row) => {
+    const member = row["member_id"] as string;
+    const subject = `spend limit ${member === "" ? "(account)" : member} ${row["period"] as string}`;
+    const stored = BigInt(row["used"] as string);
+    const fromEntries = BigInt(row["from_entries"] as string);
+    return stored === fromEntries ? [] : [{ subject, field: "used", stored, fromEntries }];
+  });
+}
+
 /** The totals of a row, by kind (null: none of that kind). */
 function totalsOf(row: Row): KindTotal[] {
   const out: KindTotal[] = [];
@@ -177,20 +205,27 @@ function reservationsFrom(rows: readonly Row[]): Difference[] {
  * second. Postgres does the linear work (one pass over the entries per statement, hash
  * aggregates and joins); the server handles only what differs, so the event loop stays free.
  * Differences: buckets (stored ones first, then those only entries name), then reservations,
- * each in id order.
+ * each in id order, then spend-limit counters.
  */
 export function reconcileAccount(pool: pg.Pool, accountId: string): Promise<Difference[]> {
   return inSnapshot(pool, (tx) => reconcileIn(tx, accountId));
 }
 
 async function reconcileIn(tx: Transaction, accountId: string): Promise<Difference[]> {
-  const [suspects] = (await tx.run([...RECONCILE_SETTINGS, { sql: RECONCILE_SUSPECTS, params: [accountId, accountId, accountId, accountId] }])).slice(RECONCILE_SETTINGS.length);
+  const [suspects, spendRows] = (
+    await tx.run([
+      ...RECONCILE_SETTINGS,
+      { sql: RECONCILE_SUSPECTS, params: [accountId, accountId, accountId, accountId] },
+      { sql: RECONCILE_SPEND, params: [accountId, accountId] },
+    ])
+  ).slice(RECONCILE_SETTINGS.length);
+  const spend = spendFrom(spendRows!);
   const ids = (subject: string) => suspects!.filter((row) => row["subject"] === subject).map((row) => row["id"] as string);
   const [buckets, reservations] = [ids("bucket"), ids("reservation")];
-  if (buckets.length + reservations.length === 0) return [];
+  if (buckets.length + reservations.length === 0) return spend;
   const [bucketRows, reservationRows] = await tx.run([
     { sql: RECONCILE_BUCKETS, params: [accountId, buckets, accountId, buckets] },
     { sql: RECONCILE_RESERVATIONS, params: [accountId, reservations, accountId] },
   ]);
-  return [...bucketsFrom(bucketRows!), ...reservationsFrom(reservationRows!)];
+  return [...bucketsFrom(bucketRows!), ...reservationsFrom(reservationRows!), ...spend];
 }

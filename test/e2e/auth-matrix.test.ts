@@ -20,6 +20,7 @@ import {
   LedgerEntryKind,
   Quality,
   ReleaseReason,
+  SpendPeriod,
 } from "../../src/client/index.js";
 import { parseConfig } from "../../src/config.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
@@ -29,11 +30,12 @@ import { newAccountId, newKey, startTestService, type TestService } from "../sup
 /**
  * Authentication and authorization: every RPC of both services, called by each role, without a
  * token and with a wrong token. The expected table is written out by hand from the rules:
- *   runner  = Reserve Commit Release ExtendReservation GetReservation GetBalance WatchBalance Quote GetRateCard
+ *   runner  = Reserve Commit Release ExtendReservation GetReservation GetBalance WatchBalance GetSpendLimits Quote GetRateCard
  *   billing = ChangePlan PurchaseTopUp GetBalance WatchBalance ListPlans
  *   support = the reads (GetBalance WatchBalance GetReservation Quote GetRateCard ListPlans ListLedgerEntries Reconcile) + AdjustCredits
  *   billing and support also read the event feed (ListEvents StreamEvents), set balance alerts (SetBalanceAlert)
- *   and caps on running holds (SetConcurrencyLimit)
+ *   caps on running holds (SetConcurrencyLimit) and spend limits (SetSpendLimit RemoveSpendLimit)
+ *   runner, billing and support read spend limits (GetSpendLimits)
  *   admin   = everything
  */
 
@@ -65,6 +67,9 @@ const EXPECTED: Record<string, Record<Who, Outcome>> = {
   "credit.v1.CreditAdminService/AdvanceTestClock":  { runner: D, billing: D, support: D, admin: A, none: U, wrong: U },
   "credit.v1.CreditAdminService/SetBalanceAlert":   { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
   "credit.v1.CreditAdminService/SetConcurrencyLimit": { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
+  "credit.v1.CreditAdminService/SetSpendLimit":      { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
+  "credit.v1.CreditAdminService/RemoveSpendLimit":   { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
+  "credit.v1.CreditService/GetSpendLimits":          { runner: A, billing: A, support: A, admin: A, none: U, wrong: U },
   "credit.v1.CreditEventService/ListEvents":        { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
   "credit.v1.CreditEventService/StreamEvents":      { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
 };
@@ -134,6 +139,14 @@ const CALLS: Record<string, (c: CreditClients, f: Fixture) => Promise<unknown>> 
     c.admin.setBalanceAlert({ accountId: f.accountId, threshold: { case: "percentOfAllowance", value: 15 }, idempotencyKey: newKey() }),
   "credit.v1.CreditAdminService/SetConcurrencyLimit": (c, f) =>
     c.admin.setConcurrencyLimit({ accountId: f.accountId, memberId: "matrix", maxOpenHolds: 100, idempotencyKey: newKey() }),
+  "credit.v1.CreditAdminService/SetSpendLimit": (c, f) =>
+    c.admin.setSpendLimit({ accountId: f.accountId, memberId: "matrix", period: SpendPeriod.DAY, maxCredits: 100n, idempotencyKey: newKey() }),
+  // The limit to remove is set first, by admin (a change of the account's limits only: stateOf does not see it).
+  "credit.v1.CreditAdminService/RemoveSpendLimit": async (c, f) => {
+    await clients.admin.admin.setSpendLimit({ accountId: f.accountId, memberId: "matrix", period: SpendPeriod.WEEK, maxCredits: 100n, idempotencyKey: newKey() });
+    return c.admin.removeSpendLimit({ accountId: f.accountId, memberId: "matrix", period: SpendPeriod.WEEK, idempotencyKey: newKey() });
+  },
+  "credit.v1.CreditService/GetSpendLimits": (c, f) => c.credit.getSpendLimits({ accountId: f.accountId, memberId: "matrix" }),
   "credit.v1.CreditEventService/ListEvents": (c, f) => c.events.listEvents({ accountId: f.accountId }),
   // The stream's first event (the fixture's grant) proves the call was let through; then it is cancelled.
   "credit.v1.CreditEventService/StreamEvents": async (c, f) => {
