@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Code, ConnectError, createCreditClients, type CreditClients, ReleaseReason, ReservationState } from "../../src/client/index.js";
+import { Code, ConnectError, createCreditClients, type CreditClients, LimitMode, ReleaseReason, ReservationState, SpendPeriod } from "../../src/client/index.js";
 import { reconcileAll, reservationLedger } from "./support/checks.js";
 import { reasonOf } from "./support/load.js";
 import { byScale, Figures } from "./support/report.js";
@@ -13,12 +13,15 @@ import { StreamRecorder } from "../support/watch.js";
  * balance `B`, split across both servers: exactly min(200, ⌊B/a⌋) succeed, the rest fail
  * INSUFFICIENT_CREDITS, and the balance never goes negative. Then Commit, Commit (another key,
  * same amount), Release and Extend race on each hold, across both servers: one terminal outcome each.
- * Then watchers on both servers follow concurrent writes made through either: each reaches the
- * final state, in sequence order.
+ * Then spend-limit storms: 200 concurrent Reserves of 7 by one member with a hard limit of 1000,
+ * split across both servers: exactly 142 are held, the rest SPEND_LIMIT_EXCEEDED. Then watchers on
+ * both servers follow concurrent writes made through either: each reaches the final state, in
+ * sequence order.
  */
 const ROUNDS = byScale(10, 100);
 const STORM = 200;
 const SETTLE_PER_ROUND = byScale(40, 60);
+const LIMIT_ROUNDS = byScale(5, 20);
 const WATCH_ROUNDS = byScale(5, 20);
 const WATCH_WRITES = 100;
 const stack = new Stack();
@@ -140,6 +143,37 @@ describe("two servers on one database", () => {
     expect(oneOutcome).toBe(settled);
     expect(reconciled.differences).toBe(0);
     expect(stack.servers.every((s) => s.crashes === 0)).toBe(true);
+  });
+
+  it(`${LIMIT_ROUNDS} rounds of ${STORM} concurrent Reserves of 7 against a member's hard limit of 1000`, async () => {
+    const problems: string[] = [];
+    let exact = 0;
+    const accounts: string[] = [];
+    const t0 = performance.now();
+    for (let round = 0; round < LIMIT_ROUNDS; round++) {
+      const accountId = `limit-storm-${randomUUID()}`;
+      accounts.push(accountId);
+      await s1.admin.adjustCredits({ accountId, amount: 10_000n, reason: "limit storm", idempotencyKey: `fund-${accountId}` });
+      // The limit is set through one server, the storm runs through both.
+      await s2.admin.setSpendLimit({ accountId, memberId: "storm", period: SpendPeriod.DAY, maxCredits: 1000n, mode: LimitMode.HARD, idempotencyKey: `limit-${accountId}` });
+      const results = await Promise.all(
+        Array.from({ length: STORM }, (_, i) =>
+          outcome((i % 2 === 0 ? s1 : s2).credit.reserve({ accountId, idempotencyKey: `r-${i}`, memberId: "storm", cost: { case: "amount", value: 7n }, ttl: durationFromMs(120_000) })),
+        ),
+      );
+      const held = results.filter((r) => r.ok).length;
+      const refused = results.filter((r) => !r.ok && r.code === Code.FailedPrecondition && r.reason === "SPEND_LIMIT_EXCEEDED").length;
+      const [limit] = (await s1.credit.getSpendLimits({ accountId, memberId: "storm" })).limits;
+      if (held === 142 && refused === STORM - 142 && limit?.held === 994n) exact += 1;
+      else problems.push(`round ${round}: ${held} held, ${refused} SPEND_LIMIT_EXCEEDED, limit shows held ${limit?.held}; others ${JSON.stringify(results.filter((r) => !r.ok && r.reason !== "SPEND_LIMIT_EXCEEDED"))}`);
+    }
+    const elapsed = performance.now() - t0;
+    const reconciled = await reconcileAll(s2, accounts);
+    figures.info("limit rounds × concurrent Reserves (split over 2 servers)", `${LIMIT_ROUNDS} × ${STORM} in ${(elapsed / 1000).toFixed(1)} s`);
+    figures.check("rounds with exactly 142 held and 58 SPEND_LIMIT_EXCEEDED", `${exact}/${LIMIT_ROUNDS}`, "all", exact === LIMIT_ROUNDS);
+    figures.check("reconcile differences (spend counters included)", reconciled.differences, "0", reconciled.differences === 0);
+    expect(problems).toEqual([]);
+    expect(reconciled.differences).toBe(0);
   });
 
   it(`${WATCH_ROUNDS} rounds of ${WATCH_WRITES} concurrent writes over both servers reach watchers on both`, async () => {
