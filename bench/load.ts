@@ -26,6 +26,8 @@ export interface LoadJob {
   readonly durationMs: number;
   /** Per-worker calls per second; 0 = as fast as possible (closed loop). */
   readonly ratePerWorker: number;
+  /** The cycle's Reserve carries this member_id (absent: none, ""), so that the member's spend limits apply. */
+  readonly memberId?: string;
 }
 
 export interface LoadResult {
@@ -107,6 +109,7 @@ async function main(): Promise<void> {
     }
   };
 
+  const memberId = job.memberId ?? "";
   let ops = 0;
   const cpu0 = process.cpuUsage();
   const start = performance.now();
@@ -124,7 +127,7 @@ async function main(): Promise<void> {
       else if (job.workload === "balance") await timed("GetBalance", () => balance(create(GetBalanceRequestSchema, { accountId })));
       else {
         const held = await timed("Reserve", () =>
-          reserve(create(ReserveRequestSchema, { accountId, idempotencyKey: randomUUID(), cost: { case: "amount", value: 5n } })),
+          reserve(create(ReserveRequestSchema, { accountId, idempotencyKey: randomUUID(), memberId, cost: { case: "amount", value: 5n } })),
         );
         const reservationId = held;
         if (reservationId) {

@@ -4,11 +4,25 @@ import { promisify } from "node:util";
 import type { LoadJob, LoadResult } from "./load.js";
 import { peakRssMb, percentile, PostgresCpuMeter, processCpuMs } from "./proc.js";
 import { measureRelay, type RelayFigures } from "./relay.js";
-import { buildAndMigrate, fundAccounts, pgbench, pgbenchInit, type PgbenchRun, reconcileAll, recreateDatabase, startRedis, startServer } from "./setup.js";
+import { LimitMode, SpendPeriod } from "../src/client/index.js";
+import {
+  type BenchSpendLimit,
+  buildAndMigrate,
+  fundAccounts,
+  pgbench,
+  pgbenchInit,
+  type PgbenchRun,
+  reconcileAll,
+  recreateDatabase,
+  setSpendLimits,
+  spendCounters,
+  startRedis,
+  startServer,
+} from "./setup.js";
 
 /**
  * npm run bench [-- --quick] [-- --json]
- * npm run bench [-- --encoder-ab] [-- --no-outbox-ab]
+ * npm run bench [-- --encoder-ab] [-- --no-outbox-ab] [-- --no-limits-ab]
  * npm run bench [-- --relay]   (also: the broker relay's events/s beside the outbox's write rate; needs NATS JetStream at BENCH_NATS_URL)
  * Runs, on one Postgres and one server, in interleaved rounds: pgbench tpcb-like, Reserve→Commit/Release
  * cycles on many accounts (uniform) and on one (hot), GetBalance, and a no-op RPC (health
@@ -27,6 +41,19 @@ const encoderAb = process.argv.includes("--encoder-ab");
  * event written, no sequencer), and uniform cycles alternating between the two on one database.
  */
 const outboxAb = !process.argv.includes("--no-outbox-ab");
+/**
+ * The spend-limits A/B (on unless --no-limits-ab): two more sets of ACCOUNTS accounts, funded
+ * alike, on the same server and database; every account of one has an account-wide and a member
+ * limit (LIMITS), never reached; uniform cycles alternate between the sets, each Reserve for
+ * LIMITS_MEMBER on both, so that the limits' checking and counting is the only difference.
+ */
+const limitsAb = !process.argv.includes("--no-limits-ab");
+const LIMITS_MEMBER = "bench-member";
+/** Far above what an account is funded with (1e9): the point is the limits' cost, not their refusals. */
+const LIMITS: readonly BenchSpendLimit[] = [
+  { memberId: "", period: SpendPeriod.DAY, maxCredits: 1_000_000_000_000n, mode: LimitMode.HARD, timeZone: "America/New_York" },
+  { memberId: LIMITS_MEMBER, period: SpendPeriod.BILLING_PERIOD, maxCredits: 1_000_000_000_000n, mode: LimitMode.HARD, timeZone: "" },
+];
 /** --relay: the broker relay's throughput beside the outbox's write rate (bench/relay.ts), a few seconds more. */
 const relayBench = process.argv.includes("--relay");
 const NATS_URL = process.env["BENCH_NATS_URL"] ?? "nats://127.0.0.1:4222";
@@ -146,6 +173,18 @@ async function main(): Promise<void> {
     await pgbenchInit(PGBENCH_URL, Math.max(...CLIENTS));
     await pgbenchInit(PGBENCH_HOT_URL, 1);
     const target = `127.0.0.1:${port}`;
+    // The spend-limits A/B's sets: funded like the uniform one, limits on one (before any timed run).
+    const limited = { prefix: "bench-lim-", count: ACCOUNTS };
+    const unlimited = { prefix: "bench-nolim-", count: ACCOUNTS };
+    let spendLimitsSetup: { limits: number; seconds: number } | null = null;
+    if (limitsAb) {
+      step(`spend-limits A/B: funding 2 × ${ACCOUNTS} accounts, ${LIMITS.length} spend limits on each of ${limited.prefix}*`);
+      await fundAccounts(BASE, unlimited.prefix, ACCOUNTS, 1_000_000_000n);
+      await fundAccounts(BASE, limited.prefix, ACCOUNTS, 1_000_000_000n);
+      const t0 = performance.now();
+      const n = await setSpendLimits(target, limited.prefix, limited.count, LIMITS);
+      spendLimitsSetup = { limits: n, seconds: (performance.now() - t0) / 1000 };
+    }
     const rows: Row[] = [];
     const pgbenchTps: Record<string, number> = {};
     /** CPU per pgbench tpcb transaction (uniform database), Postgres and pgbench itself apart. */
@@ -243,6 +282,59 @@ async function main(): Promise<void> {
       }
     }
 
+    type Errors = Record<string, number>;
+    const spendLimitsAB: Record<
+      string,
+      {
+        with: number[];
+        without: number[];
+        ratio: number;
+        serverCpuMsPerCycle: { with: number; without: number };
+        postgresCpuMsPerCycle: { with: number; without: number };
+        errors: { with: Errors; without: Errors };
+      }
+    > = {};
+    let spendLimitsCounters: Awaited<ReturnType<typeof spendCounters>> | null = null;
+    if (limitsAb) {
+      const withJob = (clients: number): LoadJob => ({ ...job("cycle", limited, clients), memberId: LIMITS_MEMBER });
+      const withoutJob = (clients: number): LoadJob => ({ ...job("cycle", unlimited, clients), memberId: LIMITS_MEMBER });
+      // Warm-up of both fresh sets (their rows into the caches), the one measured second last.
+      await load({ ...withoutJob(16), durationMs: 2000 }, pid);
+      await load({ ...withJob(16), durationMs: 2000 }, pid);
+      for (const clients of CLIENTS.filter((c) => c >= 16)) {
+        step(`${clients} clients: spend limits with/without A/B, uniform (${ROUNDS} × ${SECONDS}s each, alternating)`);
+        const ab = { with: [] as Run[], without: [] as Run[] };
+        for (let round = 0; round < ROUNDS; round++) {
+          // Which goes first alternates by round, so that a drift within a round favours neither.
+          if (round % 2 === 0) {
+            ab.with.push(await load(withJob(clients), pid));
+            ab.without.push(await load(withoutJob(clients), pid));
+          } else {
+            ab.without.push(await load(withoutJob(clients), pid));
+            ab.with.push(await load(withJob(clients), pid));
+          }
+        }
+        const rate = (r: Run) => (r.result.ops / r.result.elapsedMs) * 1000;
+        const perCycle = (rs: Run[], f: (r: Run) => number) => rs.reduce((a, r) => a + f(r), 0) / Math.max(1, rs.reduce((a, r) => a + r.result.ops, 0));
+        const total = (rs: Run[]) => rs.reduce((a, r) => a + r.result.ops, 0) / rs.reduce((a, r) => a + r.result.elapsedMs, 0);
+        const errors = (rs: Run[]) => {
+          const out: Errors = {};
+          for (const r of rs) for (const [code, n] of Object.entries(r.result.errors)) out[code] = (out[code] ?? 0) + n;
+          return out;
+        };
+        spendLimitsAB[`uniform/${clients}`] = {
+          with: ab.with.map(rate),
+          without: ab.without.map(rate),
+          ratio: total(ab.with) / total(ab.without),
+          serverCpuMsPerCycle: { with: perCycle(ab.with, (r) => r.serverCpuMs), without: perCycle(ab.without, (r) => r.serverCpuMs) },
+          postgresCpuMsPerCycle: { with: perCycle(ab.with, (r) => r.postgresCpuMs), without: perCycle(ab.without, (r) => r.postgresCpuMs) },
+          errors: { with: errors(ab.with), without: errors(ab.without) },
+        };
+      }
+      // That the limits did count: how many of their counters hold captures (none would mean the A/B measured nothing).
+      spendLimitsCounters = await spendCounters(BASE, limited.prefix);
+    }
+
     let relay: RelayFigures | null = null;
     if (relayBench) {
       step(`relay: outbox write rate (uniform, 16 clients, ${SECONDS}s), then the relay publishing the feed to NATS JetStream`);
@@ -266,11 +358,13 @@ async function main(): Promise<void> {
       const cycleCpu = cycle ? cycle.server + cycle.postgres + cycle.redis : undefined;
       ratios[`cycle-cpu/pgbench-cpu @${c}`] = ratio(cycleCpu, pgbenchCpuMsPerTx[`uniform/${c}`]?.postgres);
       if (outboxAB[`uniform/${c}`]) ratios[`outbox on/off @${c}`] = outboxAB[`uniform/${c}`]!.ratio;
+      if (spendLimitsAB[`uniform/${c}`]) ratios[`spend limits with/without @${c}`] = spendLimitsAB[`uniform/${c}`]!.ratio;
     }
     const half = rows[rows.length - 1]!;
     const report = {
       quick, seconds: SECONDS, rounds: ROUNDS, accounts: ACCOUNTS, pgbenchTps, pgbenchCpuMsPerTx, rows, ratios, serverPeakRssMb: rssMb, reconcileDifferences: differences,
-      halfPeak: half.latency, ...(other ? { encoderAB } : {}), ...(outboxOff ? { outboxAB } : {}), ...(relay ? { relay } : {}),
+      halfPeak: half.latency, ...(other ? { encoderAB } : {}), ...(outboxOff ? { outboxAB } : {}),
+      ...(limitsAb ? { spendLimitsAB, spendLimitsSetup, spendLimitsCounters } : {}), ...(relay ? { relay } : {}),
     };
     mkdirSync("bench/results", { recursive: true });
     writeFileSync(`bench/results/${quick ? "quick" : "full"}.json`, JSON.stringify(report, null, 2));
@@ -293,6 +387,18 @@ async function main(): Promise<void> {
         const list = (xs: number[]) => xs.map((x) => fmt(x, 0)).join("/");
         console.log(
           `outbox A/B ${k}: on ${list(v.on)} vs off ${list(v.off)} cycles/s (on/off ${fmt(v.ratio, 3)}); CPU ms per cycle server ${fmt(v.serverCpuMsPerCycle.on, 3)} vs ${fmt(v.serverCpuMsPerCycle.off, 3)}, Postgres ${fmt(v.postgresCpuMsPerCycle.on, 3)} vs ${fmt(v.postgresCpuMsPerCycle.off, 3)}`,
+        );
+      }
+      for (const [k, v] of Object.entries(spendLimitsAB)) {
+        const list = (xs: number[]) => xs.map((x) => fmt(x, 0)).join("/");
+        const errs = (e: Errors) => Object.entries(e).map(([code, n]) => `${code}×${n}`).join(" ") || "0";
+        console.log(
+          `spend limits A/B ${k}: with ${list(v.with)} vs without ${list(v.without)} cycles/s (with/without ${fmt(v.ratio, 3)}); CPU ms per cycle server ${fmt(v.serverCpuMsPerCycle.with, 3)} vs ${fmt(v.serverCpuMsPerCycle.without, 3)}, Postgres ${fmt(v.postgresCpuMsPerCycle.with, 3)} vs ${fmt(v.postgresCpuMsPerCycle.without, 3)}; errors ${errs(v.errors.with)} vs ${errs(v.errors.without)}`,
+        );
+      }
+      if (spendLimitsSetup && spendLimitsCounters) {
+        console.log(
+          `spend limits A/B setup: ${spendLimitsSetup.limits} limits (${LIMITS.length} per account on ${ACCOUNTS}: account DAY and member ${LIMITS_MEMBER} BILLING_PERIOD, HARD) set in ${fmt(spendLimitsSetup.seconds, 1)} s; after the runs ${spendLimitsCounters.counting}/${spendLimitsCounters.limits} counters have counted captures, ${spendLimitsCounters.used} credits in all`,
         );
       }
       if (relay) {

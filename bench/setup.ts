@@ -3,6 +3,7 @@ import { readdirSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { promisify } from "node:util";
 import pg from "pg";
+import { createCreditClients, type LimitMode, type SpendPeriod } from "../src/client/index.js";
 import { freePort } from "../test/support/redis-server.js";
 import { childrenCpuMs, PostgresCpuMeter } from "./proc.js";
 
@@ -84,6 +85,56 @@ export async function fundAccounts(url: string, prefix: string, count: number, c
   await client.end();
 }
 
+/** One spend limit that setSpendLimits gives every account of a set (SetSpendLimit's fields but the account and key). */
+export interface BenchSpendLimit {
+  readonly memberId: string;
+  readonly period: SpendPeriod;
+  readonly maxCredits: bigint;
+  readonly mode: LimitMode;
+  readonly timeZone: string;
+}
+
+/**
+ * Gives accounts `${prefix}1` … `${prefix}${count}` each of `limits` through the admin API
+ * (SetSpendLimit, as the dashboard does: the limit's backfill, its change record and event
+ * included), `inFlight` accounts at a time, one account's limits one after the other (they would
+ * only queue on its lock). The idempotency keys are derived from account, member and period, so
+ * a repeated setup replays rather than sets again. Any refusal throws: the A/B must not run on a
+ * set that lacks its limits. Returns the number of limits set.
+ */
+export async function setSpendLimits(target: string, prefix: string, count: number, limits: readonly BenchSpendLimit[], inFlight = 32): Promise<number> {
+  const { admin } = createCreditClients({ baseUrl: `http://${target}`, caller: "bench", defaultTimeoutMs: 60_000 });
+  let next = 1;
+  let set = 0;
+  const worker = async () => {
+    while (next <= count) {
+      const accountId = `${prefix}${next++}`;
+      for (const limit of limits) {
+        await admin.setSpendLimit({ accountId, ...limit, idempotencyKey: `bench-limit:${accountId}:${limit.memberId}:${limit.period}` });
+        set += 1;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(inFlight, count) }, worker));
+  return set;
+}
+
+/** The spend limits of accounts whose id starts with `prefix`: how many, how many have counted a capture, and their counters' sum. */
+export async function spendCounters(url: string, prefix: string): Promise<{ limits: number; counting: number; used: string }> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const { rows } = await client.query(
+      `select count(*)::int as limits, (count(*) filter (where used > 0))::int as counting, coalesce(sum(used), 0)::text as used
+         from spend_limits where account_id like $1 || '%'`,
+      [prefix],
+    );
+    return rows[0] as { limits: number; counting: number; used: string };
+  } finally {
+    await client.end();
+  }
+}
+
 export async function pgbenchInit(url: string, scale: number): Promise<void> {
   await recreateDatabase(url);
   await run(pgBin("pgbench"), ["-i", "-q", "-s", String(scale), url], { maxBuffer: 1 << 24 });
@@ -139,8 +190,10 @@ export async function startRedis(): Promise<{ proc: ChildProcess; url: string }>
 
 /**
  * Set-based reconciliation of the whole bench database: every bucket's granted, remaining and
- * held against its entries, and every reservation's open holds against its entries. Returns the
- * number of rows that differ.
+ * held against its entries, every reservation's open holds against its entries, and every spend
+ * limit's counter against the captures of its scope's holds that started in its period (as the
+ * Reconcile RPC checks it, src/store/reconcile-scan.ts RECONCILE_SPEND). Returns the number of
+ * rows that differ.
  */
 export async function reconcileAll(url: string): Promise<number> {
   const client = new pg.Client({ connectionString: url });
@@ -166,6 +219,18 @@ export async function reconcileAll(url: string): Promise<number> {
         coalesce((select sum((a ->> 'amount')::bigint) from jsonb_array_elements(allocations) a), 0) as open
       from reservations)
     select count(*)::int as n from r join s using (account_id, reservation_id) where r.open <> s.open or r.captured_amount <> s.captured`);
+  // A limit's captures: its account's holds of its member (any member, for the account-wide
+  // limit "") created at or after its period start, joined to their CAPTURE entries.
+  const spend = await client.query(`
+    with s as (
+      select l.account_id, l.member_id, l.period, l.used, coalesce(sum(e.amount), 0) as captured
+        from spend_limits l
+        left join reservations r
+          on r.account_id = l.account_id and r.created_at >= l.period_start and (l.member_id = '' or r.member_id = l.member_id)
+        left join ledger_entries e
+          on e.account_id = r.account_id and e.reservation_id = r.reservation_id and e.kind = 'CAPTURE'
+       group by l.account_id, l.member_id, l.period, l.used)
+    select count(*)::int as n from s where used <> captured`);
   await client.end();
-  return (buckets.rows[0] as { n: number }).n + (reservations.rows[0] as { n: number }).n;
+  return (buckets.rows[0] as { n: number }).n + (reservations.rows[0] as { n: number }).n + (spend.rows[0] as { n: number }).n;
 }

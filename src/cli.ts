@@ -1,5 +1,15 @@
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { BalanceAlertState, BucketKind, createCreditClients, type CreditClients, type Event, EventKind, LedgerEntryKind } from "./client/index.js";
+import {
+  BalanceAlertState,
+  BucketKind,
+  createCreditClients,
+  type CreditClients,
+  type Event,
+  EventKind,
+  LedgerEntryKind,
+  LimitMode,
+  SpendPeriod,
+} from "./client/index.js";
 import { sha256 } from "./rpc/auth.js";
 
 /**
@@ -10,6 +20,8 @@ import { sha256 } from "./rpc/auth.js";
  *   credit-admin reconcile <account>
  *   credit-admin alert <account> <credits>|<percent>%   (balance alert: a number of credits, or a percent of the plan's allowance)
  *   credit-admin caps <account> [--member M] [--holds N] [--credits N]   (caps on running holds; 0: no cap)
+ *   credit-admin limits <account> [--member M]   (the spend limits that apply: used, held, left, when they reset)
+ *   credit-admin set-limit <account> day|week|billing|lifetime <credits>|remove [--member M] [--soft] [--tz Europe/Paris]
  *   credit-admin watch <account> [--count N]   (the balance now, then after each change, until N lines or Ctrl-C)
  *   credit-admin events [--account A] [--after CURSOR] [--kind HOLD_COMMITTED] [--limit 20] [--follow]
  *   credit-admin hash-token <token>            (for AUTH_TOKENS)
@@ -40,7 +52,7 @@ export async function run(args: string[], env: Record<string, string | undefined
   const { credit, admin } = clients;
   if (command === "events") return events(clients, args.slice(1), out);
   if (!account) {
-    out("usage: credit-admin balance|entries|adjust|reconcile|alert|caps|watch <account> … | events [--account A] [--after CURSOR] [--kind K] [--limit N] [--follow] | hash-token <token>");
+    out("usage: credit-admin balance|entries|adjust|reconcile|alert|caps|limits|set-limit|watch <account> … | events [--account A] [--after CURSOR] [--kind K] [--limit N] [--follow] | hash-token <token>");
     return 2;
   }
   switch (command) {
@@ -109,6 +121,38 @@ export async function run(args: string[], env: Record<string, string | undefined
       const count = limit?.maxOpenHolds ? `at most ${limit.maxOpenHolds} holds` : "any number of holds";
       const held = limit?.maxHeldCredits ? `at most ${limit.maxHeldCredits} credits held` : "no cap on credits held";
       out(`${scope}: ${count} running, ${held}; running now: ${limit?.openHolds ?? 0} holds holding ${limit?.heldCredits ?? 0n} credits`);
+      return 0;
+    }
+    case "limits": {
+      const { limits } = await credit.getSpendLimits({ accountId: account, memberId: option(rest, "member") ?? "" });
+      if (limits.length === 0) {
+        out("no spend limit applies");
+        return 0;
+      }
+      const rows = limits.map((l) => [
+        l.memberId || "(account)", SpendPeriod[l.period], LimitMode[l.mode], String(l.maxCredits), String(l.used), String(l.held), String(l.remaining), when(l.resetsAt), l.timeZone,
+      ]);
+      out(table(["SCOPE", "PERIOD", "MODE", "LIMIT", "USED", "HELD", "LEFT", "RESETS", "ZONE"], rows));
+      return 0;
+    }
+    case "set-limit": {
+      // set-limit <account> <period> <credits>|remove [--member M] [--soft] [--tz ZONE]
+      const period = { day: SpendPeriod.DAY, week: SpendPeriod.WEEK, billing: SpendPeriod.BILLING_PERIOD, lifetime: SpendPeriod.LIFETIME }[rest[0] ?? ""];
+      const value = rest[1] ?? "";
+      if (period === undefined || !/^(\d{1,16}|remove)$/.test(value)) {
+        out("usage: credit-admin set-limit <account> day|week|billing|lifetime <credits>|remove [--member M] [--soft] [--tz ZONE]");
+        return 2;
+      }
+      const memberId = option(rest, "member") ?? "";
+      const scope = memberId ? `member ${memberId}` : "the account";
+      if (value === "remove") {
+        const { removed } = await admin.removeSpendLimit({ accountId: account, memberId, period });
+        out(`removed the ${SpendPeriod[period]} limit of ${scope} (${removed?.used ?? 0n} of ${removed?.maxCredits ?? 0n} used)`);
+        return 0;
+      }
+      const mode = rest.includes("--soft") ? LimitMode.SOFT : LimitMode.HARD;
+      const { limit } = await admin.setSpendLimit({ accountId: account, memberId, period, maxCredits: BigInt(value), mode, timeZone: option(rest, "tz") ?? "" });
+      out(`${scope}: ${LimitMode[mode]} ${SpendPeriod[period]} limit of ${limit?.maxCredits} credits (${limit?.timeZone}); used ${limit?.used}, held ${limit?.held}, left ${limit?.remaining}, resets ${when(limit?.resetsAt)}`);
       return 0;
     }
     case "alert": {

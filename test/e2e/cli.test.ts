@@ -218,6 +218,31 @@ describe("caps", () => {
   });
 });
 
+describe("limits and set-limit", () => {
+  it("sets a member's daily limit in a time zone, lists what applies, refuses beyond it, and removes it", async () => {
+    const accountId = newAccountId("cli-limits");
+    await admin.admin.adjustCredits({ accountId, amount: 300n, reason: "cli limits", idempotencyKey: newKey() });
+    await admin.credit.reserve({ accountId, idempotencyKey: newKey(), memberId: "hank", cost: { case: "amount", value: 40n } });
+    const set = await cli(["set-limit", accountId, "day", "100", "--member", "hank", "--tz", "Europe/Paris"]);
+    expect(set.code).toBe(0);
+    expect(set.lines[0]).toMatch(/^member hank: HARD DAY limit of 100 credits \(Europe\/Paris\); used 0, held 40, left 60, resets \d{4}-/);
+    expect((await cli(["set-limit", accountId, "lifetime", "1000", "--soft"])).code).toBe(0);
+
+    const listed = await cli(["limits", accountId, "--member", "hank"]);
+    expect(listed.lines.map((l) => l.split(/\s+/).slice(0, 7))).toEqual([
+      ["SCOPE", "PERIOD", "MODE", "LIMIT", "USED", "HELD", "LEFT"],
+      ["(account)", "LIFETIME", "SOFT", "1000", "0", "40", "960"],
+      ["hank", "DAY", "HARD", "100", "0", "40", "60"],
+    ]);
+    await expect(admin.credit.reserve({ accountId, idempotencyKey: newKey(), memberId: "hank", cost: { case: "amount", value: 61n } })).rejects.toThrow(/SPEND_LIMIT_EXCEEDED|limit/);
+
+    expect((await cli(["set-limit", accountId, "day", "remove", "--member", "hank"])).lines).toEqual(["removed the DAY limit of member hank (0 of 100 used)"]);
+    expect((await cli(["limits", accountId, "--member", "nobody"])).lines[0]).toMatch(/^SCOPE/);
+    expect((await cli(["set-limit", accountId, "fortnight", "5"])).code).toBe(2);
+    expect((await cli(["set-limit", accountId, "day", "-5"])).code).toBe(2);
+  });
+});
+
 describe("watch", () => {
   it("prints the balance now, then the state after each change, and stops after --count lines", async () => {
     const accountId = newAccountId("cli-watch");
