@@ -7,6 +7,7 @@ import type { LoadJob, LoadResult } from "./load.js";
 import { percentile, processCpuMs } from "./proc.js";
 import { buildAndMigrate, fundAccounts, recreateDatabase, startServer } from "./setup.js";
 import { INSERT_SETTLED_RESERVATIONS } from "../test/support/settled-holds.js";
+import { REBUILD_ACCOUNT_USAGE } from "../src/store/usage-rollup.js";
 
 /**
  * npm run bench:reconcile [-- --holds 200000] [-- --rounds 3] [-- --seconds 4]
@@ -65,6 +66,8 @@ async function bigAccount(url: string, accountId: string, holds: number): Promis
       where r.account_id = $1 order by r.created_at, k.amount desc`,
     [accountId, bucketId],
   );
+  // The usage rollup the service would have written with those entries.
+  for (const sql of REBUILD_ACCOUNT_USAGE) await client.query(sql, [accountId]);
   await client.query("commit");
   // Statistics, as autovacuum would gather after such a load (this machine runs without it).
   await client.query("analyze accounts, buckets, reservations, ledger_entries");

@@ -197,6 +197,8 @@ const schema = z
     SWEEPER_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(200),
     /** false: no event is written with the changes (a bench-only switch for the outbox's A/B; docs/events.md). */
     EVENT_OUTBOX_ENABLED: bool.default(true),
+    /** false: writes add nothing to the usage rollup GetUsage and ForecastBalance read (a bench-only switch for the rollup's A/B). */
+    USAGE_ROLLUP_ENABLED: bool.default(true),
     /** Events are kept this long, then pruned by the sweeper; an older cursor is refused as CURSOR_EXPIRED. */
     EVENT_RETENTION_DAYS: z.coerce.number().int().min(1).max(3650).default(30),
     /** The sequencer runs after every change the feed announces, and at least this often. */

@@ -133,7 +133,7 @@ async function startOnDatabase(
     batchAcrossAccounts: config.DB_BATCH_ACROSS_ACCOUNTS,
     staggerFrom: config.DB_BATCH_STAGGER_FROM,
     onBatch: (size) => metrics.writeBatchSize.observe(size),
-    apply: createApplyStage(ANSWERS, { events: config.EVENT_OUTBOX_ENABLED ? encodeEvent : null, alerts, expiryNoticeMs }),
+    apply: createApplyStage(ANSWERS, { events: config.EVENT_OUTBOX_ENABLED ? encodeEvent : null, alerts, expiryNoticeMs, usage: config.USAGE_ROLLUP_ENABLED }),
     expiryNoticeMs,
   });
   const plans = new PostgresPlanStore(orm);

@@ -10,6 +10,7 @@ import { applyAdjustCredits, applyPurchaseTopUp } from "./grants.js";
 import { applyCommit, applyExtend, applyRelease, applyReserve } from "./holds.js";
 import { applySetBalanceAlert } from "./alerts.js";
 import { applySetConcurrencyLimit } from "./concurrency-limits.js";
+import { usageDeltas } from "../domain/usage.js";
 import { applyRemoveSpendLimit, applySetSpendLimit } from "./spend-limits.js";
 import { applyAdvanceTestClock, applyChangePlan } from "./plans.js";
 import type {
@@ -71,12 +72,15 @@ export interface ApplyOptions {
   readonly alerts?: AlertPolicy;
   /** How long before a bucket's expiry CREDITS_EXPIRING falls due (EXPIRY_NOTICE_DAYS); absent or 0: no notices. */
   readonly expiryNoticeMs?: number;
+  /** Whether writes add to the usage rollup (default true; USAGE_ROLLUP_ENABLED=false is a bench-only switch). */
+  readonly usage?: boolean;
 }
 
 /** What the apply stage judges every change record by, besides the action's own rule. */
 interface DuePolicy {
   readonly alerts: AlertPolicy;
   readonly expiryNoticeMs: number;
+  readonly usage?: boolean;
 }
 
 /**
@@ -86,7 +90,7 @@ interface DuePolicy {
 export function createApplyStage(encoders: AnswerEncoders, options: ApplyOptions = {}): ApplyStage {
   const run = options.run ?? runAction;
   const events = options.events ?? null;
-  const policy: DuePolicy = { alerts: options.alerts ?? NO_ALERT_DEFAULT, expiryNoticeMs: options.expiryNoticeMs ?? 0 };
+  const policy: DuePolicy = { alerts: options.alerts ?? NO_ALERT_DEFAULT, expiryNoticeMs: options.expiryNoticeMs ?? 0, usage: options.usage ?? true };
   return (commands, accounts, created, newId) => applyCommands(commands, accounts, created, newId, encoders, run, events, policy);
 }
 
@@ -146,7 +150,8 @@ export function applyCommands(
   for (const w of working.values()) {
     // The last check before the write: a movement that broke the books never reaches Postgres.
     assertConserved(w.book);
-    books.push({ book: w.book, contexts: w.contexts, events: w.events, now: w.now, settledAt: w.settledAt, nextHoldExpiry: earliestHold(w) });
+    const usage = policy.usage === false ? [] : usageDeltas(w.book, (i) => ({ caller: w.book.entries[i]!.automatic ? "system" : w.contexts[i]!.caller, now: w.contexts[i]!.now }));
+    books.push({ book: w.book, contexts: w.contexts, events: w.events, now: w.now, settledAt: w.settledAt, nextHoldExpiry: earliestHold(w), usage });
   }
   return { outcomes, books, operations };
 }

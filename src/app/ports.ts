@@ -1,3 +1,4 @@
+import type { UsageDelta, UsageDimension, UsageSeriesRow } from "../domain/usage.js";
 import type { AccountBook } from "../domain/account-book.js";
 import type { Failure, Result } from "../domain/errors.js";
 import type { KeyDecision } from "../domain/idempotency.js";
@@ -97,6 +98,8 @@ export interface BookWrite {
   readonly events: readonly StampedEvent[];
   /** The account's time after its last command. */
   readonly now: Date;
+  /** What it adds to the usage rollup (domain/usage.ts); absent or empty: nothing (the rollup is off, a bench-only switch). */
+  readonly usage?: readonly UsageDelta[];
 }
 
 /** A book the apply stage changed, with what readers may keep of it once it is committed. */
@@ -268,6 +271,10 @@ export interface LedgerStore {
   pruneOperations(olderThan: Date, limit: number): Promise<number>;
   /** Differences between stored buckets and holds and what the entries add up to; empty when they agree. */
   reconcile(accountId: string): Promise<Difference[]>;
+  /** A usage series from the rollup over [bounds[0], bounds[last]), at most maxRows + 1 rows (one more tells it was cut). */
+  usageSeries(accountId: string, bounds: readonly Date[], groupBy: ReadonlySet<UsageDimension>, maxRows: number): Promise<UsageSeriesRow[]>;
+  /** When the account was created, and the credits captured in each of the `days` days before `until` (0: the latest); null for an unknown account. */
+  recentConsumption(accountId: string, until: Date, days: number): Promise<{ createdAt: Date; perDay: bigint[] } | null>;
   ping(): Promise<void>;
 }
 

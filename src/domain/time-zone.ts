@@ -99,3 +99,48 @@ export function monthOf(zone: string, at: Date): Span {
   const d = localDate(zone, at.getTime());
   return { start: startOfDate(zone, { ...d, day: 1 }), end: startOfDate(zone, { year: d.year, month: d.month + 1, day: 1 }) };
 }
+
+export type CalendarUnit = "HOUR" | "DAY" | "MONTH";
+
+const HOUR_MS = 3_600_000;
+
+/** The start of the local clock hour containing `at` (its wall clock's minutes and seconds taken off). */
+function hourStart(zone: string, ms: number): number {
+  const wall = wallClock(zone, ms);
+  return ms - (((wall % HOUR_MS) + HOUR_MS) % HOUR_MS);
+}
+
+/** The boundary after `b` (itself a boundary of `unit`). Most steps take one zone lookup: a fixed step, checked. */
+function nextBoundary(zone: string, unit: CalendarUnit, b: number): number {
+  switch (unit) {
+    case "HOUR": {
+      const c = b + HOUR_MS;
+      if (wallClock(zone, c) % HOUR_MS === 0) return c;
+      const h = hourStart(zone, c);
+      return h > b ? h : c;
+    }
+    case "DAY": {
+      const c = b + DAY_MS;
+      if (wallClock(zone, c) % DAY_MS === 0) return c;
+      return dayOf(zone, new Date(b)).end.getTime();
+    }
+    case "MONTH":
+      return monthOf(zone, new Date(b)).end.getTime();
+  }
+}
+
+/**
+ * The boundaries of the `unit` buckets in `zone` that cover [start, end): the start of the
+ * bucket containing `start`, each next one, and last the first boundary at or after `end`. null
+ * when that is more than `max` buckets.
+ */
+export function boundaries(zone: string, unit: CalendarUnit, start: Date, end: Date, max: number): Date[] | null {
+  let b = unit === "HOUR" ? hourStart(zone, start.getTime()) : unit === "DAY" ? dayOf(zone, start).start.getTime() : monthOf(zone, start).start.getTime();
+  const out = [new Date(b)];
+  while (b < end.getTime()) {
+    if (out.length > max) return null;
+    b = nextBoundary(zone, unit, b);
+    out.push(new Date(b));
+  }
+  return out;
+}

@@ -23,6 +23,8 @@ const READS = [
   `${CREDIT}GetBalance`,
   `${CREDIT}WatchBalance`,
   `${CREDIT}GetSpendLimits`,
+  `${CREDIT}GetUsage`,
+  `${CREDIT}ForecastBalance`,
   `${CREDIT}GetReservation`,
   `${CREDIT}Quote`,
   `${CREDIT}GetRateCard`,
@@ -36,12 +38,12 @@ const TEAM_SETTINGS = [`${ADMIN}SetBalanceAlert`, `${ADMIN}SetConcurrencyLimit`,
 /** Which methods each role may call; admin may call everything. */
 const GRANTS: Readonly<Record<Exclude<Role, "admin">, ReadonlySet<string>>> = {
   runner: new Set(
-    ["Reserve", "Commit", "Release", "ExtendReservation", "GetReservation", "GetBalance", "WatchBalance", "GetSpendLimits", "Quote", "GetRateCard"].map((m) => CREDIT + m),
+    ["Reserve", "Commit", "Release", "ExtendReservation", "GetReservation", "GetBalance", "WatchBalance", "GetSpendLimits", "GetUsage", "ForecastBalance", "Quote", "GetRateCard"].map((m) => CREDIT + m),
   ),
   // Billing sets a customer's balance alert from the dashboard's settings; support sets one for a customer who asks.
   // Caps on running holds and spend limits are team settings too (the dashboard, through billing; support on request).
   billing: new Set([
-    ...["ChangePlan", "PurchaseTopUp", "GetBalance", "WatchBalance", "GetSpendLimits", "ListPlans"].map((m) => CREDIT + m),
+    ...["ChangePlan", "PurchaseTopUp", "GetBalance", "WatchBalance", "GetSpendLimits", "GetUsage", "ForecastBalance", "ListPlans"].map((m) => CREDIT + m),
     ...TEAM_SETTINGS,
     ...FEED,
   ]),

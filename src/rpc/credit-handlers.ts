@@ -6,6 +6,8 @@ import { purchaseTopUp } from "../app/grants.js";
 import { commit, type Cost, extendReservation, release, reserve } from "../app/holds.js";
 import { getBalance, getReservation } from "../app/queries.js";
 import { getSpendLimits } from "../app/spend-limits.js";
+import { forecastBalance, getUsage } from "../app/usage.js";
+import * as usage from "./usage-encoding.js";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { spendLimit } from "./spend-encoding.js";
 import {
@@ -16,6 +18,8 @@ import {
   type GetBalanceRequest,
   type GetReservationRequest,
   type GetSpendLimitsRequest,
+  type GetUsageRequest,
+  type ForecastBalanceRequest,
   GetSpendLimitsResponseSchema,
   GetReservationResponseSchema,
   type PurchaseTopUpRequest,
@@ -116,6 +120,17 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits, watch: Balance
       return new EncodedResponse(
         encodeMessage(GetSpendLimitsResponseSchema, create(GetSpendLimitsResponseSchema, { limits: limits.map(spendLimit), asOf: timestampFromDate(asOf) })),
       );
+    },
+
+    async getUsage(req: GetUsageRequest) {
+      const read = await getUsage(deps, usage.usageQuery(req));
+      return read.ok ? new EncodedResponse(usage.usageResponse(read.value)) : reply(read);
+    },
+
+    async forecastBalance(req: ForecastBalanceRequest) {
+      const accountId = decode.id(req.accountId, "account_id");
+      const read = await forecastBalance(deps, accountId);
+      return read.ok ? new EncodedResponse(usage.forecastResponse(read.value)) : reply(read);
     },
 
     async purchaseTopUp(req: PurchaseTopUpRequest, ctx: CallContext) {

@@ -14,6 +14,8 @@ import { dueWorkStatement } from "./due-work.js";
 import { persistStatement } from "./persist.js";
 import { inTransaction, type Query, queryOn } from "./pg.js";
 import { reconcileAccount } from "./reconcile-scan.js";
+import { recentConsumption, usageSeries } from "./usage-rollup.js";
+import type { UsageDimension, UsageSeriesRow } from "../domain/usage.js";
 import { ReservationLocator } from "./reservation-locator.js";
 import { reservationFromRow } from "./rows.js";
 import { guardUnavailable, isStoreUnavailable } from "./unavailable.js";
@@ -268,6 +270,14 @@ export class PostgresLedgerStore implements LedgerStore {
       const rows = await this.q(`select * from reservations where reservation_id = ?::uuid`, [reservationId]);
       return rows.length === 0 ? null : reservationFromRow(rows[0]!);
     });
+  }
+
+  usageSeries(accountId: string, bounds: readonly Date[], groupBy: ReadonlySet<UsageDimension>, maxRows: number): Promise<UsageSeriesRow[]> {
+    return guardUnavailable(() => usageSeries(this.q, accountId, bounds, groupBy, maxRows));
+  }
+
+  recentConsumption(accountId: string, until: Date, days: number): Promise<{ createdAt: Date; perDay: bigint[] } | null> {
+    return guardUnavailable(() => recentConsumption(this.q, accountId, until, days));
   }
 
   async accountExists(accountId: string): Promise<boolean> {

@@ -16,7 +16,7 @@ function columns<T>(rows: readonly T[], pick: (row: T) => readonly unknown[], wi
 /**
  * Every write of a batch in ONE fixed statement of data-modifying CTEs: new and changed buckets
  * and reservations, ledger entries, subscriptions, account heads (test clock, change sequence, balance alert),
- * concurrency and spend limits set (or removed), operation records. Rows travel as
+ * concurrency and spend limits set (or removed), the usage rollup's additions, operation records. Rows travel as
  * column arrays through `unnest`, so the text never changes with the number of rows: each
  * connection parses and plans it once (a prepared statement), and a part with no rows costs an
  * empty scan. Each CTE touches different rows, so their shared snapshot is no concern. The
@@ -89,6 +89,13 @@ const PERSIST = `
     delete from spend_limits l using unnest(?::text[], ?::text[], ?::text[]) as v(account_id, member_id, period)
      where l.account_id = v.account_id and l.member_id = v.member_id and l.period = v.period
     returning 1),
+  usage_added as (
+    insert into usage_rollup as u (account_id, slot, model, kind, member_id, caller, consumed, restored, granted, expired, generations)
+    select * from unnest(?::text[], ?::timestamptz[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[])
+    on conflict (account_id, slot, model, kind, member_id, caller) do update set consumed = u.consumed + excluded.consumed,
+      restored = u.restored + excluded.restored, granted = u.granted + excluded.granted, expired = u.expired + excluded.expired,
+      generations = u.generations + excluded.generations
+    returning 1),
   new_operations as (
     insert into operations (account_id, idempotency_key, method, request_hash, response, created_at)
     select * from unnest(?::text[], ?::text[], ?::text[], ?::bytea[], ?::bytea[], ?::timestamptz[])
@@ -136,8 +143,9 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
   const limits = writes.flatMap(({ book, now }) => [...(book.concurrency?.changed ?? [])].map((member) => ({ book, now, limit: book.concurrency!.limits.get(member)! })));
   const spendSaved = writes.flatMap(({ book, now }) => [...(book.spend?.changed ?? [])].map((key) => ({ book, now, limit: book.spend!.limits.get(key)! })));
   const spendRemoved = books.flatMap((book) => [...(book.spend?.removed.values() ?? [])].map((limit) => ({ book, limit })));
+  const usage = writes.flatMap((w) => w.usage ?? []);
   const total =
-    newBuckets.length + changedBuckets.length + newReservations.length + changedReservations.length + entries.length +
+    usage.length + newBuckets.length + changedBuckets.length + newReservations.length + changedReservations.length + entries.length +
     subscriptions.length + heads.length + limits.length + spendSaved.length + spendRemoved.length + operations.length + events.length;
   if (total === 0) return null;
   const params = [
@@ -186,6 +194,7 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
       10,
     ),
     ...columns(spendRemoved, ({ book, limit }) => [book.accountId, limit.memberId, limit.period], 3),
+    ...columns(usage, (u) => [u.accountId, u.slot, u.model, u.kind, u.member, u.caller, u.consumed, u.restored, u.granted, u.expired, u.generations], 11),
     ...columns(operations, (o) => [o.accountId, o.key, o.method, o.requestHash, Buffer.from(o.response), o.createdAt], 6),
     events.length,
     ...columns(events, ({ accountId, event: e }) => [accountId, e.sequence, e.kind, e.occurredAt, Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength)], 5),

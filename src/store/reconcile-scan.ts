@@ -150,6 +150,46 @@ export const RECONCILE_SPEND = `
     from spend_limits l where l.account_id = ?
    order by l.member_id, l.period`;
 
+/**
+ * The usage rollup against the entries, per 15-minute slot (domain/usage.ts): consumed = CAPTURE,
+ * restored = RELEASE, granted = GRANT + ADJUST, expired = EXPIRE; and its generations against the
+ * committed holds. Only the slots (and figures) that differ come back.
+ */
+export const RECONCILE_USAGE = `
+  with rolled as (
+    select slot, sum(consumed) as consumed, sum(restored) as restored, sum(granted) as granted, sum(expired) as expired
+      from usage_rollup where account_id = ? group by slot),
+  entered as (
+    select to_timestamp(floor(extract(epoch from created_at) / 900) * 900) as slot,
+      coalesce(sum(amount) filter (where kind = 'CAPTURE'), 0) as consumed,
+      coalesce(sum(amount) filter (where kind = 'RELEASE'), 0) as restored,
+      coalesce(sum(amount) filter (where kind in ('GRANT', 'ADJUST')), 0) as granted,
+      coalesce(sum(amount) filter (where kind = 'EXPIRE'), 0) as expired
+      from ledger_entries where account_id = ? and kind <> 'HOLD' group by 1)
+  select 'usage ' || to_char(coalesce(r.slot, e.slot) at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI"Z"') as subject,
+    f.field, f.stored::text as stored, f.from_entries::text as from_entries
+    from rolled r full join entered e on e.slot = r.slot
+    cross join lateral (values ('consumed', coalesce(r.consumed, 0), coalesce(e.consumed, 0)),
+      ('restored', coalesce(r.restored, 0), coalesce(e.restored, 0)),
+      ('granted', coalesce(r.granted, 0), coalesce(e.granted, 0)),
+      ('expired', coalesce(r.expired, 0), coalesce(e.expired, 0))) as f(field, stored, from_entries)
+   where f.stored <> f.from_entries
+  union all
+  select 'usage generations', 'generations', s.stored::text, s.committed::text from (
+    select (select coalesce(sum(generations), 0) from usage_rollup where account_id = ?) as stored,
+      (select count(*) from reservations where account_id = ? and state = 'COMMITTED') as committed) s
+   where s.stored <> s.committed
+  order by 1, 2`;
+
+function usageFrom(rows: readonly Row[]): Difference[] {
+  return rows.map((row) => ({
+    subject: row["subject"] as string,
+    field: row["field"] as string,
+    stored: BigInt(row["stored"] as string),
+    fromEntries: BigInt(row["from_entries"] as string),
+  }));
+}
+
 function spendFrom(rows: readonly Row[]): Difference[] {
   return rows.flatMap((row) => {
     const member = row["member_id"] as string;
@@ -205,21 +245,22 @@ function reservationsFrom(rows: readonly Row[]): Difference[] {
  * second. Postgres does the linear work (one pass over the entries per statement, hash
  * aggregates and joins); the server handles only what differs, so the event loop stays free.
  * Differences: buckets (stored ones first, then those only entries name), then reservations,
- * each in id order, then spend-limit counters.
+ * each in id order, then spend-limit counters, then the usage rollup's slots.
  */
 export function reconcileAccount(pool: pg.Pool, accountId: string): Promise<Difference[]> {
   return inSnapshot(pool, (tx) => reconcileIn(tx, accountId));
 }
 
 async function reconcileIn(tx: Transaction, accountId: string): Promise<Difference[]> {
-  const [suspects, spendRows] = (
+  const [suspects, spendRows, usageRows] = (
     await tx.run([
       ...RECONCILE_SETTINGS,
       { sql: RECONCILE_SUSPECTS, params: [accountId, accountId, accountId, accountId] },
       { sql: RECONCILE_SPEND, params: [accountId, accountId] },
+      { sql: RECONCILE_USAGE, params: [accountId, accountId, accountId, accountId] },
     ])
   ).slice(RECONCILE_SETTINGS.length);
-  const spend = spendFrom(spendRows!);
+  const spend = [...spendFrom(spendRows!), ...usageFrom(usageRows!)];
   const ids = (subject: string) => suspects!.filter((row) => row["subject"] === subject).map((row) => row["id"] as string);
   const [buckets, reservations] = [ids("bucket"), ids("reservation")];
   if (buckets.length + reservations.length === 0) return spend;

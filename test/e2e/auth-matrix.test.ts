@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -17,6 +17,7 @@ import {
   createCreditClients,
   ErrorInfoSchema,
   GenerationKind,
+  Granularity,
   LedgerEntryKind,
   Quality,
   ReleaseReason,
@@ -30,12 +31,12 @@ import { newAccountId, newKey, startTestService, type TestService } from "../sup
 /**
  * Authentication and authorization: every RPC of both services, called by each role, without a
  * token and with a wrong token. The expected table is written out by hand from the rules:
- *   runner  = Reserve Commit Release ExtendReservation GetReservation GetBalance WatchBalance GetSpendLimits Quote GetRateCard
+ *   runner  = Reserve Commit Release ExtendReservation GetReservation GetBalance WatchBalance GetSpendLimits GetUsage ForecastBalance Quote GetRateCard
  *   billing = ChangePlan PurchaseTopUp GetBalance WatchBalance ListPlans
  *   support = the reads (GetBalance WatchBalance GetReservation Quote GetRateCard ListPlans ListLedgerEntries Reconcile) + AdjustCredits
  *   billing and support also read the event feed (ListEvents StreamEvents), set balance alerts (SetBalanceAlert)
  *   caps on running holds (SetConcurrencyLimit) and spend limits (SetSpendLimit RemoveSpendLimit)
- *   runner, billing and support read spend limits (GetSpendLimits)
+ *   runner, billing and support read spend limits (GetSpendLimits), usage and the forecast (GetUsage ForecastBalance)
  *   admin   = everything
  */
 
@@ -70,6 +71,8 @@ const EXPECTED: Record<string, Record<Who, Outcome>> = {
   "credit.v1.CreditAdminService/SetSpendLimit":      { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
   "credit.v1.CreditAdminService/RemoveSpendLimit":   { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
   "credit.v1.CreditService/GetSpendLimits":          { runner: A, billing: A, support: A, admin: A, none: U, wrong: U },
+  "credit.v1.CreditService/GetUsage":                { runner: A, billing: A, support: A, admin: A, none: U, wrong: U },
+  "credit.v1.CreditService/ForecastBalance":         { runner: A, billing: A, support: A, admin: A, none: U, wrong: U },
   "credit.v1.CreditEventService/ListEvents":        { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
   "credit.v1.CreditEventService/StreamEvents":      { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
 };
@@ -147,6 +150,9 @@ const CALLS: Record<string, (c: CreditClients, f: Fixture) => Promise<unknown>> 
     return c.admin.removeSpendLimit({ accountId: f.accountId, memberId: "matrix", period: SpendPeriod.WEEK, idempotencyKey: newKey() });
   },
   "credit.v1.CreditService/GetSpendLimits": (c, f) => c.credit.getSpendLimits({ accountId: f.accountId, memberId: "matrix" }),
+  "credit.v1.CreditService/GetUsage": (c, f) =>
+    c.credit.getUsage({ accountId: f.accountId, startTime: timestampFromDate(new Date("2030-01-01T00:00:00Z")), endTime: timestampFromDate(new Date("2030-02-01T00:00:00Z")), granularity: Granularity.DAY }),
+  "credit.v1.CreditService/ForecastBalance": (c, f) => c.credit.forecastBalance({ accountId: f.accountId }),
   "credit.v1.CreditEventService/ListEvents": (c, f) => c.events.listEvents({ accountId: f.accountId }),
   // The stream's first event (the fixture's grant) proves the call was let through; then it is cancelled.
   "credit.v1.CreditEventService/StreamEvents": async (c, f) => {

@@ -13,6 +13,7 @@ import { ReleaseReason } from "../../src/client/index.js";
 import { TEST_DATABASE_URL } from "../support/env.js";
 import { newAccountId, newKey, startTestService, TEST_EPOCH, type TestService } from "../support/harness.js";
 import { INSERT_SETTLED_RESERVATIONS } from "../support/settled-holds.js";
+import { rebuildUsage } from "../support/usage-rollup.js";
 
 const DAY = 86_400_000;
 /** Rows per chunk of the earlier, chunked Reconcile: tampering on either side of its boundaries stays a useful spread. */
@@ -122,6 +123,8 @@ describe("Reconcile finds every difference", () => {
        values ($1, 'ADJUST', $2, null, 5, 'tamper', '{}', now()), ($1, 'HOLD', $3, $4, 4, 'tamper', '{}', now())`,
       [accountId, ghostBucket, never, ghostHold],
     );
+    // The rollup agrees with the entries (they are the ones under test here), ghosts included.
+    await rebuildUsage(db, accountId);
     expect(await reconcile(accountId)).toEqual([
       { subject: `bucket ${never}`, field: "held", stored: 20n, fromEntries: 24n },
       { subject: `bucket ${ghostBucket}`, field: "exists", stored: 0n, fromEntries: 1n },
@@ -173,6 +176,7 @@ describe("Reconcile of an account with thousands of holds", () => {
           where b.account_id = $1 and b.bucket_id = c.bucket_id`,
         [accountId],
       );
+      await rebuildUsage(client, accountId);
       await client.query("commit");
     } catch (err) {
       await client.query("rollback");

@@ -13,6 +13,7 @@ import { RECONCILE_SETTINGS, RECONCILE_SUSPECTS } from "../../src/store/reconcil
 import type { Row } from "../../src/store/rows.js";
 import { runDatabaseUrl, TEST_DATABASE_URL } from "../support/env.js";
 import { TEST_APPLY } from "../support/ledger-commands.js";
+import { rebuildUsage } from "../support/usage-rollup.js";
 
 /**
  * The ledger pool plans each prepared statement once per connection, without its parameters
@@ -248,6 +249,7 @@ describe("Reconcile's plan on a large account", () => {
          from reservations r cross join (values ('HOLD', 5), ('CAPTURE', 4), ('RELEASE', 1)) as k(kind, amount) where r.account_id = $1`,
       [BIG, bucket],
     );
+    await rebuildUsage(admin, BIG);
     await admin.query(`analyze accounts, buckets, reservations, ledger_entries`);
 
     const store = await storeOnPool();

@@ -10,6 +10,7 @@ import { Migration20261202300000EventRelay } from "./Migration20261202300000Even
 import { Migration20261202400000Members } from "./Migration20261202400000Members.js";
 import { Migration20261202500000ConcurrencyLimits } from "./Migration20261202500000ConcurrencyLimits.js";
 import { Migration20261202600000SpendLimits } from "./Migration20261202600000SpendLimits.js";
+import { Migration20261202700000UsageRollup } from "./Migration20261202700000UsageRollup.js";
 
 /** Checked-in migrations, in order. Listed explicitly so they run the same from src/ (tsx) and dist/. */
 export const migrations = [
@@ -25,4 +26,5 @@ export const migrations = [
   { name: "Migration20261202400000Members", class: Migration20261202400000Members },
   { name: "Migration20261202500000ConcurrencyLimits", class: Migration20261202500000ConcurrencyLimits },
   { name: "Migration20261202600000SpendLimits", class: Migration20261202600000SpendLimits },
+  { name: "Migration20261202700000UsageRollup", class: Migration20261202700000UsageRollup },
 ];

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file credit/v1/credit_service.proto.
  */
 export const file_credit_v1_credit_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5jcmVkaXQvdjEvY3JlZGl0X3NlcnZpY2UucHJvdG8SCWNyZWRpdC52MSKpAgoOUmVzZXJ2ZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSEAoGYW1vdW50GAMgASgDSAASKQoEc3BlYxgEIAEoCzIZLmNyZWRpdC52MS5HZW5lcmF0aW9uU3BlY0gAEiYKA3R0bBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI5CghtZXRhZGF0YRgGIAMoCzInLmNyZWRpdC52MS5SZXNlcnZlUmVxdWVzdC5NZXRhZGF0YUVudHJ5EhEKCW1lbWJlcl9pZBgHIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCBgoEY29zdCJjCg9SZXNlcnZlUmVzcG9uc2USKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24SIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIocBCg1Db21taXRSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIQCgZhbW91bnQYAyABKANIABIpCgRzcGVjGAQgASgLMhkuY3JlZGl0LnYxLkdlbmVyYXRpb25TcGVjSABCCAoGYWN0dWFsImIKDkNvbW1pdFJlc3BvbnNlEisKC3Jlc2VydmF0aW9uGAEgASgLMhYuY3JlZGl0LnYxLlJlc2VydmF0aW9uEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSJ7Cg5SZWxlYXNlUmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSKAoGcmVhc29uGAMgASgOMhguY3JlZGl0LnYxLlJlbGVhc2VSZWFzb24SDgoGZGV0YWlsGAQgASgJImMKD1JlbGVhc2VSZXNwb25zZRIrCgtyZXNlcnZhdGlvbhgBIAEoCzIWLmNyZWRpdC52MS5SZXNlcnZhdGlvbhIjCgdiYWxhbmNlGAIgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2UiJwoRR2V0QmFsYW5jZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCSJLChJHZXRCYWxhbmNlUmVzcG9uc2USIwoHYmFsYW5jZRgBIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlEhAKCHNlcXVlbmNlGAIgASgDIj4KFUdldFNwZW5kTGltaXRzUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKCW1lbWJlcl9pZBgCIAEoCSJqChZHZXRTcGVuZExpbWl0c1Jlc3BvbnNlEiUKBmxpbWl0cxgBIAMoCzIVLmNyZWRpdC52MS5TcGVuZExpbWl0EikKBWFzX29mGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIpChNXYXRjaEJhbGFuY2VSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkiTQoUV2F0Y2hCYWxhbmNlUmVzcG9uc2USEAoIc2VxdWVuY2UYASABKAMSIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIi8KFUdldFJlc2VydmF0aW9uUmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCSJFChZHZXRSZXNlcnZhdGlvblJlc3BvbnNlEisKC3Jlc2VydmF0aW9uGAEgASgLMhYuY3JlZGl0LnYxLlJlc2VydmF0aW9uInMKGEV4dGVuZFJlc2VydmF0aW9uUmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSJgoDdHRsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkgKGUV4dGVuZFJlc2VydmF0aW9uUmVzcG9uc2USKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24iXAoPQ3VzdG9tVG9wVXBQYWNrEg8KB2NyZWRpdHMYASABKAMSHwoFcHJpY2UYAiABKAsyEC5jcmVkaXQudjEuTW9uZXkSFwoPdmFsaWRpdHlfbW9udGhzGAMgASgFIpMBChRQdXJjaGFzZVRvcFVwUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKB3BhY2tfaWQYAiABKAlIABIxCgtjdXN0b21fcGFjaxgDIAEoCzIaLmNyZWRpdC52MS5DdXN0b21Ub3BVcFBhY2tIABIZChFwYXltZW50X3JlZmVyZW5jZRgEIAEoCUIGCgRwYWNrIoABChVQdXJjaGFzZVRvcFVwUmVzcG9uc2USIQoGYnVja2V0GAEgASgLMhEuY3JlZGl0LnYxLkJ1Y2tldBIjCgdiYWxhbmNlGAIgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2USHwoFcHJpY2UYAyABKAsyEC5jcmVkaXQudjEuTW9uZXkiUQoRQ2hhbmdlUGxhblJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIPCgdwbGFuX2lkGAIgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCSKJAgoSQ2hhbmdlUGxhblJlc3BvbnNlEi0KDHN1YnNjcmlwdGlvbhgBIAEoCzIXLmNyZWRpdC52MS5TdWJzY3JpcHRpb24SKQoGY2hhbmdlGAIgASgOMhkuY3JlZGl0LnYxLlBsYW5DaGFuZ2VLaW5kEjAKDGVmZmVjdGl2ZV9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoPcHJvcmF0ZWRfY2hhcmdlGAQgASgLMhAuY3JlZGl0LnYxLk1vbmV5EhcKD2NyZWRpdHNfZ3JhbnRlZBgFIAEoAxIjCgdiYWxhbmNlGAYgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2UiEgoQTGlzdFBsYW5zUmVxdWVzdCIzChFMaXN0UGxhbnNSZXNwb25zZRIeCgVwbGFucxgBIAMoCzIPLmNyZWRpdC52MS5QbGFuIksKDFF1b3RlUmVxdWVzdBInCgRzcGVjGAEgASgLMhkuY3JlZGl0LnYxLkdlbmVyYXRpb25TcGVjEhIKCmFjY291bnRfaWQYAiABKAkiZAoNUXVvdGVSZXNwb25zZRIPCgdjcmVkaXRzGAEgASgDEicKCWJyZWFrZG93bhgCIAMoCzIULmNyZWRpdC52MS5RdW90ZUxpbmUSGQoRcmF0ZV9jYXJkX3ZlcnNpb24YAyABKAkiFAoSR2V0UmF0ZUNhcmRSZXF1ZXN0IjUKDlJlc29sdXRpb25UaWVyEhIKCm1heF9waXhlbHMYASABKAMSDwoHY3JlZGl0cxgCIAEoAyJECgtRdWFsaXR5UmF0ZRIjCgdxdWFsaXR5GAEgASgOMhIuY3JlZGl0LnYxLlF1YWxpdHkSEAoIcGVybWlsbGUYAiABKAUi0gIKCU1vZGVsUmF0ZRINCgVtb2RlbBgBIAEoCRInCgRraW5kGAIgASgOMhkuY3JlZGl0LnYxLkdlbmVyYXRpb25LaW5kEhQKDGJhc2VfY3JlZGl0cxgDIAEoAxIRCgltYXhfd2lkdGgYBCABKAUSEgoKbWF4X2hlaWdodBgFIAEoBRIzChByZXNvbHV0aW9uX3RpZXJzGAYgAygLMhkuY3JlZGl0LnYxLlJlc29sdXRpb25UaWVyEhoKEmNyZWRpdHNfcGVyX3NlY29uZBgHIAEoAxITCgttaW5fc2Vjb25kcxgIIAEoBRITCgttYXhfc2Vjb25kcxgJIAEoBRIRCgltYXhfY291bnQYCiABKAUSKQoJcXVhbGl0aWVzGAsgAygLMhYuY3JlZGl0LnYxLlF1YWxpdHlSYXRlEhcKD21pbmltdW1fY3JlZGl0cxgMIAEoAyJnCglUb3BVcFBhY2sSDwoHcGFja19pZBgBIAEoCRIPCgdjcmVkaXRzGAIgASgDEh8KBXByaWNlGAMgASgLMhAuY3JlZGl0LnYxLk1vbmV5EhcKD3ZhbGlkaXR5X21vbnRocxgEIAEoBSJ4ChNHZXRSYXRlQ2FyZFJlc3BvbnNlEg8KB3ZlcnNpb24YASABKAkSJAoGbW9kZWxzGAIgAygLMhQuY3JlZGl0LnYxLk1vZGVsUmF0ZRIqCgx0b3BfdXBfcGFja3MYAyADKAsyFC5jcmVkaXQudjEuVG9wVXBQYWNrKqMCCg5QbGFuQ2hhbmdlS2luZBIgChxQTEFOX0NIQU5HRV9LSU5EX1VOU1BFQ0lGSUVEEAASHwobUExBTl9DSEFOR0VfS0lORF9TVUJTQ1JJQkVEEAESHQoZUExBTl9DSEFOR0VfS0lORF9VUEdSQURFRBACEigKJFBMQU5fQ0hBTkdFX0tJTkRfRE9XTkdSQURFX1NDSEVEVUxFRBADEi8KK1BMQU5fQ0hBTkdFX0tJTkRfU0NIRURVTEVEX0NIQU5HRV9DQU5DRUxMRUQQBBIlCiFQTEFOX0NIQU5HRV9LSU5EX0lOVEVSVkFMX0NIQU5HRUQQBRItCilQTEFOX0NIQU5HRV9LSU5EX1NDSEVEVUxFRF9DSEFOR0VfQVBQTElFRBAGMo0ICg1DcmVkaXRTZXJ2aWNlEkAKB1Jlc2VydmUSGS5jcmVkaXQudjEuUmVzZXJ2ZVJlcXVlc3QaGi5jcmVkaXQudjEuUmVzZXJ2ZVJlc3BvbnNlEj0KBkNvbW1pdBIYLmNyZWRpdC52MS5Db21taXRSZXF1ZXN0GhkuY3JlZGl0LnYxLkNvbW1pdFJlc3BvbnNlEkAKB1JlbGVhc2USGS5jcmVkaXQudjEuUmVsZWFzZVJlcXVlc3QaGi5jcmVkaXQudjEuUmVsZWFzZVJlc3BvbnNlEk4KCkdldEJhbGFuY2USHC5jcmVkaXQudjEuR2V0QmFsYW5jZVJlcXVlc3QaHS5jcmVkaXQudjEuR2V0QmFsYW5jZVJlc3BvbnNlIgOQAgESUQoMV2F0Y2hCYWxhbmNlEh4uY3JlZGl0LnYxLldhdGNoQmFsYW5jZVJlcXVlc3QaHy5jcmVkaXQudjEuV2F0Y2hCYWxhbmNlUmVzcG9uc2UwARJaCg5HZXRSZXNlcnZhdGlvbhIgLmNyZWRpdC52MS5HZXRSZXNlcnZhdGlvblJlcXVlc3QaIS5jcmVkaXQudjEuR2V0UmVzZXJ2YXRpb25SZXNwb25zZSIDkAIBEl4KEUV4dGVuZFJlc2VydmF0aW9uEiMuY3JlZGl0LnYxLkV4dGVuZFJlc2VydmF0aW9uUmVxdWVzdBokLmNyZWRpdC52MS5FeHRlbmRSZXNlcnZhdGlvblJlc3BvbnNlElIKDVB1cmNoYXNlVG9wVXASHy5jcmVkaXQudjEuUHVyY2hhc2VUb3BVcFJlcXVlc3QaIC5jcmVkaXQudjEuUHVyY2hhc2VUb3BVcFJlc3BvbnNlEkkKCkNoYW5nZVBsYW4SHC5jcmVkaXQudjEuQ2hhbmdlUGxhblJlcXVlc3QaHS5jcmVkaXQudjEuQ2hhbmdlUGxhblJlc3BvbnNlEj8KBVF1b3RlEhcuY3JlZGl0LnYxLlF1b3RlUmVxdWVzdBoYLmNyZWRpdC52MS5RdW90ZVJlc3BvbnNlIgOQAgESUQoLR2V0UmF0ZUNhcmQSHS5jcmVkaXQudjEuR2V0UmF0ZUNhcmRSZXF1ZXN0Gh4uY3JlZGl0LnYxLkdldFJhdGVDYXJkUmVzcG9uc2UiA5ACARJaCg5HZXRTcGVuZExpbWl0cxIgLmNyZWRpdC52MS5HZXRTcGVuZExpbWl0c1JlcXVlc3QaIS5jcmVkaXQudjEuR2V0U3BlbmRMaW1pdHNSZXNwb25zZSIDkAIBEksKCUxpc3RQbGFucxIbLmNyZWRpdC52MS5MaXN0UGxhbnNSZXF1ZXN0GhwuY3JlZGl0LnYxLkxpc3RQbGFuc1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_credit_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch5jcmVkaXQvdjEvY3JlZGl0X3NlcnZpY2UucHJvdG8SCWNyZWRpdC52MSKpAgoOUmVzZXJ2ZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSEAoGYW1vdW50GAMgASgDSAASKQoEc3BlYxgEIAEoCzIZLmNyZWRpdC52MS5HZW5lcmF0aW9uU3BlY0gAEiYKA3R0bBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI5CghtZXRhZGF0YRgGIAMoCzInLmNyZWRpdC52MS5SZXNlcnZlUmVxdWVzdC5NZXRhZGF0YUVudHJ5EhEKCW1lbWJlcl9pZBgHIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCBgoEY29zdCJjCg9SZXNlcnZlUmVzcG9uc2USKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24SIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIocBCg1Db21taXRSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIQCgZhbW91bnQYAyABKANIABIpCgRzcGVjGAQgASgLMhkuY3JlZGl0LnYxLkdlbmVyYXRpb25TcGVjSABCCAoGYWN0dWFsImIKDkNvbW1pdFJlc3BvbnNlEisKC3Jlc2VydmF0aW9uGAEgASgLMhYuY3JlZGl0LnYxLlJlc2VydmF0aW9uEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSJ7Cg5SZWxlYXNlUmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSKAoGcmVhc29uGAMgASgOMhguY3JlZGl0LnYxLlJlbGVhc2VSZWFzb24SDgoGZGV0YWlsGAQgASgJImMKD1JlbGVhc2VSZXNwb25zZRIrCgtyZXNlcnZhdGlvbhgBIAEoCzIWLmNyZWRpdC52MS5SZXNlcnZhdGlvbhIjCgdiYWxhbmNlGAIgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2UiJwoRR2V0QmFsYW5jZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCSJLChJHZXRCYWxhbmNlUmVzcG9uc2USIwoHYmFsYW5jZRgBIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlEhAKCHNlcXVlbmNlGAIgASgDIj4KFUdldFNwZW5kTGltaXRzUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKCW1lbWJlcl9pZBgCIAEoCSJqChZHZXRTcGVuZExpbWl0c1Jlc3BvbnNlEiUKBmxpbWl0cxgBIAMoCzIVLmNyZWRpdC52MS5TcGVuZExpbWl0EikKBWFzX29mGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLwAQoPR2V0VXNhZ2VSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKC2dyYW51bGFyaXR5GAQgASgOMhYuY3JlZGl0LnYxLkdyYW51bGFyaXR5EisKCGdyb3VwX2J5GAUgAygOMhkuY3JlZGl0LnYxLlVzYWdlRGltZW5zaW9uEhEKCXRpbWVfem9uZRgGIAEoCSJgChBHZXRVc2FnZVJlc3BvbnNlEiEKBHJvd3MYASADKAsyEy5jcmVkaXQudjEuVXNhZ2VSb3cSKQoFYXNfb2YYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIu0BCghVc2FnZVJvdxIpCgVzdGFydBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoFZ3JvdXAYAiADKAsyHi5jcmVkaXQudjEuVXNhZ2VSb3cuR3JvdXBFbnRyeRIQCghjb25zdW1lZBgDIAEoAxIQCghyZXN0b3JlZBgEIAEoAxIPCgdncmFudGVkGAUgASgDEg8KB2V4cGlyZWQYBiABKAMSEwoLZ2VuZXJhdGlvbnMYByABKAMaLAoKR3JvdXBFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIiwKFkZvcmVjYXN0QmFsYW5jZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCSL4AQoXRm9yZWNhc3RCYWxhbmNlUmVzcG9uc2USLwoLcnVuc19vdXRfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDW5leHRfcmVzZXRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKEWJ1cm5fcmF0ZV9wZXJfZGF5GAMgASgDEjMKD2V4cGlyaW5nX3VudXNlZBgEIAMoCzIaLmNyZWRpdC52MS5FeHBpcmluZ0NyZWRpdHMSKQoFYXNfb2YYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wInQKD0V4cGlyaW5nQ3JlZGl0cxIhCgZidWNrZXQYASABKAsyES5jcmVkaXQudjEuQnVja2V0Eg4KBmFtb3VudBgCIAEoAxIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIpChNXYXRjaEJhbGFuY2VSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkiTQoUV2F0Y2hCYWxhbmNlUmVzcG9uc2USEAoIc2VxdWVuY2UYASABKAMSIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIi8KFUdldFJlc2VydmF0aW9uUmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCSJFChZHZXRSZXNlcnZhdGlvblJlc3BvbnNlEisKC3Jlc2VydmF0aW9uGAEgASgLMhYuY3JlZGl0LnYxLlJlc2VydmF0aW9uInMKGEV4dGVuZFJlc2VydmF0aW9uUmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSJgoDdHRsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkgKGUV4dGVuZFJlc2VydmF0aW9uUmVzcG9uc2USKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24iXAoPQ3VzdG9tVG9wVXBQYWNrEg8KB2NyZWRpdHMYASABKAMSHwoFcHJpY2UYAiABKAsyEC5jcmVkaXQudjEuTW9uZXkSFwoPdmFsaWRpdHlfbW9udGhzGAMgASgFIpMBChRQdXJjaGFzZVRvcFVwUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKB3BhY2tfaWQYAiABKAlIABIxCgtjdXN0b21fcGFjaxgDIAEoCzIaLmNyZWRpdC52MS5DdXN0b21Ub3BVcFBhY2tIABIZChFwYXltZW50X3JlZmVyZW5jZRgEIAEoCUIGCgRwYWNrIoABChVQdXJjaGFzZVRvcFVwUmVzcG9uc2USIQoGYnVja2V0GAEgASgLMhEuY3JlZGl0LnYxLkJ1Y2tldBIjCgdiYWxhbmNlGAIgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2USHwoFcHJpY2UYAyABKAsyEC5jcmVkaXQudjEuTW9uZXkiUQoRQ2hhbmdlUGxhblJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIPCgdwbGFuX2lkGAIgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCSKJAgoSQ2hhbmdlUGxhblJlc3BvbnNlEi0KDHN1YnNjcmlwdGlvbhgBIAEoCzIXLmNyZWRpdC52MS5TdWJzY3JpcHRpb24SKQoGY2hhbmdlGAIgASgOMhkuY3JlZGl0LnYxLlBsYW5DaGFuZ2VLaW5kEjAKDGVmZmVjdGl2ZV9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoPcHJvcmF0ZWRfY2hhcmdlGAQgASgLMhAuY3JlZGl0LnYxLk1vbmV5EhcKD2NyZWRpdHNfZ3JhbnRlZBgFIAEoAxIjCgdiYWxhbmNlGAYgASgLMhIuY3JlZGl0LnYxLkJhbGFuY2UiEgoQTGlzdFBsYW5zUmVxdWVzdCIzChFMaXN0UGxhbnNSZXNwb25zZRIeCgVwbGFucxgBIAMoCzIPLmNyZWRpdC52MS5QbGFuIksKDFF1b3RlUmVxdWVzdBInCgRzcGVjGAEgASgLMhkuY3JlZGl0LnYxLkdlbmVyYXRpb25TcGVjEhIKCmFjY291bnRfaWQYAiABKAkiZAoNUXVvdGVSZXNwb25zZRIPCgdjcmVkaXRzGAEgASgDEicKCWJyZWFrZG93bhgCIAMoCzIULmNyZWRpdC52MS5RdW90ZUxpbmUSGQoRcmF0ZV9jYXJkX3ZlcnNpb24YAyABKAkiFAoSR2V0UmF0ZUNhcmRSZXF1ZXN0IjUKDlJlc29sdXRpb25UaWVyEhIKCm1heF9waXhlbHMYASABKAMSDwoHY3JlZGl0cxgCIAEoAyJECgtRdWFsaXR5UmF0ZRIjCgdxdWFsaXR5GAEgASgOMhIuY3JlZGl0LnYxLlF1YWxpdHkSEAoIcGVybWlsbGUYAiABKAUi0gIKCU1vZGVsUmF0ZRINCgVtb2RlbBgBIAEoCRInCgRraW5kGAIgASgOMhkuY3JlZGl0LnYxLkdlbmVyYXRpb25LaW5kEhQKDGJhc2VfY3JlZGl0cxgDIAEoAxIRCgltYXhfd2lkdGgYBCABKAUSEgoKbWF4X2hlaWdodBgFIAEoBRIzChByZXNvbHV0aW9uX3RpZXJzGAYgAygLMhkuY3JlZGl0LnYxLlJlc29sdXRpb25UaWVyEhoKEmNyZWRpdHNfcGVyX3NlY29uZBgHIAEoAxITCgttaW5fc2Vjb25kcxgIIAEoBRITCgttYXhfc2Vjb25kcxgJIAEoBRIRCgltYXhfY291bnQYCiABKAUSKQoJcXVhbGl0aWVzGAsgAygLMhYuY3JlZGl0LnYxLlF1YWxpdHlSYXRlEhcKD21pbmltdW1fY3JlZGl0cxgMIAEoAyJnCglUb3BVcFBhY2sSDwoHcGFja19pZBgBIAEoCRIPCgdjcmVkaXRzGAIgASgDEh8KBXByaWNlGAMgASgLMhAuY3JlZGl0LnYxLk1vbmV5EhcKD3ZhbGlkaXR5X21vbnRocxgEIAEoBSJ4ChNHZXRSYXRlQ2FyZFJlc3BvbnNlEg8KB3ZlcnNpb24YASABKAkSJAoGbW9kZWxzGAIgAygLMhQuY3JlZGl0LnYxLk1vZGVsUmF0ZRIqCgx0b3BfdXBfcGFja3MYAyADKAsyFC5jcmVkaXQudjEuVG9wVXBQYWNrKmwKC0dyYW51bGFyaXR5EhsKF0dSQU5VTEFSSVRZX1VOU1BFQ0lGSUVEEAASFAoQR1JBTlVMQVJJVFlfSE9VUhABEhMKD0dSQU5VTEFSSVRZX0RBWRACEhUKEUdSQU5VTEFSSVRZX01PTlRIEAMqngEKDlVzYWdlRGltZW5zaW9uEh8KG1VTQUdFX0RJTUVOU0lPTl9VTlNQRUNJRklFRBAAEhkKFVVTQUdFX0RJTUVOU0lPTl9NT0RFTBABEhgKFFVTQUdFX0RJTUVOU0lPTl9LSU5EEAISGgoWVVNBR0VfRElNRU5TSU9OX01FTUJFUhADEhoKFlVTQUdFX0RJTUVOU0lPTl9DQUxMRVIQBCqjAgoOUGxhbkNoYW5nZUtpbmQSIAocUExBTl9DSEFOR0VfS0lORF9VTlNQRUNJRklFRBAAEh8KG1BMQU5fQ0hBTkdFX0tJTkRfU1VCU0NSSUJFRBABEh0KGVBMQU5fQ0hBTkdFX0tJTkRfVVBHUkFERUQQAhIoCiRQTEFOX0NIQU5HRV9LSU5EX0RPV05HUkFERV9TQ0hFRFVMRUQQAxIvCitQTEFOX0NIQU5HRV9LSU5EX1NDSEVEVUxFRF9DSEFOR0VfQ0FOQ0VMTEVEEAQSJQohUExBTl9DSEFOR0VfS0lORF9JTlRFUlZBTF9DSEFOR0VEEAUSLQopUExBTl9DSEFOR0VfS0lORF9TQ0hFRFVMRURfQ0hBTkdFX0FQUExJRUQQBjK2CQoNQ3JlZGl0U2VydmljZRJACgdSZXNlcnZlEhkuY3JlZGl0LnYxLlJlc2VydmVSZXF1ZXN0GhouY3JlZGl0LnYxLlJlc2VydmVSZXNwb25zZRI9CgZDb21taXQSGC5jcmVkaXQudjEuQ29tbWl0UmVxdWVzdBoZLmNyZWRpdC52MS5Db21taXRSZXNwb25zZRJACgdSZWxlYXNlEhkuY3JlZGl0LnYxLlJlbGVhc2VSZXF1ZXN0GhouY3JlZGl0LnYxLlJlbGVhc2VSZXNwb25zZRJOCgpHZXRCYWxhbmNlEhwuY3JlZGl0LnYxLkdldEJhbGFuY2VSZXF1ZXN0Gh0uY3JlZGl0LnYxLkdldEJhbGFuY2VSZXNwb25zZSIDkAIBElEKDFdhdGNoQmFsYW5jZRIeLmNyZWRpdC52MS5XYXRjaEJhbGFuY2VSZXF1ZXN0Gh8uY3JlZGl0LnYxLldhdGNoQmFsYW5jZVJlc3BvbnNlMAESWgoOR2V0UmVzZXJ2YXRpb24SIC5jcmVkaXQudjEuR2V0UmVzZXJ2YXRpb25SZXF1ZXN0GiEuY3JlZGl0LnYxLkdldFJlc2VydmF0aW9uUmVzcG9uc2UiA5ACARJeChFFeHRlbmRSZXNlcnZhdGlvbhIjLmNyZWRpdC52MS5FeHRlbmRSZXNlcnZhdGlvblJlcXVlc3QaJC5jcmVkaXQudjEuRXh0ZW5kUmVzZXJ2YXRpb25SZXNwb25zZRJSCg1QdXJjaGFzZVRvcFVwEh8uY3JlZGl0LnYxLlB1cmNoYXNlVG9wVXBSZXF1ZXN0GiAuY3JlZGl0LnYxLlB1cmNoYXNlVG9wVXBSZXNwb25zZRJJCgpDaGFuZ2VQbGFuEhwuY3JlZGl0LnYxLkNoYW5nZVBsYW5SZXF1ZXN0Gh0uY3JlZGl0LnYxLkNoYW5nZVBsYW5SZXNwb25zZRI/CgVRdW90ZRIXLmNyZWRpdC52MS5RdW90ZVJlcXVlc3QaGC5jcmVkaXQudjEuUXVvdGVSZXNwb25zZSIDkAIBElEKC0dldFJhdGVDYXJkEh0uY3JlZGl0LnYxLkdldFJhdGVDYXJkUmVxdWVzdBoeLmNyZWRpdC52MS5HZXRSYXRlQ2FyZFJlc3BvbnNlIgOQAgESWgoOR2V0U3BlbmRMaW1pdHMSIC5jcmVkaXQudjEuR2V0U3BlbmRMaW1pdHNSZXF1ZXN0GiEuY3JlZGl0LnYxLkdldFNwZW5kTGltaXRzUmVzcG9uc2UiA5ACARJICghHZXRVc2FnZRIaLmNyZWRpdC52MS5HZXRVc2FnZVJlcXVlc3QaGy5jcmVkaXQudjEuR2V0VXNhZ2VSZXNwb25zZSIDkAIBEl0KD0ZvcmVjYXN0QmFsYW5jZRIhLmNyZWRpdC52MS5Gb3JlY2FzdEJhbGFuY2VSZXF1ZXN0GiIuY3JlZGl0LnYxLkZvcmVjYXN0QmFsYW5jZVJlc3BvbnNlIgOQAgESSwoJTGlzdFBsYW5zEhsuY3JlZGl0LnYxLkxpc3RQbGFuc1JlcXVlc3QaHC5jcmVkaXQudjEuTGlzdFBsYW5zUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_credit_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Hold credits for one generation.
@@ -375,6 +375,255 @@ export const GetSpendLimitsResponseSchema: GenMessage<GetSpendLimitsResponse> = 
   messageDesc(file_credit_v1_credit_service, 9);
 
 /**
+ * Usage of one account over a range.
+ *
+ * @generated from message credit.v1.GetUsageRequest
+ */
+export type GetUsageRequest = Message<"credit.v1.GetUsageRequest"> & {
+  /**
+   * The account; it must exist.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * The range; it is widened to whole buckets (start to its bucket's start, end to its bucket's end).
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 2;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp end_time = 3;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * The bucket size.
+   *
+   * @generated from field: credit.v1.Granularity granularity = 4;
+   */
+  granularity: Granularity;
+
+  /**
+   * Dimensions to group by (none: one row per bucket); each at most once.
+   *
+   * @generated from field: repeated credit.v1.UsageDimension group_by = 5;
+   */
+  groupBy: UsageDimension[];
+
+  /**
+   * IANA time zone of the buckets' boundaries; empty: UTC.
+   *
+   * @generated from field: string time_zone = 6;
+   */
+  timeZone: string;
+};
+
+/**
+ * Describes the message credit.v1.GetUsageRequest.
+ * Use `create(GetUsageRequestSchema)` to create a new message.
+ */
+export const GetUsageRequestSchema: GenMessage<GetUsageRequest> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 10);
+
+/**
+ * The rows with anything in them, by bucket start then group.
+ *
+ * @generated from message credit.v1.GetUsageResponse
+ */
+export type GetUsageResponse = Message<"credit.v1.GetUsageResponse"> & {
+  /**
+   * @generated from field: repeated credit.v1.UsageRow rows = 1;
+   */
+  rows: UsageRow[];
+
+  /**
+   * By the account's clock.
+   *
+   * @generated from field: google.protobuf.Timestamp as_of = 2;
+   */
+  asOf?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message credit.v1.GetUsageResponse.
+ * Use `create(GetUsageResponseSchema)` to create a new message.
+ */
+export const GetUsageResponseSchema: GenMessage<GetUsageResponse> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 11);
+
+/**
+ * One bucket of one group.
+ *
+ * @generated from message credit.v1.UsageRow
+ */
+export type UsageRow = Message<"credit.v1.UsageRow"> & {
+  /**
+   * The bucket's start.
+   *
+   * @generated from field: google.protobuf.Timestamp start = 1;
+   */
+  start?: Timestamp | undefined;
+
+  /**
+   * Dimension name (model, kind, member, caller) → value, for each grouped dimension.
+   *
+   * @generated from field: map<string, string> group = 2;
+   */
+  group: { [key: string]: string };
+
+  /**
+   * Credits captured by Commits.
+   *
+   * @generated from field: int64 consumed = 3;
+   */
+  consumed: bigint;
+
+  /**
+   * Credits returned by Releases, expired holds and partial Commits.
+   *
+   * @generated from field: int64 restored = 4;
+   */
+  restored: bigint;
+
+  /**
+   * Credits granted (allowances, top-ups, adjustments).
+   *
+   * @generated from field: int64 granted = 5;
+   */
+  granted: bigint;
+
+  /**
+   * Credits that expired unused.
+   *
+   * @generated from field: int64 expired = 6;
+   */
+  expired: bigint;
+
+  /**
+   * Committed holds.
+   *
+   * @generated from field: int64 generations = 7;
+   */
+  generations: bigint;
+};
+
+/**
+ * Describes the message credit.v1.UsageRow.
+ * Use `create(UsageRowSchema)` to create a new message.
+ */
+export const UsageRowSchema: GenMessage<UsageRow> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 12);
+
+/**
+ * Forecast one account.
+ *
+ * @generated from message credit.v1.ForecastBalanceRequest
+ */
+export type ForecastBalanceRequest = Message<"credit.v1.ForecastBalanceRequest"> & {
+  /**
+   * The account; it must exist.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+};
+
+/**
+ * Describes the message credit.v1.ForecastBalanceRequest.
+ * Use `create(ForecastBalanceRequestSchema)` to create a new message.
+ */
+export const ForecastBalanceRequestSchema: GenMessage<ForecastBalanceRequest> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 13);
+
+/**
+ * When the account runs out at the recent pace.
+ *
+ * @generated from message credit.v1.ForecastBalanceResponse
+ */
+export type ForecastBalanceResponse = Message<"credit.v1.ForecastBalanceResponse"> & {
+  /**
+   * When available credits reach 0 at burn_rate_per_day; unset if not before next_reset_at (or,
+   * without a plan, within 400 days), or if nothing is being spent.
+   *
+   * @generated from field: google.protobuf.Timestamp runs_out_at = 1;
+   */
+  runsOutAt?: Timestamp | undefined;
+
+  /**
+   * When the plan's allowance period ends and the next allowance is granted; unset without a plan.
+   *
+   * @generated from field: google.protobuf.Timestamp next_reset_at = 2;
+   */
+  nextResetAt?: Timestamp | undefined;
+
+  /**
+   * Credits captured per day over the last 7 days (or the account's age, if younger, at least a day).
+   *
+   * @generated from field: int64 burn_rate_per_day = 3;
+   */
+  burnRatePerDay: bigint;
+
+  /**
+   * Credits that, at this pace, expire before they are used (until next_reset_at, or 400 days).
+   *
+   * @generated from field: repeated credit.v1.ExpiringCredits expiring_unused = 4;
+   */
+  expiringUnused: ExpiringCredits[];
+
+  /**
+   * By the account's clock.
+   *
+   * @generated from field: google.protobuf.Timestamp as_of = 5;
+   */
+  asOf?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message credit.v1.ForecastBalanceResponse.
+ * Use `create(ForecastBalanceResponseSchema)` to create a new message.
+ */
+export const ForecastBalanceResponseSchema: GenMessage<ForecastBalanceResponse> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 14);
+
+/**
+ * Credits of one bucket that will expire unused.
+ *
+ * @generated from message credit.v1.ExpiringCredits
+ */
+export type ExpiringCredits = Message<"credit.v1.ExpiringCredits"> & {
+  /**
+   * The bucket.
+   *
+   * @generated from field: credit.v1.Bucket bucket = 1;
+   */
+  bucket?: Bucket | undefined;
+
+  /**
+   * How many of its credits will be left when it expires.
+   *
+   * @generated from field: int64 amount = 2;
+   */
+  amount: bigint;
+
+  /**
+   * When it expires.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 3;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message credit.v1.ExpiringCredits.
+ * Use `create(ExpiringCreditsSchema)` to create a new message.
+ */
+export const ExpiringCreditsSchema: GenMessage<ExpiringCredits> = /*@__PURE__*/
+  messageDesc(file_credit_v1_credit_service, 15);
+
+/**
  * Watch an account's balance.
  *
  * @generated from message credit.v1.WatchBalanceRequest
@@ -393,7 +642,7 @@ export type WatchBalanceRequest = Message<"credit.v1.WatchBalanceRequest"> & {
  * Use `create(WatchBalanceRequestSchema)` to create a new message.
  */
 export const WatchBalanceRequestSchema: GenMessage<WatchBalanceRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 10);
+  messageDesc(file_credit_v1_credit_service, 16);
 
 /**
  * One state of the watched account.
@@ -425,7 +674,7 @@ export type WatchBalanceResponse = Message<"credit.v1.WatchBalanceResponse"> & {
  * Use `create(WatchBalanceResponseSchema)` to create a new message.
  */
 export const WatchBalanceResponseSchema: GenMessage<WatchBalanceResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 11);
+  messageDesc(file_credit_v1_credit_service, 17);
 
 /**
  * Read one reservation.
@@ -446,7 +695,7 @@ export type GetReservationRequest = Message<"credit.v1.GetReservationRequest"> &
  * Use `create(GetReservationRequestSchema)` to create a new message.
  */
 export const GetReservationRequestSchema: GenMessage<GetReservationRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 12);
+  messageDesc(file_credit_v1_credit_service, 18);
 
 /**
  * One reservation.
@@ -467,7 +716,7 @@ export type GetReservationResponse = Message<"credit.v1.GetReservationResponse">
  * Use `create(GetReservationResponseSchema)` to create a new message.
  */
 export const GetReservationResponseSchema: GenMessage<GetReservationResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 13);
+  messageDesc(file_credit_v1_credit_service, 19);
 
 /**
  * Extend an open hold.
@@ -502,7 +751,7 @@ export type ExtendReservationRequest = Message<"credit.v1.ExtendReservationReque
  * Use `create(ExtendReservationRequestSchema)` to create a new message.
  */
 export const ExtendReservationRequestSchema: GenMessage<ExtendReservationRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 14);
+  messageDesc(file_credit_v1_credit_service, 20);
 
 /**
  * The extended hold.
@@ -523,7 +772,7 @@ export type ExtendReservationResponse = Message<"credit.v1.ExtendReservationResp
  * Use `create(ExtendReservationResponseSchema)` to create a new message.
  */
 export const ExtendReservationResponseSchema: GenMessage<ExtendReservationResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 15);
+  messageDesc(file_credit_v1_credit_service, 21);
 
 /**
  * A top-up pack sized and priced for one account (business custom packs).
@@ -558,7 +807,7 @@ export type CustomTopUpPack = Message<"credit.v1.CustomTopUpPack"> & {
  * Use `create(CustomTopUpPackSchema)` to create a new message.
  */
 export const CustomTopUpPackSchema: GenMessage<CustomTopUpPack> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 16);
+  messageDesc(file_credit_v1_credit_service, 22);
 
 /**
  * Buy a top-up pack.
@@ -609,7 +858,7 @@ export type PurchaseTopUpRequest = Message<"credit.v1.PurchaseTopUpRequest"> & {
  * Use `create(PurchaseTopUpRequestSchema)` to create a new message.
  */
 export const PurchaseTopUpRequestSchema: GenMessage<PurchaseTopUpRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 17);
+  messageDesc(file_credit_v1_credit_service, 23);
 
 /**
  * The new top-up bucket.
@@ -644,7 +893,7 @@ export type PurchaseTopUpResponse = Message<"credit.v1.PurchaseTopUpResponse"> &
  * Use `create(PurchaseTopUpResponseSchema)` to create a new message.
  */
 export const PurchaseTopUpResponseSchema: GenMessage<PurchaseTopUpResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 18);
+  messageDesc(file_credit_v1_credit_service, 24);
 
 /**
  * Change an account's plan.
@@ -679,7 +928,7 @@ export type ChangePlanRequest = Message<"credit.v1.ChangePlanRequest"> & {
  * Use `create(ChangePlanRequestSchema)` to create a new message.
  */
 export const ChangePlanRequestSchema: GenMessage<ChangePlanRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 19);
+  messageDesc(file_credit_v1_credit_service, 25);
 
 /**
  * The outcome of a plan change.
@@ -735,7 +984,7 @@ export type ChangePlanResponse = Message<"credit.v1.ChangePlanResponse"> & {
  * Use `create(ChangePlanResponseSchema)` to create a new message.
  */
 export const ChangePlanResponseSchema: GenMessage<ChangePlanResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 20);
+  messageDesc(file_credit_v1_credit_service, 26);
 
 /**
  * List the public plans.
@@ -750,7 +999,7 @@ export type ListPlansRequest = Message<"credit.v1.ListPlansRequest"> & {
  * Use `create(ListPlansRequestSchema)` to create a new message.
  */
 export const ListPlansRequestSchema: GenMessage<ListPlansRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 21);
+  messageDesc(file_credit_v1_credit_service, 27);
 
 /**
  * The public plan catalog.
@@ -771,7 +1020,7 @@ export type ListPlansResponse = Message<"credit.v1.ListPlansResponse"> & {
  * Use `create(ListPlansResponseSchema)` to create a new message.
  */
 export const ListPlansResponseSchema: GenMessage<ListPlansResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 22);
+  messageDesc(file_credit_v1_credit_service, 28);
 
 /**
  * Price a generation.
@@ -799,7 +1048,7 @@ export type QuoteRequest = Message<"credit.v1.QuoteRequest"> & {
  * Use `create(QuoteRequestSchema)` to create a new message.
  */
 export const QuoteRequestSchema: GenMessage<QuoteRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 23);
+  messageDesc(file_credit_v1_credit_service, 29);
 
 /**
  * A price and how it was made.
@@ -834,7 +1083,7 @@ export type QuoteResponse = Message<"credit.v1.QuoteResponse"> & {
  * Use `create(QuoteResponseSchema)` to create a new message.
  */
 export const QuoteResponseSchema: GenMessage<QuoteResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 24);
+  messageDesc(file_credit_v1_credit_service, 30);
 
 /**
  * Read the rate card.
@@ -849,7 +1098,7 @@ export type GetRateCardRequest = Message<"credit.v1.GetRateCardRequest"> & {
  * Use `create(GetRateCardRequestSchema)` to create a new message.
  */
 export const GetRateCardRequestSchema: GenMessage<GetRateCardRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 25);
+  messageDesc(file_credit_v1_credit_service, 31);
 
 /**
  * A resolution step of a model's price.
@@ -877,7 +1126,7 @@ export type ResolutionTier = Message<"credit.v1.ResolutionTier"> & {
  * Use `create(ResolutionTierSchema)` to create a new message.
  */
 export const ResolutionTierSchema: GenMessage<ResolutionTier> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 26);
+  messageDesc(file_credit_v1_credit_service, 32);
 
 /**
  * The price multiplier of one quality level.
@@ -905,7 +1154,7 @@ export type QualityRate = Message<"credit.v1.QualityRate"> & {
  * Use `create(QualityRateSchema)` to create a new message.
  */
 export const QualityRateSchema: GenMessage<QualityRate> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 27);
+  messageDesc(file_credit_v1_credit_service, 33);
 
 /**
  * How one model is priced.
@@ -1003,7 +1252,7 @@ export type ModelRate = Message<"credit.v1.ModelRate"> & {
  * Use `create(ModelRateSchema)` to create a new message.
  */
 export const ModelRateSchema: GenMessage<ModelRate> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 28);
+  messageDesc(file_credit_v1_credit_service, 34);
 
 /**
  * A top-up pack of the default catalog.
@@ -1045,7 +1294,7 @@ export type TopUpPack = Message<"credit.v1.TopUpPack"> & {
  * Use `create(TopUpPackSchema)` to create a new message.
  */
 export const TopUpPackSchema: GenMessage<TopUpPack> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 29);
+  messageDesc(file_credit_v1_credit_service, 35);
 
 /**
  * The current rate card.
@@ -1080,7 +1329,96 @@ export type GetRateCardResponse = Message<"credit.v1.GetRateCardResponse"> & {
  * Use `create(GetRateCardResponseSchema)` to create a new message.
  */
 export const GetRateCardResponseSchema: GenMessage<GetRateCardResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_credit_service, 30);
+  messageDesc(file_credit_v1_credit_service, 36);
+
+/**
+ * The size of a usage series' buckets, in the request's time zone.
+ *
+ * @generated from enum credit.v1.Granularity
+ */
+export enum Granularity {
+  /**
+   * Not a valid granularity.
+   *
+   * @generated from enum value: GRANULARITY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Clock hours (a range of at most 31 days).
+   *
+   * @generated from enum value: GRANULARITY_HOUR = 1;
+   */
+  HOUR = 1,
+
+  /**
+   * Calendar days, 23 or 25 hours across daylight-saving changes (at most 400 days).
+   *
+   * @generated from enum value: GRANULARITY_DAY = 2;
+   */
+  DAY = 2,
+
+  /**
+   * Calendar months (at most 37 months).
+   *
+   * @generated from enum value: GRANULARITY_MONTH = 3;
+   */
+  MONTH = 3,
+}
+
+/**
+ * Describes the enum credit.v1.Granularity.
+ */
+export const GranularitySchema: GenEnum<Granularity> = /*@__PURE__*/
+  enumDesc(file_credit_v1_credit_service, 0);
+
+/**
+ * What usage rows can be grouped by.
+ *
+ * @generated from enum credit.v1.UsageDimension
+ */
+export enum UsageDimension {
+  /**
+   * Not a valid dimension.
+   *
+   * @generated from enum value: USAGE_DIMENSION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The hold's model: its priced spec's, else its metadata["model"], else "unknown"; "" for grants and expiries.
+   *
+   * @generated from enum value: USAGE_DIMENSION_MODEL = 1;
+   */
+  MODEL = 1,
+
+  /**
+   * The priced spec's generation kind (IMAGE, VIDEO) or "unknown"; for grants and expiries, the bucket's kind (SUBSCRIPTION, TOP_UP, ADJUSTMENT).
+   *
+   * @generated from enum value: USAGE_DIMENSION_KIND = 2;
+   */
+  KIND = 2,
+
+  /**
+   * The hold's member_id, else its metadata["member_id"], else "unknown"; "" for grants and expiries.
+   *
+   * @generated from enum value: USAGE_DIMENSION_MEMBER = 3;
+   */
+  MEMBER = 3,
+
+  /**
+   * The caller recorded on the ledger entries ("system" for what nobody asked for: roll-overs, expiries).
+   *
+   * @generated from enum value: USAGE_DIMENSION_CALLER = 4;
+   */
+  CALLER = 4,
+}
+
+/**
+ * Describes the enum credit.v1.UsageDimension.
+ */
+export const UsageDimensionSchema: GenEnum<UsageDimension> = /*@__PURE__*/
+  enumDesc(file_credit_v1_credit_service, 1);
 
 /**
  * What a ChangePlan call did.
@@ -1142,7 +1480,7 @@ export enum PlanChangeKind {
  * Describes the enum credit.v1.PlanChangeKind.
  */
 export const PlanChangeKindSchema: GenEnum<PlanChangeKind> = /*@__PURE__*/
-  enumDesc(file_credit_v1_credit_service, 0);
+  enumDesc(file_credit_v1_credit_service, 2);
 
 /**
  * CreditService is called by model runners (holds) and backend services (balances, top-ups).
@@ -1272,6 +1610,28 @@ export const CreditService: GenService<{
     methodKind: "unary";
     input: typeof GetSpendLimitsRequestSchema;
     output: typeof GetSpendLimitsResponseSchema;
+  },
+  /**
+   * GetUsage returns where an account's credits went: series by hour, day or month in a time
+   * zone, grouped by model, kind, member or caller, from a rollup kept with the ledger.
+   *
+   * @generated from rpc credit.v1.CreditService.GetUsage
+   */
+  getUsage: {
+    methodKind: "unary";
+    input: typeof GetUsageRequestSchema;
+    output: typeof GetUsageResponseSchema;
+  },
+  /**
+   * ForecastBalance says when, at the recent pace, the account runs out, and which credits will
+   * expire before they are used.
+   *
+   * @generated from rpc credit.v1.CreditService.ForecastBalance
+   */
+  forecastBalance: {
+    methodKind: "unary";
+    input: typeof ForecastBalanceRequestSchema;
+    output: typeof ForecastBalanceResponseSchema;
   },
   /**
    * ListPlans returns the public plan catalog (the latest version of each plan).

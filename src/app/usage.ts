@@ -1,0 +1,69 @@
+import { accountTime } from "../domain/clock.js";
+import { fail, ok, type Result } from "../domain/errors.js";
+import { type Forecast, forecast, PACE_WINDOW_DAYS, paceWindowDays } from "../domain/forecast.js";
+import { applyDue } from "../domain/maintenance.js";
+import { boundaries, type CalendarUnit } from "../domain/time-zone.js";
+import { SLOT_MS, slotOf, type UsageDimension, type UsageSeriesRow } from "../domain/usage.js";
+import type { AppDeps } from "./deps.js";
+
+/** How long a range each granularity may cover (in buckets: the range is widened to whole buckets). */
+export const MAX_BUCKETS: Readonly<Record<CalendarUnit, number>> = { HOUR: 31 * 24 + 1, DAY: 400, MONTH: 37 };
+/** The most rows one answer carries (about 150 bytes each): past it the caller narrows the range or the grouping. */
+export const MAX_USAGE_ROWS = 10_000;
+
+export interface UsageQuery {
+  readonly accountId: string;
+  readonly start: Date;
+  readonly end: Date;
+  readonly unit: CalendarUnit;
+  readonly groupBy: ReadonlySet<UsageDimension>;
+  readonly timeZone: string;
+}
+
+export interface UsageSeries {
+  readonly rows: readonly (UsageSeriesRow & { readonly start: Date })[];
+  readonly asOf: Date;
+}
+
+/**
+ * GetUsage: sums of the rollup, never the ledger. The bucket boundaries are computed here in the
+ * time zone (domain/time-zone.ts), so a day is the zone's calendar day whatever its length.
+ */
+export async function getUsage(deps: AppDeps, query: UsageQuery): Promise<Result<UsageSeries>> {
+  const bounds = boundaries(query.timeZone, query.unit, query.start, query.end, MAX_BUCKETS[query.unit]);
+  if (!bounds) {
+    return fail("INVALID_FIELD", `end_time: a ${query.unit} series covers at most ${MAX_BUCKETS[query.unit]} buckets (${rangeRule()})`, { field: "end_time" });
+  }
+  const now = deps.clock.now();
+  const read = await deps.store.readBook(query.accountId, now);
+  if (!read) return fail("ACCOUNT_NOT_FOUND", `account ${query.accountId} not found`, { account_id: query.accountId });
+  const rows = await deps.store.usageSeries(query.accountId, bounds, query.groupBy, MAX_USAGE_ROWS);
+  if (rows.length > MAX_USAGE_ROWS) {
+    return fail("READ_LIMIT_EXCEEDED", `the series has more than ${MAX_USAGE_ROWS} rows: narrow the range or the grouping`, { limit: "rows", max: String(MAX_USAGE_ROWS) });
+  }
+  return ok({ rows: rows.map((r) => ({ ...r, start: bounds[r.bucket]! })), asOf: accountTime(read.book.clockOffsetMs, now) });
+}
+
+function rangeRule(): string {
+  return "31 days of HOUR, 400 days of DAY, 37 months of MONTH";
+}
+
+/**
+ * ForecastBalance: the lock-free book (due work settled in the read's own copy, not written), the
+ * pace from the rollup, and the drain simulated in the domain (domain/forecast.ts).
+ */
+export async function forecastBalance(deps: AppDeps, accountId: string): Promise<Result<Forecast>> {
+  const now = deps.clock.now();
+  const read = await deps.store.readBook(accountId, now);
+  if (!read) return fail("ACCOUNT_NOT_FOUND", `account ${accountId} not found`, { account_id: accountId });
+  const { book } = read;
+  const at = accountTime(book.clockOffsetMs, now);
+  applyDue(book, at, deps.newId);
+  // Days end with the current slot: what was captured a moment ago counts.
+  const until = new Date(slotOf(at).getTime() + SLOT_MS);
+  const recent = await deps.store.recentConsumption(accountId, until, PACE_WINDOW_DAYS);
+  if (!recent) return fail("ACCOUNT_NOT_FOUND", `account ${accountId} not found`, { account_id: accountId });
+  // The account's age by its own clock (a test clock moved ahead makes it older).
+  const days = paceWindowDays(at, accountTime(book.clockOffsetMs, recent.createdAt));
+  return ok(forecast(book, at, recent.perDay, days));
+}

@@ -1,0 +1,104 @@
+import type { UsageDimension, UsageSeriesRow } from "../domain/usage.js";
+import type { Query } from "./pg.js";
+
+/**
+ * A series from the rollup: rows of the account's slots in [first boundary, last boundary),
+ * bucketed by `width_bucket` over the boundaries (computed by the caller in the time zone: Postgres
+ * never interprets a zone here), grouped by the dimensions asked for. The statement's text is
+ * fixed (ungrouped dimensions become NULL, one group), so it is prepared once. One index range of
+ * the primary key (account_id, slot).
+ */
+const SERIES = `
+  select width_bucket(slot, ?::timestamptz[]) as bucket,
+    case when ?::boolean then model end as model, case when ?::boolean then kind end as kind,
+    case when ?::boolean then member_id end as member, case when ?::boolean then caller end as caller,
+    sum(consumed)::text as consumed, sum(restored)::text as restored, sum(granted)::text as granted,
+    sum(expired)::text as expired, sum(generations)::text as generations
+  from usage_rollup
+  where account_id = ? and slot >= ? and slot < ?
+  group by 1, 2, 3, 4, 5
+  order by 1, 2, 3, 4, 5
+  limit ?`;
+
+export async function usageSeries(q: Query, accountId: string, bounds: readonly Date[], groupBy: ReadonlySet<UsageDimension>, maxRows: number): Promise<UsageSeriesRow[]> {
+  const rows = await q(
+    SERIES,
+    [bounds, groupBy.has("model"), groupBy.has("kind"), groupBy.has("member"), groupBy.has("caller"), accountId, bounds[0], bounds[bounds.length - 1], maxRows + 1],
+    "usage_series",
+  );
+  return rows.map((r) => {
+    const group: Partial<Record<UsageDimension, string>> = {};
+    for (const d of groupBy) group[d] = r[d] as string;
+    return {
+      bucket: Number(r["bucket"]) - 1,
+      group,
+      consumed: BigInt(r["consumed"] as string),
+      restored: BigInt(r["restored"] as string),
+      granted: BigInt(r["granted"] as string),
+      expired: BigInt(r["expired"] as string),
+      generations: BigInt(r["generations"] as string),
+    };
+  });
+}
+
+/**
+ * When the account was created, and the credits captured in each of the `days` days of slots
+ * before `until` (index 0: the day that ends at `until`). One statement.
+ */
+export async function recentConsumption(q: Query, accountId: string, until: Date, days: number): Promise<{ createdAt: Date; perDay: bigint[] } | null> {
+  const rows = await q(
+    `select a.created_at, (select coalesce(json_agg(json_build_array(d.day, d.consumed)), '[]') from (
+        select floor(extract(epoch from (?::timestamptz - slot)) / 86400)::int as day, sum(consumed)::text as consumed
+          from usage_rollup where account_id = a.account_id and slot >= ?::timestamptz - ? * interval '1 day' and slot < ?
+         group by 1) d) as days
+       from accounts a where a.account_id = ?`,
+    [until, until, days, until, accountId],
+    "recent_consumption",
+  );
+  const row = rows[0];
+  if (!row) return null;
+  const perDay = Array.from({ length: days }, () => 0n);
+  for (const [day, consumed] of row["days"] as [number, string][]) if (day >= 0 && day < days) perDay[day] = BigInt(consumed);
+  return { createdAt: row["created_at"] as Date, perDay };
+}
+
+/**
+ * The rollup rows of the accounts `filter` selects (an SQL condition on `e.account_id`), rebuilt
+ * from their entries by the rules of domain/usage.ts: the migration that created the rollup fills
+ * it with this, and an operator (or a test that writes entries directly) can rebuild one account.
+ * Run it where no write to those accounts runs concurrently (in the account's locked transaction,
+ * or with the service stopped).
+ */
+export function rebuildUsageRollupSql(filter: string): [remove: string, fill: string] {
+  const remove = `delete from usage_rollup e where ${filter}`;
+  const fill = `
+    with movements as (
+      select e.account_id, to_timestamp(floor(extract(epoch from e.created_at) / 900) * 900) as slot,
+        case when e.kind in ('CAPTURE', 'RELEASE') then coalesce(r.pricing -> 'spec' ->> 'model', r.metadata ->> 'model', 'unknown') else '' end as model,
+        case when e.kind in ('CAPTURE', 'RELEASE') then coalesce(r.pricing -> 'spec' ->> 'kind', 'unknown') else coalesce(b.kind, 'unknown') end as kind,
+        case when e.kind in ('CAPTURE', 'RELEASE') then coalesce(nullif(r.member_id, ''), r.metadata ->> 'member_id', 'unknown') else '' end as member_id,
+        e.caller, e.kind as entry_kind, e.amount, e.reservation_id, e.entry_id, r.state
+      from ledger_entries e
+      left join reservations r on r.account_id = e.account_id and r.reservation_id = e.reservation_id
+      left join buckets b on b.account_id = e.account_id and b.bucket_id = e.bucket_id
+      where e.kind <> 'HOLD' and ${filter}),
+    -- A committed hold's generation goes where its last capture or release went.
+    last_of_commit as (
+      select distinct on (account_id, reservation_id) account_id, reservation_id, entry_id
+        from movements where state = 'COMMITTED' and entry_kind in ('CAPTURE', 'RELEASE')
+       order by account_id, reservation_id, entry_id desc)
+    insert into usage_rollup (account_id, slot, model, kind, member_id, caller, consumed, restored, granted, expired, generations)
+    select m.account_id, m.slot, m.model, m.kind, m.member_id, m.caller,
+      coalesce(sum(m.amount) filter (where m.entry_kind = 'CAPTURE'), 0),
+      coalesce(sum(m.amount) filter (where m.entry_kind = 'RELEASE'), 0),
+      coalesce(sum(m.amount) filter (where m.entry_kind in ('GRANT', 'ADJUST')), 0),
+      coalesce(sum(m.amount) filter (where m.entry_kind = 'EXPIRE'), 0),
+      count(l.entry_id)
+    from movements m
+    left join last_of_commit l on l.account_id = m.account_id and l.entry_id = m.entry_id
+    group by m.account_id, m.slot, m.model, m.kind, m.member_id, m.caller`;
+  return [remove, fill];
+}
+
+/** rebuildUsageRollupSql for one account ($1): run both, in order, in one transaction. */
+export const REBUILD_ACCOUNT_USAGE = rebuildUsageRollupSql("e.account_id = $1");
