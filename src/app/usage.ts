@@ -63,7 +63,7 @@ export async function forecastBalance(deps: AppDeps, accountId: string): Promise
   const until = new Date(slotOf(at).getTime() + SLOT_MS);
   const recent = await deps.store.recentConsumption(accountId, until, PACE_WINDOW_DAYS);
   if (!recent) return fail("ACCOUNT_NOT_FOUND", `account ${accountId} not found`, { account_id: accountId });
-  // The account's age by its own clock (a test clock moved ahead makes it older).
-  const days = paceWindowDays(at, accountTime(book.clockOffsetMs, recent.createdAt));
+  // The account's age by its own clock: created by server time, when its test clock (if it has one) had not moved yet.
+  const days = paceWindowDays(at, recent.createdAt);
   return ok(forecast(book, at, recent.perDay, days));
 }

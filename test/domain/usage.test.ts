@@ -1,0 +1,94 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { commit, release, reserve } from "../../src/domain/holds.js";
+import type { EntryKind } from "../../src/domain/ledger-entry.js";
+import { applyDue } from "../../src/domain/maintenance.js";
+import { boundaries } from "../../src/domain/time-zone.js";
+import { slotOf, usageDeltas } from "../../src/domain/usage.js";
+import { adjustment, at, DAY, HOUR, MINUTE, newBook, newId, T0, topUp } from "./fixtures.js";
+
+type Op =
+  | { readonly op: "grant"; readonly amount: bigint; readonly expiresInMs: number | null; readonly topUp: boolean }
+  | { readonly op: "reserve"; readonly amount: bigint; readonly model: string; readonly member: string }
+  | { readonly op: "commit"; readonly pick: number; readonly delta: bigint; readonly above: boolean }
+  | { readonly op: "release"; readonly pick: number }
+  | { readonly op: "advance"; readonly ms: number; readonly caller: string };
+
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  fc.record({ op: fc.constant("grant" as const), amount: fc.bigInt({ min: 1n, max: 500n }), expiresInMs: fc.option(fc.integer({ min: MINUTE, max: 5 * DAY }), { nil: null }), topUp: fc.boolean() }),
+  fc.record({ op: fc.constant("reserve" as const), amount: fc.bigInt({ min: 1n, max: 200n }), model: fc.constantFrom("", "sdxl", "veo-lite"), member: fc.constantFrom("", "ann", "bob") }),
+  fc.record({ op: fc.constant("commit" as const), pick: fc.nat(), delta: fc.bigInt({ min: 0n, max: 50n }), above: fc.boolean() }),
+  fc.record({ op: fc.constant("release" as const), pick: fc.nat() }),
+  fc.record({ op: fc.constant("advance" as const), ms: fc.integer({ min: 0, max: 30 * HOUR }), caller: fc.constantFrom("runner-a", "runner-b") }),
+);
+
+const METRIC_KINDS: Record<string, EntryKind[]> = { consumed: ["CAPTURE"], restored: ["RELEASE"], granted: ["GRANT", "ADJUST"], expired: ["EXPIRE"] };
+
+describe("the usage rollup's additions (property)", () => {
+  it("every series, by any zone's days, sums to the entries it covers; generations are the committed holds", () => {
+    fc.assert(
+      fc.property(fc.array(opArb, { minLength: 1, maxLength: 60 }), fc.constantFrom("UTC", "Europe/Paris", "Asia/Kolkata", "America/St_Johns"), (ops, zone) => {
+        const book = newBook();
+        adjustment(book, "seed", 1000n, null, at(-DAY));
+        let now = T0;
+        let caller = "runner-a";
+        // The context of each entry as the apply stage records it: who and when.
+        const contexts: { caller: string; now: Date }[] = [];
+        const stamp = () => {
+          while (contexts.length < book.entries.length) contexts.push({ caller, now });
+        };
+        stamp();
+        let n = 0;
+        for (const op of ops) {
+          const holds = book.allReservations().filter((r) => r.status === "HELD");
+          switch (op.op) {
+            case "grant":
+              if (op.topUp) topUp(book, `g${n++}`, op.amount, now);
+              else adjustment(book, `g${n++}`, op.amount, op.expiresInMs === null ? null : at(op.expiresInMs, now), now);
+              break;
+            case "reserve":
+              reserve(book, { reservationId: `r${n++}`, amount: op.amount, ttlMs: 6 * HOUR, metadata: op.model ? { model: op.model } : {}, memberId: op.member }, now);
+              break;
+            case "commit": {
+              const r = holds[op.pick % Math.max(1, holds.length)];
+              if (r) commit(book, r, op.above ? r.heldAmount + op.delta : r.heldAmount > op.delta ? r.heldAmount - op.delta : 0n, now);
+              break;
+            }
+            case "release": {
+              const r = holds[op.pick % Math.max(1, holds.length)];
+              if (r) release(book, r, "GENERATION_FAILED", "", now);
+              break;
+            }
+            case "advance":
+              now = at(op.ms, now);
+              caller = op.caller;
+              applyDue(book, now, newId);
+              break;
+          }
+          stamp();
+        }
+        const deltas = usageDeltas(book, (i) => contexts[i]!);
+        // Totals: each figure is its entries.
+        for (const [metric, kinds] of Object.entries(METRIC_KINDS)) {
+          const fromEntries = book.entries.filter((e) => kinds.includes(e.kind)).reduce((s, e) => s + e.amount, 0n);
+          expect(deltas.reduce((s, d) => s + d[metric as "consumed"], 0n), metric).toBe(fromEntries);
+        }
+        expect(deltas.reduce((s, d) => s + d.generations, 0n)).toBe(BigInt(book.allReservations().filter((r) => r.status === "COMMITTED").length));
+        // Days of the zone: the slots' sums per day are the entries' per day.
+        const bounds = boundaries(zone, "DAY", at(-DAY), at(40 * DAY, now), 1000)!;
+        const dayOf = (t: Date) => bounds.findLastIndex((b) => b.getTime() <= t.getTime());
+        const bySlots = new Map<number, bigint>();
+        for (const d of deltas) bySlots.set(dayOf(d.slot), (bySlots.get(dayOf(d.slot)) ?? 0n) + d.consumed);
+        const byEntries = new Map<number, bigint>();
+        book.entries.forEach((e, i) => {
+          if (e.kind === "CAPTURE") byEntries.set(dayOf(contexts[i]!.now), (byEntries.get(dayOf(contexts[i]!.now)) ?? 0n) + e.amount);
+        });
+        const nonZero = (m: Map<number, bigint>) => [...m].filter(([, v]) => v !== 0n).sort((a, b) => a[0] - b[0]);
+        expect(nonZero(bySlots)).toEqual(nonZero(byEntries));
+        // Every slot is a 15-minute boundary.
+        for (const d of deltas) expect(slotOf(d.slot).getTime()).toBe(d.slot.getTime());
+      }),
+      { numRuns: 150 }, // fast-check prints the seed and path of a failure, to replay it
+    );
+  });
+});

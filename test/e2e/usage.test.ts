@@ -1,0 +1,216 @@
+import { create } from "@bufbuild/protobuf";
+import { durationFromMs, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code } from "@connectrpc/connect";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  GenerationKind,
+  GenerationSpecSchema,
+  Granularity,
+  LedgerEntryKind,
+  Quality,
+  ReleaseReason,
+  type UsageRow,
+  UsageDimension,
+} from "../../src/client/index.js";
+import { failureOf } from "../support/e2e.js";
+import { newAccountId, newKey, startTestService, TEST_EPOCH, type TestService } from "../support/harness.js";
+
+/**
+ * GetUsage and ForecastBalance through the generated client against a real server. The server's
+ * clock stays at 2030-01-15T12:00Z (a Tuesday); each account's own test clock moves it on.
+ */
+
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+
+let t: TestService;
+beforeAll(async () => {
+  t = await startTestService();
+});
+afterAll(async () => {
+  await t.stop();
+});
+
+const ts = (iso: string) => timestampFromDate(new Date(iso));
+const iso = (row: UsageRow) => timestampDate(row.start!).toISOString();
+
+async function fund(accountId: string, amount: bigint, expiresAt?: Date) {
+  await t.admin.adjustCredits({ accountId, amount, reason: "usage test", idempotencyKey: newKey("fund"), expiresAt: expiresAt && timestampFromDate(expiresAt) });
+}
+
+async function spend(accountId: string, amount: bigint, labels: { model?: string; memberId?: string } = {}, actual = amount) {
+  const r = await t.credit.reserve({
+    accountId,
+    idempotencyKey: newKey("res"),
+    memberId: labels.memberId ?? "",
+    metadata: labels.model ? { model: labels.model } : {},
+    cost: { case: "amount", value: amount },
+  });
+  await t.credit.commit({ reservationId: r.reservation!.reservationId, idempotencyKey: newKey("commit"), actual: { case: "amount", value: actual } });
+}
+
+/** Moves the account's clock to `at` (forward only). */
+async function clockTo(accountId: string, at: string) {
+  const now = timestampDate((await t.credit.getBalance({ accountId })).balance!.asOf!);
+  const by = new Date(at).getTime() - now.getTime();
+  if (by > 0) await t.admin.advanceTestClock({ accountId, by: durationFromMs(by), idempotencyKey: newKey("clock") });
+}
+
+function usage(accountId: string, start: string, end: string, granularity: Granularity, groupBy: UsageDimension[] = [], timeZone = "") {
+  return t.credit.getUsage({ accountId, startTime: ts(start), endTime: ts(end), granularity, groupBy, timeZone });
+}
+
+const figures = (r: UsageRow) => [r.consumed, r.restored, r.granted, r.expired, r.generations];
+
+describe("GetUsage", () => {
+  it("groups a day's movements by model, kind and member: consumed, restored, granted, expired, generations", async () => {
+    const accountId = newAccountId("usage");
+    await fund(accountId, 10_000n);
+    const veo = create(GenerationSpecSchema, { model: "veo-lite", kind: GenerationKind.VIDEO, width: 1920, height: 1080, duration: durationFromMs(4000), count: 1, quality: Quality.HIGH });
+    const priced = await t.credit.reserve({ accountId, idempotencyKey: newKey("res"), memberId: "ann", cost: { case: "spec", value: veo } });
+    await t.credit.commit({ reservationId: priced.reservation!.reservationId, idempotencyKey: newKey(), actual: { case: "spec", value: veo } }); // 144
+    await spend(accountId, 100n, { model: "flux-pro", memberId: "bob" }, 60n); // 60 consumed, 40 restored
+    const failed = await t.credit.reserve({ accountId, idempotencyKey: newKey("res"), metadata: { model: "flux-pro", member_id: "bob" }, cost: { case: "amount", value: 30n } });
+    await t.credit.release({ reservationId: failed.reservation!.reservationId, idempotencyKey: newKey(), reason: ReleaseReason.GENERATION_FAILED });
+    await spend(accountId, 5n); // no model, no member
+
+    const byModel = await usage(accountId, "2030-01-15T00:00:00Z", "2030-01-16T00:00:00Z", Granularity.DAY, [UsageDimension.MODEL, UsageDimension.KIND, UsageDimension.MEMBER]);
+    expect(byModel.rows.map((r) => [iso(r), r.group, ...figures(r)])).toEqual([
+      // Grants belong to a bucket: its kind, no model, no member.
+      ["2030-01-15T00:00:00.000Z", { model: "", kind: "ADJUSTMENT", member: "" }, 0n, 0n, 10_000n, 0n, 0n],
+      ["2030-01-15T00:00:00.000Z", { model: "flux-pro", kind: "unknown", member: "bob" }, 60n, 70n, 0n, 0n, 1n],
+      ["2030-01-15T00:00:00.000Z", { model: "unknown", kind: "unknown", member: "unknown" }, 5n, 0n, 0n, 0n, 1n],
+      ["2030-01-15T00:00:00.000Z", { model: "veo-lite", kind: "VIDEO", member: "ann" }, 144n, 0n, 0n, 0n, 1n],
+    ]);
+    // Ungrouped: one row per bucket; consumed equals the CAPTURE entries.
+    const total = await usage(accountId, "2030-01-15T00:00:00Z", "2030-01-16T00:00:00Z", Granularity.DAY);
+    expect(total.rows.map(figures)).toEqual([[209n, 70n, 10_000n, 0n, 3n]]);
+    const captures = await t.admin.listLedgerEntries({ accountId, kinds: [LedgerEntryKind.CAPTURE], pageSize: 1000 });
+    expect(captures.entries.reduce((sum, e) => sum + e.amount, 0n)).toBe(209n);
+    expect(total.rows[0]!.group).toEqual({});
+    const byCaller = await usage(accountId, "2030-01-15T00:00:00Z", "2030-01-16T00:00:00Z", Granularity.HOUR, [UsageDimension.CALLER]);
+    expect(byCaller.rows.map((r) => [iso(r), r.group["caller"]])).toEqual([["2030-01-15T12:00:00.000Z", "test-suite"]]); // the harness client's x-caller
+    expect(timestampDate(total.asOf!).toISOString()).toBe(TEST_EPOCH.toISOString());
+  });
+
+  it("follows calendar months across a month boundary, and a plan's grants and expiry by bucket kind", async () => {
+    const accountId = newAccountId("usage-month");
+    await t.credit.changePlan({ accountId, planId: "basic-monthly", idempotencyKey: newKey("plan") }); // 1000 a month from Jan 15
+    await spend(accountId, 300n, { model: "sdxl" });
+    await clockTo(accountId, "2030-01-31T23:50:00Z");
+    await spend(accountId, 200n, { model: "sdxl" });
+    await clockTo(accountId, "2030-02-01T00:10:00Z");
+    await spend(accountId, 100n, { model: "sdxl" });
+    await clockTo(accountId, "2030-02-15T12:00:01Z"); // the allowance rolls over: 400 unused expire, 1000 granted
+
+    const months = await usage(accountId, "2030-01-01T00:00:00Z", "2030-03-01T00:00:00Z", Granularity.MONTH, [UsageDimension.KIND]);
+    expect(months.rows.map((r) => [iso(r), r.group["kind"], ...figures(r)])).toEqual([
+      ["2030-01-01T00:00:00.000Z", "SUBSCRIPTION", 0n, 0n, 1000n, 0n, 0n],
+      ["2030-01-01T00:00:00.000Z", "unknown", 500n, 0n, 0n, 0n, 2n],
+      ["2030-02-01T00:00:00.000Z", "SUBSCRIPTION", 0n, 0n, 1000n, 400n, 0n],
+      ["2030-02-01T00:00:00.000Z", "unknown", 100n, 0n, 0n, 0n, 1n],
+    ]);
+    // The same days in New York: 23:50Z on Jan 31 is still Jan 31 there, and so is 00:10Z on Feb 1.
+    const ny = await usage(accountId, "2030-01-31T00:00:00Z", "2030-02-02T00:00:00Z", Granularity.DAY, [], "America/New_York");
+    expect(ny.rows.map((r) => [iso(r), r.consumed])).toEqual([["2030-01-31T05:00:00.000Z", 300n]]);
+    expect((await t.admin.reconcile({ accountId })).consistent).toBe(true);
+  });
+
+  it("a day across a daylight-saving change is 23 hours in the zone", async () => {
+    const accountId = newAccountId("usage-dst");
+    await fund(accountId, 1000n);
+    await clockTo(accountId, "2030-03-31T21:30:00Z"); // 23:30 in Paris (summer time since 01:00Z)
+    await spend(accountId, 10n);
+    await clockTo(accountId, "2030-03-31T22:30:00Z"); // 00:30 on April 1 in Paris
+    await spend(accountId, 20n);
+    const paris = await usage(accountId, "2030-03-31T00:00:00Z", "2030-04-01T23:00:00Z", Granularity.DAY, [], "Europe/Paris");
+    expect(paris.rows.map((r) => [iso(r), r.consumed])).toEqual([
+      ["2030-03-30T23:00:00.000Z", 10n],
+      ["2030-03-31T22:00:00.000Z", 20n],
+    ]);
+    const hours = await usage(accountId, "2030-03-31T21:00:00Z", "2030-03-31T23:00:00Z", Granularity.HOUR, [], "Asia/Kolkata");
+    // Kolkata's hours start at :30 UTC.
+    expect(hours.rows.map((r) => [iso(r), r.consumed])).toEqual([
+      ["2030-03-31T21:30:00.000Z", 10n],
+      ["2030-03-31T22:30:00.000Z", 20n],
+    ]);
+  });
+
+  it("bad input is INVALID_ARGUMENT naming the field; an unknown account is NOT_FOUND", async () => {
+    const accountId = newAccountId("usage-bad");
+    await fund(accountId, 10n);
+    const bad = async (req: Parameters<typeof t.credit.getUsage>[0], field: string) => {
+      const f = await failureOf(t.credit.getUsage(req));
+      expect([f.code, f.metadata["field"]]).toEqual([Code.InvalidArgument, field]);
+    };
+    const base = { accountId, startTime: ts("2030-01-01T00:00:00Z"), endTime: ts("2030-01-02T00:00:00Z"), granularity: Granularity.DAY };
+    await bad({ ...base, startTime: ts("2030-01-03T00:00:00Z") }, "end_time");
+    await bad({ ...base, endTime: undefined }, "end_time");
+    await bad({ ...base, granularity: Granularity.HOUR, endTime: ts("2030-02-02T00:00:00Z") }, "end_time"); // 32 days of hours
+    await bad({ ...base, endTime: ts("2031-03-01T00:00:00Z") }, "end_time"); // 424 days
+    await bad({ ...base, timeZone: "Mars/Olympus" }, "time_zone");
+    await bad({ ...base, groupBy: [99 as UsageDimension] }, "group_by");
+    await bad({ ...base, groupBy: [UsageDimension.MODEL, UsageDimension.MODEL] }, "group_by");
+    await bad({ ...base, granularity: Granularity.UNSPECIFIED }, "granularity");
+    expect((await failureOf(t.credit.getUsage({ ...base, accountId: newAccountId("nobody") }))).code).toBe(Code.NotFound);
+    expect((await failureOf(t.credit.forecastBalance({ accountId: newAccountId("nobody") }))).code).toBe(Code.NotFound);
+  });
+});
+
+describe("ForecastBalance", () => {
+  it("zero usage: no run-out, and credits that expire within the horizon are listed whole", async () => {
+    const accountId = newAccountId("fc-zero");
+    await fund(accountId, 500n, new Date(TEST_EPOCH.getTime() + 10 * DAY));
+    await fund(accountId, 1000n);
+    const f = await t.credit.forecastBalance({ accountId });
+    expect(f.burnRatePerDay).toBe(0n);
+    expect(f.runsOutAt).toBeUndefined();
+    expect(f.nextResetAt).toBeUndefined();
+    expect(f.expiringUnused.map((e) => [e.amount, timestampDate(e.expiresAt!).toISOString()])).toEqual([[500n, "2030-01-25T12:00:00.000Z"]]);
+  });
+
+  it("a bucket drained too slowly to be used before it expires loses the rest; the pace is the account's days so far", async () => {
+    const accountId = newAccountId("fc-expiring");
+    await fund(accountId, 1000n, new Date(TEST_EPOCH.getTime() + 10 * DAY));
+    await fund(accountId, 100_000n);
+    await spend(accountId, 70n); // a one-day-old account: 70 a day
+    const f = await t.credit.forecastBalance({ accountId });
+    expect(f.burnRatePerDay).toBe(70n);
+    // 930 left in the expiring bucket, 700 of it used in 10 days: 230 expire unused.
+    expect(f.expiringUnused.map((e) => [e.amount, e.bucket?.expiresAt && timestampDate(e.bucket.expiresAt).toISOString()])).toEqual([[230n, "2030-01-25T12:00:00.000Z"]]);
+    expect(f.runsOutAt).toBeUndefined(); // 100,000 more at 70 a day lasts beyond 400 days
+  });
+
+  it("with a plan: runs out before the reset at a fast pace; at a slow one the allowance resets first and its rest expires", async () => {
+    const fast = newAccountId("fc-fast");
+    await t.credit.changePlan({ accountId: fast, planId: "max-monthly", idempotencyKey: newKey("plan") }); // 20,000
+    await spend(fast, 7000n);
+    const f = await t.credit.forecastBalance({ accountId: fast });
+    expect(f.burnRatePerDay).toBe(7000n);
+    expect(timestampDate(f.nextResetAt!).toISOString()).toBe("2030-02-15T12:00:00.000Z");
+    // 13,000 at 7,000 a day: ⌈13000 × 86,400,000 / 7000⌉ ms.
+    const expected = new Date(TEST_EPOCH.getTime() + Math.ceil((13_000 * DAY) / 7000));
+    expect(timestampDate(f.runsOutAt!).toISOString()).toBe(expected.toISOString());
+    expect(f.expiringUnused).toEqual([]);
+
+    const slow = newAccountId("fc-slow");
+    await t.credit.changePlan({ accountId: slow, planId: "max-monthly", idempotencyKey: newKey("plan") });
+    await spend(slow, 100n);
+    const s = await t.credit.forecastBalance({ accountId: slow });
+    expect(s.runsOutAt).toBeUndefined();
+    // 19,900 left, 31 days at 100 a day until the reset: 16,800 expire with the period.
+    expect(s.expiringUnused.map((e) => [e.amount, timestampDate(e.expiresAt!).toISOString()])).toEqual([[16_800n, "2030-02-15T12:00:00.000Z"]]);
+  });
+
+  it("measures the pace over the last 7 days once the account is older", async () => {
+    const accountId = newAccountId("fc-week");
+    await fund(accountId, 100_000n);
+    await spend(accountId, 7000n); // day 0: falls out of the window below
+    await clockTo(accountId, new Date(TEST_EPOCH.getTime() + 8 * DAY).toISOString());
+    await spend(accountId, 1400n);
+    const f = await t.credit.forecastBalance({ accountId });
+    expect(f.burnRatePerDay).toBe(200n);
+    expect(timestampDate(f.asOf!).toISOString()).toBe(new Date(TEST_EPOCH.getTime() + 8 * DAY).toISOString());
+  });
+});
