@@ -6,9 +6,11 @@ import {
   type CreditClients,
   type Event,
   EventKind,
+  Granularity,
   LedgerEntryKind,
   LimitMode,
   SpendPeriod,
+  UsageDimension,
 } from "./client/index.js";
 import { sha256 } from "./rpc/auth.js";
 
@@ -22,6 +24,8 @@ import { sha256 } from "./rpc/auth.js";
  *   credit-admin caps <account> [--member M] [--holds N] [--credits N]   (caps on running holds; 0: no cap)
  *   credit-admin limits <account> [--member M]   (the spend limits that apply: used, held, left, when they reset)
  *   credit-admin set-limit <account> day|week|billing|lifetime <credits>|remove [--member M] [--soft] [--tz Europe/Paris]
+ *   credit-admin usage <account> [--days 30] [--by model,member] [--hourly|--monthly] [--tz Europe/Paris]   (where the credits went)
+ *   credit-admin forecast <account>   (when the credits run out at the recent pace; what expires unused)
  *   credit-admin watch <account> [--count N]   (the balance now, then after each change, until N lines or Ctrl-C)
  *   credit-admin events [--account A] [--after CURSOR] [--kind HOLD_COMMITTED] [--limit 20] [--follow]
  *   credit-admin hash-token <token>            (for AUTH_TOKENS)
@@ -52,7 +56,7 @@ export async function run(args: string[], env: Record<string, string | undefined
   const { credit, admin } = clients;
   if (command === "events") return events(clients, args.slice(1), out);
   if (!account) {
-    out("usage: credit-admin balance|entries|adjust|reconcile|alert|caps|limits|set-limit|watch <account> … | events [--account A] [--after CURSOR] [--kind K] [--limit N] [--follow] | hash-token <token>");
+    out("usage: credit-admin balance|entries|adjust|reconcile|alert|caps|limits|set-limit|usage|forecast|watch <account> … | events [--account A] [--after CURSOR] [--kind K] [--limit N] [--follow] | hash-token <token>");
     return 2;
   }
   switch (command) {
@@ -153,6 +157,43 @@ export async function run(args: string[], env: Record<string, string | undefined
       const mode = rest.includes("--soft") ? LimitMode.SOFT : LimitMode.HARD;
       const { limit } = await admin.setSpendLimit({ accountId: account, memberId, period, maxCredits: BigInt(value), mode, timeZone: option(rest, "tz") ?? "" });
       out(`${scope}: ${LimitMode[mode]} ${SpendPeriod[period]} limit of ${limit?.maxCredits} credits (${limit?.timeZone}); used ${limit?.used}, held ${limit?.held}, left ${limit?.remaining}, resets ${when(limit?.resetsAt)}`);
+      return 0;
+    }
+    case "usage": {
+      // The last --days days (default 30) up to now, by day (or --hourly, --monthly), grouped --by dimensions.
+      const days = Number(option(rest, "days") ?? 30);
+      const by = (option(rest, "by") ?? "").split(",").filter((d) => d !== "");
+      const dims = by.map((d) => ({ model: UsageDimension.MODEL, kind: UsageDimension.KIND, member: UsageDimension.MEMBER, caller: UsageDimension.CALLER })[d]);
+      if (!Number.isInteger(days) || days < 1 || dims.some((d) => d === undefined)) {
+        out("usage: credit-admin usage <account> [--days N] [--by model,kind,member,caller] [--hourly|--monthly] [--tz ZONE]");
+        return 2;
+      }
+      const granularity = rest.includes("--hourly") ? Granularity.HOUR : rest.includes("--monthly") ? Granularity.MONTH : Granularity.DAY;
+      // Up to now by the account's clock (a test clock may run ahead of this machine's).
+      const asOf = (await credit.getBalance({ accountId: account })).balance?.asOf;
+      const end = asOf ? timestampDate(asOf) : new Date();
+      const { rows } = await credit.getUsage({
+        accountId: account,
+        startTime: timestampFromDate(new Date(end.getTime() - days * 86_400_000)),
+        endTime: timestampFromDate(end),
+        granularity,
+        groupBy: dims as UsageDimension[],
+        timeZone: option(rest, "tz") ?? "",
+      });
+      out(
+        table(
+          ["START", ...by.map((d) => d.toUpperCase()), "CONSUMED", "RESTORED", "GRANTED", "EXPIRED", "GENERATIONS"],
+          rows.map((r) => [when(r.start), ...by.map((d) => r.group[d] || "-"), String(r.consumed), String(r.restored), String(r.granted), String(r.expired), String(r.generations)]),
+        ),
+      );
+      return 0;
+    }
+    case "forecast": {
+      const f = await credit.forecastBalance({ accountId: account });
+      out(`burn rate ${f.burnRatePerDay} credits/day; runs out ${f.runsOutAt ? when(f.runsOutAt) : "not before the next reset"}; next reset ${when(f.nextResetAt)}`);
+      if (f.expiringUnused.length > 0) {
+        out(table(["BUCKET", "KIND", "EXPIRES UNUSED", "AT"], f.expiringUnused.map((e) => [e.bucket?.bucketId ?? "-", BucketKind[e.bucket?.kind ?? 0] ?? "-", String(e.amount), when(e.expiresAt)])));
+      }
       return 0;
     }
     case "alert": {

@@ -1,3 +1,4 @@
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { createHash, randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { run } from "../../src/cli.js";
@@ -240,6 +241,33 @@ describe("limits and set-limit", () => {
     expect((await cli(["limits", accountId, "--member", "nobody"])).lines[0]).toMatch(/^SCOPE/);
     expect((await cli(["set-limit", accountId, "fortnight", "5"])).code).toBe(2);
     expect((await cli(["set-limit", accountId, "day", "-5"])).code).toBe(2);
+  });
+});
+
+describe("usage and forecast", () => {
+  it("prints where the credits went by day and member, and the forecast with what expires unused", async () => {
+    const accountId = newAccountId("cli-usage");
+    await admin.admin.adjustCredits({ accountId, amount: 1000n, reason: "cli usage", idempotencyKey: newKey(), expiresAt: timestampFromDate(new Date(TEST_EPOCH.getTime() + 5 * 86_400_000)) });
+    for (const [memberId, amount] of [["ivy", 70n], ["jon", 30n]] as const) {
+      const r = await admin.credit.reserve({ accountId, idempotencyKey: newKey(), memberId, cost: { case: "amount", value: amount } });
+      await admin.credit.commit({ reservationId: r.reservation!.reservationId, idempotencyKey: newKey(), actual: { case: "amount", value: amount } });
+    }
+    const usage = await cli(["usage", accountId, "--days", "2", "--by", "member"]);
+    expect(usage.code).toBe(0);
+    expect(usage.lines.map((l) => l.split(/\s+/).slice(1))).toEqual([
+      ["MEMBER", "CONSUMED", "RESTORED", "GRANTED", "EXPIRED", "GENERATIONS"],
+      ["-", "0", "0", "1000", "0", "0"],
+      ["ivy", "70", "0", "0", "0", "1"],
+      ["jon", "30", "0", "0", "0", "1"],
+    ]);
+    const forecast = await cli(["forecast", accountId]);
+    // 100 a day on a one-day-old account: 900 left, 500 used in the 5 days before the bucket expires
+    // with 400 in it; then nothing is left.
+    const expiry = new Date(TEST_EPOCH.getTime() + 5 * 86_400_000).toISOString();
+    expect(forecast.lines[0]).toBe(`burn rate 100 credits/day; runs out ${expiry}; next reset -`);
+    expect(forecast.lines[1]!.split(/\s+/)[0]).toBe("BUCKET");
+    expect(forecast.lines[2]!.split(/\s+/).slice(1, 3)).toEqual(["ADJUSTMENT", "400"]);
+    expect((await cli(["usage", accountId, "--by", "colour"])).code).toBe(2);
   });
 });
 
