@@ -33,6 +33,8 @@ export function applyChangePlan(book: AccountBook, action: ChangePlanAction, now
   if (!changed.ok) return changed;
   const change = changed.value;
   const plan = change.kind === "DOWNGRADE_SCHEDULED" ? action.plan : change.subscription.plan;
+  // A new anchor moves BILLING_PERIOD spend limits to the period that starts now.
+  book.spend?.rebase(now, book.subscription);
   book.emit({ kind: "PLAN_CHANGED", change: change.kind, previousPlan, plan, effectiveAt: change.effectiveAt, proratedCharge: change.proratedCharge, subscription: describe(change.subscription, now) });
   return ok({ change, balance: book.balance(now) });
 }

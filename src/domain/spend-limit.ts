@@ -222,15 +222,39 @@ export class AccountSpend {
         // The batch read the backfill for another period start (the period turned while it ran): the caller retries.
         return fail("STORE_UNAVAILABLE", "the limit's period changed while it was being set; retry", {});
       }
-      const inBatch = this.captures
-        .filter((c) => (spec.memberId === "" || c.memberId === spec.memberId) && c.startedAt.getTime() >= window.start.getTime())
-        .reduce((sum, c) => sum + c.amount, 0n);
-      state = { ...spec, periodStart: window.start, used: stored + inBatch, reached: false };
+      state = { ...spec, periodStart: window.start, used: stored + this.capturedInBatch(spec.memberId, window.start), reached: false };
     }
     this.limits.set(key, state);
     this.changed.add(key);
     this.removed.delete(key);
     return ok(state);
+  }
+
+  /**
+   * A plan change moved the allowance period (a first plan, or a new billing period starting now):
+   * each BILLING_PERIOD limit now counts from the new period's start, which is this instant, so
+   * only holds started at this very instant (a test clock stands still between calls) were
+   * captured in it. Their credits were read before the batch (backfill, keyed by this instant)
+   * and this batch's own Commits are added; without that read, the counter starts from this batch's.
+   */
+  rebase(at: Date, subscription: Subscription | null): void {
+    for (const limit of this.limits.values()) {
+      if (limit.period !== "BILLING_PERIOD") continue;
+      const start = spendWindow(limit, at, subscription).start;
+      if (start.getTime() === limit.periodStart.getTime()) continue;
+      const stored = this.backfill.get(backfillKey(limit.memberId, start)) ?? 0n;
+      limit.periodStart = start;
+      limit.used = stored + this.capturedInBatch(limit.memberId, start);
+      limit.reached = false;
+      this.changed.add(limitKey(limit.memberId, limit.period));
+    }
+  }
+
+  /** What this batch's Commits captured for the scope from holds started at or after `since`. */
+  private capturedInBatch(memberId: string, since: Date): bigint {
+    return this.captures
+      .filter((c) => (memberId === "" || c.memberId === memberId) && c.startedAt.getTime() >= since.getTime())
+      .reduce((sum, c) => sum + c.amount, 0n);
   }
 
   remove(memberId: string, period: SpendPeriod): Result<SpendLimitState> {

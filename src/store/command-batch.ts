@@ -106,23 +106,28 @@ const CONTROL_KINDS: ReadonlySet<string> = new Set(["SetConcurrencyLimit", "SetS
 
 /**
  * A spend limit set for the first time starts from what its scope's Commits already captured in the
- * current period (domain/spend-limit.ts). The period needs the locked book (its test clock, its
+ * current period, and a plan change moves BILLING_PERIOD limits to a period starting at that
+ * instant (domain/spend-limit.ts). The period needs the locked book (its test clock, its
  * plan), so only a batch with a SetSpendLimit takes this extra round trip, under the same locks,
  * before anything applies: the sum of captured credits per (account, member, period start), for
- * the period start at the command's time with and without the batch's test-clock steps. The scan
+ * the period start at the command's time with and without the batch's test-clock steps. A batch
+ * with a ChangePlan on an account with a BILLING_PERIOD limit takes it too. The scan
  * covers the account's holds (an admin path; the hot path never runs it).
  */
 async function readBackfill(tx: Transaction, items: readonly QueuedCommand[], books: ReadonlyMap<string, LoadedBook>): Promise<void> {
   const wanted = new Map<string, { accountId: string; memberId: string; since: Date }>();
   for (const item of items) {
     const action = item.command.action;
-    if (action.kind !== "SetSpendLimit") continue;
     const book = books.get(item.accountId)?.book;
-    if (!book) continue;
+    if (!book || (action.kind !== "SetSpendLimit" && action.kind !== "ChangePlan")) continue;
     const steps = items.filter((i) => i.accountId === item.accountId).reduce((sum, i) => sum + (i.command.clockStepMs ?? 0), 0);
     for (const offset of new Set([book.clockOffsetMs, book.clockOffsetMs + steps])) {
-      const since = spendWindow(action.limit, accountTime(offset, item.now), book.subscription).start;
-      wanted.set(`${item.accountId}\u0000${action.limit.memberId}\u0000${since.getTime()}`, { accountId: item.accountId, memberId: action.limit.memberId, since });
+      const at = accountTime(offset, item.now);
+      const ask = (memberId: string, since: Date) =>
+        wanted.set(`${item.accountId}\u0000${memberId}\u0000${since.getTime()}`, { accountId: item.accountId, memberId, since });
+      if (action.kind === "SetSpendLimit") ask(action.limit.memberId, spendWindow(action.limit, at, book.subscription).start);
+      // A plan change re-anchors the allowance period at this instant (SpendLimits.rebase).
+      else for (const l of book.spend?.limits.values() ?? []) if (l.period === "BILLING_PERIOD") ask(l.memberId, at);
     }
   }
   if (wanted.size === 0) return;
