@@ -273,6 +273,8 @@ export interface LedgerStore {
   reconcile(accountId: string): Promise<Difference[]>;
   /** A usage series from the rollup over [bounds[0], bounds[last]), at most maxRows + 1 rows (one more tells it was cut). */
   usageSeries(accountId: string, bounds: readonly Date[], groupBy: ReadonlySet<UsageDimension>, maxRows: number): Promise<UsageSeriesRow[]>;
+  /** The same from the hourly level: bounds on whole UTC hours, one dimension or none. */
+  hourlyUsageSeries(accountId: string, bounds: readonly Date[], dim: UsageDimension | null, maxRows: number): Promise<UsageSeriesRow[]>;
   /** When the account was created, and the credits captured in each of the `days` days before `until` (0: the latest); null for an unknown account. */
   recentConsumption(accountId: string, until: Date, days: number): Promise<{ createdAt: Date; perDay: bigint[] } | null>;
   ping(): Promise<void>;

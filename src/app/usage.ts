@@ -8,6 +8,8 @@ import type { AppDeps } from "./deps.js";
 
 /** How long a range each granularity may cover (in buckets: the range is widened to whole buckets). */
 export const MAX_BUCKETS: Readonly<Record<CalendarUnit, number>> = { HOUR: 31 * 24 + 1, DAY: 400, MONTH: 37 };
+const HOUR_MS = 3_600_000;
+
 /** The most rows one answer carries (about 150 bytes each): past it the caller narrows the range or the grouping. */
 export const MAX_USAGE_ROWS = 10_000;
 
@@ -37,7 +39,12 @@ export async function getUsage(deps: AppDeps, query: UsageQuery): Promise<Result
   const now = deps.clock.now();
   const read = await deps.store.readBook(query.accountId, now);
   if (!read) return fail("ACCOUNT_NOT_FOUND", `account ${query.accountId} not found`, { account_id: query.accountId });
-  const rows = await deps.store.usageSeries(query.accountId, bounds, query.groupBy, MAX_USAGE_ROWS);
+  // Grouped by one dimension or none, in a zone whose boundaries fall on whole UTC hours (most
+  // zones): the hourly level. Otherwise (two or more dimensions, a half-hour zone): the slots.
+  const hourly = query.groupBy.size <= 1 && bounds.every((b) => b.getTime() % HOUR_MS === 0);
+  const rows = hourly
+    ? await deps.store.hourlyUsageSeries(query.accountId, bounds, [...query.groupBy][0] ?? null, MAX_USAGE_ROWS)
+    : await deps.store.usageSeries(query.accountId, bounds, query.groupBy, MAX_USAGE_ROWS);
   if (rows.length > MAX_USAGE_ROWS) {
     return fail("READ_LIMIT_EXCEEDED", `the series has more than ${MAX_USAGE_ROWS} rows: narrow the range or the grouping`, { limit: "rows", max: String(MAX_USAGE_ROWS) });
   }

@@ -14,7 +14,7 @@ import { dueWorkStatement } from "./due-work.js";
 import { persistStatement } from "./persist.js";
 import { inTransaction, type Query, queryOn } from "./pg.js";
 import { reconcileAccount } from "./reconcile-scan.js";
-import { recentConsumption, usageSeries } from "./usage-rollup.js";
+import { hourlySeries, recentConsumption, usageSeries } from "./usage-rollup.js";
 import type { UsageDimension, UsageSeriesRow } from "../domain/usage.js";
 import { ReservationLocator } from "./reservation-locator.js";
 import { reservationFromRow } from "./rows.js";
@@ -274,6 +274,10 @@ export class PostgresLedgerStore implements LedgerStore {
 
   usageSeries(accountId: string, bounds: readonly Date[], groupBy: ReadonlySet<UsageDimension>, maxRows: number): Promise<UsageSeriesRow[]> {
     return guardUnavailable(() => usageSeries(this.q, accountId, bounds, groupBy, maxRows));
+  }
+
+  hourlyUsageSeries(accountId: string, bounds: readonly Date[], dim: UsageDimension | null, maxRows: number): Promise<UsageSeriesRow[]> {
+    return guardUnavailable(() => hourlySeries(this.q, accountId, bounds, dim, maxRows));
   }
 
   recentConsumption(accountId: string, until: Date, days: number): Promise<{ createdAt: Date; perDay: bigint[] } | null> {

@@ -152,8 +152,9 @@ export const RECONCILE_SPEND = `
 
 /**
  * The usage rollup against the entries, per 15-minute slot (domain/usage.ts): consumed = CAPTURE,
- * restored = RELEASE, granted = GRANT + ADJUST, expired = EXPIRE; and its generations against the
- * committed holds. Only the slots (and figures) that differ come back.
+ * restored = RELEASE, granted = GRANT + ADJUST, expired = EXPIRE; its hourly level against its
+ * slots (per UTC hour, dimension and value); and its generations against the committed holds.
+ * Only the slots (and figures) that differ come back.
  */
 export const RECONCILE_USAGE = `
   with rolled as (
@@ -174,6 +175,23 @@ export const RECONCILE_USAGE = `
       ('granted', coalesce(r.granted, 0), coalesce(e.granted, 0)),
       ('expired', coalesce(r.expired, 0), coalesce(e.expired, 0))) as f(field, stored, from_entries)
    where f.stored <> f.from_entries
+  union all
+  select 'usage hourly ' || coalesce(h.dim, f.dim) || '=' || coalesce(h.value, f.value) || ' ' ||
+      to_char(coalesce(h.hour, f.hour) at time zone 'UTC', 'YYYY-MM-DD"T"HH24"Z"'),
+    x.field, x.stored::text, x.from_entries::text
+    from (select dim, hour, value, consumed, restored, granted, expired, generations from usage_hourly where account_id = ?) h
+    full join (
+      select d.dim, to_timestamp(floor(extract(epoch from r.slot) / 3600) * 3600) as hour, d.value,
+        sum(r.consumed) as consumed, sum(r.restored) as restored, sum(r.granted) as granted, sum(r.expired) as expired, sum(r.generations) as generations
+        from usage_rollup r
+        cross join lateral (values ('model', r.model), ('kind', r.kind), ('member', r.member_id), ('caller', r.caller)) as d(dim, value)
+       where r.account_id = ? group by 1, 2, 3) f on f.dim = h.dim and f.hour = h.hour and f.value = h.value
+    cross join lateral (values ('consumed', coalesce(h.consumed, 0), coalesce(f.consumed, 0)),
+      ('restored', coalesce(h.restored, 0), coalesce(f.restored, 0)),
+      ('granted', coalesce(h.granted, 0), coalesce(f.granted, 0)),
+      ('expired', coalesce(h.expired, 0), coalesce(f.expired, 0)),
+      ('generations', coalesce(h.generations, 0), coalesce(f.generations, 0))) as x(field, stored, from_entries)
+   where x.stored <> x.from_entries
   union all
   select 'usage generations', 'generations', s.stored::text, s.committed::text from (
     select (select coalesce(sum(generations), 0) from usage_rollup where account_id = ?) as stored,
@@ -257,7 +275,7 @@ async function reconcileIn(tx: Transaction, accountId: string): Promise<Differen
       ...RECONCILE_SETTINGS,
       { sql: RECONCILE_SUSPECTS, params: [accountId, accountId, accountId, accountId] },
       { sql: RECONCILE_SPEND, params: [accountId, accountId] },
-      { sql: RECONCILE_USAGE, params: [accountId, accountId, accountId, accountId] },
+      { sql: RECONCILE_USAGE, params: [accountId, accountId, accountId, accountId, accountId, accountId] },
     ])
   ).slice(RECONCILE_SETTINGS.length);
   const spend = [...spendFrom(spendRows!), ...usageFrom(usageRows!)];

@@ -100,5 +100,50 @@ export function rebuildUsageRollupSql(filter: string): [remove: string, fill: st
   return [remove, fill];
 }
 
-/** rebuildUsageRollupSql for one account ($1): run both, in order, in one transaction. */
-export const REBUILD_ACCOUNT_USAGE = rebuildUsageRollupSql("e.account_id = $1");
+
+/**
+ * usage_hourly of the accounts `filter` selects (an SQL condition on `e.account_id`), rebuilt from
+ * their usage_rollup rows: each slot's sums go to its UTC hour once per dimension.
+ */
+export function rebuildUsageHourlySql(filter: string): [remove: string, fill: string] {
+  const remove = `delete from usage_hourly e where ${filter}`;
+  const fill = `
+    insert into usage_hourly (account_id, dim, hour, value, consumed, restored, granted, expired, generations)
+    select e.account_id, d.dim, to_timestamp(floor(extract(epoch from e.slot) / 3600) * 3600) as hour, d.value,
+      sum(e.consumed), sum(e.restored), sum(e.granted), sum(e.expired), sum(e.generations)
+      from usage_rollup e
+      cross join lateral (values ('model', e.model), ('kind', e.kind), ('member', e.member_id), ('caller', e.caller)) as d(dim, value)
+     where ${filter}
+     group by 1, 2, 3, 4`;
+  return [remove, fill];
+}
+
+/** Both levels of one account ($1), rebuilt from its entries: run all four, in order, in one transaction. */
+export const REBUILD_ACCOUNT_USAGE: readonly string[] = [...rebuildUsageRollupSql("e.account_id = $1"), ...rebuildUsageHourlySql("e.account_id = $1")];
+
+/**
+ * A series from the hourly level: one dimension (or none: the sums over every kind), in a zone whose
+ * boundaries are whole UTC hours. One index range of (account_id, dim, hour).
+ */
+const HOURLY_SERIES = `
+  select width_bucket(hour, ?::timestamptz[]) as bucket, case when ?::boolean then value end as value,
+    sum(consumed)::text as consumed, sum(restored)::text as restored, sum(granted)::text as granted,
+    sum(expired)::text as expired, sum(generations)::text as generations
+  from usage_hourly
+  where account_id = ? and dim = ? and hour >= ? and hour < ?
+  group by 1, 2
+  order by 1, 2
+  limit ?`;
+
+export async function hourlySeries(q: Query, accountId: string, bounds: readonly Date[], dim: UsageDimension | null, maxRows: number): Promise<UsageSeriesRow[]> {
+  const rows = await q(HOURLY_SERIES, [bounds, dim !== null, accountId, dim ?? "kind", bounds[0], bounds[bounds.length - 1], maxRows + 1], "usage_hourly_series");
+  return rows.map((r) => ({
+    bucket: Number(r["bucket"]) - 1,
+    group: dim === null ? {} : { [dim]: r["value"] as string },
+    consumed: BigInt(r["consumed"] as string),
+    restored: BigInt(r["restored"] as string),
+    granted: BigInt(r["granted"] as string),
+    expired: BigInt(r["expired"] as string),
+    generations: BigInt(r["generations"] as string),
+  }));
+}

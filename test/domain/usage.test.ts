@@ -4,7 +4,7 @@ import { commit, release, reserve } from "../../src/domain/holds.js";
 import type { EntryKind } from "../../src/domain/ledger-entry.js";
 import { applyDue } from "../../src/domain/maintenance.js";
 import { boundaries } from "../../src/domain/time-zone.js";
-import { slotOf, usageDeltas } from "../../src/domain/usage.js";
+import { hourlyDeltas, slotOf, usageDeltas } from "../../src/domain/usage.js";
 import { adjustment, at, DAY, HOUR, MINUTE, newBook, newId, T0, topUp } from "./fixtures.js";
 
 type Op =
@@ -85,6 +85,17 @@ describe("the usage rollup's additions (property)", () => {
         });
         const nonZero = (m: Map<number, bigint>) => [...m].filter(([, v]) => v !== 0n).sort((a, b) => a[0] - b[0]);
         expect(nonZero(bySlots)).toEqual(nonZero(byEntries));
+        // The hourly level: per dimension, the same totals, each hour holding its slots.
+        const hourly = hourlyDeltas(deltas);
+        for (const dim of ["model", "kind", "member", "caller"] as const) {
+          const rows = hourly.filter((h) => h.dim === dim);
+          expect(rows.reduce((s, h) => s + h.consumed, 0n), dim).toBe(deltas.reduce((s, d) => s + d.consumed, 0n));
+          expect(rows.reduce((s, h) => s + h.generations, 0n), dim).toBe(deltas.reduce((s, d) => s + d.generations, 0n));
+          for (const d of deltas) {
+            const h = rows.find((r) => r.value === d[dim] && r.hour.getTime() <= d.slot.getTime() && d.slot.getTime() < r.hour.getTime() + HOUR);
+            expect(h, `${dim} ${d[dim]} at ${d.slot.toISOString()}`).toBeDefined();
+          }
+        }
         // Every slot is a 15-minute boundary.
         for (const d of deltas) expect(slotOf(d.slot).getTime()).toBe(d.slot.getTime());
       }),

@@ -16,6 +16,7 @@ import {
 import { RedisIdempotencyCache } from "../../src/idempotency/redis-cache.js";
 import { MAX_BALANCE_BUCKETS, MAX_METADATA_ENTRIES, MAX_METADATA_KEY_LENGTH, MAX_METADATA_VALUE_LENGTH, MAX_TEXT_LENGTH } from "../../src/domain/limits.js";
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from "../support/env.js";
+import { rebuildUsage } from "../support/usage-rollup.js";
 import { newAccountId, newKey, startTestService, type TestService } from "../support/harness.js";
 
 /**
@@ -50,8 +51,9 @@ afterAll(async () => {
 });
 
 /**
- * Copies the account's one ADJUSTMENT bucket `copies` times, with its ADJUST entry and its share
- * of the usage rollup (so the ledger still reconciles), and with the source reference the service wrote before references were
+ * Copies the account's one ADJUSTMENT bucket `copies` times, with its ADJUST entry and the usage
+ * rollup rebuilt from the entries (so the ledger still reconciles), and with the source reference
+ * the service wrote before references were
  * bounded (`adjustment:` + the whole reason): stored data from before the bound stays sendable too.
  * Seeded in SQL because thousands of AdjustCredits calls, each loading every live bucket, take minutes.
  */
@@ -62,19 +64,13 @@ async function cloneAdjustment(accountId: string, bucketId: string, copies: numb
             insert into buckets (account_id, bucket_id, kind, granted, remaining, held, valid_from, expires_at, source_ref, created_at)
             select s.account_id, gen_random_uuid(), s.kind, s.granted, s.remaining, 0, s.valid_from, s.expires_at, $3, s.created_at - g * interval '1 millisecond'
               from src s, generate_series(1, $4::int) g
-            returning account_id, bucket_id, granted, created_at),
-          entries as (
-            insert into ledger_entries (account_id, kind, bucket_id, reservation_id, amount, idempotency_key, caller, metadata, created_at)
-            select c.account_id, 'ADJUST', c.bucket_id, null, c.granted, null, 'seed', e.metadata, c.created_at
-              from clones c, (select metadata from ledger_entries where account_id = $1 and bucket_id = $2) e
-            returning account_id, amount, created_at)
-     -- The usage rollup counts the grants too, as the service would have (15-minute slots).
-     insert into usage_rollup as u (account_id, slot, model, kind, member_id, caller, granted)
-     select account_id, to_timestamp(floor(extract(epoch from created_at) / 900) * 900), '', 'ADJUSTMENT', '', 'seed', sum(amount)
-       from entries group by 1, 2
-     on conflict (account_id, slot, model, kind, member_id, caller) do update set granted = u.granted + excluded.granted`,
+            returning account_id, bucket_id, granted, created_at)
+     insert into ledger_entries (account_id, kind, bucket_id, reservation_id, amount, idempotency_key, caller, metadata, created_at)
+     select c.account_id, 'ADJUST', c.bucket_id, null, c.granted, null, 'seed', e.metadata, c.created_at
+       from clones c, (select metadata from ledger_entries where account_id = $1 and bucket_id = $2) e`,
     [accountId, bucketId, `adjustment:${LONGEST_REASON}`, copies],
   );
+  await rebuildUsage(db, accountId);
 }
 
 function size<D extends DescMessage>(schema: D, message: MessageShape<D>): number {
