@@ -22,7 +22,7 @@ import {
 
 /**
  * npm run bench [-- --quick] [-- --json]
- * npm run bench [-- --encoder-ab] [-- --no-outbox-ab] [-- --no-limits-ab]
+ * npm run bench [-- --encoder-ab] [-- --no-outbox-ab] [-- --no-limits-ab] [-- --no-usage-ab]
  * npm run bench [-- --relay]   (also: the broker relay's events/s beside the outbox's write rate; needs NATS JetStream at BENCH_NATS_URL)
  * Runs, on one Postgres and one server, in interleaved rounds: pgbench tpcb-like, Reserve→Commit/Release
  * cycles on many accounts (uniform) and on one (hot), GetBalance, and a no-op RPC (health
@@ -41,6 +41,16 @@ const encoderAb = process.argv.includes("--encoder-ab");
  * event written, no sequencer), and uniform cycles alternating between the two on one database.
  */
 const outboxAb = !process.argv.includes("--no-outbox-ab");
+/**
+ * The usage rollup A/B (on unless --no-usage-ab): uniform cycles alternating, on one database,
+ * between a server with the rollup and one with USAGE_ROLLUP_ENABLED=false (writes add nothing to
+ * the usage rollup, any of its levels), as the outbox A/B does, except that both are servers of their own, started
+ * together and warmed alike: a fresh server spent more CPU per cycle than the main one (which has
+ * run every workload before) even with less to do, which favoured "on". Target (the usage
+ * issue): on/off ≥ 0.9.
+ */
+const usageAb = !process.argv.includes("--no-usage-ab");
+const USAGE_AB_TARGET = 0.9;
 /**
  * The spend-limits A/B (on unless --no-limits-ab): two more sets of ACCOUNTS accounts, funded
  * alike, on the same server and database; every account of one has an account-wide and a member
@@ -164,6 +174,8 @@ async function main(): Promise<void> {
     ? await startServer({ ...serverEnv, BENCH_ANSWER_ENCODER: "protobuf-es" })
     : null;
   const outboxOff = outboxAb ? await startServer({ ...serverEnv, EVENT_OUTBOX_ENABLED: "false" }) : null;
+  const rollupOn = usageAb ? await startServer(serverEnv) : null;
+  const rollupOff = usageAb ? await startServer({ ...serverEnv, USAGE_ROLLUP_ENABLED: "false" }) : null;
   try {
     step(`funding ${ACCOUNTS} accounts and pgbench databases`);
     await fundAccounts(BASE, "bench-u-", ACCOUNTS, 1_000_000_000n);
@@ -287,6 +299,47 @@ async function main(): Promise<void> {
       }
     }
 
+    const usageRollupAB: Record<string, { on: number[]; off: number[]; serverCpuMsPerCycle: { on: number; off: number }; postgresCpuMsPerCycle: { on: number; off: number }; ratio: number }> = {};
+    if (rollupOn && rollupOff) {
+      const onPid: Pids = { server: rollupOn.proc.pid!, redis: redis.proc.pid! };
+      const onTarget = `127.0.0.1:${rollupOn.port}`;
+      const offPid: Pids = { server: rollupOff.proc.pid!, redis: redis.proc.pid! };
+      const offTarget = `127.0.0.1:${rollupOff.port}`;
+      // Their warm-up, alike and interleaved (JIT, pools, caches).
+      for (let i = 0; i < 2; i++) {
+        await load({ ...job("cycle", accounts, 16), target: onTarget, durationMs: SECONDS * 1000 }, onPid);
+        await load({ ...job("cycle", accounts, 16), target: offTarget, durationMs: SECONDS * 1000 }, offPid);
+      }
+      for (const clients of CLIENTS.filter((c) => c >= 16)) {
+        // At least two rounds (--quick has one), so that each server goes first once.
+        const rounds = Math.max(2, ROUNDS);
+        step(`${clients} clients: usage rollup on/off A/B, uniform (${rounds} × ${SECONDS}s each, alternating)`);
+        const ab = { on: [] as Run[], off: [] as Run[] };
+        for (let round = 0; round < rounds; round++) {
+          // Which goes first alternates by round, so that a drift within a round favours neither.
+          const on = async () => ab.on.push(await load({ ...job("cycle", accounts, clients), target: onTarget }, onPid));
+          const off = async () => ab.off.push(await load({ ...job("cycle", accounts, clients), target: offTarget }, offPid));
+          if (round % 2 === 0) {
+            await on();
+            await off();
+          } else {
+            await off();
+            await on();
+          }
+        }
+        const rate = (r: Run) => (r.result.ops / r.result.elapsedMs) * 1000;
+        const perCycle = (rs: Run[], f: (r: Run) => number) => rs.reduce((a, r) => a + f(r), 0) / Math.max(1, rs.reduce((a, r) => a + r.result.ops, 0));
+        const total = (rs: Run[]) => rs.reduce((a, r) => a + r.result.ops, 0) / rs.reduce((a, r) => a + r.result.elapsedMs, 0);
+        usageRollupAB[`uniform/${clients}`] = {
+          on: ab.on.map(rate),
+          off: ab.off.map(rate),
+          serverCpuMsPerCycle: { on: perCycle(ab.on, (r) => r.serverCpuMs), off: perCycle(ab.off, (r) => r.serverCpuMs) },
+          postgresCpuMsPerCycle: { on: perCycle(ab.on, (r) => r.postgresCpuMs), off: perCycle(ab.off, (r) => r.postgresCpuMs) },
+          ratio: total(ab.on) / total(ab.off),
+        };
+      }
+    }
+
     type Errors = Record<string, number>;
     const spendLimitsAB: Record<
       string,
@@ -363,12 +416,14 @@ async function main(): Promise<void> {
       const cycleCpu = cycle ? cycle.server + cycle.postgres + cycle.redis : undefined;
       ratios[`cycle-cpu/pgbench-cpu @${c}`] = ratio(cycleCpu, pgbenchCpuMsPerTx[`uniform/${c}`]?.postgres);
       if (outboxAB[`uniform/${c}`]) ratios[`outbox on/off @${c}`] = outboxAB[`uniform/${c}`]!.ratio;
+      if (usageRollupAB[`uniform/${c}`]) ratios[`usage rollup on/off @${c}`] = usageRollupAB[`uniform/${c}`]!.ratio;
       if (spendLimitsAB[`uniform/${c}`]) ratios[`spend limits with/without @${c}`] = spendLimitsAB[`uniform/${c}`]!.ratio;
     }
     const half = rows[rows.length - 1]!;
     const report = {
       quick, seconds: SECONDS, rounds: ROUNDS, accounts: ACCOUNTS, pgbenchTps, pgbenchCpuMsPerTx, rows, ratios, serverPeakRssMb: rssMb, reconcileDifferences: differences,
       halfPeak: half.latency, ...(other ? { encoderAB } : {}), ...(outboxOff ? { outboxAB } : {}),
+      ...(rollupOff ? { usageRollupAB, usageRollupABTarget: USAGE_AB_TARGET } : {}),
       ...(limitsAb ? { spendLimitsAB, spendLimitsSetup, spendLimitsCounters } : {}), ...(relay ? { relay } : {}),
     };
     mkdirSync("bench/results", { recursive: true });
@@ -392,6 +447,12 @@ async function main(): Promise<void> {
         const list = (xs: number[]) => xs.map((x) => fmt(x, 0)).join("/");
         console.log(
           `outbox A/B ${k}: on ${list(v.on)} vs off ${list(v.off)} cycles/s (on/off ${fmt(v.ratio, 3)}); CPU ms per cycle server ${fmt(v.serverCpuMsPerCycle.on, 3)} vs ${fmt(v.serverCpuMsPerCycle.off, 3)}, Postgres ${fmt(v.postgresCpuMsPerCycle.on, 3)} vs ${fmt(v.postgresCpuMsPerCycle.off, 3)}`,
+        );
+      }
+      for (const [k, v] of Object.entries(usageRollupAB)) {
+        const list = (xs: number[]) => xs.map((x) => fmt(x, 0)).join("/");
+        console.log(
+          `usage rollup A/B ${k}: on ${list(v.on)} vs off ${list(v.off)} cycles/s (on/off ${fmt(v.ratio, 3)}, target ≥ ${USAGE_AB_TARGET}: ${v.ratio >= USAGE_AB_TARGET ? "PASS" : "FAIL"}); CPU ms per cycle server ${fmt(v.serverCpuMsPerCycle.on, 3)} vs ${fmt(v.serverCpuMsPerCycle.off, 3)}, Postgres ${fmt(v.postgresCpuMsPerCycle.on, 3)} vs ${fmt(v.postgresCpuMsPerCycle.off, 3)}`,
         );
       }
       for (const [k, v] of Object.entries(spendLimitsAB)) {
@@ -426,7 +487,7 @@ async function main(): Promise<void> {
     const exited = new Promise((resolve) => proc.once("exit", resolve));
     proc.kill("SIGTERM");
     await exited; // a profile (BENCH_PROFILE) is written on exit
-    for (const extra of [other, outboxOff]) {
+    for (const extra of [other, outboxOff, rollupOn, rollupOff]) {
       if (!extra) continue;
       const exited = new Promise((resolve) => extra.proc.once("exit", resolve));
       extra.proc.kill("SIGTERM");
