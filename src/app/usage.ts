@@ -3,7 +3,7 @@ import { fail, ok, type Result } from "../domain/errors.js";
 import { type Forecast, forecast, PACE_WINDOW_DAYS, paceWindowDays } from "../domain/forecast.js";
 import { applyDue } from "../domain/maintenance.js";
 import { boundaries, type CalendarUnit } from "../domain/time-zone.js";
-import { SLOT_MS, slotOf, type UsageDimension, type UsageSeriesRow } from "../domain/usage.js";
+import type { UsageDimension, UsageSeriesRow } from "../domain/usage.js";
 import type { AppDeps } from "./deps.js";
 
 /** How long a range each granularity may cover (in buckets: the range is widened to whole buckets). */
@@ -66,8 +66,8 @@ export async function forecastBalance(deps: AppDeps, accountId: string): Promise
   const { book } = read;
   const at = accountTime(book.clockOffsetMs, now);
   applyDue(book, at, deps.newId);
-  // Days end with the current slot: what was captured a moment ago counts.
-  const until = new Date(slotOf(at).getTime() + SLOT_MS);
+  // Days end with the current hour (the hourly level's resolution): what was captured a moment ago counts.
+  const until = new Date(Math.floor(at.getTime() / HOUR_MS) * HOUR_MS + HOUR_MS);
   const recent = await deps.store.recentConsumption(accountId, until, PACE_WINDOW_DAYS);
   if (!recent) return fail("ACCOUNT_NOT_FOUND", `account ${accountId} not found`, { account_id: accountId });
   // The account's age by its own clock: created by server time, when its test clock (if it has one) had not moved yet.

@@ -10,7 +10,7 @@ import { describe } from "./subscription.js";
  * - Pace: credits captured over the last 7 days (or, for a younger account, over its age in whole
  *   days, at least one), per day, evenly weighted: a week covers a team's weekly rhythm, and an
  *   even weight keeps one busy afternoon from swinging the answer. Days end at the current
- *   15-minute slot's end (the rollup's resolution).
+ *   hour's end (the hourly level of the rollup, read in a few hundred rows).
  * - The available credits are drained at that pace in consumption order (top-ups, then
  *   adjustments, then the allowance; sooner-expiring first within a kind), and a bucket that
  *   reaches its expiry with credits left loses them: those are `expiringUnused`.

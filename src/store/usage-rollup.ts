@@ -42,14 +42,15 @@ export async function usageSeries(q: Query, accountId: string, bounds: readonly 
 }
 
 /**
- * When the account was created, and the credits captured in each of the `days` days of slots
- * before `until` (index 0: the day that ends at `until`). One statement.
+ * When the account was created, and the credits captured in each of the `days` days before
+ * `until` (a whole UTC hour; index 0: the day that ends at `until`), from the hourly level (the
+ * `kind` dimension: every movement once). One statement, about 24 × `days` × the kinds rows.
  */
 export async function recentConsumption(q: Query, accountId: string, until: Date, days: number): Promise<{ createdAt: Date; perDay: bigint[] } | null> {
   const rows = await q(
     `select a.created_at, (select coalesce(json_agg(json_build_array(d.day, d.consumed)), '[]') from (
-        select floor(extract(epoch from (?::timestamptz - slot)) / 86400)::int as day, sum(consumed)::text as consumed
-          from usage_rollup where account_id = a.account_id and slot >= ?::timestamptz - ? * interval '1 day' and slot < ?
+        select floor(extract(epoch from (?::timestamptz - hour)) / 86400)::int as day, sum(consumed)::text as consumed
+          from usage_hourly where account_id = a.account_id and dim = 'kind' and hour >= ?::timestamptz - ? * interval '1 day' and hour < ?
          group by 1) d) as days
        from accounts a where a.account_id = ?`,
     [until, until, days, until, accountId],
