@@ -53,7 +53,7 @@ export const MAX_SPEND_LIMITS = 200;
 
 const LIFETIME: { start: Date; end: Date | null } = { start: new Date(0), end: null };
 
-/** Recently computed day and week spans per zone: most checks fall in the same one. */
+/** Recently computed day, week and month spans per zone: most checks fall in the same one (each span costs a few Intl lookups). */
 const spans = new Map<string, Span>();
 
 function cached(key: string, at: Date, compute: () => Span): Span {
@@ -76,7 +76,7 @@ export function spendWindow(spec: Pick<SpendLimitSpec, "period" | "timeZone">, a
       return cached(`W${spec.timeZone}`, at, () => weekOf(spec.timeZone, at));
     case "BILLING_PERIOD":
       if (subscription) return describe(subscription, at).allowancePeriod;
-      return monthOf(spec.timeZone, at);
+      return cached(`M${spec.timeZone}`, at, () => monthOf(spec.timeZone, at));
   }
 }
 
