@@ -66,6 +66,12 @@ const LIMITS: readonly BenchSpendLimit[] = [
 ];
 /** --relay: the broker relay's throughput beside the outbox's write rate (bench/relay.ts), a few seconds more. */
 const relayBench = process.argv.includes("--relay");
+/**
+ * --ab-only: only the A/Bs (no pgbench, no workload matrix, no half-peak run), for a precise
+ * comparison in a few minutes; --ab-rounds N: rounds per A/B (default: as many as the matrix's).
+ */
+const abOnly = process.argv.includes("--ab-only");
+const abRoundsArg = process.argv.indexOf("--ab-rounds");
 const NATS_URL = process.env["BENCH_NATS_URL"] ?? "nats://127.0.0.1:4222";
 const BASE = process.env["BENCH_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/credit_bench";
 /** The pgbench databases are named after the bench's, so that two benches on one Postgres given different BENCH_DATABASE_URLs never share one. */
@@ -77,6 +83,12 @@ const CLIENTS = quick ? [16] : [1, 16, 64];
 const SECONDS = quick ? 4 : 5;
 const ROUNDS = quick ? 1 : 3;
 const ACCOUNTS = quick ? 1000 : 10_000;
+/**
+ * A/B rounds: twice the matrix's in a full run. One 5 s round of uniform cycles on this machine
+ * spreads by ±20 % against the next (2026-12-02: 289–482 cycles/s within one A/B), so three
+ * rounds a side left a 10 % difference inside the noise.
+ */
+const AB_ROUNDS = abRoundsArg >= 0 ? Number(process.argv[abRoundsArg + 1]) : quick ? ROUNDS : 2 * ROUNDS;
 /** BENCH_PROFILE=<dir>: the server writes a V8 CPU profile there when it exits (open it in Chrome DevTools). */
 const PROFILE_DIR = process.env["BENCH_PROFILE"];
 
@@ -197,6 +209,7 @@ async function main(): Promise<void> {
     };
     const [, spendLimitsSetup] = await Promise.all([
       (async () => {
+        if (abOnly) return;
         await pgbenchInit(PGBENCH_URL, Math.max(...CLIENTS));
         await pgbenchInit(PGBENCH_HOT_URL, 1);
       })(),
@@ -216,7 +229,7 @@ async function main(): Promise<void> {
     });
     // Warm-up: JIT, pools, caches.
     await load({ ...job("cycle", accounts, 16), durationMs: 2000 }, pid);
-    for (const clients of CLIENTS) {
+    for (const clients of abOnly ? [] : CLIENTS) {
       step(`${clients} clients: pgbench, uniform, hot, GetBalance, no-op (${ROUNDS} × ${SECONDS}s each, interleaved)`);
       const runs: Record<string, Run[]> = { cycle: [], "cycle-hot": [], balance: [], noop: [] };
       const uniformTps: PgbenchRun[] = [];
@@ -241,12 +254,14 @@ async function main(): Promise<void> {
     }
     // Latency at half the peak uniform rate, offered by as many paced clients as reached the peak:
     // each then has twice the time a cycle took at the peak, so a slow answer does not lower the rate.
-    const best = rows.filter((r) => r.workload === "cycle").reduce((a, b) => (b.opsPerSec > a.opsPerSec ? b : a));
-    const peak = best.opsPerSec;
-    const halfClients = best.clients;
-    const halfRuns: Run[] = [];
-    for (let round = 0; round < ROUNDS; round++) halfRuns.push(await load(job("cycle", accounts, halfClients, peak / 2 / halfClients), pid));
-    rows.push(summarize("cycle@half-peak", halfClients, halfRuns));
+    if (!abOnly) {
+      const best = rows.filter((r) => r.workload === "cycle").reduce((a, b) => (b.opsPerSec > a.opsPerSec ? b : a));
+      const peak = best.opsPerSec;
+      const halfClients = best.clients;
+      const halfRuns: Run[] = [];
+      for (let round = 0; round < ROUNDS; round++) halfRuns.push(await load(job("cycle", accounts, halfClients, peak / 2 / halfClients), pid));
+      rows.push(summarize("cycle@half-peak", halfClients, halfRuns));
+    }
 
     const encoderAB: Record<string, { private: number[]; toBinary: number[]; serverCpuMsPerCycle: { private: number; toBinary: number }; ratio: number }> = {};
     if (other) {
@@ -254,10 +269,10 @@ async function main(): Promise<void> {
       const otherTarget = `127.0.0.1:${other.port}`;
       await load({ ...job("cycle", accounts, 16), target: otherTarget, durationMs: 2000 }, otherPid); // its warm-up
       for (const clients of CLIENTS.filter((c) => c >= 16)) {
-        step(`${clients} clients: answer encoder A/B, uniform and hot (${ROUNDS} × ${SECONDS}s each, alternating)`);
+        step(`${clients} clients: answer encoder A/B, uniform and hot (${AB_ROUNDS} × ${SECONDS}s each, alternating)`);
         for (const [name, accs] of [["uniform", accounts], ["hot", hot]] as const) {
           const ab = { private: [] as Run[], toBinary: [] as Run[] };
-          for (let round = 0; round < ROUNDS; round++) {
+          for (let round = 0; round < AB_ROUNDS; round++) {
             ab.private.push(await load(job("cycle", accs, clients), pid));
             ab.toBinary.push(await load({ ...job("cycle", accs, clients), target: otherTarget }, otherPid));
           }
@@ -280,9 +295,9 @@ async function main(): Promise<void> {
       const offTarget = `127.0.0.1:${outboxOff.port}`;
       await load({ ...job("cycle", accounts, 16), target: offTarget, durationMs: 2000 }, offPid); // its warm-up
       for (const clients of CLIENTS.filter((c) => c >= 16)) {
-        step(`${clients} clients: outbox on/off A/B, uniform (${ROUNDS} × ${SECONDS}s each, alternating)`);
+        step(`${clients} clients: outbox on/off A/B, uniform (${AB_ROUNDS} × ${SECONDS}s each, alternating)`);
         const ab = { on: [] as Run[], off: [] as Run[] };
-        for (let round = 0; round < ROUNDS; round++) {
+        for (let round = 0; round < AB_ROUNDS; round++) {
           ab.on.push(await load(job("cycle", accounts, clients), pid));
           ab.off.push(await load({ ...job("cycle", accounts, clients), target: offTarget }, offPid));
         }
@@ -312,7 +327,7 @@ async function main(): Promise<void> {
       }
       for (const clients of CLIENTS.filter((c) => c >= 16)) {
         // At least two rounds (--quick has one), so that each server goes first once.
-        const rounds = Math.max(2, ROUNDS);
+        const rounds = Math.max(2, AB_ROUNDS);
         step(`${clients} clients: usage rollup on/off A/B, uniform (${rounds} × ${SECONDS}s each, alternating)`);
         const ab = { on: [] as Run[], off: [] as Run[] };
         for (let round = 0; round < rounds; round++) {
@@ -360,9 +375,9 @@ async function main(): Promise<void> {
       await load({ ...withoutJob(16), durationMs: 2000 }, pid);
       await load({ ...withJob(16), durationMs: 2000 }, pid);
       for (const clients of CLIENTS.filter((c) => c >= 16)) {
-        step(`${clients} clients: spend limits with/without A/B, uniform (${ROUNDS} × ${SECONDS}s each, alternating)`);
+        step(`${clients} clients: spend limits with/without A/B, uniform (${AB_ROUNDS} × ${SECONDS}s each, alternating)`);
         const ab = { with: [] as Run[], without: [] as Run[] };
-        for (let round = 0; round < ROUNDS; round++) {
+        for (let round = 0; round < AB_ROUNDS; round++) {
           // Which goes first alternates by round, so that a drift within a round favours neither.
           if (round % 2 === 0) {
             ab.with.push(await load(withJob(clients), pid));
@@ -405,7 +420,7 @@ async function main(): Promise<void> {
     const ratio = (a: number | undefined, b: number | undefined) => (a && b ? a / b : 0);
     const find = (w: string, c: number) => rows.find((r) => r.workload === w && r.clients === c)?.opsPerSec;
     const ratios: Record<string, number> = {};
-    for (const c of CLIENTS) {
+    for (const c of abOnly ? [] : CLIENTS) {
       ratios[`uniform/pgbench @${c}`] = ratio(find("cycle", c), pgbenchTps[`uniform/${c}`]);
       ratios[`hot/uniform @${c}`] = ratio(find("cycle-hot", c), find("cycle", c));
       ratios[`pgbench hot/uniform @${c}`] = ratio(pgbenchTps[`hot/${c}`], pgbenchTps[`uniform/${c}`]);
@@ -415,31 +430,35 @@ async function main(): Promise<void> {
       const cycle = rows.find((r) => r.workload === "cycle" && r.clients === c)?.cpuMsPerOp;
       const cycleCpu = cycle ? cycle.server + cycle.postgres + cycle.redis : undefined;
       ratios[`cycle-cpu/pgbench-cpu @${c}`] = ratio(cycleCpu, pgbenchCpuMsPerTx[`uniform/${c}`]?.postgres);
+    }
+    for (const c of CLIENTS) {
       if (outboxAB[`uniform/${c}`]) ratios[`outbox on/off @${c}`] = outboxAB[`uniform/${c}`]!.ratio;
       if (usageRollupAB[`uniform/${c}`]) ratios[`usage rollup on/off @${c}`] = usageRollupAB[`uniform/${c}`]!.ratio;
       if (spendLimitsAB[`uniform/${c}`]) ratios[`spend limits with/without @${c}`] = spendLimitsAB[`uniform/${c}`]!.ratio;
     }
-    const half = rows[rows.length - 1]!;
+    const half = abOnly ? undefined : rows[rows.length - 1];
     const report = {
       quick, seconds: SECONDS, rounds: ROUNDS, accounts: ACCOUNTS, pgbenchTps, pgbenchCpuMsPerTx, rows, ratios, serverPeakRssMb: rssMb, reconcileDifferences: differences,
-      halfPeak: half.latency, ...(other ? { encoderAB } : {}), ...(outboxOff ? { outboxAB } : {}),
+      abRounds: AB_ROUNDS, halfPeak: half?.latency, ...(other ? { encoderAB } : {}), ...(outboxOff ? { outboxAB } : {}),
       ...(rollupOff ? { usageRollupAB, usageRollupABTarget: USAGE_AB_TARGET } : {}),
       ...(limitsAb ? { spendLimitsAB, spendLimitsSetup, spendLimitsCounters } : {}), ...(relay ? { relay } : {}),
     };
     mkdirSync("bench/results", { recursive: true });
-    writeFileSync(`bench/results/${quick ? "quick" : "full"}.json`, JSON.stringify(report, null, 2));
+    writeFileSync(`bench/results/${abOnly ? "ab" : quick ? "quick" : "full"}.json`, JSON.stringify(report, null, 2));
     if (asJson) console.log(JSON.stringify(report, null, 2));
     else {
-      console.log(`pgbench tpcb-like TPS: ${Object.entries(pgbenchTps).map(([k, v]) => `${k}=${fmt(v, 0)}`).join("  ")}`);
-      console.log(
-        `pgbench CPU ms per tx, Postgres / pgbench: ${Object.entries(pgbenchCpuMsPerTx).map(([k, v]) => `${k}=${fmt(v.postgres, 3)} / ${fmt(v.pgbench, 3)}`).join("  ")}`,
-      );
-      console.log("| workload | clients | ops/s | p50 / p99 / p99.9 ms per RPC | errors | CPU ms/op server / pg / redis / loadgen |");
-      console.log("|---|---|---|---|---|---|");
-      for (const r of rows) {
-        const lat = Object.entries(r.latency).map(([n, l]) => `${n} ${fmt(l.p50)} / ${fmt(l.p99)} / ${fmt(l.p999)}`).join("; ");
-        const errs = Object.entries(r.errors).map(([k, v]) => `${k}×${v}`).join(" ") || "0";
-        console.log(`| ${r.workload} | ${r.clients} | ${fmt(r.opsPerSec, 0)} | ${lat} | ${errs} | ${fmt(r.cpuMsPerOp.server)} / ${fmt(r.cpuMsPerOp.postgres)} / ${fmt(r.cpuMsPerOp.redis)} / ${fmt(r.cpuMsPerOp.loadgen)} |`);
+      if (!abOnly) {
+        console.log(`pgbench tpcb-like TPS: ${Object.entries(pgbenchTps).map(([k, v]) => `${k}=${fmt(v, 0)}`).join("  ")}`);
+        console.log(
+          `pgbench CPU ms per tx, Postgres / pgbench: ${Object.entries(pgbenchCpuMsPerTx).map(([k, v]) => `${k}=${fmt(v.postgres, 3)} / ${fmt(v.pgbench, 3)}`).join("  ")}`,
+        );
+        console.log("| workload | clients | ops/s | p50 / p99 / p99.9 ms per RPC | errors | CPU ms/op server / pg / redis / loadgen |");
+        console.log("|---|---|---|---|---|---|");
+        for (const r of rows) {
+          const lat = Object.entries(r.latency).map(([n, l]) => `${n} ${fmt(l.p50)} / ${fmt(l.p99)} / ${fmt(l.p999)}`).join("; ");
+          const errs = Object.entries(r.errors).map(([k, v]) => `${k}×${v}`).join(" ") || "0";
+          console.log(`| ${r.workload} | ${r.clients} | ${fmt(r.opsPerSec, 0)} | ${lat} | ${errs} | ${fmt(r.cpuMsPerOp.server)} / ${fmt(r.cpuMsPerOp.postgres)} / ${fmt(r.cpuMsPerOp.redis)} / ${fmt(r.cpuMsPerOp.loadgen)} |`);
+        }
       }
       console.log("ratios:", Object.entries(ratios).map(([k, v]) => `${k} = ${fmt(v)}`).join(", "));
       console.log(`server peak RSS ${fmt(rssMb, 0)} MB; reconciliation differences: ${differences}`);

@@ -2,10 +2,11 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import pg from "pg";
 import { createCreditClients, Granularity, UsageDimension } from "../src/client/index.js";
-import { MAX_BUCKETS, MAX_USAGE_ROWS } from "../src/app/usage.js";
+import { MAX_BUCKETS } from "../src/app/usage.js";
 import { boundaries } from "../src/domain/time-zone.js";
 import { HOT_PATH_PLANNER, type Query, queryOn, toPositional } from "../src/store/pg.js";
-import { hourlySeries, recentConsumption, REBUILD_ACCOUNT_USAGE, usageSeries } from "../src/store/usage-rollup.js";
+import { levelPlan } from "../src/domain/usage.js";
+import { leveledSeries, recentConsumption, REBUILD_ACCOUNT_USAGE } from "../src/store/usage-rollup.js";
 import { percentile, PostgresCpuMeter, processCpuMs } from "./proc.js";
 import { buildAndMigrate, recreateDatabase, startServer } from "./setup.js";
 
@@ -30,9 +31,9 @@ import { buildAndMigrate, recreateDatabase, startServer } from "./setup.js";
  * the server's and Postgres' CPU per call of the mix), then up to 100 calls of each kind alone
  * (its CPU per call), then `--concurrent-calls` each with `--concurrency` in flight. Beside them,
  * the same SQL the server runs (src/store/usage-rollup.ts on a pool, as the server prepares it:
- * named, under the hot path's planner settings; for GetUsage the level src/app/usage.ts picks:
- * hourly rows for whole-hour zones, 15-minute slots for Asia/Kolkata), timed alone: how much of a
- * call is the statement. EXPLAIN (ANALYZE, BUFFERS) of the statement behind each GetUsage kind
+ * named, under the hot path's planner settings; for GetUsage the daily level with the zone's
+ * boundary corrections, as src/app/usage.ts reads it), timed alone: how much of a call is the
+ * statement. EXPLAIN (ANALYZE, BUFFERS) of the statement behind each GetUsage kind
  * that misses its target is printed (of all of them with `--explain`). Each timed phase stops
  * early after `--max-seconds` (the counts printed say how many calls were made), so that a slow
  * build still ends in minutes. Exits 1 when a target is missed.
@@ -400,16 +401,13 @@ async function main(): Promise<void> {
 }
 
 /**
- * The statement GetUsage runs for 90 days by DAY grouped by MODEL in `zone`, chosen as src/app/usage.ts
- * chooses it (keep in step): the hourly level when every boundary is a whole UTC hour (one
- * dimension at most), else the 15-minute slots.
+ * The statement GetUsage runs for 90 days by DAY grouped by MODEL in `zone`, as src/app/usage.ts
+ * runs it (keep in step): the daily level, corrected at each boundary by the zone's plan.
  */
 function seriesStatement(zone: string): { name: string; run: (q: Query) => Promise<unknown> } {
   const end = new Date();
   const bounds = boundaries(zone, "DAY", new Date(end.getTime() - RANGE_DAYS * 86_400_000), end, MAX_BUCKETS.DAY)!;
-  return bounds.every((b) => b.getTime() % 3_600_000 === 0)
-    ? { name: "usage_hourly_series", run: (q) => hourlySeries(q, BIG, bounds, "model", MAX_USAGE_ROWS) }
-    : { name: "usage_series", run: (q) => usageSeries(q, BIG, bounds, new Set(["model" as const]), MAX_USAGE_ROWS) };
+  return { name: "usage_leveled_day", run: (q) => leveledSeries(q, BIG, levelPlan(bounds, "day"), "model") };
 }
 
 /**

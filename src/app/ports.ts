@@ -1,4 +1,4 @@
-import type { UsageDelta, UsageDimension, UsageSeriesRow } from "../domain/usage.js";
+import type { LevelPlan, LevelRow, UsageDelta, UsageDimension, UsageSeriesRow } from "../domain/usage.js";
 import type { AccountBook } from "../domain/account-book.js";
 import type { Failure, Result } from "../domain/errors.js";
 import type { KeyDecision } from "../domain/idempotency.js";
@@ -273,10 +273,10 @@ export interface LedgerStore {
   reconcile(accountId: string): Promise<Difference[]>;
   /** A usage series from the rollup over [bounds[0], bounds[last]), at most maxRows + 1 rows (one more tells it was cut). */
   usageSeries(accountId: string, bounds: readonly Date[], groupBy: ReadonlySet<UsageDimension>, maxRows: number): Promise<UsageSeriesRow[]>;
-  /** The same from the hourly level: bounds on whole UTC hours, one dimension or none. */
-  hourlyUsageSeries(accountId: string, bounds: readonly Date[], dim: UsageDimension | null, maxRows: number): Promise<UsageSeriesRow[]>;
-  /** When the account was created, and the credits captured in each of the `days` days before `until` (0: the latest); null for an unknown account. */
-  recentConsumption(accountId: string, until: Date, days: number): Promise<{ createdAt: Date; perDay: bigint[] } | null>;
+  /** One dimension (or none) read from the coarser levels by a plan (domain/usage.ts `levelPlan`): what `combineLevels` makes the series of. */
+  leveledUsageSeries(accountId: string, plan: LevelPlan, dim: UsageDimension | null): Promise<LevelRow[]>;
+  /** When the account was created, and the credits captured in each of the `days` days before the end of the account's current hour (`now`: the server's clock; 0: the latest); null for an unknown account. */
+  recentConsumption(accountId: string, now: Date, days: number): Promise<{ createdAt: Date; perDay: bigint[] } | null>;
   ping(): Promise<void>;
 }
 

@@ -3,12 +3,11 @@ import { fail, ok, type Result } from "../domain/errors.js";
 import { type Forecast, forecast, PACE_WINDOW_DAYS, paceWindowDays } from "../domain/forecast.js";
 import { applyDue } from "../domain/maintenance.js";
 import { boundaries, type CalendarUnit } from "../domain/time-zone.js";
-import type { UsageDimension, UsageSeriesRow } from "../domain/usage.js";
+import { combineLevels, isZero, levelPlan, sortSeries, type UsageDimension, type UsageSeriesRow } from "../domain/usage.js";
 import type { AppDeps } from "./deps.js";
 
 /** How long a range each granularity may cover (in buckets: the range is widened to whole buckets). */
 export const MAX_BUCKETS: Readonly<Record<CalendarUnit, number>> = { HOUR: 31 * 24 + 1, DAY: 400, MONTH: 37 };
-const HOUR_MS = 3_600_000;
 
 /** The most rows one answer carries (about 150 bytes each): past it the caller narrows the range or the grouping. */
 export const MAX_USAGE_ROWS = 10_000;
@@ -37,14 +36,20 @@ export async function getUsage(deps: AppDeps, query: UsageQuery): Promise<Result
     return fail("INVALID_FIELD", `end_time: a ${query.unit} series covers at most ${MAX_BUCKETS[query.unit]} buckets (${rangeRule()})`, { field: "end_time" });
   }
   const now = deps.clock.now();
-  const read = await deps.store.readBook(query.accountId, now);
+  // Grouped by one dimension or none: the daily (DAY, MONTH) or hourly (HOUR) level, corrected at
+  // each boundary for the zone. Two or more dimensions: the slots, which hold every combination.
+  // The series does not depend on the book (only its clock, for as_of, and that it exists): both
+  // reads go side by side.
+  const dim = query.groupBy.size <= 1 ? ([...query.groupBy][0] ?? null) : undefined;
+  const series = async (): Promise<UsageSeriesRow[]> => {
+    if (dim !== undefined) {
+      const plan = levelPlan(bounds, query.unit === "HOUR" ? "hour" : "day");
+      return combineLevels(await deps.store.leveledUsageSeries(query.accountId, plan, dim), bounds.length - 1, dim);
+    }
+    return sortSeries((await deps.store.usageSeries(query.accountId, bounds, query.groupBy, MAX_USAGE_ROWS)).filter((r) => !isZero(r)));
+  };
+  const [read, rows] = await Promise.all([deps.store.readBook(query.accountId, now), series()]);
   if (!read) return fail("ACCOUNT_NOT_FOUND", `account ${query.accountId} not found`, { account_id: query.accountId });
-  // Grouped by one dimension or none, in a zone whose boundaries fall on whole UTC hours (most
-  // zones): the hourly level. Otherwise (two or more dimensions, a half-hour zone): the slots.
-  const hourly = query.groupBy.size <= 1 && bounds.every((b) => b.getTime() % HOUR_MS === 0);
-  const rows = hourly
-    ? await deps.store.hourlyUsageSeries(query.accountId, bounds, [...query.groupBy][0] ?? null, MAX_USAGE_ROWS)
-    : await deps.store.usageSeries(query.accountId, bounds, query.groupBy, MAX_USAGE_ROWS);
   if (rows.length > MAX_USAGE_ROWS) {
     return fail("READ_LIMIT_EXCEEDED", `the series has more than ${MAX_USAGE_ROWS} rows: narrow the range or the grouping`, { limit: "rows", max: String(MAX_USAGE_ROWS) });
   }
@@ -61,15 +66,12 @@ function rangeRule(): string {
  */
 export async function forecastBalance(deps: AppDeps, accountId: string): Promise<Result<Forecast>> {
   const now = deps.clock.now();
-  const read = await deps.store.readBook(accountId, now);
-  if (!read) return fail("ACCOUNT_NOT_FOUND", `account ${accountId} not found`, { account_id: accountId });
+  // The book and the pace are independent reads: side by side, one round trip of latency.
+  const [read, recent] = await Promise.all([deps.store.readBook(accountId, now), deps.store.recentConsumption(accountId, now, PACE_WINDOW_DAYS)]);
+  if (!read || !recent) return fail("ACCOUNT_NOT_FOUND", `account ${accountId} not found`, { account_id: accountId });
   const { book } = read;
   const at = accountTime(book.clockOffsetMs, now);
   applyDue(book, at, deps.newId);
-  // Days end with the current hour (the hourly level's resolution): what was captured a moment ago counts.
-  const until = new Date(Math.floor(at.getTime() / HOUR_MS) * HOUR_MS + HOUR_MS);
-  const recent = await deps.store.recentConsumption(accountId, until, PACE_WINDOW_DAYS);
-  if (!recent) return fail("ACCOUNT_NOT_FOUND", `account ${accountId} not found`, { account_id: accountId });
   // The account's age by its own clock: created by server time, when its test clock (if it has one) had not moved yet.
   const days = paceWindowDays(at, recent.createdAt);
   return ok(forecast(book, at, recent.perDay, days));

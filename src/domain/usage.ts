@@ -95,30 +95,36 @@ export function usageDeltas(book: AccountBook, ctx: (i: number) => { caller: str
 }
 
 const HOUR_MS = 3_600_000;
+const DAY_MS = 24 * HOUR_MS;
 
-/** A row of the hourly level: one dimension's value in one UTC hour. */
-export interface HourlyDelta extends UsageAmounts {
+/** The coarser levels of the rollup: UTC hours (usage_hourly) and UTC days (usage_daily). */
+export type UsageLevel = "hour" | "day";
+const LEVEL_MS: Readonly<Record<UsageLevel, number>> = { hour: HOUR_MS, day: DAY_MS };
+
+/** A row of a coarser level: one dimension's value in one UTC hour or day. */
+export interface LevelDelta extends UsageAmounts {
   readonly accountId: string;
-  readonly hour: Date;
+  readonly start: Date;
   readonly dim: UsageDimension;
   readonly value: string;
 }
 
 /**
- * The hourly level's share of some rollup additions: each slot's sums go to its UTC hour once per
- * dimension, so a series grouped by one dimension (or none: the sum over kinds) reads about a
- * 4 × (other dimensions' combinations) fewer rows than the slots.
+ * A level's share of some rollup additions: each slot's sums go to its UTC hour (or day) once per
+ * dimension, so a series grouped by one dimension (or none: the sum over kinds) reads about
+ * 4 × (other dimensions' combinations) fewer rows than the slots, and 24 times fewer again by day.
  */
-export function hourlyDeltas(deltas: readonly UsageDelta[]): HourlyDelta[] {
-  const rows = new Map<string, HourlyDelta>();
+export function levelDeltas(deltas: readonly UsageDelta[], level: UsageLevel): LevelDelta[] {
+  const span = LEVEL_MS[level];
+  const rows = new Map<string, LevelDelta>();
   for (const d of deltas) {
-    const hour = new Date(Math.floor(d.slot.getTime() / HOUR_MS) * HOUR_MS);
+    const start = new Date(Math.floor(d.slot.getTime() / span) * span);
     for (const dim of USAGE_DIMENSIONS) {
       const value = d[dim];
-      const key = `${d.accountId}\u0000${hour.getTime()}\u0000${dim}\u0000${value}`;
+      const key = `${d.accountId}\u0000${start.getTime()}\u0000${dim}\u0000${value}`;
       let row = rows.get(key);
       if (!row) {
-        row = { accountId: d.accountId, hour, dim, value, consumed: 0n, restored: 0n, granted: 0n, expired: 0n, generations: 0n };
+        row = { accountId: d.accountId, start, dim, value, consumed: 0n, restored: 0n, granted: 0n, expired: 0n, generations: 0n };
         rows.set(key, row);
       }
       row.consumed += d.consumed;
@@ -129,4 +135,106 @@ export function hourlyDeltas(deltas: readonly UsageDelta[]): HourlyDelta[] {
     }
   }
   return [...rows.values()];
+}
+
+/** A stretch of time at one level whose sums a series adds (sign 1) or takes away (−1) at a boundary. */
+export interface SignedRange {
+  readonly boundary: number;
+  readonly sign: 1 | -1;
+  readonly from: Date;
+  readonly to: Date;
+}
+
+/**
+ * How a series grouped by at most one dimension is read from the levels, whatever the zone.
+ * Each boundary B of the series is moved to the nearest start R of the top level (UTC days for
+ * DAY and MONTH series, hours for HOUR ones), and the top level is summed between the moved
+ * boundaries. The difference between B and R is then corrected at the boundary: the hours
+ * between B's nearest hour H and R, and the 15-minute slots between B and H, are added to the
+ * bucket that starts at B and taken from the one that ends there (signed: B may lie on either
+ * side). A bucket [B_j, B_j+1) is exactly top[R_j, R_j+1) + C_j − C_j+1 with C = sum[B, R), so a
+ * UTC series reads only the top level, Paris about one or two hours per boundary more, Kolkata
+ * five or six hours and two slots.
+ */
+export interface LevelPlan {
+  readonly top: UsageLevel;
+  readonly topBounds: readonly Date[];
+  readonly hours: readonly SignedRange[];
+  readonly slots: readonly SignedRange[];
+}
+
+export function levelPlan(bounds: readonly Date[], top: UsageLevel): LevelPlan {
+  const topMs = LEVEL_MS[top];
+  const topBounds: Date[] = [];
+  const hours: SignedRange[] = [];
+  const slots: SignedRange[] = [];
+  bounds.forEach((b, boundary) => {
+    const at = b.getTime();
+    const r = Math.round(at / topMs) * topMs;
+    const h = Math.round(at / HOUR_MS) * HOUR_MS;
+    topBounds.push(new Date(r));
+    if (top === "day" && h !== r) hours.push(signed(boundary, h, r));
+    if (at !== h) slots.push(signed(boundary, at, h));
+  });
+  return { top, topBounds, hours, slots };
+}
+
+function signed(boundary: number, from: number, to: number): SignedRange {
+  return from < to ? { boundary, sign: 1, from: new Date(from), to: new Date(to) } : { boundary, sign: -1, from: new Date(to), to: new Date(from) };
+}
+
+/** A row read by a plan: a top-level bucket's sums (kind "top", index = bucket), or a correction's (index = boundary, signed). */
+export interface LevelRow extends Readonly<UsageAmounts> {
+  readonly part: "top" | "fix";
+  readonly index: number;
+  readonly sign: 1 | -1;
+  readonly value: string | null;
+}
+
+/**
+ * The series' rows from what a plan read: each correction goes to the bucket starting at its
+ * boundary and, negated, to the one ending there; buckets outside the series are dropped, and so
+ * are groups whose figures all net to zero (a level cannot tell "nothing happened" from "it
+ * cancelled out", so no path reports such a row).
+ */
+export function combineLevels(rows: readonly LevelRow[], buckets: number, dim: UsageDimension | null): UsageSeriesRow[] {
+  const sums = new Map<string, { bucket: number; value: string | null; amounts: UsageAmounts }>();
+  const add = (bucket: number, value: string | null, sign: bigint, r: UsageAmounts): void => {
+    if (bucket < 0 || bucket >= buckets) return;
+    const key = `${bucket}\u0000${value ?? ""}`;
+    let row = sums.get(key);
+    if (!row) {
+      row = { bucket, value, amounts: { consumed: 0n, restored: 0n, granted: 0n, expired: 0n, generations: 0n } };
+      sums.set(key, row);
+    }
+    row.amounts.consumed += sign * r.consumed;
+    row.amounts.restored += sign * r.restored;
+    row.amounts.granted += sign * r.granted;
+    row.amounts.expired += sign * r.expired;
+    row.amounts.generations += sign * r.generations;
+  };
+  for (const r of rows) {
+    if (r.part === "top") add(r.index, r.value, 1n, r);
+    else {
+      add(r.index, r.value, BigInt(r.sign), r);
+      add(r.index - 1, r.value, BigInt(-r.sign), r);
+    }
+  }
+  const out: UsageSeriesRow[] = [];
+  for (const { bucket, value, amounts } of sums.values()) {
+    if (isZero(amounts)) continue;
+    out.push({ bucket, group: dim === null ? {} : { [dim]: value ?? "" }, ...amounts });
+  }
+  return sortSeries(out);
+}
+
+export function isZero(a: UsageAmounts): boolean {
+  return a.consumed === 0n && a.restored === 0n && a.granted === 0n && a.expired === 0n && a.generations === 0n;
+}
+
+/** A series' order: by bucket, then by the group's values in code-point order (the same in every path and every database collation). */
+export function sortSeries(rows: UsageSeriesRow[]): UsageSeriesRow[] {
+  const key = (r: UsageSeriesRow): string => USAGE_DIMENSIONS.map((d) => r.group[d] ?? "").join("\u0000");
+  const keys = new Map(rows.map((r) => [r, key(r)]));
+  return rows.sort((a, b) => a.bucket - b.bucket || (keys.get(a)! < keys.get(b)! ? -1 : keys.get(a)! > keys.get(b)! ? 1 : 0));
 }

@@ -14,8 +14,8 @@ import { dueWorkStatement } from "./due-work.js";
 import { persistStatement } from "./persist.js";
 import { inTransaction, type Query, queryOn } from "./pg.js";
 import { reconcileAccount } from "./reconcile-scan.js";
-import { hourlySeries, recentConsumption, usageSeries } from "./usage-rollup.js";
-import type { UsageDimension, UsageSeriesRow } from "../domain/usage.js";
+import { leveledSeries, recentConsumption, usageSeries } from "./usage-rollup.js";
+import type { LevelPlan, LevelRow, UsageDimension, UsageSeriesRow } from "../domain/usage.js";
 import { ReservationLocator } from "./reservation-locator.js";
 import { reservationFromRow } from "./rows.js";
 import { guardUnavailable, isStoreUnavailable } from "./unavailable.js";
@@ -276,12 +276,12 @@ export class PostgresLedgerStore implements LedgerStore {
     return guardUnavailable(() => usageSeries(this.q, accountId, bounds, groupBy, maxRows));
   }
 
-  hourlyUsageSeries(accountId: string, bounds: readonly Date[], dim: UsageDimension | null, maxRows: number): Promise<UsageSeriesRow[]> {
-    return guardUnavailable(() => hourlySeries(this.q, accountId, bounds, dim, maxRows));
+  leveledUsageSeries(accountId: string, plan: LevelPlan, dim: UsageDimension | null): Promise<LevelRow[]> {
+    return guardUnavailable(() => leveledSeries(this.q, accountId, plan, dim));
   }
 
-  recentConsumption(accountId: string, until: Date, days: number): Promise<{ createdAt: Date; perDay: bigint[] } | null> {
-    return guardUnavailable(() => recentConsumption(this.q, accountId, until, days));
+  recentConsumption(accountId: string, now: Date, days: number): Promise<{ createdAt: Date; perDay: bigint[] } | null> {
+    return guardUnavailable(() => recentConsumption(this.q, accountId, now, days));
   }
 
   async accountExists(accountId: string): Promise<boolean> {

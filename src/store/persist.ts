@@ -1,5 +1,5 @@
 import type { BookWrite, OperationRecord } from "../app/ports.js";
-import { hourlyDeltas } from "../domain/usage.js";
+import { levelDeltas } from "../domain/usage.js";
 import { allowancePeriod } from "../domain/periods.js";
 import { CHANGES_CHANNEL, changePayloads } from "./change-feed.js";
 import { invariant } from "../domain/errors.js";
@@ -104,6 +104,13 @@ const PERSIST = `
       restored = u.restored + excluded.restored, granted = u.granted + excluded.granted, expired = u.expired + excluded.expired,
       generations = u.generations + excluded.generations
     returning 1),
+  usage_daily_added as (
+    insert into usage_daily as u (account_id, day, dim, value, consumed, restored, granted, expired, generations)
+    select * from unnest(?::text[], ?::timestamptz[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[])
+    on conflict (account_id, dim, day, value) do update set consumed = u.consumed + excluded.consumed,
+      restored = u.restored + excluded.restored, granted = u.granted + excluded.granted, expired = u.expired + excluded.expired,
+      generations = u.generations + excluded.generations
+    returning 1),
   new_operations as (
     insert into operations (account_id, idempotency_key, method, request_hash, response, created_at)
     select * from unnest(?::text[], ?::text[], ?::text[], ?::bytea[], ?::bytea[], ?::timestamptz[])
@@ -152,7 +159,8 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
   const spendSaved = writes.flatMap(({ book, now }) => [...(book.spend?.changed ?? [])].map((key) => ({ book, now, limit: book.spend!.limits.get(key)! })));
   const spendRemoved = books.flatMap((book) => [...(book.spend?.removed.values() ?? [])].map((limit) => ({ book, limit })));
   const usage = writes.flatMap((w) => w.usage ?? []);
-  const hourly = hourlyDeltas(usage);
+  const hourly = levelDeltas(usage, "hour");
+  const daily = levelDeltas(usage, "day");
   const total =
     usage.length + newBuckets.length + changedBuckets.length + newReservations.length + changedReservations.length + entries.length +
     subscriptions.length + heads.length + limits.length + spendSaved.length + spendRemoved.length + operations.length + events.length;
@@ -204,7 +212,8 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
     ),
     ...columns(spendRemoved, ({ book, limit }) => [book.accountId, limit.memberId, limit.period], 3),
     ...columns(usage, (u) => [u.accountId, u.slot, u.model, u.kind, u.member, u.caller, u.consumed, u.restored, u.granted, u.expired, u.generations], 11),
-    ...columns(hourly, (h) => [h.accountId, h.hour, h.dim, h.value, h.consumed, h.restored, h.granted, h.expired, h.generations], 9),
+    ...columns(hourly, (h) => [h.accountId, h.start, h.dim, h.value, h.consumed, h.restored, h.granted, h.expired, h.generations], 9),
+    ...columns(daily, (d) => [d.accountId, d.start, d.dim, d.value, d.consumed, d.restored, d.granted, d.expired, d.generations], 9),
     ...columns(operations, (o) => [o.accountId, o.key, o.method, o.requestHash, Buffer.from(o.response), o.createdAt], 6),
     events.length,
     ...columns(events, ({ accountId, event: e }) => [accountId, e.sequence, e.kind, e.occurredAt, Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength)], 5),

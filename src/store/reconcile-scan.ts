@@ -153,7 +153,8 @@ export const RECONCILE_SPEND = `
 /**
  * The usage rollup against the entries, per 15-minute slot (domain/usage.ts): consumed = CAPTURE,
  * restored = RELEASE, granted = GRANT + ADJUST, expired = EXPIRE; its hourly level against its
- * slots (per UTC hour, dimension and value); and its generations against the committed holds.
+ * slots (per UTC hour, dimension and value), its daily level against its hourly one (per UTC day,
+ * dimension and value); and its generations against the committed holds.
  * Only the slots (and figures) that differ come back.
  */
 export const RECONCILE_USAGE = `
@@ -191,6 +192,21 @@ export const RECONCILE_USAGE = `
       ('granted', coalesce(h.granted, 0), coalesce(f.granted, 0)),
       ('expired', coalesce(h.expired, 0), coalesce(f.expired, 0)),
       ('generations', coalesce(h.generations, 0), coalesce(f.generations, 0))) as x(field, stored, from_entries)
+   where x.stored <> x.from_entries
+  union all
+  select 'usage daily ' || coalesce(d.dim, f.dim) || '=' || coalesce(d.value, f.value) || ' ' ||
+      to_char(coalesce(d.day, f.day) at time zone 'UTC', 'YYYY-MM-DD'),
+    x.field, x.stored::text, x.from_entries::text
+    from (select dim, day, value, consumed, restored, granted, expired, generations from usage_daily where account_id = ?) d
+    full join (
+      select h.dim, to_timestamp(floor(extract(epoch from h.hour) / 86400) * 86400) as day, h.value,
+        sum(h.consumed) as consumed, sum(h.restored) as restored, sum(h.granted) as granted, sum(h.expired) as expired, sum(h.generations) as generations
+        from usage_hourly h where h.account_id = ? group by 1, 2, 3) f on f.dim = d.dim and f.day = d.day and f.value = d.value
+    cross join lateral (values ('consumed', coalesce(d.consumed, 0), coalesce(f.consumed, 0)),
+      ('restored', coalesce(d.restored, 0), coalesce(f.restored, 0)),
+      ('granted', coalesce(d.granted, 0), coalesce(f.granted, 0)),
+      ('expired', coalesce(d.expired, 0), coalesce(f.expired, 0)),
+      ('generations', coalesce(d.generations, 0), coalesce(f.generations, 0))) as x(field, stored, from_entries)
    where x.stored <> x.from_entries
   union all
   select 'usage generations', 'generations', s.stored::text, s.committed::text from (
@@ -275,7 +291,7 @@ async function reconcileIn(tx: Transaction, accountId: string): Promise<Differen
       ...RECONCILE_SETTINGS,
       { sql: RECONCILE_SUSPECTS, params: [accountId, accountId, accountId, accountId] },
       { sql: RECONCILE_SPEND, params: [accountId, accountId] },
-      { sql: RECONCILE_USAGE, params: [accountId, accountId, accountId, accountId, accountId, accountId] },
+      { sql: RECONCILE_USAGE, params: [accountId, accountId, accountId, accountId, accountId, accountId, accountId, accountId] },
     ])
   ).slice(RECONCILE_SETTINGS.length);
   const spend = [...spendFrom(spendRows!), ...usageFrom(usageRows!)];

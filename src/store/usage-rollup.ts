@@ -1,4 +1,4 @@
-import type { UsageDimension, UsageSeriesRow } from "../domain/usage.js";
+import type { LevelPlan, LevelRow, SignedRange, UsageDimension, UsageLevel, UsageSeriesRow } from "../domain/usage.js";
 import type { Query } from "./pg.js";
 
 /**
@@ -42,18 +42,23 @@ export async function usageSeries(q: Query, accountId: string, bounds: readonly 
 }
 
 /**
- * When the account was created, and the credits captured in each of the `days` days before
- * `until` (a whole UTC hour; index 0: the day that ends at `until`), from the hourly level (the
- * `kind` dimension: every movement once). One statement, about 24 × `days` × the kinds rows.
+ * When the account was created, and the credits captured in each of the `days` days before the
+ * end of the current hour by the account's own clock (`now` is the server's; the account's test
+ * clock offset is applied here, so this needs no book first and runs beside its load; index 0:
+ * the day that ends then), from the hourly level (the `kind` dimension: every movement once). One
+ * statement, about 24 × `days` × the kinds rows.
  */
-export async function recentConsumption(q: Query, accountId: string, until: Date, days: number): Promise<{ createdAt: Date; perDay: bigint[] } | null> {
+export async function recentConsumption(q: Query, accountId: string, now: Date, days: number): Promise<{ createdAt: Date; perDay: bigint[] } | null> {
   const rows = await q(
     `select a.created_at, (select coalesce(json_agg(json_build_array(d.day, d.consumed)), '[]') from (
-        select floor(extract(epoch from (?::timestamptz - hour)) / 86400)::int as day, sum(consumed)::text as consumed
-          from usage_hourly where account_id = a.account_id and dim = 'kind' and hour >= ?::timestamptz - ? * interval '1 day' and hour < ?
+        select floor(extract(epoch from (w.until - hour)) / 86400)::int as day, sum(consumed)::text as consumed
+          from usage_hourly where account_id = a.account_id and dim = 'kind' and hour >= w.until - ? * interval '1 day' and hour < w.until
          group by 1) d) as days
-       from accounts a where a.account_id = ?`,
-    [until, until, days, until, accountId],
+       from accounts a
+       cross join lateral (
+         select to_timestamp(floor(extract(epoch from ?::timestamptz + a.clock_offset_ms * interval '1 millisecond') / 3600) * 3600 + 3600) as until) w
+      where a.account_id = ?`,
+    [days, now, accountId],
     "recent_consumption",
   );
   const row = rows[0];
@@ -119,32 +124,84 @@ export function rebuildUsageHourlySql(filter: string): [remove: string, fill: st
   return [remove, fill];
 }
 
-/** Both levels of one account ($1), rebuilt from its entries: run all four, in order, in one transaction. */
-export const REBUILD_ACCOUNT_USAGE: readonly string[] = [...rebuildUsageRollupSql("e.account_id = $1"), ...rebuildUsageHourlySql("e.account_id = $1")];
+/** usage_daily of the accounts `filter` selects, rebuilt from their usage_hourly rows: each hour's sums go to its UTC day. */
+export function rebuildUsageDailySql(filter: string): [remove: string, fill: string] {
+  const remove = `delete from usage_daily e where ${filter}`;
+  const fill = `
+    insert into usage_daily (account_id, dim, day, value, consumed, restored, granted, expired, generations)
+    select e.account_id, e.dim, to_timestamp(floor(extract(epoch from e.hour) / 86400) * 86400) as day, e.value,
+      sum(e.consumed), sum(e.restored), sum(e.granted), sum(e.expired), sum(e.generations)
+      from usage_hourly e
+     where ${filter}
+     group by 1, 2, 3, 4`;
+  return [remove, fill];
+}
+
+/** Every level of one account ($1), rebuilt from its entries: run all six, in order, in one transaction. */
+export const REBUILD_ACCOUNT_USAGE: readonly string[] = [
+  ...rebuildUsageRollupSql("e.account_id = $1"),
+  ...rebuildUsageHourlySql("e.account_id = $1"),
+  ...rebuildUsageDailySql("e.account_id = $1"),
+];
+
+const SUMS = (t: string) =>
+  `sum(${t}.consumed)::text as consumed, sum(${t}.restored)::text as restored, sum(${t}.granted)::text as granted, sum(${t}.expired)::text as expired, sum(${t}.generations)::text as generations`;
 
 /**
- * A series from the hourly level: one dimension (or none: the sums over every kind), in a zone whose
- * boundaries are whole UTC hours. One index range of (account_id, dim, hour).
+ * A series grouped by one dimension (or none: the sums over every kind) read by a level plan
+ * (domain/usage.ts `levelPlan`): the top level (days or hours) bucketed by the plan's moved
+ * boundaries, then the hours and slots that correct each boundary, signed. Two fixed statements
+ * (days or hours on top), each prepared once; every part is an index range of its level's key (the
+ * corrections are LATERAL subqueries fenced by OFFSET 0 so that each range is its own index
+ * range: flattened, a generic plan scans the dimension's every hour once per range).
  */
-const HOURLY_SERIES = `
-  select width_bucket(hour, ?::timestamptz[]) as bucket, case when ?::boolean then value end as value,
-    sum(consumed)::text as consumed, sum(restored)::text as restored, sum(granted)::text as granted,
-    sum(expired)::text as expired, sum(generations)::text as generations
-  from usage_hourly
-  where account_id = ? and dim = ? and hour >= ? and hour < ?
-  group by 1, 2
-  order by 1, 2
-  limit ?`;
+function leveledStatement(top: UsageLevel): string {
+  const [table, column] = top === "day" ? ["usage_daily", "day"] : ["usage_hourly", "hour"];
+  const hourFixes = top === "day"
+    ? `union all
+  select 1, c.j, c.sgn, case when ?::boolean then h.value end, ${SUMS("h")}
+    from unnest(?::timestamptz[], ?::timestamptz[], ?::int[], ?::int[]) as c(lo, hi, j, sgn)
+    cross join lateral (select * from usage_hourly h where h.account_id = ? and h.dim = ? and h.hour >= c.lo and h.hour < c.hi offset 0) h
+   group by 2, 3, 4`
+    : "";
+  // One row, one JSON text: parsing ~550 rows of ten columns in the driver cost more than the statement.
+  return `
+  select coalesce(json_agg(json_build_array(x.part, x.idx, x.sgn, x.value, x.consumed, x.restored, x.granted, x.expired, x.generations)), '[]')::text as rows from (
+  select 0 as part, width_bucket(t.${column}, ?::timestamptz[]) - 1 as idx, 1 as sgn, case when ?::boolean then t.value end as value, ${SUMS("t")}
+    from ${table} t where t.account_id = ? and t.dim = ? and t.${column} >= ? and t.${column} < ?
+   group by 2, 4
+  ${hourFixes}
+  union all
+  select 1, c.j, c.sgn, case when ?::boolean then (case ?::text when 'model' then r.model when 'kind' then r.kind when 'member' then r.member_id else r.caller end) end,
+    ${SUMS("r")}
+    from unnest(?::timestamptz[], ?::timestamptz[], ?::int[], ?::int[]) as c(lo, hi, j, sgn)
+    cross join lateral (select * from usage_rollup r where r.account_id = ? and r.slot >= c.lo and r.slot < c.hi offset 0) r
+   group by 2, 3, 4) x`;
+}
+const LEVELED = { day: leveledStatement("day"), hour: leveledStatement("hour") };
 
-export async function hourlySeries(q: Query, accountId: string, bounds: readonly Date[], dim: UsageDimension | null, maxRows: number): Promise<UsageSeriesRow[]> {
-  const rows = await q(HOURLY_SERIES, [bounds, dim !== null, accountId, dim ?? "kind", bounds[0], bounds[bounds.length - 1], maxRows + 1], "usage_hourly_series");
-  return rows.map((r) => ({
-    bucket: Number(r["bucket"]) - 1,
-    group: dim === null ? {} : { [dim]: r["value"] as string },
-    consumed: BigInt(r["consumed"] as string),
-    restored: BigInt(r["restored"] as string),
-    granted: BigInt(r["granted"] as string),
-    expired: BigInt(r["expired"] as string),
-    generations: BigInt(r["generations"] as string),
+function rangeColumns(ranges: readonly SignedRange[]): [Date[], Date[], number[], number[]] {
+  return [ranges.map((r) => r.from), ranges.map((r) => r.to), ranges.map((r) => r.boundary), ranges.map((r) => r.sign)];
+}
+
+export async function leveledSeries(q: Query, accountId: string, plan: LevelPlan, dim: UsageDimension | null): Promise<LevelRow[]> {
+  const grouped = dim !== null;
+  const levelDim = dim ?? "kind";
+  const top = plan.topBounds;
+  const params: unknown[] = [top, grouped, accountId, levelDim, top[0], top[top.length - 1]];
+  if (plan.top === "day") params.push(grouped, ...rangeColumns(plan.hours), accountId, levelDim);
+  params.push(grouped, levelDim, ...rangeColumns(plan.slots), accountId);
+  const [row] = await q(LEVELED[plan.top], params, `usage_leveled_${plan.top}`);
+  const parsed = JSON.parse((row?.["rows"] as string | undefined) ?? "[]") as [number, number, number, string | null, string, string, string, string, string][];
+  return parsed.map(([part, index, sign, value, consumed, restored, granted, expired, generations]) => ({
+    part: part === 0 ? "top" : "fix",
+    index,
+    sign: sign < 0 ? -1 : 1,
+    value: grouped ? value : null,
+    consumed: BigInt(consumed),
+    restored: BigInt(restored),
+    granted: BigInt(granted),
+    expired: BigInt(expired),
+    generations: BigInt(generations),
   }));
 }

@@ -4,7 +4,7 @@ import { commit, release, reserve } from "../../src/domain/holds.js";
 import type { EntryKind } from "../../src/domain/ledger-entry.js";
 import { applyDue } from "../../src/domain/maintenance.js";
 import { boundaries } from "../../src/domain/time-zone.js";
-import { hourlyDeltas, slotOf, usageDeltas } from "../../src/domain/usage.js";
+import { combineLevels, type LevelDelta, type LevelRow, levelDeltas, levelPlan, type SignedRange, slotOf, type UsageDelta, type UsageDimension, usageDeltas } from "../../src/domain/usage.js";
 import { adjustment, at, DAY, HOUR, MINUTE, newBook, newId, T0, topUp } from "./fixtures.js";
 
 type Op =
@@ -27,7 +27,7 @@ const METRIC_KINDS: Record<string, EntryKind[]> = { consumed: ["CAPTURE"], resto
 describe("the usage rollup's additions (property)", () => {
   it("every series, by any zone's days, sums to the entries it covers; generations are the committed holds", () => {
     fc.assert(
-      fc.property(fc.array(opArb, { minLength: 1, maxLength: 60 }), fc.constantFrom("UTC", "Europe/Paris", "Asia/Kolkata", "America/St_Johns"), (ops, zone) => {
+      fc.property(fc.array(opArb, { minLength: 1, maxLength: 60 }), fc.constantFrom("UTC", "Europe/Paris", "Asia/Kolkata", "America/St_Johns", "Asia/Kathmandu", "Pacific/Chatham"), (ops, zone) => {
         const book = newBook();
         adjustment(book, "seed", 1000n, null, at(-DAY));
         let now = T0;
@@ -86,14 +86,24 @@ describe("the usage rollup's additions (property)", () => {
         const nonZero = (m: Map<number, bigint>) => [...m].filter(([, v]) => v !== 0n).sort((a, b) => a[0] - b[0]);
         expect(nonZero(bySlots)).toEqual(nonZero(byEntries));
         // The hourly level: per dimension, the same totals, each hour holding its slots.
-        const hourly = hourlyDeltas(deltas);
+        const hourly = levelDeltas(deltas, "hour");
         for (const dim of ["model", "kind", "member", "caller"] as const) {
           const rows = hourly.filter((h) => h.dim === dim);
           expect(rows.reduce((s, h) => s + h.consumed, 0n), dim).toBe(deltas.reduce((s, d) => s + d.consumed, 0n));
           expect(rows.reduce((s, h) => s + h.generations, 0n), dim).toBe(deltas.reduce((s, d) => s + d.generations, 0n));
           for (const d of deltas) {
-            const h = rows.find((r) => r.value === d[dim] && r.hour.getTime() <= d.slot.getTime() && d.slot.getTime() < r.hour.getTime() + HOUR);
+            const h = rows.find((r) => r.value === d[dim] && r.start.getTime() <= d.slot.getTime() && d.slot.getTime() < r.start.getTime() + HOUR);
             expect(h, `${dim} ${d[dim]} at ${d.slot.toISOString()}`).toBeDefined();
+          }
+        }
+        // The levels read by a plan (days or hours on top, corrected at each boundary) give, per
+        // bucket and value, exactly what the slots give, in this zone, by DAY and by HOUR.
+        const daily = levelDeltas(deltas, "day");
+        const hourBounds = boundaries(zone, "HOUR", at(0), at(3 * DAY), 1000)!;
+        for (const [unitBounds, top] of [[bounds, "day"], [hourBounds, "hour"]] as const) {
+          for (const dim of ["model", "member", null] as const) {
+            const fromLevels = combineLevels(readPlan(levelPlan(unitBounds, top), deltas, top === "day" ? daily : hourly, hourly, dim), unitBounds.length - 1, dim);
+            expect(fromLevels, `${top} ${dim}`).toEqual(seriesFromSlots(deltas, unitBounds, dim));
           }
         }
         // Every slot is a 15-minute boundary.
@@ -103,3 +113,39 @@ describe("the usage rollup's additions (property)", () => {
     );
   });
 });
+
+type Amounts = Pick<UsageDelta, "consumed" | "restored" | "granted" | "expired" | "generations">;
+const amountsOf = (r: Amounts): Amounts => ({ consumed: r.consumed, restored: r.restored, granted: r.granted, expired: r.expired, generations: r.generations });
+
+/** What the store's leveled statement returns for a plan, computed from the levels in memory. */
+function readPlan(plan: ReturnType<typeof levelPlan>, slots: readonly UsageDelta[], top: readonly LevelDelta[], hours: readonly LevelDelta[], dim: UsageDimension | null): LevelRow[] {
+  const levelDim = dim ?? "kind";
+  const value = (v: string): string | null => (dim === null ? null : v);
+  const rows: LevelRow[] = [];
+  const last = plan.topBounds.length - 1;
+  for (const t of top.filter((r) => r.dim === levelDim)) {
+    const ms = t.start.getTime();
+    if (ms < plan.topBounds[0]!.getTime() || ms >= plan.topBounds[last]!.getTime()) continue;
+    const index = plan.topBounds.findLastIndex((b) => b.getTime() <= ms);
+    rows.push({ part: "top", index, sign: 1, value: value(t.value), ...amountsOf(t) });
+  }
+  const fixes = (ranges: readonly SignedRange[], items: readonly { at: Date; value: string; amounts: Amounts }[]) => {
+    for (const r of ranges) {
+      for (const i of items) if (i.at >= r.from && i.at < r.to) rows.push({ part: "fix", index: r.boundary, sign: r.sign, value: value(i.value), ...i.amounts });
+    }
+  };
+  fixes(plan.hours, hours.filter((h) => h.dim === levelDim).map((h) => ({ at: h.start, value: h.value, amounts: amountsOf(h) })));
+  fixes(plan.slots, slots.map((s) => ({ at: s.slot, value: s[levelDim], amounts: amountsOf(s) })));
+  return rows;
+}
+
+/** The same series straight from the slots: each slot in the bucket that holds it. */
+function seriesFromSlots(slots: readonly UsageDelta[], bounds: readonly Date[], dim: UsageDimension | null) {
+  const rows: LevelRow[] = [];
+  for (const s of slots) {
+    const index = bounds.findLastIndex((b) => b.getTime() <= s.slot.getTime());
+    if (index < 0 || index >= bounds.length - 1) continue;
+    rows.push({ part: "top", index, sign: 1, value: dim === null ? null : s[dim], ...amountsOf(s) });
+  }
+  return combineLevels(rows, bounds.length - 1, dim);
+}

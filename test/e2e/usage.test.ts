@@ -12,7 +12,9 @@ import {
   type UsageRow,
   UsageDimension,
 } from "../../src/client/index.js";
+import pg from "pg";
 import { failureOf } from "../support/e2e.js";
+import { TEST_DATABASE_URL } from "../support/env.js";
 import { newAccountId, newKey, startTestService, TEST_EPOCH, type TestService } from "../support/harness.js";
 
 /**
@@ -135,6 +137,69 @@ describe("GetUsage", () => {
       ["2030-03-31T21:30:00.000Z", 10n],
       ["2030-03-31T22:30:00.000Z", 20n],
     ]);
+  });
+
+  it("a series by one dimension (read from the daily and hourly levels, corrected at each boundary) equals the slots' in every zone", async () => {
+    const accountId = newAccountId("usage-levels");
+    await fund(accountId, 100_000n);
+    // Spends at quarter hours around UTC midnights, over three days, by two models and members.
+    const models = ["flux-pro", "veo-lite", "sdxl"];
+    let i = 0;
+    for (let at = new Date("2030-01-15T12:05:00Z").getTime(); at < new Date("2030-01-18T06:00:00Z").getTime(); at += 5 * HOUR + 45 * MINUTE) {
+      await clockTo(accountId, new Date(at).toISOString());
+      await spend(accountId, BigInt(10 + i), { model: models[i % 3]!, memberId: i % 2 === 0 ? "ann" : "bob" }, BigInt(5 + i));
+      i += 1;
+    }
+    const key = (r: UsageRow, dims: string[]) => `${iso(r)} ${dims.map((d) => r.group[d] ?? "").join(",")}`;
+    /** Rows of a finer grouping summed down to `dims`: what the slots give for that grouping. */
+    const summed = (rows: UsageRow[], dims: string[]) => {
+      const out = new Map<string, bigint[]>();
+      for (const r of rows) {
+        const k = key(r, dims);
+        const f = figures(r);
+        out.set(k, (out.get(k) ?? [0n, 0n, 0n, 0n, 0n]).map((v, j) => v + f[j]!));
+      }
+      return [...out].filter(([, f]) => f.some((v) => v !== 0n));
+    };
+    const cases: [Granularity, string, string][] = [
+      [Granularity.HOUR, "2030-01-15T00:00:00Z", "2030-01-18T12:00:00Z"],
+      [Granularity.DAY, "2030-01-10T00:00:00Z", "2030-01-25T00:00:00Z"],
+      [Granularity.MONTH, "2029-12-01T00:00:00Z", "2030-03-01T00:00:00Z"],
+    ];
+    for (const zone of ["", "Europe/Paris", "Asia/Kolkata", "Asia/Kathmandu", "America/St_Johns", "Pacific/Chatham"]) {
+      for (const [granularity, start, end] of cases) {
+        const leveled = await usage(accountId, start, end, granularity, [UsageDimension.MODEL], zone);
+        const slots = await usage(accountId, start, end, granularity, [UsageDimension.MODEL, UsageDimension.MEMBER], zone);
+        expect(leveled.rows.map((r) => [key(r, ["model"]), figures(r)]), `${zone} ${granularity}`).toEqual(summed(slots.rows, ["model"]));
+        const total = await usage(accountId, start, end, granularity, [], zone);
+        expect(total.rows.map((r) => [key(r, []), figures(r)]), `${zone} ${granularity} total`).toEqual(summed(slots.rows, []));
+        expect(total.rows.reduce((s, r) => s + r.consumed, 0n)).toBe(BigInt(i * 5 + (i * (i - 1)) / 2));
+      }
+    }
+    expect((await t.admin.reconcile({ accountId })).consistent).toBe(true);
+  }, 60_000);
+
+  it("Reconcile finds a level of the rollup that differs from the one below it: the days from the hours, the hours from the slots", async () => {
+    const accountId = newAccountId("usage-tamper");
+    await fund(accountId, 1000n);
+    await spend(accountId, 40n, { model: "sdxl" }, 30n);
+    expect((await t.admin.reconcile({ accountId })).consistent).toBe(true);
+    const db = new pg.Client({ connectionString: TEST_DATABASE_URL });
+    await db.connect();
+    try {
+      await db.query(`update usage_daily set consumed = consumed + 1 where account_id = $1 and dim = 'model' and value = 'sdxl'`, [accountId]);
+      const daily = await t.admin.reconcile({ accountId });
+      expect(daily.differences.map((d) => [d.subject, d.field, d.stored, d.fromEntries])).toEqual([["usage daily model=sdxl 2030-01-15", "consumed", 31n, 30n]]);
+      await db.query(`update usage_hourly set restored = restored + 2 where account_id = $1 and dim = 'model' and value = 'sdxl'`, [accountId]);
+      const hourly = await t.admin.reconcile({ accountId });
+      expect(hourly.differences.map((d) => [d.subject, d.field, d.stored, d.fromEntries])).toEqual([
+        ["usage daily model=sdxl 2030-01-15", "consumed", 31n, 30n],
+        ["usage daily model=sdxl 2030-01-15", "restored", 10n, 12n],
+        ["usage hourly model=sdxl 2030-01-15T12Z", "restored", 12n, 10n],
+      ]);
+    } finally {
+      await db.end();
+    }
   });
 
   it("bad input is INVALID_ARGUMENT naming the field; an unknown account is NOT_FOUND", async () => {
