@@ -11,7 +11,7 @@ import { percentile, PostgresCpuMeter, processCpuMs } from "./proc.js";
 import { buildAndMigrate, recreateDatabase, startServer } from "./setup.js";
 
 /**
- * npm run bench:usage [-- --entries 1000000] [-- --days 180] [-- --calls 500] [-- --warmup 50]
+ * npm run bench:usage [-- --entries 1000000] [-- --days 180] [-- --calls 500] [-- --warmup 50] [-- --alone-calls 300]
  *                     [-- --concurrency 8] [-- --concurrent-calls 400] [-- --max-seconds 90] [-- --explain]
  *
  * GetUsage and ForecastBalance of one large account, on the built server started as bench/run.ts
@@ -28,8 +28,8 @@ import { buildAndMigrate, recreateDatabase, startServer } from "./setup.js";
  * Then, through the connect client (src/client), interleaved per call: GetUsage of the 90 days
  * ending now by DAY grouped by MODEL in UTC, Europe/Paris and Asia/Kolkata (a half-hour offset),
  * and ForecastBalance — `--warmup` calls each, then `--calls` sequential calls each (latency, and
- * the server's and Postgres' CPU per call of the mix), then up to 100 calls of each kind alone
- * (its CPU per call), then `--concurrent-calls` each with `--concurrency` in flight. Beside them,
+ * the server's and Postgres' CPU per call of the mix), then up to `--alone-calls` calls of each kind alone
+ * (its CPU per call and latency), then `--concurrent-calls` each with `--concurrency` in flight. Beside them,
  * the same SQL the server runs (src/store/usage-rollup.ts on a pool, as the server prepares it:
  * named, under the hot path's planner settings; for GetUsage the daily level with the zone's
  * boundary corrections, as src/app/usage.ts reads it), timed alone: how much of a call is the
@@ -52,7 +52,7 @@ const WARMUP = arg("warmup", 50);
 const CONCURRENCY = arg("concurrency", 8);
 const CONCURRENT_CALLS = arg("concurrent-calls", 400);
 const SQL_CALLS = arg("sql-calls", 200);
-const CPU_CALLS = 100;
+const CPU_CALLS = arg("alone-calls", 300);
 /** Each pooled connection prepares a statement on its first run; a few runs warm the caches. */
 const SQL_WARMUP = 5;
 const MAX_SECONDS = arg("max-seconds", 90);
@@ -277,19 +277,20 @@ async function main(): Promise<void> {
     const totalCalls = KINDS.reduce((n, k) => n + sequential[k].length, 0);
 
     // CPU per call of each kind apart (the interleaved calls above give only the mix's).
-    step(`CPU per call: up to ${CPU_CALLS} sequential calls of each kind, one kind at a time`);
-    const cpuPerCall: Record<string, { server: number; postgres: number; calls: number }> = {};
+    step(`one kind at a time: up to ${CPU_CALLS} sequential calls of each (CPU per call, latency)`);
+    const cpuPerCall: Record<string, { server: number; postgres: number; calls: number; latency: Latency }> = {};
     for (const kind of KINDS) {
       const server1 = processCpuMs(proc.pid!);
       const meter1 = new PostgresCpuMeter([BENCH_DB]);
       const k0 = performance.now();
       let calls = 0;
+      const samples: number[] = [];
       while (calls < CPU_CALLS && performance.now() - k0 < (MAX_SECONDS * 1000) / KINDS.length) {
-        await call(kind);
+        samples.push(await call(kind));
         calls += 1;
       }
       const postgres = meter1.stop();
-      cpuPerCall[kind] = { server: (processCpuMs(proc.pid!) - server1) / calls, postgres: postgres / calls, calls };
+      cpuPerCall[kind] = { server: (processCpuMs(proc.pid!) - server1) / calls, postgres: postgres / calls, calls, latency: latencyOf(samples) };
     }
 
     step(`${CONCURRENT_CALLS} calls of each kind, ${CONCURRENCY} in flight`);
@@ -378,8 +379,11 @@ async function main(): Promise<void> {
     console.log(
       `  CPU per call (all kinds): server ${f(report.sequentialCpuMsPerCall.server)} ms, Postgres ${f(report.sequentialCpuMsPerCall.postgres)} ms; ${f(report.sequentialCpuMsPerCall.callsPerSec)} calls/s`,
     );
-    console.log(`CPU per call, one kind at a time (server process / Postgres backends):`);
-    for (const kind of KINDS) console.log(`  ${kind.padEnd(20)} ${f(cpuPerCall[kind]!.server)} / ${f(cpuPerCall[kind]!.postgres)} ms (${cpuPerCall[kind]!.calls} calls)`);
+    console.log(`one kind at a time: CPU per call (server process / Postgres backends) and latency:`);
+    for (const kind of KINDS) {
+      const k = cpuPerCall[kind]!;
+      console.log(`  ${kind.padEnd(20)} ${f(k.server)} / ${f(k.postgres)} ms; ${l(k.latency)} (${k.calls} calls)`);
+    }
     console.log(`up to ${CONCURRENT_CALLS} calls each, ${CONCURRENCY} in flight:`);
     for (const kind of KINDS) console.log(`  ${kind.padEnd(20)} ${l(concurrent[kind]!.latency)}, ${f(concurrent[kind]!.callsPerSec)} calls/s (${concurrent[kind]!.latency.n} calls)`);
     console.log(`the statements alone (sequential, after ${SQL_WARMUP}; named, hot-path planner settings, as the server runs them):`);
