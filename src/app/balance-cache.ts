@@ -28,11 +28,14 @@ export interface BalanceCacheOptions {
 /** How long the sequence of each account's last change is remembered: a read or write that takes longer stores nothing. */
 const CHANGES_REMEMBERED_MS = 10_000;
 
+/**
+ * Bytes only: a written book's balance is encoded when it is kept, not when first read. A kept
+ * view held its buckets' objects (1–2 KB an account against ~150 bytes encoded) and a write-heavy
+ * run keeps tens of thousands of accounts never read; encoding each written balance costs a few
+ * microseconds.
+ */
 interface Entry {
-  /** Encoded on the first lookup for a balance this process wrote (and the view let go). */
-  body: Uint8Array | null;
-  /** A written book's balance and sequence, until encoded (they are taken from the same committed book, so they always pair). */
-  written: { readonly view: BalanceView; readonly sequence: bigint } | null;
+  readonly body: Uint8Array;
   readonly clockOffsetMs: number;
   readonly until: number;
   readonly storedAt: number;
@@ -44,7 +47,7 @@ interface Entry {
  * writes before they are answered, other processes' through Postgres), when anything may have
  * changed (the feed was lost), when its account's next due instant comes, or after `maxAgeMs`.
  * While the feed is not live nothing is served or kept. The books this process writes are kept
- * as they were committed, so a read after a write needs no round trip either.
+ * (encoded) as they were committed, so a read after a write needs no round trip either.
  *
  * What a read (or a write) found may be kept only if its account has not changed since the read
  * began: each takes a ticket (the feed's sequence) first, and the sequence of every account's
@@ -85,7 +88,7 @@ export class BalanceCache {
 
   /** Keeps what a read found, unless its account (or anything) changed after the read began. */
   set(ticket: number, accountId: string, value: CachedBalance): void {
-    if (this.mayKeep(ticket, this.changedAt.get(accountId)?.sequence)) this.put(accountId, { ...value, written: null });
+    if (this.mayKeep(ticket, this.changedAt.get(accountId)?.sequence)) this.put(accountId, value);
   }
 
   private lookup(accountId: string, serverNow: Date): CachedBalance | undefined {
@@ -95,10 +98,6 @@ export class BalanceCache {
     if (this.monotonicMs() - entry.storedAt >= this.options.maxAgeMs || serverNow.getTime() + entry.clockOffsetMs >= entry.until) {
       this.entries.delete(accountId);
       return undefined;
-    }
-    if (entry.body === null) {
-      entry.body = this.options.encode(entry.written!.view, entry.written!.sequence);
-      entry.written = null;
     }
     const body = entry.body;
     // Most recently read last: eviction takes the first.
@@ -136,7 +135,7 @@ export class BalanceCache {
     for (const w of written) {
       if (!this.mayKeep(w.since, before.get(w.book.accountId))) continue;
       const until = nextChangeAt(w.book, w.at, w.nextHoldExpiry)?.getTime() ?? Number.POSITIVE_INFINITY;
-      this.put(w.book.accountId, { body: null, written: { view: w.book.balance(w.at), sequence: w.book.sequence }, clockOffsetMs: w.book.clockOffsetMs, until });
+      this.put(w.book.accountId, { body: this.options.encode(w.book.balance(w.at), w.book.sequence), clockOffsetMs: w.book.clockOffsetMs, until });
     }
     for (const [id, change] of this.changedAt) {
       if (now - change.atMs < CHANGES_REMEMBERED_MS) break;

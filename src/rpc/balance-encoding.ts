@@ -37,7 +37,16 @@ export const getBalanceEncoding: BalanceEncoding = {
     const before = encodeMessage(BalanceSchema, { ...message, asOf: undefined, bucketsTruncated: false, bucketCount: 0 });
     const after = encodeMessage(BalanceSchema, create(BalanceSchema, { bucketsTruncated, bucketCount }));
     const tail = sequence === 0n ? new Uint8Array(0) : new BinaryWriter().tag(SEQUENCE, WireType.Varint).int64(sequence).finish();
-    return Buffer.concat([before, after, tail, Uint8Array.of(after.length, tail.length)]);
+    // Its own memory, exactly its size: the balance cache keeps bodies for minutes, and a small
+    // Buffer (Buffer.concat, allocUnsafe) is a slice of a shared 8 KB pool slab that it would keep
+    // alive whole (measured: 30,000 kept bodies, peak RSS 214 → 282 MB).
+    const out = new Uint8Array(before.length + after.length + tail.length + 2);
+    out.set(before, 0);
+    out.set(after, before.length);
+    out.set(tail, before.length + after.length);
+    out[out.length - 2] = after.length;
+    out[out.length - 1] = tail.length;
+    return out;
   },
   stamp(body, asOf) {
     const { balance, tail } = stamped(body, asOf);

@@ -153,11 +153,11 @@ describe("BalanceCache: the books this process writes", () => {
     new AccountBook(id, [{ id: `${id}-b`, accountId: id, kind: "ADJUSTMENT", granted: credits, remaining: credits, held: 0n, validFrom: NOW, expiresAt, sourceRef: "adj", createdAt: NOW }], []);
   const written = (b: AccountBook, since: number, nextHoldExpiry: Date | null = null): WrittenAccount => ({ book: b, at: NOW, nextHoldExpiry, since });
 
-  it("keeps a committed book, encoding it only when it is first read", () => {
+  it("keeps a committed book encoded once, when it is kept (bytes, not the book's objects), and serves those bytes", () => {
     const { feed, cache, encoded } = setup();
     const since = feed.sequence;
     feed.change(["a"], [written(book("a", 7n), since)]);
-    expect(encoded).toEqual([]);
+    expect(encoded.map((v) => v.available)).toEqual([7n]);
     expect(cache.get("a", NOW)?.body).toEqual(new Uint8Array([7]));
     expect(cache.get("a", NOW)?.body).toEqual(new Uint8Array([7]));
     expect(encoded.map((v) => v.available)).toEqual([7n]);
