@@ -3,6 +3,7 @@ import { type BucketAmounts, bucketDifferences, type Difference, type KindTotal,
 import type { EntryKind } from "../domain/ledger-entry.js";
 import { inSnapshot, type Statement, type Transaction } from "./pg.js";
 import { allocationsFromRow, type Row } from "./rows.js";
+import { levelCheckSql } from "./usage-rollup.js";
 
 /**
  * Reconcile in Postgres: the comparison runs where the entries are, and only what differs comes
@@ -177,37 +178,9 @@ export const RECONCILE_USAGE = `
       ('expired', coalesce(r.expired, 0), coalesce(e.expired, 0))) as f(field, stored, from_entries)
    where f.stored <> f.from_entries
   union all
-  select 'usage hourly ' || coalesce(h.dim, f.dim) || '=' || coalesce(h.value, f.value) || ' ' ||
-      to_char(coalesce(h.hour, f.hour) at time zone 'UTC', 'YYYY-MM-DD"T"HH24"Z"'),
-    x.field, x.stored::text, x.from_entries::text
-    from (select dim, hour, value, consumed, restored, granted, expired, generations from usage_hourly where account_id = ?) h
-    full join (
-      select d.dim, to_timestamp(floor(extract(epoch from r.slot) / 3600) * 3600) as hour, d.value,
-        sum(r.consumed) as consumed, sum(r.restored) as restored, sum(r.granted) as granted, sum(r.expired) as expired, sum(r.generations) as generations
-        from usage_rollup r
-        cross join lateral (values ('model', r.model), ('kind', r.kind), ('member', r.member_id), ('caller', r.caller)) as d(dim, value)
-       where r.account_id = ? group by 1, 2, 3) f on f.dim = h.dim and f.hour = h.hour and f.value = h.value
-    cross join lateral (values ('consumed', coalesce(h.consumed, 0), coalesce(f.consumed, 0)),
-      ('restored', coalesce(h.restored, 0), coalesce(f.restored, 0)),
-      ('granted', coalesce(h.granted, 0), coalesce(f.granted, 0)),
-      ('expired', coalesce(h.expired, 0), coalesce(f.expired, 0)),
-      ('generations', coalesce(h.generations, 0), coalesce(f.generations, 0))) as x(field, stored, from_entries)
-   where x.stored <> x.from_entries
+  ${levelCheckSql("hour", "usage hourly", 'YYYY-MM-DD"T"HH24"Z"')}
   union all
-  select 'usage daily ' || coalesce(d.dim, f.dim) || '=' || coalesce(d.value, f.value) || ' ' ||
-      to_char(coalesce(d.day, f.day) at time zone 'UTC', 'YYYY-MM-DD'),
-    x.field, x.stored::text, x.from_entries::text
-    from (select dim, day, value, consumed, restored, granted, expired, generations from usage_daily where account_id = ?) d
-    full join (
-      select h.dim, to_timestamp(floor(extract(epoch from h.hour) / 86400) * 86400) as day, h.value,
-        sum(h.consumed) as consumed, sum(h.restored) as restored, sum(h.granted) as granted, sum(h.expired) as expired, sum(h.generations) as generations
-        from usage_hourly h where h.account_id = ? group by 1, 2, 3) f on f.dim = d.dim and f.day = d.day and f.value = d.value
-    cross join lateral (values ('consumed', coalesce(d.consumed, 0), coalesce(f.consumed, 0)),
-      ('restored', coalesce(d.restored, 0), coalesce(f.restored, 0)),
-      ('granted', coalesce(d.granted, 0), coalesce(f.granted, 0)),
-      ('expired', coalesce(d.expired, 0), coalesce(f.expired, 0)),
-      ('generations', coalesce(d.generations, 0), coalesce(f.generations, 0))) as x(field, stored, from_entries)
-   where x.stored <> x.from_entries
+  ${levelCheckSql("day", "usage daily", "YYYY-MM-DD")}
   union all
   select 'usage generations', 'generations', s.stored::text, s.committed::text from (
     select (select coalesce(sum(generations), 0) from usage_rollup where account_id = ?) as stored,

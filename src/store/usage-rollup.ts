@@ -108,40 +108,93 @@ export function rebuildUsageRollupSql(filter: string): [remove: string, fill: st
 
 
 /**
- * usage_hourly of the accounts `filter` selects (an SQL condition on `e.account_id`), rebuilt from
- * their usage_rollup rows: each slot's sums go to its UTC hour once per dimension.
+ * The coarser levels, each summed from the one below it: an hour from its slots (once per
+ * dimension), a day from its hours. `source` yields, per row below, the account, dimension,
+ * instant and value with the five figures; `filter` is an SQL condition on `e.account_id`.
  */
-export function rebuildUsageHourlySql(filter: string): [remove: string, fill: string] {
-  const remove = `delete from usage_hourly e where ${filter}`;
-  const fill = `
-    insert into usage_hourly (account_id, dim, hour, value, consumed, restored, granted, expired, generations)
-    select e.account_id, d.dim, to_timestamp(floor(extract(epoch from e.slot) / 3600) * 3600) as hour, d.value,
-      sum(e.consumed), sum(e.restored), sum(e.granted), sum(e.expired), sum(e.generations)
-      from usage_rollup e
-      cross join lateral (values ('model', e.model), ('kind', e.kind), ('member', e.member_id), ('caller', e.caller)) as d(dim, value)
-     where ${filter}
+const LEVEL_TABLES: Readonly<Record<UsageLevel, { table: string; column: string; seconds: number; source: (filter: string) => string }>> = {
+  hour: {
+    table: "usage_hourly",
+    column: "hour",
+    seconds: 3600,
+    source: (filter) => `
+      select e.account_id, d.dim, e.slot as at, d.value, e.consumed, e.restored, e.granted, e.expired, e.generations
+        from usage_rollup e
+        cross join lateral (values ('model', e.model), ('kind', e.kind), ('member', e.member_id), ('caller', e.caller)) as d(dim, value)
+       where ${filter}`,
+  },
+  day: {
+    table: "usage_daily",
+    column: "day",
+    seconds: 86_400,
+    source: (filter) => `
+      select e.account_id, e.dim, e.hour as at, e.value, e.consumed, e.restored, e.granted, e.expired, e.generations
+        from usage_hourly e
+       where ${filter}`,
+  },
+};
+
+/** A level's rows as the level below sums them: account_id, dim, start, value and the five figures. */
+export function levelFromBelowSql(level: UsageLevel, filter: string): string {
+  const { seconds, source } = LEVEL_TABLES[level];
+  return `
+    select s.account_id, s.dim, to_timestamp(floor(extract(epoch from s.at) / ${seconds}) * ${seconds}) as start, s.value,
+      sum(s.consumed) as consumed, sum(s.restored) as restored, sum(s.granted) as granted, sum(s.expired) as expired, sum(s.generations) as generations
+      from (${source(filter)}) s
      group by 1, 2, 3, 4`;
-  return [remove, fill];
 }
 
-/** usage_daily of the accounts `filter` selects, rebuilt from their usage_hourly rows: each hour's sums go to its UTC day. */
-export function rebuildUsageDailySql(filter: string): [remove: string, fill: string] {
-  const remove = `delete from usage_daily e where ${filter}`;
-  const fill = `
-    insert into usage_daily (account_id, dim, day, value, consumed, restored, granted, expired, generations)
-    select e.account_id, e.dim, to_timestamp(floor(extract(epoch from e.hour) / 86400) * 86400) as day, e.value,
-      sum(e.consumed), sum(e.restored), sum(e.granted), sum(e.expired), sum(e.generations)
-      from usage_hourly e
-     where ${filter}
-     group by 1, 2, 3, 4`;
-  return [remove, fill];
+/** The table of a level (migrations create them alike): per account, dimension, UTC start and value, the five figures. */
+export function levelTableSql(level: UsageLevel): string {
+  const { table, column } = LEVEL_TABLES[level];
+  return `create table ${table} (
+      account_id text not null,
+      dim text not null check (dim in ('model', 'kind', 'member', 'caller')),
+      ${column} timestamptz not null,
+      value text not null,
+      consumed bigint not null default 0,
+      restored bigint not null default 0,
+      granted bigint not null default 0,
+      expired bigint not null default 0,
+      generations bigint not null default 0,
+      primary key (account_id, dim, ${column}, value)
+    );`;
+}
+
+/** A level of the accounts `filter` selects (an SQL condition on `e.account_id`), rebuilt from the level below. */
+export function rebuildLevelSql(level: UsageLevel, filter: string): [remove: string, fill: string] {
+  const { table, column } = LEVEL_TABLES[level];
+  return [
+    `delete from ${table} e where ${filter}`,
+    `insert into ${table} (account_id, dim, ${column}, value, consumed, restored, granted, expired, generations) ${levelFromBelowSql(level, filter)}`,
+  ];
+}
+
+/**
+ * Reconcile's check of a level against the level below (one `?`: the account, twice): only the
+ * (dimension, value, start) rows and figures that differ come back, named by `subject`.
+ */
+export function levelCheckSql(level: UsageLevel, subject: string, format: string): string {
+  const { table, column } = LEVEL_TABLES[level];
+  return `
+  select '${subject} ' || coalesce(h.dim, f.dim) || '=' || coalesce(h.value, f.value) || ' ' ||
+      to_char(coalesce(h.start, f.start) at time zone 'UTC', '${format}') as subject,
+    x.field, x.stored::text as stored, x.from_entries::text as from_entries
+    from (select dim, ${column} as start, value, consumed, restored, granted, expired, generations from ${table} where account_id = ?) h
+    full join (${levelFromBelowSql(level, "e.account_id = ?")}) f on f.dim = h.dim and f.start = h.start and f.value = h.value
+    cross join lateral (values ('consumed', coalesce(h.consumed, 0), coalesce(f.consumed, 0)),
+      ('restored', coalesce(h.restored, 0), coalesce(f.restored, 0)),
+      ('granted', coalesce(h.granted, 0), coalesce(f.granted, 0)),
+      ('expired', coalesce(h.expired, 0), coalesce(f.expired, 0)),
+      ('generations', coalesce(h.generations, 0), coalesce(f.generations, 0))) as x(field, stored, from_entries)
+   where x.stored <> x.from_entries`;
 }
 
 /** Every level of one account ($1), rebuilt from its entries: run all six, in order, in one transaction. */
 export const REBUILD_ACCOUNT_USAGE: readonly string[] = [
   ...rebuildUsageRollupSql("e.account_id = $1"),
-  ...rebuildUsageHourlySql("e.account_id = $1"),
-  ...rebuildUsageDailySql("e.account_id = $1"),
+  ...rebuildLevelSql("hour", "e.account_id = $1"),
+  ...rebuildLevelSql("day", "e.account_id = $1"),
 ];
 
 const SUMS = (t: string) =>

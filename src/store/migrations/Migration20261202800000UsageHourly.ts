@@ -1,5 +1,5 @@
 import { Migration } from "@mikro-orm/migrations";
-import { rebuildUsageHourlySql } from "../usage-rollup.js";
+import { levelTableSql, rebuildLevelSql } from "../usage-rollup.js";
 
 /**
  * The usage rollup's hourly level (domain/usage.ts): per account, UTC hour and ONE dimension
@@ -11,18 +11,7 @@ import { rebuildUsageHourlySql } from "../usage-rollup.js";
  */
 export class Migration20261202800000UsageHourly extends Migration {
   override async up(): Promise<void> {
-    this.addSql(`create table usage_hourly (
-      account_id text not null,
-      dim text not null check (dim in ('model', 'kind', 'member', 'caller')),
-      hour timestamptz not null,
-      value text not null,
-      consumed bigint not null default 0,
-      restored bigint not null default 0,
-      granted bigint not null default 0,
-      expired bigint not null default 0,
-      generations bigint not null default 0,
-      primary key (account_id, dim, hour, value)
-    );`);
-    for (const sql of rebuildUsageHourlySql("true")) this.addSql(sql);
+    this.addSql(levelTableSql("hour"));
+    for (const sql of rebuildLevelSql("hour", "true")) this.addSql(sql);
   }
 }

@@ -1,5 +1,5 @@
 import { Migration } from "@mikro-orm/migrations";
-import { rebuildUsageDailySql } from "../usage-rollup.js";
+import { levelTableSql, rebuildLevelSql } from "../usage-rollup.js";
 
 /**
  * The usage rollup's daily level (domain/usage.ts): per account, UTC day and one dimension's value,
@@ -11,18 +11,7 @@ import { rebuildUsageDailySql } from "../usage-rollup.js";
  */
 export class Migration20261202900000UsageDaily extends Migration {
   override async up(): Promise<void> {
-    this.addSql(`create table usage_daily (
-      account_id text not null,
-      dim text not null check (dim in ('model', 'kind', 'member', 'caller')),
-      day timestamptz not null,
-      value text not null,
-      consumed bigint not null default 0,
-      restored bigint not null default 0,
-      granted bigint not null default 0,
-      expired bigint not null default 0,
-      generations bigint not null default 0,
-      primary key (account_id, dim, day, value)
-    );`);
-    for (const sql of rebuildUsageDailySql("true")) this.addSql(sql);
+    this.addSql(levelTableSql("day"));
+    for (const sql of rebuildLevelSql("day", "true")) this.addSql(sql);
   }
 }
