@@ -32,6 +32,7 @@ export function codeFor(reason: FailureReason): status {
       return status.NOT_FOUND;
     case "INSUFFICIENT_CREDITS":
     case "SPEND_LIMIT_EXCEEDED":
+    case "AUTO_TOP_UP_REQUEST_STALE":
     case "BALANCE_LIMIT":
     case "RESERVATION_NOT_HELD":
     case "RESERVATION_EXPIRED":
