@@ -1,5 +1,5 @@
 import { fail, ok, type Result } from "./errors.js";
-import type { Money, TopUpPack } from "./grants.js";
+import type { TopUpPack } from "./grants.js";
 
 /**
  * Auto top-up (issue "Auto top-up"): the service decides when an account buys credits, billing
@@ -308,9 +308,4 @@ export function recordFailure(rule: AutoTopUpRule, request: AutoTopUpRequest, re
     rule.state = "ARMED";
   }
   return events;
-}
-
-/** Money a pack request costs (for the REQUESTED event): the pack's price; a target-sized request has none here. */
-export function requestPrice(request: AutoTopUpRequest): Money | null {
-  return request.pack?.price ?? null;
 }
