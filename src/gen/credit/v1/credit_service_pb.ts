@@ -435,6 +435,9 @@ export const GetUsageRequestSchema: GenMessage<GetUsageRequest> = /*@__PURE__*/
  */
 export type GetUsageResponse = Message<"credit.v1.GetUsageResponse"> & {
   /**
+   * Ordered by start, then by the group's values (code-point order). A group whose figures are all
+   * zero in a bucket is left out.
+   *
    * @generated from field: repeated credit.v1.UsageRow rows = 1;
    */
   rows: UsageRow[];
