@@ -109,6 +109,11 @@ interface Run {
   readonly redisCpuMs: number;
 }
 
+/** An A/B's figures from its runs: one run's cycles/s, CPU per cycle over runs, and cycles per ms over runs (the A/B ratio's terms). */
+const rate = (r: Run) => (r.result.ops / r.result.elapsedMs) * 1000;
+const perCycle = (rs: Run[], f: (r: Run) => number) => rs.reduce((a, r) => a + f(r), 0) / Math.max(1, rs.reduce((a, r) => a + r.result.ops, 0));
+const total = (rs: Run[]) => rs.reduce((a, r) => a + r.result.ops, 0) / rs.reduce((a, r) => a + r.result.elapsedMs, 0);
+
 /** Processes whose CPU a run is charged: the server and the bench's own Redis (Postgres: PostgresCpuMeter on the bench's database). */
 interface Pids {
   readonly server: number;
@@ -276,13 +281,10 @@ async function main(): Promise<void> {
             ab.private.push(await load(job("cycle", accs, clients), pid));
             ab.toBinary.push(await load({ ...job("cycle", accs, clients), target: otherTarget }, otherPid));
           }
-          const rate = (r: Run) => (r.result.ops / r.result.elapsedMs) * 1000;
-          const cpu = (rs: Run[]) => rs.reduce((a, r) => a + r.serverCpuMs, 0) / Math.max(1, rs.reduce((a, r) => a + r.result.ops, 0));
-          const total = (rs: Run[]) => rs.reduce((a, r) => a + r.result.ops, 0) / rs.reduce((a, r) => a + r.result.elapsedMs, 0);
           encoderAB[`${name}/${clients}`] = {
             private: ab.private.map(rate),
             toBinary: ab.toBinary.map(rate),
-            serverCpuMsPerCycle: { private: cpu(ab.private), toBinary: cpu(ab.toBinary) },
+            serverCpuMsPerCycle: { private: perCycle(ab.private, (r) => r.serverCpuMs), toBinary: perCycle(ab.toBinary, (r) => r.serverCpuMs) },
             ratio: total(ab.toBinary) / total(ab.private),
           };
         }
@@ -301,9 +303,6 @@ async function main(): Promise<void> {
           ab.on.push(await load(job("cycle", accounts, clients), pid));
           ab.off.push(await load({ ...job("cycle", accounts, clients), target: offTarget }, offPid));
         }
-        const rate = (r: Run) => (r.result.ops / r.result.elapsedMs) * 1000;
-        const perCycle = (rs: Run[], f: (r: Run) => number) => rs.reduce((a, r) => a + f(r), 0) / Math.max(1, rs.reduce((a, r) => a + r.result.ops, 0));
-        const total = (rs: Run[]) => rs.reduce((a, r) => a + r.result.ops, 0) / rs.reduce((a, r) => a + r.result.elapsedMs, 0);
         outboxAB[`uniform/${clients}`] = {
           on: ab.on.map(rate),
           off: ab.off.map(rate),
@@ -342,9 +341,6 @@ async function main(): Promise<void> {
             await on();
           }
         }
-        const rate = (r: Run) => (r.result.ops / r.result.elapsedMs) * 1000;
-        const perCycle = (rs: Run[], f: (r: Run) => number) => rs.reduce((a, r) => a + f(r), 0) / Math.max(1, rs.reduce((a, r) => a + r.result.ops, 0));
-        const total = (rs: Run[]) => rs.reduce((a, r) => a + r.result.ops, 0) / rs.reduce((a, r) => a + r.result.elapsedMs, 0);
         usageRollupAB[`uniform/${clients}`] = {
           on: ab.on.map(rate),
           off: ab.off.map(rate),
@@ -387,9 +383,6 @@ async function main(): Promise<void> {
             ab.with.push(await load(withJob(clients), pid));
           }
         }
-        const rate = (r: Run) => (r.result.ops / r.result.elapsedMs) * 1000;
-        const perCycle = (rs: Run[], f: (r: Run) => number) => rs.reduce((a, r) => a + f(r), 0) / Math.max(1, rs.reduce((a, r) => a + r.result.ops, 0));
-        const total = (rs: Run[]) => rs.reduce((a, r) => a + r.result.ops, 0) / rs.reduce((a, r) => a + r.result.elapsedMs, 0);
         const errors = (rs: Run[]) => {
           const out: Errors = {};
           for (const r of rs) for (const [code, n] of Object.entries(r.result.errors)) out[code] = (out[code] ?? 0) + n;
