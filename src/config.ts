@@ -207,6 +207,10 @@ const schema = z
     BALANCE_ALERT_DEFAULT_PERCENT: z.coerce.number().int().min(0).max(100).default(10),
     /** CREDITS_EXPIRING is told this many days before a top-up or adjustment bucket expires with credits unused; 0: never. */
     EXPIRY_NOTICE_DAYS: z.coerce.number().int().min(0).max(365).default(7),
+    /** Failed auto top-up payments in a row that disable the rule until it is set again. */
+    AUTO_TOP_UP_MAX_FAILURES: z.coerce.number().int().min(1).max(100).default(3),
+    /** An auto top-up request unanswered this long expires: the rule re-arms (a late completion still grants). */
+    AUTO_TOP_UP_REQUEST_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(30 * 24 * 60 * 60).default(60 * 60),
     /**
      * The broker relay (app/event-relay.ts): unset = off. A NATS server with JetStream, e.g.
      * nats://127.0.0.1:4222; several comma-separated for a cluster. TLS is used when the server

@@ -124,6 +124,7 @@ async function startOnDatabase(
 ): Promise<RunningService> {
   const metrics = new Metrics();
   const alerts = { defaultPercent: config.BALANCE_ALERT_DEFAULT_PERCENT };
+  const autoTopUp = { maxFailures: config.AUTO_TOP_UP_MAX_FAILURES, requestTimeoutMs: config.AUTO_TOP_UP_REQUEST_TIMEOUT_SECONDS * 1000 };
   const expiryNoticeMs = config.EXPIRY_NOTICE_DAYS * 24 * 60 * 60 * 1000;
   const store = new PostgresLedgerStore(pool, orm, randomUUID, {
     changes,
@@ -133,7 +134,7 @@ async function startOnDatabase(
     batchAcrossAccounts: config.DB_BATCH_ACROSS_ACCOUNTS,
     staggerFrom: config.DB_BATCH_STAGGER_FROM,
     onBatch: (size) => metrics.writeBatchSize.observe(size),
-    apply: createApplyStage(ANSWERS, { events: config.EVENT_OUTBOX_ENABLED ? encodeEvent : null, alerts, expiryNoticeMs, usage: config.USAGE_ROLLUP_ENABLED }),
+    apply: createApplyStage(ANSWERS, { events: config.EVENT_OUTBOX_ENABLED ? encodeEvent : null, alerts, expiryNoticeMs, usage: config.USAGE_ROLLUP_ENABLED, autoTopUp }),
     expiryNoticeMs,
   });
   const plans = new PostgresPlanStore(orm);
@@ -178,6 +179,7 @@ async function startOnDatabase(
     pricing: new PostgresAccountPricing(orm),
     testClocksEnabled: config.ENVIRONMENT !== "production",
     alerts,
+    autoTopUp,
   };
   // The event feed: this server numbers committed batches as changes are announced (any server may; one at a time).
   const outbox = new PostgresEventOutbox(pool);

@@ -12,6 +12,9 @@ import { applySetBalanceAlert } from "./alerts.js";
 import { applySetConcurrencyLimit } from "./concurrency-limits.js";
 import { usageDeltas } from "../domain/usage.js";
 import { applyRemoveSpendLimit, applySetSpendLimit } from "./spend-limits.js";
+import { applyCompleteAutoTopUp, applyFailAutoTopUp, applySetAutoTopUp } from "./auto-top-up.js";
+import { type AutoTopUpPolicy, DEFAULT_MAX_FAILURES, DEFAULT_REQUEST_TIMEOUT_MS, settleAutoTopUp } from "../domain/auto-top-up.js";
+import { requestIfLow } from "../domain/auto-top-up-steps.js";
 import { applyAdvanceTestClock, applyChangePlan } from "./plans.js";
 import type {
   AccountWrite,
@@ -58,6 +61,12 @@ export const runAction: ActionRunner = (book, action, now, newId) => {
       return applySetSpendLimit(book, action, now);
     case "RemoveSpendLimit":
       return applyRemoveSpendLimit(book, action, now);
+    case "SetAutoTopUp":
+      return applySetAutoTopUp(book, action, now);
+    case "CompleteAutoTopUp":
+      return applyCompleteAutoTopUp(book, action, now);
+    case "FailAutoTopUp":
+      return applyFailAutoTopUp(book, action, now);
     case "SettleDue":
       return ok({ balance: book.balance(now), reservation: action.reservationId ? (book.reservation(action.reservationId) ?? null) : null } satisfies ActionValues["SettleDue"]);
   }
@@ -74,13 +83,18 @@ export interface ApplyOptions {
   readonly expiryNoticeMs?: number;
   /** Whether writes add to the usage rollup (default true; USAGE_ROLLUP_ENABLED=false is a bench-only switch). */
   readonly usage?: boolean;
+  /** Auto top-up's settings (AUTO_TOP_UP_MAX_FAILURES, AUTO_TOP_UP_REQUEST_TIMEOUT); absent: the defaults. */
+  readonly autoTopUp?: AutoTopUpPolicy;
 }
+
+export const DEFAULT_AUTO_TOP_UP: AutoTopUpPolicy = { maxFailures: DEFAULT_MAX_FAILURES, requestTimeoutMs: DEFAULT_REQUEST_TIMEOUT_MS };
 
 /** What the apply stage judges every change record by, besides the action's own rule. */
 interface DuePolicy {
   readonly alerts: AlertPolicy;
   readonly expiryNoticeMs: number;
   readonly usage?: boolean;
+  readonly autoTopUp?: AutoTopUpPolicy;
 }
 
 /**
@@ -90,7 +104,12 @@ interface DuePolicy {
 export function createApplyStage(encoders: AnswerEncoders, options: ApplyOptions = {}): ApplyStage {
   const run = options.run ?? runAction;
   const events = options.events ?? null;
-  const policy: DuePolicy = { alerts: options.alerts ?? NO_ALERT_DEFAULT, expiryNoticeMs: options.expiryNoticeMs ?? 0, usage: options.usage ?? true };
+  const policy: DuePolicy = {
+    alerts: options.alerts ?? NO_ALERT_DEFAULT,
+    expiryNoticeMs: options.expiryNoticeMs ?? 0,
+    usage: options.usage ?? true,
+    autoTopUp: options.autoTopUp ?? DEFAULT_AUTO_TOP_UP,
+  };
   return (commands, accounts, created, newId) => applyCommands(commands, accounts, created, newId, encoders, run, events, policy);
 }
 
@@ -187,6 +206,8 @@ function applyOne(
   if (step > 0) book.advanceClock(step, item.now);
   const at = accountTime(book.clockOffsetMs, item.now);
   applyDue(book, at, newId, policy.expiryNoticeMs);
+  // An auto top-up request past its expiry re-arms its rule (and a new month counts from 0): not a change by itself.
+  const ruleDue = book.autoTopUp !== null && settleAutoTopUp(book.autoTopUp, at);
   work.settledAt = at;
   const dueEnd = book.entries.length;
   const dueEvents = book.events.length;
@@ -196,6 +217,12 @@ function applyOne(
   while (work.contexts.length < book.entries.length) work.contexts.push(ctx);
   work.now = ctx.now;
   if (!result.ok) invariant(book.entries.length === dueEnd && book.events.length === dueEvents, "a failed command changed the book");
+  // A change (or a rule the due work re-armed) that leaves the account below its auto top-up
+  // threshold makes the rule's one request, in this change record. Not after a failed payment:
+  // the next change asks again, a declined card is not charged again at once.
+  if (book.autoTopUp && (book.changeCount !== changesBefore || ruleDue) && command.action.kind !== "FailAutoTopUp") {
+    requestIfLow(book, ctx.now, policy.autoTopUp ?? DEFAULT_AUTO_TOP_UP);
+  }
   // One number per change record, under the account's lock in this transaction: a command and the
   // due work applied just before it share one; a failed command whose due work changed the book
   // leaves that due work a record of its own; a command that changed nothing gets none.

@@ -2,6 +2,8 @@ import type { ConcurrencyLimit, ConcurrencyView } from "../domain/concurrency-li
 import type { SpendLimitSpec, SpendPeriod, SpendView } from "../domain/spend-limit.js";
 import type { BalanceView } from "../domain/account-book.js";
 import type { AlertPolicy, AlertThreshold, AlertView } from "../domain/balance-alert.js";
+import type { AutoTopUpPolicy, AutoTopUpRequest, AutoTopUpSettings, AutoTopUpView } from "../domain/auto-top-up.js";
+import type { CompletedTopUp } from "../domain/auto-top-up-steps.js";
 import type { Bucket } from "../domain/bucket.js";
 import type { PlanChange } from "../domain/change-plan.js";
 import type { TopUpPack } from "../domain/grants.js";
@@ -28,6 +30,9 @@ export type Action =
   | SetConcurrencyLimitAction
   | SetSpendLimitAction
   | RemoveSpendLimitAction
+  | SetAutoTopUpAction
+  | CompleteAutoTopUpAction
+  | FailAutoTopUpAction
   | SettleDueAction;
 
 /** A raw amount of credits, or a generation the rate card prices. */
@@ -117,6 +122,33 @@ export interface RemoveSpendLimitAction {
   readonly period: SpendPeriod;
 }
 
+export interface SetAutoTopUpAction {
+  readonly kind: "SetAutoTopUp";
+  /** Validated at the edge. */
+  readonly settings: AutoTopUpSettings;
+  /** The pack a pack-sized rule buys, resolved before the lock (catalog or the account's own). */
+  readonly pack: TopUpPack | null;
+  readonly policy: AutoTopUpPolicy;
+}
+
+export interface CompleteAutoTopUpAction {
+  readonly kind: "CompleteAutoTopUp";
+  readonly requestId: string;
+  /** The request's epoch (from its id): the store loads that request with the book. */
+  readonly epoch: number;
+  readonly paymentReference: string;
+  /** The TOP_UP bucket to grant, if the request is granted. */
+  readonly bucketId: string;
+}
+
+export interface FailAutoTopUpAction {
+  readonly kind: "FailAutoTopUp";
+  readonly requestId: string;
+  readonly epoch: number;
+  readonly reason: string;
+  readonly policy: AutoTopUpPolicy;
+}
+
 /** Nothing but the due work (a read found an overdue hold or an expired bucket); never recorded. */
 export interface SettleDueAction {
   readonly kind: "SettleDue";
@@ -156,6 +188,9 @@ export interface ActionValues {
   readonly SetConcurrencyLimit: { readonly limit: ConcurrencyView };
   readonly SetSpendLimit: { readonly limit: SpendView };
   readonly RemoveSpendLimit: { readonly removed: SpendView };
+  readonly SetAutoTopUp: { readonly rule: AutoTopUpView };
+  readonly CompleteAutoTopUp: CompletedTopUp & { readonly balance: BalanceView };
+  readonly FailAutoTopUp: { readonly request: AutoTopUpRequest; readonly rule: AutoTopUpView };
   readonly SettleDue: { readonly balance: BalanceView; readonly reservation: Reservation | null };
 }
 

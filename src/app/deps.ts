@@ -1,4 +1,5 @@
 import type { AlertPolicy } from "../domain/balance-alert.js";
+import type { AutoTopUpPolicy } from "../domain/auto-top-up.js";
 import type { BalanceCache } from "./balance-cache.js";
 import type { Clock } from "../domain/clock.js";
 import type { Failure } from "../domain/errors.js";
@@ -22,6 +23,8 @@ export interface AppDeps {
   readonly testClocksEnabled: boolean;
   /** Balance alerts' default (BALANCE_ALERT_DEFAULT_PERCENT). */
   readonly alerts: AlertPolicy;
+  /** Auto top-up's settings (AUTO_TOP_UP_MAX_FAILURES, AUTO_TOP_UP_REQUEST_TIMEOUT). */
+  readonly autoTopUp: AutoTopUpPolicy;
 }
 
 /** A use case's answer: the encoded response (fresh or replayed) or an expected failure. */

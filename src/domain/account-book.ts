@@ -1,4 +1,5 @@
 import type { AlertState, AlertThreshold, BalanceAlert } from "./balance-alert.js";
+import type { AccountAutoTopUp, AutoTopUpEvent } from "./auto-top-up.js";
 import { type Bucket, compareConsumption, freeCredits, isUsable } from "./bucket.js";
 import type { AccountConcurrency, ConcurrencyLimit, Running } from "./concurrency-limit.js";
 import { type AccountSpend, limitKey, type SpendLimitSpec, type SpendPeriod, type SpendView } from "./spend-limit.js";
@@ -79,6 +80,8 @@ export class AccountBook {
     readonly concurrency: AccountConcurrency | null = null,
     /** The spend limits and their counters, when the account has a limit (or is about to): else null. Needs `concurrency` (the held part). */
     readonly spend: AccountSpend | null = null,
+    /** The auto top-up rule (domain/auto-top-up.ts), with the requests an answer names; null: none yet. */
+    public autoTopUp: AccountAutoTopUp | null = null,
   ) {
     invariant(spend === null || concurrency !== null, "spend limits need the running holds");
     this.alert = { ...alert };
@@ -291,6 +294,19 @@ export class AccountBook {
     for (const { limit, requested } of this.spend.passSoft(reservation.memberId, reservation.heldAmount, at, this.subscription, this.running)) {
       this.mutations++;
       this.emit({ kind: "SPEND_LIMIT_REACHED", limit, requested, reservationId: reservation.id, memberId: reservation.memberId });
+    }
+  }
+
+  /**
+   * States what the auto top-up rule did (domain/auto-top-up-steps.ts changed it already): each
+   * event is a change of the book, so the command or due work it belongs to is a change record.
+   */
+  recordAutoTopUp(events: readonly AutoTopUpEvent[]): void {
+    invariant(this.autoTopUp, "the account has an auto top-up rule");
+    this.autoTopUp.changed = true;
+    for (const event of events) {
+      this.mutations++;
+      this.emit(event);
     }
   }
 

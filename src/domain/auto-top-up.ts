@@ -88,7 +88,9 @@ export type AutoTopUpEvent =
   | { readonly kind: "AUTO_TOP_UP_REQUESTED"; readonly request: AutoTopUpRequest; readonly available: bigint }
   | { readonly kind: "AUTO_TOP_UP_COMPLETED"; readonly request: AutoTopUpRequest; readonly late: boolean }
   | { readonly kind: "AUTO_TOP_UP_FAILED"; readonly request: AutoTopUpRequest; readonly failuresInRow: number }
-  | { readonly kind: "AUTO_TOP_UP_DISABLED"; readonly reason: "FAILURES" | "SET"; readonly failuresInRow: number };
+  | { readonly kind: "AUTO_TOP_UP_DISABLED"; readonly reason: "FAILURES" | "SET"; readonly failuresInRow: number }
+  /** SetAutoTopUp's own record: the rule after it. */
+  | { readonly kind: "AUTO_TOP_UP_SET"; readonly rule: AutoTopUpView };
 
 /**
  * A request id names the account and the epoch, never the amount: `atu:<epoch>:<account id>`.
@@ -308,4 +310,89 @@ export function recordFailure(rule: AutoTopUpRule, request: AutoTopUpRequest, re
     rule.state = "ARMED";
   }
   return events;
+}
+
+/**
+ * An account's rule as its book carries it: the rule, the pack a pack-sized rule buys (resolved
+ * when the rule was set: a catalog or custom pack changed later takes a new SetAutoTopUp), and
+ * the requests the book loaded (those an answer names) or made or answered, for the store.
+ */
+export interface AccountAutoTopUp {
+  readonly rule: AutoTopUpRule;
+  pack: TopUpPack | null;
+  readonly requests: Map<number, AutoTopUpRequest>;
+  /** Epochs of the requests to write back. */
+  readonly changedRequests: Set<number>;
+  /** The rule changed (to write back); not every change is a change record (an expiry with nothing after it is not). */
+  changed: boolean;
+}
+
+/** The rule as answers and events show it, a copy as of `now`. */
+export interface AutoTopUpView {
+  readonly accountId: string;
+  readonly settings: AutoTopUpSettings;
+  readonly state: AutoTopUpState;
+  readonly monthCount: number;
+  /** This month's requests are used up: none before this instant. */
+  readonly waitingUntil: Date | null;
+  readonly outstanding: AutoTopUpRequest | null;
+  readonly lastFailure: AutoTopUpFailure | null;
+  readonly failuresInRow: number;
+}
+
+/** Where a month-capped rule stands at `now`: the month it counts is over, or its count is used up (then: until when). */
+export function monthlyWait(rule: AutoTopUpRule, now: Date): Waiting {
+  if (rule.state !== "ARMED" || !rule.settings.enabled || rule.monthStart === null) return null;
+  const month = monthOf(rule.monthStart);
+  if (now.getTime() >= month.next.getTime() || rule.monthCount < rule.settings.maxPerMonth) return null;
+  return { kind: "MONTHLY_LIMIT", until: month.next };
+}
+
+export function describeAutoTopUp(accountId: string, rule: AutoTopUpRule, now: Date): AutoTopUpView {
+  const month = monthOf(now);
+  const sameMonth = rule.monthStart !== null && rule.monthStart.getTime() === month.start.getTime();
+  return {
+    accountId,
+    settings: rule.settings,
+    state: rule.state,
+    monthCount: sameMonth ? rule.monthCount : 0,
+    waitingUntil: monthlyWait(rule, now)?.until ?? null,
+    outstanding: rule.outstanding ? { ...rule.outstanding } : null,
+    lastFailure: rule.lastFailure,
+    failuresInRow: rule.failuresInRow,
+  };
+}
+
+/**
+ * The instant the rule next acts with no call (the sweeper's index): the outstanding request's
+ * expiry, or the start of the next month for a rule whose month's requests are used up. null:
+ * nothing falls due.
+ */
+export function autoTopUpDueAt(rule: AutoTopUpRule): Date | null {
+  if (rule.outstanding) return rule.outstanding.expiresAt;
+  if (rule.state !== "ARMED" || !rule.settings.enabled || rule.monthStart === null || rule.monthCount < rule.settings.maxPerMonth) return null;
+  return monthOf(rule.monthStart).next;
+}
+
+/**
+ * What fell due on the rule by `now`, before anything else reads it: an unanswered request past
+ * its expiry (the rule re-arms) and a month past the one it counts (its count starts again).
+ * Neither is a change record by itself; true when either happened (the caller then judges the
+ * threshold again, so an account still low gets a new request with a new id).
+ */
+export function settleAutoTopUp(a: AccountAutoTopUp, now: Date): boolean {
+  const rule = a.rule;
+  const expired = expireOutstanding(rule, now);
+  if (expired) {
+    a.requests.set(expired.epoch, expired);
+    a.changedRequests.add(expired.epoch);
+  }
+  let rolled = false;
+  if (rule.monthStart !== null && now.getTime() >= monthOf(rule.monthStart).next.getTime()) {
+    rule.monthStart = monthOf(now).start;
+    rule.monthCount = 0;
+    rolled = true;
+  }
+  if (expired || rolled) a.changed = true;
+  return expired !== null || rolled;
 }

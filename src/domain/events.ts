@@ -1,4 +1,5 @@
 import type { AlertView } from "./balance-alert.js";
+import type { AutoTopUpEvent } from "./auto-top-up.js";
 import type { Bucket } from "./bucket.js";
 import type { ConcurrencyLimit } from "./concurrency-limit.js";
 import type { SpendView } from "./spend-limit.js";
@@ -50,7 +51,9 @@ export type LedgerEvent =
   /** A spend limit created, replaced or removed (domain/spend-limit.ts), with its figures then. */
   | { readonly kind: "SPEND_LIMIT_SET" | "SPEND_LIMIT_REMOVED"; readonly limit: SpendView }
   /** A Reserve took a scope past a SOFT limit (the limit's figures before it). */
-  | { readonly kind: "SPEND_LIMIT_REACHED"; readonly limit: SpendView; readonly requested: bigint; readonly reservationId: string; readonly memberId: string };
+  | { readonly kind: "SPEND_LIMIT_REACHED"; readonly limit: SpendView; readonly requested: bigint; readonly reservationId: string; readonly memberId: string }
+  /** The auto top-up rule set, a request made, answered, or the rule disabled (domain/auto-top-up.ts). */
+  | AutoTopUpEvent;
 
 export type LedgerEventKind = LedgerEvent["kind"];
 
@@ -75,4 +78,9 @@ export const EVENT_KINDS: readonly LedgerEventKind[] = [
   "SPEND_LIMIT_SET",
   "SPEND_LIMIT_REMOVED",
   "SPEND_LIMIT_REACHED",
+  "AUTO_TOP_UP_SET",
+  "AUTO_TOP_UP_REQUESTED",
+  "AUTO_TOP_UP_COMPLETED",
+  "AUTO_TOP_UP_FAILED",
+  "AUTO_TOP_UP_DISABLED",
 ];

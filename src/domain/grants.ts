@@ -22,6 +22,10 @@ export interface TopUpPurchase {
   readonly bucketId: string;
   readonly pack: TopUpPack;
   readonly paymentReference: string;
+  /** What else the GRANT entry records (an auto top-up's request id). */
+  readonly metadata?: Readonly<Record<string, string>>;
+  /** The pack's price is not known here (an auto top-up sized by target: billing prices it): the entry records none. */
+  readonly unpriced?: boolean;
 }
 
 /**
@@ -35,7 +39,8 @@ export function purchaseTopUp(book: AccountBook, purchase: TopUpPurchase, now: D
   book.addBucket(bucket, "GRANT", {
     pack_id: purchase.pack.packId,
     payment_reference: purchase.paymentReference,
-    price: `${purchase.pack.price.amountMinor} ${purchase.pack.price.currencyCode}`,
+    ...(purchase.unpriced ? {} : { price: `${purchase.pack.price.amountMinor} ${purchase.pack.price.currencyCode}` }),
+    ...purchase.metadata,
   });
   return ok(bucket);
 }

@@ -4,6 +4,8 @@ import type { AppDeps } from "../app/deps.js";
 import { setBalanceAlert } from "../app/alerts.js";
 import { setConcurrencyLimit } from "../app/concurrency-limits.js";
 import { removeSpendLimit, setSpendLimit } from "../app/spend-limits.js";
+import { getAutoTopUp, setAutoTopUp } from "../app/auto-top-up.js";
+import * as autoTopUp from "./auto-top-up-encoding.js";
 import * as spend from "./spend-encoding.js";
 import { MAX_OPEN_HOLDS_CAP } from "../domain/concurrency-limit.js";
 import { adjustCredits } from "../app/grants.js";
@@ -24,6 +26,10 @@ import {
   type RemoveSpendLimitRequest,
   RemoveSpendLimitRequestSchema,
   ListLedgerEntriesResponseSchema,
+  type SetAutoTopUpRequest,
+  SetAutoTopUpRequestSchema,
+  type GetAutoTopUpRequest,
+  GetAutoTopUpResponseSchema,
 } from "../gen/credit/v1/admin_service_pb.js";
 import { CreditAdminService } from "../gen/credit/v1/admin_service_pb.js";
 import { alertThreshold } from "./alert-encoding.js";
@@ -98,6 +104,24 @@ export function adminHandlers(deps: AppDeps) {
       const key = decode.id(req.idempotencyKey, "idempotency_key");
       const claim = idempotencyClaim(ctx.method, RemoveSpendLimitRequestSchema, req, key);
       return reply(await removeSpendLimit(deps, { accountId, memberId, period, claim, caller: ctx.caller }));
+    },
+
+    async setAutoTopUp(req: SetAutoTopUpRequest, ctx: CallContext) {
+      const accountId = decode.id(req.accountId, "account_id");
+      const settings = autoTopUp.settings(req);
+      const key = decode.id(req.idempotencyKey, "idempotency_key");
+      const claim = idempotencyClaim(ctx.method, SetAutoTopUpRequestSchema, req, key);
+      return reply(await setAutoTopUp(deps, { accountId, settings, claim, caller: ctx.caller }));
+    },
+
+    async getAutoTopUp(req: GetAutoTopUpRequest) {
+      const accountId = decode.id(req.accountId, "account_id");
+      const read = await getAutoTopUp(deps, accountId);
+      return reply(
+        read.ok
+          ? { ok: true, bytes: encodeMessage(GetAutoTopUpResponseSchema, create(GetAutoTopUpResponseSchema, read.value ? { rule: autoTopUp.rule(read.value) } : {})) }
+          : read,
+      );
     },
 
     async reconcile(req: ReconcileRequest) {

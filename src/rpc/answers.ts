@@ -10,12 +10,16 @@ import {
   SetConcurrencyLimitResponseSchema,
   RemoveSpendLimitResponseSchema,
   SetSpendLimitResponseSchema,
+  SetAutoTopUpResponseSchema,
 } from "../gen/credit/v1/admin_service_pb.js";
+import * as autoTopUp from "./auto-top-up-encoding.js";
 import { spendLimit } from "./spend-encoding.js";
 import { alertSetting } from "./alert-encoding.js";
 import {
   ChangePlanResponseSchema,
   CommitResponseSchema,
+  CompleteAutoTopUpResponseSchema,
+  FailAutoTopUpResponseSchema,
   ExtendReservationResponseSchema,
   PurchaseTopUpResponseSchema,
   ReleaseResponseSchema,
@@ -79,4 +83,12 @@ export const ANSWERS: AnswerEncoders = {
     ),
   SetSpendLimit: ({ limit }) => encodeMessage(SetSpendLimitResponseSchema, create(SetSpendLimitResponseSchema, { limit: spendLimit(limit) })),
   RemoveSpendLimit: ({ removed }) => encodeMessage(RemoveSpendLimitResponseSchema, create(RemoveSpendLimitResponseSchema, { removed: spendLimit(removed) })),
+  SetAutoTopUp: ({ rule }) => encodeMessage(SetAutoTopUpResponseSchema, create(SetAutoTopUpResponseSchema, { rule: autoTopUp.rule(rule) })),
+  CompleteAutoTopUp: ({ request, bucket, balance, late }) =>
+    encodeMessage(
+      CompleteAutoTopUpResponseSchema,
+      create(CompleteAutoTopUpResponseSchema, { request: autoTopUp.request(request), ...(bucket ? { bucket: encode.bucket(bucket) } : {}), balance: encode.balance(balance), late }),
+    ),
+  FailAutoTopUp: ({ request, rule }) =>
+    encodeMessage(FailAutoTopUpResponseSchema, create(FailAutoTopUpResponseSchema, { request: autoTopUp.request(request), rule: autoTopUp.rule(rule) })),
 };

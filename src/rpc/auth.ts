@@ -31,6 +31,7 @@ const READS = [
   `${CREDIT}ListPlans`,
   `${ADMIN}ListLedgerEntries`,
   `${ADMIN}Reconcile`,
+  `${ADMIN}GetAutoTopUp`,
 ];
 
 const TEAM_SETTINGS = [`${ADMIN}SetBalanceAlert`, `${ADMIN}SetConcurrencyLimit`, `${ADMIN}SetSpendLimit`, `${ADMIN}RemoveSpendLimit`];
@@ -43,9 +44,12 @@ const GRANTS: Readonly<Record<Exclude<Role, "admin">, ReadonlySet<string>>> = {
   // Billing sets a customer's balance alert from the dashboard's settings; support sets one for a customer who asks.
   // Caps on running holds and spend limits are team settings too (the dashboard, through billing; support on request).
   billing: new Set([
-    ...["ChangePlan", "PurchaseTopUp", "GetBalance", "WatchBalance", "GetSpendLimits", "GetUsage", "ForecastBalance", "ListPlans"].map((m) => CREDIT + m),
+    ...["ChangePlan", "PurchaseTopUp", "CompleteAutoTopUp", "FailAutoTopUp", "GetBalance", "WatchBalance", "GetSpendLimits", "GetUsage", "ForecastBalance", "ListPlans"].map((m) => CREDIT + m),
     ...TEAM_SETTINGS,
     ...FEED,
+    // Auto top-up buys credits with the customer's card: the dashboard sets the rule through billing, which also answers its requests.
+    `${ADMIN}SetAutoTopUp`,
+    `${ADMIN}GetAutoTopUp`,
   ]),
   support: new Set([...READS, `${ADMIN}AdjustCredits`, ...TEAM_SETTINGS, ...FEED]),
 };

@@ -3,6 +3,8 @@ import { encodeMessage } from "./binary-encoder.js";
 import type { BalanceWatch } from "../app/balance-watch.js";
 import type { AppDeps } from "../app/deps.js";
 import { purchaseTopUp } from "../app/grants.js";
+import { completeAutoTopUp, failAutoTopUp } from "../app/auto-top-up.js";
+import { MAX_FAILURE_REASON_LENGTH } from "./auto-top-up-encoding.js";
 import { commit, type Cost, extendReservation, release, reserve } from "../app/holds.js";
 import { getBalance, getReservation } from "../app/queries.js";
 import { getSpendLimits } from "../app/spend-limits.js";
@@ -23,6 +25,10 @@ import {
   GetSpendLimitsResponseSchema,
   GetReservationResponseSchema,
   type PurchaseTopUpRequest,
+  type CompleteAutoTopUpRequest,
+  CompleteAutoTopUpRequestSchema,
+  type FailAutoTopUpRequest,
+  FailAutoTopUpRequestSchema,
   PurchaseTopUpRequestSchema,
   type ReleaseRequest,
   ReleaseRequestSchema,
@@ -140,7 +146,32 @@ export function creditHandlers(deps: AppDeps, limits: HoldLimits, watch: Balance
       const pack = decodePack(req);
       return reply(await purchaseTopUp(deps, { accountId, pack, claim, caller: ctx.caller }));
     },
+
+    async completeAutoTopUp(req: CompleteAutoTopUpRequest, ctx: CallContext) {
+      const requestId = decode.id(req.requestId, "request_id");
+      const paymentReference = decode.id(req.paymentReference, "payment_reference");
+      const claim = answerClaim(ctx.method, requestId, CompleteAutoTopUpRequestSchema);
+      return reply(await completeAutoTopUp(deps, { requestId, paymentReference, claim, caller: ctx.caller }));
+    },
+
+    async failAutoTopUp(req: FailAutoTopUpRequest, ctx: CallContext) {
+      const requestId = decode.id(req.requestId, "request_id");
+      const reason = decode.text(req.reason, "reason", { required: true, max: MAX_FAILURE_REASON_LENGTH });
+      const claim = answerClaim(ctx.method, requestId, FailAutoTopUpRequestSchema);
+      return reply(await failAutoTopUp(deps, { requestId, reason, claim, caller: ctx.caller }));
+    },
   } satisfies SomeHandlers<typeof CreditService>;
+}
+
+/**
+ * An answer to an auto top-up request is keyed by the request itself and the method (a space,
+ * which no client key may hold, keeps it apart from every key a client chooses), and fingerprinted
+ * by the request id alone: a second answer of the same kind, whatever its payment reference or
+ * reason, replays the first one's response.
+ */
+function answerClaim(method: string, requestId: string, schema: typeof CompleteAutoTopUpRequestSchema | typeof FailAutoTopUpRequestSchema) {
+  const name = method.slice(method.lastIndexOf("/") + 1);
+  return idempotencyClaim(method, schema as typeof CompleteAutoTopUpRequestSchema, create(schema as typeof CompleteAutoTopUpRequestSchema, { requestId }), `${name} ${requestId}`);
 }
 
 function decodeCost(cost: ReserveRequest["cost"] | CommitRequest["actual"], allowZero: boolean): Cost {

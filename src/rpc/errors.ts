@@ -29,6 +29,7 @@ export function codeFor(reason: FailureReason): status {
     case "PLAN_NOT_FOUND":
     case "RATE_CARD_NOT_FOUND":
     case "SPEND_LIMIT_NOT_FOUND":
+    case "AUTO_TOP_UP_REQUEST_NOT_FOUND":
       return status.NOT_FOUND;
     case "INSUFFICIENT_CREDITS":
     case "SPEND_LIMIT_EXCEEDED":

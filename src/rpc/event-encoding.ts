@@ -6,6 +6,8 @@ import { EventKind, EventSchema, type Event } from "../gen/credit/v1/event_servi
 import { alertSetting } from "./alert-encoding.js";
 import { encodeMessage } from "./binary-encoder.js";
 import { spendLimit } from "./spend-encoding.js";
+import * as autoTopUp from "./auto-top-up-encoding.js";
+import { AutoTopUpDisabledReason } from "../gen/credit/v1/event_service_pb.js";
 import * as encode from "./encode.js";
 
 export const EVENT_KIND_CODES: Readonly<Record<LedgerEventKind, EventKind>> = {
@@ -28,6 +30,11 @@ export const EVENT_KIND_CODES: Readonly<Record<LedgerEventKind, EventKind>> = {
   SPEND_LIMIT_SET: EventKind.SPEND_LIMIT_SET,
   SPEND_LIMIT_REMOVED: EventKind.SPEND_LIMIT_REMOVED,
   SPEND_LIMIT_REACHED: EventKind.SPEND_LIMIT_REACHED,
+  AUTO_TOP_UP_SET: EventKind.AUTO_TOP_UP_SET,
+  AUTO_TOP_UP_REQUESTED: EventKind.AUTO_TOP_UP_REQUESTED,
+  AUTO_TOP_UP_COMPLETED: EventKind.AUTO_TOP_UP_COMPLETED,
+  AUTO_TOP_UP_FAILED: EventKind.AUTO_TOP_UP_FAILED,
+  AUTO_TOP_UP_DISABLED: EventKind.AUTO_TOP_UP_DISABLED,
 };
 
 export const EVENT_KIND_NAMES = encode.inverse(EVENT_KIND_CODES);
@@ -119,6 +126,26 @@ function payload(event: LedgerEvent): Event["payload"] {
           requested: event.requested,
           reservationId: event.reservationId,
           memberId: event.memberId,
+        },
+      };
+    case "AUTO_TOP_UP_SET":
+      return { case: "autoTopUpSet", value: { $typeName: "credit.v1.AutoTopUpSet", rule: autoTopUp.rule(event.rule) } };
+    case "AUTO_TOP_UP_REQUESTED":
+      return { case: "autoTopUpRequested", value: { $typeName: "credit.v1.AutoTopUpRequested", request: autoTopUp.request(event.request), available: event.available } };
+    case "AUTO_TOP_UP_COMPLETED":
+      return { case: "autoTopUpCompleted", value: { $typeName: "credit.v1.AutoTopUpCompleted", request: autoTopUp.request(event.request), late: event.late } };
+    case "AUTO_TOP_UP_FAILED":
+      return {
+        case: "autoTopUpFailed",
+        value: { $typeName: "credit.v1.AutoTopUpFailed", request: autoTopUp.request(event.request), failuresInRow: event.failuresInRow },
+      };
+    case "AUTO_TOP_UP_DISABLED":
+      return {
+        case: "autoTopUpDisabled",
+        value: {
+          $typeName: "credit.v1.AutoTopUpDisabled",
+          reason: event.reason === "FAILURES" ? AutoTopUpDisabledReason.FAILURES : AutoTopUpDisabledReason.SET,
+          failuresInRow: event.failuresInRow,
         },
       };
   }

@@ -1,6 +1,7 @@
 import type { LoadedAccount, RecordedOperation } from "../app/ports.js";
 import { AccountBook } from "../domain/account-book.js";
 import type { Statement } from "./pg.js";
+import { autoTopUpFromRow } from "./auto-top-up-rows.js";
 import { alertFromRow, bucketFromRow, concurrencyFromRow, reservationFromRow, type Row, spendFromRow, subscriptionFromRow } from "./rows.js";
 
 export type LockMode = "wait" | "skip-locked";
@@ -30,6 +31,8 @@ export interface BookRequest {
    * no cap or limit yet (SetConcurrencyLimit, SetSpendLimit, RemoveSpendLimit).
    */
   readonly controls?: boolean;
+  /** Epochs of the auto top-up requests an answer (CompleteAutoTopUp, FailAutoTopUp) names. */
+  readonly autoTopUpEpochs?: readonly number[];
 }
 
 /** A loaded, locked account, as the apply stage takes it. */
@@ -47,7 +50,7 @@ const RESERVATION_COLUMNS = `account_id, reservation_id, state, held_amount::tex
  * upgrade can grow it), the holds
  * overdue by the account's own time, the named reservations in any state (a hold both overdue and named comes
  * twice; the book keeps one), and the operation
- * records of the named keys, and for an account with concurrency or spend limits (or about to set one) the
+ * records of the named keys, its auto top-up rule (a column of its row) and the requests an answer names, and for an account with concurrency or spend limits (or about to set one) the
  * limits and its running holds summed per member (the reservations_account_due range: open holds
  * only). Each branch is an index lookup (buckets_live, the primary keys,
  * reservations_account_due); named reservations and keys are probed one (account, id) pair at a
@@ -56,7 +59,7 @@ const RESERVATION_COLUMNS = `account_id, reservation_id, state, held_amount::tex
  */
 const LOAD_BOOKS = `
   select a.account_id, a.clock_offset_ms, a.pricing_permille, a.sequence::text as sequence,
-    a.alert_threshold_credits::text as alert_threshold_credits, a.alert_threshold_percent, a.alert_state,
+    a.alert_threshold_credits::text as alert_threshold_credits, a.alert_threshold_percent, a.alert_state, a.auto_top_up,
     (select min(expires_at) from reservations where account_id = a.account_id and state = 'HELD') as next_hold_expiry,
     s.plan, s.anchor, s.granted_period, s.current_bucket_id, s.scheduled_plan, s.scheduled_effective_at,
     (select coalesce(json_agg(b), '[]'::json) from (
@@ -74,6 +77,12 @@ const LOAD_BOOKS = `
        from operations o
       where o.account_id = a.account_id and o.idempotency_key = any(array(
         select k.idempotency_key from unnest(?::text[], ?::text[]) as k(account_id, idempotency_key) where k.account_id = a.account_id))) as operations,
+    (select json_agg(json_build_object('requestId', t.request_id, 'epoch', t.epoch, 'credits', t.credits::text, 'pack', t.pack,
+        'requestedAt', t.requested_at, 'expiresAt', t.expires_at, 'outcome', t.outcome, 'paymentReference', t.payment_reference,
+        'bucketId', t.bucket_id, 'failureReason', t.failure_reason, 'answeredAt', t.answered_at))
+       from auto_top_up_requests t
+      where t.account_id = a.account_id and t.epoch = any(array(
+        select n.epoch from unnest(?::text[], ?::int[]) as n(account_id, epoch) where n.account_id = a.account_id))) as auto_top_up_requests,
     cl.limits as concurrency_limits,
     sl.limits as spend_limits,
     cl.limits is not null or sl.limits is not null or a.account_id = any(?::text[]) as controls_tracked,
@@ -106,6 +115,8 @@ export function loadStatement(requests: readonly BookRequest[]): Statement {
       requests.flatMap((r) => r.reservationIds),
       requests.flatMap((r) => r.idempotencyKeys.map(() => r.accountId)),
       requests.flatMap((r) => r.idempotencyKeys),
+      requests.flatMap((r) => (r.autoTopUpEpochs ?? []).map(() => r.accountId)),
+      requests.flatMap((r) => r.autoTopUpEpochs ?? []),
       tracked,
       tracked,
       requests.map((r) => r.accountId),
@@ -151,5 +162,6 @@ export function bookFromRow(accountId: string, row: Row): AccountBook {
     alertFromRow(row),
     concurrencyFromRow(row),
     spendFromRow(row),
+    autoTopUpFromRow(row),
   );
 }

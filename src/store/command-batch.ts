@@ -67,6 +67,7 @@ export async function runCommandBatch(
       reservationIds: mine.flatMap((i) => (i.reservationId ? [i.reservationId] : [])),
       idempotencyKeys: mine.flatMap((i) => (i.command.idempotency ? [i.command.idempotency.key] : [])),
       controls: mine.some((i) => CONTROL_KINDS.has(i.command.action.kind)),
+      autoTopUpEpochs: mine.flatMap(({ command: { action } }) => (action.kind === "CompleteAutoTopUp" || action.kind === "FailAutoTopUp" ? [action.epoch] : [])),
     };
   });
   const toCreate = [...new Set(items.filter((i) => i.command.createAccount).map((i) => i.accountId))].sort();

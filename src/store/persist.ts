@@ -6,6 +6,8 @@ import { invariant } from "../domain/errors.js";
 import type { Statement } from "./pg.js";
 export type { BookWrite, CommandContext, OperationRecord } from "../app/ports.js";
 import { allocationsJson, planToJson, pricingJson } from "./rows.js";
+import { autoTopUpDueAt } from "../domain/auto-top-up.js";
+import { requestJson, ruleJson } from "./auto-top-up-rows.js";
 
 /** Column arrays of one multi-row write: `unnest` turns them into rows. */
 function columns<T>(rows: readonly T[], pick: (row: T) => readonly unknown[], width: number): unknown[][] {
@@ -16,7 +18,8 @@ function columns<T>(rows: readonly T[], pick: (row: T) => readonly unknown[], wi
 
 /**
  * Every write of a batch in ONE fixed statement of data-modifying CTEs: new and changed buckets
- * and reservations, ledger entries, subscriptions, account heads (test clock, change sequence, balance alert),
+ * and reservations, ledger entries, subscriptions, account heads (test clock, change sequence, balance alert, auto top-up rule),
+ * auto top-up requests made or answered,
  * concurrency and spend limits set (or removed), the usage rollup's additions, operation records. Rows travel as
  * column arrays through `unnest`, so the text never changes with the number of rows: each
  * connection parses and plans it once (a prepared statement), and a part with no rows costs an
@@ -68,10 +71,19 @@ const PERSIST = `
     returning 1),
   heads as (
     update accounts a set clock_offset_ms = v.offset_ms, sequence = v.sequence,
-        alert_threshold_credits = v.alert_credits, alert_threshold_percent = v.alert_percent, alert_state = v.alert_state
-      from unnest(?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::int[], ?::text[])
-        as v(account_id, offset_ms, sequence, alert_credits, alert_percent, alert_state)
+        alert_threshold_credits = v.alert_credits, alert_threshold_percent = v.alert_percent, alert_state = v.alert_state,
+        auto_top_up = v.auto_top_up, auto_top_up_due_at = v.auto_top_up_due_at
+      from unnest(?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::int[], ?::text[], ?::jsonb[], ?::timestamptz[])
+        as v(account_id, offset_ms, sequence, alert_credits, alert_percent, alert_state, auto_top_up, auto_top_up_due_at)
      where a.account_id = v.account_id
+    returning 1),
+  auto_top_up_requests_saved as (
+    insert into auto_top_up_requests (account_id, epoch, request_id, credits, pack, requested_at, expires_at, outcome,
+      payment_reference, bucket_id, failure_reason, answered_at)
+    select * from unnest(?::text[], ?::int[], ?::text[], ?::bigint[], ?::jsonb[], ?::timestamptz[], ?::timestamptz[], ?::text[],
+      ?::text[], ?::uuid[], ?::text[], ?::timestamptz[])
+    on conflict (account_id, epoch) do update set outcome = excluded.outcome, payment_reference = excluded.payment_reference,
+      bucket_id = excluded.bucket_id, failure_reason = excluded.failure_reason, answered_at = excluded.answered_at
     returning 1),
   concurrency_saved as (
     insert into concurrency_limits (account_id, member_id, max_open_holds, max_held_credits, updated_at)
@@ -133,7 +145,7 @@ export function changedAccounts(writes: readonly BookWrite[]): Set<string> {
   for (const { book } of writes) {
     const changed =
       book.entries.length > 0 || book.newBuckets.size > 0 || book.changedBuckets.size > 0 || book.newReservations.size > 0 ||
-      book.changedReservations.size > 0 || book.subscriptionChanged || book.clockChanged || book.alertChanged ||
+      book.changedReservations.size > 0 || book.subscriptionChanged || book.clockChanged || book.alertChanged || book.autoTopUp?.changed === true ||
       (book.concurrency?.changed.size ?? 0) > 0 || (book.spend?.changed.size ?? 0) > 0 || (book.spend?.removed.size ?? 0) > 0;
     if (changed) out.add(book.accountId);
   }
@@ -152,8 +164,10 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
   const entries = writes.flatMap(({ book, contexts }) => book.entries.map((entry, i) => ({ accountId: book.accountId, entry, ctx: contexts[i]! })));
   const subscriptions = writes.filter((w) => w.book.subscription && w.book.subscriptionChanged);
   // Every book that changed took a new change sequence (apply.ts); its test clock travels along (unchanged or not: the book holds the locked row's value).
-  const heads = books.filter((b) => b.clockChanged || b.changeCount > 0);
-  for (const b of heads) invariant(b.sequence > b.loadedSequence, `account ${b.accountId} changed without a change record`);
+  // An auto top-up rule may change with no change record (a request expired, a month began): its head is written all the same.
+  const heads = books.filter((b) => b.clockChanged || b.changeCount > 0 || b.autoTopUp?.changed === true);
+  for (const b of heads) if (b.changeCount > 0) invariant(b.sequence > b.loadedSequence, `account ${b.accountId} changed without a change record`);
+  const requests = books.flatMap((book) => [...(book.autoTopUp?.changedRequests ?? [])].map((epoch) => ({ book, request: book.autoTopUp!.requests.get(epoch)! })));
   const events = writes.flatMap(({ book, events }) => events.map((event) => ({ accountId: book.accountId, event })));
   const limits = writes.flatMap(({ book, now }) => [...(book.concurrency?.changed ?? [])].map((member) => ({ book, now, limit: book.concurrency!.limits.get(member)! })));
   const spendSaved = writes.flatMap(({ book, now }) => [...(book.spend?.changed ?? [])].map((key) => ({ book, now, limit: book.spend!.limits.get(key)! })));
@@ -163,7 +177,7 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
   const daily = levelDeltas(usage, "day");
   const total =
     usage.length + newBuckets.length + changedBuckets.length + newReservations.length + changedReservations.length + entries.length +
-    subscriptions.length + heads.length + limits.length + spendSaved.length + spendRemoved.length + operations.length + events.length;
+    subscriptions.length + heads.length + requests.length + limits.length + spendSaved.length + spendRemoved.length + operations.length + events.length;
   if (total === 0) return null;
   const params = [
     ...columns(newBuckets, (b) => [b.accountId, b.id, b.kind, b.granted, b.remaining, b.held, b.validFrom, b.expiresAt, b.sourceRef, b.createdAt, b.expiryNoticed === true], 11),
@@ -202,8 +216,20 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
     ),
     ...columns(heads, (b) => {
       const t = b.alert.threshold;
-      return [b.accountId, b.clockOffsetMs, b.sequence, t?.kind === "credits" ? t.credits : null, t?.kind === "percent" ? t.percent : null, b.alert.state];
-    }, 6),
+      const rule = b.autoTopUp?.rule;
+      return [
+        b.accountId, b.clockOffsetMs, b.sequence, t?.kind === "credits" ? t.credits : null, t?.kind === "percent" ? t.percent : null, b.alert.state,
+        ruleJson(b.autoTopUp), rule ? autoTopUpDueAt(rule) : null,
+      ];
+    }, 8),
+    ...columns(
+      requests,
+      ({ book, request: r }) => [
+        book.accountId, r.epoch, r.requestId, r.credits, r.pack ? JSON.stringify(requestJson(r).pack) : null, r.requestedAt, r.expiresAt, r.outcome,
+        r.paymentReference, r.bucketId, r.failureReason, r.answeredAt,
+      ],
+      12,
+    ),
     ...columns(limits, ({ book, now, limit }) => [book.accountId, limit.memberId, limit.maxOpenHolds, limit.maxHeldCredits, now], 5),
     ...columns(
       spendSaved,

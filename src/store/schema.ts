@@ -22,6 +22,10 @@ export const AccountRow = defineEntity({
     alertThresholdPercent: p.integer().nullable(),
     /** ARMED, LOW or EXHAUSTED (domain/balance-alert.ts). */
     alertState: p.text(),
+    /** The auto top-up rule (store/auto-top-up-rows.ts); null: none (migration AutoTopUp). */
+    autoTopUp: p.json<Record<string, unknown>>().nullable(),
+    /** When the rule next acts with no call; null: nothing due. */
+    autoTopUpDueAt: p.datetime().columnType("timestamptz").nullable(),
   },
 });
 

@@ -40,6 +40,9 @@ export const TEST_ANSWERS: AnswerEncoders = {
   SetConcurrencyLimit: (v) => json({ member: v.limit.memberId, open: v.limit.openHolds, held: v.limit.heldCredits }),
   SetSpendLimit: (v) => json({ member: v.limit.memberId, period: v.limit.period, used: v.limit.used }),
   RemoveSpendLimit: (v) => json({ member: v.removed.memberId, period: v.removed.period }),
+  SetAutoTopUp: (v) => json({ state: v.rule.state, outstanding: v.rule.outstanding?.requestId ?? null }),
+  CompleteAutoTopUp: (v) => json({ requestId: v.request.requestId, bucketId: v.bucket?.id ?? null, available: v.balance.available }),
+  FailAutoTopUp: (v) => json({ requestId: v.request.requestId, state: v.rule.state }),
 };
 
 /** A command's own rule, in place of its action's: `real` runs the action's rule. */

@@ -12,6 +12,7 @@ import { Migration20261202500000ConcurrencyLimits } from "./Migration20261202500
 import { Migration20261202600000SpendLimits } from "./Migration20261202600000SpendLimits.js";
 import { Migration20261202700000UsageRollup } from "./Migration20261202700000UsageRollup.js";
 import { Migration20261202800000UsageHourly } from "./Migration20261202800000UsageHourly.js";
+import { Migration20261203000000AutoTopUp } from "./Migration20261203000000AutoTopUp.js";
 import { Migration20261202900000UsageDaily } from "./Migration20261202900000UsageDaily.js";
 
 /** Checked-in migrations, in order. Listed explicitly so they run the same from src/ (tsx) and dist/. */
@@ -31,4 +32,5 @@ export const migrations = [
   { name: "Migration20261202700000UsageRollup", class: Migration20261202700000UsageRollup },
   { name: "Migration20261202800000UsageHourly", class: Migration20261202800000UsageHourly },
   { name: "Migration20261202900000UsageDaily", class: Migration20261202900000UsageDaily },
+  { name: "Migration20261203000000AutoTopUp", class: Migration20261203000000AutoTopUp },
 ];

@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Balance, BalanceAlertSetting, BillingInterval, Bucket, LimitMode, Money, Plan, SpendLimit, SpendPeriod } from "./types_pb.js";
+import type { AutoTopUpRule, Balance, BalanceAlertSetting, BillingInterval, Bucket, LimitMode, Money, Plan, SpendLimit, SpendPeriod } from "./types_pb.js";
 import { file_credit_v1_types } from "./types_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file credit/v1/admin_service.proto.
  */
 export const file_credit_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1jcmVkaXQvdjEvYWRtaW5fc2VydmljZS5wcm90bxIJY3JlZGl0LnYxInIKFEN1c3RvbVRvcFVwUGFja09mZmVyEg8KB3BhY2tfaWQYASABKAkSDwoHY3JlZGl0cxgCIAEoAxIfCgVwcmljZRgDIAEoCzIQLmNyZWRpdC52MS5Nb25leRIXCg92YWxpZGl0eV9tb250aHMYBCABKAUi6gEKFFNldEN1c3RvbVBsYW5SZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDwoHcGxhbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEhkKEW1vbnRobHlfYWxsb3dhbmNlGAQgASgDEh8KBXByaWNlGAUgASgLMhAuY3JlZGl0LnYxLk1vbmV5EiwKCGludGVydmFsGAYgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBI1Cgx0b3BfdXBfcGFja3MYByADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoVU2V0Q3VzdG9tUGxhblJlc3BvbnNlEh0KBHBsYW4YASABKAsyDy5jcmVkaXQudjEuUGxhbhI1Cgx0b3BfdXBfcGFja3MYAiADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoXQWR2YW5jZVRlc3RDbG9ja1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIlCgJieRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkiaAoYQWR2YW5jZVRlc3RDbG9ja1Jlc3BvbnNlEicKA25vdxgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIoUBChZTZXRCYWxhbmNlQWxlcnRSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSEQoHY3JlZGl0cxgCIAEoA0gAEh4KFHBlcmNlbnRfb2ZfYWxsb3dhbmNlGAMgASgNSAASFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJQgsKCXRocmVzaG9sZCJtChdTZXRCYWxhbmNlQWxlcnRSZXNwb25zZRItCgVhbGVydBgBIAEoCzIeLmNyZWRpdC52MS5CYWxhbmNlQWxlcnRTZXR0aW5nEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSKOAQoaU2V0Q29uY3VycmVuY3lMaW1pdFJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIRCgltZW1iZXJfaWQYAiABKAkSFgoObWF4X29wZW5faG9sZHMYAyABKA0SGAoQbWF4X2hlbGRfY3JlZGl0cxgEIAEoAxIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkiSQobU2V0Q29uY3VycmVuY3lMaW1pdFJlc3BvbnNlEioKBWxpbWl0GAEgASgLMhsuY3JlZGl0LnYxLkNvbmN1cnJlbmN5TGltaXQigQEKEENvbmN1cnJlbmN5TGltaXQSEQoJbWVtYmVyX2lkGAEgASgJEhYKDm1heF9vcGVuX2hvbGRzGAIgASgNEhgKEG1heF9oZWxkX2NyZWRpdHMYAyABKAMSEgoKb3Blbl9ob2xkcxgEIAEoDRIUCgxoZWxkX2NyZWRpdHMYBSABKAMiygEKFFNldFNwZW5kTGltaXRSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSEQoJbWVtYmVyX2lkGAIgASgJEiYKBnBlcmlvZBgDIAEoDjIWLmNyZWRpdC52MS5TcGVuZFBlcmlvZBITCgttYXhfY3JlZGl0cxgEIAEoAxIiCgRtb2RlGAUgASgOMhQuY3JlZGl0LnYxLkxpbWl0TW9kZRIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkSEQoJdGltZV96b25lGAcgASgJIj0KFVNldFNwZW5kTGltaXRSZXNwb25zZRIkCgVsaW1pdBgBIAEoCzIVLmNyZWRpdC52MS5TcGVuZExpbWl0IoEBChdSZW1vdmVTcGVuZExpbWl0UmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKCW1lbWJlcl9pZBgCIAEoCRImCgZwZXJpb2QYAyABKA4yFi5jcmVkaXQudjEuU3BlbmRQZXJpb2QSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJIkIKGFJlbW92ZVNwZW5kTGltaXRSZXNwb25zZRImCgdyZW1vdmVkGAEgASgLMhUuY3JlZGl0LnYxLlNwZW5kTGltaXQikwEKFEFkanVzdENyZWRpdHNSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDgoGYW1vdW50GAIgASgDEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnJlYXNvbhgEIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkiXwoVQWRqdXN0Q3JlZGl0c1Jlc3BvbnNlEiEKBmJ1Y2tldBgBIAEoCzIRLmNyZWRpdC52MS5CdWNrZXQSIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIu0CCgtMZWRnZXJFbnRyeRIQCghlbnRyeV9pZBgBIAEoAxISCgphY2NvdW50X2lkGAIgASgJEigKBGtpbmQYAyABKA4yGi5jcmVkaXQudjEuTGVkZ2VyRW50cnlLaW5kEhEKCWJ1Y2tldF9pZBgEIAEoCRIWCg5yZXNlcnZhdGlvbl9pZBgFIAEoCRIOCgZhbW91bnQYBiABKAMSFwoPaWRlbXBvdGVuY3lfa2V5GAcgASgJEg4KBmNhbGxlchgIIAEoCRI2CghtZXRhZGF0YRgJIAMoCzIkLmNyZWRpdC52MS5MZWRnZXJFbnRyeS5NZXRhZGF0YUVudHJ5Ei4KCmNyZWF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCW1lbWJlcl9pZBgLIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi3gEKGExpc3RMZWRnZXJFbnRyaWVzUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgVraW5kcxgGIAMoDjIaLmNyZWRpdC52MS5MZWRnZXJFbnRyeUtpbmQiXQoZTGlzdExlZGdlckVudHJpZXNSZXNwb25zZRInCgdlbnRyaWVzGAEgAygLMhYuY3JlZGl0LnYxLkxlZGdlckVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJGChhTZXRBY2NvdW50UHJpY2luZ1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIWCg5wcmljZV9wZXJtaWxsZRgCIAEoBSIzChlTZXRBY2NvdW50UHJpY2luZ1Jlc3BvbnNlEhYKDnByaWNlX3Blcm1pbGxlGAEgASgFIiYKEFJlY29uY2lsZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCSJbChNSZWNvbmNpbGVEaWZmZXJlbmNlEg8KB3N1YmplY3QYASABKAkSDQoFZmllbGQYAiABKAkSDgoGc3RvcmVkGAMgASgDEhQKDGZyb21fZW50cmllcxgEIAEoAyJcChFSZWNvbmNpbGVSZXNwb25zZRIzCgtkaWZmZXJlbmNlcxgBIAMoCzIeLmNyZWRpdC52MS5SZWNvbmNpbGVEaWZmZXJlbmNlEhIKCmNvbnNpc3RlbnQYAiABKAgq5wEKD0xlZGdlckVudHJ5S2luZBIhCh1MRURHRVJfRU5UUllfS0lORF9VTlNQRUNJRklFRBAAEhsKF0xFREdFUl9FTlRSWV9LSU5EX0dSQU5UEAESGgoWTEVER0VSX0VOVFJZX0tJTkRfSE9MRBACEh0KGUxFREdFUl9FTlRSWV9LSU5EX0NBUFRVUkUQAxIdChlMRURHRVJfRU5UUllfS0lORF9SRUxFQVNFEAQSHAoYTEVER0VSX0VOVFJZX0tJTkRfRVhQSVJFEAUSHAoYTEVER0VSX0VOVFJZX0tJTkRfQURKVVNUEAYypgcKEkNyZWRpdEFkbWluU2VydmljZRJSCg1BZGp1c3RDcmVkaXRzEh8uY3JlZGl0LnYxLkFkanVzdENyZWRpdHNSZXF1ZXN0GiAuY3JlZGl0LnYxLkFkanVzdENyZWRpdHNSZXNwb25zZRJjChFMaXN0TGVkZ2VyRW50cmllcxIjLmNyZWRpdC52MS5MaXN0TGVkZ2VyRW50cmllc1JlcXVlc3QaJC5jcmVkaXQudjEuTGlzdExlZGdlckVudHJpZXNSZXNwb25zZSIDkAIBEksKCVJlY29uY2lsZRIbLmNyZWRpdC52MS5SZWNvbmNpbGVSZXF1ZXN0GhwuY3JlZGl0LnYxLlJlY29uY2lsZVJlc3BvbnNlIgOQAgESVwoNU2V0Q3VzdG9tUGxhbhIfLmNyZWRpdC52MS5TZXRDdXN0b21QbGFuUmVxdWVzdBogLmNyZWRpdC52MS5TZXRDdXN0b21QbGFuUmVzcG9uc2UiA5ACAhJjChFTZXRBY2NvdW50UHJpY2luZxIjLmNyZWRpdC52MS5TZXRBY2NvdW50UHJpY2luZ1JlcXVlc3QaJC5jcmVkaXQudjEuU2V0QWNjb3VudFByaWNpbmdSZXNwb25zZSIDkAICElsKEEFkdmFuY2VUZXN0Q2xvY2sSIi5jcmVkaXQudjEuQWR2YW5jZVRlc3RDbG9ja1JlcXVlc3QaIy5jcmVkaXQudjEuQWR2YW5jZVRlc3RDbG9ja1Jlc3BvbnNlElgKD1NldEJhbGFuY2VBbGVydBIhLmNyZWRpdC52MS5TZXRCYWxhbmNlQWxlcnRSZXF1ZXN0GiIuY3JlZGl0LnYxLlNldEJhbGFuY2VBbGVydFJlc3BvbnNlEmQKE1NldENvbmN1cnJlbmN5TGltaXQSJS5jcmVkaXQudjEuU2V0Q29uY3VycmVuY3lMaW1pdFJlcXVlc3QaJi5jcmVkaXQudjEuU2V0Q29uY3VycmVuY3lMaW1pdFJlc3BvbnNlElIKDVNldFNwZW5kTGltaXQSHy5jcmVkaXQudjEuU2V0U3BlbmRMaW1pdFJlcXVlc3QaIC5jcmVkaXQudjEuU2V0U3BlbmRMaW1pdFJlc3BvbnNlElsKEFJlbW92ZVNwZW5kTGltaXQSIi5jcmVkaXQudjEuUmVtb3ZlU3BlbmRMaW1pdFJlcXVlc3QaIy5jcmVkaXQudjEuUmVtb3ZlU3BlbmRMaW1pdFJlc3BvbnNlYgZwcm90bzM", [file_credit_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch1jcmVkaXQvdjEvYWRtaW5fc2VydmljZS5wcm90bxIJY3JlZGl0LnYxInIKFEN1c3RvbVRvcFVwUGFja09mZmVyEg8KB3BhY2tfaWQYASABKAkSDwoHY3JlZGl0cxgCIAEoAxIfCgVwcmljZRgDIAEoCzIQLmNyZWRpdC52MS5Nb25leRIXCg92YWxpZGl0eV9tb250aHMYBCABKAUi6gEKFFNldEN1c3RvbVBsYW5SZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDwoHcGxhbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEhkKEW1vbnRobHlfYWxsb3dhbmNlGAQgASgDEh8KBXByaWNlGAUgASgLMhAuY3JlZGl0LnYxLk1vbmV5EiwKCGludGVydmFsGAYgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBI1Cgx0b3BfdXBfcGFja3MYByADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoVU2V0Q3VzdG9tUGxhblJlc3BvbnNlEh0KBHBsYW4YASABKAsyDy5jcmVkaXQudjEuUGxhbhI1Cgx0b3BfdXBfcGFja3MYAiADKAsyHy5jcmVkaXQudjEuQ3VzdG9tVG9wVXBQYWNrT2ZmZXIibQoXQWR2YW5jZVRlc3RDbG9ja1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIlCgJieRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkiaAoYQWR2YW5jZVRlc3RDbG9ja1Jlc3BvbnNlEicKA25vdxgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIoUBChZTZXRCYWxhbmNlQWxlcnRSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSEQoHY3JlZGl0cxgCIAEoA0gAEh4KFHBlcmNlbnRfb2ZfYWxsb3dhbmNlGAMgASgNSAASFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJQgsKCXRocmVzaG9sZCJtChdTZXRCYWxhbmNlQWxlcnRSZXNwb25zZRItCgVhbGVydBgBIAEoCzIeLmNyZWRpdC52MS5CYWxhbmNlQWxlcnRTZXR0aW5nEiMKB2JhbGFuY2UYAiABKAsyEi5jcmVkaXQudjEuQmFsYW5jZSKOAQoaU2V0Q29uY3VycmVuY3lMaW1pdFJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIRCgltZW1iZXJfaWQYAiABKAkSFgoObWF4X29wZW5faG9sZHMYAyABKA0SGAoQbWF4X2hlbGRfY3JlZGl0cxgEIAEoAxIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkiSQobU2V0Q29uY3VycmVuY3lMaW1pdFJlc3BvbnNlEioKBWxpbWl0GAEgASgLMhsuY3JlZGl0LnYxLkNvbmN1cnJlbmN5TGltaXQigQEKEENvbmN1cnJlbmN5TGltaXQSEQoJbWVtYmVyX2lkGAEgASgJEhYKDm1heF9vcGVuX2hvbGRzGAIgASgNEhgKEG1heF9oZWxkX2NyZWRpdHMYAyABKAMSEgoKb3Blbl9ob2xkcxgEIAEoDRIUCgxoZWxkX2NyZWRpdHMYBSABKAMiygEKFFNldFNwZW5kTGltaXRSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSEQoJbWVtYmVyX2lkGAIgASgJEiYKBnBlcmlvZBgDIAEoDjIWLmNyZWRpdC52MS5TcGVuZFBlcmlvZBITCgttYXhfY3JlZGl0cxgEIAEoAxIiCgRtb2RlGAUgASgOMhQuY3JlZGl0LnYxLkxpbWl0TW9kZRIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkSEQoJdGltZV96b25lGAcgASgJIj0KFVNldFNwZW5kTGltaXRSZXNwb25zZRIkCgVsaW1pdBgBIAEoCzIVLmNyZWRpdC52MS5TcGVuZExpbWl0IoEBChdSZW1vdmVTcGVuZExpbWl0UmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKCW1lbWJlcl9pZBgCIAEoCRImCgZwZXJpb2QYAyABKA4yFi5jcmVkaXQudjEuU3BlbmRQZXJpb2QSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJIkIKGFJlbW92ZVNwZW5kTGltaXRSZXNwb25zZRImCgdyZW1vdmVkGAEgASgLMhUuY3JlZGl0LnYxLlNwZW5kTGltaXQikwEKFEFkanVzdENyZWRpdHNSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDgoGYW1vdW50GAIgASgDEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnJlYXNvbhgEIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkiXwoVQWRqdXN0Q3JlZGl0c1Jlc3BvbnNlEiEKBmJ1Y2tldBgBIAEoCzIRLmNyZWRpdC52MS5CdWNrZXQSIwoHYmFsYW5jZRgCIAEoCzISLmNyZWRpdC52MS5CYWxhbmNlIu0CCgtMZWRnZXJFbnRyeRIQCghlbnRyeV9pZBgBIAEoAxISCgphY2NvdW50X2lkGAIgASgJEigKBGtpbmQYAyABKA4yGi5jcmVkaXQudjEuTGVkZ2VyRW50cnlLaW5kEhEKCWJ1Y2tldF9pZBgEIAEoCRIWCg5yZXNlcnZhdGlvbl9pZBgFIAEoCRIOCgZhbW91bnQYBiABKAMSFwoPaWRlbXBvdGVuY3lfa2V5GAcgASgJEg4KBmNhbGxlchgIIAEoCRI2CghtZXRhZGF0YRgJIAMoCzIkLmNyZWRpdC52MS5MZWRnZXJFbnRyeS5NZXRhZGF0YUVudHJ5Ei4KCmNyZWF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCW1lbWJlcl9pZBgLIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi3gEKGExpc3RMZWRnZXJFbnRyaWVzUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgVraW5kcxgGIAMoDjIaLmNyZWRpdC52MS5MZWRnZXJFbnRyeUtpbmQiXQoZTGlzdExlZGdlckVudHJpZXNSZXNwb25zZRInCgdlbnRyaWVzGAEgAygLMhYuY3JlZGl0LnYxLkxlZGdlckVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJGChhTZXRBY2NvdW50UHJpY2luZ1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIWCg5wcmljZV9wZXJtaWxsZRgCIAEoBSIzChlTZXRBY2NvdW50UHJpY2luZ1Jlc3BvbnNlEhYKDnByaWNlX3Blcm1pbGxlGAEgASgFIiYKEFJlY29uY2lsZVJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCSJbChNSZWNvbmNpbGVEaWZmZXJlbmNlEg8KB3N1YmplY3QYASABKAkSDQoFZmllbGQYAiABKAkSDgoGc3RvcmVkGAMgASgDEhQKDGZyb21fZW50cmllcxgEIAEoAyJcChFSZWNvbmNpbGVSZXNwb25zZRIzCgtkaWZmZXJlbmNlcxgBIAMoCzIeLmNyZWRpdC52MS5SZWNvbmNpbGVEaWZmZXJlbmNlEhIKCmNvbnNpc3RlbnQYAiABKAgiugEKE1NldEF1dG9Ub3BVcFJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIZChF0aHJlc2hvbGRfY3JlZGl0cxgCIAEoAxIRCgdwYWNrX2lkGAMgASgJSAASGAoOdGFyZ2V0X2NyZWRpdHMYBCABKANIABIVCg1tYXhfcGVyX21vbnRoGAUgASgNEg8KB2VuYWJsZWQYBiABKAgSFwoPaWRlbXBvdGVuY3lfa2V5GAcgASgJQgYKBHNpemUiPgoUU2V0QXV0b1RvcFVwUmVzcG9uc2USJgoEcnVsZRgBIAEoCzIYLmNyZWRpdC52MS5BdXRvVG9wVXBSdWxlIikKE0dldEF1dG9Ub3BVcFJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCSI+ChRHZXRBdXRvVG9wVXBSZXNwb25zZRImCgRydWxlGAEgASgLMhguY3JlZGl0LnYxLkF1dG9Ub3BVcFJ1bGUq5wEKD0xlZGdlckVudHJ5S2luZBIhCh1MRURHRVJfRU5UUllfS0lORF9VTlNQRUNJRklFRBAAEhsKF0xFREdFUl9FTlRSWV9LSU5EX0dSQU5UEAESGgoWTEVER0VSX0VOVFJZX0tJTkRfSE9MRBACEh0KGUxFREdFUl9FTlRSWV9LSU5EX0NBUFRVUkUQAxIdChlMRURHRVJfRU5UUllfS0lORF9SRUxFQVNFEAQSHAoYTEVER0VSX0VOVFJZX0tJTkRfRVhQSVJFEAUSHAoYTEVER0VSX0VOVFJZX0tJTkRfQURKVVNUEAYyzQgKEkNyZWRpdEFkbWluU2VydmljZRJSCg1BZGp1c3RDcmVkaXRzEh8uY3JlZGl0LnYxLkFkanVzdENyZWRpdHNSZXF1ZXN0GiAuY3JlZGl0LnYxLkFkanVzdENyZWRpdHNSZXNwb25zZRJjChFMaXN0TGVkZ2VyRW50cmllcxIjLmNyZWRpdC52MS5MaXN0TGVkZ2VyRW50cmllc1JlcXVlc3QaJC5jcmVkaXQudjEuTGlzdExlZGdlckVudHJpZXNSZXNwb25zZSIDkAIBEksKCVJlY29uY2lsZRIbLmNyZWRpdC52MS5SZWNvbmNpbGVSZXF1ZXN0GhwuY3JlZGl0LnYxLlJlY29uY2lsZVJlc3BvbnNlIgOQAgESVwoNU2V0Q3VzdG9tUGxhbhIfLmNyZWRpdC52MS5TZXRDdXN0b21QbGFuUmVxdWVzdBogLmNyZWRpdC52MS5TZXRDdXN0b21QbGFuUmVzcG9uc2UiA5ACAhJjChFTZXRBY2NvdW50UHJpY2luZxIjLmNyZWRpdC52MS5TZXRBY2NvdW50UHJpY2luZ1JlcXVlc3QaJC5jcmVkaXQudjEuU2V0QWNjb3VudFByaWNpbmdSZXNwb25zZSIDkAICElsKEEFkdmFuY2VUZXN0Q2xvY2sSIi5jcmVkaXQudjEuQWR2YW5jZVRlc3RDbG9ja1JlcXVlc3QaIy5jcmVkaXQudjEuQWR2YW5jZVRlc3RDbG9ja1Jlc3BvbnNlElgKD1NldEJhbGFuY2VBbGVydBIhLmNyZWRpdC52MS5TZXRCYWxhbmNlQWxlcnRSZXF1ZXN0GiIuY3JlZGl0LnYxLlNldEJhbGFuY2VBbGVydFJlc3BvbnNlEmQKE1NldENvbmN1cnJlbmN5TGltaXQSJS5jcmVkaXQudjEuU2V0Q29uY3VycmVuY3lMaW1pdFJlcXVlc3QaJi5jcmVkaXQudjEuU2V0Q29uY3VycmVuY3lMaW1pdFJlc3BvbnNlElIKDVNldFNwZW5kTGltaXQSHy5jcmVkaXQudjEuU2V0U3BlbmRMaW1pdFJlcXVlc3QaIC5jcmVkaXQudjEuU2V0U3BlbmRMaW1pdFJlc3BvbnNlElsKEFJlbW92ZVNwZW5kTGltaXQSIi5jcmVkaXQudjEuUmVtb3ZlU3BlbmRMaW1pdFJlcXVlc3QaIy5jcmVkaXQudjEuUmVtb3ZlU3BlbmRMaW1pdFJlc3BvbnNlEk8KDFNldEF1dG9Ub3BVcBIeLmNyZWRpdC52MS5TZXRBdXRvVG9wVXBSZXF1ZXN0Gh8uY3JlZGl0LnYxLlNldEF1dG9Ub3BVcFJlc3BvbnNlElQKDEdldEF1dG9Ub3BVcBIeLmNyZWRpdC52MS5HZXRBdXRvVG9wVXBSZXF1ZXN0Gh8uY3JlZGl0LnYxLkdldEF1dG9Ub3BVcFJlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_credit_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A top-up pack offered to one business account.
@@ -944,6 +944,137 @@ export const ReconcileResponseSchema: GenMessage<ReconcileResponse> = /*@__PURE_
   messageDesc(file_credit_v1_admin_service, 23);
 
 /**
+ * Set an account's auto top-up rule (in place of any before).
+ *
+ * @generated from message credit.v1.SetAutoTopUpRequest
+ */
+export type SetAutoTopUpRequest = Message<"credit.v1.SetAutoTopUpRequest"> & {
+  /**
+   * The account; it must exist.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * Request when available credits fall below this; at least 1.
+   *
+   * @generated from field: int64 threshold_credits = 2;
+   */
+  thresholdCredits: bigint;
+
+  /**
+   * How much a request buys.
+   *
+   * @generated from oneof credit.v1.SetAutoTopUpRequest.size
+   */
+  size: {
+    /**
+     * A top-up pack the account may buy (catalog or its own).
+     *
+     * @generated from field: string pack_id = 3;
+     */
+    value: string;
+    case: "packId";
+  } | {
+    /**
+     * Enough to bring available credits to this; above threshold_credits.
+     *
+     * @generated from field: int64 target_credits = 4;
+     */
+    value: bigint;
+    case: "targetCredits";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Requests per calendar month at most, 1 to 1000.
+   *
+   * @generated from field: uint32 max_per_month = 5;
+   */
+  maxPerMonth: number;
+
+  /**
+   * false: no new request (one already out can still be answered).
+   *
+   * @generated from field: bool enabled = 6;
+   */
+  enabled: boolean;
+
+  /**
+   * Client-chosen key, unique per account and logical call; a retry reuses it.
+   *
+   * @generated from field: string idempotency_key = 7;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message credit.v1.SetAutoTopUpRequest.
+ * Use `create(SetAutoTopUpRequestSchema)` to create a new message.
+ */
+export const SetAutoTopUpRequestSchema: GenMessage<SetAutoTopUpRequest> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 24);
+
+/**
+ * The rule as set (an account already below its threshold has its request out already).
+ *
+ * @generated from message credit.v1.SetAutoTopUpResponse
+ */
+export type SetAutoTopUpResponse = Message<"credit.v1.SetAutoTopUpResponse"> & {
+  /**
+   * @generated from field: credit.v1.AutoTopUpRule rule = 1;
+   */
+  rule?: AutoTopUpRule | undefined;
+};
+
+/**
+ * Describes the message credit.v1.SetAutoTopUpResponse.
+ * Use `create(SetAutoTopUpResponseSchema)` to create a new message.
+ */
+export const SetAutoTopUpResponseSchema: GenMessage<SetAutoTopUpResponse> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 25);
+
+/**
+ * Read an account's auto top-up rule.
+ *
+ * @generated from message credit.v1.GetAutoTopUpRequest
+ */
+export type GetAutoTopUpRequest = Message<"credit.v1.GetAutoTopUpRequest"> & {
+  /**
+   * The account; it must exist.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+};
+
+/**
+ * Describes the message credit.v1.GetAutoTopUpRequest.
+ * Use `create(GetAutoTopUpRequestSchema)` to create a new message.
+ */
+export const GetAutoTopUpRequestSchema: GenMessage<GetAutoTopUpRequest> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 26);
+
+/**
+ * @generated from message credit.v1.GetAutoTopUpResponse
+ */
+export type GetAutoTopUpResponse = Message<"credit.v1.GetAutoTopUpResponse"> & {
+  /**
+   * Unset when the account has no rule.
+   *
+   * @generated from field: credit.v1.AutoTopUpRule rule = 1;
+   */
+  rule?: AutoTopUpRule | undefined;
+};
+
+/**
+ * Describes the message credit.v1.GetAutoTopUpResponse.
+ * Use `create(GetAutoTopUpResponseSchema)` to create a new message.
+ */
+export const GetAutoTopUpResponseSchema: GenMessage<GetAutoTopUpResponse> = /*@__PURE__*/
+  messageDesc(file_credit_v1_admin_service, 27);
+
+/**
  * The kind of movement a ledger entry records.
  *
  * @generated from enum credit.v1.LedgerEntryKind
@@ -1112,6 +1243,27 @@ export const CreditAdminService: GenService<{
     methodKind: "unary";
     input: typeof RemoveSpendLimitRequestSchema;
     output: typeof RemoveSpendLimitResponseSchema;
+  },
+  /**
+   * SetAutoTopUp sets the account's auto top-up rule: below threshold_credits the service asks
+   * billing (AUTO_TOP_UP_REQUESTED) to buy a pack or up to a target, once per need.
+   *
+   * @generated from rpc credit.v1.CreditAdminService.SetAutoTopUp
+   */
+  setAutoTopUp: {
+    methodKind: "unary";
+    input: typeof SetAutoTopUpRequestSchema;
+    output: typeof SetAutoTopUpResponseSchema;
+  },
+  /**
+   * GetAutoTopUp returns the rule with its state, this month's count and its last failure.
+   *
+   * @generated from rpc credit.v1.CreditAdminService.GetAutoTopUp
+   */
+  getAutoTopUp: {
+    methodKind: "unary";
+    input: typeof GetAutoTopUpRequestSchema;
+    output: typeof GetAutoTopUpResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_credit_v1_admin_service, 0);

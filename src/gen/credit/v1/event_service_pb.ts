@@ -6,7 +6,7 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { PlanChangeKind } from "./credit_service_pb.js";
 import { file_credit_v1_credit_service } from "./credit_service_pb.js";
-import type { BalanceAlertSetting, Bucket, Money, Plan, Reservation, SpendLimit, Subscription } from "./types_pb.js";
+import type { AutoTopUpRequest, AutoTopUpRule, BalanceAlertSetting, Bucket, Money, Plan, Reservation, SpendLimit, Subscription } from "./types_pb.js";
 import { file_credit_v1_types } from "./types_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file credit/v1/event_service.proto.
  */
 export const file_credit_v1_event_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1jcmVkaXQvdjEvZXZlbnRfc2VydmljZS5wcm90bxIJY3JlZGl0LnYxIrEGCgVFdmVudBIQCghldmVudF9pZBgBIAEoCRIOCgZjdXJzb3IYAiABKAkSEgoKYWNjb3VudF9pZBgDIAEoCRIYChBhY2NvdW50X3NlcXVlbmNlGAQgASgDEiIKBGtpbmQYBSABKA4yFC5jcmVkaXQudjEuRXZlbnRLaW5kEi8KC29jY3VycmVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWNvcmRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoEaG9sZBgKIAEoCzIULmNyZWRpdC52MS5Ib2xkRXZlbnRIABI0Cg9jcmVkaXRzX2dyYW50ZWQYCyABKAsyGS5jcmVkaXQudjEuQ3JlZGl0c0dyYW50ZWRIABI0Cg9jcmVkaXRzX2V4cGlyZWQYDCABKAsyGS5jcmVkaXQudjEuQ3JlZGl0c0V4cGlyZWRIABI2ChBjcmVkaXRzX2V4cGlyaW5nGA0gASgLMhouY3JlZGl0LnYxLkNyZWRpdHNFeHBpcmluZ0gAEi4KDHBsYW5fY2hhbmdlZBgOIAEoCzIWLmNyZWRpdC52MS5QbGFuQ2hhbmdlZEgAEjIKDnBlcmlvZF9yZW5ld2VkGA8gASgLMhguY3JlZGl0LnYxLlBlcmlvZFJlbmV3ZWRIABIwCg1iYWxhbmNlX2FsZXJ0GBAgASgLMhcuY3JlZGl0LnYxLkJhbGFuY2VBbGVydEgAEjsKE3Rlc3RfY2xvY2tfYWR2YW5jZWQYESABKAsyHC5jcmVkaXQudjEuVGVzdENsb2NrQWR2YW5jZWRIABI/ChVjb25jdXJyZW5jeV9saW1pdF9zZXQYEiABKAsyHi5jcmVkaXQudjEuQ29uY3VycmVuY3lMaW1pdFNldEgAEiwKC3NwZW5kX2xpbWl0GBMgASgLMhUuY3JlZGl0LnYxLlNwZW5kTGltaXRIABI7ChNzcGVuZF9saW1pdF9yZWFjaGVkGBQgASgLMhwuY3JlZGl0LnYxLlNwZW5kTGltaXRSZWFjaGVkSABCCQoHcGF5bG9hZCI4CglIb2xkRXZlbnQSKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24iUwoOQ3JlZGl0c0dyYW50ZWQSIQoGYnVja2V0GAEgASgLMhEuY3JlZGl0LnYxLkJ1Y2tldBIOCgZhbW91bnQYAiABKAMSDgoGc291cmNlGAMgASgJIlsKDkNyZWRpdHNFeHBpcmVkEiEKBmJ1Y2tldBgBIAEoCzIRLmNyZWRpdC52MS5CdWNrZXQSDgoGYW1vdW50GAIgASgDEhYKDnJlc2VydmF0aW9uX2lkGAMgASgJInQKD0NyZWRpdHNFeHBpcmluZxIhCgZidWNrZXQYASABKAsyES5jcmVkaXQudjEuQnVja2V0Eg4KBmFtb3VudBgCIAEoAxIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKLAgoLUGxhbkNoYW5nZWQSKQoGY2hhbmdlGAEgASgOMhkuY3JlZGl0LnYxLlBsYW5DaGFuZ2VLaW5kEiYKDXByZXZpb3VzX3BsYW4YAiABKAsyDy5jcmVkaXQudjEuUGxhbhIdCgRwbGFuGAMgASgLMg8uY3JlZGl0LnYxLlBsYW4SMAoMZWZmZWN0aXZlX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCg9wcm9yYXRlZF9jaGFyZ2UYBSABKAsyEC5jcmVkaXQudjEuTW9uZXkSLQoMc3Vic2NyaXB0aW9uGAYgASgLMhcuY3JlZGl0LnYxLlN1YnNjcmlwdGlvbiKKAgoNUGVyaW9kUmVuZXdlZBIdCgRwbGFuGAEgASgLMg8uY3JlZGl0LnYxLlBsYW4SMAoMcGVyaW9kX3N0YXJ0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpwZXJpb2RfZW5kGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIeChZiaWxsaW5nX3BlcmlvZF9yZW5ld2VkGAQgASgIEiAKBmNoYXJnZRgFIAEoCzIQLmNyZWRpdC52MS5Nb25leRI2ChJiaWxsaW5nX3BlcmlvZF9lbmQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wInkKDEJhbGFuY2VBbGVydBIRCglhdmFpbGFibGUYASABKAMSEQoJdGhyZXNob2xkGAIgASgDEhIKCnJlY292ZXJfYXQYAyABKAMSLwoHc2V0dGluZxgEIAEoCzIeLmNyZWRpdC52MS5CYWxhbmNlQWxlcnRTZXR0aW5nIloKE0NvbmN1cnJlbmN5TGltaXRTZXQSEQoJbWVtYmVyX2lkGAEgASgJEhYKDm1heF9vcGVuX2hvbGRzGAIgASgNEhgKEG1heF9oZWxkX2NyZWRpdHMYAyABKAMidwoRU3BlbmRMaW1pdFJlYWNoZWQSJAoFbGltaXQYASABKAsyFS5jcmVkaXQudjEuU3BlbmRMaW1pdBIRCglyZXF1ZXN0ZWQYAiABKAMSFgoOcmVzZXJ2YXRpb25faWQYAyABKAkSEQoJbWVtYmVyX2lkGAQgASgJIlEKEVRlc3RDbG9ja0FkdmFuY2VkEhMKC2FkdmFuY2VkX21zGAEgASgDEicKA25vdxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAidQoRTGlzdEV2ZW50c1JlcXVlc3QSFAoMYWZ0ZXJfY3Vyc29yGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRIjCgVraW5kcxgDIAMoDjIULmNyZWRpdC52MS5FdmVudEtpbmQSEgoKYWNjb3VudF9pZBgEIAEoCSJLChJMaXN0RXZlbnRzUmVzcG9uc2USIAoGZXZlbnRzGAEgAygLMhAuY3JlZGl0LnYxLkV2ZW50EhMKC25leHRfY3Vyc29yGAIgASgJImQKE1N0cmVhbUV2ZW50c1JlcXVlc3QSFAoMYWZ0ZXJfY3Vyc29yGAEgASgJEiMKBWtpbmRzGAIgAygOMhQuY3JlZGl0LnYxLkV2ZW50S2luZBISCgphY2NvdW50X2lkGAMgASgJKo0FCglFdmVudEtpbmQSGgoWRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEhsKF0VWRU5UX0tJTkRfSE9MRF9DUkVBVEVEEAESHQoZRVZFTlRfS0lORF9IT0xEX0NPTU1JVFRFRBACEhwKGEVWRU5UX0tJTkRfSE9MRF9SRUxFQVNFRBADEhsKF0VWRU5UX0tJTkRfSE9MRF9FWFBJUkVEEAQSHAoYRVZFTlRfS0lORF9IT0xEX0VYVEVOREVEEAUSHgoaRVZFTlRfS0lORF9DUkVESVRTX0dSQU5URUQQBhIeChpFVkVOVF9LSU5EX0NSRURJVFNfRVhQSVJFRBAHEh8KG0VWRU5UX0tJTkRfQ1JFRElUU19FWFBJUklORxAIEhsKF0VWRU5UX0tJTkRfUExBTl9DSEFOR0VEEAkSHQoZRVZFTlRfS0lORF9QRVJJT0RfUkVORVdFRBAKEhoKFkVWRU5UX0tJTkRfQkFMQU5DRV9MT1cQCxIgChxFVkVOVF9LSU5EX0JBTEFOQ0VfRVhIQVVTVEVEEAwSIAocRVZFTlRfS0lORF9CQUxBTkNFX1JFQ09WRVJFRBANEiIKHkVWRU5UX0tJTkRfVEVTVF9DTE9DS19BRFZBTkNFRBAOEiAKHEVWRU5UX0tJTkRfQkFMQU5DRV9BTEVSVF9TRVQQDxIkCiBFVkVOVF9LSU5EX0NPTkNVUlJFTkNZX0xJTUlUX1NFVBAQEh4KGkVWRU5UX0tJTkRfU1BFTkRfTElNSVRfU0VUEBESIgoeRVZFTlRfS0lORF9TUEVORF9MSU1JVF9SRU1PVkVEEBISIgoeRVZFTlRfS0lORF9TUEVORF9MSU1JVF9SRUFDSEVEEBMyrQEKEkNyZWRpdEV2ZW50U2VydmljZRJOCgpMaXN0RXZlbnRzEhwuY3JlZGl0LnYxLkxpc3RFdmVudHNSZXF1ZXN0Gh0uY3JlZGl0LnYxLkxpc3RFdmVudHNSZXNwb25zZSIDkAIBEkcKDFN0cmVhbUV2ZW50cxIeLmNyZWRpdC52MS5TdHJlYW1FdmVudHNSZXF1ZXN0GhAuY3JlZGl0LnYxLkV2ZW50IgOQAgEwAWIGcHJvdG8z", [file_credit_v1_credit_service, file_credit_v1_types, file_google_protobuf_timestamp]);
+  fileDesc("Ch1jcmVkaXQvdjEvZXZlbnRfc2VydmljZS5wcm90bxIJY3JlZGl0LnYxIt0ICgVFdmVudBIQCghldmVudF9pZBgBIAEoCRIOCgZjdXJzb3IYAiABKAkSEgoKYWNjb3VudF9pZBgDIAEoCRIYChBhY2NvdW50X3NlcXVlbmNlGAQgASgDEiIKBGtpbmQYBSABKA4yFC5jcmVkaXQudjEuRXZlbnRLaW5kEi8KC29jY3VycmVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWNvcmRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoEaG9sZBgKIAEoCzIULmNyZWRpdC52MS5Ib2xkRXZlbnRIABI0Cg9jcmVkaXRzX2dyYW50ZWQYCyABKAsyGS5jcmVkaXQudjEuQ3JlZGl0c0dyYW50ZWRIABI0Cg9jcmVkaXRzX2V4cGlyZWQYDCABKAsyGS5jcmVkaXQudjEuQ3JlZGl0c0V4cGlyZWRIABI2ChBjcmVkaXRzX2V4cGlyaW5nGA0gASgLMhouY3JlZGl0LnYxLkNyZWRpdHNFeHBpcmluZ0gAEi4KDHBsYW5fY2hhbmdlZBgOIAEoCzIWLmNyZWRpdC52MS5QbGFuQ2hhbmdlZEgAEjIKDnBlcmlvZF9yZW5ld2VkGA8gASgLMhguY3JlZGl0LnYxLlBlcmlvZFJlbmV3ZWRIABIwCg1iYWxhbmNlX2FsZXJ0GBAgASgLMhcuY3JlZGl0LnYxLkJhbGFuY2VBbGVydEgAEjsKE3Rlc3RfY2xvY2tfYWR2YW5jZWQYESABKAsyHC5jcmVkaXQudjEuVGVzdENsb2NrQWR2YW5jZWRIABI/ChVjb25jdXJyZW5jeV9saW1pdF9zZXQYEiABKAsyHi5jcmVkaXQudjEuQ29uY3VycmVuY3lMaW1pdFNldEgAEiwKC3NwZW5kX2xpbWl0GBMgASgLMhUuY3JlZGl0LnYxLlNwZW5kTGltaXRIABI7ChNzcGVuZF9saW1pdF9yZWFjaGVkGBQgASgLMhwuY3JlZGl0LnYxLlNwZW5kTGltaXRSZWFjaGVkSAASMgoPYXV0b190b3BfdXBfc2V0GBUgASgLMhcuY3JlZGl0LnYxLkF1dG9Ub3BVcFNldEgAEj4KFWF1dG9fdG9wX3VwX3JlcXVlc3RlZBgWIAEoCzIdLmNyZWRpdC52MS5BdXRvVG9wVXBSZXF1ZXN0ZWRIABI+ChVhdXRvX3RvcF91cF9jb21wbGV0ZWQYFyABKAsyHS5jcmVkaXQudjEuQXV0b1RvcFVwQ29tcGxldGVkSAASOAoSYXV0b190b3BfdXBfZmFpbGVkGBggASgLMhouY3JlZGl0LnYxLkF1dG9Ub3BVcEZhaWxlZEgAEjwKFGF1dG9fdG9wX3VwX2Rpc2FibGVkGBkgASgLMhwuY3JlZGl0LnYxLkF1dG9Ub3BVcERpc2FibGVkSABCCQoHcGF5bG9hZCI4CglIb2xkRXZlbnQSKwoLcmVzZXJ2YXRpb24YASABKAsyFi5jcmVkaXQudjEuUmVzZXJ2YXRpb24iUwoOQ3JlZGl0c0dyYW50ZWQSIQoGYnVja2V0GAEgASgLMhEuY3JlZGl0LnYxLkJ1Y2tldBIOCgZhbW91bnQYAiABKAMSDgoGc291cmNlGAMgASgJIlsKDkNyZWRpdHNFeHBpcmVkEiEKBmJ1Y2tldBgBIAEoCzIRLmNyZWRpdC52MS5CdWNrZXQSDgoGYW1vdW50GAIgASgDEhYKDnJlc2VydmF0aW9uX2lkGAMgASgJInQKD0NyZWRpdHNFeHBpcmluZxIhCgZidWNrZXQYASABKAsyES5jcmVkaXQudjEuQnVja2V0Eg4KBmFtb3VudBgCIAEoAxIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKLAgoLUGxhbkNoYW5nZWQSKQoGY2hhbmdlGAEgASgOMhkuY3JlZGl0LnYxLlBsYW5DaGFuZ2VLaW5kEiYKDXByZXZpb3VzX3BsYW4YAiABKAsyDy5jcmVkaXQudjEuUGxhbhIdCgRwbGFuGAMgASgLMg8uY3JlZGl0LnYxLlBsYW4SMAoMZWZmZWN0aXZlX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCg9wcm9yYXRlZF9jaGFyZ2UYBSABKAsyEC5jcmVkaXQudjEuTW9uZXkSLQoMc3Vic2NyaXB0aW9uGAYgASgLMhcuY3JlZGl0LnYxLlN1YnNjcmlwdGlvbiKKAgoNUGVyaW9kUmVuZXdlZBIdCgRwbGFuGAEgASgLMg8uY3JlZGl0LnYxLlBsYW4SMAoMcGVyaW9kX3N0YXJ0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpwZXJpb2RfZW5kGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIeChZiaWxsaW5nX3BlcmlvZF9yZW5ld2VkGAQgASgIEiAKBmNoYXJnZRgFIAEoCzIQLmNyZWRpdC52MS5Nb25leRI2ChJiaWxsaW5nX3BlcmlvZF9lbmQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wInkKDEJhbGFuY2VBbGVydBIRCglhdmFpbGFibGUYASABKAMSEQoJdGhyZXNob2xkGAIgASgDEhIKCnJlY292ZXJfYXQYAyABKAMSLwoHc2V0dGluZxgEIAEoCzIeLmNyZWRpdC52MS5CYWxhbmNlQWxlcnRTZXR0aW5nIloKE0NvbmN1cnJlbmN5TGltaXRTZXQSEQoJbWVtYmVyX2lkGAEgASgJEhYKDm1heF9vcGVuX2hvbGRzGAIgASgNEhgKEG1heF9oZWxkX2NyZWRpdHMYAyABKAMidwoRU3BlbmRMaW1pdFJlYWNoZWQSJAoFbGltaXQYASABKAsyFS5jcmVkaXQudjEuU3BlbmRMaW1pdBIRCglyZXF1ZXN0ZWQYAiABKAMSFgoOcmVzZXJ2YXRpb25faWQYAyABKAkSEQoJbWVtYmVyX2lkGAQgASgJIjYKDEF1dG9Ub3BVcFNldBImCgRydWxlGAEgASgLMhguY3JlZGl0LnYxLkF1dG9Ub3BVcFJ1bGUiVQoSQXV0b1RvcFVwUmVxdWVzdGVkEiwKB3JlcXVlc3QYASABKAsyGy5jcmVkaXQudjEuQXV0b1RvcFVwUmVxdWVzdBIRCglhdmFpbGFibGUYAiABKAMiUAoSQXV0b1RvcFVwQ29tcGxldGVkEiwKB3JlcXVlc3QYASABKAsyGy5jcmVkaXQudjEuQXV0b1RvcFVwUmVxdWVzdBIMCgRsYXRlGAIgASgIIlgKD0F1dG9Ub3BVcEZhaWxlZBIsCgdyZXF1ZXN0GAEgASgLMhsuY3JlZGl0LnYxLkF1dG9Ub3BVcFJlcXVlc3QSFwoPZmFpbHVyZXNfaW5fcm93GAIgASgNImAKEUF1dG9Ub3BVcERpc2FibGVkEjIKBnJlYXNvbhgBIAEoDjIiLmNyZWRpdC52MS5BdXRvVG9wVXBEaXNhYmxlZFJlYXNvbhIXCg9mYWlsdXJlc19pbl9yb3cYAiABKA0iUQoRVGVzdENsb2NrQWR2YW5jZWQSEwoLYWR2YW5jZWRfbXMYASABKAMSJwoDbm93GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ1ChFMaXN0RXZlbnRzUmVxdWVzdBIUCgxhZnRlcl9jdXJzb3IYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEiMKBWtpbmRzGAMgAygOMhQuY3JlZGl0LnYxLkV2ZW50S2luZBISCgphY2NvdW50X2lkGAQgASgJIksKEkxpc3RFdmVudHNSZXNwb25zZRIgCgZldmVudHMYASADKAsyEC5jcmVkaXQudjEuRXZlbnQSEwoLbmV4dF9jdXJzb3IYAiABKAkiZAoTU3RyZWFtRXZlbnRzUmVxdWVzdBIUCgxhZnRlcl9jdXJzb3IYASABKAkSIwoFa2luZHMYAiADKA4yFC5jcmVkaXQudjEuRXZlbnRLaW5kEhIKCmFjY291bnRfaWQYAyABKAkqwQYKCUV2ZW50S2luZBIaChZFVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASGwoXRVZFTlRfS0lORF9IT0xEX0NSRUFURUQQARIdChlFVkVOVF9LSU5EX0hPTERfQ09NTUlUVEVEEAISHAoYRVZFTlRfS0lORF9IT0xEX1JFTEVBU0VEEAMSGwoXRVZFTlRfS0lORF9IT0xEX0VYUElSRUQQBBIcChhFVkVOVF9LSU5EX0hPTERfRVhURU5ERUQQBRIeChpFVkVOVF9LSU5EX0NSRURJVFNfR1JBTlRFRBAGEh4KGkVWRU5UX0tJTkRfQ1JFRElUU19FWFBJUkVEEAcSHwobRVZFTlRfS0lORF9DUkVESVRTX0VYUElSSU5HEAgSGwoXRVZFTlRfS0lORF9QTEFOX0NIQU5HRUQQCRIdChlFVkVOVF9LSU5EX1BFUklPRF9SRU5FV0VEEAoSGgoWRVZFTlRfS0lORF9CQUxBTkNFX0xPVxALEiAKHEVWRU5UX0tJTkRfQkFMQU5DRV9FWEhBVVNURUQQDBIgChxFVkVOVF9LSU5EX0JBTEFOQ0VfUkVDT1ZFUkVEEA0SIgoeRVZFTlRfS0lORF9URVNUX0NMT0NLX0FEVkFOQ0VEEA4SIAocRVZFTlRfS0lORF9CQUxBTkNFX0FMRVJUX1NFVBAPEiQKIEVWRU5UX0tJTkRfQ09OQ1VSUkVOQ1lfTElNSVRfU0VUEBASHgoaRVZFTlRfS0lORF9TUEVORF9MSU1JVF9TRVQQERIiCh5FVkVOVF9LSU5EX1NQRU5EX0xJTUlUX1JFTU9WRUQQEhIiCh5FVkVOVF9LSU5EX1NQRU5EX0xJTUlUX1JFQUNIRUQQExIeChpFVkVOVF9LSU5EX0FVVE9fVE9QX1VQX1NFVBAUEiQKIEVWRU5UX0tJTkRfQVVUT19UT1BfVVBfUkVRVUVTVEVEEBUSJAogRVZFTlRfS0lORF9BVVRPX1RPUF9VUF9DT01QTEVURUQQFhIhCh1FVkVOVF9LSU5EX0FVVE9fVE9QX1VQX0ZBSUxFRBAXEiMKH0VWRU5UX0tJTkRfQVVUT19UT1BfVVBfRElTQUJMRUQQGCqVAQoXQXV0b1RvcFVwRGlzYWJsZWRSZWFzb24SKwonQVVUT19UT1BfVVBfRElTQUJMRURfUkVBU09OX1VOU1BFQ0lGSUVEEAASKAokQVVUT19UT1BfVVBfRElTQUJMRURfUkVBU09OX0ZBSUxVUkVTEAESIwofQVVUT19UT1BfVVBfRElTQUJMRURfUkVBU09OX1NFVBACMq0BChJDcmVkaXRFdmVudFNlcnZpY2USTgoKTGlzdEV2ZW50cxIcLmNyZWRpdC52MS5MaXN0RXZlbnRzUmVxdWVzdBodLmNyZWRpdC52MS5MaXN0RXZlbnRzUmVzcG9uc2UiA5ACARJHCgxTdHJlYW1FdmVudHMSHi5jcmVkaXQudjEuU3RyZWFtRXZlbnRzUmVxdWVzdBoQLmNyZWRpdC52MS5FdmVudCIDkAIBMAFiBnByb3RvMw", [file_credit_v1_credit_service, file_credit_v1_types, file_google_protobuf_timestamp]);
 
 /**
  * One committed change of one account (a change may emit several events; they share its sequence).
@@ -166,6 +166,46 @@ export type Event = Message<"credit.v1.Event"> & {
      */
     value: SpendLimitReached;
     case: "spendLimitReached";
+  } | {
+    /**
+     * AUTO_TOP_UP_SET.
+     *
+     * @generated from field: credit.v1.AutoTopUpSet auto_top_up_set = 21;
+     */
+    value: AutoTopUpSet;
+    case: "autoTopUpSet";
+  } | {
+    /**
+     * AUTO_TOP_UP_REQUESTED.
+     *
+     * @generated from field: credit.v1.AutoTopUpRequested auto_top_up_requested = 22;
+     */
+    value: AutoTopUpRequested;
+    case: "autoTopUpRequested";
+  } | {
+    /**
+     * AUTO_TOP_UP_COMPLETED.
+     *
+     * @generated from field: credit.v1.AutoTopUpCompleted auto_top_up_completed = 23;
+     */
+    value: AutoTopUpCompleted;
+    case: "autoTopUpCompleted";
+  } | {
+    /**
+     * AUTO_TOP_UP_FAILED.
+     *
+     * @generated from field: credit.v1.AutoTopUpFailed auto_top_up_failed = 24;
+     */
+    value: AutoTopUpFailed;
+    case: "autoTopUpFailed";
+  } | {
+    /**
+     * AUTO_TOP_UP_DISABLED.
+     *
+     * @generated from field: credit.v1.AutoTopUpDisabled auto_top_up_disabled = 25;
+     */
+    value: AutoTopUpDisabled;
+    case: "autoTopUpDisabled";
   } | { case: undefined; value?: undefined };
 };
 
@@ -534,6 +574,139 @@ export const SpendLimitReachedSchema: GenMessage<SpendLimitReached> = /*@__PURE_
   messageDesc(file_credit_v1_event_service, 9);
 
 /**
+ * An auto top-up rule set.
+ *
+ * @generated from message credit.v1.AutoTopUpSet
+ */
+export type AutoTopUpSet = Message<"credit.v1.AutoTopUpSet"> & {
+  /**
+   * The rule after the change.
+   *
+   * @generated from field: credit.v1.AutoTopUpRule rule = 1;
+   */
+  rule?: AutoTopUpRule | undefined;
+};
+
+/**
+ * Describes the message credit.v1.AutoTopUpSet.
+ * Use `create(AutoTopUpSetSchema)` to create a new message.
+ */
+export const AutoTopUpSetSchema: GenMessage<AutoTopUpSet> = /*@__PURE__*/
+  messageDesc(file_credit_v1_event_service, 10);
+
+/**
+ * An auto top-up request made: billing charges it (request_id is the charge's idempotency key) and answers with CompleteAutoTopUp or FailAutoTopUp.
+ *
+ * @generated from message credit.v1.AutoTopUpRequested
+ */
+export type AutoTopUpRequested = Message<"credit.v1.AutoTopUpRequested"> & {
+  /**
+   * The request: credits, pack and price, expiry.
+   *
+   * @generated from field: credit.v1.AutoTopUpRequest request = 1;
+   */
+  request?: AutoTopUpRequest | undefined;
+
+  /**
+   * Available credits after the change that crossed the threshold.
+   *
+   * @generated from field: int64 available = 2;
+   */
+  available: bigint;
+};
+
+/**
+ * Describes the message credit.v1.AutoTopUpRequested.
+ * Use `create(AutoTopUpRequestedSchema)` to create a new message.
+ */
+export const AutoTopUpRequestedSchema: GenMessage<AutoTopUpRequested> = /*@__PURE__*/
+  messageDesc(file_credit_v1_event_service, 11);
+
+/**
+ * An auto top-up request completed.
+ *
+ * @generated from message credit.v1.AutoTopUpCompleted
+ */
+export type AutoTopUpCompleted = Message<"credit.v1.AutoTopUpCompleted"> & {
+  /**
+   * The request, with its payment reference and the bucket granted.
+   *
+   * @generated from field: credit.v1.AutoTopUpRequest request = 1;
+   */
+  request?: AutoTopUpRequest | undefined;
+
+  /**
+   * True when the request had expired before it was completed.
+   *
+   * @generated from field: bool late = 2;
+   */
+  late: boolean;
+};
+
+/**
+ * Describes the message credit.v1.AutoTopUpCompleted.
+ * Use `create(AutoTopUpCompletedSchema)` to create a new message.
+ */
+export const AutoTopUpCompletedSchema: GenMessage<AutoTopUpCompleted> = /*@__PURE__*/
+  messageDesc(file_credit_v1_event_service, 12);
+
+/**
+ * An auto top-up payment failed.
+ *
+ * @generated from message credit.v1.AutoTopUpFailed
+ */
+export type AutoTopUpFailed = Message<"credit.v1.AutoTopUpFailed"> & {
+  /**
+   * The request, with the reason.
+   *
+   * @generated from field: credit.v1.AutoTopUpRequest request = 1;
+   */
+  request?: AutoTopUpRequest | undefined;
+
+  /**
+   * Failed payments in a row after this one.
+   *
+   * @generated from field: uint32 failures_in_row = 2;
+   */
+  failuresInRow: number;
+};
+
+/**
+ * Describes the message credit.v1.AutoTopUpFailed.
+ * Use `create(AutoTopUpFailedSchema)` to create a new message.
+ */
+export const AutoTopUpFailedSchema: GenMessage<AutoTopUpFailed> = /*@__PURE__*/
+  messageDesc(file_credit_v1_event_service, 13);
+
+/**
+ * An auto top-up rule disabled.
+ *
+ * @generated from message credit.v1.AutoTopUpDisabled
+ */
+export type AutoTopUpDisabled = Message<"credit.v1.AutoTopUpDisabled"> & {
+  /**
+   * Why.
+   *
+   * @generated from field: credit.v1.AutoTopUpDisabledReason reason = 1;
+   */
+  reason: AutoTopUpDisabledReason;
+
+  /**
+   * Failed payments in a row.
+   *
+   * @generated from field: uint32 failures_in_row = 2;
+   */
+  failuresInRow: number;
+};
+
+/**
+ * Describes the message credit.v1.AutoTopUpDisabled.
+ * Use `create(AutoTopUpDisabledSchema)` to create a new message.
+ */
+export const AutoTopUpDisabledSchema: GenMessage<AutoTopUpDisabled> = /*@__PURE__*/
+  messageDesc(file_credit_v1_event_service, 14);
+
+/**
  * A test-clock step.
  *
  * @generated from message credit.v1.TestClockAdvanced
@@ -559,7 +732,7 @@ export type TestClockAdvanced = Message<"credit.v1.TestClockAdvanced"> & {
  * Use `create(TestClockAdvancedSchema)` to create a new message.
  */
 export const TestClockAdvancedSchema: GenMessage<TestClockAdvanced> = /*@__PURE__*/
-  messageDesc(file_credit_v1_event_service, 10);
+  messageDesc(file_credit_v1_event_service, 15);
 
 /**
  * A page of events.
@@ -601,7 +774,7 @@ export type ListEventsRequest = Message<"credit.v1.ListEventsRequest"> & {
  * Use `create(ListEventsRequestSchema)` to create a new message.
  */
 export const ListEventsRequestSchema: GenMessage<ListEventsRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_event_service, 11);
+  messageDesc(file_credit_v1_event_service, 16);
 
 /**
  * @generated from message credit.v1.ListEventsResponse
@@ -627,7 +800,7 @@ export type ListEventsResponse = Message<"credit.v1.ListEventsResponse"> & {
  * Use `create(ListEventsResponseSchema)` to create a new message.
  */
 export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PURE__*/
-  messageDesc(file_credit_v1_event_service, 12);
+  messageDesc(file_credit_v1_event_service, 17);
 
 /**
  * Stream every event after a cursor, then new ones as they commit.
@@ -662,7 +835,7 @@ export type StreamEventsRequest = Message<"credit.v1.StreamEventsRequest"> & {
  * Use `create(StreamEventsRequestSchema)` to create a new message.
  */
 export const StreamEventsRequestSchema: GenMessage<StreamEventsRequest> = /*@__PURE__*/
-  messageDesc(file_credit_v1_event_service, 13);
+  messageDesc(file_credit_v1_event_service, 18);
 
 /**
  * What an event tells.
@@ -809,6 +982,41 @@ export enum EventKind {
    * @generated from enum value: EVENT_KIND_SPEND_LIMIT_REACHED = 19;
    */
   SPEND_LIMIT_REACHED = 19,
+
+  /**
+   * SetAutoTopUp set the account's rule (payload: auto_top_up_set).
+   *
+   * @generated from enum value: EVENT_KIND_AUTO_TOP_UP_SET = 20;
+   */
+  AUTO_TOP_UP_SET = 20,
+
+  /**
+   * Available credits fell below an armed rule's threshold: billing charges and answers (payload: auto_top_up_requested).
+   *
+   * @generated from enum value: EVENT_KIND_AUTO_TOP_UP_REQUESTED = 21;
+   */
+  AUTO_TOP_UP_REQUESTED = 21,
+
+  /**
+   * CompleteAutoTopUp granted a request's credits (payload: auto_top_up_completed).
+   *
+   * @generated from enum value: EVENT_KIND_AUTO_TOP_UP_COMPLETED = 22;
+   */
+  AUTO_TOP_UP_COMPLETED = 22,
+
+  /**
+   * FailAutoTopUp recorded a failed payment (payload: auto_top_up_failed).
+   *
+   * @generated from enum value: EVENT_KIND_AUTO_TOP_UP_FAILED = 23;
+   */
+  AUTO_TOP_UP_FAILED = 23,
+
+  /**
+   * The rule stopped making requests: too many failures in a row, or set disabled (payload: auto_top_up_disabled).
+   *
+   * @generated from enum value: EVENT_KIND_AUTO_TOP_UP_DISABLED = 24;
+   */
+  AUTO_TOP_UP_DISABLED = 24,
 }
 
 /**
@@ -816,6 +1024,40 @@ export enum EventKind {
  */
 export const EventKindSchema: GenEnum<EventKind> = /*@__PURE__*/
   enumDesc(file_credit_v1_event_service, 0);
+
+/**
+ * Why a rule stopped making requests.
+ *
+ * @generated from enum credit.v1.AutoTopUpDisabledReason
+ */
+export enum AutoTopUpDisabledReason {
+  /**
+   * Not a valid reason.
+   *
+   * @generated from enum value: AUTO_TOP_UP_DISABLED_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * AUTO_TOP_UP_MAX_FAILURES failed payments in a row: SetAutoTopUp enables it again.
+   *
+   * @generated from enum value: AUTO_TOP_UP_DISABLED_REASON_FAILURES = 1;
+   */
+  FAILURES = 1,
+
+  /**
+   * SetAutoTopUp with enabled = false.
+   *
+   * @generated from enum value: AUTO_TOP_UP_DISABLED_REASON_SET = 2;
+   */
+  SET = 2,
+}
+
+/**
+ * Describes the enum credit.v1.AutoTopUpDisabledReason.
+ */
+export const AutoTopUpDisabledReasonSchema: GenEnum<AutoTopUpDisabledReason> = /*@__PURE__*/
+  enumDesc(file_credit_v1_event_service, 1);
 
 /**
  * CreditEventService is the ledger's event feed: every committed change of every account, in an

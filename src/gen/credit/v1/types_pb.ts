@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file credit/v1/types.proto.
  */
 export const file_credit_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("ChVjcmVkaXQvdjEvdHlwZXMucHJvdG8SCWNyZWRpdC52MSI0CgVNb25leRIVCg1jdXJyZW5jeV9jb2RlGAEgASgJEhQKDGFtb3VudF9taW5vchgCIAEoAyLmAQoGQnVja2V0EhEKCWJ1Y2tldF9pZBgBIAEoCRIjCgRraW5kGAIgASgOMhUuY3JlZGl0LnYxLkJ1Y2tldEtpbmQSDwoHZ3JhbnRlZBgDIAEoAxIRCglyZW1haW5pbmcYBCABKAMSLgoKdmFsaWRfZnJvbRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc291cmNlX3JlZhgHIAEoCRIMCgRoZWxkGAggASgDIu0BCgdCYWxhbmNlEhIKCmFjY291bnRfaWQYASABKAkSEQoJYXZhaWxhYmxlGAIgASgDEgwKBGhlbGQYAyABKAMSIgoHYnVja2V0cxgEIAMoCzIRLmNyZWRpdC52MS5CdWNrZXQSLQoMc3Vic2NyaXB0aW9uGAUgASgLMhcuY3JlZGl0LnYxLlN1YnNjcmlwdGlvbhIpCgVhc19vZhgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRYnVja2V0c190cnVuY2F0ZWQYByABKAgSFAoMYnVja2V0X2NvdW50GAggASgFIqcECgtSZXNlcnZhdGlvbhIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRISCgphY2NvdW50X2lkGAIgASgJEioKBXN0YXRlGAMgASgOMhsuY3JlZGl0LnYxLlJlc2VydmF0aW9uU3RhdGUSEwoLaGVsZF9hbW91bnQYBCABKAMSFwoPY2FwdHVyZWRfYW1vdW50GAUgASgDEi4KCmV4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKCG1ldGFkYXRhGAggAygLMiQuY3JlZGl0LnYxLlJlc2VydmF0aW9uLk1ldGFkYXRhRW50cnkSLgoKc2V0dGxlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPcmVsZWFzZWRfYW1vdW50GAogASgDEjAKDnJlbGVhc2VfcmVhc29uGAsgASgOMhguY3JlZGl0LnYxLlJlbGVhc2VSZWFzb24SFgoOcmVsZWFzZV9kZXRhaWwYDCABKAkSIwoHcHJpY2luZxgNIAEoCzISLmNyZWRpdC52MS5QcmljaW5nEhEKCW1lbWJlcl9pZBgOIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiyAEKDkdlbmVyYXRpb25TcGVjEg0KBW1vZGVsGAEgASgJEicKBGtpbmQYAiABKA4yGS5jcmVkaXQudjEuR2VuZXJhdGlvbktpbmQSDQoFd2lkdGgYAyABKAUSDgoGaGVpZ2h0GAQgASgFEisKCGR1cmF0aW9uGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBWNvdW50GAYgASgFEiMKB3F1YWxpdHkYByABKA4yEi5jcmVkaXQudjEuUXVhbGl0eSI6CglRdW90ZUxpbmUSDAoEaXRlbRgBIAEoCRIPCgdjcmVkaXRzGAIgASgDEg4KBmRldGFpbBgDIAEoCSKFAQoHUHJpY2luZxInCgRzcGVjGAEgASgLMhkuY3JlZGl0LnYxLkdlbmVyYXRpb25TcGVjEhkKEXJhdGVfY2FyZF92ZXJzaW9uGAIgASgJEh4KFmFjY291bnRfcHJpY2VfcGVybWlsbGUYAyABKAUSFgoOcXVvdGVkX2NyZWRpdHMYBCABKAMitAEKBFBsYW4SDwoHcGxhbl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEiwKCGludGVydmFsGAMgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBIZChFtb250aGx5X2FsbG93YW5jZRgEIAEoAxIfCgVwcmljZRgFIAEoCzIQLmNyZWRpdC52MS5Nb25leRIPCgd2ZXJzaW9uGAYgASgFEhIKCmFjY291bnRfaWQYByABKAkiagoPU2NoZWR1bGVkQ2hhbmdlEg8KB3BsYW5faWQYASABKAkSMAoMZWZmZWN0aXZlX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxwbGFuX3ZlcnNpb24YAyABKAUiggMKDFN1YnNjcmlwdGlvbhIPCgdwbGFuX2lkGAEgASgJEiwKCGludGVydmFsGAIgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBIwCgxwZXJpb2Rfc3RhcnQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnBlcmlvZF9lbmQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEmJpbGxpbmdfcGVyaW9kX2VuZBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQc2NoZWR1bGVkX2NoYW5nZRgGIAEoCzIaLmNyZWRpdC52MS5TY2hlZHVsZWRDaGFuZ2USFAoMcGxhbl92ZXJzaW9uGAcgASgFEjIKDmJpbGxpbmdfYW5jaG9yGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFtb250aGx5X2FsbG93YW5jZRgJIAEoAyLVAQoTQmFsYW5jZUFsZXJ0U2V0dGluZxIRCgdjcmVkaXRzGAEgASgDSAASHgoUcGVyY2VudF9vZl9hbGxvd2FuY2UYAiABKA1IABISCgppc19kZWZhdWx0GAMgASgIEg4KBmFjdGl2ZRgEIAEoCBIZChF0aHJlc2hvbGRfY3JlZGl0cxgFIAEoAxISCgpyZWNvdmVyX2F0GAYgASgDEisKBXN0YXRlGAcgASgOMhwuY3JlZGl0LnYxLkJhbGFuY2VBbGVydFN0YXRlQgsKCXRocmVzaG9sZCKjAgoKU3BlbmRMaW1pdBIRCgltZW1iZXJfaWQYASABKAkSJgoGcGVyaW9kGAIgASgOMhYuY3JlZGl0LnYxLlNwZW5kUGVyaW9kEhMKC21heF9jcmVkaXRzGAMgASgDEiIKBG1vZGUYBCABKA4yFC5jcmVkaXQudjEuTGltaXRNb2RlEhEKCXRpbWVfem9uZRgFIAEoCRIMCgR1c2VkGAYgASgDEgwKBGhlbGQYByABKAMSEQoJcmVtYWluaW5nGAggASgDEjAKDHBlcmlvZF9zdGFydBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJcmVzZXRzX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCp7CgpCdWNrZXRLaW5kEhsKF0JVQ0tFVF9LSU5EX1VOU1BFQ0lGSUVEEAASHAoYQlVDS0VUX0tJTkRfU1VCU0NSSVBUSU9OEAESFgoSQlVDS0VUX0tJTkRfVE9QX1VQEAISGgoWQlVDS0VUX0tJTkRfQURKVVNUTUVOVBADKrEBChBSZXNlcnZhdGlvblN0YXRlEiEKHVJFU0VSVkFUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWUkVTRVJWQVRJT05fU1RBVEVfSEVMRBABEh8KG1JFU0VSVkFUSU9OX1NUQVRFX0NPTU1JVFRFRBACEh4KGlJFU0VSVkFUSU9OX1NUQVRFX1JFTEVBU0VEEAMSHQoZUkVTRVJWQVRJT05fU1RBVEVfRVhQSVJFRBAEKq0BCg1SZWxlYXNlUmVhc29uEh4KGlJFTEVBU0VfUkVBU09OX1VOU1BFQ0lGSUVEEAASJAogUkVMRUFTRV9SRUFTT05fR0VORVJBVElPTl9GQUlMRUQQARIeChpSRUxFQVNFX1JFQVNPTl9JTlRFUlJVUFRFRBACEhwKGFJFTEVBU0VfUkVBU09OX0NBTkNFTExFRBADEhgKFFJFTEVBU0VfUkVBU09OX09USEVSEAQqvgEKDkdlbmVyYXRpb25LaW5kEh8KG0dFTkVSQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEhkKFUdFTkVSQVRJT05fS0lORF9JTUFHRRABEhkKFUdFTkVSQVRJT05fS0lORF9WSURFTxACEh0KGUdFTkVSQVRJT05fS0lORF9BTklNQVRJT04QAxIZChVHRU5FUkFUSU9OX0tJTkRfQVVESU8QBBIbChdHRU5FUkFUSU9OX0tJTkRfVVBTQ0FMRRAFKnAKB1F1YWxpdHkSFwoTUVVBTElUWV9VTlNQRUNJRklFRBAAEhEKDVFVQUxJVFlfRFJBRlQQARIUChBRVUFMSVRZX1NUQU5EQVJEEAISEAoMUVVBTElUWV9ISUdIEAMSEQoNUVVBTElUWV9VTFRSQRAEKmoKD0JpbGxpbmdJbnRlcnZhbBIgChxCSUxMSU5HX0lOVEVSVkFMX1VOU1BFQ0lGSUVEEAASGgoWQklMTElOR19JTlRFUlZBTF9NT05USBABEhkKFUJJTExJTkdfSU5URVJWQUxfWUVBUhACKpcBChFCYWxhbmNlQWxlcnRTdGF0ZRIjCh9CQUxBTkNFX0FMRVJUX1NUQVRFX1VOU1BFQ0lGSUVEEAASHQoZQkFMQU5DRV9BTEVSVF9TVEFURV9BUk1FRBABEhsKF0JBTEFOQ0VfQUxFUlRfU1RBVEVfTE9XEAISIQodQkFMQU5DRV9BTEVSVF9TVEFURV9FWEhBVVNURUQQAyqUAQoLU3BlbmRQZXJpb2QSHAoYU1BFTkRfUEVSSU9EX1VOU1BFQ0lGSUVEEAASFAoQU1BFTkRfUEVSSU9EX0RBWRABEhUKEVNQRU5EX1BFUklPRF9XRUVLEAISHwobU1BFTkRfUEVSSU9EX0JJTExJTkdfUEVSSU9EEAMSGQoVU1BFTkRfUEVSSU9EX0xJRkVUSU1FEAQqUQoJTGltaXRNb2RlEhoKFkxJTUlUX01PREVfVU5TUEVDSUZJRUQQABITCg9MSU1JVF9NT0RFX0hBUkQQARITCg9MSU1JVF9NT0RFX1NPRlQQAmIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChVjcmVkaXQvdjEvdHlwZXMucHJvdG8SCWNyZWRpdC52MSI0CgVNb25leRIVCg1jdXJyZW5jeV9jb2RlGAEgASgJEhQKDGFtb3VudF9taW5vchgCIAEoAyLmAQoGQnVja2V0EhEKCWJ1Y2tldF9pZBgBIAEoCRIjCgRraW5kGAIgASgOMhUuY3JlZGl0LnYxLkJ1Y2tldEtpbmQSDwoHZ3JhbnRlZBgDIAEoAxIRCglyZW1haW5pbmcYBCABKAMSLgoKdmFsaWRfZnJvbRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc291cmNlX3JlZhgHIAEoCRIMCgRoZWxkGAggASgDIu0BCgdCYWxhbmNlEhIKCmFjY291bnRfaWQYASABKAkSEQoJYXZhaWxhYmxlGAIgASgDEgwKBGhlbGQYAyABKAMSIgoHYnVja2V0cxgEIAMoCzIRLmNyZWRpdC52MS5CdWNrZXQSLQoMc3Vic2NyaXB0aW9uGAUgASgLMhcuY3JlZGl0LnYxLlN1YnNjcmlwdGlvbhIpCgVhc19vZhgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRYnVja2V0c190cnVuY2F0ZWQYByABKAgSFAoMYnVja2V0X2NvdW50GAggASgFIqcECgtSZXNlcnZhdGlvbhIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRISCgphY2NvdW50X2lkGAIgASgJEioKBXN0YXRlGAMgASgOMhsuY3JlZGl0LnYxLlJlc2VydmF0aW9uU3RhdGUSEwoLaGVsZF9hbW91bnQYBCABKAMSFwoPY2FwdHVyZWRfYW1vdW50GAUgASgDEi4KCmV4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKCG1ldGFkYXRhGAggAygLMiQuY3JlZGl0LnYxLlJlc2VydmF0aW9uLk1ldGFkYXRhRW50cnkSLgoKc2V0dGxlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPcmVsZWFzZWRfYW1vdW50GAogASgDEjAKDnJlbGVhc2VfcmVhc29uGAsgASgOMhguY3JlZGl0LnYxLlJlbGVhc2VSZWFzb24SFgoOcmVsZWFzZV9kZXRhaWwYDCABKAkSIwoHcHJpY2luZxgNIAEoCzISLmNyZWRpdC52MS5QcmljaW5nEhEKCW1lbWJlcl9pZBgOIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiyAEKDkdlbmVyYXRpb25TcGVjEg0KBW1vZGVsGAEgASgJEicKBGtpbmQYAiABKA4yGS5jcmVkaXQudjEuR2VuZXJhdGlvbktpbmQSDQoFd2lkdGgYAyABKAUSDgoGaGVpZ2h0GAQgASgFEisKCGR1cmF0aW9uGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBWNvdW50GAYgASgFEiMKB3F1YWxpdHkYByABKA4yEi5jcmVkaXQudjEuUXVhbGl0eSI6CglRdW90ZUxpbmUSDAoEaXRlbRgBIAEoCRIPCgdjcmVkaXRzGAIgASgDEg4KBmRldGFpbBgDIAEoCSKFAQoHUHJpY2luZxInCgRzcGVjGAEgASgLMhkuY3JlZGl0LnYxLkdlbmVyYXRpb25TcGVjEhkKEXJhdGVfY2FyZF92ZXJzaW9uGAIgASgJEh4KFmFjY291bnRfcHJpY2VfcGVybWlsbGUYAyABKAUSFgoOcXVvdGVkX2NyZWRpdHMYBCABKAMitAEKBFBsYW4SDwoHcGxhbl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEiwKCGludGVydmFsGAMgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBIZChFtb250aGx5X2FsbG93YW5jZRgEIAEoAxIfCgVwcmljZRgFIAEoCzIQLmNyZWRpdC52MS5Nb25leRIPCgd2ZXJzaW9uGAYgASgFEhIKCmFjY291bnRfaWQYByABKAkiagoPU2NoZWR1bGVkQ2hhbmdlEg8KB3BsYW5faWQYASABKAkSMAoMZWZmZWN0aXZlX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxwbGFuX3ZlcnNpb24YAyABKAUiggMKDFN1YnNjcmlwdGlvbhIPCgdwbGFuX2lkGAEgASgJEiwKCGludGVydmFsGAIgASgOMhouY3JlZGl0LnYxLkJpbGxpbmdJbnRlcnZhbBIwCgxwZXJpb2Rfc3RhcnQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnBlcmlvZF9lbmQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEmJpbGxpbmdfcGVyaW9kX2VuZBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQc2NoZWR1bGVkX2NoYW5nZRgGIAEoCzIaLmNyZWRpdC52MS5TY2hlZHVsZWRDaGFuZ2USFAoMcGxhbl92ZXJzaW9uGAcgASgFEjIKDmJpbGxpbmdfYW5jaG9yGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFtb250aGx5X2FsbG93YW5jZRgJIAEoAyLVAQoTQmFsYW5jZUFsZXJ0U2V0dGluZxIRCgdjcmVkaXRzGAEgASgDSAASHgoUcGVyY2VudF9vZl9hbGxvd2FuY2UYAiABKA1IABISCgppc19kZWZhdWx0GAMgASgIEg4KBmFjdGl2ZRgEIAEoCBIZChF0aHJlc2hvbGRfY3JlZGl0cxgFIAEoAxISCgpyZWNvdmVyX2F0GAYgASgDEisKBXN0YXRlGAcgASgOMhwuY3JlZGl0LnYxLkJhbGFuY2VBbGVydFN0YXRlQgsKCXRocmVzaG9sZCKjAgoKU3BlbmRMaW1pdBIRCgltZW1iZXJfaWQYASABKAkSJgoGcGVyaW9kGAIgASgOMhYuY3JlZGl0LnYxLlNwZW5kUGVyaW9kEhMKC21heF9jcmVkaXRzGAMgASgDEiIKBG1vZGUYBCABKA4yFC5jcmVkaXQudjEuTGltaXRNb2RlEhEKCXRpbWVfem9uZRgFIAEoCRIMCgR1c2VkGAYgASgDEgwKBGhlbGQYByABKAMSEQoJcmVtYWluaW5nGAggASgDEjAKDHBlcmlvZF9zdGFydBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJcmVzZXRzX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKEAwoQQXV0b1RvcFVwUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhIKCmFjY291bnRfaWQYAiABKAkSDwoHY3JlZGl0cxgDIAEoAxIPCgdwYWNrX2lkGAQgASgJEh8KBXByaWNlGAUgASgLMhAuY3JlZGl0LnYxLk1vbmV5EjAKDHJlcXVlc3RlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoHb3V0Y29tZRgIIAEoDjIbLmNyZWRpdC52MS5BdXRvVG9wVXBPdXRjb21lEhkKEXBheW1lbnRfcmVmZXJlbmNlGAkgASgJEhEKCWJ1Y2tldF9pZBgKIAEoCRIWCg5mYWlsdXJlX3JlYXNvbhgLIAEoCRIvCgthbnN3ZXJlZF9hdBgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZQoQQXV0b1RvcFVwRmFpbHVyZRISCgpyZXF1ZXN0X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCRItCglmYWlsZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIosDCg1BdXRvVG9wVXBSdWxlEhIKCmFjY291bnRfaWQYASABKAkSGQoRdGhyZXNob2xkX2NyZWRpdHMYAiABKAMSEQoHcGFja19pZBgDIAEoCUgAEhgKDnRhcmdldF9jcmVkaXRzGAQgASgDSAASFQoNbWF4X3Blcl9tb250aBgFIAEoDRIPCgdlbmFibGVkGAYgASgIEigKBXN0YXRlGAcgASgOMhkuY3JlZGl0LnYxLkF1dG9Ub3BVcFN0YXRlEhMKC21vbnRoX2NvdW50GAggASgNEjEKDXdhaXRpbmdfdW50aWwYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKC291dHN0YW5kaW5nGAogASgLMhsuY3JlZGl0LnYxLkF1dG9Ub3BVcFJlcXVlc3QSMQoMbGFzdF9mYWlsdXJlGAsgASgLMhsuY3JlZGl0LnYxLkF1dG9Ub3BVcEZhaWx1cmUSFwoPZmFpbHVyZXNfaW5fcm93GAwgASgNQgYKBHNpemUqewoKQnVja2V0S2luZBIbChdCVUNLRVRfS0lORF9VTlNQRUNJRklFRBAAEhwKGEJVQ0tFVF9LSU5EX1NVQlNDUklQVElPThABEhYKEkJVQ0tFVF9LSU5EX1RPUF9VUBACEhoKFkJVQ0tFVF9LSU5EX0FESlVTVE1FTlQQAyqxAQoQUmVzZXJ2YXRpb25TdGF0ZRIhCh1SRVNFUlZBVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEhoKFlJFU0VSVkFUSU9OX1NUQVRFX0hFTEQQARIfChtSRVNFUlZBVElPTl9TVEFURV9DT01NSVRURUQQAhIeChpSRVNFUlZBVElPTl9TVEFURV9SRUxFQVNFRBADEh0KGVJFU0VSVkFUSU9OX1NUQVRFX0VYUElSRUQQBCqtAQoNUmVsZWFzZVJlYXNvbhIeChpSRUxFQVNFX1JFQVNPTl9VTlNQRUNJRklFRBAAEiQKIFJFTEVBU0VfUkVBU09OX0dFTkVSQVRJT05fRkFJTEVEEAESHgoaUkVMRUFTRV9SRUFTT05fSU5URVJSVVBURUQQAhIcChhSRUxFQVNFX1JFQVNPTl9DQU5DRUxMRUQQAxIYChRSRUxFQVNFX1JFQVNPTl9PVEhFUhAEKr4BCg5HZW5lcmF0aW9uS2luZBIfChtHRU5FUkFUSU9OX0tJTkRfVU5TUEVDSUZJRUQQABIZChVHRU5FUkFUSU9OX0tJTkRfSU1BR0UQARIZChVHRU5FUkFUSU9OX0tJTkRfVklERU8QAhIdChlHRU5FUkFUSU9OX0tJTkRfQU5JTUFUSU9OEAMSGQoVR0VORVJBVElPTl9LSU5EX0FVRElPEAQSGwoXR0VORVJBVElPTl9LSU5EX1VQU0NBTEUQBSpwCgdRdWFsaXR5EhcKE1FVQUxJVFlfVU5TUEVDSUZJRUQQABIRCg1RVUFMSVRZX0RSQUZUEAESFAoQUVVBTElUWV9TVEFOREFSRBACEhAKDFFVQUxJVFlfSElHSBADEhEKDVFVQUxJVFlfVUxUUkEQBCpqCg9CaWxsaW5nSW50ZXJ2YWwSIAocQklMTElOR19JTlRFUlZBTF9VTlNQRUNJRklFRBAAEhoKFkJJTExJTkdfSU5URVJWQUxfTU9OVEgQARIZChVCSUxMSU5HX0lOVEVSVkFMX1lFQVIQAiqXAQoRQmFsYW5jZUFsZXJ0U3RhdGUSIwofQkFMQU5DRV9BTEVSVF9TVEFURV9VTlNQRUNJRklFRBAAEh0KGUJBTEFOQ0VfQUxFUlRfU1RBVEVfQVJNRUQQARIbChdCQUxBTkNFX0FMRVJUX1NUQVRFX0xPVxACEiEKHUJBTEFOQ0VfQUxFUlRfU1RBVEVfRVhIQVVTVEVEEAMqlAEKC1NwZW5kUGVyaW9kEhwKGFNQRU5EX1BFUklPRF9VTlNQRUNJRklFRBAAEhQKEFNQRU5EX1BFUklPRF9EQVkQARIVChFTUEVORF9QRVJJT0RfV0VFSxACEh8KG1NQRU5EX1BFUklPRF9CSUxMSU5HX1BFUklPRBADEhkKFVNQRU5EX1BFUklPRF9MSUZFVElNRRAEKlEKCUxpbWl0TW9kZRIaChZMSU1JVF9NT0RFX1VOU1BFQ0lGSUVEEAASEwoPTElNSVRfTU9ERV9IQVJEEAESEwoPTElNSVRfTU9ERV9TT0ZUEAIqkQEKDkF1dG9Ub3BVcFN0YXRlEiEKHUFVVE9fVE9QX1VQX1NUQVRFX1VOU1BFQ0lGSUVEEAASGwoXQVVUT19UT1BfVVBfU1RBVEVfQVJNRUQQARIfChtBVVRPX1RPUF9VUF9TVEFURV9SRVFVRVNURUQQAhIeChpBVVRPX1RPUF9VUF9TVEFURV9ESVNBQkxFRBADKr4BChBBdXRvVG9wVXBPdXRjb21lEiMKH0FVVE9fVE9QX1VQX09VVENPTUVfVU5TUEVDSUZJRUQQABIhCh1BVVRPX1RPUF9VUF9PVVRDT01FX1JFUVVFU1RFRBABEiEKHUFVVE9fVE9QX1VQX09VVENPTUVfQ09NUExFVEVEEAISHgoaQVVUT19UT1BfVVBfT1VUQ09NRV9GQUlMRUQQAxIfChtBVVRPX1RPUF9VUF9PVVRDT01FX0VYUElSRUQQBGIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Money is an integer amount of minor units (cents) in one ISO 4217 currency; never fractional.
@@ -766,6 +766,246 @@ export const SpendLimitSchema: GenMessage<SpendLimit> = /*@__PURE__*/
   messageDesc(file_credit_v1_types, 11);
 
 /**
+ * One purchase the service asked billing for: request_id is billing's idempotency key for the charge.
+ *
+ * @generated from message credit.v1.AutoTopUpRequest
+ */
+export type AutoTopUpRequest = Message<"credit.v1.AutoTopUpRequest"> & {
+  /**
+   * "atu:<epoch>:<account_id>": the rule and its arming epoch, never the amount.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * The account it credits.
+   *
+   * @generated from field: string account_id = 2;
+   */
+  accountId: string;
+
+  /**
+   * Credits it buys.
+   *
+   * @generated from field: int64 credits = 3;
+   */
+  credits: bigint;
+
+  /**
+   * The pack it buys; empty for a rule sized by target_credits (billing prices the amount).
+   *
+   * @generated from field: string pack_id = 4;
+   */
+  packId: string;
+
+  /**
+   * The pack's price; unset for a rule sized by target_credits.
+   *
+   * @generated from field: credit.v1.Money price = 5;
+   */
+  price?: Money | undefined;
+
+  /**
+   * When it was made (by the account's clock).
+   *
+   * @generated from field: google.protobuf.Timestamp requested_at = 6;
+   */
+  requestedAt?: Timestamp | undefined;
+
+  /**
+   * When it expires unanswered.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 7;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * Where it stands.
+   *
+   * @generated from field: credit.v1.AutoTopUpOutcome outcome = 8;
+   */
+  outcome: AutoTopUpOutcome;
+
+  /**
+   * CompleteAutoTopUp's payment reference.
+   *
+   * @generated from field: string payment_reference = 9;
+   */
+  paymentReference: string;
+
+  /**
+   * The TOP_UP bucket its completion granted.
+   *
+   * @generated from field: string bucket_id = 10;
+   */
+  bucketId: string;
+
+  /**
+   * FailAutoTopUp's reason.
+   *
+   * @generated from field: string failure_reason = 11;
+   */
+  failureReason: string;
+
+  /**
+   * When billing answered (by the account's clock).
+   *
+   * @generated from field: google.protobuf.Timestamp answered_at = 12;
+   */
+  answeredAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message credit.v1.AutoTopUpRequest.
+ * Use `create(AutoTopUpRequestSchema)` to create a new message.
+ */
+export const AutoTopUpRequestSchema: GenMessage<AutoTopUpRequest> = /*@__PURE__*/
+  messageDesc(file_credit_v1_types, 12);
+
+/**
+ * The last failed payment of a rule.
+ *
+ * @generated from message credit.v1.AutoTopUpFailure
+ */
+export type AutoTopUpFailure = Message<"credit.v1.AutoTopUpFailure"> & {
+  /**
+   * The request that failed.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * What billing said.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+
+  /**
+   * When (by the account's clock).
+   *
+   * @generated from field: google.protobuf.Timestamp failed_at = 3;
+   */
+  failedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message credit.v1.AutoTopUpFailure.
+ * Use `create(AutoTopUpFailureSchema)` to create a new message.
+ */
+export const AutoTopUpFailureSchema: GenMessage<AutoTopUpFailure> = /*@__PURE__*/
+  messageDesc(file_credit_v1_types, 13);
+
+/**
+ * An account's auto top-up rule and where it stands.
+ *
+ * @generated from message credit.v1.AutoTopUpRule
+ */
+export type AutoTopUpRule = Message<"credit.v1.AutoTopUpRule"> & {
+  /**
+   * The account.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * A request is made when available credits fall below this.
+   *
+   * @generated from field: int64 threshold_credits = 2;
+   */
+  thresholdCredits: bigint;
+
+  /**
+   * How much a request buys.
+   *
+   * @generated from oneof credit.v1.AutoTopUpRule.size
+   */
+  size: {
+    /**
+     * A top-up pack (catalog or the account's own).
+     *
+     * @generated from field: string pack_id = 3;
+     */
+    value: string;
+    case: "packId";
+  } | {
+    /**
+     * Enough to bring available credits to this.
+     *
+     * @generated from field: int64 target_credits = 4;
+     */
+    value: bigint;
+    case: "targetCredits";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Requests per calendar month (UTC, by the account's clock) at most.
+   *
+   * @generated from field: uint32 max_per_month = 5;
+   */
+  maxPerMonth: number;
+
+  /**
+   * As set; a rule disabled after failed payments reads false until it is set again.
+   *
+   * @generated from field: bool enabled = 6;
+   */
+  enabled: boolean;
+
+  /**
+   * Where the rule stands.
+   *
+   * @generated from field: credit.v1.AutoTopUpState state = 7;
+   */
+  state: AutoTopUpState;
+
+  /**
+   * Requests made this month.
+   *
+   * @generated from field: uint32 month_count = 8;
+   */
+  monthCount: number;
+
+  /**
+   * Set when this month's requests are used up: no request before then.
+   *
+   * @generated from field: google.protobuf.Timestamp waiting_until = 9;
+   */
+  waitingUntil?: Timestamp | undefined;
+
+  /**
+   * The request out now (state REQUESTED).
+   *
+   * @generated from field: credit.v1.AutoTopUpRequest outstanding = 10;
+   */
+  outstanding?: AutoTopUpRequest | undefined;
+
+  /**
+   * The last failed payment, if any.
+   *
+   * @generated from field: credit.v1.AutoTopUpFailure last_failure = 11;
+   */
+  lastFailure?: AutoTopUpFailure | undefined;
+
+  /**
+   * Failed payments in a row (AUTO_TOP_UP_MAX_FAILURES of them disable the rule).
+   *
+   * @generated from field: uint32 failures_in_row = 12;
+   */
+  failuresInRow: number;
+};
+
+/**
+ * Describes the message credit.v1.AutoTopUpRule.
+ * Use `create(AutoTopUpRuleSchema)` to create a new message.
+ */
+export const AutoTopUpRuleSchema: GenMessage<AutoTopUpRule> = /*@__PURE__*/
+  messageDesc(file_credit_v1_types, 14);
+
+/**
  * The origin of a bucket's credits, which also decides its place in the consumption order.
  *
  * @generated from enum credit.v1.BucketKind
@@ -1162,4 +1402,93 @@ export enum LimitMode {
  */
 export const LimitModeSchema: GenEnum<LimitMode> = /*@__PURE__*/
   enumDesc(file_credit_v1_types, 8);
+
+/**
+ * Where an auto top-up rule stands.
+ *
+ * @generated from enum credit.v1.AutoTopUpState
+ */
+export enum AutoTopUpState {
+  /**
+   * Not a valid state.
+   *
+   * @generated from enum value: AUTO_TOP_UP_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Waiting for the balance to fall below the threshold.
+   *
+   * @generated from enum value: AUTO_TOP_UP_STATE_ARMED = 1;
+   */
+  ARMED = 1,
+
+  /**
+   * A request is out; no other is made until billing answers it or it expires.
+   *
+   * @generated from enum value: AUTO_TOP_UP_STATE_REQUESTED = 2;
+   */
+  REQUESTED = 2,
+
+  /**
+   * Makes no request: set with enabled = false, or disabled after too many failed payments in a row.
+   *
+   * @generated from enum value: AUTO_TOP_UP_STATE_DISABLED = 3;
+   */
+  DISABLED = 3,
+}
+
+/**
+ * Describes the enum credit.v1.AutoTopUpState.
+ */
+export const AutoTopUpStateSchema: GenEnum<AutoTopUpState> = /*@__PURE__*/
+  enumDesc(file_credit_v1_types, 9);
+
+/**
+ * What became of an auto top-up request.
+ *
+ * @generated from enum credit.v1.AutoTopUpOutcome
+ */
+export enum AutoTopUpOutcome {
+  /**
+   * Not a valid outcome.
+   *
+   * @generated from enum value: AUTO_TOP_UP_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Waiting for billing's answer.
+   *
+   * @generated from enum value: AUTO_TOP_UP_OUTCOME_REQUESTED = 1;
+   */
+  REQUESTED = 1,
+
+  /**
+   * CompleteAutoTopUp granted its credits.
+   *
+   * @generated from enum value: AUTO_TOP_UP_OUTCOME_COMPLETED = 2;
+   */
+  COMPLETED = 2,
+
+  /**
+   * FailAutoTopUp recorded a failed payment.
+   *
+   * @generated from enum value: AUTO_TOP_UP_OUTCOME_FAILED = 3;
+   */
+  FAILED = 3,
+
+  /**
+   * No answer within the request timeout: the rule re-armed (a late completion still grants).
+   *
+   * @generated from enum value: AUTO_TOP_UP_OUTCOME_EXPIRED = 4;
+   */
+  EXPIRED = 4,
+}
+
+/**
+ * Describes the enum credit.v1.AutoTopUpOutcome.
+ */
+export const AutoTopUpOutcomeSchema: GenEnum<AutoTopUpOutcome> = /*@__PURE__*/
+  enumDesc(file_credit_v1_types, 10);
 
