@@ -1,5 +1,8 @@
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
+  type AutoTopUpRule,
+  AutoTopUpOutcome,
+  AutoTopUpState,
   BalanceAlertState,
   BucketKind,
   createCreditClients,
@@ -26,11 +29,58 @@ import { sha256 } from "./rpc/auth.js";
  *   credit-admin set-limit <account> day|week|billing|lifetime <credits>|remove [--member M] [--soft] [--tz Europe/Paris]
  *   credit-admin usage <account> [--days 30] [--by model,member] [--hourly|--monthly] [--tz Europe/Paris]   (where the credits went)
  *   credit-admin forecast <account>   (when the credits run out at the recent pace; what expires unused)
+ *   credit-admin auto-top-up <account> [set --below N --pack P|--target N [--max-per-month N] | off]   (the rule, or set it)
  *   credit-admin watch <account> [--count N]   (the balance now, then after each change, until N lines or Ctrl-C)
  *   credit-admin events [--account A] [--after CURSOR] [--kind HOLD_COMMITTED] [--limit 20] [--follow]
  *   credit-admin hash-token <token>            (for AUTH_TOKENS)
  * Server and token from CREDIT_URL (default http://127.0.0.1:50051) and CREDIT_TOKEN.
  */
+
+const AUTO_TOP_UP_USAGE = "usage: credit-admin auto-top-up <account> [set --below <credits> --pack <pack>|--target <credits> [--max-per-month N] | off]";
+
+/**
+ * auto-top-up <account>: the rule as it stands; `set` creates or replaces it (enabled), `off`
+ * disables it with its settings kept (a request out stays answerable).
+ */
+async function autoTopUp({ admin }: CreditClients, account: string, rest: string[], out: (text: string) => void): Promise<number> {
+  const [verb] = rest;
+  let rule: AutoTopUpRule | undefined;
+  if (verb === undefined) {
+    rule = (await admin.getAutoTopUp({ accountId: account })).rule;
+  } else if (verb === "set") {
+    const below = option(rest, "below") ?? "";
+    const pack = option(rest, "pack");
+    const target = option(rest, "target");
+    const max = option(rest, "max-per-month") ?? "10";
+    if (!/^\d{1,16}$/.test(below) || (pack === undefined) === (target === undefined) || (target !== undefined && !/^\d{1,16}$/.test(target)) || !/^\d{1,4}$/.test(max)) {
+      out(AUTO_TOP_UP_USAGE);
+      return 2;
+    }
+    const size = pack !== undefined ? { case: "packId" as const, value: pack } : { case: "targetCredits" as const, value: BigInt(target!) };
+    rule = (await admin.setAutoTopUp({ accountId: account, thresholdCredits: BigInt(below), size, maxPerMonth: Number(max), enabled: true })).rule;
+  } else if (verb === "off") {
+    const current = (await admin.getAutoTopUp({ accountId: account })).rule;
+    if (!current) {
+      out(`account ${account} has no auto top-up rule`);
+      return 1;
+    }
+    rule = (await admin.setAutoTopUp({ accountId: account, thresholdCredits: current.thresholdCredits, size: current.size, maxPerMonth: current.maxPerMonth, enabled: false })).rule;
+  } else {
+    out(AUTO_TOP_UP_USAGE);
+    return 2;
+  }
+  if (!rule) {
+    out(`account ${account} has no auto top-up rule`);
+    return 0;
+  }
+  const size = rule.size.case === "packId" ? `pack ${rule.size.value}` : `up to ${rule.size.value} credits`;
+  out(`below ${rule.thresholdCredits} credits buy ${size}; ${AutoTopUpState[rule.state]}; ${rule.monthCount} of ${rule.maxPerMonth} this month`);
+  if (rule.waitingUntil) out(`this month's requests are used up: none before ${when(rule.waitingUntil)}`);
+  const o = rule.outstanding;
+  if (o) out(table(["REQUEST", "CREDITS", "PACK", "OUTCOME", "EXPIRES"], [[o.requestId, String(o.credits), o.packId || "-", AutoTopUpOutcome[o.outcome], when(o.expiresAt)]]));
+  if (rule.lastFailure) out(`last failure: ${rule.lastFailure.requestId} at ${when(rule.lastFailure.failedAt)}: ${rule.lastFailure.reason} (${rule.failuresInRow} in a row)`);
+  return 0;
+}
 
 /** Left-aligned columns under a header, like `kubectl get`. */
 export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
@@ -56,7 +106,7 @@ export async function run(args: string[], env: Record<string, string | undefined
   const { credit, admin } = clients;
   if (command === "events") return events(clients, args.slice(1), out);
   if (!account) {
-    out("usage: credit-admin balance|entries|adjust|reconcile|alert|caps|limits|set-limit|usage|forecast|watch <account> … | events [--account A] [--after CURSOR] [--kind K] [--limit N] [--follow] | hash-token <token>");
+    out("usage: credit-admin balance|entries|adjust|reconcile|alert|caps|limits|set-limit|usage|forecast|auto-top-up|watch <account> … | events [--account A] [--after CURSOR] [--kind K] [--limit N] [--follow] | hash-token <token>");
     return 2;
   }
   switch (command) {
@@ -212,6 +262,8 @@ export async function run(args: string[], env: Record<string, string | undefined
       );
       return 0;
     }
+    case "auto-top-up":
+      return autoTopUp(clients, account, rest, out);
     case "reconcile": {
       const { differences, consistent } = await admin.reconcile({ accountId: account });
       out(consistent ? `account ${account}: consistent` : table(["SUBJECT", "FIELD", "STORED", "FROM ENTRIES"], differences.map((d) => [d.subject, d.field, String(d.stored), String(d.fromEntries)])));

@@ -37,6 +37,7 @@ import { newAccountId, newKey, startTestService, type TestService } from "../sup
  *   billing and support also read the event feed (ListEvents StreamEvents), set balance alerts (SetBalanceAlert)
  *   caps on running holds (SetConcurrencyLimit) and spend limits (SetSpendLimit RemoveSpendLimit)
  *   runner, billing and support read spend limits (GetSpendLimits), usage and the forecast (GetUsage ForecastBalance)
+ *   billing sets auto top-up (SetAutoTopUp) and answers its requests (CompleteAutoTopUp FailAutoTopUp); billing and support read it (GetAutoTopUp)
  *   admin   = everything
  */
 
@@ -73,6 +74,10 @@ const EXPECTED: Record<string, Record<Who, Outcome>> = {
   "credit.v1.CreditService/GetSpendLimits":          { runner: A, billing: A, support: A, admin: A, none: U, wrong: U },
   "credit.v1.CreditService/GetUsage":                { runner: A, billing: A, support: A, admin: A, none: U, wrong: U },
   "credit.v1.CreditService/ForecastBalance":         { runner: A, billing: A, support: A, admin: A, none: U, wrong: U },
+  "credit.v1.CreditAdminService/SetAutoTopUp":       { runner: D, billing: A, support: D, admin: A, none: U, wrong: U },
+  "credit.v1.CreditAdminService/GetAutoTopUp":       { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
+  "credit.v1.CreditService/CompleteAutoTopUp":       { runner: D, billing: A, support: D, admin: A, none: U, wrong: U },
+  "credit.v1.CreditService/FailAutoTopUp":           { runner: D, billing: A, support: D, admin: A, none: U, wrong: U },
   "credit.v1.CreditEventService/ListEvents":        { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
   "credit.v1.CreditEventService/StreamEvents":      { runner: D, billing: A, support: A, admin: A, none: U, wrong: U },
 };
@@ -149,6 +154,18 @@ const CALLS: Record<string, (c: CreditClients, f: Fixture) => Promise<unknown>> 
     await clients.admin.admin.setSpendLimit({ accountId: f.accountId, memberId: "matrix", period: SpendPeriod.WEEK, maxCredits: 100n, idempotencyKey: newKey() });
     return c.admin.removeSpendLimit({ accountId: f.accountId, memberId: "matrix", period: SpendPeriod.WEEK, idempotencyKey: newKey() });
   },
+  "credit.v1.CreditAdminService/SetAutoTopUp": (c, f) =>
+    c.admin.setAutoTopUp({ accountId: f.accountId, thresholdCredits: 100n, size: { case: "packId", value: "topup-500" }, maxPerMonth: 2, enabled: true, idempotencyKey: newKey() }),
+  "credit.v1.CreditAdminService/GetAutoTopUp": (c, f) => c.admin.getAutoTopUp({ accountId: f.accountId }),
+  // A rule set above the fixture's balance makes request 1 at once: the call answers it.
+  "credit.v1.CreditService/CompleteAutoTopUp": async (c, f) => {
+    await lowRule(f);
+    return c.credit.completeAutoTopUp({ requestId: `atu:1:${f.accountId}`, paymentReference: newKey("pay") });
+  },
+  "credit.v1.CreditService/FailAutoTopUp": async (c, f) => {
+    await lowRule(f);
+    return c.credit.failAutoTopUp({ requestId: `atu:1:${f.accountId}`, reason: "card_declined" });
+  },
   "credit.v1.CreditService/GetSpendLimits": (c, f) => c.credit.getSpendLimits({ accountId: f.accountId, memberId: "matrix" }),
   "credit.v1.CreditService/GetUsage": (c, f) =>
     c.credit.getUsage({ accountId: f.accountId, startTime: timestampFromDate(new Date("2030-01-01T00:00:00Z")), endTime: timestampFromDate(new Date("2030-02-01T00:00:00Z")), granularity: Granularity.DAY }),
@@ -192,6 +209,11 @@ async function newFixture(): Promise<Fixture> {
   await clients.admin.admin.adjustCredits({ accountId, amount: 1000n, reason: "auth matrix fixture", idempotencyKey: newKey() });
   const held = await clients.admin.credit.reserve({ accountId, idempotencyKey: newKey(), cost: { case: "amount", value: 10n } });
   return { accountId, reservationId: held.reservation!.reservationId };
+}
+
+/** An auto top-up rule whose threshold is above the fixture's balance: its first request is out. */
+async function lowRule(f: Fixture): Promise<void> {
+  await clients.admin.admin.setAutoTopUp({ accountId: f.accountId, thresholdCredits: 5000n, size: { case: "packId", value: "topup-500" }, maxPerMonth: 2, enabled: true, idempotencyKey: newKey() });
 }
 
 /** Everything a refused call could have changed about the fixture account. */

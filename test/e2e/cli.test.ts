@@ -311,3 +311,33 @@ describe("events", () => {
     expect((await cli(["events", "--kind", "NOPE"])).code).toBe(2);
   });
 });
+
+describe("auto-top-up", () => {
+  it("sets a rule, shows the request a low balance made, turns it off keeping its settings, and refuses bad arguments", async () => {
+    const accountId = newAccountId("cli-atu");
+    await admin.admin.adjustCredits({ accountId, amount: 300n, reason: "cli auto top-up", idempotencyKey: newKey() });
+    expect((await cli(["auto-top-up", accountId])).lines).toEqual([`account ${accountId} has no auto top-up rule`]);
+    const set = await cli(["auto-top-up", accountId, "set", "--below", "500", "--pack", "topup-1000", "--max-per-month", "2"]);
+    expect(set.code).toBe(0);
+    // Already below 500: the request is out at once.
+    expect(set.lines[0]).toBe("below 500 credits buy pack topup-1000; REQUESTED; 1 of 2 this month");
+    expect(cells(set.lines[1])).toEqual(["REQUEST", "CREDITS", "PACK", "OUTCOME", "EXPIRES"]);
+    expect(cells(set.lines[2]).slice(0, 4)).toEqual([`atu:1:${accountId}`, "1000", "topup-1000", "REQUESTED"]);
+    await admin.credit.failAutoTopUp({ requestId: `atu:1:${accountId}`, reason: "card_declined" });
+    const shown = await cli(["auto-top-up", accountId]);
+    expect(shown.lines[0]).toBe("below 500 credits buy pack topup-1000; ARMED; 1 of 2 this month");
+    expect(shown.lines[1]).toMatch(new RegExp(`^last failure: atu:1:${accountId} at \\d{4}-.*: card_declined \\(1 in a row\\)$`));
+    const off = await cli(["auto-top-up", accountId, "off"]);
+    expect(off.lines[0]).toBe("below 500 credits buy pack topup-1000; DISABLED; 1 of 2 this month");
+    const target = await cli(["auto-top-up", accountId, "set", "--below", "100", "--target", "2000"]);
+    expect(target.lines[0]).toBe("below 100 credits buy up to 2000 credits; ARMED; 1 of 10 this month");
+    for (const bad of [["set", "--below", "100"], ["set", "--below", "x", "--pack", "p"], ["set", "--below", "1", "--pack", "p", "--target", "5"], ["sometimes"]]) {
+      expect((await cli(["auto-top-up", accountId, ...bad])).code, bad.join(" ")).toBe(2);
+    }
+    const bare = newAccountId("cli-atu-bare");
+    await admin.admin.adjustCredits({ accountId: bare, amount: 1n, reason: "cli auto top-up", idempotencyKey: newKey() });
+    expect(await cli(["auto-top-up", bare, "off"])).toEqual({ code: 1, lines: [`account ${bare} has no auto top-up rule`] });
+    const err = await cli(["auto-top-up", newAccountId("cli-atu-ghost")]).catch((e: unknown) => ConnectError.from(e));
+    expect(err instanceof ConnectError ? err.code : "succeeded").toBe(Code.NotFound);
+  });
+});
