@@ -144,6 +144,27 @@ describe("retries through an outage", () => {
     // The failed attempts never reached the server: it handled exactly one Reserve.
     expect(handled(await scrape(t.service.metricsPort), CREDIT, "Reserve", "OK") - handled(before, CREDIT, "Reserve", "OK")).toBe(1);
   });
+
+  it("billing's CompleteAutoTopUp sent during an outage is retried until the server answers, and grants once", async () => {
+    const accountId = newAccountId("sdk-atu");
+    await fund(accountId, 100n);
+    // SetAutoTopUp through the SDK with no key of its own: one is generated; the account is low, so request 1 is out.
+    const direct = sdk(`http://127.0.0.1:${t.service.port}`);
+    const set = await direct.admin.setAutoTopUp({ accountId, thresholdCredits: 500n, size: { case: "packId", value: "topup-500" }, maxPerMonth: 2, enabled: true });
+    const requestId = set.rule!.outstanding!.requestId;
+    const port = proxy.port;
+    await proxy.stop();
+    const client = sdk(`http://127.0.0.1:${port}`, { retry: { maxAttempts: 8, initialBackoffMs: 100 } });
+    const completing = client.credit.completeAutoTopUp({ requestId, paymentReference: "sdk-pay-1" });
+    await sleep(300);
+    await proxy.start(port);
+    const done = await completing;
+    expect(done.balance?.available).toBe(600n);
+    // A retry of the whole call (billing restarted and answers again) replays the answer: still one grant.
+    expect(await client.credit.completeAutoTopUp({ requestId, paymentReference: "sdk-pay-1" })).toEqual(done);
+    const grants = (await t.admin.listLedgerEntries({ accountId, kinds: [LedgerEntryKind.GRANT], pageSize: 100 })).entries;
+    expect(grants.map((g) => g.metadata["auto_top_up_request"])).toEqual([requestId]);
+  });
 });
 
 describe("idempotency keys", () => {
