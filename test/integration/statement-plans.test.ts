@@ -353,4 +353,29 @@ describe("the sweeper's due-work query with expiry notices", () => {
     expect(found).toContain(due);
     expect(found.filter((id) => id.startsWith("plans-notice-quiet-"))).toEqual([]);
   }, 120_000);
+
+  it("finds accounts whose auto top-up rule fell due through accounts_auto_top_up_due, never by reading every account", async () => {
+    const quiet = "plans-atu-quiet-";
+    await admin.query(
+      `insert into accounts (account_id, created_at, auto_top_up, auto_top_up_due_at)
+       select $2 || g, now(), case when g % 2 = 0 then '{}'::jsonb end, case when g % 2 = 0 then now() + interval '1 hour' end
+         from generate_series(1, $1) g`,
+      [QUIET, quiet],
+    );
+    const due = "plans-atu-due";
+    await admin.query(`insert into accounts (account_id, created_at, auto_top_up, auto_top_up_due_at) values ($1, now(), '{}'::jsonb, now() - interval '1 second')`, [due]);
+    await admin.query(`analyze accounts`);
+    const statement = dueWorkStatement(new Date(), 200, 0);
+    const params = [...(statement.params ?? [])];
+    const explained = await pool.query<{ "QUERY PLAN": { Plan: DuePlanNode }[] }>(`explain (format json) ${toPositional(statement.sql)}`, params);
+    const plan = explained.rows[0]!["QUERY PLAN"][0]!.Plan;
+    const shown = JSON.stringify(plan);
+    const all = dueNodes(plan);
+    expect(all.filter((node) => node["Relation Name"] === "accounts" && node["Node Type"] === "Seq Scan"), shown).toEqual([]);
+    expect(all.map((node) => node["Index Name"]), shown).toContain("accounts_auto_top_up_due");
+    const { rows } = await pool.query<{ account_id: string }>(toPositional(statement.sql), params);
+    const found = rows.map((r) => r.account_id);
+    expect(found).toContain(due);
+    expect(found.filter((id) => id.startsWith(quiet))).toEqual([]);
+  }, 120_000);
 });
