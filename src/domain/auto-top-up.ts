@@ -52,6 +52,12 @@ export interface AutoTopUpRule {
   monthCount: number;
   failuresInRow: number;
   lastFailure: AutoTopUpFailure | null;
+  /**
+   * After a failed payment of the request in flight: when the rule judges the balance again by
+   * itself if no change does it first (one request timeout later), so an account left with no
+   * credits — whose refused Reserves change nothing — is not stranded. null: nothing pending.
+   */
+  retryAt: Date | null;
 }
 
 export type RequestOutcome = "REQUESTED" | "COMPLETED" | "FAILED" | "EXPIRED";
@@ -129,8 +135,10 @@ export function validateSettings(s: AutoTopUpSettings, packs: readonly TopUpPack
  * kept either way: billing may be charging for it, and its answer is still taken.
  */
 export function setRule(current: AutoTopUpRule | null, settings: AutoTopUpSettings): { rule: AutoTopUpRule; events: AutoTopUpEvent[] } {
-  const rule: AutoTopUpRule = current ?? { settings, state: "ARMED", epoch: 0, outstanding: null, monthStart: null, monthCount: 0, failuresInRow: 0, lastFailure: null };
+  const rule: AutoTopUpRule = current ?? { settings, state: "ARMED", epoch: 0, outstanding: null, monthStart: null, monthCount: 0, failuresInRow: 0, lastFailure: null, retryAt: null };
   rule.settings = settings;
+  // Setting the rule judges the balance at once: a retry pending from a failure is moot.
+  rule.retryAt = null;
   const events: AutoTopUpEvent[] = [];
   if (!settings.enabled) {
     if (rule.state !== "DISABLED") events.push({ kind: "AUTO_TOP_UP_DISABLED", reason: "SET", failuresInRow: rule.failuresInRow });
@@ -206,6 +214,7 @@ export function checkThreshold(
   };
   rule.outstanding = request;
   rule.state = "REQUESTED";
+  rule.retryAt = null;
   return { request, waiting: null, events: [{ kind: "AUTO_TOP_UP_REQUESTED", request, available }] };
 }
 
@@ -289,7 +298,8 @@ export function decideFailure(request: AutoTopUpRequest): Result<FailDecision> {
 /**
  * A failed payment: the outstanding request's failure counts toward MAX_FAILURES in a row (then
  * the rule is DISABLED until set again; else ARMED, and the next change below the threshold asks
- * again — the failure itself does not, so a declined card is not retried at once). A failure of
+ * again — the failure itself does not, so a declined card is not retried at once — or, if no
+ * change comes, the rule itself one request timeout later: `retryAt`). A failure of
  * an expired request is recorded and counts nothing: a newer request may be in flight.
  */
 export function recordFailure(rule: AutoTopUpRule, request: AutoTopUpRequest, reason: string, now: Date, policy: AutoTopUpPolicy): AutoTopUpEvent[] {
@@ -308,6 +318,7 @@ export function recordFailure(rule: AutoTopUpRule, request: AutoTopUpRequest, re
     events.push({ kind: "AUTO_TOP_UP_DISABLED", reason: "FAILURES", failuresInRow: rule.failuresInRow });
   } else if (rule.state === "REQUESTED") {
     rule.state = "ARMED";
+    rule.retryAt = new Date(now.getTime() + policy.requestTimeoutMs);
   }
   return events;
 }
@@ -338,6 +349,8 @@ export interface AutoTopUpView {
   readonly outstanding: AutoTopUpRequest | null;
   readonly lastFailure: AutoTopUpFailure | null;
   readonly failuresInRow: number;
+  /** After a failed payment: when the rule asks again by itself if the account is still low. */
+  readonly retryAt: Date | null;
 }
 
 /** Where a month-capped rule stands at `now`: the month it counts is over, or its count is used up (then: until when). */
@@ -360,23 +373,27 @@ export function describeAutoTopUp(accountId: string, rule: AutoTopUpRule, now: D
     outstanding: rule.outstanding ? { ...rule.outstanding } : null,
     lastFailure: rule.lastFailure,
     failuresInRow: rule.failuresInRow,
+    retryAt: rule.state === "ARMED" && rule.settings.enabled ? rule.retryAt : null,
   };
 }
 
 /**
  * The instant the rule next acts with no call (the sweeper's index): the outstanding request's
- * expiry, or the start of the next month for a rule whose month's requests are used up. null:
+ * expiry, the retry after a failed payment, or the start of the next month for a rule whose
+ * month's requests are used up. null:
  * nothing falls due.
  */
 export function autoTopUpDueAt(rule: AutoTopUpRule): Date | null {
   if (rule.outstanding) return rule.outstanding.expiresAt;
+  if (rule.retryAt && rule.state === "ARMED" && rule.settings.enabled) return rule.retryAt;
   if (rule.state !== "ARMED" || !rule.settings.enabled || rule.monthStart === null || rule.monthCount < rule.settings.maxPerMonth) return null;
   return monthOf(rule.monthStart).next;
 }
 
 /**
  * What fell due on the rule by `now`, before anything else reads it: an unanswered request past
- * its expiry (the rule re-arms) and a month past the one it counts (its count starts again).
+ * its expiry (the rule re-arms), a month past the one it counts (its count starts again), and the
+ * retry one request timeout after a failed payment.
  * Neither is a change record by itself; true when either happened (the caller then judges the
  * threshold again, so an account still low gets a new request with a new id).
  */
@@ -393,6 +410,9 @@ export function settleAutoTopUp(a: AccountAutoTopUp, now: Date): boolean {
     rule.monthCount = 0;
     rolled = true;
   }
-  if (expired || rolled) a.changed = true;
-  return expired !== null || rolled;
+  // A retry after a failed payment fell due: judge the balance again (a request follows if still low).
+  const retry = rule.retryAt !== null && now.getTime() >= rule.retryAt.getTime();
+  if (retry) rule.retryAt = null;
+  if (expired || rolled || retry) a.changed = true;
+  return expired !== null || rolled || retry;
 }

@@ -57,6 +57,7 @@ export function rule(v: AutoTopUpView): AutoTopUpRule {
       ? { lastFailure: { $typeName: "credit.v1.AutoTopUpFailure", requestId: v.lastFailure.requestId, reason: v.lastFailure.reason, failedAt: timestampFromDate(v.lastFailure.at) } }
       : {}),
     failuresInRow: v.failuresInRow,
+    ...(v.retryAt ? { retryAt: timestampFromDate(v.retryAt) } : {}),
   });
 }
 

@@ -41,6 +41,8 @@ interface RuleJson {
   monthCount: number;
   failuresInRow: number;
   lastFailure: { requestId: string; reason: string; at: string } | null;
+  /** Absent in rules written before retries were kept. */
+  retryAt?: string | null;
 }
 
 const packJson = (p: TopUpPack): PackJson => ({
@@ -106,6 +108,7 @@ export function ruleJson(a: AccountAutoTopUp | null): string | null {
     monthCount: r.monthCount,
     failuresInRow: r.failuresInRow,
     lastFailure: r.lastFailure ? { requestId: r.lastFailure.requestId, reason: r.lastFailure.reason, at: r.lastFailure.at.toISOString() } : null,
+    retryAt: r.retryAt?.toISOString() ?? null,
   };
   return JSON.stringify(json);
 }
@@ -129,6 +132,7 @@ export function autoTopUpFromRow(row: Row): AccountAutoTopUp | null {
     monthCount: json.monthCount,
     failuresInRow: json.failuresInRow,
     lastFailure: json.lastFailure ? { requestId: json.lastFailure.requestId, reason: json.lastFailure.reason, at: new Date(json.lastFailure.at) } : null,
+    retryAt: json.retryAt ? new Date(json.retryAt) : null,
   };
   const requests = new Map<number, AutoTopUpRequest>();
   for (const r of (row["auto_top_up_requests"] as RequestJson[] | null | undefined) ?? []) requests.set(Number(r.epoch), requestFromJson(r));

@@ -108,6 +108,24 @@ describe("auto top-up on a book", () => {
     expect(ruleJson(null)).toBeNull();
   });
 
+  it("a failed payment schedules the rule's own retry one request timeout later; a request or a new setting clears it", () => {
+    const book = funded(100n);
+    setAutoTopUp(book, byPack, PACK, T0, POLICY);
+    unwrap(failAutoTopUp(book, 1, "atu:1:acct-atu", "declined", at(MINUTE), POLICY));
+    const a = book.autoTopUp!;
+    expect(a.rule.retryAt).toEqual(at(11 * MINUTE));
+    expect(autoTopUpDueAt(a.rule)).toEqual(at(11 * MINUTE));
+    expect(settleAutoTopUp(a, at(11 * MINUTE - 1))).toBe(false);
+    expect(settleAutoTopUp(a, at(11 * MINUTE))).toBe(true);
+    expect(a.rule.retryAt).toBeNull();
+    requestIfLow(book, at(11 * MINUTE), POLICY);
+    expect(a.rule.outstanding?.requestId).toBe("atu:2:acct-atu");
+    unwrap(failAutoTopUp(book, 2, "atu:2:acct-atu", "declined", at(12 * MINUTE), { ...POLICY, maxFailures: 3 }));
+    expect(a.rule.retryAt).toEqual(at(22 * MINUTE));
+    setAutoTopUp(book, byPack, PACK, at(13 * MINUTE), POLICY);
+    expect(a.rule.retryAt).toBeNull();
+  });
+
   it("max failures in a row disable the rule and state it", () => {
     const book = funded(100n);
     setAutoTopUp(book, byPack, PACK, T0, POLICY);

@@ -167,6 +167,24 @@ describe("SetAutoTopUp, the request and its answers", () => {
     expect(enabled.rule?.outstanding?.requestId).toBe(`atu:4:${accountId}`);
   });
 
+  it("after a failed payment with no change to follow (refused Reserves change nothing), the rule asks again one request timeout later", async () => {
+    const accountId = await funded(100n);
+    const set = await setRule(accountId, 500n, { case: "packId", value: "topup-500" });
+    const first = set.rule!.outstanding!;
+    await spend(accountId, 100n); // exhausted
+    const failed = await t.credit.failAutoTopUp({ requestId: first.requestId, reason: "insufficient_funds" });
+    expect(iso(failed.rule?.retryAt)).toBe(new Date(t.clock.now().getTime() + 10 * MINUTE).toISOString());
+    expect(await failureOf(t.credit.reserve({ accountId, idempotencyKey: newKey("res"), cost: { case: "amount", value: 1n } }))).toMatchObject({ reason: "INSUFFICIENT_CREDITS" });
+    t.clock.advance(10 * MINUTE - 1);
+    await t.service.sweep();
+    expect((await rule(accountId))?.outstanding).toBeUndefined();
+    t.clock.advance(1);
+    await t.service.sweep();
+    const again = await rule(accountId);
+    expect(again?.outstanding?.requestId).toBe(`atu:2:${accountId}`);
+    expect(again?.retryAt).toBeUndefined();
+  });
+
   it("a request left unanswered expires: the rule asks again with a new id, and the late completion still grants", async () => {
     const accountId = await funded(1_000n);
     await setRule(accountId, 500n, { case: "packId", value: "topup-500" });
