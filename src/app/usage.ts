@@ -22,7 +22,10 @@ export interface UsageQuery {
 }
 
 export interface UsageSeries {
-  readonly rows: readonly (UsageSeriesRow & { readonly start: Date })[];
+  /** Each row's bucket starts at `bounds[row.bucket]`. */
+  readonly rows: readonly UsageSeriesRow[];
+  /** The buckets' boundaries in the time zone: bucket i is [bounds[i], bounds[i + 1]). */
+  readonly bounds: readonly Date[];
   readonly asOf: Date;
 }
 
@@ -53,7 +56,7 @@ export async function getUsage(deps: AppDeps, query: UsageQuery): Promise<Result
   if (rows.length > MAX_USAGE_ROWS) {
     return fail("READ_LIMIT_EXCEEDED", `the series has more than ${MAX_USAGE_ROWS} rows: narrow the range or the grouping`, { limit: "rows", max: String(MAX_USAGE_ROWS) });
   }
-  return ok({ rows: rows.map((r) => ({ ...r, start: bounds[r.bucket]! })), asOf: accountTime(read.book.clockOffsetMs, now) });
+  return ok({ rows, bounds, asOf: accountTime(read.book.clockOffsetMs, now) });
 }
 
 function rangeRule(): string {

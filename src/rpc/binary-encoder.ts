@@ -117,8 +117,10 @@ function hasUnknown(message: object): boolean {
   return unknown !== undefined && unknown.length > 0;
 }
 
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
 /** A growable buffer, reused by every call (encoding is synchronous). */
-class Writer {
+export class Writer {
   buf = Buffer.allocUnsafe(16 * 1024);
   pos = 0;
 
@@ -143,8 +145,24 @@ class Writer {
     this.buf[this.pos++] = v;
   }
 
+  /** A non-negative safe integer (below 2^53) as a varint, without BigInt arithmetic. */
+  varintSafe(value: number): void {
+    this.ensure(8);
+    let v = value;
+    while (v > 0x7f) {
+      this.buf[this.pos++] = (v % 0x80) | 0x80;
+      v = Math.floor(v / 0x80);
+    }
+    this.buf[this.pos++] = v;
+  }
+
   /** Two's complement in 64 bits, as protobuf writes int64 (and negative int32). */
   varint64(value: bigint): void {
+    // Most figures are small and positive: each 7-bit step in BigInt allocates, a number's does not.
+    if (value >= 0n && value <= MAX_SAFE) {
+      this.varintSafe(Number(value));
+      return;
+    }
     this.ensure(10);
     let v = BigInt.asUintN(64, value);
     while (v > 0x7fn) {
@@ -196,6 +214,18 @@ class Writer {
   }
 }
 
+/**
+ * An answer written by hand into the shared writer (for answers of hundreds of rows, where even
+ * building the messages to encode costs more than writing their bytes): `write` gets the writer
+ * at position 0 and returns when the message is complete; the bytes are copied out, as encodeMessage does.
+ */
+export function encodeWith(write: (w: Writer) => void): Buffer {
+  const w = writer;
+  w.pos = 0;
+  write(w);
+  return sendable(Buffer.from(w.buf.subarray(0, w.pos)));
+}
+
 function varintSize(n: number): number {
   let size = 1;
   while (n > 0x7f) {
@@ -206,8 +236,8 @@ function varintSize(n: number): number {
 }
 
 const writer = new Writer();
-const VARINT = 0;
-const LEN = 2;
+export const VARINT = 0;
+export const LEN = 2;
 
 function isSet(plan: FieldPlan, message: Fields): boolean {
   if (plan.oneof !== null) return (message[plan.oneof] as { case?: string }).case === plan.name;
@@ -269,8 +299,8 @@ function writeFields(w: Writer, plan: readonly FieldPlan[], message: Fields): vo
   }
 }
 
-/** Reserves one byte for a length and returns where the content starts. */
-function openLength(w: Writer): number {
+/** Reserves one byte for a length and returns where the content starts (close it with w.finishLength). */
+export function openLength(w: Writer): number {
   w.ensure(1);
   w.pos += 1;
   return w.pos;
