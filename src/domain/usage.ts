@@ -107,7 +107,11 @@ export interface LevelDelta extends UsageAmounts {
   readonly start: Date;
   readonly dim: UsageDimension;
   readonly value: string;
+  /** Hours only: the figures of the hour's first 30 minutes (null for days). */
+  readonly half: UsageAmounts | null;
 }
+
+const HALF_HOUR_MS = HOUR_MS / 2;
 
 /**
  * A level's share of some rollup additions: each slot's sums go to its UTC hour (or day) once per
@@ -124,17 +128,27 @@ export function levelDeltas(deltas: readonly UsageDelta[], level: UsageLevel): L
       const key = `${d.accountId}\u0000${start.getTime()}\u0000${dim}\u0000${value}`;
       let row = rows.get(key);
       if (!row) {
-        row = { accountId: d.accountId, start, dim, value, consumed: 0n, restored: 0n, granted: 0n, expired: 0n, generations: 0n };
+        const half = level === "hour" ? zeroAmounts() : null;
+        row = { accountId: d.accountId, start, dim, value, consumed: 0n, restored: 0n, granted: 0n, expired: 0n, generations: 0n, half };
         rows.set(key, row);
       }
-      row.consumed += d.consumed;
-      row.restored += d.restored;
-      row.granted += d.granted;
-      row.expired += d.expired;
-      row.generations += d.generations;
+      addAmounts(row, d);
+      if (row.half && d.slot.getTime() - start.getTime() < HALF_HOUR_MS) addAmounts(row.half, d);
     }
   }
   return [...rows.values()];
+}
+
+function zeroAmounts(): UsageAmounts {
+  return { consumed: 0n, restored: 0n, granted: 0n, expired: 0n, generations: 0n };
+}
+
+function addAmounts(to: UsageAmounts, a: UsageAmounts): void {
+  to.consumed += a.consumed;
+  to.restored += a.restored;
+  to.granted += a.granted;
+  to.expired += a.expired;
+  to.generations += a.generations;
 }
 
 /** A stretch of time at one level whose sums a series adds (sign 1) or takes away (−1) at a boundary. */
@@ -150,15 +164,18 @@ export interface SignedRange {
  * Each boundary B of the series is moved to the nearest start R of the top level (UTC days for
  * DAY and MONTH series, hours for HOUR ones), and the top level is summed between the moved
  * boundaries. The difference between B and R is then corrected at the boundary: the hours
- * between B's nearest hour H and R, and the 15-minute slots between B and H, are added to the
- * bucket that starts at B and taken from the one that ends there (signed: B may lie on either
- * side). A bucket [B_j, B_j+1) is exactly top[R_j, R_j+1) + C_j − C_j+1 with C = sum[B, R), so a
- * UTC series reads only the top level, Paris about one or two hours per boundary more, Kolkata
- * five or six hours and two slots.
+ * between B's nearest half hour H and R (a range of hours may start or end half way through
+ * one: an hourly row keeps its first 30 minutes' figures apart, so a cut hour counts its first or
+ * second half), and the 15-minute slots between B and H, are added to the bucket that starts at
+ * B and taken from the one that ends there (signed: B may lie on either side). A bucket
+ * [B_j, B_j+1) is exactly top[R_j, R_j+1) + C_j − C_j+1 with C = sum[B, R), so a UTC series reads
+ * only the top level, Paris about one or two hours per boundary more, Kolkata six hours (the
+ * first cut in half), and only zones 15 or 45 minutes off the hour (Kathmandu, Chatham) a slot.
  */
 export interface LevelPlan {
   readonly top: UsageLevel;
   readonly topBounds: readonly Date[];
+  /** Hour ranges whose ends are whole or half hours. */
   readonly hours: readonly SignedRange[];
   readonly slots: readonly SignedRange[];
 }
@@ -171,12 +188,17 @@ export function levelPlan(bounds: readonly Date[], top: UsageLevel): LevelPlan {
   bounds.forEach((b, boundary) => {
     const at = b.getTime();
     const r = Math.round(at / topMs) * topMs;
-    const h = Math.round(at / HOUR_MS) * HOUR_MS;
+    const h = Math.round(at / HALF_HOUR_MS) * HALF_HOUR_MS;
     topBounds.push(new Date(r));
-    if (top === "day" && h !== r) hours.push(signed(boundary, h, r));
+    if (h !== r) hours.push(signed(boundary, h, r));
     if (at !== h) slots.push(signed(boundary, at, h));
   });
   return { top, topBounds, hours, slots };
+}
+
+/** The start of the hour that holds `at` (UTC hours). */
+export function hourOf(at: Date): Date {
+  return new Date(Math.floor(at.getTime() / HOUR_MS) * HOUR_MS);
 }
 
 function signed(boundary: number, from: number, to: number): SignedRange {

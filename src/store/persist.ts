@@ -110,11 +110,15 @@ const PERSIST = `
       generations = u.generations + excluded.generations
     returning 1),
   usage_hourly_added as (
-    insert into usage_hourly as u (account_id, hour, dim, value, consumed, restored, granted, expired, generations)
-    select * from unnest(?::text[], ?::timestamptz[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[])
+    insert into usage_hourly as u (account_id, hour, dim, value, consumed, restored, granted, expired, generations,
+      half_consumed, half_restored, half_granted, half_expired, half_generations)
+    select * from unnest(?::text[], ?::timestamptz[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[],
+      ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[])
     on conflict (account_id, dim, hour, value) do update set consumed = u.consumed + excluded.consumed,
       restored = u.restored + excluded.restored, granted = u.granted + excluded.granted, expired = u.expired + excluded.expired,
-      generations = u.generations + excluded.generations
+      generations = u.generations + excluded.generations, half_consumed = u.half_consumed + excluded.half_consumed,
+      half_restored = u.half_restored + excluded.half_restored, half_granted = u.half_granted + excluded.half_granted,
+      half_expired = u.half_expired + excluded.half_expired, half_generations = u.half_generations + excluded.half_generations
     returning 1),
   usage_daily_added as (
     insert into usage_daily as u (account_id, day, dim, value, consumed, restored, granted, expired, generations)
@@ -238,7 +242,11 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
     ),
     ...columns(spendRemoved, ({ book, limit }) => [book.accountId, limit.memberId, limit.period], 3),
     ...columns(usage, (u) => [u.accountId, u.slot, u.model, u.kind, u.member, u.caller, u.consumed, u.restored, u.granted, u.expired, u.generations], 11),
-    ...columns(hourly, (h) => [h.accountId, h.start, h.dim, h.value, h.consumed, h.restored, h.granted, h.expired, h.generations], 9),
+    ...columns(
+      hourly,
+      (h) => [h.accountId, h.start, h.dim, h.value, h.consumed, h.restored, h.granted, h.expired, h.generations, h.half!.consumed, h.half!.restored, h.half!.granted, h.half!.expired, h.half!.generations],
+      14,
+    ),
     ...columns(daily, (d) => [d.accountId, d.start, d.dim, d.value, d.consumed, d.restored, d.granted, d.expired, d.generations], 9),
     ...columns(operations, (o) => [o.accountId, o.key, o.method, o.requestHash, Buffer.from(o.response), o.createdAt], 6),
     events.length,

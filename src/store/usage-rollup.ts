@@ -1,4 +1,4 @@
-import type { LevelPlan, LevelRow, SignedRange, UsageDimension, UsageLevel, UsageSeriesRow } from "../domain/usage.js";
+import { hourOf, type LevelPlan, type LevelRow, type SignedRange, type UsageDimension, type UsageLevel, type UsageSeriesRow } from "../domain/usage.js";
 import type { Query } from "./pg.js";
 
 /**
@@ -112,11 +112,14 @@ export function rebuildUsageRollupSql(filter: string): [remove: string, fill: st
  * dimension), a day from its hours. `source` yields, per row below, the account, dimension,
  * instant and value with the five figures; `filter` is an SQL condition on `e.account_id`.
  */
-const LEVEL_TABLES: Readonly<Record<UsageLevel, { table: string; column: string; seconds: number; source: (filter: string) => string }>> = {
+const LEVEL_TABLES: Readonly<Record<UsageLevel, { table: string; column: string; seconds: number; halves: boolean; source: (filter: string) => string }>> = {
   hour: {
     table: "usage_hourly",
     column: "hour",
     seconds: 3600,
+    // An hour also keeps its first 30 minutes' figures (half_*), so that a zone on a half hour
+    // (Kolkata, Adelaide, St. John's) cuts an hour instead of reading slots (domain/usage.ts levelPlan).
+    halves: true,
     source: (filter) => `
       select e.account_id, d.dim, e.slot as at, d.value, e.consumed, e.restored, e.granted, e.expired, e.generations
         from usage_rollup e
@@ -127,6 +130,7 @@ const LEVEL_TABLES: Readonly<Record<UsageLevel, { table: string; column: string;
     table: "usage_daily",
     column: "day",
     seconds: 86_400,
+    halves: false,
     source: (filter) => `
       select e.account_id, e.dim, e.hour as at, e.value, e.consumed, e.restored, e.granted, e.expired, e.generations
         from usage_hourly e
@@ -134,17 +138,30 @@ const LEVEL_TABLES: Readonly<Record<UsageLevel, { table: string; column: string;
   },
 };
 
-/** A level's rows as the level below sums them: account_id, dim, start, value and the five figures. */
+const FIGURES = ["consumed", "restored", "granted", "expired", "generations"] as const;
+const HALF_FIGURES = FIGURES.map((f) => `half_${f}`);
+
+/** The figure columns of a level's table: the five, then (hours) their first half hour's. */
+function figureColumns(level: UsageLevel): readonly string[] {
+  return LEVEL_TABLES[level].halves ? [...FIGURES, ...HALF_FIGURES] : FIGURES;
+}
+
+/** A level's rows as the level below sums them: account_id, dim, start, value and the figures (figureColumns). */
 export function levelFromBelowSql(level: UsageLevel, filter: string): string {
-  const { seconds, source } = LEVEL_TABLES[level];
+  const { seconds, source, halves } = LEVEL_TABLES[level];
+  const start = `to_timestamp(floor(extract(epoch from s.at) / ${seconds}) * ${seconds})`;
+  const firstHalf = `s.at < to_timestamp(floor(extract(epoch from s.at) / 3600) * 3600 + 1800)`;
+  const sums = [
+    ...FIGURES.map((f) => `sum(s.${f}) as ${f}`),
+    ...(halves ? FIGURES.map((f) => `coalesce(sum(s.${f}) filter (where ${firstHalf}), 0) as half_${f}`) : []),
+  ];
   return `
-    select s.account_id, s.dim, to_timestamp(floor(extract(epoch from s.at) / ${seconds}) * ${seconds}) as start, s.value,
-      sum(s.consumed) as consumed, sum(s.restored) as restored, sum(s.granted) as granted, sum(s.expired) as expired, sum(s.generations) as generations
+    select s.account_id, s.dim, ${start} as start, s.value, ${sums.join(", ")}
       from (${source(filter)}) s
      group by 1, 2, 3, 4`;
 }
 
-/** The table of a level (migrations create them alike): per account, dimension, UTC start and value, the five figures. */
+/** The table of a level (migrations create them alike): per account, dimension, UTC start and value, the figures (figureColumns). */
 export function levelTableSql(level: UsageLevel): string {
   const { table, column } = LEVEL_TABLES[level];
   return `create table ${table} (
@@ -152,21 +169,20 @@ export function levelTableSql(level: UsageLevel): string {
       dim text not null check (dim in ('model', 'kind', 'member', 'caller')),
       ${column} timestamptz not null,
       value text not null,
-      consumed bigint not null default 0,
-      restored bigint not null default 0,
-      granted bigint not null default 0,
-      expired bigint not null default 0,
-      generations bigint not null default 0,
+      ${figureColumns(level).map((c) => `${c} bigint not null default 0`).join(",\n      ")},
       primary key (account_id, dim, ${column}, value)
     );`;
 }
+
+/** The first-half columns of the hourly level, added to a table created before them (Migration20261204000000UsageHalfHours). */
+export const ADD_HALF_HOUR_COLUMNS = `alter table usage_hourly ${HALF_FIGURES.map((c) => `add column if not exists ${c} bigint not null default 0`).join(", ")}`;
 
 /** A level of the accounts `filter` selects (an SQL condition on `e.account_id`), rebuilt from the level below. */
 export function rebuildLevelSql(level: UsageLevel, filter: string): [remove: string, fill: string] {
   const { table, column } = LEVEL_TABLES[level];
   return [
     `delete from ${table} e where ${filter}`,
-    `insert into ${table} (account_id, dim, ${column}, value, consumed, restored, granted, expired, generations) ${levelFromBelowSql(level, filter)}`,
+    `insert into ${table} (account_id, dim, ${column}, value, ${figureColumns(level).join(", ")}) ${levelFromBelowSql(level, filter)}`,
   ];
 }
 
@@ -176,17 +192,14 @@ export function rebuildLevelSql(level: UsageLevel, filter: string): [remove: str
  */
 export function levelCheckSql(level: UsageLevel, subject: string, format: string): string {
   const { table, column } = LEVEL_TABLES[level];
+  const columns = figureColumns(level);
   return `
   select '${subject} ' || coalesce(h.dim, f.dim) || '=' || coalesce(h.value, f.value) || ' ' ||
       to_char(coalesce(h.start, f.start) at time zone 'UTC', '${format}') as subject,
     x.field, x.stored::text as stored, x.from_entries::text as from_entries
-    from (select dim, ${column} as start, value, consumed, restored, granted, expired, generations from ${table} where account_id = ?) h
+    from (select dim, ${column} as start, value, ${columns.join(", ")} from ${table} where account_id = ?) h
     full join (${levelFromBelowSql(level, "e.account_id = ?")}) f on f.dim = h.dim and f.start = h.start and f.value = h.value
-    cross join lateral (values ('consumed', coalesce(h.consumed, 0), coalesce(f.consumed, 0)),
-      ('restored', coalesce(h.restored, 0), coalesce(f.restored, 0)),
-      ('granted', coalesce(h.granted, 0), coalesce(f.granted, 0)),
-      ('expired', coalesce(h.expired, 0), coalesce(f.expired, 0)),
-      ('generations', coalesce(h.generations, 0), coalesce(f.generations, 0))) as x(field, stored, from_entries)
+    cross join lateral (values ${columns.map((c) => `('${c}', coalesce(h.${c}, 0), coalesce(f.${c}, 0))`).join(",\n      ")}) as x(field, stored, from_entries)
    where x.stored <> x.from_entries`;
 }
 
@@ -210,20 +223,21 @@ const SUMS = (t: string) =>
  */
 function leveledStatement(top: UsageLevel): string {
   const [table, column] = top === "day" ? ["usage_daily", "day"] : ["usage_hourly", "hour"];
-  const hourFixes = top === "day"
-    ? `union all
-  select 1, c.j, c.sgn, case when ?::boolean then h.value end, ${SUMS("h")}
-    from unnest(?::timestamptz[], ?::timestamptz[], ?::int[], ?::int[]) as c(lo, hi, j, sgn)
-    cross join lateral (select * from usage_hourly h where h.account_id = ? and h.dim = ? and h.hour >= c.lo and h.hour < c.hi offset 0) h
-   group by 2, 3, 4`
-    : "";
+  // An hour the range cuts counts one half (domain/usage.ts levelPlan): its first half when the
+  // range ends in it, the rest when the range starts in it.
+  const share = (f: string) =>
+    `sum(case when h.hour + interval '1 hour' > c.hi then h.half_${f} when h.hour < c.lo then h.${f} - h.half_${f} else h.${f} end)::text as ${f}`;
   // One row, one JSON text: parsing ~550 rows of ten columns in the driver cost more than the statement.
   return `
   select coalesce(json_agg(json_build_array(x.part, x.idx, x.sgn, x.value, x.consumed, x.restored, x.granted, x.expired, x.generations)), '[]')::text as rows from (
   select 0 as part, width_bucket(t.${column}, ?::timestamptz[]) - 1 as idx, 1 as sgn, case when ?::boolean then t.value end as value, ${SUMS("t")}
     from ${table} t where t.account_id = ? and t.dim = ? and t.${column} >= ? and t.${column} < ?
    group by 2, 4
-  ${hourFixes}
+  union all
+  select 1, c.j, c.sgn, case when ?::boolean then h.value end, ${FIGURES.map(share).join(", ")}
+    from unnest(?::timestamptz[], ?::timestamptz[], ?::timestamptz[], ?::int[], ?::int[]) as c(first_hour, lo, hi, j, sgn)
+    cross join lateral (select * from usage_hourly h where h.account_id = ? and h.dim = ? and h.hour >= c.first_hour and h.hour < c.hi offset 0) h
+   group by 2, 3, 4
   union all
   select 1, c.j, c.sgn, case when ?::boolean then (case ?::text when 'model' then r.model when 'kind' then r.kind when 'member' then r.member_id else r.caller end) end,
     ${SUMS("r")}
@@ -242,7 +256,7 @@ export async function leveledSeries(q: Query, accountId: string, plan: LevelPlan
   const levelDim = dim ?? "kind";
   const top = plan.topBounds;
   const params: unknown[] = [top, grouped, accountId, levelDim, top[0], top[top.length - 1]];
-  if (plan.top === "day") params.push(grouped, ...rangeColumns(plan.hours), accountId, levelDim);
+  params.push(grouped, plan.hours.map((r) => hourOf(r.from)), ...rangeColumns(plan.hours), accountId, levelDim);
   params.push(grouped, levelDim, ...rangeColumns(plan.slots), accountId);
   const [row] = await q(LEVELED[plan.top], params, `usage_leveled_${plan.top}`);
   const parsed = JSON.parse((row?.["rows"] as string | undefined) ?? "[]") as [number, number, number, string | null, string, string, string, string, string][];

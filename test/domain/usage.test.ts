@@ -134,7 +134,22 @@ function readPlan(plan: ReturnType<typeof levelPlan>, slots: readonly UsageDelta
       for (const i of items) if (i.at >= r.from && i.at < r.to) rows.push({ part: "fix", index: r.boundary, sign: r.sign, value: value(i.value), ...i.amounts });
     }
   };
-  fixes(plan.hours, hours.filter((h) => h.dim === levelDim).map((h) => ({ at: h.start, value: h.value, amounts: amountsOf(h) })));
+  // A range of hours may end half way through an hour (its first half counts) or start half way
+  // through one (all but its first half counts): the hourly rows keep their first halves apart.
+  for (const r of plan.hours) {
+    for (const h of hours.filter((h) => h.dim === levelDim)) {
+      const start = h.start.getTime();
+      if (start + HOUR <= r.from.getTime() || start >= r.to.getTime()) continue;
+      const half = h.half!;
+      const amounts =
+        start + HOUR > r.to.getTime()
+          ? amountsOf(half)
+          : start < r.from.getTime()
+            ? { consumed: h.consumed - half.consumed, restored: h.restored - half.restored, granted: h.granted - half.granted, expired: h.expired - half.expired, generations: h.generations - half.generations }
+            : amountsOf(h);
+      rows.push({ part: "fix", index: r.boundary, sign: r.sign, value: value(h.value), ...amounts });
+    }
+  }
   fixes(plan.slots, slots.map((s) => ({ at: s.slot, value: s[levelDim], amounts: amountsOf(s) })));
   return rows;
 }

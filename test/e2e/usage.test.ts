@@ -197,6 +197,10 @@ describe("GetUsage", () => {
         ["usage daily model=sdxl 2030-01-15", "restored", 10n, 12n],
         ["usage hourly model=sdxl 2030-01-15T12Z", "restored", 12n, 10n],
       ]);
+      // An hour's first-half figures (what a half-hour zone's boundary reads) are checked against its slots too.
+      await db.query(`update usage_hourly set half_consumed = half_consumed + 3 where account_id = $1 and dim = 'kind' and value = 'unknown'`, [accountId]);
+      const half = (await t.admin.reconcile({ accountId })).differences.filter((d) => d.field === "half_consumed");
+      expect(half.map((d) => [d.subject, d.stored - d.fromEntries])).toEqual([["usage hourly kind=unknown 2030-01-15T12Z", 3n]]);
     } finally {
       await db.end();
     }
