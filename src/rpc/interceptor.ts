@@ -42,6 +42,16 @@ function firstString(metadata: Metadata, key: string): string | undefined {
   return typeof value === "string" ? value : undefined;
 }
 
+/**
+ * A request id of our own, held until the call ends (a stream's for as long as it is open).
+ * randomUUID builds its text by concatenation: a chain of ~14 string pieces, ~490 bytes of heap
+ * per id where the flat text takes ~65 (10,000 open WatchBalance streams: ~4 MB). toLowerCase
+ * returns the flat text (the id is lower case already).
+ */
+function newRequestId(): string {
+  return randomUUID().toLowerCase();
+}
+
 type Decision =
   | { readonly caller: string }
   | { readonly caller: string; readonly code: status; readonly reason: "UNAUTHENTICATED" | "PERMISSION_DENIED"; readonly message: string };
@@ -97,7 +107,7 @@ export function createCallInterceptor(options: CallInterceptorOptions): ServerIn
         next({
           onReceiveMetadata(metadata, nextMetadata) {
             const given = firstString(metadata, "x-request-id");
-            requestId = given && REQUEST_ID.test(given) ? given : randomUUID();
+            requestId = given && REQUEST_ID.test(given) ? given : newRequestId();
             const decision = decide(options, path, metadata);
             caller = decision.caller;
             if ("code" in decision) {
