@@ -5,6 +5,8 @@ import net from "node:net";
 import { createInterface } from "node:readline";
 import { pino } from "pino";
 import { parseConfig } from "../src/config.js";
+import { Metrics } from "../src/observability/metrics.js";
+import { createCallInterceptor } from "../src/rpc/interceptor.js";
 import { startGrpcServer } from "../src/rpc/server.js";
 import { SERVER_NODE_FLAGS } from "./setup.js";
 
@@ -166,7 +168,8 @@ async function serve(): Promise<void> {
         tcpKeepaliveMs: config.GRPC_TCP_KEEPALIVE_MS,
         tcpKeepaliveTimeoutMs: config.GRPC_TCP_KEEPALIVE_TIMEOUT_MS,
       },
-      interceptors: [],
+      // As the service runs it, authentication off: every call logged (silently here) and streams counted.
+      callInterceptor: (streams) => createCallInterceptor({ tokens: null, openReflection: true, openHealth: true, log, metrics: new Metrics(), streams }),
     },
     log,
   );

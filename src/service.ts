@@ -224,15 +224,15 @@ async function startOnDatabase(
         tcpKeepaliveMs: config.GRPC_TCP_KEEPALIVE_MS,
         tcpKeepaliveTimeoutMs: config.GRPC_TCP_KEEPALIVE_TIMEOUT_MS,
       },
-      interceptors: [
+      callInterceptor: (streams) =>
         createCallInterceptor({
           tokens: config.AUTH_TOKENS ?? null,
           openReflection: config.AUTH_OPEN_REFLECTION,
           openHealth: config.AUTH_OPEN_HEALTH,
           log,
           metrics,
+          streams,
         }),
-      ],
     },
     log,
   );

@@ -5,6 +5,7 @@ import type { Metrics } from "../observability/metrics.js";
 import { identify, mayCall, type TokenEntry } from "./auth.js";
 import { ID_PATTERN, MAX_ID_LENGTH } from "../domain/limits.js";
 import { failureToStatus } from "./errors.js";
+import type { StreamLimit } from "./stream-limit.js";
 
 /**
  * Who is calling, by call (its request metadata, the one object the interceptor and the handler
@@ -31,6 +32,8 @@ export interface CallInterceptorOptions {
   readonly openHealth: boolean;
   readonly log: Logger;
   readonly metrics: Metrics;
+  /** The server's cap on open streaming calls (stream-limit.ts); none: streams are not counted. */
+  readonly streams?: StreamLimit;
 }
 
 const REFLECTION = /^\/grpc\.reflection\.v1(alpha)?\.ServerReflection\//;
@@ -90,9 +93,12 @@ export function createCallInterceptor(options: CallInterceptorOptions): ServerIn
     let caller = "anonymous";
     let subject: string | undefined;
     let finished = false;
+    const streams = descriptor.requestStream || descriptor.responseStream ? options.streams : undefined;
+    let counted = false;
     const finish = (code: status) => {
       if (finished) return;
       finished = true;
+      if (counted) streams!.close();
       const seconds = (performance.now() - started) / 1000;
       const labels = { service, method, code: status[code] ?? String(code) };
       options.metrics.rpcHandled.inc(labels);
@@ -115,6 +121,15 @@ export function createCallInterceptor(options: CallInterceptorOptions): ServerIn
               call.sendStatus({ code: decision.code, details: decision.message, metadata: refusal.metadata! });
               finish(decision.code);
               return;
+            }
+            if (streams) {
+              if (!streams.tryOpen()) {
+                const refusal = streams.refusal();
+                call.sendStatus(refusal);
+                finish(refusal.code);
+                return;
+              }
+              counted = true;
             }
             callers.set(metadata, caller);
             nextMetadata(metadata);

@@ -7,7 +7,7 @@ import { listen } from "./connections.js";
 import { bindService, type ServiceBinding } from "./grpc-adapter.js";
 import { HealthReporter } from "./health.js";
 import { createReflection } from "./reflection.js";
-import { streamingCallLimit } from "./stream-limit.js";
+import { type StreamLimit, streamingCallLimit } from "./stream-limit.js";
 
 /** What one client may hold; the GRPC_* connection settings (README). 0 turns a timer off. */
 export interface ConnectionLimits {
@@ -30,7 +30,8 @@ export interface GrpcServerOptions {
   /** null: plaintext. */
   readonly tls: TlsOptions | null;
   readonly limits: ConnectionLimits;
-  readonly interceptors: readonly ServerInterceptor[];
+  /** Every call passes it first; it also keeps the server's cap on open streams (`streams`). */
+  readonly callInterceptor: (streams: StreamLimit) => ServerInterceptor;
 }
 
 export interface TlsFiles {
@@ -98,8 +99,7 @@ export async function startGrpcServer(
     // The service serves no channelz, so grpc-js' per-call channelz bookkeeping would be pure cost.
     "grpc.enable_channelz": 0,
     ...grpcOptions(options.limits),
-    // The last one wraps the others: it sees a call's metadata after them.
-    interceptors: [...options.interceptors, streams.interceptor],
+    interceptors: [options.callInterceptor(streams)],
   });
   for (const binding of services) {
     const bound = bindService(binding, log);
