@@ -107,11 +107,23 @@ export interface LevelDelta extends UsageAmounts {
   readonly start: Date;
   readonly dim: UsageDimension;
   readonly value: string;
-  /** Hours only: the figures of the hour's first 30 minutes (null for days). */
-  readonly half: UsageAmounts | null;
+  /** The figures before each of the level's marks (LEVEL_MARKS), in order. */
+  readonly prefixes: readonly UsageAmounts[];
 }
 
 const HALF_HOUR_MS = HOUR_MS / 2;
+const QUARTER_DAY_MS = DAY_MS / 4;
+
+/**
+ * Marks inside a level's span (ms from its start): an hour's half hour; a day's 06:00, 12:00 and
+ * 18:00 UTC. A row also keeps the figures before each mark (its prefixes, written by the same
+ * upsert), so a range that starts or ends on a mark takes the difference of two prefixes of one
+ * row instead of the finer rows below it (domain levelPlan, store leveledStatement).
+ */
+export const LEVEL_MARKS: Readonly<Record<UsageLevel, readonly number[]>> = {
+  hour: [HALF_HOUR_MS],
+  day: [QUARTER_DAY_MS, 2 * QUARTER_DAY_MS, 3 * QUARTER_DAY_MS],
+};
 
 /**
  * A level's share of some rollup additions: each slot's sums go to its UTC hour (or day) once per
@@ -120,6 +132,7 @@ const HALF_HOUR_MS = HOUR_MS / 2;
  */
 export function levelDeltas(deltas: readonly UsageDelta[], level: UsageLevel): LevelDelta[] {
   const span = LEVEL_MS[level];
+  const marks = LEVEL_MARKS[level];
   const rows = new Map<string, LevelDelta>();
   for (const d of deltas) {
     const start = new Date(Math.floor(d.slot.getTime() / span) * span);
@@ -128,12 +141,15 @@ export function levelDeltas(deltas: readonly UsageDelta[], level: UsageLevel): L
       const key = `${d.accountId}\u0000${start.getTime()}\u0000${dim}\u0000${value}`;
       let row = rows.get(key);
       if (!row) {
-        const half = level === "hour" ? zeroAmounts() : null;
-        row = { accountId: d.accountId, start, dim, value, consumed: 0n, restored: 0n, granted: 0n, expired: 0n, generations: 0n, half };
+        const prefixes = marks.map(zeroAmounts);
+        row = { accountId: d.accountId, start, dim, value, consumed: 0n, restored: 0n, granted: 0n, expired: 0n, generations: 0n, prefixes };
         rows.set(key, row);
       }
       addAmounts(row, d);
-      if (row.half && d.slot.getTime() - start.getTime() < HALF_HOUR_MS) addAmounts(row.half, d);
+      const offset = d.slot.getTime() - start.getTime();
+      marks.forEach((mark, k) => {
+        if (offset < mark) addAmounts(row.prefixes[k]!, d);
+      });
     }
   }
   return [...rows.values()];
@@ -163,18 +179,21 @@ export interface SignedRange {
  * How a series grouped by at most one dimension is read from the levels, whatever the zone.
  * Each boundary B of the series is moved to the nearest start R of the top level (UTC days for
  * DAY and MONTH series, hours for HOUR ones), and the top level is summed between the moved
- * boundaries. The difference between B and R is then corrected at the boundary: the hours
- * between B's nearest half hour H and R (a range of hours may start or end half way through
- * one: an hourly row keeps its first 30 minutes' figures apart, so a cut hour counts its first or
- * second half), and the 15-minute slots between B and H, are added to the bucket that starts at
- * B and taken from the one that ends there (signed: B may lie on either side). A bucket
- * [B_j, B_j+1) is exactly top[R_j, R_j+1) + C_j − C_j+1 with C = sum[B, R), so a UTC series reads
- * only the top level, Paris about one or two hours per boundary more, Kolkata six hours (the
- * first cut in half), and only zones 15 or 45 minutes off the hour (Kathmandu, Chatham) a slot.
+ * boundaries. The difference C = sum[B, R) is then corrected at the boundary in steps of the
+ * levels' marks (LEVEL_MARKS): from B to its nearest half hour H by 15-minute slots, from H to
+ * its nearest quarter day Q (DAY tops only; else Q = R) by hours (an hour cut at its half takes
+ * a prefix), and from Q to R by the day's prefixes. Each step is added to the bucket that starts
+ * at B and taken from the one that ends there (signed: either point may lie on either side).
+ * A bucket [B_j, B_j+1) is exactly top[R_j, R_j+1) + C_j − C_j+1, so any zone stays exact, and
+ * a boundary reads at most one day row, three hours and (zones 15 or 45 minutes off the hour
+ * only: Kathmandu, Chatham) one slot per value: UTC none, Paris one or two hours, Kolkata one
+ * hour and a day row, New York one hour and a day row.
  */
 export interface LevelPlan {
   readonly top: UsageLevel;
   readonly topBounds: readonly Date[];
+  /** Ranges within one UTC day whose ends are quarter days (00:00, 06:00, 12:00, 18:00, 24:00). */
+  readonly days: readonly SignedRange[];
   /** Hour ranges whose ends are whole or half hours. */
   readonly hours: readonly SignedRange[];
   readonly slots: readonly SignedRange[];
@@ -183,17 +202,30 @@ export interface LevelPlan {
 export function levelPlan(bounds: readonly Date[], top: UsageLevel): LevelPlan {
   const topMs = LEVEL_MS[top];
   const topBounds: Date[] = [];
+  const days: SignedRange[] = [];
   const hours: SignedRange[] = [];
   const slots: SignedRange[] = [];
   bounds.forEach((b, boundary) => {
     const at = b.getTime();
     const r = Math.round(at / topMs) * topMs;
     const h = Math.round(at / HALF_HOUR_MS) * HALF_HOUR_MS;
+    const q = top === "day" ? Math.round(h / QUARTER_DAY_MS) * QUARTER_DAY_MS : r;
     topBounds.push(new Date(r));
-    if (h !== r) hours.push(signed(boundary, h, r));
+    if (q !== r) days.push(signed(boundary, q, r));
+    if (h !== q) hours.push(signed(boundary, h, q));
     if (at !== h) slots.push(signed(boundary, at, h));
   });
-  return { top, topBounds, hours, slots };
+  return { top, topBounds, days, hours, slots };
+}
+
+/** The start of the UTC day that holds `at`. */
+export function dayOf(at: Date): Date {
+  return new Date(Math.floor(at.getTime() / DAY_MS) * DAY_MS);
+}
+
+/** Which of a day's marks `at` is, counting the day's start as 0 and its end as 4 (`at` on a quarter day). */
+export function quarterOf(day: Date, at: Date): number {
+  return (at.getTime() - day.getTime()) / QUARTER_DAY_MS;
 }
 
 /** The start of the hour that holds `at` (UTC hours). */

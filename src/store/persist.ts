@@ -1,9 +1,15 @@
 import type { BookWrite, OperationRecord } from "../app/ports.js";
-import { levelDeltas } from "../domain/usage.js";
+import { type LevelDelta, levelDeltas, type UsageAmounts } from "../domain/usage.js";
 import { allowancePeriod } from "../domain/periods.js";
 import { CHANGES_CHANNEL, changePayloads } from "./change-feed.js";
 import { invariant } from "../domain/errors.js";
 import type { Statement } from "./pg.js";
+/** A level row's columns as the persist statement's level upserts take them: key, figures, then each mark's prefix (LEVEL_MARKS). */
+function levelRow(d: LevelDelta): unknown[] {
+  const figures = (a: UsageAmounts) => [a.consumed, a.restored, a.granted, a.expired, a.generations];
+  return [d.accountId, d.start, d.dim, d.value, ...figures(d), ...d.prefixes.flatMap(figures)];
+}
+
 export type { BookWrite, CommandContext, OperationRecord } from "../app/ports.js";
 import { allocationsJson, planToJson, pricingJson } from "./rows.js";
 import { autoTopUpDueAt } from "../domain/auto-top-up.js";
@@ -121,11 +127,16 @@ const PERSIST = `
       half_expired = u.half_expired + excluded.half_expired, half_generations = u.half_generations + excluded.half_generations
     returning 1),
   usage_daily_added as (
-    insert into usage_daily as u (account_id, day, dim, value, consumed, restored, granted, expired, generations)
-    select * from unnest(?::text[], ?::timestamptz[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[])
+    insert into usage_daily as u (account_id, day, dim, value, consumed, restored, granted, expired, generations,
+      q1_consumed, q1_restored, q1_granted, q1_expired, q1_generations, q2_consumed, q2_restored, q2_granted, q2_expired, q2_generations, q3_consumed, q3_restored, q3_granted, q3_expired, q3_generations)
+    select * from unnest(?::text[], ?::timestamptz[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[],
+      ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[])
     on conflict (account_id, dim, day, value) do update set consumed = u.consumed + excluded.consumed,
       restored = u.restored + excluded.restored, granted = u.granted + excluded.granted, expired = u.expired + excluded.expired,
-      generations = u.generations + excluded.generations
+      generations = u.generations + excluded.generations,
+      q1_consumed = u.q1_consumed + excluded.q1_consumed, q1_restored = u.q1_restored + excluded.q1_restored, q1_granted = u.q1_granted + excluded.q1_granted, q1_expired = u.q1_expired + excluded.q1_expired, q1_generations = u.q1_generations + excluded.q1_generations,
+      q2_consumed = u.q2_consumed + excluded.q2_consumed, q2_restored = u.q2_restored + excluded.q2_restored, q2_granted = u.q2_granted + excluded.q2_granted, q2_expired = u.q2_expired + excluded.q2_expired, q2_generations = u.q2_generations + excluded.q2_generations,
+      q3_consumed = u.q3_consumed + excluded.q3_consumed, q3_restored = u.q3_restored + excluded.q3_restored, q3_granted = u.q3_granted + excluded.q3_granted, q3_expired = u.q3_expired + excluded.q3_expired, q3_generations = u.q3_generations + excluded.q3_generations
     returning 1),
   new_operations as (
     insert into operations (account_id, idempotency_key, method, request_hash, response, created_at)
@@ -242,12 +253,8 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
     ),
     ...columns(spendRemoved, ({ book, limit }) => [book.accountId, limit.memberId, limit.period], 3),
     ...columns(usage, (u) => [u.accountId, u.slot, u.model, u.kind, u.member, u.caller, u.consumed, u.restored, u.granted, u.expired, u.generations], 11),
-    ...columns(
-      hourly,
-      (h) => [h.accountId, h.start, h.dim, h.value, h.consumed, h.restored, h.granted, h.expired, h.generations, h.half!.consumed, h.half!.restored, h.half!.granted, h.half!.expired, h.half!.generations],
-      14,
-    ),
-    ...columns(daily, (d) => [d.accountId, d.start, d.dim, d.value, d.consumed, d.restored, d.granted, d.expired, d.generations], 9),
+    ...columns(hourly, levelRow, 9 + 5),
+    ...columns(daily, levelRow, 9 + 3 * 5),
     ...columns(operations, (o) => [o.accountId, o.key, o.method, o.requestHash, Buffer.from(o.response), o.createdAt], 6),
     events.length,
     ...columns(events, ({ accountId, event: e }) => [accountId, e.sequence, e.kind, e.occurredAt, Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength)], 5),

@@ -1,4 +1,4 @@
-import { hourOf, type LevelPlan, type LevelRow, type SignedRange, type UsageDimension, type UsageLevel, type UsageSeriesRow } from "../domain/usage.js";
+import { dayOf, hourOf, LEVEL_MARKS, type LevelPlan, quarterOf, type LevelRow, type SignedRange, type UsageDimension, type UsageLevel, type UsageSeriesRow } from "../domain/usage.js";
 import type { Query } from "./pg.js";
 
 /**
@@ -112,14 +112,14 @@ export function rebuildUsageRollupSql(filter: string): [remove: string, fill: st
  * dimension), a day from its hours. `source` yields, per row below, the account, dimension,
  * instant and value with the five figures; `filter` is an SQL condition on `e.account_id`.
  */
-const LEVEL_TABLES: Readonly<Record<UsageLevel, { table: string; column: string; seconds: number; halves: boolean; source: (filter: string) => string }>> = {
+const LEVEL_TABLES: Readonly<Record<UsageLevel, { table: string; column: string; seconds: number; prefixes: readonly string[]; source: (filter: string) => string }>> = {
   hour: {
     table: "usage_hourly",
     column: "hour",
     seconds: 3600,
-    // An hour also keeps its first 30 minutes' figures (half_*), so that a zone on a half hour
-    // (Kolkata, Adelaide, St. John's) cuts an hour instead of reading slots (domain/usage.ts levelPlan).
-    halves: true,
+    // The figures before each of the level's marks (domain/usage.ts LEVEL_MARKS), in order: an
+    // hour's first half (half_*), a day's first one, two and three quarters (q1_*, q2_*, q3_*).
+    prefixes: ["half"],
     source: (filter) => `
       select e.account_id, d.dim, e.slot as at, d.value, e.consumed, e.restored, e.granted, e.expired, e.generations
         from usage_rollup e
@@ -130,7 +130,7 @@ const LEVEL_TABLES: Readonly<Record<UsageLevel, { table: string; column: string;
     table: "usage_daily",
     column: "day",
     seconds: 86_400,
-    halves: false,
+    prefixes: ["q1", "q2", "q3"],
     source: (filter) => `
       select e.account_id, e.dim, e.hour as at, e.value, e.consumed, e.restored, e.granted, e.expired, e.generations
         from usage_hourly e
@@ -139,24 +139,25 @@ const LEVEL_TABLES: Readonly<Record<UsageLevel, { table: string; column: string;
 };
 
 const FIGURES = ["consumed", "restored", "granted", "expired", "generations"] as const;
-const HALF_FIGURES = FIGURES.map((f) => `half_${f}`);
 
-/** The figure columns of a level's table: the five, then (hours) their first half hour's. */
+/** The figure columns of a level's table: the five, then each mark's prefix of them (LEVEL_MARKS). */
 function figureColumns(level: UsageLevel): readonly string[] {
-  return LEVEL_TABLES[level].halves ? [...FIGURES, ...HALF_FIGURES] : FIGURES;
+  return [...FIGURES, ...LEVEL_TABLES[level].prefixes.flatMap((p) => FIGURES.map((f) => `${p}_${f}`))];
 }
 
 /** A level's rows as the level below sums them: account_id, dim, start, value and the figures (figureColumns). */
 export function levelFromBelowSql(level: UsageLevel, filter: string): string {
-  const { seconds, source, halves } = LEVEL_TABLES[level];
-  const start = `to_timestamp(floor(extract(epoch from s.at) / ${seconds}) * ${seconds})`;
-  const firstHalf = `s.at < to_timestamp(floor(extract(epoch from s.at) / 3600) * 3600 + 1800)`;
+  const { seconds, source, prefixes } = LEVEL_TABLES[level];
+  const start = `floor(extract(epoch from s.at) / ${seconds}) * ${seconds}`;
   const sums = [
     ...FIGURES.map((f) => `sum(s.${f}) as ${f}`),
-    ...(halves ? FIGURES.map((f) => `coalesce(sum(s.${f}) filter (where ${firstHalf}), 0) as half_${f}`) : []),
+    ...prefixes.flatMap((p, k) => {
+      const before = `s.at < to_timestamp(${start} + ${LEVEL_MARKS[level][k]! / 1000})`;
+      return FIGURES.map((f) => `coalesce(sum(s.${f}) filter (where ${before}), 0) as ${p}_${f}`);
+    }),
   ];
   return `
-    select s.account_id, s.dim, ${start} as start, s.value, ${sums.join(", ")}
+    select s.account_id, s.dim, to_timestamp(${start}) as start, s.value, ${sums.join(", ")}
       from (${source(filter)}) s
      group by 1, 2, 3, 4`;
 }
@@ -174,8 +175,12 @@ export function levelTableSql(level: UsageLevel): string {
     );`;
 }
 
-/** The first-half columns of the hourly level, added to a table created before them (Migration20261204000000UsageHalfHours). */
-export const ADD_HALF_HOUR_COLUMNS = `alter table usage_hourly ${HALF_FIGURES.map((c) => `add column if not exists ${c} bigint not null default 0`).join(", ")}`;
+/** The prefix columns of a level, added to a table created before them (Migration20261204000000UsageLevelMarks). */
+export function addPrefixColumnsSql(level: UsageLevel): string {
+  const { table } = LEVEL_TABLES[level];
+  const columns = figureColumns(level).slice(FIGURES.length);
+  return `alter table ${table} ${columns.map((c) => `add column if not exists ${c} bigint not null default 0`).join(", ")}`;
+}
 
 /** A level of the accounts `filter` selects (an SQL condition on `e.account_id`), rebuilt from the level below. */
 export function rebuildLevelSql(level: UsageLevel, filter: string): [remove: string, fill: string] {
@@ -223,18 +228,28 @@ const SUMS = (t: string) =>
  */
 function leveledStatement(top: UsageLevel): string {
   const [table, column] = top === "day" ? ["usage_daily", "day"] : ["usage_hourly", "hour"];
-  // An hour the range cuts counts one half (domain/usage.ts levelPlan): its first half when the
-  // range ends in it, the rest when the range starts in it.
-  const share = (f: string) =>
+  // An hour the range cuts counts one half: its first half when the range ends in it, the rest
+  // when the range starts in it.
+  const hourShare = (f: string) =>
     `sum(case when h.hour + interval '1 hour' > c.hi then h.half_${f} when h.hour < c.lo then h.${f} - h.half_${f} else h.${f} end)::text as ${f}`;
+  // A day's figures before quarter k (0: nothing, 4: the whole day); a range [lo, hi) of quarters takes before(hi) − before(lo).
+  const before = (k: string, f: string) => `(case ${k} when 0 then 0 when 1 then d.q1_${f} when 2 then d.q2_${f} when 3 then d.q3_${f} else d.${f} end)`;
+  const dayFixes = top === "day"
+    ? `union all
+  select 1, c.j, c.sgn, case when ?::boolean then d.value end, ${FIGURES.map((f) => `sum(${before("c.hi", f)} - ${before("c.lo", f)})::text as ${f}`).join(", ")}
+    from unnest(?::timestamptz[], ?::int[], ?::int[], ?::int[], ?::int[]) as c(day, lo, hi, j, sgn)
+    cross join lateral (select * from usage_daily d where d.account_id = ? and d.dim = ? and d.day = c.day offset 0) d
+   group by 2, 3, 4`
+    : "";
   // One row, one JSON text: parsing ~550 rows of ten columns in the driver cost more than the statement.
   return `
   select coalesce(json_agg(json_build_array(x.part, x.idx, x.sgn, x.value, x.consumed, x.restored, x.granted, x.expired, x.generations)), '[]')::text as rows from (
   select 0 as part, width_bucket(t.${column}, ?::timestamptz[]) - 1 as idx, 1 as sgn, case when ?::boolean then t.value end as value, ${SUMS("t")}
     from ${table} t where t.account_id = ? and t.dim = ? and t.${column} >= ? and t.${column} < ?
    group by 2, 4
+  ${dayFixes}
   union all
-  select 1, c.j, c.sgn, case when ?::boolean then h.value end, ${FIGURES.map(share).join(", ")}
+  select 1, c.j, c.sgn, case when ?::boolean then h.value end, ${FIGURES.map(hourShare).join(", ")}
     from unnest(?::timestamptz[], ?::timestamptz[], ?::timestamptz[], ?::int[], ?::int[]) as c(first_hour, lo, hi, j, sgn)
     cross join lateral (select * from usage_hourly h where h.account_id = ? and h.dim = ? and h.hour >= c.first_hour and h.hour < c.hi offset 0) h
    group by 2, 3, 4
@@ -256,6 +271,11 @@ export async function leveledSeries(q: Query, accountId: string, plan: LevelPlan
   const levelDim = dim ?? "kind";
   const top = plan.topBounds;
   const params: unknown[] = [top, grouped, accountId, levelDim, top[0], top[top.length - 1]];
+  if (plan.top === "day") {
+    const days = plan.days.map((r) => dayOf(r.from));
+    params.push(grouped, days, plan.days.map((r, i) => quarterOf(days[i]!, r.from)), plan.days.map((r, i) => quarterOf(days[i]!, r.to)));
+    params.push(plan.days.map((r) => r.boundary), plan.days.map((r) => r.sign), accountId, levelDim);
+  }
   params.push(grouped, plan.hours.map((r) => hourOf(r.from)), ...rangeColumns(plan.hours), accountId, levelDim);
   params.push(grouped, levelDim, ...rangeColumns(plan.slots), accountId);
   const [row] = await q(LEVELED[plan.top], params, `usage_leveled_${plan.top}`);

@@ -4,7 +4,7 @@ import { commit, release, reserve } from "../../src/domain/holds.js";
 import type { EntryKind } from "../../src/domain/ledger-entry.js";
 import { applyDue } from "../../src/domain/maintenance.js";
 import { boundaries } from "../../src/domain/time-zone.js";
-import { combineLevels, type LevelDelta, type LevelRow, levelDeltas, levelPlan, type SignedRange, slotOf, type UsageDelta, type UsageDimension, usageDeltas } from "../../src/domain/usage.js";
+import { combineLevels, LEVEL_MARKS, type LevelDelta, type LevelRow, levelDeltas, levelPlan, type SignedRange, slotOf, type UsageDelta, type UsageDimension, usageDeltas } from "../../src/domain/usage.js";
 import { adjustment, at, DAY, HOUR, MINUTE, newBook, newId, T0, topUp } from "./fixtures.js";
 
 type Op =
@@ -102,7 +102,7 @@ describe("the usage rollup's additions (property)", () => {
         const hourBounds = boundaries(zone, "HOUR", at(0), at(3 * DAY), 1000)!;
         for (const [unitBounds, top] of [[bounds, "day"], [hourBounds, "hour"]] as const) {
           for (const dim of ["model", "member", null] as const) {
-            const fromLevels = combineLevels(readPlan(levelPlan(unitBounds, top), deltas, top === "day" ? daily : hourly, hourly, dim), unitBounds.length - 1, dim);
+            const fromLevels = combineLevels(readPlan(levelPlan(unitBounds, top), deltas, top === "day" ? daily : hourly, hourly, daily, dim), unitBounds.length - 1, dim);
             expect(fromLevels, `${top} ${dim}`).toEqual(seriesFromSlots(deltas, unitBounds, dim));
           }
         }
@@ -118,7 +118,7 @@ type Amounts = Pick<UsageDelta, "consumed" | "restored" | "granted" | "expired" 
 const amountsOf = (r: Amounts): Amounts => ({ consumed: r.consumed, restored: r.restored, granted: r.granted, expired: r.expired, generations: r.generations });
 
 /** What the store's leveled statement returns for a plan, computed from the levels in memory. */
-function readPlan(plan: ReturnType<typeof levelPlan>, slots: readonly UsageDelta[], top: readonly LevelDelta[], hours: readonly LevelDelta[], dim: UsageDimension | null): LevelRow[] {
+function readPlan(plan: ReturnType<typeof levelPlan>, slots: readonly UsageDelta[], top: readonly LevelDelta[], hours: readonly LevelDelta[], days: readonly LevelDelta[], dim: UsageDimension | null): LevelRow[] {
   const levelDim = dim ?? "kind";
   const value = (v: string): string | null => (dim === null ? null : v);
   const rows: LevelRow[] = [];
@@ -134,22 +134,29 @@ function readPlan(plan: ReturnType<typeof levelPlan>, slots: readonly UsageDelta
       for (const i of items) if (i.at >= r.from && i.at < r.to) rows.push({ part: "fix", index: r.boundary, sign: r.sign, value: value(i.value), ...i.amounts });
     }
   };
-  // A range of hours may end half way through an hour (its first half counts) or start half way
-  // through one (all but its first half counts): the hourly rows keep their first halves apart.
-  for (const r of plan.hours) {
-    for (const h of hours.filter((h) => h.dim === levelDim)) {
-      const start = h.start.getTime();
-      if (start + HOUR <= r.from.getTime() || start >= r.to.getTime()) continue;
-      const half = h.half!;
-      const amounts =
-        start + HOUR > r.to.getTime()
-          ? amountsOf(half)
-          : start < r.from.getTime()
-            ? { consumed: h.consumed - half.consumed, restored: h.restored - half.restored, granted: h.granted - half.granted, expired: h.expired - half.expired, generations: h.generations - half.generations }
-            : amountsOf(h);
-      rows.push({ part: "fix", index: r.boundary, sign: r.sign, value: value(h.value), ...amounts });
+  // A range may start or end on a mark of a row (an hour's half hour, a day's quarters): the row
+  // gives the figures between the two as the difference of its prefixes before them.
+  const cut = (ranges: readonly SignedRange[], rowsOf: readonly LevelDelta[], span: number, marks: readonly number[]) => {
+    for (const r of ranges) {
+      for (const row of rowsOf.filter((x) => x.dim === levelDim)) {
+        const start = row.start.getTime();
+        if (start + span <= r.from.getTime() || start >= r.to.getTime()) continue;
+        const before = (at: number): Amounts => {
+          if (at <= start) return { consumed: 0n, restored: 0n, granted: 0n, expired: 0n, generations: 0n };
+          if (at >= start + span) return amountsOf(row);
+          const k = marks.indexOf(at - start);
+          if (k < 0) throw new Error(`a range ends inside a row, off its marks: ${new Date(at).toISOString()}`);
+          return amountsOf(row.prefixes[k]!);
+        };
+        const hi = before(r.to.getTime());
+        const lo = before(r.from.getTime());
+        const amounts = { consumed: hi.consumed - lo.consumed, restored: hi.restored - lo.restored, granted: hi.granted - lo.granted, expired: hi.expired - lo.expired, generations: hi.generations - lo.generations };
+        rows.push({ part: "fix", index: r.boundary, sign: r.sign, value: value(row.value), ...amounts });
+      }
     }
-  }
+  };
+  cut(plan.hours, hours, HOUR, LEVEL_MARKS.hour);
+  cut(plan.days, days, DAY, LEVEL_MARKS.day);
   fixes(plan.slots, slots.map((s) => ({ at: s.slot, value: s[levelDim], amounts: amountsOf(s) })));
   return rows;
 }

@@ -194,6 +194,8 @@ describe("GetUsage", () => {
       const hourly = await t.admin.reconcile({ accountId });
       expect(hourly.differences.map((d) => [d.subject, d.field, d.stored, d.fromEntries])).toEqual([
         ["usage daily model=sdxl 2030-01-15", "consumed", 31n, 30n],
+        // 12:00 is before the day's third quarter mark (18:00): its prefix moved with the hour.
+        ["usage daily model=sdxl 2030-01-15", "q3_restored", 10n, 12n],
         ["usage daily model=sdxl 2030-01-15", "restored", 10n, 12n],
         ["usage hourly model=sdxl 2030-01-15T12Z", "restored", 12n, 10n],
       ]);
@@ -201,6 +203,10 @@ describe("GetUsage", () => {
       await db.query(`update usage_hourly set half_consumed = half_consumed + 3 where account_id = $1 and dim = 'kind' and value = 'unknown'`, [accountId]);
       const half = (await t.admin.reconcile({ accountId })).differences.filter((d) => d.field === "half_consumed");
       expect(half.map((d) => [d.subject, d.stored - d.fromEntries])).toEqual([["usage hourly kind=unknown 2030-01-15T12Z", 3n]]);
+      // And a day's quarters (what a boundary off UTC midnight reads) against its hours.
+      await db.query(`update usage_daily set q3_granted = q3_granted + 4 where account_id = $1 and dim = 'kind' and value = 'unknown'`, [accountId]);
+      const quarter = (await t.admin.reconcile({ accountId })).differences.filter((d) => d.field === "q3_granted");
+      expect(quarter.map((d) => [d.subject, d.stored - d.fromEntries])).toEqual([["usage daily kind=unknown 2030-01-15", 4n]]);
     } finally {
       await db.end();
     }

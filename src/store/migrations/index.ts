@@ -13,7 +13,7 @@ import { Migration20261202600000SpendLimits } from "./Migration20261202600000Spe
 import { Migration20261202700000UsageRollup } from "./Migration20261202700000UsageRollup.js";
 import { Migration20261202800000UsageHourly } from "./Migration20261202800000UsageHourly.js";
 import { Migration20261203000000AutoTopUp } from "./Migration20261203000000AutoTopUp.js";
-import { Migration20261204000000UsageHalfHours } from "./Migration20261204000000UsageHalfHours.js";
+import { Migration20261204000000UsageLevelMarks } from "./Migration20261204000000UsageLevelMarks.js";
 import { Migration20261202900000UsageDaily } from "./Migration20261202900000UsageDaily.js";
 
 /** Checked-in migrations, in order. Listed explicitly so they run the same from src/ (tsx) and dist/. */
@@ -34,5 +34,5 @@ export const migrations = [
   { name: "Migration20261202800000UsageHourly", class: Migration20261202800000UsageHourly },
   { name: "Migration20261202900000UsageDaily", class: Migration20261202900000UsageDaily },
   { name: "Migration20261203000000AutoTopUp", class: Migration20261203000000AutoTopUp },
-  { name: "Migration20261204000000UsageHalfHours", class: Migration20261204000000UsageHalfHours },
+  { name: "Migration20261204000000UsageLevelMarks", class: Migration20261204000000UsageLevelMarks },
 ];
