@@ -20,4 +20,5 @@ EXPOSE 50051
 # The old-generation cap keeps the resident set under 200 MB (docs/performance.md); the live heap is far below it.
 # The young-generation cap keeps the old generation's headroom above the young generation's size: without it
 # V8 grows semi-spaces to 32 MB and then marks the old generation without pause (docs/decisions.md, "Heap cap").
-CMD ["node", "--enable-source-maps", "--max-old-space-size=128", "--max-semi-space-size=16", "dist/main.js"]
+# Scavenges run on the main thread alone: with a core or two shared with other work, parallel helpers waited for a core (docs/decisions.md, "Heap cap").
+CMD ["node", "--enable-source-maps", "--max-old-space-size=128", "--max-semi-space-size=16", "--no-parallel-scavenge", "dist/main.js"]

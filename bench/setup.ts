@@ -32,9 +32,11 @@ export async function recreateDatabase(url: string): Promise<void> {
  * capped at 16 MB: V8 (Node 24) grows them to 32 MB under load, and a young generation larger
  * than the old generation's headroom (about 45 MB at 35 MB live) makes V8 start marking again as
  * soon as a mark-compact ends (docs/decisions.md, "Heap cap"). (8 MB semi-spaces saved another
- * 20 MB but cost GetBalance about 20 % in scavenges.)
+ * 20 MB but cost GetBalance about 20 % in scavenges.) Scavenges on the main thread alone: on two
+ * cores shared with Postgres, a parallel scavenge waited for helper threads that had no core and
+ * took up to 5–8 ms (docs/decisions.md, "Heap cap").
  */
-export const SERVER_NODE_FLAGS = ["--max-old-space-size=128", "--max-semi-space-size=16"];
+export const SERVER_NODE_FLAGS = ["--max-old-space-size=128", "--max-semi-space-size=16", "--no-parallel-scavenge"];
 
 /** Builds dist/ and applies migrations, as a deployment does before starting servers. */
 export async function buildAndMigrate(databaseUrl: string): Promise<void> {
