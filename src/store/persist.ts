@@ -4,12 +4,6 @@ import { allowancePeriod } from "../domain/periods.js";
 import { CHANGES_CHANNEL, changePayloads } from "./change-feed.js";
 import { invariant } from "../domain/errors.js";
 import type { Statement } from "./pg.js";
-/** A level row's columns as the persist statement's level upserts take them: key, figures, then each mark's prefix (LEVEL_MARKS). */
-function levelRow(d: LevelDelta): unknown[] {
-  const figures = (a: UsageAmounts) => [a.consumed, a.restored, a.granted, a.expired, a.generations];
-  return [d.accountId, d.start, d.dim, d.value, ...figures(d), ...d.prefixes.flatMap(figures)];
-}
-
 export type { BookWrite, CommandContext, OperationRecord } from "../app/ports.js";
 import { allocationsJson, planToJson, pricingJson } from "./rows.js";
 import { autoTopUpDueAt } from "../domain/auto-top-up.js";
@@ -20,6 +14,12 @@ function columns<T>(rows: readonly T[], pick: (row: T) => readonly unknown[], wi
   const out: unknown[][] = Array.from({ length: width }, () => []);
   for (const row of rows) pick(row).forEach((v, i) => out[i]!.push(v));
   return out;
+}
+
+/** A level row's columns as the persist statement's level upserts take them: key, figures, then each mark's prefix (LEVEL_MARKS). */
+function levelRow(d: LevelDelta): unknown[] {
+  const figures = (a: UsageAmounts) => [a.consumed, a.restored, a.granted, a.expired, a.generations];
+  return [d.accountId, d.start, d.dim, d.value, ...figures(d), ...d.prefixes.flatMap(figures)];
 }
 
 /**

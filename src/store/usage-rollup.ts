@@ -221,7 +221,7 @@ const SUMS = (t: string) =>
 /**
  * A series grouped by one dimension (or none: the sums over every kind) read by a level plan
  * (domain/usage.ts `levelPlan`): the top level (days or hours) bucketed by the plan's moved
- * boundaries, then the hours and slots that correct each boundary, signed. Two fixed statements
+ * boundaries, then the day rows, hours and slots that correct each boundary, signed. Two fixed statements
  * (days or hours on top), each prepared once; every part is an index range of its level's key (the
  * corrections are LATERAL subqueries fenced by OFFSET 0 so that each range is its own index
  * range: flattened, a generic plan scans the dimension's every hour once per range).
