@@ -299,6 +299,13 @@ function writeFields(w: Writer, plan: readonly FieldPlan[], message: Fields): vo
   }
 }
 
+/** An int64 field with implicit presence, for answers written by hand: nothing when 0, refused past int64 as toBinary refuses it. */
+export function writeInt64(w: Writer, number: number, value: bigint): void {
+  if (value === 0n) return;
+  w.tag(number, VARINT);
+  w.varint64(inRange(value, INT64_MIN, INT64_MAX, "int64"));
+}
+
 /** Reserves one byte for a length and returns where the content starts (close it with w.finishLength). */
 export function openLength(w: Writer): number {
   w.ensure(1);

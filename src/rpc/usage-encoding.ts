@@ -11,7 +11,7 @@ import {
   Granularity,
   UsageDimension,
 } from "../gen/credit/v1/credit_service_pb.js";
-import { encodeMessage, encodeWith, LEN, openLength, VARINT, type Writer } from "./binary-encoder.js";
+import { encodeMessage, encodeWith, LEN, openLength, VARINT, type Writer, writeInt64 } from "./binary-encoder.js";
 import * as decode from "./decode.js";
 import * as encode from "./encode.js";
 
@@ -66,22 +66,15 @@ export function usageResponse(series: UsageSeries): Buffer {
         w.string(value);
         w.finishLength(entry);
       }
-      int64(w, 3, r.consumed);
-      int64(w, 4, r.restored);
-      int64(w, 5, r.granted);
-      int64(w, 6, r.expired);
-      int64(w, 7, r.generations);
+      writeInt64(w, 3, r.consumed);
+      writeInt64(w, 4, r.restored);
+      writeInt64(w, 5, r.granted);
+      writeInt64(w, 6, r.expired);
+      writeInt64(w, 7, r.generations);
       w.finishLength(row);
     }
     timestamp(w, 2, series.asOf);
   });
-}
-
-function int64(w: Writer, field: number, value: bigint): void {
-  if (value === 0n) return;
-  if (value < INT64_MIN || value > INT64_MAX) throw new RangeError(`${value} does not fit in an int64 field`);
-  w.tag(field, VARINT);
-  w.varint64(value);
 }
 
 /** A google.protobuf.Timestamp as timestampFromDate makes it (seconds floored, nanos 0–999,999,999). */
@@ -102,9 +95,6 @@ function timestamp(w: Writer, field: number, at: Date): void {
   }
   w.finishLength(start);
 }
-
-const INT64_MIN = -(2n ** 63n);
-const INT64_MAX = 2n ** 63n - 1n;
 
 export function forecastResponse(f: Forecast): Uint8Array {
   return encodeMessage(
