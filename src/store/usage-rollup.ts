@@ -215,8 +215,7 @@ export const REBUILD_ACCOUNT_USAGE: readonly string[] = [
   ...rebuildLevelSql("day", "e.account_id = $1"),
 ];
 
-const SUMS = (t: string) =>
-  `sum(${t}.consumed)::text as consumed, sum(${t}.restored)::text as restored, sum(${t}.granted)::text as granted, sum(${t}.expired)::text as expired, sum(${t}.generations)::text as generations`;
+const SUMS = (t: string) => FIGURES.map((f) => `sum(${t}.${f})::text as ${f}`).join(", ");
 
 /**
  * A series grouped by one dimension (or none: the sums over every kind) read by a level plan
