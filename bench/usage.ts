@@ -411,7 +411,7 @@ async function main(): Promise<void> {
 function seriesStatement(zone: string): { name: string; run: (q: Query) => Promise<unknown> } {
   const end = new Date();
   const bounds = boundaries(zone, "DAY", new Date(end.getTime() - RANGE_DAYS * 86_400_000), end, MAX_BUCKETS.DAY)!;
-  return { name: "usage_leveled_day", run: (q) => leveledSeries(q, BIG, levelPlan(bounds, "day"), "model") };
+  return { name: "usage_leveled", run: (q) => leveledSeries(q, BIG, levelPlan(bounds, "day"), "model") };
 }
 
 /**

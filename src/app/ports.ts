@@ -1,4 +1,4 @@
-import type { LevelPlan, LevelRow, UsageDelta, UsageDimension, UsageSeriesRow } from "../domain/usage.js";
+import type { LevelPlan, UsageDelta, UsageDimension, UsageSeriesRow } from "../domain/usage.js";
 import type { AccountBook } from "../domain/account-book.js";
 import type { Failure, Result } from "../domain/errors.js";
 import type { KeyDecision } from "../domain/idempotency.js";
@@ -273,8 +273,8 @@ export interface LedgerStore {
   reconcile(accountId: string): Promise<Difference[]>;
   /** A usage series from the rollup over [bounds[0], bounds[last]), at most maxRows + 1 rows (one more tells it was cut). */
   usageSeries(accountId: string, bounds: readonly Date[], groupBy: ReadonlySet<UsageDimension>, maxRows: number): Promise<UsageSeriesRow[]>;
-  /** One dimension (or none) read from the coarser levels by a plan (domain/usage.ts `levelPlan`): what `combineLevels` makes the series of. */
-  leveledUsageSeries(accountId: string, plan: LevelPlan, dim: UsageDimension | null): Promise<LevelRow[]>;
+  /** The series of one dimension (or none) read from the coarser levels by a plan (domain/usage.ts `levelPlan`), in the series' order, zero rows left out. */
+  leveledUsageSeries(accountId: string, plan: LevelPlan, dim: UsageDimension | null): Promise<UsageSeriesRow[]>;
   /** When the account was created, and the credits captured in each of the `days` days before the end of the account's current hour (`now`: the server's clock; 0: the latest); null for an unknown account. */
   recentConsumption(accountId: string, now: Date, days: number): Promise<{ createdAt: Date; perDay: bigint[] } | null>;
   ping(): Promise<void>;

@@ -3,7 +3,7 @@ import { fail, ok, type Result } from "../domain/errors.js";
 import { type Forecast, forecast, PACE_WINDOW_DAYS, paceWindowDays } from "../domain/forecast.js";
 import { applyDue } from "../domain/maintenance.js";
 import { boundaries, type CalendarUnit } from "../domain/time-zone.js";
-import { combineLevels, isZero, levelPlan, sortSeries, type UsageDimension, type UsageSeriesRow } from "../domain/usage.js";
+import { isZero, levelPlan, sortSeries, type UsageDimension, type UsageSeriesRow } from "../domain/usage.js";
 import type { AppDeps } from "./deps.js";
 
 /** How long a range each granularity may cover (in buckets: the range is widened to whole buckets). */
@@ -47,7 +47,7 @@ export async function getUsage(deps: AppDeps, query: UsageQuery): Promise<Result
   const series = async (): Promise<UsageSeriesRow[]> => {
     if (dim !== undefined) {
       const plan = levelPlan(bounds, query.unit === "HOUR" ? "hour" : "day");
-      return combineLevels(await deps.store.leveledUsageSeries(query.accountId, plan, dim), bounds.length - 1, dim);
+      return deps.store.leveledUsageSeries(query.accountId, plan, dim);
     }
     return sortSeries((await deps.store.usageSeries(query.accountId, bounds, query.groupBy, MAX_USAGE_ROWS)).filter((r) => !isZero(r)));
   };

@@ -15,7 +15,7 @@ import { persistStatement } from "./persist.js";
 import { inTransaction, type Query, queryOn } from "./pg.js";
 import { reconcileAccount } from "./reconcile-scan.js";
 import { leveledSeries, recentConsumption, usageSeries } from "./usage-rollup.js";
-import type { LevelPlan, LevelRow, UsageDimension, UsageSeriesRow } from "../domain/usage.js";
+import type { LevelPlan, UsageDimension, UsageSeriesRow } from "../domain/usage.js";
 import { ReservationLocator } from "./reservation-locator.js";
 import { reservationFromRow } from "./rows.js";
 import { guardUnavailable, isStoreUnavailable } from "./unavailable.js";
@@ -276,7 +276,7 @@ export class PostgresLedgerStore implements LedgerStore {
     return guardUnavailable(() => usageSeries(this.q, accountId, bounds, groupBy, maxRows));
   }
 
-  leveledUsageSeries(accountId: string, plan: LevelPlan, dim: UsageDimension | null): Promise<LevelRow[]> {
+  leveledUsageSeries(accountId: string, plan: LevelPlan, dim: UsageDimension | null): Promise<UsageSeriesRow[]> {
     return guardUnavailable(() => leveledSeries(this.q, accountId, plan, dim));
   }
 

@@ -1,4 +1,4 @@
-import { dayOf, hourOf, LEVEL_MARKS, type LevelPlan, quarterOf, type LevelRow, type SignedRange, type UsageDimension, type UsageLevel, type UsageSeriesRow } from "../domain/usage.js";
+import { dayOf, hourOf, LEVEL_MARKS, type LevelPlan, quarterOf, type SignedRange, type UsageDimension, type UsageLevel, type UsageSeriesRow } from "../domain/usage.js";
 import type { Query } from "./pg.js";
 
 /**
@@ -215,38 +215,75 @@ export const REBUILD_ACCOUNT_USAGE: readonly string[] = [
   ...rebuildLevelSql("day", "e.account_id = $1"),
 ];
 
-const SUMS = (t: string) => FIGURES.map((f) => `sum(${t}.${f})::text as ${f}`).join(", ");
+/** Which statement reads a plan: days on top with or without day rows to cut, or hours on top. */
+type LeveledShape = "day" | "day_cut" | "hour";
 
 /**
  * A series grouped by one dimension (or none: the sums over every kind) read by a level plan
  * (domain/usage.ts `levelPlan`): the top level (days or hours) bucketed by the plan's moved
- * boundaries, then the day rows, hours and slots that correct each boundary, signed. Two fixed statements
- * (days or hours on top), each prepared once; every part is an index range of its level's key (the
- * corrections are LATERAL subqueries fenced by OFFSET 0 so that each range is its own index
- * range: flattened, a generic plan scans the dimension's every hour once per range).
+ * boundaries, plus the day rows, hours and slots that correct each boundary, each correction
+ * added to the bucket that starts at its boundary and taken from the one that ends there
+ * (levelPlan's rule, modelled by the domain test); buckets outside the series and groups whose
+ * figures all net to zero are dropped. The sums are made here, not in the server: half the rows
+ * cross the wire and none is added up twice. Three fixed statements (LeveledShape), each
+ * prepared once.
+ *
+ * The day rows a boundary's correction cuts are rows the top scan reads anyway (the scan is
+ * widened to the corrected days): each yields its whole figures for its bucket and, when its day
+ * is corrected (arrays indexed by the day's place in the scan; a DAY or MONTH series corrects a
+ * UTC day at most once, its boundaries being 23 hours or more apart), the difference of two of
+ * its prefixes for the boundary: one index range, where a probe per boundary cost ~2 ms. The
+ * hours and slots are LATERAL subqueries fenced by OFFSET 0 so that each range is its own index
+ * range (flattened, a generic plan scans the dimension's every hour once per range).
+ *
+ * The answer is one row of two texts: each row's bucket and figures, comma-separated, the rows
+ * separated by ';' (numbers only), and the rows' values as a JSON array in the same order (a
+ * value is any text). JSON arrays of ~550 rows cost both sides more.
  */
-function leveledStatement(top: UsageLevel): string {
-  const [table, column] = top === "day" ? ["usage_daily", "day"] : ["usage_hourly", "hour"];
+function leveledStatement(shape: LeveledShape): string {
   // An hour the range cuts counts one half: its first half when the range ends in it, the rest
   // when the range starts in it.
   const hourShare = (f: string) =>
-    `sum(case when h.hour + interval '1 hour' > c.hi then h.half_${f} when h.hour < c.lo then h.${f} - h.half_${f} else h.${f} end)::text as ${f}`;
+    `sum(case when h.hour + interval '1 hour' > c.hi then h.half_${f} when h.hour < c.lo then h.${f} - h.half_${f} else h.${f} end)::bigint as ${f}`;
   // A day's figures before quarter k (0: nothing, 4: the whole day); a range [lo, hi) of quarters takes before(hi) − before(lo).
-  const before = (k: string, f: string) => `(case ${k} when 0 then 0 when 1 then d.q1_${f} when 2 then d.q2_${f} when 3 then d.q3_${f} else d.${f} end)`;
-  const dayFixes = top === "day"
-    ? `union all
-  select 1, c.j, c.sgn, case when ?::boolean then d.value end, ${FIGURES.map((f) => `sum(${before("c.hi", f)} - ${before("c.lo", f)})::text as ${f}`).join(", ")}
-    from unnest(?::timestamptz[], ?::int[], ?::int[], ?::int[], ?::int[]) as c(day, lo, hi, j, sgn)
-    cross join lateral (select * from usage_daily d where d.account_id = ? and d.dim = ? and d.day = c.day offset 0) d
-   group by 2, 3, 4`
-    : "";
-  // One row, one JSON text: parsing ~550 rows of ten columns in the driver cost more than the statement.
-  return `
-  select coalesce(json_agg(json_build_array(x.part, x.idx, x.sgn, x.value, x.consumed, x.restored, x.granted, x.expired, x.generations)), '[]')::text as rows from (
-  select 0 as part, width_bucket(t.${column}, ?::timestamptz[]) - 1 as idx, 1 as sgn, case when ?::boolean then t.value end as value, ${SUMS("t")}
-    from ${table} t where t.account_id = ? and t.dim = ? and t.${column} >= ? and t.${column} < ?
+  const before = (k: string, f: string) => `(case ${k} when 0 then 0 when 1 then t.q1_${f} when 2 then t.q2_${f} when 3 then t.q3_${f} else t.${f} end)`;
+  // Sums as bigint (an overflow is an error, as in the answer's encoder): the final sums of signed
+  // parts in numeric cost ~2 ms more.
+  const sums = (t: string) => FIGURES.map((f) => `sum(${t}.${f})::bigint as ${f}`).join(", ");
+  // With days to cut, the scan's rows are read once (a CTE read twice is materialized), then
+  // summed by bucket and by corrected boundary. (A VALUES list per row would yield both in one
+  // pass, but a correlated VALUES scan sets its expressions up again for every row: ~40 µs a row.)
+  const top = {
+    day: `
+  select 0 as part, width_bucket(t.day, ?::timestamptz[]) - 1 as idx, 1 as sgn, case when ?::boolean then t.value end as value, ${sums("t")}
+    from usage_daily t where t.account_id = ? and t.dim = ? and t.day >= ? and t.day < ?
+   group by 2, 4`,
+    day_cut: `
+  select 0 as part, width_bucket(t.day, ?::timestamptz[]) - 1 as idx, 1 as sgn, case when ?::boolean then t.value end as value, ${sums("t")}
+    from t
    group by 2, 4
-  ${dayFixes}
+  union all
+  select 1, t.j, t.sgn, case when ?::boolean then t.value end, ${FIGURES.map((f) => `sum(${before("t.hi", f)} - ${before("t.lo", f)})::bigint as ${f}`).join(", ")}
+    from t where t.j is not null
+   group by 2, 3, 4`,
+    hour: `
+  select 0 as part, width_bucket(t.hour, ?::timestamptz[]) - 1 as idx, 1 as sgn, case when ?::boolean then t.value end as value, ${sums("t")}
+    from usage_hourly t where t.account_id = ? and t.dim = ? and t.hour >= ? and t.hour < ?
+   group by 2, 4`,
+  }[shape];
+  const cutDays =
+    shape === "day_cut"
+      ? `t as (
+  select t.value, ${figureColumns("day").map((c) => `t.${c}`).join(", ")}, t.day, f.j, f.sgn, f.lo, f.hi
+    from usage_daily t
+    cross join lateral (select (t.day at time zone 'UTC')::date - (?::timestamptz at time zone 'UTC')::date + 1 as k) d
+    cross join lateral (select (?::int[])[d.k] as j, (?::int[])[d.k] as sgn, (?::int[])[d.k] as lo, (?::int[])[d.k] as hi) f
+   where t.account_id = ? and t.dim = ? and t.day >= ? and t.day < ?),
+  `
+      : "";
+  const signed = (sign: string) => FIGURES.map((f) => `${sign}x.sgn * x.${f} as ${f}`).join(", ");
+  return `
+  with ${cutDays}x as (${top}
   union all
   select 1, c.j, c.sgn, case when ?::boolean then h.value end, ${FIGURES.map(hourShare).join(", ")}
     from unnest(?::timestamptz[], ?::timestamptz[], ?::timestamptz[], ?::int[], ?::int[]) as c(first_hour, lo, hi, j, sgn)
@@ -254,40 +291,81 @@ function leveledStatement(top: UsageLevel): string {
    group by 2, 3, 4
   union all
   select 1, c.j, c.sgn, case when ?::boolean then (case ?::text when 'model' then r.model when 'kind' then r.kind when 'member' then r.member_id else r.caller end) end,
-    ${SUMS("r")}
+    ${sums("r")}
     from unnest(?::timestamptz[], ?::timestamptz[], ?::int[], ?::int[]) as c(lo, hi, j, sgn)
     cross join lateral (select * from usage_rollup r where r.account_id = ? and r.slot >= c.lo and r.slot < c.hi offset 0) r
-   group by 2, 3, 4) x`;
+   group by 2, 3, 4)
+  select string_agg(concat_ws(',', y.bucket, ${FIGURES.map((f) => `y.${f}`).join(", ")}), ';') as figures, json_agg(y.value)::text as values from (
+  select b.bucket, b.value, ${sums("b")}
+    from (select x.idx as bucket, x.value collate "C" as value, ${signed("")} from x
+          union all
+          select x.idx - 1, x.value, ${signed("-")} from x where x.part = 1) b
+   where b.bucket >= 0 and b.bucket < ?
+   group by 1, 2
+  having ${FIGURES.map((f) => `sum(b.${f}) <> 0`).join(" or ")}) y`;
 }
-const LEVELED = { day: leveledStatement("day"), hour: leveledStatement("hour") };
+const LEVELED: Readonly<Record<LeveledShape, string>> = { day: leveledStatement("day"), day_cut: leveledStatement("day_cut"), hour: leveledStatement("hour") };
 
 function rangeColumns(ranges: readonly SignedRange[]): [Date[], Date[], number[], number[]] {
   return [ranges.map((r) => r.from), ranges.map((r) => r.to), ranges.map((r) => r.boundary), ranges.map((r) => r.sign)];
 }
 
-export async function leveledSeries(q: Query, accountId: string, plan: LevelPlan, dim: UsageDimension | null): Promise<LevelRow[]> {
+const DAY_MS = 86_400_000;
+
+/**
+ * The top scan's parameters for a day-topped plan: the days it reads (the top's range, widened to
+ * the corrected days) and, per day of that range, its correction (boundary, sign, quarters) or nulls.
+ */
+function dayScan(plan: LevelPlan): { from: Date; to: Date; j: (number | null)[]; sgn: (number | null)[]; lo: (number | null)[]; hi: (number | null)[] } {
+  const top = plan.topBounds;
+  const days = plan.days.map((r) => dayOf(r.from).getTime());
+  const from = Math.min(top[0]!.getTime(), ...days);
+  const to = Math.max(top[top.length - 1]!.getTime(), ...days.map((d) => d + DAY_MS));
+  const n = Math.round((to - from) / DAY_MS);
+  const j: (number | null)[] = new Array<number | null>(n).fill(null);
+  const sgn = j.slice();
+  const lo = j.slice();
+  const hi = j.slice();
+  plan.days.forEach((r, i) => {
+    const k = Math.round((days[i]! - from) / DAY_MS);
+    if (j[k] !== null) throw new Error(`two corrections of the UTC day ${new Date(days[i]!).toISOString()}: a day-topped plan corrects a day at most once`);
+    const day = new Date(days[i]!);
+    j[k] = r.boundary;
+    sgn[k] = r.sign;
+    lo[k] = quarterOf(day, r.from);
+    hi[k] = quarterOf(day, r.to);
+  });
+  return { from: new Date(from), to: new Date(to), j, sgn, lo, hi };
+}
+
+export async function leveledSeries(q: Query, accountId: string, plan: LevelPlan, dim: UsageDimension | null): Promise<UsageSeriesRow[]> {
   const grouped = dim !== null;
   const levelDim = dim ?? "kind";
   const top = plan.topBounds;
-  const params: unknown[] = [top, grouped, accountId, levelDim, top[0], top[top.length - 1]];
-  if (plan.top === "day") {
-    const days = plan.days.map((r) => dayOf(r.from));
-    params.push(grouped, days, plan.days.map((r, i) => quarterOf(days[i]!, r.from)), plan.days.map((r, i) => quarterOf(days[i]!, r.to)));
-    params.push(plan.days.map((r) => r.boundary), plan.days.map((r) => r.sign), accountId, levelDim);
+  const shape: LeveledShape = plan.top === "hour" ? "hour" : plan.days.length > 0 ? "day_cut" : "day";
+  const params: unknown[] = [];
+  if (shape === "day_cut") {
+    const scan = dayScan(plan);
+    params.push(scan.from, scan.j, scan.sgn, scan.lo, scan.hi, accountId, levelDim, scan.from, scan.to, top, grouped, grouped);
+  } else {
+    params.push(top, grouped, accountId, levelDim, top[0], top[top.length - 1]);
   }
   params.push(grouped, plan.hours.map((r) => hourOf(r.from)), ...rangeColumns(plan.hours), accountId, levelDim);
-  params.push(grouped, levelDim, ...rangeColumns(plan.slots), accountId);
-  const [row] = await q(LEVELED[plan.top], params, `usage_leveled_${plan.top}`);
-  const parsed = JSON.parse((row?.["rows"] as string | undefined) ?? "[]") as [number, number, number, string | null, string, string, string, string, string][];
-  return parsed.map(([part, index, sign, value, consumed, restored, granted, expired, generations]) => ({
-    part: part === 0 ? "top" : "fix",
-    index,
-    sign: sign < 0 ? -1 : 1,
-    value: grouped ? value : null,
-    consumed: BigInt(consumed),
-    restored: BigInt(restored),
-    granted: BigInt(granted),
-    expired: BigInt(expired),
-    generations: BigInt(generations),
-  }));
+  params.push(grouped, levelDim, ...rangeColumns(plan.slots), accountId, top.length - 1);
+  const [row] = await q(LEVELED[shape], params, `usage_leveled_${shape}`);
+  const figures = row?.["figures"] as string | null | undefined;
+  if (!figures) return [];
+  const values = JSON.parse(row!["values"] as string) as (string | null)[];
+  // One group object per value, shared by its rows; the order is the series' (sortSeries): by
+  // bucket, then value in code-unit order, whatever the database's collation.
+  const groups = new Map<string, UsageSeriesRow["group"]>();
+  const rows = figures.split(";").map((text, i): UsageSeriesRow => {
+    const [bucket, consumed, restored, granted, expired, generations] = text.split(",") as [string, string, string, string, string, string];
+    const value = values[i] ?? "";
+    let group = groups.get(value);
+    if (!group) groups.set(value, (group = dim === null ? {} : { [dim]: value }));
+    return { bucket: Number(bucket), group, consumed: BigInt(consumed), restored: BigInt(restored), granted: BigInt(granted), expired: BigInt(expired), generations: BigInt(generations) };
+  });
+  const valueOf = (r: UsageSeriesRow): string => (dim === null ? "" : (r.group[dim] ?? ""));
+  return rows.sort((a, b) => a.bucket - b.bucket || (valueOf(a) < valueOf(b) ? -1 : valueOf(a) > valueOf(b) ? 1 : 0));
 }
