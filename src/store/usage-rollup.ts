@@ -224,82 +224,68 @@ type LeveledShape = "day" | "day_cut" | "hour";
  * boundaries, plus the day rows, hours and slots that correct each boundary, each correction
  * added to the bucket that starts at its boundary and taken from the one that ends there
  * (levelPlan's rule, modelled by the domain test); buckets outside the series and groups whose
- * figures all net to zero are dropped. The sums are made here, not in the server: half the rows
- * cross the wire and none is added up twice. Three fixed statements (LeveledShape), each
- * prepared once.
+ * figures all net to zero are dropped. Three fixed statements (LeveledShape), each prepared once.
  *
+ * Every row read becomes one to three signed (bucket, value, figures) rows — `unnest` of arrays in
+ * the select list, which Postgres runs per row without setting anything up again (a correlated
+ * VALUES list costs ~40 µs a row) — and one aggregation sums them all: no part is summed twice and
+ * the server parses only the answer's ~550 rows (it parsed and combined ~1,100–1,650 before).
  * The day rows a boundary's correction cuts are rows the top scan reads anyway (the scan is
  * widened to the corrected days): each yields its whole figures for its bucket and, when its day
  * is corrected (arrays indexed by the day's place in the scan; a DAY or MONTH series corrects a
  * UTC day at most once, its boundaries being 23 hours or more apart), the difference of two of
  * its prefixes for the boundary: one index range, where a probe per boundary cost ~2 ms. The
  * hours and slots are LATERAL subqueries fenced by OFFSET 0 so that each range is its own index
- * range (flattened, a generic plan scans the dimension's every hour once per range).
+ * range (flattened, a generic plan scans the dimension's every hour once per range); the selects
+ * around them are fenced too, so that a share or a cut is computed once per row (flattened,
+ * Postgres writes the expression out again at each use: 30 array lookups a day row).
  *
  * The answer is one row of two texts: each row's bucket and figures, comma-separated, the rows
  * separated by ';' (numbers only), and the rows' values as a JSON array in the same order (a
- * value is any text). JSON arrays of ~550 rows cost both sides more.
+ * value is any text). Values are grouped in the C collation (byte order: a sort of the database's
+ * collation cost more; the server orders the answer itself).
  */
 function leveledStatement(shape: LeveledShape): string {
   // An hour the range cuts counts one half: its first half when the range ends in it, the rest
   // when the range starts in it.
-  const hourShare = (f: string) =>
-    `sum(case when h.hour + interval '1 hour' > c.hi then h.half_${f} when h.hour < c.lo then h.${f} - h.half_${f} else h.${f} end)::bigint as ${f}`;
+  const hourShare = (f: string) => `(case when h.hour + interval '1 hour' > c.hi then h.half_${f} when h.hour < c.lo then h.${f} - h.half_${f} else h.${f} end)`;
   // A day's figures before quarter k (0: nothing, 4: the whole day); a range [lo, hi) of quarters takes before(hi) − before(lo).
   const before = (k: string, f: string) => `(case ${k} when 0 then 0 when 1 then t.q1_${f} when 2 then t.q2_${f} when 3 then t.q3_${f} else t.${f} end)`;
-  // Sums as bigint (an overflow is an error, as in the answer's encoder): the final sums of signed
-  // parts in numeric cost ~2 ms more.
-  const sums = (t: string) => FIGURES.map((f) => `sum(${t}.${f})::bigint as ${f}`).join(", ");
-  // With days to cut, the scan's rows are read once (a CTE read twice is materialized), then
-  // summed by bucket and by corrected boundary. (A VALUES list per row would yield both in one
-  // pass, but a correlated VALUES scan sets its expressions up again for every row: ~40 µs a row.)
+  const cut = (f: string) => `f.sgn * (${before("f.hi", f)} - ${before("f.lo", f)})`;
+  const value = (v: string) => `case when ?::boolean then ${v} collate "C" end as value`;
+  // A correction's row twice: signed for the bucket starting at its boundary, negated for the one ending there.
+  const both = FIGURES.map((f) => `unnest(array[x.${f}, -x.${f}]) as ${f}`).join(", ");
   const top = {
     day: `
-  select 0 as part, width_bucket(t.day, ?::timestamptz[]) - 1 as idx, 1 as sgn, case when ?::boolean then t.value end as value, ${sums("t")}
-    from usage_daily t where t.account_id = ? and t.dim = ? and t.day >= ? and t.day < ?
-   group by 2, 4`,
+  select width_bucket(t.day, ?::timestamptz[]) - 1 as bucket, ${value("t.value")}, ${FIGURES.map((f) => `t.${f}`).join(", ")}
+    from usage_daily t where t.account_id = ? and t.dim = ? and t.day >= ? and t.day < ?`,
     day_cut: `
-  select 0 as part, width_bucket(t.day, ?::timestamptz[]) - 1 as idx, 1 as sgn, case when ?::boolean then t.value end as value, ${sums("t")}
-    from t
-   group by 2, 4
-  union all
-  select 1, t.j, t.sgn, case when ?::boolean then t.value end, ${FIGURES.map((f) => `sum(${before("t.hi", f)} - ${before("t.lo", f)})::bigint as ${f}`).join(", ")}
-    from t where t.j is not null
-   group by 2, 3, 4`,
-    hour: `
-  select 0 as part, width_bucket(t.hour, ?::timestamptz[]) - 1 as idx, 1 as sgn, case when ?::boolean then t.value end as value, ${sums("t")}
-    from usage_hourly t where t.account_id = ? and t.dim = ? and t.hour >= ? and t.hour < ?
-   group by 2, 4`,
-  }[shape];
-  const cutDays =
-    shape === "day_cut"
-      ? `t as (
-  select t.value, ${figureColumns("day").map((c) => `t.${c}`).join(", ")}, t.day, f.j, f.sgn, f.lo, f.hi
+  select unnest(array[x.idx, x.j, x.j - 1]) as bucket, x.value, ${FIGURES.map((f) => `unnest(array[x.${f}, x.cut_${f}, -x.cut_${f}]) as ${f}`).join(", ")} from (
+  select width_bucket(t.day, ?::timestamptz[]) - 1 as idx, ${value("t.value")}, ${FIGURES.map((f) => `t.${f}, ${cut(f)} as cut_${f}`).join(", ")}, f.j
     from usage_daily t
-    cross join lateral (select (t.day at time zone 'UTC')::date - (?::timestamptz at time zone 'UTC')::date + 1 as k) d
-    cross join lateral (select (?::int[])[d.k] as j, (?::int[])[d.k] as sgn, (?::int[])[d.k] as lo, (?::int[])[d.k] as hi) f
-   where t.account_id = ? and t.dim = ? and t.day >= ? and t.day < ?),
-  `
-      : "";
-  const signed = (sign: string) => FIGURES.map((f) => `${sign}x.sgn * x.${f} as ${f}`).join(", ");
+    cross join lateral (select (?::int[])[k] as j, (?::int[])[k] as sgn, (?::int[])[k] as lo, (?::int[])[k] as hi
+       from (select (t.day at time zone 'UTC')::date - (?::timestamptz at time zone 'UTC')::date + 1 as k) d offset 0) f
+   where t.account_id = ? and t.dim = ? and t.day >= ? and t.day < ? offset 0) x`,
+    hour: `
+  select width_bucket(t.hour, ?::timestamptz[]) - 1 as bucket, ${value("t.value")}, ${FIGURES.map((f) => `t.${f}`).join(", ")}
+    from usage_hourly t where t.account_id = ? and t.dim = ? and t.hour >= ? and t.hour < ?`,
+  }[shape];
   return `
-  with ${cutDays}x as (${top}
+  select string_agg(concat_ws(',', y.bucket, ${FIGURES.map((f) => `y.${f}`).join(", ")}), ';') as figures, json_agg(y.value)::text as values from (
+  select b.bucket, b.value, ${FIGURES.map((f) => `sum(b.${f})::bigint as ${f}`).join(", ")} from (${top}
   union all
-  select 1, c.j, c.sgn, case when ?::boolean then h.value end, ${FIGURES.map(hourShare).join(", ")}
+  select unnest(array[x.j, x.j - 1]), x.value, ${both} from (
+  select c.j, ${value("h.value")}, ${FIGURES.map((f) => `c.sgn * ${hourShare(f)} as ${f}`).join(", ")}
     from unnest(?::timestamptz[], ?::timestamptz[], ?::timestamptz[], ?::int[], ?::int[]) as c(first_hour, lo, hi, j, sgn)
     cross join lateral (select * from usage_hourly h where h.account_id = ? and h.dim = ? and h.hour >= c.first_hour and h.hour < c.hi offset 0) h
-   group by 2, 3, 4
+  offset 0) x
   union all
-  select 1, c.j, c.sgn, case when ?::boolean then (case ?::text when 'model' then r.model when 'kind' then r.kind when 'member' then r.member_id else r.caller end) end,
-    ${sums("r")}
+  select unnest(array[x.j, x.j - 1]), x.value, ${both} from (
+  select c.j, ${value("(case ?::text when 'model' then r.model when 'kind' then r.kind when 'member' then r.member_id else r.caller end)")}, ${FIGURES.map((f) => `c.sgn * r.${f} as ${f}`).join(", ")}
     from unnest(?::timestamptz[], ?::timestamptz[], ?::int[], ?::int[]) as c(lo, hi, j, sgn)
     cross join lateral (select * from usage_rollup r where r.account_id = ? and r.slot >= c.lo and r.slot < c.hi offset 0) r
-   group by 2, 3, 4)
-  select string_agg(concat_ws(',', y.bucket, ${FIGURES.map((f) => `y.${f}`).join(", ")}), ';') as figures, json_agg(y.value)::text as values from (
-  select b.bucket, b.value, ${sums("b")}
-    from (select x.idx as bucket, x.value collate "C" as value, ${signed("")} from x
-          union all
-          select x.idx - 1, x.value, ${signed("-")} from x where x.part = 1) b
+  offset 0) x
+  ) b
    where b.bucket >= 0 and b.bucket < ?
    group by 1, 2
   having ${FIGURES.map((f) => `sum(b.${f}) <> 0`).join(" or ")}) y`;
@@ -346,7 +332,7 @@ export async function leveledSeries(q: Query, accountId: string, plan: LevelPlan
   const params: unknown[] = [];
   if (shape === "day_cut") {
     const scan = dayScan(plan);
-    params.push(scan.from, scan.j, scan.sgn, scan.lo, scan.hi, accountId, levelDim, scan.from, scan.to, top, grouped, grouped);
+    params.push(top, grouped, scan.j, scan.sgn, scan.lo, scan.hi, scan.from, accountId, levelDim, scan.from, scan.to);
   } else {
     params.push(top, grouped, accountId, levelDim, top[0], top[top.length - 1]);
   }
