@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { createHmac, createSecretKey, type KeyObject, timingSafeEqual } from "node:crypto";
 
 /** What a value in the fast path says about its key: a call in flight (`P`), or done (`D`). */
 export type ValueState = "P" | "D";
@@ -23,10 +23,12 @@ const MAC_BYTES = 32;
  * another key. Every field is length-prefixed in the MAC, so no two field lists share one.
  */
 export class ValueSigner {
-  private readonly secret: Buffer;
+  // A KeyObject made once: given the secret's bytes, createHmac makes one per call, which on
+  // Node 24 was ~16 of a MAC's ~20 µs (and four MACs or more ride on every mutating call).
+  private readonly secret: KeyObject;
 
   constructor(secret: string) {
-    this.secret = Buffer.from(secret, "utf8");
+    this.secret = createSecretKey(Buffer.from(secret, "utf8"));
   }
 
   /** The value to store under `redisKey`. */
@@ -47,13 +49,17 @@ export class ValueSigner {
   }
 
   private mac(redisKey: string, value: StoredValue): Buffer {
-    const hmac = createHmac("sha256", this.secret);
-    for (const field of [CONTEXT, redisKey, value.state, value.hash, value.payload]) {
-      const bytes = Buffer.from(field, "utf8");
-      const length = Buffer.alloc(4);
-      length.writeUInt32BE(bytes.length);
-      hmac.update(length).update(bytes);
+    // Each field as its byte length (4 bytes, big-endian) and its UTF-8 bytes, in one buffer.
+    const fields = [CONTEXT, redisKey, value.state, value.hash, value.payload];
+    let size = 0;
+    for (const field of fields) size += 4 + Buffer.byteLength(field, "utf8");
+    const message = Buffer.allocUnsafe(size);
+    let at = 0;
+    for (const field of fields) {
+      const length = message.write(field, at + 4, "utf8");
+      message.writeUInt32BE(length, at);
+      at += 4 + length;
     }
-    return hmac.digest();
+    return createHmac("sha256", this.secret).update(message).digest();
   }
 }
