@@ -8,7 +8,7 @@ import { parseConfig } from "../src/config.js";
 import { Metrics } from "../src/observability/metrics.js";
 import { createCallInterceptor } from "../src/rpc/interceptor.js";
 import { startGrpcServer } from "../src/rpc/server.js";
-import { SERVER_NODE_FLAGS } from "./setup.js";
+import { SERVER_ENV, SERVER_NODE_FLAGS } from "./setup.js";
 
 /**
  * npx tsx bench/connections.ts [--connections N] [--streams N] [--quick] [--json]
@@ -48,7 +48,7 @@ async function main(): Promise<void> {
   const child = spawn(process.execPath, [...SERVER_NODE_FLAGS, "--import", "tsx", "bench/connections.ts", "--server"], {
     // No idle or age limit unless the caller sets one: the connections must stay put while measured.
     // The streaming-call cap is the number of streams measured, unless the caller sets it.
-    env: { GRPC_CONNECTION_IDLE_MS: "0", GRPC_CONNECTION_MAX_AGE_MS: "0", GRPC_HANDSHAKE_TIMEOUT_MS: "2000", GRPC_MAX_STREAMING_CALLS: String(streamCap), ...process.env },
+    env: { GRPC_CONNECTION_IDLE_MS: "0", GRPC_CONNECTION_MAX_AGE_MS: "0", GRPC_HANDSHAKE_TIMEOUT_MS: "2000", GRPC_MAX_STREAMING_CALLS: String(streamCap), ...SERVER_ENV, ...process.env },
     stdio: ["pipe", "pipe", "inherit"],
   });
   process.on("exit", () => child.kill("SIGKILL"));

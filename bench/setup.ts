@@ -38,6 +38,9 @@ export async function recreateDatabase(url: string): Promise<void> {
  */
 export const SERVER_NODE_FLAGS = ["--max-old-space-size=128", "--max-semi-space-size=16", "--no-parallel-scavenge"];
 
+/** The container's environment beside those flags (Dockerfile): two malloc arenas (docs/decisions.md, "Heap cap"). */
+export const SERVER_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: "2" };
+
 /** Builds dist/ and applies migrations, as a deployment does before starting servers. */
 export async function buildAndMigrate(databaseUrl: string): Promise<void> {
   await run("npm", ["run", "build"], { maxBuffer: 1 << 24 });
@@ -47,7 +50,7 @@ export async function buildAndMigrate(databaseUrl: string): Promise<void> {
 /** Starts the built service (dist/main.js) as its own process; resolves when it logs its port. */
 export function startServer(env: Record<string, string>, nodeArgs: readonly string[] = []): Promise<{ proc: ChildProcess; port: number }> {
   const proc = spawn(process.execPath, [...SERVER_NODE_FLAGS, ...nodeArgs, "dist/main.js"], {
-    env: { ...process.env, DB_MIGRATE: "false", ...env },
+    env: { ...process.env, ...SERVER_ENV, DB_MIGRATE: "false", ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
   return new Promise((resolve, reject) => {
