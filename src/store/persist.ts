@@ -16,28 +16,10 @@ function columns<T>(rows: readonly T[], pick: (row: T) => readonly unknown[], wi
   return out;
 }
 
-/**
- * Rows whose key columns travel as arrays and whose bigint figures travel as ONE flat array, row
- * after row: the usage rollup's upserts (`figureRows` in the statement). Each array parameter
- * costs Postgres a parse of its own at every execution; the rollup's three upserts took 49, now 17.
- */
-function keyedFigures<T>(rows: readonly T[], keys: (row: T) => readonly unknown[], width: number, figures: (row: T) => readonly bigint[]): unknown[] {
-  const out = columns(rows, keys, width) as unknown[];
-  out.push(rows.flatMap(figures));
-  return out;
-}
-
-const amounts = (a: UsageAmounts): bigint[] => [a.consumed, a.restored, a.granted, a.expired, a.generations];
-/** A level row's figures as the level upserts take them: its own, then each mark's prefix (LEVEL_MARKS). */
-const levelFigures = (d: LevelDelta): bigint[] => [...amounts(d), ...d.prefixes.flatMap(amounts)];
-
-/** The rows `keyedFigures` sends: the key arrays (of `types`) side by side, each row's `figures` taken from the flat array. */
-function figureRows(types: readonly string[], figures: number): string {
-  const keys = types.map((_, k) => `p.k${k}[i]`);
-  const values = Array.from({ length: figures }, (_, j) => `p.f[(i - 1) * ${figures} + ${j + 1}]`);
-  return `select ${[...keys, ...values].join(", ")}
-      from (select ${types.map((t, k) => `?::${t}[] as k${k}`).join(", ")}, ?::bigint[] as f) p
-      cross join generate_series(1, cardinality(p.k0)) as i`;
+/** A level row's columns as the persist statement's level upserts take them: key, figures, then each mark's prefix (LEVEL_MARKS). */
+function levelRow(d: LevelDelta): unknown[] {
+  const figures = (a: UsageAmounts) => [a.consumed, a.restored, a.granted, a.expired, a.generations];
+  return [d.accountId, d.start, d.dim, d.value, ...figures(d), ...d.prefixes.flatMap(figures)];
 }
 
 /**
@@ -128,7 +110,7 @@ const PERSIST = `
     returning 1),
   usage_added as (
     insert into usage_rollup as u (account_id, slot, model, kind, member_id, caller, consumed, restored, granted, expired, generations)
-    ${figureRows(["text", "timestamptz", "text", "text", "text", "text"], 5)}
+    select * from unnest(?::text[], ?::timestamptz[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[])
     on conflict (account_id, slot, model, kind, member_id, caller) do update set consumed = u.consumed + excluded.consumed,
       restored = u.restored + excluded.restored, granted = u.granted + excluded.granted, expired = u.expired + excluded.expired,
       generations = u.generations + excluded.generations
@@ -136,7 +118,8 @@ const PERSIST = `
   usage_hourly_added as (
     insert into usage_hourly as u (account_id, hour, dim, value, consumed, restored, granted, expired, generations,
       half_consumed, half_restored, half_granted, half_expired, half_generations)
-    ${figureRows(["text", "timestamptz", "text", "text"], 2 * 5)}
+    select * from unnest(?::text[], ?::timestamptz[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[],
+      ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[])
     on conflict (account_id, dim, hour, value) do update set consumed = u.consumed + excluded.consumed,
       restored = u.restored + excluded.restored, granted = u.granted + excluded.granted, expired = u.expired + excluded.expired,
       generations = u.generations + excluded.generations, half_consumed = u.half_consumed + excluded.half_consumed,
@@ -146,7 +129,8 @@ const PERSIST = `
   usage_daily_added as (
     insert into usage_daily as u (account_id, day, dim, value, consumed, restored, granted, expired, generations,
       q1_consumed, q1_restored, q1_granted, q1_expired, q1_generations, q2_consumed, q2_restored, q2_granted, q2_expired, q2_generations, q3_consumed, q3_restored, q3_granted, q3_expired, q3_generations)
-    ${figureRows(["text", "timestamptz", "text", "text"], 4 * 5)}
+    select * from unnest(?::text[], ?::timestamptz[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[],
+      ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[])
     on conflict (account_id, dim, day, value) do update set consumed = u.consumed + excluded.consumed,
       restored = u.restored + excluded.restored, granted = u.granted + excluded.granted, expired = u.expired + excluded.expired,
       generations = u.generations + excluded.generations,
@@ -268,9 +252,9 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
       10,
     ),
     ...columns(spendRemoved, ({ book, limit }) => [book.accountId, limit.memberId, limit.period], 3),
-    ...keyedFigures(usage, (u) => [u.accountId, u.slot, u.model, u.kind, u.member, u.caller], 6, amounts),
-    ...keyedFigures(hourly, (d) => [d.accountId, d.start, d.dim, d.value], 4, levelFigures),
-    ...keyedFigures(daily, (d) => [d.accountId, d.start, d.dim, d.value], 4, levelFigures),
+    ...columns(usage, (u) => [u.accountId, u.slot, u.model, u.kind, u.member, u.caller, u.consumed, u.restored, u.granted, u.expired, u.generations], 11),
+    ...columns(hourly, levelRow, 9 + 5),
+    ...columns(daily, levelRow, 9 + 3 * 5),
     ...columns(operations, (o) => [o.accountId, o.key, o.method, o.requestHash, Buffer.from(o.response), o.createdAt], 6),
     events.length,
     ...columns(events, ({ accountId, event: e }) => [accountId, e.sequence, e.kind, e.occurredAt, Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength)], 5),
