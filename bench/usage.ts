@@ -36,7 +36,8 @@ import { buildAndMigrate, recreateDatabase, startServer } from "./setup.js";
  * statement. EXPLAIN (ANALYZE, BUFFERS) of the statement behind each GetUsage kind
  * that misses its target is printed (of all of them with `--explain`). Each timed phase stops
  * early after `--max-seconds` (the counts printed say how many calls were made), so that a slow
- * build still ends in minutes. Exits 1 when a target is missed.
+ * build still ends in minutes. Exits 1 when a target is missed. BENCH_CPU_PROF=dir writes a CPU
+ * profile of the server there when it stops (as bench:watch does).
  *
  * Targets (the issue): GetUsage p99 ≤ 20 ms, ForecastBalance p99 ≤ 10 ms (sequential calls).
  */
@@ -226,7 +227,12 @@ async function main(): Promise<void> {
   const seeded = await seed(BASE);
   step(`seeded in ${seeded.seedSeconds.toFixed(1)} s, rollup rebuilt in ${seeded.rollupSeconds.toFixed(1)} s, analyzed in ${seeded.analyzeSeconds.toFixed(1)} s`);
 
-  const { proc, port } = await startServer({ DATABASE_URL: BASE, GRPC_PORT: "0", GRPC_HOST: "127.0.0.1", METRICS_PORT: "0", LOG_LEVEL: "warn" });
+  // BENCH_CPU_PROF=dir: a CPU profile of the server, written there when it stops.
+  const profile = process.env["BENCH_CPU_PROF"];
+  const { proc, port } = await startServer(
+    { DATABASE_URL: BASE, GRPC_PORT: "0", GRPC_HOST: "127.0.0.1", METRICS_PORT: "0", LOG_LEVEL: "warn" },
+    profile ? ["--cpu-prof", `--cpu-prof-dir=${profile}`] : [],
+  );
   const { credit, admin } = createCreditClients({ baseUrl: `http://127.0.0.1:${port}`, caller: "bench", defaultTimeoutMs: 600_000, retry: { maxAttempts: 1 } });
   const pool = new pg.Pool({ connectionString: BASE, max: CONCURRENCY, application_name: "bench-usage" });
   try {
