@@ -120,12 +120,13 @@ export class PostgresEventOutbox implements EventOutbox {
   async sequence(): Promise<{ numbered: number; head: bigint; more: boolean } | null> {
     return inTransaction(this.pool, async (tx) => {
       // One round trip: BEGIN, the lock, the numbering (which does nothing without the lock),
-      // the feed's state, COMMIT. Pipelined statements still run one after another, each with a
+      // the feed's state, COMMIT; prepared once per connection (a pass runs after every few
+      // write batches: parsing and planning them each time was most of its cost). Pipelined statements still run one after another, each with a
       // snapshot of its own, so the numbering sees every number a pass before the lock gave.
       const [lock, numbered, state] = await tx.commit([
-        { sql: TAKE_SEQUENCER_LOCK, params: [SEQUENCER_LOCK] },
-        { sql: NUMBER_BATCHES, params: [PASS_LIMIT] },
-        { sql: FEED_STATE },
+        { sql: TAKE_SEQUENCER_LOCK, params: [SEQUENCER_LOCK], name: "sequencer_lock" },
+        { sql: NUMBER_BATCHES, params: [PASS_LIMIT], name: "number_batches" },
+        { sql: FEED_STATE, name: "feed_state" },
       ]);
       if (lock![0]?.["got"] !== "true") return null;
       return { numbered: numbered!.length, head: BigInt(state![0]!["head"] as string), more: numbered!.length >= PASS_LIMIT };
