@@ -117,7 +117,7 @@ async function main(): Promise<void> {
   // Warm up, then the write rate with no watcher.
   await cycles(3);
   const without = await cycles(SECONDS);
-  console.log(`without watchers: ${without.toFixed(0)} cycles/s; ${cpu}`);
+  console.log(`without watchers: ${without.toFixed(0)} cycles/s; ${cpu}; server peak RSS ${peakRssMb(server.pid!).toFixed(0)} MB`);
 
   // The watchers: STREAMS over the accounts, PER_CONNECTION per connection, in a worker thread.
   const requests = accounts.map((a) => {
