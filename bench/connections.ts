@@ -9,6 +9,7 @@ import { Metrics } from "../src/observability/metrics.js";
 import { createCallInterceptor } from "../src/rpc/interceptor.js";
 import { startGrpcServer } from "../src/rpc/server.js";
 import { SERVER_ENV, SERVER_NODE_FLAGS } from "./setup.js";
+import { arg } from "./args.js";
 
 /**
  * npx tsx bench/connections.ts [--connections N] [--streams N] [--quick] [--json]
@@ -25,10 +26,6 @@ import { SERVER_ENV, SERVER_NODE_FLAGS } from "./setup.js";
 
 const WATCH = "/grpc.health.v1.Health/Watch";
 
-function arg(name: string, fallback: number): number {
-  const at = process.argv.indexOf(`--${name}`);
-  return at >= 0 ? Number(process.argv[at + 1]) : fallback;
-}
 
 function rssMb(pid: number): number {
   const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));

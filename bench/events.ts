@@ -9,6 +9,7 @@ import type { Reservation } from "../src/domain/reservation.js";
 import { encodeEvent } from "../src/rpc/event-encoding.js";
 import { PostgresCpuMeter, processCpuMs } from "./proc.js";
 import { buildAndMigrate, recreateDatabase, startRedis, startServer } from "./setup.js";
+import { arg } from "./args.js";
 
 /**
  * npm run bench:events [-- --events 1000000] [-- --rounds 3]
@@ -22,10 +23,6 @@ import { buildAndMigrate, recreateDatabase, startRedis, startServer } from "./se
  * consumer about 45 µs an event, more than the server spends sending it, and would measure the
  * client. A consumer's own decoding is its own cost (reported here as the client's CPU).
  */
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
 
 const EVENTS = arg("events", 1_000_000);
 const ROUNDS = arg("rounds", 3);

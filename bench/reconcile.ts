@@ -8,6 +8,7 @@ import { percentile, processCpuMs } from "./proc.js";
 import { buildAndMigrate, fundAccounts, recreateDatabase, startServer } from "./setup.js";
 import { INSERT_SETTLED_RESERVATIONS } from "../test/support/settled-holds.js";
 import { REBUILD_ACCOUNT_USAGE } from "../src/store/usage-rollup.js";
+import { arg } from "./args.js";
 
 /**
  * npm run bench:reconcile [-- --holds 200000] [-- --rounds 3] [-- --seconds 4]
@@ -21,10 +22,6 @@ import { REBUILD_ACCOUNT_USAGE } from "../src/store/usage-rollup.js";
  */
 const execFileAsync = promisify(execFile);
 
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
 
 const HOLDS = arg("holds", 200_000);
 const ROUNDS = arg("rounds", 3);

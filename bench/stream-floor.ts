@@ -1,10 +1,10 @@
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { Worker } from "node:worker_threads";
 import { type sendUnaryData, Server, ServerCredentials, type ServerWritableStream, type ServiceDefinition } from "@grpc/grpc-js";
-import type { WatchClientsDump, WatchClientsInput, WatchClientsMessage } from "./watch-clients.js";
+import { framed, startWatchers } from "./watchers.js";
 import { peakRssMb, processCpuMs } from "./proc.js";
 import { SERVER_ENV, SERVER_NODE_FLAGS } from "./setup.js";
+import { arg } from "./args.js";
 
 /**
  * npm run bench:stream-floor [-- --streams N] [--accounts N] [--rate N] [--seconds N] [--heap MB]
@@ -22,10 +22,6 @@ import { SERVER_ENV, SERVER_NODE_FLAGS } from "./setup.js";
  * and of its memory is the library's and how much is ours.
  */
 
-function arg(name: string, fallback: number): number {
-  const at = process.argv.indexOf(`--${name}`);
-  return at >= 0 ? Number(process.argv[at + 1]) : fallback;
-}
 
 const STREAMS = arg("streams", 10_000);
 const ACCOUNTS = arg("accounts", 1000);
@@ -126,30 +122,12 @@ async function main(): Promise<void> {
   const { port } = await next("listening");
   console.log(`bare grpc-js: server RSS before any stream ${peakRssMb(server.pid!).toFixed(0)} MB`);
 
+  // WatchBalanceRequest { account_id = 1 }, written by hand: the bare server reads only that field.
   const requests = Array.from({ length: ACCOUNTS }, (_, i) => {
     const id = Buffer.from(`floor-${i + 1}`);
-    const body = Buffer.concat([Buffer.from([0x0a, id.length]), id]);
-    const framed = Buffer.alloc(5 + body.length);
-    framed.writeUInt32BE(body.length, 1);
-    body.copy(framed, 5);
-    return new Uint8Array(framed);
+    return framed(Buffer.concat([Buffer.from([0x0a, id.length]), id]));
   });
-  const worker = new Worker(new URL("./watch-clients.ts", import.meta.url), {
-    workerData: { authority: `http://127.0.0.1:${port}`, requests, streams: STREAMS, perConnection: PER_CONNECTION } satisfies WatchClientsInput,
-  });
-  let records: ((m: Extract<WatchClientsMessage, { type: "records" }>) => void) | null = null;
-  const opened = new Promise<number>((resolve) =>
-    worker.on("message", (m: WatchClientsMessage) => {
-      if (m.type === "open") resolve(m.ms);
-      else if (m.type === "ended") console.log(`watcher ${m.watcher} ended: ${m.why}`);
-      else records?.(m);
-    }),
-  );
-  const dump = (targets: number[], timeoutMs: number) =>
-    new Promise<Extract<WatchClientsMessage, { type: "records" }>>((resolve) => {
-      records = resolve;
-      worker.postMessage({ type: "dump", targets, timeoutMs } satisfies WatchClientsDump);
-    });
+  const { opened, dump, close } = startWatchers({ authority: `http://127.0.0.1:${port}`, requests, streams: STREAMS, perConnection: PER_CONNECTION });
   const openMs = await opened;
   await dump([], 0);
   console.log(`bare grpc-js: ${STREAMS} streams over ${ACCOUNTS} accounts open in ${(openMs / 1000).toFixed(1)} s; server peak RSS ${peakRssMb(server.pid!).toFixed(0)} MB`);
@@ -172,7 +150,7 @@ async function main(): Promise<void> {
     `bare grpc-js: ${messages} messages in ${seconds.toFixed(1)} s (${(messages / seconds).toFixed(0)}/s); CPU µs per message: server ${((cpu[0]! * 1000) / messages).toFixed(1)}, watchers ${((cpu[1]! * 1000) / messages).toFixed(1)}; ${missing} watchers short of their account's last message`,
   );
   console.log(`bare grpc-js: server peak RSS ${peakRssMb(server.pid!).toFixed(0)} MB`);
-  worker.postMessage({ type: "close" });
+  close();
   server.kill("SIGTERM");
   process.exit(0);
 }

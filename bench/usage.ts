@@ -9,6 +9,7 @@ import { levelPlan } from "../src/domain/usage.js";
 import { leveledSeries, recentConsumption, REBUILD_ACCOUNT_USAGE } from "../src/store/usage-rollup.js";
 import { percentile, PostgresCpuMeter, processCpuMs } from "./proc.js";
 import { buildAndMigrate, recreateDatabase, startServer } from "./setup.js";
+import { arg } from "./args.js";
 
 /**
  * npm run bench:usage [-- --entries 1000000] [-- --days 180] [-- --calls 500] [-- --warmup 50] [-- --alone-calls 300]
@@ -41,10 +42,6 @@ import { buildAndMigrate, recreateDatabase, startServer } from "./setup.js";
  *
  * Targets (the issue): GetUsage p99 ≤ 20 ms, ForecastBalance p99 ≤ 10 ms (sequential calls).
  */
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
 
 const ENTRIES = arg("entries", 1_000_000);
 const DAYS = arg("days", 180);

@@ -1,13 +1,13 @@
 import { randomUUID } from "node:crypto";
-import { Worker } from "node:worker_threads";
 import { create } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { CreditService, WatchBalanceRequestSchema } from "../src/gen/credit/v1/credit_service_pb.js";
 import { encodeMessage } from "../src/rpc/binary-encoder.js";
-import type { WatchClientsDump, WatchClientsInput, WatchClientsMessage } from "./watch-clients.js";
+import { framed, startWatchers } from "./watchers.js";
 import { peakRssMb, percentile, PostgresCpuMeter, processCpuMs } from "./proc.js";
 import { buildAndMigrate, fundAccounts, recreateDatabase, startServer } from "./setup.js";
+import { arg } from "./args.js";
 
 /**
  * npm run bench:watch [-- --streams N] [--accounts N] [--seconds N] [--writers N] [--heap MB] [--semi MB] [--quick]
@@ -20,10 +20,6 @@ import { buildAndMigrate, fundAccounts, recreateDatabase, startServer } from "./
  * resident set. Needs the local Postgres and a Redis (REDIS_URL, default 127.0.0.1:6379).
  */
 
-function arg(name: string, fallback: number): number {
-  const at = process.argv.indexOf(`--${name}`);
-  return at >= 0 ? Number(process.argv[at + 1]) : fallback;
-}
 
 const quick = process.argv.includes("--quick");
 const STREAMS = arg("streams", quick ? 2000 : 10_000);
@@ -120,33 +116,8 @@ async function main(): Promise<void> {
   console.log(`without watchers: ${without.toFixed(0)} cycles/s; ${cpu}; server peak RSS ${peakRssMb(server.pid!).toFixed(0)} MB`);
 
   // The watchers: STREAMS over the accounts, PER_CONNECTION per connection, in a worker thread.
-  const requests = accounts.map((a) => {
-    const body = encodeMessage(WatchBalanceRequestSchema, create(WatchBalanceRequestSchema, { accountId: a.id }));
-    const framed = new Uint8Array(5 + body.length);
-    new DataView(framed.buffer).setUint32(1, body.length);
-    framed.set(body, 5);
-    return framed;
-  });
-  const worker = new Worker(new URL("./watch-clients.ts", import.meta.url), {
-    workerData: { authority: baseUrl, requests, streams: STREAMS, perConnection: PER_CONNECTION } satisfies WatchClientsInput,
-  });
-  let records: ((m: Extract<WatchClientsMessage, { type: "records" }>) => void) | null = null;
-  const opened = new Promise<number>((resolve) =>
-    worker.on("message", (m: WatchClientsMessage) => {
-      if (m.type === "open") resolve(m.ms);
-      else if (m.type === "ended") console.log(`watcher ${m.watcher} ended: ${m.why}`);
-      else records?.(m);
-    }),
-  );
-  worker.on("error", (err) => {
-    console.error(err);
-    process.exit(1);
-  });
-  const dump = (targets: number[], timeoutMs: number) =>
-    new Promise<Extract<WatchClientsMessage, { type: "records" }>>((resolve) => {
-      records = resolve;
-      worker.postMessage({ type: "dump", targets, timeoutMs } satisfies WatchClientsDump);
-    });
+  const requests = accounts.map((a) => framed(encodeMessage(WatchBalanceRequestSchema, create(WatchBalanceRequestSchema, { accountId: a.id }))));
+  const { opened, dump, close } = startWatchers({ authority: baseUrl, requests, streams: STREAMS, perConnection: PER_CONNECTION });
   const openMs = await opened;
   console.log(`${STREAMS} watchers over ${ACCOUNTS} accounts open in ${(openMs / 1000).toFixed(1)} s; server peak RSS ${peakRssMb(server.pid!).toFixed(0)} MB`);
 
@@ -181,7 +152,7 @@ async function main(): Promise<void> {
   );
   console.log(`messages received: ${messages} (${(messages / (withWatchers * SECONDS)).toFixed(1)} per cycle, ${(messages / STREAMS).toFixed(1)} per watcher)`);
   console.log(`server peak RSS ${peakRssMb(server.pid!).toFixed(0)} MB`);
-  worker.postMessage({ type: "close" });
+  close();
   server.kill("SIGTERM");
   await new Promise((r) => server.once("exit", r));
   process.exit(0);
