@@ -29,9 +29,9 @@ function levelRow(d: LevelDelta): unknown[] {
  * concurrency and spend limits set (or removed), the usage rollup's additions, operation records. Rows travel as
  * column arrays through `unnest`, so the text never changes with the number of rows. The statement
  * holds only the parts the batch has rows for (its shape, which names it): Postgres opens the
- * tables and indexes of every part on every execution, even one with no rows, and with every part
- * in (17 of them) that was about half of what a batch of one command cost it. A batch of holds or of commits has a
- * handful of shapes, so each connection parses and plans each once (a prepared statement). Each CTE
+ * tables and indexes of every part on every execution, even one with no rows (with all 17 parts
+ * in, executor start-up was a fifth of the write backends' CPU at one client). A batch of holds
+ * or of commits has a handful of shapes, so each connection parses and plans each once (a prepared statement). Each CTE
  * touches different rows, so their shared snapshot is no concern. The
  * batch's events (the outbox, docs/events.md) go in the same statement: one event_batches row,
  * whose id is drawn here, after every account lock of the transaction is held. Last, it
@@ -183,7 +183,7 @@ function shapedStatement(shape: number): { sql: string; placeholders: number } {
   let statement = statements.get(shape);
   if (statement === undefined) {
     const ctes = PART_NAMES.filter((_, i) => shape & (1 << i)).map((part) => PARTS[part]);
-    const sql = `${ctes.length > 0 ? `\n  with\n${ctes.join(",\n")}\n` : ""}  select pg_notify('${CHANGES_CHANNEL}', ids) from unnest(?::text[]) as ids`;
+    const sql = `\n  with\n${ctes.join(",\n")}\n  select pg_notify('${CHANGES_CHANNEL}', ids) from unnest(?::text[]) as ids`;
     statement = { sql, placeholders: sql.split("?").length - 1 };
     statements.set(shape, statement);
   }
@@ -226,10 +226,6 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
   const usage = writes.flatMap((w) => w.usage ?? []);
   const hourly = levelDeltas(usage, "hour");
   const daily = levelDeltas(usage, "day");
-  const total =
-    usage.length + newBuckets.length + changedBuckets.length + newReservations.length + changedReservations.length + entries.length +
-    subscriptions.length + heads.length + requests.length + limits.length + spendSaved.length + spendRemoved.length + operations.length + events.length;
-  if (total === 0) return null;
   // Each part's rows, as its column arrays; a part without rows stays out of the statement.
   const rows: Record<Part, [number, () => unknown[]]> = {
     new_buckets: [newBuckets.length, () => columns(newBuckets, (b) => [b.accountId, b.id, b.kind, b.granted, b.remaining, b.held, b.validFrom, b.expiresAt, b.sourceRef, b.createdAt, b.expiryNoticed === true], 11)],
@@ -335,6 +331,7 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
     shape |= 1 << i;
     params.push(...values());
   });
+  if (shape === 0) return null;
   params.push(changePayloads(changedAccounts(writes)));
   const { sql, placeholders } = shapedStatement(shape);
   // A part whose columns and placeholders disagree would shift every later part's values: refuse it here.
