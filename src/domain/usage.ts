@@ -99,17 +99,7 @@ const DAY_MS = 24 * HOUR_MS;
 
 /** The coarser levels of the rollup: UTC hours (usage_hourly) and UTC days (usage_daily). */
 export type UsageLevel = "hour" | "day";
-const LEVEL_MS: Readonly<Record<UsageLevel, number>> = { hour: HOUR_MS, day: DAY_MS };
-
-/** A row of a coarser level: one dimension's value in one UTC hour or day. */
-export interface LevelDelta extends UsageAmounts {
-  readonly accountId: string;
-  readonly start: Date;
-  readonly dim: UsageDimension;
-  readonly value: string;
-  /** The figures before each of the level's marks (LEVEL_MARKS), in order. */
-  readonly prefixes: readonly UsageAmounts[];
-}
+export const LEVEL_MS: Readonly<Record<UsageLevel, number>> = { hour: HOUR_MS, day: DAY_MS };
 
 const HALF_HOUR_MS = HOUR_MS / 2;
 const QUARTER_DAY_MS = DAY_MS / 4;
@@ -117,55 +107,13 @@ const QUARTER_DAY_MS = DAY_MS / 4;
 /**
  * Marks inside a level's span (ms from its start): an hour's half hour; a day's 06:00, 12:00 and
  * 18:00 UTC. A row also keeps the figures before each mark (its prefixes, written by the same
- * upsert), so a range that starts or ends on a mark takes the difference of two prefixes of one
+ * upsert: store/usage-rollup.ts levelAdditionsSql), so a range that starts or ends on a mark takes the difference of two prefixes of one
  * row instead of the finer rows below it (domain levelPlan, store leveledStatement).
  */
 export const LEVEL_MARKS: Readonly<Record<UsageLevel, readonly number[]>> = {
   hour: [HALF_HOUR_MS],
   day: [QUARTER_DAY_MS, 2 * QUARTER_DAY_MS, 3 * QUARTER_DAY_MS],
 };
-
-/**
- * A level's share of some rollup additions: each slot's sums go to its UTC hour (or day) once per
- * dimension, so a series grouped by one dimension (or none: the sum over kinds) reads about
- * 4 × (other dimensions' combinations) fewer rows than the slots, and 24 times fewer again by day.
- */
-export function levelDeltas(deltas: readonly UsageDelta[], level: UsageLevel): LevelDelta[] {
-  const span = LEVEL_MS[level];
-  const marks = LEVEL_MARKS[level];
-  const rows = new Map<string, LevelDelta>();
-  for (const d of deltas) {
-    const start = new Date(Math.floor(d.slot.getTime() / span) * span);
-    for (const dim of USAGE_DIMENSIONS) {
-      const value = d[dim];
-      const key = `${d.accountId}\u0000${start.getTime()}\u0000${dim}\u0000${value}`;
-      let row = rows.get(key);
-      if (!row) {
-        const prefixes = marks.map(zeroAmounts);
-        row = { accountId: d.accountId, start, dim, value, consumed: 0n, restored: 0n, granted: 0n, expired: 0n, generations: 0n, prefixes };
-        rows.set(key, row);
-      }
-      addAmounts(row, d);
-      const offset = d.slot.getTime() - start.getTime();
-      marks.forEach((mark, k) => {
-        if (offset < mark) addAmounts(row.prefixes[k]!, d);
-      });
-    }
-  }
-  return [...rows.values()];
-}
-
-function zeroAmounts(): UsageAmounts {
-  return { consumed: 0n, restored: 0n, granted: 0n, expired: 0n, generations: 0n };
-}
-
-function addAmounts(to: UsageAmounts, a: UsageAmounts): void {
-  to.consumed += a.consumed;
-  to.restored += a.restored;
-  to.granted += a.granted;
-  to.expired += a.expired;
-  to.generations += a.generations;
-}
 
 /** A stretch of time at one level whose sums a series adds (sign 1) or takes away (−1) at a boundary. */
 export interface SignedRange {

@@ -1,5 +1,5 @@
 import type { BookWrite, OperationRecord } from "../app/ports.js";
-import { type LevelDelta, levelDeltas, type UsageAmounts } from "../domain/usage.js";
+import { levelAdditionsSql } from "./usage-rollup.js";
 import { allowancePeriod } from "../domain/periods.js";
 import { CHANGES_CHANNEL, changePayloads } from "./change-feed.js";
 import { invariant } from "../domain/errors.js";
@@ -14,12 +14,6 @@ function columns<T>(rows: readonly T[], pick: (row: T) => readonly unknown[], wi
   const out: unknown[][] = Array.from({ length: width }, () => []);
   for (const row of rows) pick(row).forEach((v, i) => out[i]!.push(v));
   return out;
-}
-
-/** A level row's columns as the persist statement's level upserts take them: key, figures, then each mark's prefix (LEVEL_MARKS). */
-function levelRow(d: LevelDelta): unknown[] {
-  const figures = (a: UsageAmounts) => [a.consumed, a.restored, a.granted, a.expired, a.generations];
-  return [d.accountId, d.start, d.dim, d.value, ...figures(d), ...d.prefixes.flatMap(figures)];
 }
 
 /**
@@ -122,38 +116,16 @@ const PARTS = {
      where l.account_id = v.account_id and l.member_id = v.member_id and l.period = v.period
     returning 1)`,
   usage_added: `
+  usage_slots as (
+    select * from unnest(?::text[], ?::timestamptz[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[])
+      as v(account_id, slot, model, kind, member_id, caller, consumed, restored, granted, expired, generations)),
   usage_added as (
     insert into usage_rollup as u (account_id, slot, model, kind, member_id, caller, consumed, restored, granted, expired, generations)
-    select * from unnest(?::text[], ?::timestamptz[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[])
+    select * from usage_slots
     on conflict (account_id, slot, model, kind, member_id, caller) do update set consumed = u.consumed + excluded.consumed,
       restored = u.restored + excluded.restored, granted = u.granted + excluded.granted, expired = u.expired + excluded.expired,
       generations = u.generations + excluded.generations
-    returning 1)`,
-  usage_hourly_added: `
-  usage_hourly_added as (
-    insert into usage_hourly as u (account_id, hour, dim, value, consumed, restored, granted, expired, generations,
-      half_consumed, half_restored, half_granted, half_expired, half_generations)
-    select * from unnest(?::text[], ?::timestamptz[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[],
-      ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[])
-    on conflict (account_id, dim, hour, value) do update set consumed = u.consumed + excluded.consumed,
-      restored = u.restored + excluded.restored, granted = u.granted + excluded.granted, expired = u.expired + excluded.expired,
-      generations = u.generations + excluded.generations, half_consumed = u.half_consumed + excluded.half_consumed,
-      half_restored = u.half_restored + excluded.half_restored, half_granted = u.half_granted + excluded.half_granted,
-      half_expired = u.half_expired + excluded.half_expired, half_generations = u.half_generations + excluded.half_generations
-    returning 1)`,
-  usage_daily_added: `
-  usage_daily_added as (
-    insert into usage_daily as u (account_id, day, dim, value, consumed, restored, granted, expired, generations,
-      q1_consumed, q1_restored, q1_granted, q1_expired, q1_generations, q2_consumed, q2_restored, q2_granted, q2_expired, q2_generations, q3_consumed, q3_restored, q3_granted, q3_expired, q3_generations)
-    select * from unnest(?::text[], ?::timestamptz[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[],
-      ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[])
-    on conflict (account_id, dim, day, value) do update set consumed = u.consumed + excluded.consumed,
-      restored = u.restored + excluded.restored, granted = u.granted + excluded.granted, expired = u.expired + excluded.expired,
-      generations = u.generations + excluded.generations,
-      q1_consumed = u.q1_consumed + excluded.q1_consumed, q1_restored = u.q1_restored + excluded.q1_restored, q1_granted = u.q1_granted + excluded.q1_granted, q1_expired = u.q1_expired + excluded.q1_expired, q1_generations = u.q1_generations + excluded.q1_generations,
-      q2_consumed = u.q2_consumed + excluded.q2_consumed, q2_restored = u.q2_restored + excluded.q2_restored, q2_granted = u.q2_granted + excluded.q2_granted, q2_expired = u.q2_expired + excluded.q2_expired, q2_generations = u.q2_generations + excluded.q2_generations,
-      q3_consumed = u.q3_consumed + excluded.q3_consumed, q3_restored = u.q3_restored + excluded.q3_restored, q3_granted = u.q3_granted + excluded.q3_granted, q3_expired = u.q3_expired + excluded.q3_expired, q3_generations = u.q3_generations + excluded.q3_generations
-    returning 1)`,
+    returning 1),${levelAdditionsSql("usage_slots")}`,
   new_operations: `
   new_operations as (
     insert into operations (account_id, idempotency_key, method, request_hash, response, created_at)
@@ -224,8 +196,6 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
   const spendSaved = writes.flatMap(({ book, now }) => [...(book.spend?.changed ?? [])].map((key) => ({ book, now, limit: book.spend!.limits.get(key)! })));
   const spendRemoved = books.flatMap((book) => [...(book.spend?.removed.values() ?? [])].map((limit) => ({ book, limit })));
   const usage = writes.flatMap((w) => w.usage ?? []);
-  const hourly = levelDeltas(usage, "hour");
-  const daily = levelDeltas(usage, "day");
   // Each part's rows, as its column arrays; a part without rows stays out of the statement.
   const rows: Record<Part, [number, () => unknown[]]> = {
     new_buckets: [newBuckets.length, () => columns(newBuckets, (b) => [b.accountId, b.id, b.kind, b.granted, b.remaining, b.held, b.validFrom, b.expiresAt, b.sourceRef, b.createdAt, b.expiryNoticed === true], 11)],
@@ -314,8 +284,6 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
     ],
     spend_removed: [spendRemoved.length, () => columns(spendRemoved, ({ book, limit }) => [book.accountId, limit.memberId, limit.period], 3)],
     usage_added: [usage.length, () => columns(usage, (u) => [u.accountId, u.slot, u.model, u.kind, u.member, u.caller, u.consumed, u.restored, u.granted, u.expired, u.generations], 11)],
-    usage_hourly_added: [hourly.length, () => columns(hourly, levelRow, 9 + 5)],
-    usage_daily_added: [daily.length, () => columns(daily, levelRow, 9 + 3 * 5)],
     new_operations: [operations.length, () => columns(operations, (o) => [o.accountId, o.key, o.method, o.requestHash, Buffer.from(o.response), o.createdAt], 6)],
     new_batch: [events.length, () => [events.length]],
     new_events: [

@@ -147,7 +147,17 @@ function figureColumns(level: UsageLevel): readonly string[] {
 
 /** A level's rows as the level below sums them: account_id, dim, start, value and the figures (figureColumns). */
 export function levelFromBelowSql(level: UsageLevel, filter: string): string {
-  const { seconds, source, prefixes } = LEVEL_TABLES[level];
+  return levelSumsSql(level, LEVEL_TABLES[level].source(filter));
+}
+
+/**
+ * A level's rows summed from `source`, a select of account_id, dim, at (an instant inside the
+ * level's span), value and the five figures: the level's start of each, the figures, and each
+ * mark's prefix (the figures of the rows before it). The marks are whole hours or half hours, so
+ * a slot is before a mark exactly when its hour is: the same sums come from slots as from hours.
+ */
+function levelSumsSql(level: UsageLevel, source: string): string {
+  const { seconds, prefixes } = LEVEL_TABLES[level];
   const start = `floor(extract(epoch from s.at) / ${seconds}) * ${seconds}`;
   const sums = [
     ...FIGURES.map((f) => `sum(s.${f}) as ${f}`),
@@ -158,8 +168,33 @@ export function levelFromBelowSql(level: UsageLevel, filter: string): string {
   ];
   return `
     select s.account_id, s.dim, to_timestamp(${start}) as start, s.value, ${sums.join(", ")}
-      from (${source(filter)}) s
+      from (${source}) s
      group by 1, 2, 3, 4`;
+}
+
+/**
+ * The write path's additions to both levels (CTEs of the persist statement, after the slot rows'
+ * CTE `slots`: account_id, slot, model, kind, member_id, caller and the figures). Postgres sums
+ * them from the batch's slot rows, once per dimension, as the rebuild sums them from the rollup:
+ * the server sends the slot rows only (it sent 4 hour and 4 day rows of 14 and 24 columns per
+ * slot row before, and summed them itself).
+ */
+export function levelAdditionsSql(slots: string): string {
+  const source = `
+      select s.account_id, d.dim, s.slot as at, d.value, s.consumed, s.restored, s.granted, s.expired, s.generations
+        from ${slots} s
+        cross join lateral (values ('model', s.model), ('kind', s.kind), ('member', s.member_id), ('caller', s.caller)) as d(dim, value)`;
+  return (["hour", "day"] as const)
+    .map((level) => {
+      const { table, column } = LEVEL_TABLES[level];
+      const figures = figureColumns(level);
+      return `
+  ${table}_added as (
+    insert into ${table} as u (account_id, dim, ${column}, value, ${figures.join(", ")}) ${levelSumsSql(level, source)}
+    on conflict (account_id, dim, ${column}, value) do update set ${figures.map((c) => `${c} = u.${c} + excluded.${c}`).join(", ")}
+    returning 1)`;
+    })
+    .join(",");
 }
 
 /** The table of a level (migrations create them alike): per account, dimension, UTC start and value, the figures (figureColumns). */

@@ -4,8 +4,9 @@ import { commit, release, reserve } from "../../src/domain/holds.js";
 import type { EntryKind } from "../../src/domain/ledger-entry.js";
 import { applyDue } from "../../src/domain/maintenance.js";
 import { boundaries } from "../../src/domain/time-zone.js";
-import { isZero, LEVEL_MARKS, type LevelDelta, levelDeltas, levelPlan, type SignedRange, slotOf, type UsageAmounts, type UsageDelta, type UsageDimension, type UsageSeriesRow, usageDeltas } from "../../src/domain/usage.js";
+import { isZero, LEVEL_MARKS, levelPlan, type SignedRange, slotOf, type UsageAmounts, type UsageDelta, type UsageDimension, type UsageSeriesRow, usageDeltas } from "../../src/domain/usage.js";
 import { adjustment, at, DAY, HOUR, MINUTE, newBook, newId, T0, topUp } from "./fixtures.js";
+import { type LevelDelta, levelDeltas } from "./usage-levels.js";
 
 type Op =
   | { readonly op: "grant"; readonly amount: bigint; readonly expiresInMs: number | null; readonly topUp: boolean }
