@@ -63,7 +63,7 @@ const LOAD_BOOKS = `
     (select min(expires_at) from reservations where account_id = a.account_id and state = 'HELD') as next_hold_expiry,
     s.plan, s.anchor, s.granted_period, s.current_bucket_id, s.scheduled_plan, s.scheduled_effective_at,
     (select coalesce(json_agg(b), '[]'::json) from (
-        select ${BUCKET_COLUMNS} from buckets where account_id = a.account_id and remaining > 0
+        select ${BUCKET_COLUMNS} from buckets where account_id = a.account_id and live
         union all
         select ${BUCKET_COLUMNS} from buckets where account_id = a.account_id and bucket_id = s.current_bucket_id and remaining = 0) b) as buckets,
     (select coalesce(json_agg(r), '[]'::json) from (

@@ -14,7 +14,7 @@ export function dueWorkStatement(now: Date, limit: number, expiryNoticeMs: numbe
   const base = `(select account_id from reservations where state = 'HELD' and expires_at <= ?
        group by account_id order by min(expires_at) limit ?)
      union
-     (select account_id from buckets where remaining > held and expires_at <= ?
+     (select account_id from buckets where has_free and expires_at <= ?
        group by account_id order by min(expires_at) limit ?)
      union
      (select account_id from subscriptions where granted_period_end <= ? order by granted_period_end limit ?)
@@ -27,7 +27,7 @@ export function dueWorkStatement(now: Date, limit: number, expiryNoticeMs: numbe
   return {
     sql: `${base}
      union
-     (select account_id from buckets where remaining > held and not expiry_noticed and kind <> 'SUBSCRIPTION' and expires_at <= ?
+     (select account_id from buckets where has_free and not expiry_noticed and kind <> 'SUBSCRIPTION' and expires_at <= ?
        group by account_id order by min(expires_at) limit ?)`,
     params: [...params, new Date(now.getTime() + expiryNoticeMs), limit],
   };

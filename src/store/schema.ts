@@ -45,6 +45,10 @@ export const BucketRow = defineEntity({
     createdAt: p.datetime().columnType("timestamptz"),
     /** Its CREDITS_EXPIRING was told (migration BalanceAlerts). */
     expiryNoticed: p.boolean(),
+    /** remaining > 0, generated: the predicate of buckets_live (migration BucketFlags). */
+    live: p.boolean().generated("(remaining > 0) stored"),
+    /** remaining > held, generated: the predicate of buckets_expiring and buckets_expiry_notice. */
+    hasFree: p.boolean().generated("(remaining > held) stored"),
   },
 });
 
