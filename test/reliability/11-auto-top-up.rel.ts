@@ -462,6 +462,9 @@ describe("auto top-up: a billing service through restarts", () => {
     const billingRand = seeded(SEED ^ 0x27d4eb2f);
     /** The server billing's feed stream was last opened on. */
     let streamOn = 0;
+    /** How many times billing opened the feed stream, in all and when its current life began. */
+    let streamOpens = 0;
+    let opensAtLifeStart = 0;
 
     // Accounts: half with a pack-sized rule, half sized by target.
     const accounts = Array.from({ length: SIM_ACCOUNTS }, (_, i) => `atu-sim-${SEED}-${i}`);
@@ -483,6 +486,7 @@ describe("auto top-up: a billing service through restarts", () => {
       stats: { redeliveries: 0, repeats: 0, repeatMismatches: [], retriedByCode: {}, errors: [], reconnects: 0 },
       clients: () => clients[pick(billingRand())]!,
       events: () => {
+        streamOpens += 1;
         streamOn = pick(billingRand());
         return eventClients[streamOn]!.events;
       },
@@ -561,11 +565,19 @@ describe("auto top-up: a billing service through restarts", () => {
       if (action === "billing") {
         life.crash();
         await sleep(200 + chaosRand() * 2600);
+        opensAtLifeStart = streamOpens;
         life = new BillingLife(billing);
         billingRestarts += 1;
       } else {
         // The first kill, and every other one after it, takes the server billing streams the feed from.
+        // A billing life started just before (its restart ran past this action's time) opens its
+        // stream a moment later, on a server of its own choosing: wait for that, or the kill takes
+        // the server the crashed life streamed from and may miss the stream altogether.
+        const waitedFrom = performance.now();
+        while (serverKills % 2 === 0 && streamOpens === opensAtLifeStart && performance.now() - waitedFrom < 10_000) await sleep(10);
         const victim = serverKills % 2 === 0 ? streamOn : Math.floor(chaosRand() * 2);
+        const streamed = victim === streamOn;
+        const reconnectsBefore = billing.stats.reconnects;
         up[victim] = false;
         await servers[victim]!.kill();
         await sleep(200 + chaosRand() * 800);
@@ -578,6 +590,11 @@ describe("auto top-up: a billing service through restarts", () => {
         await untilServing(servers[victim]!.url);
         up[victim] = true;
         serverKills += 1;
+        // Billing notices the lost stream when its consumer next reads, which waits while it handles
+        // an event (an answer retried through the kill can take seconds). Let it notice before the
+        // next action: a billing crash first would end that life without it ever counting the loss.
+        const noticedFrom = performance.now();
+        while (streamed && life.alive && billing.stats.reconnects === reconnectsBefore && performance.now() - noticedFrom < 30_000) await sleep(10);
       }
     }
     const rest = LOAD_MS - (performance.now() - t0);
