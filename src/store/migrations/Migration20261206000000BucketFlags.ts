@@ -9,6 +9,8 @@ import { Migration } from "@mikro-orm/migrations";
  * predicates now read two stored generated flags instead, which change only when a bucket runs
  * out (`live`) or becomes wholly held (`has_free`): an ordinary update leaves the indexes alone.
  * The indexes keep their names and order (the queries name the flags: due-work.ts, account-loader.ts).
+ * Adding stored columns rewrites the table under its exclusive lock, and the indexes are built
+ * again: a pause in writes that grows with the number of buckets (seconds per million rows).
  */
 export class Migration20261206000000BucketFlags extends Migration {
   override async up(): Promise<void> {
