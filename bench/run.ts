@@ -1,8 +1,7 @@
-import { execFile } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
-import { promisify } from "node:util";
-import type { LoadJob, LoadResult } from "./load.js";
-import { peakRssMb, percentile, PostgresCpuMeter, processCpuMs } from "./proc.js";
+import type { LoadJob } from "./load.js";
+import { measuredLoad, type Pids, type Run } from "./measured-load.js";
+import { peakRssMb, percentile } from "./proc.js";
 import { measureRelay, type RelayFigures } from "./relay.js";
 import { LimitMode, SpendPeriod } from "../src/client/index.js";
 import {
@@ -28,7 +27,6 @@ import {
  * cycles on many accounts (uniform) and on one (hot), GetBalance, and a no-op RPC (health
  * Check through the same server stack); then reconciles every account.
  */
-const execFileAsync = promisify(execFile);
 const quick = process.argv.includes("--quick");
 const asJson = process.argv.includes("--json");
 /**
@@ -101,38 +99,13 @@ interface Row {
   cpuMsPerOp: { server: number; postgres: number; redis: number; loadgen: number };
 }
 
-/** One run of the load generator, with the CPU the server and Postgres used meanwhile. */
-interface Run {
-  readonly result: LoadResult;
-  readonly serverCpuMs: number;
-  readonly postgresCpuMs: number;
-  readonly redisCpuMs: number;
-}
-
 /** An A/B's figures from its runs: one run's cycles/s, CPU per cycle over runs, and cycles per ms over runs (the A/B ratio's terms). */
 const rate = (r: Run) => (r.result.ops / r.result.elapsedMs) * 1000;
 const perCycle = (rs: Run[], f: (r: Run) => number) => rs.reduce((a, r) => a + f(r), 0) / Math.max(1, rs.reduce((a, r) => a + r.result.ops, 0));
 const total = (rs: Run[]) => rs.reduce((a, r) => a + r.result.ops, 0) / rs.reduce((a, r) => a + r.result.elapsedMs, 0);
 
-/** Processes whose CPU a run is charged: the server and the bench's own Redis (Postgres: PostgresCpuMeter on the bench's database). */
-interface Pids {
-  readonly server: number;
-  readonly redis: number;
-}
-
-async function load(job: LoadJob, pids: Pids): Promise<Run> {
-  const server0 = processCpuMs(pids.server);
-  const redis0 = processCpuMs(pids.redis);
-  const meter = new PostgresCpuMeter([BENCH_DB]);
-  let stdout: string;
-  let postgresCpuMs: number;
-  try {
-    ({ stdout } = await execFileAsync(process.execPath, ["--import", "tsx", "bench/load.ts", JSON.stringify(job)], { maxBuffer: 1 << 28 }));
-  } finally {
-    postgresCpuMs = meter.stop();
-  }
-  const result = JSON.parse(stdout) as LoadResult;
-  return { result, serverCpuMs: processCpuMs(pids.server) - server0, postgresCpuMs, redisCpuMs: processCpuMs(pids.redis) - redis0 };
+function load(job: LoadJob, pids: Pids): Promise<Run> {
+  return measuredLoad(job, pids, [BENCH_DB]);
 }
 
 /** Several runs of one workload as one row: throughput over their total time, latencies over all their calls. */
