@@ -7,7 +7,9 @@ import type { LoadJob, LoadResult } from "./load.js";
 import { percentile, processCpuMs } from "./proc.js";
 import { buildAndMigrate, fundAccounts, recreateDatabase, startServer } from "./setup.js";
 import { INSERT_SETTLED_RESERVATIONS } from "../test/support/settled-holds.js";
-import { REBUILD_ACCOUNT_USAGE } from "../src/store/usage-rollup.js";
+import { dayOf } from "../src/domain/usage.js";
+import { toPositional } from "../src/store/pg.js";
+import { CLOSE_USAGE_DAYS, REBUILD_ACCOUNT_USAGE } from "../src/store/usage-rollup.js";
 import { arg } from "./args.js";
 
 /**
@@ -63,8 +65,10 @@ async function bigAccount(url: string, accountId: string, holds: number): Promis
       where r.account_id = $1 order by r.created_at, k.amount desc`,
     [accountId, bucketId],
   );
-  // The usage rollup the service would have written with those entries.
+  // The usage rollup the service would have written with those entries, its days before today closed as the sweeper closes them.
   for (const sql of REBUILD_ACCOUNT_USAGE) await client.query(sql, [accountId]);
+  const now = new Date();
+  await client.query(toPositional(CLOSE_USAGE_DAYS), [now, dayOf(now), 100_000]);
   await client.query("commit");
   // Statistics, as autovacuum would gather after such a load (this machine runs without it).
   await client.query("analyze accounts, buckets, reservations, ledger_entries");

@@ -269,6 +269,8 @@ export interface LedgerStore {
   /** Applies due work to the account if no other transaction holds it; false if skipped. */
   applyDueIfUnlocked(accountId: string, now: Date): Promise<boolean>;
   pruneOperations(olderThan: Date, limit: number): Promise<number>;
+  /** Writes the daily usage rows of past days of at most `limit` accounts not held elsewhere (store/usage-rollup.ts CLOSE_USAGE_DAYS); how many accounts it closed. */
+  closeUsageDays(now: Date, limit: number): Promise<number>;
   /** Differences between stored buckets and holds and what the entries add up to; empty when they agree. */
   reconcile(accountId: string): Promise<Difference[]>;
   /** A usage series from the rollup over [bounds[0], bounds[last]), at most maxRows + 1 rows (one more tells it was cut). */

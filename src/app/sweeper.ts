@@ -6,6 +6,8 @@ export interface SweepReport {
   readonly accountsSkipped: number;
   readonly operationsPruned: number;
   readonly eventBatchesPruned: number;
+  /** Accounts whose past days' daily usage rows were written. */
+  readonly usageDaysClosed: number;
 }
 
 export interface SweeperOptions {
@@ -19,7 +21,8 @@ export interface SweeperOptions {
 
 /**
  * One sweep: releases overdue holds and expires expired buckets of accounts nobody is touching,
- * and prunes operation records past the idempotency window and events past their retention. Each account is handled in its own
+ * prunes operation records past the idempotency window and events past their retention, and
+ * writes the daily usage rows of the days that ended. Each account is handled in its own
  * transaction that skips accounts locked elsewhere, so several servers can sweep one database.
  */
 export async function sweepOnce(store: LedgerStore, now: Date, options: SweeperOptions): Promise<SweepReport> {
@@ -31,7 +34,8 @@ export async function sweepOnce(store: LedgerStore, now: Date, options: SweeperO
   const pruned = await store.pruneOperations(new Date(now.getTime() - options.retentionMs), options.batchSize);
   const events = options.events;
   const eventBatchesPruned = events ? await events.outbox.prune(events.retentionMs, options.batchSize) : 0;
-  return { accountsSettled: settled, accountsSkipped: accounts.length - settled, operationsPruned: pruned, eventBatchesPruned };
+  const usageDaysClosed = await store.closeUsageDays(now, options.batchSize);
+  return { accountsSettled: settled, accountsSkipped: accounts.length - settled, operationsPruned: pruned, eventBatchesPruned, usageDaysClosed };
 }
 
 export interface Sweeper {

@@ -14,8 +14,8 @@ import { dueWorkStatement } from "./due-work.js";
 import { persistStatement } from "./persist.js";
 import { inTransaction, type Query, queryOn } from "./pg.js";
 import { reconcileAccount } from "./reconcile-scan.js";
-import { leveledSeries, recentConsumption, usageSeries } from "./usage-rollup.js";
-import type { LevelPlan, UsageDimension, UsageSeriesRow } from "../domain/usage.js";
+import { CLOSE_USAGE_DAYS, leveledSeries, recentConsumption, usageSeries } from "./usage-rollup.js";
+import { dayOf, type LevelPlan, type UsageDimension, type UsageSeriesRow } from "../domain/usage.js";
 import { ReservationLocator } from "./reservation-locator.js";
 import { reservationFromRow } from "./rows.js";
 import { guardUnavailable, isStoreUnavailable } from "./unavailable.js";
@@ -345,6 +345,13 @@ export class PostgresLedgerStore implements LedgerStore {
         [olderThan, limit],
       );
       return rows.length;
+    });
+  }
+
+  async closeUsageDays(now: Date, limit: number): Promise<number> {
+    return guardUnavailable(async () => {
+      const rows = await this.q(CLOSE_USAGE_DAYS, [now, dayOf(now), limit], "close_usage_days");
+      return Number(rows[0]?.["closed"] ?? 0);
     });
   }
 

@@ -264,7 +264,7 @@ async function reconcileIn(tx: Transaction, accountId: string): Promise<Differen
       ...RECONCILE_SETTINGS,
       { sql: RECONCILE_SUSPECTS, params: [accountId, accountId, accountId, accountId] },
       { sql: RECONCILE_SPEND, params: [accountId, accountId] },
-      { sql: RECONCILE_USAGE, params: [accountId, accountId, accountId, accountId, accountId, accountId, accountId, accountId] },
+      { sql: RECONCILE_USAGE, params: Array<string>(9).fill(accountId) },
     ])
   ).slice(RECONCILE_SETTINGS.length);
   const spend = [...spendFrom(spendRows!), ...usageFrom(usageRows!)];

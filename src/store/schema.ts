@@ -26,6 +26,8 @@ export const AccountRow = defineEntity({
     autoTopUp: p.json<Record<string, unknown>>().nullable(),
     /** When the rule next acts with no call; null: nothing due. */
     autoTopUpDueAt: p.datetime().columnType("timestamptz").nullable(),
+    /** The first UTC day whose usage_daily rows are not written yet (migration UsageDaysClosed; '-infinity': none written). */
+    usageDaysOpenFrom: p.datetime().columnType("timestamptz"),
   },
 });
 

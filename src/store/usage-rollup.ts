@@ -181,17 +181,20 @@ function levelSumsSql(level: UsageLevel, source: string): string {
  * slot row before, and summed them itself).
  */
 export function levelAdditionsSql(slots: string): string {
-  const source = `
+  const source = (closedOnly: boolean) => `
       select s.account_id, d.dim, s.slot as at, d.value, s.consumed, s.restored, s.granted, s.expired, s.generations
-        from ${slots} s
+        from ${slots} s${closedOnly ? "\n        join accounts a on a.account_id = s.account_id and s.slot < a.usage_days_open_from" : ""}
         cross join lateral (values ('model', s.model), ('kind', s.kind), ('member', s.member_id), ('caller', s.caller)) as d(dim, value)`;
   return (["hour", "day"] as const)
     .map((level) => {
       const { table, column } = LEVEL_TABLES[level];
       const figures = figureColumns(level);
+      // A day row is written by the close of its day (CLOSE_USAGE_DAYS); a write adds to it only
+      // when it lands in a day already closed (its account locked by this transaction, the close
+      // can not move meanwhile).
       return `
   ${table}_added as (
-    insert into ${table} as u (account_id, dim, ${column}, value, ${figures.join(", ")}) ${levelSumsSql(level, source)}
+    insert into ${table} as u (account_id, dim, ${column}, value, ${figures.join(", ")}) ${levelSumsSql(level, source(level === "day"))}
     on conflict (account_id, dim, ${column}, value) do update set ${figures.map((c) => `${c} = u.${c} + excluded.${c}`).join(", ")}
     returning 1)`;
     })
@@ -218,38 +221,97 @@ export function addPrefixColumnsSql(level: UsageLevel): string {
   return `alter table ${table} ${columns.map((c) => `add column if not exists ${c} bigint not null default 0`).join(", ")}`;
 }
 
-/** A level of the accounts `filter` selects (an SQL condition on `e.account_id`), rebuilt from the level below. */
-export function rebuildLevelSql(level: UsageLevel, filter: string): [remove: string, fill: string] {
+/** A level of the accounts `filter` selects (an SQL condition on `e.account_id`), rebuilt from the rows of the level below that `below` selects (`e`: that level's rows). */
+export function rebuildLevelSql(level: UsageLevel, filter: string, below = filter): [remove: string, fill: string] {
   const { table, column } = LEVEL_TABLES[level];
   return [
     `delete from ${table} e where ${filter}`,
-    `insert into ${table} (account_id, dim, ${column}, value, ${figureColumns(level).join(", ")}) ${levelFromBelowSql(level, filter)}`,
+    `insert into ${table} (account_id, dim, ${column}, value, ${figureColumns(level).join(", ")}) ${levelFromBelowSql(level, below)}`,
   ];
 }
 
+/** The account's first open day (`?`: the account): days before it have their usage_daily rows, days from it are summed from the hours. */
+const OPEN_FROM = "(select usage_days_open_from from accounts where account_id = ?)";
+
 /**
- * Reconcile's check of a level against the level below (one `?`: the account, twice): only the
- * (dimension, value, start) rows and figures that differ come back, named by `subject`.
+ * Reconcile's check of a level against the level below (`?`: the account, twice; for the daily
+ * level three times): only the (dimension, value, start) rows and figures that differ come back,
+ * named by `subject`. The daily level is checked for the closed days (before the account's
+ * `usage_days_open_from`); a day row from an open day has nothing to match and comes back whole.
  */
 export function levelCheckSql(level: UsageLevel, subject: string, format: string): string {
   const { table, column } = LEVEL_TABLES[level];
   const columns = figureColumns(level);
+  const below = level === "day" ? `e.account_id = ? and e.hour < ${OPEN_FROM}` : "e.account_id = ?";
   return `
   select '${subject} ' || coalesce(h.dim, f.dim) || '=' || coalesce(h.value, f.value) || ' ' ||
       to_char(coalesce(h.start, f.start) at time zone 'UTC', '${format}') as subject,
     x.field, x.stored::text as stored, x.from_entries::text as from_entries
     from (select dim, ${column} as start, value, ${columns.join(", ")} from ${table} where account_id = ?) h
-    full join (${levelFromBelowSql(level, "e.account_id = ?")}) f on f.dim = h.dim and f.start = h.start and f.value = h.value
+    full join (${levelFromBelowSql(level, below)}) f on f.dim = h.dim and f.start = h.start and f.value = h.value
     cross join lateral (values ${columns.map((c) => `('${c}', coalesce(h.${c}, 0), coalesce(f.${c}, 0))`).join(",\n      ")}) as x(field, stored, from_entries)
    where x.stored <> x.from_entries`;
 }
 
-/** Every level of one account ($1), rebuilt from its entries: run all six, in order, in one transaction. */
+/**
+ * Every level of one account ($1), rebuilt from its entries: run all six, in order, in one
+ * transaction. The daily level only for the account's closed days (CLOSE_USAGE_DAYS writes the rest
+ * when their turn comes).
+ */
 export const REBUILD_ACCOUNT_USAGE: readonly string[] = [
   ...rebuildUsageRollupSql("e.account_id = $1"),
   ...rebuildLevelSql("hour", "e.account_id = $1"),
-  ...rebuildLevelSql("day", "e.account_id = $1"),
+  ...rebuildLevelSql("day", "e.account_id = $1", "e.account_id = $1 and e.hour < (select usage_days_open_from from accounts where account_id = $1)"),
 ];
+
+/**
+ * The sweeper's close of the daily level (three `?`: now by the server's clock, the start of its
+ * UTC day, how many accounts at most): accounts whose first open day is before today are locked
+ * (skipping those a write holds), the hours of each from its first open day to the start of its
+ * own today (by its clock, test clock included) are summed into day rows, and its first open day
+ * moves there. A day row so written replaces any row of that day (none is written while the day
+ * is open). Writes hold the same lock, so a write either lands before the close (its hours are
+ * summed) or after it (it finds the day closed and adds to the day row itself: levelAdditionsSql).
+ */
+export const CLOSE_USAGE_DAYS = `
+  with picked as (
+    select account_id, usage_days_open_from as open_from,
+      to_timestamp(floor((extract(epoch from ?::timestamptz) * 1000 + clock_offset_ms) / ${LEVEL_TABLES.day.seconds * 1000}) * ${LEVEL_TABLES.day.seconds}) as today
+      from accounts where usage_days_open_from < ?::timestamptz
+     order by usage_days_open_from limit ? for update skip locked),
+  closing as (select * from picked where today > open_from),
+  added as (
+    insert into usage_daily as u (account_id, dim, day, value, ${figureColumns("day").join(", ")}) ${levelSumsSql(
+      "day",
+      `select e.account_id, e.dim, e.hour as at, e.value, ${FIGURES.map((f) => `e.${f}`).join(", ")}
+        from closing c
+        cross join (values ('model'), ('kind'), ('member'), ('caller')) as d(dim)
+        join usage_hourly e on e.account_id = c.account_id and e.dim = d.dim and e.hour >= c.open_from and e.hour < c.today`,
+    )}
+    on conflict (account_id, dim, day, value) do update set ${figureColumns("day").map((c) => `${c} = excluded.${c}`).join(", ")}
+    returning 1),
+  moved as (update accounts a set usage_days_open_from = c.today from closing c where a.account_id = c.account_id returning 1)
+  select (select count(*) from picked)::int as picked, (select count(*) from moved)::int as closed, (select count(*) from added)::int as day_rows`;
+
+/**
+ * The day rows of one account and dimension in [from, to) (`?`s: daysParams): the written rows of the closed days,
+ * and the open days (from the account's usage_days_open_from: today, and any day the sweeper has
+ * not closed yet) summed from their hours, alike in every column (day, value, the figures, the
+ * quarters' prefixes).
+ */
+const DAYS = `(
+    select d.day, d.value, ${figureColumns("day").map((c) => `d.${c}`).join(", ")}
+      from usage_daily d where d.account_id = ? and d.dim = ? and d.day >= ? and d.day < least(?::timestamptz, ${OPEN_FROM})
+    union all
+    select h.start as day, h.value, ${figureColumns("day").map((c) => `h.${c}::bigint`).join(", ")} from (${levelSumsSql(
+      "day",
+      `select e.account_id, e.dim, e.hour as at, e.value, ${FIGURES.map((f) => `e.${f}`).join(", ")}
+        from usage_hourly e where e.account_id = ? and e.dim = ? and e.hour >= greatest(?::timestamptz, ${OPEN_FROM}) and e.hour < ?`,
+    )}) h)`;
+
+function daysParams(accountId: string, dim: UsageDimension, from: Date, to: Date): unknown[] {
+  return [accountId, dim, from, to, accountId, accountId, dim, from, accountId, to];
+}
 
 /** Which statement reads a plan: days on top with or without day rows to cut, or hours on top. */
 type LeveledShape = "day" | "day_cut" | "hour";
@@ -297,15 +359,15 @@ function leveledStatement(shape: LeveledShape): string {
   const top = {
     day: `
   select width_bucket(t.day, ?::timestamptz[]) - 1 as bucket, ${value("t.value")}, ${FIGURES.map((f) => `t.${f}`).join(", ")}
-    from usage_daily t where t.account_id = ? and t.dim = ? and t.day >= ? and t.day < ?`,
+    from ${DAYS} t`,
     day_cut: `
   select case s.k when 0 then x.idx else x.j - s.k + 1 end as bucket, x.value,
     ${FIGURES.map((f) => `case s.k when 0 then x.${f} when 1 then x.cut_${f} else -x.cut_${f} end as ${f}`).join(", ")} from (
   select width_bucket(t.day, ?::timestamptz[]) - 1 as idx, ${value("t.value")}, ${FIGURES.map((f) => `t.${f}, ${cut(f)} as cut_${f}`).join(", ")}, f.j
-    from usage_daily t
+    from ${DAYS} t
     cross join lateral (select (?::int[])[k] as j, (?::int[])[k] as sgn, (?::int[])[k] as lo, (?::int[])[k] as hi
        from (select (t.day at time zone 'UTC')::date - (?::timestamptz at time zone 'UTC')::date + 1 as k) d offset 0) f
-   where t.account_id = ? and t.dim = ? and t.day >= ? and t.day < ? offset 0) x
+   offset 0) x
     -- The day row whole (k = 0) and, when its day is corrected, its cut twice (k = 1, 2).
     cross join (values (0), (1), (2)) as s(k) where s.k = 0 or x.j is not null`,
     hour: `
@@ -374,7 +436,9 @@ export async function leveledSeries(q: Query, accountId: string, plan: LevelPlan
   const params: unknown[] = [];
   if (shape === "day_cut") {
     const scan = dayScan(plan);
-    params.push(top, grouped, scan.j, scan.sgn, scan.lo, scan.hi, scan.from, accountId, levelDim, scan.from, scan.to);
+    params.push(top, grouped, ...daysParams(accountId, levelDim, scan.from, scan.to), scan.j, scan.sgn, scan.lo, scan.hi, scan.from);
+  } else if (shape === "day") {
+    params.push(top, grouped, ...daysParams(accountId, levelDim, top[0]!, top[top.length - 1]!));
   } else {
     params.push(top, grouped, accountId, levelDim, top[0], top[top.length - 1]);
   }

@@ -16,6 +16,9 @@ import pg from "pg";
 import { failureOf } from "../support/e2e.js";
 import { TEST_DATABASE_URL } from "../support/env.js";
 import { newAccountId, newKey, startTestService, TEST_EPOCH, type TestService } from "../support/harness.js";
+import { dayOf } from "../../src/domain/usage.js";
+import { toPositional } from "../../src/store/pg.js";
+import { CLOSE_USAGE_DAYS } from "../../src/store/usage-rollup.js";
 
 /**
  * GetUsage and ForecastBalance through the generated client against a real server. The server's
@@ -27,12 +30,33 @@ const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
 
 let t: TestService;
+/** The test database, for the sweeper's close of the daily level (the test server runs no sweeper) and for tampering. */
+let db: pg.Pool;
 beforeAll(async () => {
   t = await startTestService();
+  db = new pg.Pool({ connectionString: TEST_DATABASE_URL, max: 2 });
 });
 afterAll(async () => {
+  await db.end();
   await t.stop();
 });
+
+/**
+ * The sweeper's close of the daily level (CLOSE_USAGE_DAYS) as of `now` (default: the server's
+ * clock): every account of the test database whose days before today are open, at most 10,000.
+ * A close changes no answer, so the other tests sharing the database are unaffected.
+ */
+async function closeDays(now = TEST_EPOCH): Promise<void> {
+  await db.query(toPositional(CLOSE_USAGE_DAYS), [now, dayOf(now), 10_000]);
+}
+
+/** The account's first open UTC day (null: every day open). */
+async function openFrom(accountId: string): Promise<string | null> {
+  const { rows } = await db.query<{ w: Date; finite: boolean }>(`select usage_days_open_from as w, isfinite(usage_days_open_from) as finite from accounts where account_id = $1`, [
+    accountId,
+  ]);
+  return rows[0]!.finite ? rows[0]!.w.toISOString() : null;
+}
 
 const ts = (iso: string) => timestampFromDate(new Date(iso));
 const iso = (row: UsageRow) => timestampDate(row.start!).toISOString();
@@ -166,27 +190,94 @@ describe("GetUsage", () => {
       [Granularity.DAY, "2030-01-10T00:00:00Z", "2030-01-25T00:00:00Z"],
       [Granularity.MONTH, "2029-12-01T00:00:00Z", "2030-03-01T00:00:00Z"],
     ];
-    for (const zone of ["", "Europe/Paris", "Asia/Kolkata", "Asia/Kathmandu", "America/St_Johns", "Pacific/Chatham"]) {
-      for (const [granularity, start, end] of cases) {
-        const leveled = await usage(accountId, start, end, granularity, [UsageDimension.MODEL], zone);
-        const slots = await usage(accountId, start, end, granularity, [UsageDimension.MODEL, UsageDimension.MEMBER], zone);
-        expect(leveled.rows.map((r) => [key(r, ["model"]), figures(r)]), `${zone} ${granularity}`).toEqual(summed(slots.rows, ["model"]));
-        const total = await usage(accountId, start, end, granularity, [], zone);
-        expect(total.rows.map((r) => [key(r, []), figures(r)]), `${zone} ${granularity} total`).toEqual(summed(slots.rows, []));
-        expect(total.rows.reduce((s, r) => s + r.consumed, 0n)).toBe(BigInt(i * 5 + (i * (i - 1)) / 2));
+    const compare = async (when: string) => {
+      for (const zone of ["", "Europe/Paris", "Asia/Kolkata", "Asia/Kathmandu", "America/St_Johns", "Pacific/Chatham"]) {
+        for (const [granularity, start, end] of cases) {
+          const leveled = await usage(accountId, start, end, granularity, [UsageDimension.MODEL], zone);
+          const slots = await usage(accountId, start, end, granularity, [UsageDimension.MODEL, UsageDimension.MEMBER], zone);
+          expect(leveled.rows.map((r) => [key(r, ["model"]), figures(r)]), `${when} ${zone} ${granularity}`).toEqual(summed(slots.rows, ["model"]));
+          const total = await usage(accountId, start, end, granularity, [], zone);
+          expect(total.rows.map((r) => [key(r, []), figures(r)]), `${when} ${zone} ${granularity} total`).toEqual(summed(slots.rows, []));
+          expect(total.rows.reduce((s, r) => s + r.consumed, 0n)).toBe(BigInt(i * 5 + (i * (i - 1)) / 2));
+        }
       }
-    }
-    expect((await t.admin.reconcile({ accountId })).consistent).toBe(true);
+      expect((await t.admin.reconcile({ accountId })).consistent).toBe(true);
+    };
+    // Every day open (summed from the hours), then the days before the account's today closed (day rows).
+    await compare("open");
+    await closeDays();
+    expect(await openFrom(accountId)).toBe("2030-01-18T00:00:00.000Z");
+    await compare("closed");
   }, 60_000);
+
+  it("the sweeper's close writes each past day's rows once: answers agree before and after, a locked account waits, a write into a closed day adds to it", async () => {
+    const accountId = newAccountId("usage-close");
+    await fund(accountId, 10_000n);
+    for (const at of ["2030-01-15T13:00:00Z", "2030-01-16T02:30:00Z", "2030-01-17T20:00:00Z"]) {
+      await clockTo(accountId, at);
+      await spend(accountId, 50n, { model: "sdxl" }, 40n);
+    }
+    const read = async () =>
+      (await usage(accountId, "2030-01-10T00:00:00Z", "2030-01-20T00:00:00Z", Granularity.DAY, [UsageDimension.MODEL], "Asia/Kolkata")).rows.map((r) => [
+        iso(r),
+        r.group["model"],
+        ...figures(r),
+      ]);
+    const dayRows = async () =>
+      (await db.query<{ day: Date; consumed: string }>(`select day, consumed::text from usage_daily where account_id = $1 and dim = 'model' and value = 'sdxl' order by day`, [accountId])).rows.map(
+        (r) => [r.day.toISOString(), r.consumed],
+      );
+    const before = await read();
+    expect(before.reduce((s, r) => s + (r[2] as bigint), 0n)).toBe(120n);
+    expect(await dayRows()).toEqual([]);
+
+    // Held by a write elsewhere: skipped, nothing written.
+    const locker = await db.connect();
+    try {
+      await locker.query("begin");
+      await locker.query("select 1 from accounts where account_id = $1 for update", [accountId]);
+      await closeDays();
+      expect(await openFrom(accountId)).toBeNull();
+      await locker.query("rollback");
+    } finally {
+      locker.release();
+    }
+
+    // Closed up to the account's own today (its clock is at Jan 17, 20:00): the 15th and 16th get their rows.
+    await closeDays();
+    expect(await openFrom(accountId)).toBe("2030-01-17T00:00:00.000Z");
+    expect(await dayRows()).toEqual([
+      ["2030-01-15T00:00:00.000Z", "40"],
+      ["2030-01-16T00:00:00.000Z", "40"],
+    ]);
+    expect(await read()).toEqual(before);
+    expect((await t.admin.reconcile({ accountId })).consistent).toBe(true);
+
+    // A close by a clock three days ahead of the writers' (the account's own clock is 2 days 8 hours
+    // ahead of the server's) closes up to the 20th; a write then lands in a closed day (as one from
+    // a server whose clock is behind would) and adds to its row.
+    await closeDays(new Date(TEST_EPOCH.getTime() + 3 * DAY));
+    expect(await openFrom(accountId)).toBe("2030-01-20T00:00:00.000Z");
+    await spend(accountId, 30n, { model: "sdxl" }, 25n);
+    expect(await dayRows()).toEqual([
+      ["2030-01-15T00:00:00.000Z", "40"],
+      ["2030-01-16T00:00:00.000Z", "40"],
+      ["2030-01-17T00:00:00.000Z", "65"],
+    ]);
+    const after = await read();
+    expect(after.reduce((s, r) => s + (r[2] as bigint), 0n)).toBe(145n);
+    expect((await t.admin.reconcile({ accountId })).consistent).toBe(true);
+  });
 
   it("Reconcile finds a level of the rollup that differs from the one below it: the days from the hours, the hours from the slots", async () => {
     const accountId = newAccountId("usage-tamper");
     await fund(accountId, 1000n);
     await spend(accountId, 40n, { model: "sdxl" }, 30n);
+    // The day closed (its rows written), as the sweeper does once the account's clock has passed it.
+    await clockTo(accountId, "2030-01-16T01:00:00Z");
+    await closeDays();
     expect((await t.admin.reconcile({ accountId })).consistent).toBe(true);
-    const db = new pg.Client({ connectionString: TEST_DATABASE_URL });
-    await db.connect();
-    try {
+    {
       await db.query(`update usage_daily set consumed = consumed + 1 where account_id = $1 and dim = 'model' and value = 'sdxl'`, [accountId]);
       const daily = await t.admin.reconcile({ accountId });
       expect(daily.differences.map((d) => [d.subject, d.field, d.stored, d.fromEntries])).toEqual([["usage daily model=sdxl 2030-01-15", "consumed", 31n, 30n]]);
@@ -207,8 +298,6 @@ describe("GetUsage", () => {
       await db.query(`update usage_daily set q3_granted = q3_granted + 4 where account_id = $1 and dim = 'kind' and value = 'unknown'`, [accountId]);
       const quarter = (await t.admin.reconcile({ accountId })).differences.filter((d) => d.field === "q3_granted");
       expect(quarter.map((d) => [d.subject, d.stored - d.fromEntries])).toEqual([["usage daily kind=unknown 2030-01-15", 4n]]);
-    } finally {
-      await db.end();
     }
   });
 

@@ -16,6 +16,7 @@ import { Migration20261203000000AutoTopUp } from "./Migration20261203000000AutoT
 import { Migration20261204000000UsageLevelMarks } from "./Migration20261204000000UsageLevelMarks.js";
 import { Migration20261205000000UsageFillfactor } from "./Migration20261205000000UsageFillfactor.js";
 import { Migration20261206000000BucketFlags } from "./Migration20261206000000BucketFlags.js";
+import { Migration20261207000000UsageDaysClosed } from "./Migration20261207000000UsageDaysClosed.js";
 import { Migration20261202900000UsageDaily } from "./Migration20261202900000UsageDaily.js";
 
 /** Checked-in migrations, in order. Listed explicitly so they run the same from src/ (tsx) and dist/. */
@@ -39,4 +40,5 @@ export const migrations = [
   { name: "Migration20261204000000UsageLevelMarks", class: Migration20261204000000UsageLevelMarks },
   { name: "Migration20261205000000UsageFillfactor", class: Migration20261205000000UsageFillfactor },
   { name: "Migration20261206000000BucketFlags", class: Migration20261206000000BucketFlags },
+  { name: "Migration20261207000000UsageDaysClosed", class: Migration20261207000000UsageDaysClosed },
 ];
