@@ -158,17 +158,17 @@ export function levelFromBelowSql(level: UsageLevel, filter: string): string {
  */
 function levelSumsSql(level: UsageLevel, source: string): string {
   const { seconds, prefixes } = LEVEL_TABLES[level];
-  const start = `floor(extract(epoch from s.at) / ${seconds}) * ${seconds}`;
   const sums = [
     ...FIGURES.map((f) => `sum(s.${f}) as ${f}`),
-    ...prefixes.flatMap((p, k) => {
-      const before = `s.at < to_timestamp(${start} + ${LEVEL_MARKS[level][k]! / 1000})`;
-      return FIGURES.map((f) => `coalesce(sum(s.${f}) filter (where ${before}), 0) as ${p}_${f}`);
-    }),
+    ...prefixes.flatMap((p, k) =>
+      FIGURES.map((f) => `coalesce(sum(s.${f}) filter (where s.at < s.start + interval '${LEVEL_MARKS[level][k]! / 1000} seconds'), 0) as ${p}_${f}`),
+    ),
   ];
+  // Each row's start once (the fence), by date_bin from the Unix epoch: integer arithmetic and no
+  // time zone (a start as floor(extract(epoch …)) was numeric arithmetic at every mark's test).
   return `
-    select s.account_id, s.dim, to_timestamp(${start}) as start, s.value, ${sums.join(", ")}
-      from (${source}) s
+    select s.account_id, s.dim, s.start, s.value, ${sums.join(", ")}
+      from (select s.*, date_bin('${seconds} seconds', s.at, timestamptz '1970-01-01 00:00:00+00') as start from (${source}) s offset 0) s
      group by 1, 2, 3, 4`;
 }
 
