@@ -23,7 +23,8 @@ import { arg } from "./args.js";
  * captured all but 1 and released 1 (HOLD, CAPTURE and RELEASE entries on its month's bucket), of
  * one of MODELS (metadata.model), MEMBERS (member_id) and CALLERS (the entries' caller), spread
  * evenly over the days. The rollup is rebuilt from those entries (REBUILD_ACCOUNT_USAGE, the
- * migration's rules), the tables analyzed, and the account checked once through the Reconcile RPC
+ * migration's rules) and its days before today closed (CLOSE_USAGE_DAYS, as the sweeper closes
+ * them), the tables analyzed, and the account checked once through the Reconcile RPC
  * (buckets, reservations and the rollup against the entries: zero differences).
  *
  * Then, through the connect client (src/client), interleaved per call: GetUsage of the 90 days

@@ -280,7 +280,7 @@ async function startOnDatabase(
         if (report instanceof Error) log.warn({ err: report.message }, "sweep failed");
         else {
           metrics.sweptAccounts.inc(report.accountsSettled);
-          if (report.accountsSettled + report.operationsPruned > 0) log.info(report, "sweep");
+          if (report.accountsSettled + report.operationsPruned + report.usageDaysClosed > 0) log.info(report, "sweep");
         }
       },
     );

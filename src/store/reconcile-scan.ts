@@ -155,7 +155,8 @@ export const RECONCILE_SPEND = `
  * The usage rollup against the entries, per 15-minute slot (domain/usage.ts): consumed = CAPTURE,
  * restored = RELEASE, granted = GRANT + ADJUST, expired = EXPIRE; its hourly level against its
  * slots (per UTC hour, dimension and value), its daily level against its hourly one (per UTC day,
- * dimension and value); and its generations against the committed holds.
+ * dimension and value, for the account's closed days: usage-rollup.ts CLOSE_USAGE_DAYS); and its
+ * generations against the committed holds.
  * Only the slots (and figures) that differ come back.
  */
 export const RECONCILE_USAGE = `

@@ -175,10 +175,10 @@ function levelSumsSql(level: UsageLevel, source: string): string {
 /**
  * The write path's additions to both levels (CTEs of the persist statement, after the CTE named
  * `slots` that holds the batch's slot rows: account_id, slot, model, kind, member_id, caller and
- * the figures). Postgres sums
- * them from the batch's slot rows, once per dimension, as the rebuild sums them from the rollup:
- * the server sends the slot rows only (it sent 4 hour and 4 day rows of 14 and 24 columns per
- * slot row before, and summed them itself).
+ * the figures): every hour, and a day only when it is already closed (CLOSE_USAGE_DAYS writes the
+ * rest). Postgres sums them from the batch's slot rows, once per dimension, as the rebuild sums
+ * them from the rollup: the server sends the slot rows only (it sent 4 hour and 4 day rows of 14
+ * and 24 columns per slot row before, and summed them itself).
  */
 export function levelAdditionsSql(slots: string): string {
   const source = (closedOnly: boolean) => `

@@ -14,6 +14,8 @@ import type { Row } from "../../src/store/rows.js";
 import { runDatabaseUrl, TEST_DATABASE_URL } from "../support/env.js";
 import { TEST_APPLY } from "../support/ledger-commands.js";
 import { rebuildUsage } from "../support/usage-rollup.js";
+import { dayOf } from "../../src/domain/usage.js";
+import { CLOSE_USAGE_DAYS } from "../../src/store/usage-rollup.js";
 
 /**
  * The ledger pool plans each prepared statement once per connection, without its parameters
@@ -417,5 +419,50 @@ describe("the sweeper's due-work query with expiry notices", () => {
     const found = rows.map((r) => r.account_id);
     expect(found).toContain(due);
     expect(found.filter((id) => id.startsWith(quiet))).toEqual([]);
+  }, 120_000);
+});
+
+describe("the sweeper's close of the daily usage level", () => {
+  it("finds the accounts with open past days through accounts_usage_days_open and reads each one's hours by index range, never every account or hour", async () => {
+    const now = new Date();
+    const today = dayOf(now);
+    const quiet = "plans-days-quiet-";
+    // Many accounts already closed up to today, each with hours of its own.
+    await admin.query(`insert into accounts (account_id, created_at, usage_days_open_from) select $2 || g, now(), $3 from generate_series(1, $1) g`, [5000, quiet, today]);
+    await admin.query(
+      `insert into usage_hourly (account_id, dim, hour, value, consumed)
+       select $2 || (g % $1 + 1), d.dim, $3::timestamptz - (g % 48) * interval '1 hour', 'v', 1
+         from generate_series(1, $1 * 4) g cross join (values ('model'), ('kind'), ('member'), ('caller')) as d(dim)
+       on conflict do nothing`,
+      [5000, quiet, today],
+    );
+    const due = "plans-days-due";
+    await admin.query(`insert into accounts (account_id, created_at, usage_days_open_from) values ($1, now(), $2)`, [due, new Date(today.getTime() - 2 * 86_400_000)]);
+    await admin.query(
+      `insert into usage_hourly (account_id, dim, hour, value, consumed)
+       select $1, d.dim, $2::timestamptz - h * interval '1 hour', 'v', 2 from generate_series(1, 30) h cross join (values ('model'), ('kind'), ('member'), ('caller')) as d(dim)`,
+      [due, today],
+    );
+    // The other tests' accounts closed too, so that the due one is the only candidate.
+    await admin.query(`update accounts set usage_days_open_from = $1 where usage_days_open_from < $1 and account_id <> $2`, [today, due]);
+    await admin.query(`analyze accounts, usage_hourly, usage_daily`);
+    const params = [now, today, 200];
+    const explained = await pool.query<{ "QUERY PLAN": { Plan: DuePlanNode }[] }>(`explain (format json) ${toPositional(CLOSE_USAGE_DAYS)}`, params);
+    const plan = explained.rows[0]!["QUERY PLAN"][0]!.Plan;
+    const shown = JSON.stringify(plan);
+    const all = dueNodes(plan);
+    expect(all.filter((node) => (node["Relation Name"] === "accounts" || node["Relation Name"] === "usage_hourly") && node["Node Type"] === "Seq Scan"), shown).toEqual([]);
+    expect(all.map((node) => node["Index Name"]), shown).toContain("accounts_usage_days_open");
+
+    await pool.query(toPositional(CLOSE_USAGE_DAYS), params);
+    const { rows } = await pool.query<{ account_id: string; w: Date; days: number }>(
+      `select a.account_id, a.usage_days_open_from as w, (select count(distinct day)::int from usage_daily d where d.account_id = a.account_id) as days
+         from accounts a where a.account_id = $1 or a.account_id = $2`,
+      [due, `${quiet}1`],
+    );
+    const byId = new Map(rows.map((r) => [r.account_id, r]));
+    // The due account's two open past days (30 hours back from today's start) are written; the quiet one is untouched.
+    expect([byId.get(due)!.w.toISOString(), byId.get(due)!.days]).toEqual([today.toISOString(), 2]);
+    expect([byId.get(`${quiet}1`)!.w.toISOString(), byId.get(`${quiet}1`)!.days]).toEqual([today.toISOString(), 0]);
   }, 120_000);
 });
