@@ -276,7 +276,7 @@ export const REBUILD_ACCOUNT_USAGE: readonly string[] = [
 export const CLOSE_USAGE_DAYS = `
   with picked as (
     select account_id, usage_days_open_from as open_from,
-      to_timestamp(floor((extract(epoch from ?::timestamptz) * 1000 + clock_offset_ms) / ${LEVEL_TABLES.day.seconds * 1000}) * ${LEVEL_TABLES.day.seconds}) as today
+      date_bin('${LEVEL_TABLES.day.seconds} seconds', ?::timestamptz + clock_offset_ms * interval '1 millisecond', timestamptz '1970-01-01 00:00:00+00') as today
       from accounts where usage_days_open_from < ?::timestamptz
      order by usage_days_open_from limit ? for update skip locked),
   closing as (select * from picked where today > open_from),
