@@ -102,17 +102,20 @@ export type UsageLevel = "hour" | "day";
 export const LEVEL_MS: Readonly<Record<UsageLevel, number>> = { hour: HOUR_MS, day: DAY_MS };
 
 const HALF_HOUR_MS = HOUR_MS / 2;
-const QUARTER_DAY_MS = DAY_MS / 4;
+const HALF_HOURS_A_DAY = DAY_MS / HALF_HOUR_MS;
 
 /**
- * Marks inside a level's span (ms from its start): an hour's half hour; a day's 06:00, 12:00 and
- * 18:00 UTC. A row also keeps the figures before each mark (its prefixes, written by the same
- * upsert: store/usage-rollup.ts levelAdditionsSql), so a range that starts or ends on a mark takes the difference of two prefixes of one
- * row instead of the finer rows below it (domain levelPlan, store leveledStatement).
+ * Marks inside a level's span (ms from its start): an hour's half hour; every half hour of a day
+ * (00:30 … 23:30 UTC). A row also keeps the figures before each mark (its prefixes: written by the
+ * hour's upserts, store/usage-rollup.ts levelAdditionsSql, and by the day's close,
+ * CLOSE_USAGE_DAYS), so a range that starts or ends on a mark takes the difference of two prefixes
+ * of one row instead of the finer rows below it (domain levelPlan, store leveledStatement). A
+ * write never touches a closed day's row (it reopens the day instead), so the day's 47 marks cost
+ * the write path nothing.
  */
 export const LEVEL_MARKS: Readonly<Record<UsageLevel, readonly number[]>> = {
   hour: [HALF_HOUR_MS],
-  day: [QUARTER_DAY_MS, 2 * QUARTER_DAY_MS, 3 * QUARTER_DAY_MS],
+  day: Array.from({ length: HALF_HOURS_A_DAY - 1 }, (_, k) => (k + 1) * HALF_HOUR_MS),
 };
 
 /** A stretch of time at one level whose sums a series adds (sign 1) or takes away (−1) at a boundary. */
@@ -128,19 +131,19 @@ export interface SignedRange {
  * Each boundary B of the series is moved to the nearest start R of the top level (UTC days for
  * DAY and MONTH series, hours for HOUR ones), and the top level is summed between the moved
  * boundaries. The difference C = sum[B, R) is then corrected at the boundary in steps of the
- * levels' marks (LEVEL_MARKS): from B to its nearest half hour H by 15-minute slots, from H to
- * its nearest quarter day Q (DAY tops only; else Q = R) by hours (an hour cut at its half takes
- * a prefix), and from Q to R by the day's prefixes. Each step is added to the bucket that starts
- * at B and taken from the one that ends there (signed: either point may lie on either side).
- * A bucket [B_j, B_j+1) is exactly top[R_j, R_j+1) + C_j − C_j+1, so any zone stays exact, and
- * a boundary reads at most one day row, three hours and (zones 15 or 45 minutes off the hour
- * only: Kathmandu, Chatham) one slot per value: UTC none, Paris one or two hours, Kolkata one
- * hour and a day row, New York one hour and a day row.
+ * levels' marks (LEVEL_MARKS): from B to its nearest half hour H by 15-minute slots, and from H
+ * to R by the prefixes of one row: the day's (DAY tops: every half hour is a day mark) or the
+ * hour's (HOUR tops: an hour cut at its half). Each step is added to the bucket that starts at B
+ * and taken from the one that ends there (signed: either point may lie on either side). A bucket
+ * [B_j, B_j+1) is exactly top[R_j, R_j+1) + C_j − C_j+1, so any zone stays exact, and a
+ * boundary of a DAY or MONTH series reads one day row per value (a row the top scan reads
+ * anyway) and, in zones 15 or 45 minutes off the hour only (Kathmandu, Chatham), one slot per
+ * value: UTC, Paris, Kolkata and New York no more than the days themselves.
  */
 export interface LevelPlan {
   readonly top: UsageLevel;
   readonly topBounds: readonly Date[];
-  /** Ranges within one UTC day whose ends are quarter days (00:00, 06:00, 12:00, 18:00, 24:00). */
+  /** Ranges within one UTC day whose ends are half hours (00:00, 00:30, …, 24:00). */
   readonly days: readonly SignedRange[];
   /** Hour ranges whose ends are whole or half hours. */
   readonly hours: readonly SignedRange[];
@@ -157,7 +160,7 @@ export function levelPlan(bounds: readonly Date[], top: UsageLevel): LevelPlan {
     const at = b.getTime();
     const r = Math.round(at / topMs) * topMs;
     const h = Math.round(at / HALF_HOUR_MS) * HALF_HOUR_MS;
-    const q = top === "day" ? Math.round(h / QUARTER_DAY_MS) * QUARTER_DAY_MS : r;
+    const q = top === "day" ? h : r;
     topBounds.push(new Date(r));
     if (q !== r) days.push(signed(boundary, q, r));
     if (h !== q) hours.push(signed(boundary, h, q));
@@ -171,9 +174,9 @@ export function dayOf(at: Date): Date {
   return new Date(Math.floor(at.getTime() / DAY_MS) * DAY_MS);
 }
 
-/** Which of a day's marks `at` is, counting the day's start as 0 and its end as 4 (`at` on a quarter day). */
-export function quarterOf(day: Date, at: Date): number {
-  return (at.getTime() - day.getTime()) / QUARTER_DAY_MS;
+/** Which of a day's marks `at` is, counting the day's start as 0 and its end as 48 (`at` on a half hour). */
+export function markOf(day: Date, at: Date): number {
+  return (at.getTime() - day.getTime()) / HALF_HOUR_MS;
 }
 
 /** The start of the hour that holds `at` (UTC hours). */

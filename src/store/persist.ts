@@ -1,5 +1,6 @@
 import type { BookWrite, OperationRecord } from "../app/ports.js";
 import { levelAdditionsSql } from "./usage-rollup.js";
+import { dayOf } from "../domain/usage.js";
 import { allowancePeriod } from "../domain/periods.js";
 import { CHANGES_CHANNEL, changePayloads } from "./change-feed.js";
 import { invariant } from "../domain/errors.js";
@@ -18,7 +19,7 @@ function columns<T>(rows: readonly T[], pick: (row: T) => readonly unknown[], wi
 
 /**
  * Every write of a batch in ONE statement of data-modifying CTEs: new and changed buckets
- * and reservations, ledger entries, subscriptions, account heads (test clock, change sequence, balance alert, auto top-up rule),
+ * and reservations, ledger entries, subscriptions, account heads (test clock, change sequence, balance alert, auto top-up rule, a usage day reopened),
  * auto top-up requests made or answered,
  * concurrency and spend limits set (or removed), the usage rollup's additions, operation records. Rows travel as
  * column arrays through `unnest`, so the text never changes with the number of rows. The statement
@@ -81,9 +82,10 @@ const PARTS = {
   heads as (
     update accounts a set clock_offset_ms = v.offset_ms, sequence = v.sequence,
         alert_threshold_credits = v.alert_credits, alert_threshold_percent = v.alert_percent, alert_state = v.alert_state,
-        auto_top_up = v.auto_top_up, auto_top_up_due_at = v.auto_top_up_due_at
-      from unnest(?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::int[], ?::text[], ?::jsonb[], ?::timestamptz[])
-        as v(account_id, offset_ms, sequence, alert_credits, alert_percent, alert_state, auto_top_up, auto_top_up_due_at)
+        auto_top_up = v.auto_top_up, auto_top_up_due_at = v.auto_top_up_due_at,
+        usage_days_open_from = least(a.usage_days_open_from, v.usage_day)
+      from unnest(?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::int[], ?::text[], ?::jsonb[], ?::timestamptz[], ?::timestamptz[])
+        as v(account_id, offset_ms, sequence, alert_credits, alert_percent, alert_state, auto_top_up, auto_top_up_due_at, usage_day)
      where a.account_id = v.account_id
     returning 1)`,
   auto_top_up_requests_saved: `
@@ -196,6 +198,17 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
   const spendSaved = writes.flatMap(({ book, now }) => [...(book.spend?.changed ?? [])].map((key) => ({ book, now, limit: book.spend!.limits.get(key)! })));
   const spendRemoved = books.flatMap((book) => [...(book.spend?.removed.values() ?? [])].map((limit) => ({ book, limit })));
   const usage = writes.flatMap((w) => w.usage ?? []);
+  // The first UTC day of each account's usage rows: a day the sweeper has closed already (a clock
+  // behind the closer's) is reopened by the account's head, `least` with its first open day
+  // (store/usage-rollup.ts CLOSE_USAGE_DAYS writes it again); every other write leaves it as it is.
+  const usageDays = new Map<string, Date>();
+  for (const u of usage) {
+    const day = dayOf(u.slot);
+    const seen = usageDays.get(u.accountId);
+    if (seen === undefined || day < seen) usageDays.set(u.accountId, day);
+  }
+  const headIds = new Set(heads.map((b) => b.accountId));
+  for (const id of usageDays.keys()) invariant(headIds.has(id), `account ${id} added usage without a head`);
   // Each part's rows, as its column arrays; a part without rows stays out of the statement.
   const rows: Record<Part, [number, () => unknown[]]> = {
     new_buckets: [newBuckets.length, () => columns(newBuckets, (b) => [b.accountId, b.id, b.kind, b.granted, b.remaining, b.held, b.validFrom, b.expiresAt, b.sourceRef, b.createdAt, b.expiryNoticed === true], 11)],
@@ -256,9 +269,9 @@ export function persistStatement(writes: readonly BookWrite[], operations: reado
           const rule = b.autoTopUp?.rule;
           return [
             b.accountId, b.clockOffsetMs, b.sequence, t?.kind === "credits" ? t.credits : null, t?.kind === "percent" ? t.percent : null, b.alert.state,
-            ruleJson(b.autoTopUp), rule ? autoTopUpDueAt(rule) : null,
+            ruleJson(b.autoTopUp), rule ? autoTopUpDueAt(rule) : null, usageDays.get(b.accountId) ?? null,
           ];
-        }, 8),
+        }, 9),
     ],
     auto_top_up_requests_saved: [
       requests.length,

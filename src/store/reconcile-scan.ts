@@ -265,7 +265,7 @@ async function reconcileIn(tx: Transaction, accountId: string): Promise<Differen
       ...RECONCILE_SETTINGS,
       { sql: RECONCILE_SUSPECTS, params: [accountId, accountId, accountId, accountId] },
       { sql: RECONCILE_SPEND, params: [accountId, accountId] },
-      { sql: RECONCILE_USAGE, params: Array<string>(9).fill(accountId) },
+      { sql: RECONCILE_USAGE, params: Array<string>(10).fill(accountId) },
     ])
   ).slice(RECONCILE_SETTINGS.length);
   const spend = [...spendFrom(spendRows!), ...usageFrom(usageRows!)];

@@ -1,4 +1,4 @@
-import { dayOf, hourOf, LEVEL_MARKS, type LevelPlan, quarterOf, type SignedRange, type UsageDimension, type UsageLevel, type UsageSeriesRow } from "../domain/usage.js";
+import { dayOf, hourOf, LEVEL_MARKS, type LevelPlan, markOf, type SignedRange, type UsageDimension, type UsageLevel, type UsageSeriesRow } from "../domain/usage.js";
 import type { Query } from "./pg.js";
 
 /**
@@ -112,13 +112,15 @@ export function rebuildUsageRollupSql(filter: string): [remove: string, fill: st
  * dimension), a day from its hours. `source` yields, per row below, the account, dimension,
  * instant and value with the five figures; `filter` is an SQL condition on `e.account_id`.
  */
-const LEVEL_TABLES: Readonly<Record<UsageLevel, { table: string; column: string; seconds: number; prefixes: readonly string[]; source: (filter: string) => string }>> = {
+const LEVEL_TABLES: Readonly<Record<UsageLevel, { table: string; column: string; seconds: number; prefixes: readonly string[] | "array"; source: (filter: string) => string }>> = {
   hour: {
     table: "usage_hourly",
     column: "hour",
     seconds: 3600,
     // The figures before each of the level's marks (domain/usage.ts LEVEL_MARKS), in order: an
-    // hour's first half (half_*), a day's first one, two and three quarters (q1_*, q2_*, q3_*).
+    // hour's first half (half_*, a column each: the write path adds to them); a day's first k
+    // half hours (one two-dimensional array, `prefixes`[figure][k], FIGURES' order: the close
+    // writes it whole, and a reader deforms one column, not 235, and reads the two it needs).
     prefixes: ["half"],
     source: (filter) => `
       select e.account_id, d.dim, e.slot as at, d.value, e.consumed, e.restored, e.granted, e.expired, e.generations
@@ -130,7 +132,7 @@ const LEVEL_TABLES: Readonly<Record<UsageLevel, { table: string; column: string;
     table: "usage_daily",
     column: "day",
     seconds: 86_400,
-    prefixes: ["q1", "q2", "q3"],
+    prefixes: "array",
     source: (filter) => `
       select e.account_id, e.dim, e.hour as at, e.value, e.consumed, e.restored, e.granted, e.expired, e.generations
         from usage_hourly e
@@ -140,9 +142,20 @@ const LEVEL_TABLES: Readonly<Record<UsageLevel, { table: string; column: string;
 
 const FIGURES = ["consumed", "restored", "granted", "expired", "generations"] as const;
 
-/** The figure columns of a level's table: the five, then each mark's prefix of them (LEVEL_MARKS). */
+/** The figure columns of a level's table: the five, then each mark's prefix of them (LEVEL_MARKS), as columns or as one array. */
 function figureColumns(level: UsageLevel): readonly string[] {
-  return [...FIGURES, ...LEVEL_TABLES[level].prefixes.flatMap((p) => FIGURES.map((f) => `${p}_${f}`))];
+  const { prefixes } = LEVEL_TABLES[level];
+  return [...FIGURES, ...(prefixes === "array" ? ["prefixes"] : prefixes.flatMap((p) => FIGURES.map((f) => `${p}_${f}`)))];
+}
+
+/** A figure column's definition (an array of prefixes starts empty for rows made before it: the migration that adds it fills them). */
+function columnDefinition(column: string): string {
+  return column === "prefixes" ? `prefixes bigint[] not null default '{}'` : `${column} bigint not null default 0`;
+}
+
+/** The name Reconcile gives a day's prefix: `p{k}_{figure}`, the figures before the k-th half hour. */
+function dayPrefixFields(): { name: string; figure: number; mark: number }[] {
+  return FIGURES.flatMap((f, i) => LEVEL_MARKS.day.map((_, k) => ({ name: `p${k + 1}_${f}`, figure: i + 1, mark: k + 1 })));
 }
 
 /** A level's rows as the level below sums them: account_id, dim, start, value and the figures (figureColumns). */
@@ -152,17 +165,20 @@ export function levelFromBelowSql(level: UsageLevel, filter: string): string {
 
 /**
  * A level's rows summed from `source`, a select of account_id, dim, at (an instant inside the
- * level's span), value and the five figures: the level's start of each, the figures, and each
- * mark's prefix (the figures of the rows before it). The marks are whole hours or half hours, so
+ * level's span), value and the five figures: the level's start of each, the figures, and (unless
+ * `withPrefixes` is false) each mark's prefix (the figures of the rows before it). The marks are whole hours or half hours, so
  * a slot is before a mark exactly when its hour is: the same sums come from slots as from hours.
  */
-function levelSumsSql(level: UsageLevel, source: string): string {
+function levelSumsSql(level: UsageLevel, source: string, withPrefixes = true): string {
   const { seconds, prefixes } = LEVEL_TABLES[level];
+  const before = (f: string, mark: number) => `coalesce(sum(s.${f}) filter (where s.at < s.start + interval '${mark / 1000} seconds'), 0)`;
   const sums = [
     ...FIGURES.map((f) => `sum(s.${f}) as ${f}`),
-    ...prefixes.flatMap((p, k) =>
-      FIGURES.map((f) => `coalesce(sum(s.${f}) filter (where s.at < s.start + interval '${LEVEL_MARKS[level][k]! / 1000} seconds'), 0) as ${p}_${f}`),
-    ),
+    ...(!withPrefixes
+      ? []
+      : prefixes === "array"
+        ? [`array[${FIGURES.map((f) => `array[${LEVEL_MARKS[level].map((m) => `${before(f, m)}::bigint`).join(", ")}]`).join(", ")}] as prefixes`]
+        : prefixes.flatMap((p, k) => FIGURES.map((f) => `${before(f, LEVEL_MARKS[level][k]!)} as ${p}_${f}`))),
   ];
   // Each row's start once (the fence), by date_bin from the Unix epoch: integer arithmetic and no
   // time zone (a start as floor(extract(epoch …)) was numeric arithmetic at every mark's test).
@@ -173,32 +189,26 @@ function levelSumsSql(level: UsageLevel, source: string): string {
 }
 
 /**
- * The write path's additions to both levels (CTEs of the persist statement, after the CTE named
- * `slots` that holds the batch's slot rows: account_id, slot, model, kind, member_id, caller and
- * the figures): every hour, and a day only when it is already closed (CLOSE_USAGE_DAYS writes the
- * rest). Postgres sums them from the batch's slot rows, once per dimension, as the rebuild sums
- * them from the rollup: the server sends the slot rows only (it sent 4 hour and 4 day rows of 14
- * and 24 columns per slot row before, and summed them itself).
+ * The write path's additions to the hourly level (a CTE of the persist statement, after the CTE
+ * named `slots` that holds the batch's slot rows: account_id, slot, model, kind, member_id, caller
+ * and the figures). Postgres sums them from the batch's slot rows, once per dimension, as the
+ * rebuild sums them from the rollup: the server sends the slot rows only. The daily level is the
+ * close's alone (CLOSE_USAGE_DAYS): a write that lands in a day already closed moves the
+ * account's first open day back to it instead (the persist statement's account heads), and the
+ * next close writes that day again.
  */
 export function levelAdditionsSql(slots: string): string {
-  const source = (closedOnly: boolean) => `
+  const { table, column } = LEVEL_TABLES.hour;
+  const figures = figureColumns("hour");
+  const source = `
       select s.account_id, d.dim, s.slot as at, d.value, s.consumed, s.restored, s.granted, s.expired, s.generations
-        from ${slots} s${closedOnly ? "\n        join accounts a on a.account_id = s.account_id and s.slot < a.usage_days_open_from" : ""}
+        from ${slots} s
         cross join lateral (values ('model', s.model), ('kind', s.kind), ('member', s.member_id), ('caller', s.caller)) as d(dim, value)`;
-  return (["hour", "day"] as const)
-    .map((level) => {
-      const { table, column } = LEVEL_TABLES[level];
-      const figures = figureColumns(level);
-      // A day row is written by the close of its day (CLOSE_USAGE_DAYS); a write adds to it only
-      // when it lands in a day already closed (its account locked by this transaction, the close
-      // can not move meanwhile).
-      return `
+  return `
   ${table}_added as (
-    insert into ${table} as u (account_id, dim, ${column}, value, ${figures.join(", ")}) ${levelSumsSql(level, source(level === "day"))}
+    insert into ${table} as u (account_id, dim, ${column}, value, ${figures.join(", ")}) ${levelSumsSql("hour", source)}
     on conflict (account_id, dim, ${column}, value) do update set ${figures.map((c) => `${c} = u.${c} + excluded.${c}`).join(", ")}
     returning 1)`;
-    })
-    .join(",");
 }
 
 /** The table of a level (migrations create them alike): per account, dimension, UTC start and value, the figures (figureColumns). */
@@ -209,16 +219,20 @@ export function levelTableSql(level: UsageLevel): string {
       dim text not null check (dim in ('model', 'kind', 'member', 'caller')),
       ${column} timestamptz not null,
       value text not null,
-      ${figureColumns(level).map((c) => `${c} bigint not null default 0`).join(",\n      ")},
+      ${figureColumns(level).map(columnDefinition).join(",\n      ")},
       primary key (account_id, dim, ${column}, value)
-    );`;
+    )${
+      // A day row with its prefix array is ~2 KB, at the size where Postgres would compress the
+      // array (and every read would expand it again): kept whole in the row instead.
+      LEVEL_TABLES[level].prefixes === "array" ? " with (toast_tuple_target = 8160)" : ""
+    };`;
 }
 
 /** The prefix columns of a level, added to a table created before them (Migration20261204000000UsageLevelMarks). */
 export function addPrefixColumnsSql(level: UsageLevel): string {
   const { table } = LEVEL_TABLES[level];
   const columns = figureColumns(level).slice(FIGURES.length);
-  return `alter table ${table} ${columns.map((c) => `add column if not exists ${c} bigint not null default 0`).join(", ")}`;
+  return `alter table ${table} ${columns.map((c) => `add column if not exists ${columnDefinition(c)}`).join(", ")}`;
 }
 
 /** A level of the accounts `filter` selects (an SQL condition on `e.account_id`), rebuilt from the rows of the level below that `below` selects (`e`: that level's rows). */
@@ -235,21 +249,28 @@ const OPEN_FROM = "(select usage_days_open_from from accounts where account_id =
 
 /**
  * Reconcile's check of a level against the level below (`?`: the account, twice; for the daily
- * level three times): only the (dimension, value, start) rows and figures that differ come back,
+ * level four times): only the (dimension, value, start) rows and figures that differ come back,
  * named by `subject`. The daily level is checked for the closed days (before the account's
- * `usage_days_open_from`); a day row from an open day has nothing to match and comes back whole.
+ * `usage_days_open_from`): the row of a day a late write reopened is not read until the next
+ * close writes it again.
  */
 export function levelCheckSql(level: UsageLevel, subject: string, format: string): string {
   const { table, column } = LEVEL_TABLES[level];
   const columns = figureColumns(level);
-  const below = level === "day" ? `e.account_id = ? and e.hour < ${OPEN_FROM}` : "e.account_id = ?";
+  const closed = (column: string) => (level === "day" ? ` and ${column} < ${OPEN_FROM}` : "");
+  const below = `e.account_id = ?${closed("e.hour")}`;
+  // Each figure, and each prefix of the day's array by the name of its mark.
+  const fields = [
+    ...columns.filter((c) => c !== "prefixes").map((c) => `('${c}', coalesce(h.${c}, 0), coalesce(f.${c}, 0))`),
+    ...(columns.includes("prefixes") ? dayPrefixFields().map((p) => `('${p.name}', coalesce(h.prefixes[${p.figure}][${p.mark}], 0), coalesce(f.prefixes[${p.figure}][${p.mark}], 0))`) : []),
+  ];
   return `
   select '${subject} ' || coalesce(h.dim, f.dim) || '=' || coalesce(h.value, f.value) || ' ' ||
       to_char(coalesce(h.start, f.start) at time zone 'UTC', '${format}') as subject,
     x.field, x.stored::text as stored, x.from_entries::text as from_entries
-    from (select dim, ${column} as start, value, ${columns.join(", ")} from ${table} where account_id = ?) h
+    from (select dim, ${column} as start, value, ${columns.join(", ")} from ${table} where account_id = ?${closed(column)}) h
     full join (${levelFromBelowSql(level, below)}) f on f.dim = h.dim and f.start = h.start and f.value = h.value
-    cross join lateral (values ${columns.map((c) => `('${c}', coalesce(h.${c}, 0), coalesce(f.${c}, 0))`).join(",\n      ")}) as x(field, stored, from_entries)
+    cross join lateral (values ${fields.join(",\n      ")}) as x(field, stored, from_entries)
    where x.stored <> x.from_entries`;
 }
 
@@ -270,8 +291,9 @@ export const REBUILD_ACCOUNT_USAGE: readonly string[] = [
  * (skipping those a write holds), the hours of each from its first open day to the start of its
  * own today (by its clock, test clock included) are summed into day rows, and its first open day
  * moves there. A day row so written replaces any row of that day (none is written while the day
- * is open). Writes hold the same lock, so a write either lands before the close (its hours are
- * summed) or after it (it finds the day closed and adds to the day row itself: levelAdditionsSql).
+ * is open, or the day was reopened). Writes hold the same lock, so a write either lands before the
+ * close (its hours are summed) or after it (it finds the day closed and reopens it: the persist
+ * statement's heads move the mark back, and a later close writes the day again).
  */
 export const CLOSE_USAGE_DAYS = `
   with picked as (
@@ -294,20 +316,25 @@ export const CLOSE_USAGE_DAYS = `
   select (select count(*) from picked)::int as picked, (select count(*) from moved)::int as closed, (select count(*) from added)::int as day_rows`;
 
 /**
- * The day rows of one account and dimension in [from, to) (`?`s: daysParams): the written rows of the closed days,
- * and the open days (from the account's usage_days_open_from: today, and any day the sweeper has
- * not closed yet) summed from their hours, alike in every column (day, value, the figures, the
- * quarters' prefixes).
+ * The day rows of one account and dimension in [from, to) (`?`s: daysParams): the written rows
+ * of the closed days (`closed`), and the open days (from the account's usage_days_open_from:
+ * today, and any day the sweeper has not closed yet or a late write reopened) summed from their
+ * hours, alike in the five figures. `withPrefixes`: the closed rows' prefix array too (an open
+ * day has none: a boundary in it is corrected from its hours, leveledStatement).
  */
-const DAYS = `(
-    select d.day, d.value, ${figureColumns("day").map((c) => `d.${c}`).join(", ")}
+function daysSql(withPrefixes: boolean): string {
+  const figures = FIGURES.join(", ");
+  return `(
+    select d.day, d.value, ${figures}${withPrefixes ? ", d.prefixes, true as closed" : ""}
       from usage_daily d where d.account_id = ? and d.dim = ? and d.day >= ? and d.day < least(?::timestamptz, ${OPEN_FROM})
     union all
-    select h.start as day, h.value, ${figureColumns("day").map((c) => `h.${c}::bigint`).join(", ")} from (${levelSumsSql(
+    select h.start as day, h.value, ${FIGURES.map((f) => `h.${f}::bigint`).join(", ")}${withPrefixes ? ", null::bigint[], false" : ""} from (${levelSumsSql(
       "day",
       `select e.account_id, e.dim, e.hour as at, e.value, ${FIGURES.map((f) => `e.${f}`).join(", ")}
         from usage_hourly e where e.account_id = ? and e.dim = ? and e.hour >= greatest(?::timestamptz, ${OPEN_FROM}) and e.hour < ?`,
+      false,
     )}) h)`;
+}
 
 function daysParams(accountId: string, dim: UsageDimension, from: Date, to: Date): unknown[] {
   return [accountId, dim, from, to, accountId, accountId, dim, from, accountId, to];
@@ -334,8 +361,9 @@ type LeveledShape = "day" | "day_cut" | "hour";
  * widened to the corrected days): each yields its whole figures for its bucket and, when its day
  * is corrected (arrays indexed by the day's place in the scan; a DAY or MONTH series corrects a
  * UTC day at most once, its boundaries being 23 hours or more apart), the difference of two of
- * its prefixes for the boundary: one index range, where a probe per boundary cost ~2 ms. The
- * hours and slots are LATERAL subqueries fenced by OFFSET 0 so that each range is its own index
+ * its prefixes for the boundary: one index range, where a probe per boundary cost ~2 ms (and,
+ * before the day kept every half hour's prefix, an hour probe per boundary ~50 µs). The
+ * hours (HOUR series) and slots are LATERAL subqueries fenced by OFFSET 0 so that each range is its own index
  * range (flattened, a generic plan scans the dimension's every hour once per range); the selects
  * around them are fenced too, so that a share or a cut is computed once per row (flattened,
  * Postgres writes the expression out again at each use: 30 array lookups a day row).
@@ -349,9 +377,11 @@ function leveledStatement(shape: LeveledShape): string {
   // An hour the range cuts counts one half: its first half when the range ends in it, the rest
   // when the range starts in it.
   const hourShare = (f: string) => `(case when h.hour + interval '1 hour' > c.hi then h.half_${f} when h.hour < c.lo then h.${f} - h.half_${f} else h.${f} end)`;
-  // A day's figures before quarter k (0: nothing, 4: the whole day); a range [lo, hi) of quarters takes before(hi) − before(lo).
-  const before = (k: string, f: string) => `(case ${k} when 0 then 0 when 1 then t.q1_${f} when 2 then t.q2_${f} when 3 then t.q3_${f} else t.${f} end)`;
-  const cut = (f: string) => `f.sgn * (${before("f.hi", f)} - ${before("f.lo", f)})`;
+  // A closed day's figures before half hour k (0: nothing, 48: the whole day, else its prefix);
+  // a range [lo, hi) of half hours takes before(hi) − before(lo), only on a corrected day.
+  const whole = LEVEL_MARKS.day.length + 1;
+  const before = (k: string, f: string) => `(case ${k} when 0 then 0 when ${whole} then t.${f} else t.prefixes[${FIGURES.indexOf(f as (typeof FIGURES)[number]) + 1}][${k}] end)`;
+  const cut = (f: string) => `case when f.j is not null then f.sgn * (${before("f.hi", f)} - ${before("f.lo", f)}) end`;
   const value = (v: string) => `case when ?::boolean then ${v} collate "C" end as value`;
   // A correction's row twice (the VALUES list `pair`): signed for the bucket starting at its boundary, negated for the one ending there.
   const both = `x.j - s.d, x.value, ${FIGURES.map((f) => `s.m * x.${f}`).join(", ")}`;
@@ -359,16 +389,16 @@ function leveledStatement(shape: LeveledShape): string {
   const top = {
     day: `
   select width_bucket(t.day, ?::timestamptz[]) - 1 as bucket, ${value("t.value")}, ${FIGURES.map((f) => `t.${f}`).join(", ")}
-    from ${DAYS} t`,
+    from ${daysSql(false)} t`,
     day_cut: `
   select case s.k when 0 then x.idx else x.j - s.k + 1 end as bucket, x.value,
     ${FIGURES.map((f) => `case s.k when 0 then x.${f} when 1 then x.cut_${f} else -x.cut_${f} end as ${f}`).join(", ")} from (
   select width_bucket(t.day, ?::timestamptz[]) - 1 as idx, ${value("t.value")}, ${FIGURES.map((f) => `t.${f}, ${cut(f)} as cut_${f}`).join(", ")}, f.j
-    from ${DAYS} t
-    cross join lateral (select (?::int[])[k] as j, (?::int[])[k] as sgn, (?::int[])[k] as lo, (?::int[])[k] as hi
+    from ${daysSql(true)} t
+    cross join lateral (select case when t.closed then (?::int[])[k] end as j, (?::int[])[k] as sgn, (?::int[])[k] as lo, (?::int[])[k] as hi
        from (select (t.day at time zone 'UTC')::date - (?::timestamptz at time zone 'UTC')::date + 1 as k) d offset 0) f
    offset 0) x
-    -- The day row whole (k = 0) and, when its day is corrected, its cut twice (k = 1, 2).
+    -- The day row whole (k = 0) and, when its day is closed and corrected, its cut twice (k = 1, 2).
     cross join (values (0), (1), (2)) as s(k) where s.k = 0 or x.j is not null`,
     hour: `
   select width_bucket(t.hour, ?::timestamptz[]) - 1 as bucket, ${value("t.value")}, ${FIGURES.map((f) => `t.${f}`).join(", ")}
@@ -381,7 +411,10 @@ function leveledStatement(shape: LeveledShape): string {
   select ${both} from (
   select c.j, ${value("h.value")}, ${FIGURES.map((f) => `c.sgn * ${hourShare(f)} as ${f}`).join(", ")}
     from unnest(?::timestamptz[], ?::timestamptz[], ?::timestamptz[], ?::int[], ?::int[]) as c(first_hour, lo, hi, j, sgn)
-    cross join lateral (select * from usage_hourly h where h.account_id = ? and h.dim = ? and h.hour >= c.first_hour and h.hour < c.hi offset 0) h
+    cross join lateral (select * from usage_hourly h where h.account_id = ? and h.dim = ? and h.hour >= c.first_hour and h.hour < c.hi offset 0) h${
+      // A DAY series' corrections are read from the hours only in the open days (a closed day's row cuts them).
+      shape === "day_cut" ? `
+   where c.hi > ${OPEN_FROM}` : ""}
   offset 0) x ${pair}
   union all
   select ${both} from (
@@ -404,7 +437,7 @@ const DAY_MS = 86_400_000;
 
 /**
  * The top scan's parameters for a day-topped plan: the days it reads (the top's range, widened to
- * the corrected days) and, per day of that range, its correction (boundary, sign, quarters) or nulls.
+ * the corrected days) and, per day of that range, its correction (boundary, sign, half hours) or nulls.
  */
 function dayScan(plan: LevelPlan): { from: Date; to: Date; j: (number | null)[]; sgn: (number | null)[]; lo: (number | null)[]; hi: (number | null)[] } {
   const top = plan.topBounds;
@@ -422,8 +455,8 @@ function dayScan(plan: LevelPlan): { from: Date; to: Date; j: (number | null)[];
     const day = new Date(days[i]!);
     j[k] = r.boundary;
     sgn[k] = r.sign;
-    lo[k] = quarterOf(day, r.from);
-    hi[k] = quarterOf(day, r.to);
+    lo[k] = markOf(day, r.from);
+    hi[k] = markOf(day, r.to);
   });
   return { from: new Date(from), to: new Date(to), j, sgn, lo, hi };
 }
@@ -442,7 +475,10 @@ export async function leveledSeries(q: Query, accountId: string, plan: LevelPlan
   } else {
     params.push(top, grouped, accountId, levelDim, top[0], top[top.length - 1]);
   }
-  params.push(grouped, plan.hours.map((r) => hourOf(r.from)), ...rangeColumns(plan.hours), accountId, levelDim);
+  // A day-topped plan's day ranges are also hour ranges (whole and half hours): the statement
+  // reads them from the hours where their day is open.
+  const hours = shape === "day_cut" ? [...plan.hours, ...plan.days] : plan.hours;
+  params.push(grouped, hours.map((r) => hourOf(r.from)), ...rangeColumns(hours), accountId, levelDim, ...(shape === "day_cut" ? [accountId] : []));
   params.push(grouped, levelDim, ...rangeColumns(plan.slots), accountId, top.length - 1);
   const [row] = await q(LEVELED[shape], params, `usage_leveled_${shape}`);
   const figures = row?.["figures"] as string | null | undefined;

@@ -135,7 +135,7 @@ function readPlan(plan: ReturnType<typeof levelPlan>, slots: readonly UsageDelta
       for (const i of items) if (i.at >= r.from && i.at < r.to) rows.push({ part: "fix", index: r.boundary, sign: r.sign, value: value(i.value), ...i.amounts });
     }
   };
-  // A range may start or end on a mark of a row (an hour's half hour, a day's quarters): the row
+  // A range may start or end on a mark of a row (an hour's half hour, a day's half hours): the row
   // gives the figures between the two as the difference of its prefixes before them.
   const cut = (ranges: readonly SignedRange[], rowsOf: readonly LevelDelta[], span: number, marks: readonly number[]) => {
     for (const r of ranges) {

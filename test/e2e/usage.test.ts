@@ -210,7 +210,7 @@ describe("GetUsage", () => {
     await compare("closed");
   }, 60_000);
 
-  it("the sweeper's close writes each past day's rows once: answers agree before and after, a locked account waits, a write into a closed day adds to it", async () => {
+  it("the sweeper's close writes each past day's rows once: answers agree before and after, a locked account waits, a write into a closed day reopens it", async () => {
     const accountId = newAccountId("usage-close");
     await fund(accountId, 10_000n);
     for (const at of ["2030-01-15T13:00:00Z", "2030-01-16T02:30:00Z", "2030-01-17T20:00:00Z"]) {
@@ -255,17 +255,27 @@ describe("GetUsage", () => {
 
     // A close by a clock three days ahead of the writers' (the account's own clock is 2 days 8 hours
     // ahead of the server's) closes up to the 20th; a write then lands in a closed day (as one from
-    // a server whose clock is behind would) and adds to its row.
-    await closeDays(new Date(TEST_EPOCH.getTime() + 3 * DAY));
+    // a server whose clock is behind would) and reopens it: its row stays as the close wrote it,
+    // unread, until the next close writes it again.
+    const ahead = new Date(TEST_EPOCH.getTime() + 3 * DAY);
+    await closeDays(ahead);
     expect(await openFrom(accountId)).toBe("2030-01-20T00:00:00.000Z");
-    await spend(accountId, 30n, { model: "sdxl" }, 25n);
-    expect(await dayRows()).toEqual([
+    const closedRows = [
       ["2030-01-15T00:00:00.000Z", "40"],
       ["2030-01-16T00:00:00.000Z", "40"],
-      ["2030-01-17T00:00:00.000Z", "65"],
-    ]);
+      ["2030-01-17T00:00:00.000Z", "40"],
+    ];
+    expect(await dayRows()).toEqual(closedRows);
+    await spend(accountId, 30n, { model: "sdxl" }, 25n);
+    expect(await openFrom(accountId)).toBe("2030-01-17T00:00:00.000Z");
+    expect(await dayRows()).toEqual(closedRows);
     const after = await read();
     expect(after.reduce((s, r) => s + (r[2] as bigint), 0n)).toBe(145n);
+    expect((await t.admin.reconcile({ accountId })).consistent).toBe(true);
+    await closeDays(ahead);
+    expect(await openFrom(accountId)).toBe("2030-01-20T00:00:00.000Z");
+    expect(await dayRows()).toEqual([...closedRows.slice(0, 2), ["2030-01-17T00:00:00.000Z", "65"]]);
+    expect(await read()).toEqual(after);
     expect((await t.admin.reconcile({ accountId })).consistent).toBe(true);
   });
 
@@ -285,8 +295,8 @@ describe("GetUsage", () => {
       const hourly = await t.admin.reconcile({ accountId });
       expect(hourly.differences.map((d) => [d.subject, d.field, d.stored, d.fromEntries])).toEqual([
         ["usage daily model=sdxl 2030-01-15", "consumed", 31n, 30n],
-        // 12:00 is before the day's third quarter mark (18:00): its prefix moved with the hour.
-        ["usage daily model=sdxl 2030-01-15", "q3_restored", 10n, 12n],
+        // 12:00 is before the day's marks from 12:30 on (p25 … p47): their prefixes moved with the hour.
+        ...Array.from({ length: 23 }, (_, k) => ["usage daily model=sdxl 2030-01-15", `p${k + 25}_restored`, 10n, 12n]),
         ["usage daily model=sdxl 2030-01-15", "restored", 10n, 12n],
         ["usage hourly model=sdxl 2030-01-15T12Z", "restored", 12n, 10n],
       ]);
@@ -294,10 +304,10 @@ describe("GetUsage", () => {
       await db.query(`update usage_hourly set half_consumed = half_consumed + 3 where account_id = $1 and dim = 'kind' and value = 'unknown'`, [accountId]);
       const half = (await t.admin.reconcile({ accountId })).differences.filter((d) => d.field === "half_consumed");
       expect(half.map((d) => [d.subject, d.stored - d.fromEntries])).toEqual([["usage hourly kind=unknown 2030-01-15T12Z", 3n]]);
-      // And a day's quarters (what a boundary off UTC midnight reads) against its hours.
-      await db.query(`update usage_daily set q3_granted = q3_granted + 4 where account_id = $1 and dim = 'kind' and value = 'unknown'`, [accountId]);
-      const quarter = (await t.admin.reconcile({ accountId })).differences.filter((d) => d.field === "q3_granted");
-      expect(quarter.map((d) => [d.subject, d.stored - d.fromEntries])).toEqual([["usage daily kind=unknown 2030-01-15", 4n]]);
+      // And a day's half hours (what a boundary off UTC midnight reads: its prefix array, by figure and mark) against its hours.
+      await db.query(`update usage_daily set prefixes[3][36] = prefixes[3][36] + 4 where account_id = $1 and dim = 'kind' and value = 'unknown'`, [accountId]);
+      const mark = (await t.admin.reconcile({ accountId })).differences.filter((d) => d.field === "p36_granted");
+      expect(mark.map((d) => [d.subject, d.stored - d.fromEntries])).toEqual([["usage daily kind=unknown 2030-01-15", 4n]]);
     }
   });
 

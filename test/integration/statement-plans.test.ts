@@ -8,14 +8,15 @@ import { PostgresChangeFeed } from "../../src/store/change-feed.js";
 import { migrate, openDatabase } from "../../src/store/database.js";
 import { PostgresLedgerStore } from "../../src/store/ledger-store.js";
 import { dueWorkStatement } from "../../src/store/due-work.js";
-import { createPool, inSnapshot, inTransaction, listenerClient, toPositional, type Transaction } from "../../src/store/pg.js";
+import { createPool, inSnapshot, inTransaction, listenerClient, type Query, toPositional, type Transaction } from "../../src/store/pg.js";
 import { RECONCILE_SETTINGS, RECONCILE_SUSPECTS } from "../../src/store/reconcile-scan.js";
 import type { Row } from "../../src/store/rows.js";
 import { runDatabaseUrl, TEST_DATABASE_URL } from "../support/env.js";
 import { TEST_APPLY } from "../support/ledger-commands.js";
 import { rebuildUsage } from "../support/usage-rollup.js";
-import { dayOf } from "../../src/domain/usage.js";
-import { CLOSE_USAGE_DAYS } from "../../src/store/usage-rollup.js";
+import { dayOf, levelPlan } from "../../src/domain/usage.js";
+import { boundaries } from "../../src/domain/time-zone.js";
+import { CLOSE_USAGE_DAYS, leveledSeries } from "../../src/store/usage-rollup.js";
 
 /**
  * The ledger pool plans each prepared statement once per connection, without its parameters
@@ -466,3 +467,49 @@ describe("the sweeper's close of the daily usage level", () => {
     expect([byId.get(`${quiet}1`)!.w.toISOString(), byId.get(`${quiet}1`)!.days]).toEqual([today.toISOString(), 0]);
   }, 120_000);
 });
+
+describe("a DAY series in a zone off UTC midnight", () => {
+  it("cuts each closed day's boundary from the day row it reads, and reads hours only for a boundary in an open day", async () => {
+    const accountId = "plans-leveled";
+    const today = dayOf(new Date());
+    const DAY_MS = 86_400_000;
+    await admin.query(`insert into accounts (account_id, created_at, usage_days_open_from) values ($1, now(), $2)`, [accountId, today]);
+    // Ten closed days with their rows, and today's hours.
+    await admin.query(
+      `insert into usage_daily (account_id, dim, day, value, consumed, prefixes)
+       select $1, 'model', $2::timestamptz - g * interval '1 day', 'v', 48, array_fill(1::bigint, array[5, 47]) from generate_series(1, 10) g`,
+      [accountId, today],
+    );
+    await admin.query(
+      `insert into usage_hourly (account_id, dim, hour, value, consumed) select $1, 'model', $2::timestamptz + h * interval '1 hour', 'v', 2 from generate_series(0, 23) h`,
+      [accountId, today],
+    );
+    await admin.query(`analyze usage_daily, usage_hourly`);
+    // Kolkata's days start at 18:30 UTC: ten boundaries in the closed days, the last (today 18:30) in the open one.
+    const bounds = boundaries("Asia/Kolkata", "DAY", new Date(today.getTime() - 10 * DAY_MS + 19 * 3_600_000), new Date(today.getTime() + 18 * 3_600_000), 400)!;
+    expect(bounds.length).toBe(11);
+    const plans: ExplainNode[] = [];
+    const explain: Query = async (sql, params) => {
+      const { rows } = await pool.query<{ "QUERY PLAN": { Plan: ExplainNode }[] }>(`explain (analyze, format json) ${toPositional(sql)}`, params as unknown[]);
+      plans.push(rows[0]!["QUERY PLAN"][0]!.Plan);
+      return [];
+    };
+    await leveledSeries(explain, accountId, levelPlan(bounds, "day"), "model");
+    const all = explainNodes(plans[0]!);
+    const shown = JSON.stringify(plans[0]);
+    // One range of today's hours for the open day's rows, one for the open day's boundary: not one per boundary.
+    expect(all.filter((n) => n["Relation Name"] === "usage_hourly").map((n) => n["Actual Loops"]), shown).toEqual([1, 1]);
+    expect(all.filter((n) => n["Relation Name"] === "usage_daily").map((n) => [n["Actual Loops"], n["Actual Rows"]]), shown).toEqual([[1, 10]]);
+  });
+});
+
+interface ExplainNode {
+  readonly "Node Type": string;
+  readonly "Relation Name"?: string;
+  readonly "Actual Loops"?: number;
+  readonly "Actual Rows"?: number;
+  readonly Plans?: ExplainNode[];
+}
+function explainNodes(plan: ExplainNode): ExplainNode[] {
+  return [plan, ...(plan.Plans ?? []).flatMap(explainNodes)];
+}

@@ -17,6 +17,7 @@ import { Migration20261204000000UsageLevelMarks } from "./Migration2026120400000
 import { Migration20261205000000UsageFillfactor } from "./Migration20261205000000UsageFillfactor.js";
 import { Migration20261206000000BucketFlags } from "./Migration20261206000000BucketFlags.js";
 import { Migration20261207000000UsageDaysClosed } from "./Migration20261207000000UsageDaysClosed.js";
+import { Migration20261208000000UsageDayHalfHours } from "./Migration20261208000000UsageDayHalfHours.js";
 import { Migration20261202900000UsageDaily } from "./Migration20261202900000UsageDaily.js";
 
 /** Checked-in migrations, in order. Listed explicitly so they run the same from src/ (tsx) and dist/. */
@@ -41,4 +42,5 @@ export const migrations = [
   { name: "Migration20261205000000UsageFillfactor", class: Migration20261205000000UsageFillfactor },
   { name: "Migration20261206000000BucketFlags", class: Migration20261206000000BucketFlags },
   { name: "Migration20261207000000UsageDaysClosed", class: Migration20261207000000UsageDaysClosed },
+  { name: "Migration20261208000000UsageDayHalfHours", class: Migration20261208000000UsageDayHalfHours },
 ];
