@@ -166,8 +166,9 @@ export function levelFromBelowSql(level: UsageLevel, filter: string): string {
 /**
  * A level's rows summed from `source`, a select of account_id, dim, at (an instant inside the
  * level's span), value and the five figures: the level's start of each, the figures, and (unless
- * `withPrefixes` is false) each mark's prefix (the figures of the rows before it). The marks are whole hours or half hours, so
- * a slot is before a mark exactly when its hour is: the same sums come from slots as from hours.
+ * `withPrefixes` is false) each mark's prefix (the figures of the rows before it). The marks are
+ * whole hours or half hours, so a slot is before a mark exactly when its hour is: the same sums
+ * come from slots as from hours.
  */
 function levelSumsSql(level: UsageLevel, source: string, withPrefixes = true): string {
   const { seconds, prefixes } = LEVEL_TABLES[level];
@@ -363,10 +364,11 @@ type LeveledShape = "day" | "day_cut" | "hour";
  * UTC day at most once, its boundaries being 23 hours or more apart), the difference of two of
  * its prefixes for the boundary: one index range, where a probe per boundary cost ~2 ms (and,
  * before the day kept every half hour's prefix, an hour probe per boundary ~50 µs). The
- * hours (HOUR series) and slots are LATERAL subqueries fenced by OFFSET 0 so that each range is its own index
- * range (flattened, a generic plan scans the dimension's every hour once per range); the selects
- * around them are fenced too, so that a share or a cut is computed once per row (flattened,
- * Postgres writes the expression out again at each use: 30 array lookups a day row).
+ * hours (an HOUR series' corrections; a DAY series' only in its open days) and slots are LATERAL
+ * subqueries fenced by OFFSET 0 so that each range is its own index range (flattened, a generic
+ * plan scans the dimension's every hour once per range); the selects around them are fenced too,
+ * so that a share or a cut is computed once per row (flattened, Postgres writes the expression
+ * out again at each use: 30 array lookups a day row).
  *
  * The answer is one row of two texts: each row's bucket and figures, comma-separated, the rows
  * separated by ';' (numbers only), and the rows' values as a JSON array in the same order (a
