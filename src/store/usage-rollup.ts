@@ -70,8 +70,9 @@ export async function recentConsumption(q: Query, accountId: string, now: Date, 
 
 /**
  * The rollup rows of the accounts `filter` selects (an SQL condition on `e.account_id`), rebuilt
- * from their entries by the rules of domain/usage.ts: the migration that created the rollup fills
- * it with this, and an operator (or a test that writes entries directly) can rebuild one account.
+ * from their entries by the rules of domain/usage.ts: the migration that created the rollup filled
+ * it with these statements (written out there as they stood), and an operator (or a test that
+ * writes entries directly) can rebuild one account.
  * Run it where no write to those accounts runs concurrently (in the account's locked transaction,
  * or with the service stopped).
  */
@@ -148,11 +149,6 @@ function figureColumns(level: UsageLevel): readonly string[] {
   return [...FIGURES, ...(prefixes === "array" ? ["prefixes"] : prefixes.flatMap((p) => FIGURES.map((f) => `${p}_${f}`)))];
 }
 
-/** A figure column's definition (an array of prefixes starts empty for rows made before it: the migration that adds it fills them). */
-function columnDefinition(column: string): string {
-  return column === "prefixes" ? `prefixes bigint[] not null default '{}'` : `${column} bigint not null default 0`;
-}
-
 /** The name Reconcile gives a day's prefix: `p{k}_{figure}`, the figures before the k-th half hour. */
 function dayPrefixFields(): { name: string; figure: number; mark: number }[] {
   return FIGURES.flatMap((f, i) => LEVEL_MARKS.day.map((_, k) => ({ name: `p${k + 1}_${f}`, figure: i + 1, mark: k + 1 })));
@@ -210,30 +206,6 @@ export function levelAdditionsSql(slots: string): string {
     insert into ${table} as u (account_id, dim, ${column}, value, ${figures.join(", ")}) ${levelSumsSql("hour", source)}
     on conflict (account_id, dim, ${column}, value) do update set ${figures.map((c) => `${c} = u.${c} + excluded.${c}`).join(", ")}
     returning 1)`;
-}
-
-/** The table of a level (migrations create them alike): per account, dimension, UTC start and value, the figures (figureColumns). */
-export function levelTableSql(level: UsageLevel): string {
-  const { table, column } = LEVEL_TABLES[level];
-  return `create table ${table} (
-      account_id text not null,
-      dim text not null check (dim in ('model', 'kind', 'member', 'caller')),
-      ${column} timestamptz not null,
-      value text not null,
-      ${figureColumns(level).map(columnDefinition).join(",\n      ")},
-      primary key (account_id, dim, ${column}, value)
-    )${
-      // A day row with its prefix array is ~2 KB, at the size where Postgres would compress the
-      // array (and every read would expand it again): kept whole in the row instead.
-      LEVEL_TABLES[level].prefixes === "array" ? " with (toast_tuple_target = 8160)" : ""
-    };`;
-}
-
-/** The prefix columns of a level, added to a table created before them (Migration20261204000000UsageLevelMarks). */
-export function addPrefixColumnsSql(level: UsageLevel): string {
-  const { table } = LEVEL_TABLES[level];
-  const columns = figureColumns(level).slice(FIGURES.length);
-  return `alter table ${table} ${columns.map((c) => `add column if not exists ${columnDefinition(c)}`).join(", ")}`;
 }
 
 /** A level of the accounts `filter` selects (an SQL condition on `e.account_id`), rebuilt from the rows of the level below that `below` selects (`e`: that level's rows). */
