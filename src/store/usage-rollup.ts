@@ -1,5 +1,6 @@
 import { dayOf, hourOf, LEVEL_MARKS, type LevelPlan, markOf, type SignedRange, type UsageDimension, type UsageLevel, type UsageSeriesRow } from "../domain/usage.js";
 import type { Query } from "./pg.js";
+import { readFigures } from "./usage-figures.js";
 
 /**
  * A series from the rollup: rows of the account's slots in [first boundary, last boundary),
@@ -458,16 +459,9 @@ export async function leveledSeries(q: Query, accountId: string, plan: LevelPlan
   const figures = row?.["figures"] as string | null | undefined;
   if (!figures) return [];
   const values = JSON.parse(row!["values"] as string) as (string | null)[];
-  // One group object per value, shared by its rows; the order is the series' (sortSeries): by
-  // bucket, then value in code-unit order, whatever the database's collation.
-  const groups = new Map<string, UsageSeriesRow["group"]>();
-  const rows = figures.split(";").map((text, i): UsageSeriesRow => {
-    const [bucket, consumed, restored, granted, expired, generations] = text.split(",") as [string, string, string, string, string, string];
-    const value = values[i] ?? "";
-    let group = groups.get(value);
-    if (!group) groups.set(value, (group = dim === null ? {} : { [dim]: value }));
-    return { bucket: Number(bucket), group, consumed: BigInt(consumed), restored: BigInt(restored), granted: BigInt(granted), expired: BigInt(expired), generations: BigInt(generations) };
-  });
+  // The order is the series' (sortSeries): by bucket, then value in code-unit order, whatever
+  // the database's collation.
+  const rows = readFigures(figures, values, dim);
   const valueOf = (r: UsageSeriesRow): string => (dim === null ? "" : (r.group[dim] ?? ""));
   return rows.sort((a, b) => a.bucket - b.bucket || (valueOf(a) < valueOf(b) ? -1 : valueOf(a) > valueOf(b) ? 1 : 0));
 }
