@@ -4,25 +4,19 @@ import { describe, expect, it } from "vitest";
 import { EVENT_KINDS } from "../../src/domain/events.js";
 import { EventSchema } from "../../src/gen/credit/v1/event_service_pb.js";
 import { EVENT_KIND_CODES, feedEventBytes } from "../../src/rpc/event-encoding.js";
+import { seededRandom, testSeed } from "../support/seeded-random.js";
 
 /**
  * The hand-written envelope of an event against protobuf-es: byte for byte the same as toBinary
  * of the same fields, on random values (the seed is printed and can be replayed with EVENT_ENCODING_SEED).
  */
-const SEED = Number(process.env["EVENT_ENCODING_SEED"] ?? Math.floor(Math.random() * 2 ** 31));
+const SEED = testSeed("EVENT_ENCODING_SEED");
 
-function random(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    return s / 2 ** 32;
-  };
-}
 
 describe("the event envelope", () => {
   it(`is toBinary's bytes for random envelopes (seed ${SEED})`, () => {
     console.log(`event envelope seed: ${SEED} (replay with EVENT_ENCODING_SEED=${SEED})`);
-    const rnd = random(SEED);
+    const rnd = seededRandom(SEED);
     const text = (max: number) => Array.from({ length: Math.floor(rnd() * max) }, () => String.fromCodePoint(32 + Math.floor(rnd() * (rnd() < 0.1 ? 0x2000 : 95)))).join("");
     for (let i = 0; i < 500; i++) {
       const kind = EVENT_KINDS[Math.floor(rnd() * EVENT_KINDS.length)]!;

@@ -1,21 +1,15 @@
 import { describe, expect, it } from "vitest";
 import type { UsageSeriesRow } from "../../src/domain/usage.js";
 import { readFigures } from "../../src/store/usage-figures.js";
+import { seededRandom, testSeed } from "../support/seeded-random.js";
 
 /**
  * The leveled statement's text against the rows it stands for: random rows written as Postgres
  * writes them (concat_ws and string_agg) read back exactly, at the edges of a double's exact
  * range too (the seed is printed and can be replayed with USAGE_FIGURES_SEED).
  */
-const SEED = Number(process.env["USAGE_FIGURES_SEED"] ?? Math.floor(Math.random() * 2 ** 31));
+const SEED = testSeed("USAGE_FIGURES_SEED");
 
-function random(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    return s / 2 ** 32;
-  };
-}
 
 const FIGURES = ["consumed", "restored", "granted", "expired", "generations"] as const;
 
@@ -38,7 +32,7 @@ function text(rows: readonly UsageSeriesRow[]): string {
 describe("readFigures", () => {
   it(`reads back random rows, every figure's size and sign (seed ${SEED})`, () => {
     console.log(`usage figures seed: ${SEED} (replay with USAGE_FIGURES_SEED=${SEED})`);
-    const next = random(SEED);
+    const next = seededRandom(SEED);
     const figure = (): bigint => {
       const edge = EDGES[Math.floor(next() * EDGES.length)]!;
       const sign = next() < 0.2 ? -1n : 1n;
