@@ -26,7 +26,7 @@ export function readFigures(text: string, values: readonly (string | null)[], di
   return rows;
 }
 
-/** Below this many digits a decimal is exact as a double (2^53 has 16). */
+/** A decimal of at most this many digits is exact as a double (2^53 has 16). */
 const EXACT_DIGITS = 15;
 const MINUS = 45;
 const ZERO_CHAR = 48;
